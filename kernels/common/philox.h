@@ -1,0 +1,102 @@
+// Philox4x32-10, the counter-based generator behind every random number in flashgrad.
+//
+// A counter-based generator maps (key, counter) to random bits with no state, so any element
+// of a random tensor or of a dropout mask can be regenerated anywhere, in any order: on the
+// CPU, in a CUDA kernel, in the forward pass or in the backward pass. That is what lets the
+// attention kernels recompute the dropout mask instead of storing it, and what makes the CPU,
+// CUDA and naive paths use bit-identical masks.
+//
+// Rounds and constants follow Salmon et al., "Parallel random numbers: as easy as 1, 2, 3"
+// (SC'11), which is also the generator cuRAND's device API calls Philox4_32_10.
+#pragma once
+#include <cstdint>
+
+#include "kernels/common/half.h"  // FG_HD
+
+namespace fg {
+
+struct Philox4 {
+  uint32_t x[4];
+};
+
+FG_HD uint32_t philox_mulhi(uint32_t a, uint32_t b) {
+#if defined(__CUDA_ARCH__)
+  return __umulhi(a, b);
+#else
+  return uint32_t((uint64_t(a) * uint64_t(b)) >> 32);
+#endif
+}
+
+FG_HD Philox4 philox4x32_10(uint32_t c0, uint32_t c1, uint32_t c2, uint32_t c3, uint32_t k0,
+                            uint32_t k1) {
+  constexpr uint32_t M0 = 0xD2511F53u, M1 = 0xCD9E8D57u;
+  constexpr uint32_t W0 = 0x9E3779B9u, W1 = 0xBB67AE85u;
+#if defined(__CUDA_ARCH__)
+#pragma unroll
+#endif
+  for (int round = 0; round < 10; ++round) {
+    uint32_t hi0 = philox_mulhi(M0, c0), lo0 = M0 * c0;
+    uint32_t hi1 = philox_mulhi(M1, c2), lo1 = M1 * c2;
+    uint32_t n0 = hi1 ^ c1 ^ k0, n2 = hi0 ^ c3 ^ k1;
+    c0 = n0;
+    c1 = lo1;
+    c2 = n2;
+    c3 = lo0;
+    k0 += W0;
+    k1 += W1;
+  }
+  return Philox4{{c0, c1, c2, c3}};
+}
+
+// The key is the 64-bit seed; the high half of the 64-bit offset is folded into it so that the
+// counter's last word can carry the offset's low half.
+FG_HD void philox_key(uint64_t seed, uint64_t offset, uint32_t& k0, uint32_t& k1) {
+  k0 = uint32_t(seed);
+  k1 = uint32_t(seed >> 32) ^ uint32_t(offset >> 32);
+}
+
+// Stream tags keep the counters of different uses apart (counter word 2).
+constexpr uint32_t kPhiloxStreamUniform = 0xFFFFFFFEu;
+constexpr uint32_t kPhiloxStreamDropout = 0xFFFFFFFFu;
+// Attention dropout uses word 2 for b * Hq + h, which stays far below these tags.
+
+// 32 random bits for element n of a flat stream: element n takes word n % 4 of block n / 4.
+FG_HD uint32_t philox_bits(uint64_t seed, uint64_t offset, uint32_t stream, uint64_t n) {
+  uint32_t k0, k1;
+  philox_key(seed, offset, k0, k1);
+  uint64_t q = n >> 2;
+  Philox4 r = philox4x32_10(uint32_t(q), uint32_t(q >> 32), stream, uint32_t(offset), k0, k1);
+  return r.x[n & 3];
+}
+
+// Uniform in [0, 1) with 24 random bits (exactly representable in float).
+FG_HD float philox_uniform(uint64_t seed, uint64_t offset, uint64_t n) {
+  return float(philox_bits(seed, offset, kPhiloxStreamUniform, n) >> 8) * (1.0f / 16777216.0f);
+}
+
+// The integer a uniform 32-bit draw must reach to be kept under drop probability p:
+// kept iff bits >= dropout_threshold(p). p = 0 keeps everything.
+FG_HD uint32_t dropout_threshold(double p) {
+  double t = p * 4294967296.0;
+  return t >= 4294967295.0 ? 0xFFFFFFFFu : uint32_t(t);
+}
+
+// Whether element n of a generic (non-attention) dropout is kept.
+FG_HD bool dropout_keep(uint64_t seed, uint64_t offset, uint64_t n, uint32_t threshold) {
+  return philox_bits(seed, offset, kPhiloxStreamDropout, n) >= threshold;
+}
+
+// The attention dropout definition, shared by the CPU flash path, the CUDA kernels and the
+// naive path: element (b, h, i, j) of the probability matrix (batch b, query head h of Hq,
+// query row i, key column j) is kept iff this returns true. Four consecutive columns share
+// one Philox call: counter (j / 4, i, b * Hq + h, offset_lo), word j % 4.
+FG_HD bool attention_dropout_keep(uint64_t seed, uint64_t offset, uint32_t b, uint32_t h,
+                                  uint32_t num_heads, uint32_t i, uint32_t j,
+                                  uint32_t threshold) {
+  uint32_t k0, k1;
+  philox_key(seed, offset, k0, k1);
+  Philox4 r = philox4x32_10(j >> 2, i, b * num_heads + h, uint32_t(offset), k0, k1);
+  return r.x[j & 3] >= threshold;
+}
+
+}  // namespace fg

@@ -1,0 +1,145 @@
+// Every kernel entry point of flashgrad, on raw pointers, for both devices.
+//
+// Each function is declared twice with the same signature: in fg::cpu (kernels/cpu/*.cpp,
+// the reference) and in fg::cuda (kernels/cuda/*.cu, launched on the default stream). The
+// raw ops of tensor/ops.h pick one by the tensor's device. Nothing here knows about Tensor:
+// pointers, element counts, strides and a DType. Attention has its own folder and header
+// (kernels/attention/attention.h).
+//
+// Conventions: 16-bit types compute in float; f64 computes in double; `n` is an element
+// count; "rows x cols" operands are contiguous row-major unless strides are given.
+#pragma once
+#include <cstdint>
+
+#include "kernels/common/strided.h"
+#include "tensor/dtype.h"
+
+namespace fg {
+
+enum class UnaryOp : uint8_t {
+  neg, exp, log, sqrt, rsqrt, tanh, relu, gelu, abs, sigmoid, sin, cos, square, reciprocal, sign
+};
+enum class BinaryOp : uint8_t {
+  add, sub, mul, div, pow, maximum, minimum,
+  eq, ne, lt, le, gt, ge,  // comparisons produce 1 or 0 in the operands' dtype
+  gelu_backward,           // (grad, x) -> grad * gelu'(x)
+  relu_backward,           // (grad, x) -> x > 0 ? grad : 0
+  tanh_backward,           // (grad, y = tanh(x)) -> grad * (1 - y^2)
+  sigmoid_backward         // (grad, y = sigmoid(x)) -> grad * y * (1 - y)
+};
+enum class ReduceOp : uint8_t { sum, max, min };
+
+const char* unary_op_name(UnaryOp op);
+const char* binary_op_name(BinaryOp op);
+
+// The GELU of flashgrad is the tanh approximation used by GPT-2:
+//   gelu(x) = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
+
+#define FG_DECLARE_KERNELS                                                                     \
+  /* out[i] = src[i] converted from src_dtype to dst_dtype; idx: [0] dst, [1] src */           \
+  void copy(DType dst_dtype, DType src_dtype, int64_t n, const StridedIndexer<2>& idx,         \
+            const void* src, void* dst);                                                        \
+  void fill(DType dtype, int64_t n, const StridedIndexer<1>& idx, void* out, double value);    \
+  /* idx: [0] out, [1] in */                                                                    \
+  void unary(UnaryOp op, DType dtype, int64_t n, const StridedIndexer<2>& idx, const void* in,  \
+             void* out);                                                                        \
+  /* idx: [0] out, [1] a, [2] b */                                                              \
+  void binary(BinaryOp op, DType dtype, int64_t n, const StridedIndexer<3>& idx, const void* a, \
+              const void* b, void* out);                                                        \
+  /* out = op(a, s), or op(s, a) when scalar_first; idx: [0] out, [1] a */                     \
+  void binary_scalar(BinaryOp op, DType dtype, int64_t n, const StridedIndexer<2>& idx,        \
+                     const void* a, double s, bool scalar_first, void* out);                    \
+  /* out = cond != 0 ? a : b; idx: [0] out, [1] cond, [2] a, [3] b */                           \
+  void where(DType dtype, DType cond_dtype, int64_t n, const StridedIndexer<4>& idx,           \
+             const void* cond, const void* a, const void* b, void* out);                        \
+  /* in is contiguous [outer, len, inner]; out is contiguous [outer, inner] */                  \
+  void reduce(ReduceOp op, DType dtype, int64_t outer, int64_t len, int64_t inner,              \
+              const void* in, void* out);                                                       \
+  /* out (int64) is contiguous [outer, inner]: index of the first maximum along len */          \
+  void argmax(DType dtype, int64_t outer, int64_t len, int64_t inner, const void* in,          \
+              int64_t* out);                                                                    \
+  /* Row-major batched GEMM: C[b] = alpha * op(A[b]) op(B[b]) + beta * C[b], op = transpose   \
+     when trans_*; A is M x K after op, B is K x N after op, C is M x N; ld* are row strides;  \
+     batch strides in elements. bf16/f16 accumulate in fp32. */                                 \
+  void gemm(DType dtype, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K,          \
+            double alpha, const void* A, int64_t lda, int64_t stride_a, const void* B,         \
+            int64_t ldb, int64_t stride_b, double beta, void* C, int64_t ldc, int64_t stride_c, \
+            int64_t batch);                                                                     \
+  /* Softmax (or log-softmax) over the last dim of contiguous [rows, cols] */                   \
+  void softmax(DType dtype, int64_t rows, int64_t cols, const void* in, void* out, bool log);   \
+  /* gx from y = softmax(x) (or log-softmax) and gy */                                          \
+  void softmax_backward(DType dtype, int64_t rows, int64_t cols, const void* y, const void* gy, \
+                        void* gx, bool log);                                                    \
+  /* Per-row loss of logits [rows, cols] against integer targets (i32 or i64); rows whose     \
+     target equals ignore_index get loss 0. losses is fp32 [rows]. Out-of-range targets are   \
+     reported through *bad_target (set to the first offending row + 1; host pointer on CPU,  \
+     device pointer on CUDA). */                                                                \
+  void cross_entropy(DType dtype, DType target_dtype, int64_t rows, int64_t cols,               \
+                     const void* logits, const void* targets, int64_t ignore_index,             \
+                     float* losses, int64_t* bad_target);                                       \
+  /* glogits = (softmax(logits) - onehot(target)) * grad_scale[0] for rows not ignored;       \
+     grad_scale is an fp32 device/host scalar (the loss gradient already divided by count) */ \
+  void cross_entropy_backward(DType dtype, DType target_dtype, int64_t rows, int64_t cols,      \
+                              const void* logits, const void* targets, int64_t ignore_index,    \
+                              const float* grad_scale, void* glogits);                          \
+  /* LayerNorm over the last dim: y = (x - mean) * rstd * w + b; mean, rstd fp32 [rows];      \
+     w, b may be null (no affine) */                                                            \
+  void layer_norm(DType dtype, int64_t rows, int64_t cols, const void* x, const void* w,        \
+                  const void* b, double eps, void* y, float* mean, float* rstd);                \
+  /* gw, gb (same dtype as w) are overwritten, not accumulated; may be null */                  \
+  void layer_norm_backward(DType dtype, int64_t rows, int64_t cols, const void* gy,             \
+                           const void* x, const void* w, const float* mean, const float* rstd,  \
+                           void* gx, void* gw, void* gb);                                       \
+  /* out[r, :] = weight[idx[r], :]; weight [vocab, dim]; idx i32 or i64 [rows].              \
+     Out-of-range indices are reported through *bad_index as in cross_entropy. */              \
+  void embedding(DType dtype, DType idx_dtype, int64_t rows, int64_t dim, int64_t vocab,        \
+                 const void* weight, const void* idx, void* out, int64_t* bad_index);           \
+  /* gweight[idx[r], :] += gout[r, :]; gweight must be zeroed first (CUDA: atomics) */        \
+  void embedding_backward(DType dtype, DType idx_dtype, int64_t rows, int64_t dim,              \
+                          int64_t vocab, const void* gout, const void* idx, void* gweight);     \
+  /* y[i] = keep(i) ? x[i] / (1 - p) : 0 with keep from fg::dropout_keep (philox.h);          \
+     x, y contiguous */                                                                         \
+  void dropout(DType dtype, int64_t n, const void* x, void* y, double p, uint64_t seed,        \
+               uint64_t offset);                                                                \
+  /* Along the middle dim of contiguous in [outer, len_in, inner] and index [outer, len_idx,  \
+     inner] (i32/i64): out[o, j, i] = in[o, index[o, j, i], i]. Bad indices via *bad_index.  */ \
+  void gather(DType dtype, DType idx_dtype, int64_t outer, int64_t len_in, int64_t len_idx,     \
+              int64_t inner, const void* in, const void* index, void* out, int64_t* bad_index); \
+  /* The adjoint of gather: gin[o, index[o, j, i], i] += gout[o, j, i]; gin zeroed first. */    \
+  void scatter_add(DType dtype, DType idx_dtype, int64_t outer, int64_t len_in,                 \
+                   int64_t len_idx, int64_t inner, const void* gout, const void* index,         \
+                   void* gin);                                                                  \
+  /* Random fills with fg::philox_uniform (philox.h): element i from (seed, offset, i). */    \
+  void rand_uniform(DType dtype, int64_t n, uint64_t seed, uint64_t offset, double low,         \
+                    double high, void* out);                                                    \
+  /* Box-Muller on pairs of uniforms: element i uses draws 2i and 2i + 1. */                   \
+  void rand_normal(DType dtype, int64_t n, uint64_t seed, uint64_t offset, double mean,         \
+                   double std, void* out);                                                      \
+  void rand_int(DType dtype, int64_t n, uint64_t seed, uint64_t offset, int64_t low,            \
+                int64_t high, void* out);
+
+namespace cpu {
+FG_DECLARE_KERNELS
+}
+namespace cuda {
+FG_DECLARE_KERNELS
+}
+
+// Throws the "built without CUDA" error; used by FG_KERNEL in CPU-only builds.
+[[noreturn]] void no_cuda_kernel(const char* name);
+
+}  // namespace fg
+
+// FG_KERNEL(device, name) is the kernel `name` for `device`, to be called with its arguments:
+//   FG_KERNEL(x.device(), unary)(op, x.dtype(), n, idx, x.data_ptr(), y.data_ptr());
+// In a CPU-only build the CUDA kernels do not exist, and asking for one throws.
+#ifdef FLASHGRAD_WITH_CUDA
+#define FG_KERNEL(DEVICE, NAME) ((DEVICE).is_cuda() ? &::fg::cuda::NAME : &::fg::cpu::NAME)
+#else
+#define FG_KERNEL(DEVICE, NAME) \
+  ((DEVICE).is_cuda() ? (::fg::no_cuda_kernel(#NAME), &::fg::cpu::NAME) : &::fg::cpu::NAME)
+#endif
+
+namespace fg {
+
+}  // namespace fg

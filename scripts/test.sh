@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Sets up and builds flashgrad (scripts/setup.sh), then runs the tests: the `cpu` label always,
+# and the `cuda` label too when a GPU is present.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+BUILD_DIR=${BUILD_DIR:-build}
+LABEL=cpu
+if [ "${FLASHGRAD_TEST_CUDA:-auto}" != "0" ] && command -v nvidia-smi >/dev/null 2>&1 \
+   && nvidia-smi -L >/dev/null 2>&1; then
+  LABEL="cpu|cuda"
+fi
+echo "flashgrad tests: label $LABEL"
+ctest --test-dir "$BUILD_DIR" -L "$LABEL" --output-on-failure -j "$(nproc)"

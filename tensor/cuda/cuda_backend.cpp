@@ -1,0 +1,148 @@
+// The caching CUDA allocator (see tensor/allocator.h for what its counters mean) and copies.
+//
+// Every kernel in flashgrad runs on the default stream, so a freed block can be handed to the
+// next request at once: any later use is queued behind the work that last touched it.
+#include "tensor/cuda/cuda_backend.h"
+
+#include <cuda_runtime.h>
+
+#include <map>
+#include <mutex>
+#include <unordered_map>
+
+#include "kernels/cuda/cuda_check.h"
+
+namespace fg::cuda_backend {
+
+namespace {
+
+constexpr size_t kSmallBlock = 512;
+constexpr size_t kLargeThreshold = size_t(1) << 20;
+constexpr size_t kLargeBlock = size_t(2) << 20;
+
+size_t block_size(size_t n) {
+  if (n == 0) n = 1;
+  if (n < kLargeThreshold) return (n + kSmallBlock - 1) / kSmallBlock * kSmallBlock;
+  return (n + kLargeBlock - 1) / kLargeBlock * kLargeBlock;
+}
+
+struct CachingAllocator {
+  std::mutex mu;
+  MemoryStats s;
+  std::multimap<size_t, void*> free_blocks;      // block size -> pointer
+  std::unordered_map<void*, size_t> live_blocks;  // pointer -> block size
+
+  void release_cached_locked() {
+    for (auto& kv : free_blocks) {
+      cudaFree(kv.second);
+      s.reserved -= kv.first;
+    }
+    free_blocks.clear();
+  }
+
+  void* alloc(size_t nbytes) {
+    std::lock_guard<std::mutex> lock(mu);
+    size_t bs = block_size(nbytes);
+    void* p = nullptr;
+    // Reuse a cached block of the same size class, at most twice as large as needed.
+    auto it = free_blocks.lower_bound(bs);
+    if (it != free_blocks.end() && it->first <= 2 * bs) {
+      bs = it->first;
+      p = it->second;
+      free_blocks.erase(it);
+    } else {
+      cudaError_t e = cudaMalloc(&p, bs);
+      if (e == cudaErrorMemoryAllocation) {
+        cudaGetLastError();  // clear the sticky-free error state
+        release_cached_locked();
+        e = cudaMalloc(&p, bs);
+      }
+      if (e != cudaSuccess) {
+        cudaGetLastError();
+        size_t free_b = 0, total_b = 0;
+        cudaMemGetInfo(&free_b, &total_b);
+        throw OutOfMemoryError(str(
+            "CUDA out of memory: tried to allocate ", format_bytes(nbytes), " (block ",
+            format_bytes(bs), "); flashgrad has ", format_bytes(s.allocated), " allocated (peak ",
+            format_bytes(s.peak_allocated), "), ", format_bytes(s.reserved),
+            " reserved; the device has ", format_bytes(free_b), " free of ", format_bytes(total_b),
+            " (", cudaGetErrorString(e), "). Use a smaller batch or sequence length."));
+      }
+      s.reserved += bs;
+      s.num_device_allocs++;
+      s.peak_reserved = std::max(s.peak_reserved, s.reserved);
+    }
+    live_blocks[p] = bs;
+    s.allocated += nbytes;
+    s.peak_allocated = std::max(s.peak_allocated, s.allocated);
+    s.num_allocs++;
+    return p;
+  }
+
+  void free(void* p, size_t nbytes) {
+    std::lock_guard<std::mutex> lock(mu);
+    auto it = live_blocks.find(p);
+    if (it == live_blocks.end()) return;  // not ours; never happens for Storage
+    free_blocks.emplace(it->second, p);
+    live_blocks.erase(it);
+    s.allocated -= nbytes;
+  }
+};
+
+CachingAllocator& allocator() {
+  static CachingAllocator* a = new CachingAllocator();  // outlives every static tensor
+  return *a;
+}
+
+}  // namespace
+
+bool available() {
+  static const bool ok = [] {
+    int n = 0;
+    cudaError_t e = cudaGetDeviceCount(&n);
+    if (e != cudaSuccess) {
+      cudaGetLastError();
+      return false;
+    }
+    return n > 0;
+  }();
+  return ok;
+}
+
+void* alloc(size_t nbytes) { return allocator().alloc(nbytes); }
+void free(void* p, size_t nbytes) { allocator().free(p, nbytes); }
+
+MemoryStats stats() {
+  auto& a = allocator();
+  MemoryStats s;
+  {
+    std::lock_guard<std::mutex> lock(a.mu);
+    s = a.s;
+  }
+  FG_CUDA_CHECK(cudaMemGetInfo(&s.device_free, &s.device_total));
+  return s;
+}
+
+void reset_peak() {
+  auto& a = allocator();
+  std::lock_guard<std::mutex> lock(a.mu);
+  a.s.peak_allocated = a.s.allocated;
+  a.s.peak_reserved = a.s.reserved;
+}
+
+void empty_cache() {
+  auto& a = allocator();
+  FG_CUDA_CHECK(cudaDeviceSynchronize());
+  std::lock_guard<std::mutex> lock(a.mu);
+  a.release_cached_locked();
+}
+
+void copy(void* dst, bool dst_cuda, const void* src, bool src_cuda, size_t nbytes) {
+  cudaMemcpyKind kind = dst_cuda ? (src_cuda ? cudaMemcpyDeviceToDevice : cudaMemcpyHostToDevice)
+                                 : (src_cuda ? cudaMemcpyDeviceToHost : cudaMemcpyHostToHost);
+  FG_CUDA_CHECK(cudaMemcpy(dst, src, nbytes, kind));
+}
+
+void synchronize() { FG_CUDA_CHECK(cudaDeviceSynchronize()); }
+
+}  // namespace fg::cuda_backend
