@@ -34,7 +34,7 @@ static bool view_strides(const Tensor& t, const Shape& shape, Shape& out) {
   const Shape& os = t.shape();
   const Shape& ost = t.strides();
   out.assign(shape.size(), 0);
-  if (t.numel() == 0) {
+  if (t.numel() == 0 || os.empty()) {  // nothing to keep in place
     out = contiguous_strides(shape);
     return true;
   }

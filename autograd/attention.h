@@ -1,0 +1,67 @@
+// scaled_dot_product_attention: the attention node of flashgrad, with two implementations of
+// one function (kernels/attention/params.h states it exactly):
+//   flash  the fused kernels (CPU or CUDA): the node saves Q, K, V, O, the log-sum-exp and the
+//          dropout seed/offset, nothing of size N x N; backward recomputes P tile by tile.
+//   naive  ordinary autograd ops (matmul, scale, mask, softmax, dropout with the same Philox
+//          mask, matmul) that materialise the N x N scores: the oracle and the memory baseline.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "tensor/tensor.h"
+
+namespace fg {
+
+enum class AttentionImpl { flash, naive };
+AttentionImpl attention_impl_from_string(const std::string& s);
+const char* attention_impl_name(AttentionImpl i);
+
+// A block mask: [heads (1 or Hq), ceil(Nq/64), ceil(Nk/64)] bytes, nonzero = tile visible.
+struct BlockMask {
+  std::vector<uint8_t> bits;
+  int64_t heads = 1;
+  int64_t q_blocks = 0, k_blocks = 0;
+  static BlockMask sliding_window(int64_t Nq, int64_t Nk, int64_t window, bool causal);
+  static BlockMask global_local(int64_t Nq, int64_t Nk, int64_t num_global, int64_t window);
+};
+
+struct AttentionOptions {
+  AttentionImpl impl_ = AttentionImpl::flash;
+  bool causal_ = false;
+  double dropout_p_ = 0.0;
+  double scale_ = 0.0;  // 0 means 1/sqrt(D)
+  // Dropout randomness: when has_seed_ is false, (seed, offset) come from the default
+  // generator (one offset per call), as torch's dropout does.
+  bool has_seed_ = false;
+  uint64_t seed_ = 0, offset_ = 0;
+  std::shared_ptr<const BlockMask> block_mask_;
+  bool deterministic_ = false;  // CUDA backward without atomics (bit-reproducible)
+
+  AttentionOptions& impl(AttentionImpl i) { impl_ = i; return *this; }
+  AttentionOptions& causal(bool c = true) { causal_ = c; return *this; }
+  AttentionOptions& dropout(double p) { dropout_p_ = p; return *this; }
+  AttentionOptions& scale(double s) { scale_ = s; return *this; }
+  AttentionOptions& seed(uint64_t s, uint64_t offset = 0) {
+    has_seed_ = true; seed_ = s; offset_ = offset; return *this;
+  }
+  AttentionOptions& block_mask(BlockMask m) {
+    block_mask_ = std::make_shared<const BlockMask>(std::move(m)); return *this;
+  }
+  AttentionOptions& deterministic(bool d = true) { deterministic_ = d; return *this; }
+};
+
+// q [B, Nq, Hq, D], k and v [B, Nk, Hkv, D] (Hq a multiple of Hkv); returns o [B, Nq, Hq, D].
+// Inputs may be strided views (e.g. slices of a fused QKV projection) with a unit last stride.
+Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tensor& v,
+                                    const AttentionOptions& options = {});
+
+// The flash forward alone, returning o and the log-sum-exp [B, Hq, Nq] (fp32; fp64 for f64
+// inputs). No graph is recorded. For tests and benchmarks.
+struct FlashForwardResult {
+  Tensor o, lse;
+};
+FlashForwardResult flash_attention_forward(const Tensor& q, const Tensor& k, const Tensor& v,
+                                           const AttentionOptions& options);
+
+}  // namespace fg

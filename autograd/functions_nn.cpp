@@ -1,0 +1,213 @@
+// The differentiable matmul and neural-network ops (softmax, log-softmax, cross-entropy,
+// LayerNorm, embedding, dropout, gather) and the multi-tensor views cat / split / chunk. Each
+// runs its raw op (tensor/ops_matmul.cpp, tensor/ops_nn.cpp) and records a node whose backward
+// is written with raw ops; the fused backward kernels (softmax, cross-entropy, LayerNorm) are
+// called directly.
+#include <algorithm>
+
+#include "autograd/functions.h"
+
+namespace fg {
+
+// ---- matmul ----
+// With a2 = a (or a as a row [1, K] when 1-D) and b2 = b (or a column [K, 1]), and g2 the
+// output gradient reshaped to batch + [M, N]:  ga = g2 @ b2^T,  gb = a2^T @ g2, each summed
+// over the batch dims its operand was broadcast along (sum_to) and reshaped back. The
+// transposes are views; ops::matmul hands them to the GEMM as transpose flags, not copies.
+Tensor matmul(const Tensor& a, const Tensor& b) {
+  Tensor y = ops::matmul(a, b);
+  return record("MatmulBackward", {a, b}, y, {a, b},
+                [](const std::vector<Tensor>& g, const std::vector<Tensor>& saved,
+                   const std::vector<bool>& needs) {
+                  const Tensor& a = saved[0];
+                  const Tensor& b = saved[1];
+                  Tensor a2 = a.dim() == 1 ? ops::unsqueeze(a, 0) : a;
+                  Tensor b2 = b.dim() == 1 ? ops::unsqueeze(b, 1) : b;
+                  int64_t M = a2.size(a2.dim() - 2), K = a2.size(a2.dim() - 1);
+                  int64_t N = b2.size(b2.dim() - 1);
+                  Shape batch = broadcast_shapes(Shape(a2.shape().begin(), a2.shape().end() - 2),
+                                                 Shape(b2.shape().begin(), b2.shape().end() - 2),
+                                                 "matmul backward");
+                  Shape g_shape = batch;
+                  g_shape.push_back(M);
+                  g_shape.push_back(N);
+                  Tensor g2 = ops::reshape(g[0], g_shape);
+                  Tensor ga, gb;
+                  if (needs[0]) {
+                    Tensor t = ops::matmul(g2, ops::transpose(b2, -1, -2));
+                    ga = ops::reshape(ops::sum_to(t, a2.shape()), a.shape());
+                  }
+                  if (needs[1]) {
+                    Tensor t;
+                    if (b2.dim() == 2 && a2.dim() > 2) {
+                      // b shared by every batch entry (a Linear layer): one [K, rows] @
+                      // [rows, N] product instead of a batch of them summed afterwards.
+                      int64_t rows = shape_numel(batch) * M;
+                      Tensor af = ops::reshape(a2, {rows, K});
+                      Tensor gf = ops::reshape(g2, {rows, N});
+                      t = ops::matmul(ops::transpose(af, 0, 1), gf);
+                    } else {
+                      t = ops::sum_to(ops::matmul(ops::transpose(a2, -1, -2), g2), b2.shape());
+                    }
+                    gb = ops::reshape(t, b.shape());
+                  }
+                  return std::vector<Tensor>{ga, gb};
+                });
+}
+
+// ---- softmax / log_softmax ----
+static void check_last_dim(const char* op, const Tensor& x, int64_t dim) {
+  FG_CHECK(x.defined(), op, ": the input tensor is undefined");
+  FG_CHECK(x.dim() >= 1, op, ": needs at least 1 dim, got a 0-d tensor");
+  int64_t d = x.wrap_dim(dim, op);
+  FG_CHECK(d == x.dim() - 1, op, ": only the last dim is supported (dim ", dim, " of ",
+           shape_str(x.shape()), "); transpose the dim to the end first");
+}
+
+Tensor softmax(const Tensor& x, int64_t dim) {
+  check_last_dim("softmax", x, dim);
+  Tensor y = ops::softmax(x);
+  return record("SoftmaxBackward", {x}, y, {y},
+                [](const std::vector<Tensor>& g, const std::vector<Tensor>& saved,
+                   const std::vector<bool>&) {
+                  return std::vector<Tensor>{ops::softmax_backward(saved[0], g[0], false)};
+                });
+}
+
+Tensor log_softmax(const Tensor& x, int64_t dim) {
+  check_last_dim("log_softmax", x, dim);
+  Tensor y = ops::log_softmax(x);
+  return record("LogSoftmaxBackward", {x}, y, {y},
+                [](const std::vector<Tensor>& g, const std::vector<Tensor>& saved,
+                   const std::vector<bool>&) {
+                  return std::vector<Tensor>{ops::softmax_backward(saved[0], g[0], true)};
+                });
+}
+
+// ---- cross_entropy ----
+// Logits [..., C] and targets [...] are flattened to [N, C] and [N]. The loss is the mean over
+// counted rows, so the backward scales (softmax - onehot) by dL/dloss / count; the count is
+// fixed in the forward and captured by the node.
+Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore_index) {
+  const char* op = "cross_entropy";
+  FG_CHECK(logits.defined() && targets.defined(), op, ": logits or targets are undefined");
+  FG_CHECK(logits.dim() >= 1, op, ": logits must be [..., C], got a 0-d tensor");
+  Shape lead(logits.shape().begin(), logits.shape().end() - 1);
+  FG_CHECK(targets.shape() == lead, op, ": targets ", shape_str(targets.shape()),
+           " must have the logits' shape without the class dim, ", shape_str(lead),
+           " (logits ", shape_str(logits.shape()), ")");
+  int64_t C = logits.size(logits.dim() - 1);
+  Tensor x2 = ops::reshape(logits, {-1, C});
+  Tensor t1 = ops::reshape(targets, {-1});
+  int64_t count = 0;
+  Tensor loss = ops::cross_entropy(x2, t1, ignore_index, &count);
+  Shape logits_shape = logits.shape();
+  return record("CrossEntropyBackward", {logits}, loss, {x2, t1},
+                [ignore_index, count, logits_shape](const std::vector<Tensor>& g,
+                                                    const std::vector<Tensor>& saved,
+                                                    const std::vector<bool>&) {
+                  Tensor scale = ops::mul_scalar(ops::to_dtype(g[0], DType::f32),
+                                                 count > 0 ? 1.0 / double(count) : 0.0);
+                  Tensor gx = ops::cross_entropy_backward(saved[0], saved[1], ignore_index,
+                                                          scale);
+                  return std::vector<Tensor>{ops::reshape(gx, logits_shape)};
+                });
+}
+
+// ---- layer_norm ----
+Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps) {
+  ops::LayerNormResult r = ops::layer_norm(x, weight, bias, eps);
+  return record("LayerNormBackward", {x, weight, bias}, r.y, {x, weight, r.mean, r.rstd},
+                [](const std::vector<Tensor>& g, const std::vector<Tensor>& saved,
+                   const std::vector<bool>& needs) {
+                  bool need_wb = needs[1] || needs[2];
+                  ops::LayerNormGrads lg = ops::layer_norm_backward(
+                      g[0], saved[0], saved[1], saved[2], saved[3], need_wb);
+                  return std::vector<Tensor>{needs[0] ? lg.gx : Tensor(),
+                                             needs[1] ? lg.gw : Tensor(),
+                                             needs[2] ? lg.gb : Tensor()};
+                });
+}
+
+// ---- embedding ----
+Tensor embedding(const Tensor& weight, const Tensor& indices) {
+  Tensor y = ops::embedding(weight, indices);
+  int64_t vocab = weight.size(0);
+  return record("EmbeddingBackward", {weight}, y, {indices},
+                [vocab](const std::vector<Tensor>& g, const std::vector<Tensor>& saved,
+                        const std::vector<bool>&) {
+                  return std::vector<Tensor>{ops::embedding_backward(g[0], saved[0], vocab)};
+                });
+}
+
+// ---- dropout ----
+// The mask is never stored: the backward regenerates it from the same (seed, offset), so the
+// gradient is dropout(g) with the forward's mask, scale included.
+Tensor dropout(const Tensor& x, double p, bool training, Generator* gen) {
+  FG_CHECK(x.defined(), "dropout: the input tensor is undefined");
+  FG_CHECK(p >= 0.0 && p < 1.0, "dropout: drop probability must be in [0, 1), got ", p);
+  if (p == 0.0 || !training) return x;
+  Generator& g = gen ? *gen : default_generator();
+  uint64_t seed = g.seed(), offset = g.next_offset();
+  Tensor y = ops::dropout(x, p, seed, offset);
+  return record("DropoutBackward", {x}, y, {},
+                [p, seed, offset](const std::vector<Tensor>& grads, const std::vector<Tensor>&,
+                                  const std::vector<bool>&) {
+                  return std::vector<Tensor>{ops::dropout(grads[0], p, seed, offset)};
+                });
+}
+
+// ---- gather ----
+Tensor gather(const Tensor& t, int64_t dim, const Tensor& index) {
+  Tensor y = ops::gather(t, dim, index);
+  Shape in_shape = t.shape();
+  return record("GatherBackward", {t}, y, {index},
+                [dim, in_shape](const std::vector<Tensor>& g, const std::vector<Tensor>& saved,
+                                const std::vector<bool>&) {
+                  return std::vector<Tensor>{ops::scatter_add_zeros(g[0], dim, saved[0],
+                                                                    in_shape)};
+                });
+}
+
+// ---- cat / split / chunk ----
+Tensor cat(const std::vector<Tensor>& ts, int64_t dim) {
+  Tensor y = ops::cat(ts, dim);
+  std::vector<int64_t> sizes;
+  int64_t d = ts[0].wrap_dim(dim, "cat");
+  for (const Tensor& t : ts) sizes.push_back(t.size(d));
+  return record("CatBackward", ts, y, {},
+                [sizes, d](const std::vector<Tensor>& g, const std::vector<Tensor>&,
+                           const std::vector<bool>& needs) {
+                  std::vector<Tensor> parts = ops::split(g[0], sizes, d);
+                  for (size_t i = 0; i < parts.size(); ++i)
+                    if (!needs[i]) parts[i] = Tensor();
+                  return parts;
+                });
+}
+
+std::vector<Tensor> split(const Tensor& t, const std::vector<int64_t>& sizes, int64_t dim) {
+  std::vector<Tensor> parts = ops::split(t, sizes, dim);
+  int64_t d = t.wrap_dim(dim, "split");
+  // Gradients of unused pieces arrive as zeros (FunctionNode fills them in).
+  return record("SplitBackward", {t}, parts, {},
+                [d](const std::vector<Tensor>& g, const std::vector<Tensor>&,
+                    const std::vector<bool>&) {
+                  return std::vector<Tensor>{ops::cat(g, d)};
+                });
+}
+
+// As PyTorch: pieces of ceil(size / chunks) along dim, the last one smaller (so there may be
+// fewer than `chunks` pieces).
+std::vector<Tensor> chunk(const Tensor& t, int64_t chunks, int64_t dim) {
+  FG_CHECK(t.defined(), "chunk: the input tensor is undefined");
+  FG_CHECK(chunks > 0, "chunk: chunks must be > 0, got ", chunks);
+  int64_t d = t.wrap_dim(dim, "chunk");
+  int64_t n = t.size(d);
+  int64_t step = std::max<int64_t>(1, (n + chunks - 1) / chunks);
+  std::vector<int64_t> sizes;
+  for (int64_t off = 0; off < n; off += step) sizes.push_back(std::min(step, n - off));
+  if (sizes.empty()) sizes.push_back(0);
+  return split(t, sizes, d);
+}
+
+}  // namespace fg

@@ -1,0 +1,142 @@
+// `flashgrad train`: every TrainConfig setting as a flag, on top of a preset.
+//
+//   flashgrad train                                 # preset tiny on data/fortunes.txt
+//   flashgrad train --preset small --device cuda --dtype bf16
+//   flashgrad train --data input.txt --steps 1000 --lr 1e-3 --out out/mine
+//   flashgrad train --out out/mine --resume --steps 2000
+//
+// A flag given on the command line wins over the preset (and, on --resume, over the
+// checkpoint, except for the architecture, which must match).
+#include <unistd.h>
+
+#include <nlohmann/json.hpp>
+
+#include "examples/commands.h"
+#include "train/trainer.h"
+
+namespace fg::cli {
+
+namespace {
+
+struct TrainFlags {
+  train::TrainConfig parsed;  // the flag values (defaults: the tiny preset)
+  std::vector<std::pair<CLI::Option*, std::string>> keyed;  // flag -> config key
+  CLI::Option* preset_option = nullptr;
+  std::string preset = "tiny";
+  std::string out;
+  bool resume = false, overwrite = false;
+  int64_t stop_at = 0;
+};
+
+template <typename T>
+CLI::Option* add(CLI::App* cmd, TrainFlags& f, const std::string& flag, const std::string& key,
+                 T& field, const std::string& help) {
+  CLI::Option* o = cmd->add_option(flag, field, help)->capture_default_str();
+  f.keyed.emplace_back(o, key);
+  return o;
+}
+
+void run_train(TrainFlags& f) {
+  // The preset first, then the flags given on the command line.
+  train::TrainConfig cfg = train::preset(f.preset);
+  nlohmann::json merged = train::to_json(cfg), given = train::to_json(f.parsed);
+  std::set<std::string> explicit_keys;
+  if (f.preset_option->count() > 0)
+    for (const std::string& k : train::preset_keys()) explicit_keys.insert(k);
+  for (auto& [opt, key] : f.keyed) {
+    if (opt->count() == 0) continue;
+    merged[key] = given[key];
+    explicit_keys.insert(key);
+  }
+  train::update_from_json(cfg, merged);
+
+  train::RunOptions run;
+  run.out_dir = f.out.empty() ? "out/" + f.preset : f.out;
+  run.resume = f.resume;
+  run.overwrite = f.overwrite;
+  run.stop_at = f.stop_at;
+  run.explicit_keys = explicit_keys;
+  run.live = ::isatty(STDOUT_FILENO) != 0;
+
+  train::SigintGuard ctrl_c;
+  train::TrainResult r = train::train(cfg, run);
+  if (r.interrupted) throw Exit{130};
+}
+
+}  // namespace
+
+void register_train(CLI::App& app) {
+  auto flags = std::make_shared<TrainFlags>();
+  TrainFlags& f = *flags;
+  train::TrainConfig& c = f.parsed;
+  CLI::App* cmd = app.add_subcommand("train", "train a small GPT on a text file");
+  cmd->footer(
+      "Presets: tiny (default; 2 layers, width 128, a few minutes on 2 CPU cores) and small "
+      "(6 layers, 6 heads, width 384, context 256, dropout 0.2, 5000 steps). Flags override "
+      "the preset. The data defaults to data/fortunes.txt, built from the fortunes package on "
+      "first use. Ctrl-C stops after the current step and keeps the last checkpoint.");
+
+  f.preset_option = cmd->add_option("--preset", f.preset, "settings to start from")
+                        ->check(CLI::IsMember(train::preset_names()))
+                        ->capture_default_str();
+  cmd->add_option("--out", f.out, "checkpoint directory (default: out/<preset>)");
+  cmd->add_flag("--resume", f.resume, "continue the checkpoint in --out exactly where it stopped");
+  cmd->add_flag("--overwrite", f.overwrite, "replace a checkpoint already in --out");
+  cmd->add_option("--stop-at", f.stop_at,
+                  "stop after this step with a checkpoint, as if paused (resume later)")
+      ->check(CLI::NonNegativeNumber);
+
+  const std::string g_model = "Model", g_data = "Data", g_opt = "Optimisation",
+                    g_eval = "Evaluation and logging", g_sys = "System";
+  add(cmd, f, "--n-layer", "n_layer", c.n_layer, "transformer blocks")->group(g_model);
+  add(cmd, f, "--n-head", "n_head", c.n_head, "attention heads")->group(g_model);
+  add(cmd, f, "--n-kv-head", "n_kv_head", c.n_kv_head,
+      "key/value heads (GQA; 0 = n_head, 1 = MQA)")->group(g_model);
+  add(cmd, f, "--n-embd", "n_embd", c.n_embd, "model width")->group(g_model);
+  add(cmd, f, "--block-size", "block_size", c.block_size, "context length in tokens")->group(g_model);
+  add(cmd, f, "--dropout", "dropout", c.dropout, "dropout probability")->group(g_model);
+  f.keyed.emplace_back(
+      cmd->add_flag("--bias,!--no-bias", c.bias, "biases in Linear and LayerNorm layers")->group(g_model),
+      "bias");
+  add(cmd, f, "--attn", "attn", c.attn, "attention implementation")
+      ->check(CLI::IsMember({"flash", "naive"}))->group(g_model);
+
+  add(cmd, f, "--data", "data", c.data, "training text (default: data/fortunes.txt)")->group(g_data);
+  add(cmd, f, "--tokenizer", "tokenizer", c.tokenizer, "char (vocabulary from the text) or byte")
+      ->check(CLI::IsMember({"char", "byte"}))->group(g_data);
+  add(cmd, f, "--val-fraction", "val_fraction", c.val_fraction, "validation share of the text")
+      ->group(g_data);
+
+  add(cmd, f, "--batch-size", "batch_size", c.batch_size, "sequences per micro-batch")->group(g_opt);
+  add(cmd, f, "--grad-accum", "grad_accum", c.grad_accum, "micro-batches per step")->group(g_opt);
+  add(cmd, f, "--steps", "steps", c.steps, "optimizer steps in all")->group(g_opt);
+  add(cmd, f, "--warmup", "warmup", c.warmup, "linear warm-up steps")->group(g_opt);
+  add(cmd, f, "--lr", "lr", c.lr, "peak learning rate")->group(g_opt);
+  add(cmd, f, "--min-lr", "min_lr", c.min_lr, "learning rate at the end of the cosine")->group(g_opt);
+  add(cmd, f, "--weight-decay", "weight_decay", c.weight_decay, "AdamW weight decay (2-D params)")
+      ->group(g_opt);
+  add(cmd, f, "--beta1", "beta1", c.beta1, "AdamW beta1")->group(g_opt);
+  add(cmd, f, "--beta2", "beta2", c.beta2, "AdamW beta2")->group(g_opt);
+  add(cmd, f, "--eps", "eps", c.eps, "AdamW epsilon")->group(g_opt);
+  add(cmd, f, "--grad-clip", "grad_clip", c.grad_clip, "clip the gradient norm to this (0 = off)")
+      ->group(g_opt);
+
+  add(cmd, f, "--eval-interval", "eval_interval", c.eval_interval,
+      "evaluate and save a checkpoint every this many steps")->group(g_eval);
+  add(cmd, f, "--eval-batches", "eval_batches", c.eval_batches, "batches per evaluation")->group(g_eval);
+  add(cmd, f, "--log-interval", "log_interval", c.log_interval,
+      "steps between progress lines (when not on a terminal)")->group(g_eval);
+  add(cmd, f, "--sample-tokens", "sample_tokens", c.sample_tokens,
+      "tokens to sample after training (0 = none)")->group(g_eval);
+
+  add(cmd, f, "--device", "device", c.device, "auto, cpu or cuda")
+      ->check(CLI::IsMember({"auto", "cpu", "cuda", "cuda:0"}))->group(g_sys);
+  add(cmd, f, "--dtype", "dtype", c.dtype, "fp32, or bf16 (with fp32 master weights)")
+      ->check(CLI::IsMember({"fp32", "bf16"}))->group(g_sys);
+  add(cmd, f, "--seed", "seed", c.seed, "seed of the initialisation, batches and dropout")
+      ->group(g_sys);
+
+  cmd->callback([flags] { run_train(*flags); });
+}
+
+}  // namespace fg::cli

@@ -1,0 +1,18 @@
+// Declarations of the per-(dtype, head dim) CUDA attention launchers.
+//
+// The definitions live in attention_kernels.cuh and are explicitly instantiated, one
+// (direction, dtype, head dim) per file, in kernels/attention/instantiations/; the entry points
+// in attention_cuda.cu only see these declarations, so they do not compile the kernels again.
+#pragma once
+#include <cuda_runtime.h>
+
+#include "kernels/attention/params.h"
+
+namespace fg {
+namespace attn {
+
+template <typename T, int D> void run_attention_forward(const AttentionParams& p, cudaStream_t stream);
+template <typename T, int D> void run_attention_backward(const AttentionParams& p, cudaStream_t stream);
+
+}  // namespace attn
+}  // namespace fg

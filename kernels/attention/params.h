@@ -1,0 +1,159 @@
+// The parameters of one attention call, and the masking rules every attention path shares.
+//
+// AttentionParams is a plain struct of raw pointers, element strides and sizes, in the style of
+// flash-attn's `Flash_fwd_params`: the autograd node fills it from tensors and hands it to the
+// CPU or CUDA kernels, which never see a Tensor. The element-level rule `attention_allowed`
+// and the tile-level `tile_visibility` live here, host+device, so that the CPU flash path,
+// the CUDA kernels and the naive (materialising) path all mask with the very same definition.
+//
+// Layouts (all element strides, in elements of `dtype`; the head-dim stride is always 1):
+//   Q, O, dO, dQ   [B, Nq, Hq,  D]   addressed as x[b*batch + i*seq + h*head + d]
+//   K, V, dK, dV   [B, Nk, Hkv, D]
+//   LSE            [B, Hq, Nq]        contiguous fp32 (fp64 when dtype is f64, so that f64
+//                                     gradient checks are not limited by a rounded LSE)
+// Strides make a fused QKV projection [B, N, 3, H, D] usable without a copy: point q/k/v at
+// its three slices and give all three seq stride 3*H*D and head stride D.
+//
+// The function computed, for batch b, query head h, query row i (with `scale` = softmax_scale):
+//   kv head          hk = h / (Hq / Hkv)                    (MHA: Hkv = Hq; GQA; MQA: Hkv = 1)
+//   S_ij             = scale * <Q_i, K_j>                   over allowed keys j only
+//   LSE_i            = log sum_j exp(S_ij)                  (natural log, of the scaled scores)
+//   P_ij             = exp(S_ij - LSE_i)
+//   Z_ij             = attention_dropout_keep(seed, offset, b, h, Hq, i, j, threshold(p))
+//   O_i              = sum_j P_ij * Z_ij / (1 - p) * V_j    (dropout keeps with prob 1 - p)
+// Masking:
+//   causal           bottom-right aligned, as in flash-attn 2: query i sees keys j <= i + Nk - Nq.
+//                    With Nq > Nk the first Nq - Nk rows therefore see no key at all.
+//   block mask       optional uint8 [block_mask_heads, ceil(Nq/64), ceil(Nk/64)]; a zero entry
+//                    hides the whole 64x64 tile of (query, key) pairs. block_mask_heads is 1
+//                    (shared by all heads) or Hq. The same mask applies to every batch. It must
+//                    live where the kernels run: host memory for the CPU path, device memory
+//                    for the CUDA path.
+//   fully masked row a row with no allowed key gets O_i = 0 and LSE_i = -infinity, and
+//                    contributes zero to dQ, dK and dV (dQ_i = 0).
+// Backward:
+//   D_i  = rowsum(dO_i * O_i), computed in fp32 (fp64 for f64)
+//   dV_j = sum_i P_ij Z_ij/(1-p) dO_i             dP_ij = <dO_i, V_j>
+//   dS_ij = P_ij (dP_ij Z_ij/(1-p) - D_i)
+//   dQ_i = scale * sum_j dS_ij K_j                dK_j = scale * sum_i dS_ij Q_i
+//   dK, dV of a kv head are summed over the Hq/Hkv query heads that share it.
+#pragma once
+#include <cmath>
+#include <cstdint>
+
+#include "kernels/common/half.h"  // FG_HD
+#include "tensor/dtype.h"
+
+namespace fg {
+
+// Tile size of the block mask: entry (bi, bj) covers query rows [64 bi, 64 bi + 64) and key
+// columns [64 bj, 64 bj + 64). The CPU and CUDA tiles divide these, so a masked-out entry
+// means whole kernel tiles are skipped without being loaded.
+constexpr int64_t kBlockMaskTileQ = 64;
+constexpr int64_t kBlockMaskTileK = 64;
+
+struct AttentionParams {
+  // Inputs and outputs, in `dtype` (lse is fp32, or fp64 for f64). Forward reads q, k, v
+  // and writes o, lse. Backward reads q, k, v, o, lse, do_ and writes dq, dk, dv.
+  void* q = nullptr;
+  void* k = nullptr;
+  void* v = nullptr;
+  void* o = nullptr;
+  void* lse = nullptr;  // float [B, Hq, Nq], contiguous (double when dtype is f64)
+  void* do_ = nullptr;
+  void* dq = nullptr;
+  void* dk = nullptr;
+  void* dv = nullptr;
+  // Backward scratch for the CUDA path, flash_attention_backward_workspace_bytes() bytes,
+  // allocated by the caller (contents on entry do not matter). It holds D_i and the dQ
+  // accumulator, fp32 (fp64 when dtype is f64). The CPU path does not use it (may be null).
+  void* workspace = nullptr;
+
+  // Element strides over (batch, seq, head); the head-dim stride is 1.
+  int64_t q_batch_stride = 0, q_seq_stride = 0, q_head_stride = 0;
+  int64_t k_batch_stride = 0, k_seq_stride = 0, k_head_stride = 0;
+  int64_t v_batch_stride = 0, v_seq_stride = 0, v_head_stride = 0;
+  int64_t o_batch_stride = 0, o_seq_stride = 0, o_head_stride = 0;
+  int64_t do_batch_stride = 0, do_seq_stride = 0, do_head_stride = 0;
+  int64_t dq_batch_stride = 0, dq_seq_stride = 0, dq_head_stride = 0;
+  int64_t dk_batch_stride = 0, dk_seq_stride = 0, dk_head_stride = 0;
+  int64_t dv_batch_stride = 0, dv_seq_stride = 0, dv_head_stride = 0;
+
+  // Sizes: batch, query length, key length, query heads, kv heads, head dim.
+  int64_t B = 0, Nq = 0, Nk = 0, Hq = 0, Hkv = 0, D = 0;
+  DType dtype = DType::f32;
+
+  double softmax_scale = 1.0;  // usually 1/sqrt(D)
+  bool causal = false;         // bottom-right aligned
+  double dropout_p = 0.0;      // probability of dropping, in [0, 1)
+  uint64_t seed = 0, offset = 0;
+
+  const uint8_t* block_mask = nullptr;  // nullable, see above
+  int64_t block_mask_heads = 1;         // 1 or Hq
+
+  // CUDA backward: compute dQ in a separate pass over query tiles instead of fp32 atomics, so
+  // that dQ (and everything else) is bit-reproducible from run to run. The CPU path is always
+  // deterministic.
+  bool deterministic = false;
+};
+
+// Fills every stride for contiguous [B, Nq, Hq, D] / [B, Nk, Hkv, D] tensors (sizes must be
+// set first). A convenience for tests and for callers whose tensors are contiguous.
+inline void set_contiguous_strides(AttentionParams& p) {
+  const int64_t qh = p.D, qs = p.Hq * p.D, qb = p.Nq * p.Hq * p.D;
+  const int64_t kh = p.D, ks = p.Hkv * p.D, kb = p.Nk * p.Hkv * p.D;
+  p.q_batch_stride = p.o_batch_stride = p.do_batch_stride = p.dq_batch_stride = qb;
+  p.q_seq_stride = p.o_seq_stride = p.do_seq_stride = p.dq_seq_stride = qs;
+  p.q_head_stride = p.o_head_stride = p.do_head_stride = p.dq_head_stride = qh;
+  p.k_batch_stride = p.v_batch_stride = p.dk_batch_stride = p.dv_batch_stride = kb;
+  p.k_seq_stride = p.v_seq_stride = p.dk_seq_stride = p.dv_seq_stride = ks;
+  p.k_head_stride = p.v_head_stride = p.dk_head_stride = p.dv_head_stride = kh;
+}
+
+FG_HD int64_t attention_ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// The block-mask byte for query head h and query/key tile (bi, bj) of 64.
+FG_HD bool block_mask_entry(const AttentionParams& p, int64_t h, int64_t bi, int64_t bj) {
+  const int64_t nbq = attention_ceil_div(p.Nq, kBlockMaskTileQ);
+  const int64_t nbk = attention_ceil_div(p.Nk, kBlockMaskTileK);
+  const int64_t hm = p.block_mask_heads == 1 ? 0 : h;
+  return p.block_mask[(hm * nbq + bi) * nbk + bj] != 0;
+}
+
+// Whether query row i of query head h may attend to key j (0 <= i < Nq, 0 <= j < Nk): the
+// one element-level masking rule (causal + block mask) of every attention path.
+FG_HD bool attention_allowed(const AttentionParams& p, int64_t h, int64_t i, int64_t j) {
+  if (p.causal && j > i + p.Nk - p.Nq) return false;
+  if (p.block_mask && !block_mask_entry(p, h, i / kBlockMaskTileQ, j / kBlockMaskTileK))
+    return false;
+  return true;
+}
+
+// What the kernels need to know about a tile of pairs [q0, q1) x [k0, k1) (clipped to Nq, Nk
+// by the caller): nothing visible (skip it, do not even load it), everything visible (no
+// per-element test), or a mix (test each element with attention_allowed).
+enum class TileVisibility : int { empty = 0, partial = 1, full = 2 };
+
+FG_HD TileVisibility tile_visibility(const AttentionParams& p, int64_t h, int64_t q0, int64_t q1,
+                                     int64_t k0, int64_t k1) {
+  if (q0 >= q1 || k0 >= k1) return TileVisibility::empty;
+  bool full = true;
+  if (p.causal) {
+    const int64_t shift = p.Nk - p.Nq;
+    if (k0 > q1 - 1 + shift) return TileVisibility::empty;  // above the diagonal everywhere
+    if (k1 - 1 > q0 + shift) full = false;                   // the diagonal crosses the tile
+  }
+  if (p.block_mask) {
+    int64_t on = 0, total = 0;
+    for (int64_t bi = q0 / kBlockMaskTileQ; bi <= (q1 - 1) / kBlockMaskTileQ; ++bi)
+      for (int64_t bj = k0 / kBlockMaskTileK; bj <= (k1 - 1) / kBlockMaskTileK; ++bj) {
+        on += block_mask_entry(p, h, bi, bj) ? 1 : 0;
+        ++total;
+      }
+    if (on == 0) return TileVisibility::empty;
+    if (on != total) full = false;
+  }
+  return full ? TileVisibility::full : TileVisibility::partial;
+}
+
+}  // namespace fg

@@ -1,0 +1,192 @@
+// CPU elementwise kernels: unary, binary, binary-with-scalar and where over strided operands.
+//
+// The reference implementation. Each output element is computed independently from the
+// per-element math of kernels/common/elementwise_math.h (shared with the CUDA kernels), so
+// splitting big loops over threads changes nothing in the results.
+#include <algorithm>
+#include <thread>
+#include <vector>
+
+#include "kernels/common/elementwise_math.h"
+#include "kernels/kernels.h"
+#include "tensor/error.h"
+
+namespace fg {
+
+const char* unary_op_name(UnaryOp op) {
+  switch (op) {
+    case UnaryOp::neg: return "neg";
+    case UnaryOp::exp: return "exp";
+    case UnaryOp::log: return "log";
+    case UnaryOp::sqrt: return "sqrt";
+    case UnaryOp::rsqrt: return "rsqrt";
+    case UnaryOp::tanh: return "tanh";
+    case UnaryOp::relu: return "relu";
+    case UnaryOp::gelu: return "gelu";
+    case UnaryOp::abs: return "abs";
+    case UnaryOp::sigmoid: return "sigmoid";
+    case UnaryOp::sin: return "sin";
+    case UnaryOp::cos: return "cos";
+    case UnaryOp::square: return "square";
+    case UnaryOp::reciprocal: return "reciprocal";
+    case UnaryOp::sign: return "sign";
+  }
+  return "unknown_unary";
+}
+
+const char* binary_op_name(BinaryOp op) {
+  switch (op) {
+    case BinaryOp::add: return "add";
+    case BinaryOp::sub: return "sub";
+    case BinaryOp::mul: return "mul";
+    case BinaryOp::div: return "div";
+    case BinaryOp::pow: return "pow";
+    case BinaryOp::maximum: return "maximum";
+    case BinaryOp::minimum: return "minimum";
+    case BinaryOp::eq: return "eq";
+    case BinaryOp::ne: return "ne";
+    case BinaryOp::lt: return "lt";
+    case BinaryOp::le: return "le";
+    case BinaryOp::gt: return "gt";
+    case BinaryOp::ge: return "ge";
+    case BinaryOp::gelu_backward: return "gelu_backward";
+    case BinaryOp::relu_backward: return "relu_backward";
+    case BinaryOp::tanh_backward: return "tanh_backward";
+    case BinaryOp::sigmoid_backward: return "sigmoid_backward";
+  }
+  return "unknown_binary";
+}
+
+namespace cpu {
+namespace {
+
+// Runs fn(begin, end) over [0, n) in a few contiguous chunks on std::threads when n is large.
+// Elements are independent, so the result does not depend on the split.
+template <typename F>
+void parallel_for(int64_t n, F fn) {
+  constexpr int64_t kGrain = 1 << 16;
+  int64_t hw = std::max<int64_t>(1, int64_t(std::thread::hardware_concurrency()));
+  int64_t chunks = std::min<int64_t>(hw, n / kGrain);
+  if (chunks <= 1) {
+    fn(int64_t(0), n);
+    return;
+  }
+  std::vector<std::thread> threads;
+  int64_t step = (n + chunks - 1) / chunks;
+  for (int64_t c = 1; c < chunks; ++c) {
+    int64_t b = c * step, e = std::min(n, b + step);
+    if (b < e) threads.emplace_back([=] { fn(b, e); });
+  }
+  fn(int64_t(0), std::min(n, step));
+  for (auto& t : threads) t.join();
+}
+
+template <typename T, UnaryOp OP>
+void unary_loop(int64_t n, const StridedIndexer<2>& idx, const T* in, T* out) {
+  using C = compute_t<T>;
+  parallel_for(n, [&](int64_t begin, int64_t end) {
+    int64_t off[2];
+    for (int64_t i = begin; i < end; ++i) {
+      idx.offsets(i, off);
+      out[off[0]] = store_as<T>(unary_apply<OP, C>(load_as<C>(in[off[1]])));
+    }
+  });
+}
+
+template <typename T, BinaryOp OP>
+void binary_loop(int64_t n, const StridedIndexer<3>& idx, const T* a, const T* b, T* out) {
+  using C = compute_t<T>;
+  parallel_for(n, [&](int64_t begin, int64_t end) {
+    int64_t off[3];
+    for (int64_t i = begin; i < end; ++i) {
+      idx.offsets(i, off);
+      out[off[0]] = store_as<T>(binary_apply<OP, C>(load_as<C>(a[off[1]]), load_as<C>(b[off[2]])));
+    }
+  });
+}
+
+template <typename T, BinaryOp OP>
+void binary_scalar_loop(int64_t n, const StridedIndexer<2>& idx, const T* a, double s,
+                        bool scalar_first, T* out) {
+  using C = compute_t<T>;
+  const C sc = C(s);
+  parallel_for(n, [&](int64_t begin, int64_t end) {
+    int64_t off[2];
+    for (int64_t i = begin; i < end; ++i) {
+      idx.offsets(i, off);
+      C x = load_as<C>(a[off[1]]);
+      C r = scalar_first ? binary_apply<OP, C>(sc, x) : binary_apply<OP, C>(x, sc);
+      out[off[0]] = store_as<T>(r);
+    }
+  });
+}
+
+template <typename T, typename CondT>
+void where_loop(int64_t n, const StridedIndexer<4>& idx, const CondT* cond, const T* a,
+                const T* b, T* out) {
+  parallel_for(n, [&](int64_t begin, int64_t end) {
+    int64_t off[4];
+    for (int64_t i = begin; i < end; ++i) {
+      idx.offsets(i, off);
+      bool take_a = load_as<compute_t<CondT>>(cond[off[1]]) != compute_t<CondT>(0);
+      out[off[0]] = take_a ? a[off[2]] : b[off[3]];
+    }
+  });
+}
+
+}  // namespace
+
+void unary(UnaryOp op, DType dtype, int64_t n, const StridedIndexer<2>& idx, const void* in,
+           void* out) {
+  FG_CHECK(is_floating(dtype) || unary_supports_int(op), "unary ", unary_op_name(op),
+           ": dtype ", dtype_name(dtype), " is not supported (floating only); convert with .to(f32)");
+  if (n == 0) return;
+  FG_DISPATCH_ALL(dtype, "unary", [&] {
+    FG_DISPATCH_UNARY_OP(op, [&] {
+      unary_loop<scalar_t, kOp>(n, idx, static_cast<const scalar_t*>(in),
+                                static_cast<scalar_t*>(out));
+    });
+  });
+}
+
+void binary(BinaryOp op, DType dtype, int64_t n, const StridedIndexer<3>& idx, const void* a,
+            const void* b, void* out) {
+  FG_CHECK(is_floating(dtype) || binary_supports_int(op), "binary ", binary_op_name(op),
+           ": dtype ", dtype_name(dtype), " is not supported (floating only); convert with .to(f32)");
+  if (n == 0) return;
+  FG_DISPATCH_ALL(dtype, "binary", [&] {
+    FG_DISPATCH_BINARY_OP(op, [&] {
+      binary_loop<scalar_t, kOp>(n, idx, static_cast<const scalar_t*>(a),
+                                 static_cast<const scalar_t*>(b), static_cast<scalar_t*>(out));
+    });
+  });
+}
+
+void binary_scalar(BinaryOp op, DType dtype, int64_t n, const StridedIndexer<2>& idx,
+                   const void* a, double s, bool scalar_first, void* out) {
+  FG_CHECK(is_floating(dtype) || binary_supports_int(op), "binary_scalar ", binary_op_name(op),
+           ": dtype ", dtype_name(dtype), " is not supported (floating only); convert with .to(f32)");
+  if (n == 0) return;
+  FG_DISPATCH_ALL(dtype, "binary_scalar", [&] {
+    FG_DISPATCH_BINARY_OP(op, [&] {
+      binary_scalar_loop<scalar_t, kOp>(n, idx, static_cast<const scalar_t*>(a), s,
+                                        scalar_first, static_cast<scalar_t*>(out));
+    });
+  });
+}
+
+void where(DType dtype, DType cond_dtype, int64_t n, const StridedIndexer<4>& idx,
+           const void* cond, const void* a, const void* b, void* out) {
+  if (n == 0) return;
+  FG_DISPATCH_ALL(dtype, "where", [&] {
+    using value_t = scalar_t;
+    FG_DISPATCH_ALL(cond_dtype, "where (condition)", [&] {
+      where_loop<value_t, scalar_t>(n, idx, static_cast<const scalar_t*>(cond),
+                                    static_cast<const value_t*>(a), static_cast<const value_t*>(b),
+                                    static_cast<value_t*>(out));
+    });
+  });
+}
+
+}  // namespace cpu
+}  // namespace fg

@@ -1,0 +1,682 @@
+// CUDA kernels of the neural-network ops: softmax and log-softmax, cross-entropy, LayerNorm,
+// embedding, dropout, gather / scatter-add. Same contracts and the same arithmetic as the
+// CPU reference (kernels/cpu/nn.cpp); kernels first, launchers after, all on stream 0.
+//
+// Row ops (softmax, cross-entropy, LayerNorm) use one thread block per row with a block-wide
+// reduction; elementwise ops use grid-stride loops.
+//
+// Out-of-range targets / indices: the launcher gets a device int64 flag (zeroed by the
+// caller); a kernel that meets a bad position p stores min(current, p + 1) into it with a
+// compare-and-swap loop, so the flag ends as the first bad position + 1, as on the CPU.
+//
+// Accumulation with atomics (embedding_backward, scatter_add): f32 and f64 use atomicAdd on
+// the output directly (the order of additions, hence the last bits, varies run to run).
+// bf16 and f16 accumulate into an fp32 scratch buffer with atomicAdd and are rounded once
+// when the scratch is added to the output: more accurate than 16-bit CAS loops, and the
+// same rounding as the CPU path.
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+
+#include "kernels/common/philox.h"
+#include "kernels/cuda/cuda_check.h"
+#include "kernels/kernels.h"
+#include "tensor/allocator.h"
+#include "tensor/error.h"
+
+namespace fg::cuda {
+
+namespace {
+
+template <typename T>
+using acc_t = typename acc_type<T>::type;
+
+#define FG_DISPATCH_INDEX(DT, NAME, ...)                                              \
+  switch (DT) {                                                                       \
+    case ::fg::DType::i32: {                                                          \
+      using index_t = int32_t;                                                        \
+      __VA_ARGS__();                                                                  \
+      break;                                                                          \
+    }                                                                                 \
+    case ::fg::DType::i64: {                                                          \
+      using index_t = int64_t;                                                        \
+      __VA_ARGS__();                                                                  \
+      break;                                                                          \
+    }                                                                                 \
+    default:                                                                          \
+      throw ::fg::Error(std::string(NAME) + ": index dtype " + ::fg::dtype_name(DT) + \
+                        " is not supported (use i32 or i64)");                        \
+  }
+
+// ---- device math in the accumulation type ----
+__device__ __forceinline__ float dexp(float x) { return expf(x); }
+__device__ __forceinline__ double dexp(double x) { return ::exp(x); }
+__device__ __forceinline__ float dlog(float x) { return logf(x); }
+__device__ __forceinline__ double dlog(double x) { return ::log(x); }
+__device__ __forceinline__ float dsqrt(float x) { return sqrtf(x); }
+__device__ __forceinline__ double dsqrt(double x) { return ::sqrt(x); }
+template <typename A> __device__ __forceinline__ A neg_inf();
+template <> __device__ __forceinline__ float neg_inf<float>() { return -INFINITY; }
+template <> __device__ __forceinline__ double neg_inf<double>() { return -(double)INFINITY; }
+
+template <typename A>
+__device__ __forceinline__ A warp_sum(A v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+template <typename A>
+__device__ __forceinline__ A warp_max(A v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v = max(v, __shfl_xor_sync(0xffffffffu, v, o));
+  return v;
+}
+
+// Block-wide sum / max; every thread gets the result. `buf` holds 32 values of shared memory;
+// the leading __syncthreads lets consecutive calls reuse it.
+template <typename A>
+__device__ A block_sum(A v, A* buf) {
+  v = warp_sum(v);
+  int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  __syncthreads();
+  if (lane == 0) buf[warp] = v;
+  __syncthreads();
+  int nwarps = (blockDim.x + 31) >> 5;
+  if (warp == 0) {
+    A w = lane < nwarps ? buf[lane] : A(0);
+    w = warp_sum(w);
+    if (lane == 0) buf[0] = w;
+  }
+  __syncthreads();
+  return buf[0];
+}
+template <typename A>
+__device__ A block_max(A v, A* buf) {
+  v = warp_max(v);
+  int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  __syncthreads();
+  if (lane == 0) buf[warp] = v;
+  __syncthreads();
+  int nwarps = (blockDim.x + 31) >> 5;
+  if (warp == 0) {
+    A w = lane < nwarps ? buf[lane] : neg_inf<A>();
+    w = warp_max(w);
+    if (lane == 0) buf[0] = w;
+  }
+  __syncthreads();
+  return buf[0];
+}
+
+// flag = min(flag, pos + 1), treating 0 as "nothing reported yet".
+__device__ void report_bad(int64_t* flag, int64_t pos) {
+  auto* f = reinterpret_cast<unsigned long long*>(flag);
+  unsigned long long want = (unsigned long long)(pos + 1);
+  unsigned long long old = *reinterpret_cast<volatile unsigned long long*>(f);
+  while (old == 0ull || old > want) {
+    unsigned long long prev = atomicCAS(f, old, want);
+    if (prev == old) break;
+    old = prev;
+  }
+}
+
+// Threads per block for a row of `cols`: enough to cover short rows, at most 512.
+int row_threads(int64_t cols) {
+  int t = 32;
+  while (t < 512 && t < cols) t *= 2;
+  return t;
+}
+int grid_for(int64_t n, int threads = 256) {
+  int64_t b = (n + threads - 1) / threads;
+  return int(std::max<int64_t>(1, std::min<int64_t>(b, 65535 * 8)));
+}
+void check_rows(int64_t rows, const char* op) {
+  FG_CHECK(rows <= 0x7fffffffLL, op, " (cuda): ", rows, " rows exceed the grid limit 2^31-1");
+}
+
+// ---- softmax ----
+template <typename T>
+__global__ void softmax_kernel(int64_t cols, const T* __restrict__ in, T* __restrict__ out,
+                               bool log_out) {
+  using A = acc_t<T>;
+  __shared__ A buf[32];
+  const T* x = in + blockIdx.x * cols;
+  T* y = out + blockIdx.x * cols;
+  A m = neg_inf<A>();
+  for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) m = max(m, A(x[c]));
+  m = block_max(m, buf);
+  // All -inf: shift by 0 so the row gives softmax 0 / log-softmax -inf (as on the CPU).
+  if (m == neg_inf<A>()) m = A(0);
+  A s = 0;
+  for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) s += dexp(A(x[c]) - m);
+  s = block_sum(s, buf);
+  if (log_out) {
+    A ls = s > A(0) ? dlog(s) : A(0);
+    for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) y[c] = T(A(x[c]) - m - ls);
+  } else {
+    A inv = s > A(0) ? A(1) / s : A(0);
+    for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) y[c] = T(dexp(A(x[c]) - m) * inv);
+  }
+}
+
+template <typename T>
+__global__ void softmax_backward_kernel(int64_t cols, const T* __restrict__ yp,
+                                        const T* __restrict__ gyp, T* __restrict__ gxp,
+                                        bool log_out) {
+  using A = acc_t<T>;
+  __shared__ A buf[32];
+  const T* y = yp + blockIdx.x * cols;
+  const T* gy = gyp + blockIdx.x * cols;
+  T* gx = gxp + blockIdx.x * cols;
+  A s = 0;
+  if (log_out) {
+    for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) s += A(gy[c]);
+    s = block_sum(s, buf);
+    for (int64_t c = threadIdx.x; c < cols; c += blockDim.x)
+      gx[c] = T(A(gy[c]) - dexp(A(y[c])) * s);
+  } else {
+    for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) s += A(gy[c]) * A(y[c]);
+    s = block_sum(s, buf);
+    for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) gx[c] = T(A(y[c]) * (A(gy[c]) - s));
+  }
+}
+
+// ---- cross-entropy ----
+// Block-wide log-sum-exp of one row.
+template <typename T, typename A>
+__device__ A row_logsumexp(const T* x, int64_t cols, A* buf) {
+  A m = neg_inf<A>();
+  for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) m = max(m, A(x[c]));
+  m = block_max(m, buf);
+  A s = 0;
+  for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) s += dexp(A(x[c]) - m);
+  s = block_sum(s, buf);
+  return m + dlog(s);
+}
+
+template <typename T, typename I>
+__global__ void cross_entropy_kernel(int64_t cols, const T* __restrict__ logits,
+                                     const I* __restrict__ targets, int64_t ignore_index,
+                                     float* __restrict__ losses, int64_t* bad) {
+  using A = acc_t<T>;
+  __shared__ A buf[32];
+  int64_t r = blockIdx.x;
+  int64_t t = int64_t(targets[r]);
+  if (t == ignore_index) {
+    if (threadIdx.x == 0) losses[r] = 0.f;
+    return;
+  }
+  if (t < 0 || t >= cols) {
+    if (threadIdx.x == 0) {
+      losses[r] = 0.f;
+      report_bad(bad, r);
+    }
+    return;
+  }
+  const T* x = logits + r * cols;
+  A lse = row_logsumexp<T, A>(x, cols, buf);
+  if (threadIdx.x == 0) losses[r] = float(lse - A(x[t]));
+}
+
+template <typename T, typename I>
+__global__ void cross_entropy_backward_kernel(int64_t cols, const T* __restrict__ logits,
+                                              const I* __restrict__ targets, int64_t ignore_index,
+                                              const float* __restrict__ grad_scale,
+                                              T* __restrict__ glogits) {
+  using A = acc_t<T>;
+  __shared__ A buf[32];
+  int64_t r = blockIdx.x;
+  int64_t t = int64_t(targets[r]);
+  T* g = glogits + r * cols;
+  if (t == ignore_index || t < 0 || t >= cols) {
+    for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) g[c] = T(A(0));
+    return;
+  }
+  const T* x = logits + r * cols;
+  A lse = row_logsumexp<T, A>(x, cols, buf);
+  A scale = A(grad_scale[0]);
+  for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) {
+    A p = dexp(A(x[c]) - lse);
+    g[c] = T((p - (c == t ? A(1) : A(0))) * scale);
+  }
+}
+
+// ---- LayerNorm ----
+template <typename T>
+__global__ void layer_norm_kernel(int64_t cols, const T* __restrict__ x, const T* __restrict__ w,
+                                  const T* __restrict__ b, double eps, T* __restrict__ y,
+                                  float* __restrict__ mean, float* __restrict__ rstd) {
+  using A = acc_t<T>;
+  __shared__ A buf[32];
+  const T* xr = x + blockIdx.x * cols;
+  T* yr = y + blockIdx.x * cols;
+  A s = 0;
+  for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) s += A(xr[c]);
+  A mu = block_sum(s, buf) / A(cols);
+  A v = 0;
+  for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) {
+    A d = A(xr[c]) - mu;
+    v += d * d;
+  }
+  v = block_sum(v, buf) / A(cols);
+  A rs = A(1) / dsqrt(v + A(eps));
+  for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) {
+    A o = (A(xr[c]) - mu) * rs;
+    if (w) o *= A(w[c]);
+    if (b) o += A(b[c]);
+    yr[c] = T(o);
+  }
+  if (threadIdx.x == 0) {
+    mean[blockIdx.x] = float(mu);
+    rstd[blockIdx.x] = float(rs);
+  }
+}
+
+template <typename T>
+__global__ void layer_norm_backward_gx_kernel(int64_t cols, const T* __restrict__ gy,
+                                              const T* __restrict__ x, const T* __restrict__ w,
+                                              const float* __restrict__ mean,
+                                              const float* __restrict__ rstd,
+                                              T* __restrict__ gx) {
+  using A = acc_t<T>;
+  __shared__ A buf[32];
+  int64_t r = blockIdx.x;
+  const T* xr = x + r * cols;
+  const T* gr = gy + r * cols;
+  T* gxr = gx + r * cols;
+  A mu = A(mean[r]), rs = A(rstd[r]);
+  A s1 = 0, s2 = 0;
+  for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) {
+    A dxh = A(gr[c]) * (w ? A(w[c]) : A(1));
+    A xh = (A(xr[c]) - mu) * rs;
+    s1 += dxh;
+    s2 += dxh * xh;
+  }
+  s1 = block_sum(s1, buf) / A(cols);
+  s2 = block_sum(s2, buf) / A(cols);
+  for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) {
+    A dxh = A(gr[c]) * (w ? A(w[c]) : A(1));
+    A xh = (A(xr[c]) - mu) * rs;
+    gxr[c] = T(rs * (dxh - s1 - xh * s2));
+  }
+}
+
+// gw and gb are column sums over rows. Stage 1: block (32, 8) sums a 32-column tile over one
+// chunk of rows (8 rows in flight, reduced through shared memory in a fixed order) into
+// partial[chunk][col]. Stage 2 sums the chunks in order. No atomics: deterministic.
+constexpr int kLnCols = 32, kLnRowsInFlight = 8;
+template <typename T>
+__global__ void layer_norm_backward_wb_partial_kernel(int64_t rows, int64_t cols,
+                                                      int64_t rows_per_chunk,
+                                                      const T* __restrict__ gy,
+                                                      const T* __restrict__ x,
+                                                      const float* __restrict__ mean,
+                                                      const float* __restrict__ rstd,
+                                                      acc_t<T>* __restrict__ part_w,
+                                                      acc_t<T>* __restrict__ part_b) {
+  using A = acc_t<T>;
+  __shared__ A sw[kLnRowsInFlight][kLnCols + 1];
+  __shared__ A sb[kLnRowsInFlight][kLnCols + 1];
+  int64_t c = int64_t(blockIdx.x) * kLnCols + threadIdx.x;
+  int64_t r0 = int64_t(blockIdx.y) * rows_per_chunk;
+  int64_t r1 = min(rows, r0 + rows_per_chunk);
+  A aw = 0, ab = 0;
+  if (c < cols) {
+    for (int64_t r = r0 + threadIdx.y; r < r1; r += kLnRowsInFlight) {
+      A g = A(gy[r * cols + c]);
+      aw += g * (A(x[r * cols + c]) - A(mean[r])) * A(rstd[r]);
+      ab += g;
+    }
+  }
+  sw[threadIdx.y][threadIdx.x] = aw;
+  sb[threadIdx.y][threadIdx.x] = ab;
+  __syncthreads();
+  if (threadIdx.y == 0 && c < cols) {
+    for (int k = 1; k < kLnRowsInFlight; ++k) {
+      aw += sw[k][threadIdx.x];
+      ab += sb[k][threadIdx.x];
+    }
+    part_w[int64_t(blockIdx.y) * cols + c] = aw;
+    part_b[int64_t(blockIdx.y) * cols + c] = ab;
+  }
+}
+
+template <typename T>
+__global__ void layer_norm_backward_wb_final_kernel(int64_t cols, int64_t chunks,
+                                                    const acc_t<T>* __restrict__ part_w,
+                                                    const acc_t<T>* __restrict__ part_b,
+                                                    T* __restrict__ gw, T* __restrict__ gb) {
+  using A = acc_t<T>;
+  int64_t c = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  if (c >= cols) return;
+  A aw = 0, ab = 0;
+  for (int64_t k = 0; k < chunks; ++k) {
+    aw += part_w[k * cols + c];
+    ab += part_b[k * cols + c];
+  }
+  if (gw) gw[c] = T(aw);
+  if (gb) gb[c] = T(ab);
+}
+
+// ---- embedding ----
+template <typename T, typename I>
+__global__ void embedding_kernel(int64_t rows, int64_t dim, int64_t vocab,
+                                 const T* __restrict__ weight, const I* __restrict__ idx,
+                                 T* __restrict__ out, int64_t* bad) {
+  int64_t total = rows * dim;
+  for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < total;
+       e += int64_t(gridDim.x) * blockDim.x) {
+    int64_t r = e / dim, c = e % dim;
+    int64_t i = int64_t(idx[r]);
+    if (i < 0 || i >= vocab) {
+      if (c == 0) report_bad(bad, r);
+      out[e] = T(0.f);
+      continue;
+    }
+    out[e] = weight[i * dim + c];
+  }
+}
+
+// dst += gout rows with atomics; D is T for f32 / f64 and float (the scratch) for 16-bit.
+template <typename T, typename D, typename I>
+__global__ void embedding_backward_kernel(int64_t rows, int64_t dim, int64_t vocab,
+                                          const T* __restrict__ gout, const I* __restrict__ idx,
+                                          D* dst) {
+  int64_t total = rows * dim;
+  for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < total;
+       e += int64_t(gridDim.x) * blockDim.x) {
+    int64_t r = e / dim, c = e % dim;
+    int64_t i = int64_t(idx[r]);
+    if (i < 0 || i >= vocab) continue;  // rejected by the forward
+    atomicAdd(dst + i * dim + c, D(acc_t<T>(gout[e])));
+  }
+}
+// out[i] = T(float(out[i]) + scratch[i]): folds an fp32 scratch into a 16-bit output.
+template <typename T>
+__global__ void add_scratch_kernel(int64_t n, const float* __restrict__ scratch, T* out) {
+  for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < n;
+       e += int64_t(gridDim.x) * blockDim.x)
+    out[e] = T(float(out[e]) + scratch[e]);
+}
+
+// ---- dropout ----
+template <typename T>
+__global__ void dropout_kernel(int64_t n, const T* __restrict__ x, T* __restrict__ y,
+                               uint32_t threshold, acc_t<T> scale, uint64_t seed,
+                               uint64_t offset) {
+  using A = acc_t<T>;
+  for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < n;
+       e += int64_t(gridDim.x) * blockDim.x)
+    y[e] = dropout_keep(seed, offset, uint64_t(e), threshold) ? T(A(x[e]) * scale) : T(A(0));
+}
+
+// ---- gather / scatter_add ----
+template <typename T, typename I>
+__global__ void gather_kernel(int64_t outer, int64_t len_in, int64_t len_idx, int64_t inner,
+                              const T* __restrict__ in, const I* __restrict__ index,
+                              T* __restrict__ out, int64_t* bad) {
+  int64_t total = outer * len_idx * inner;
+  for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < total;
+       e += int64_t(gridDim.x) * blockDim.x) {
+    int64_t i = e % inner, o = e / (inner * len_idx);
+    int64_t t = int64_t(index[e]);
+    if (t < 0 || t >= len_in) {
+      report_bad(bad, e);
+      out[e] = T(0);
+      continue;
+    }
+    out[e] = in[(o * len_in + t) * inner + i];
+  }
+}
+
+template <typename T, typename D, typename I>
+__global__ void scatter_add_kernel(int64_t outer, int64_t len_in, int64_t len_idx, int64_t inner,
+                                   const T* __restrict__ gout, const I* __restrict__ index,
+                                   D* dst) {
+  int64_t total = outer * len_idx * inner;
+  for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < total;
+       e += int64_t(gridDim.x) * blockDim.x) {
+    int64_t i = e % inner, o = e / (inner * len_idx);
+    int64_t t = int64_t(index[e]);
+    if (t < 0 || t >= len_in) continue;  // rejected by the forward
+    atomicAdd(dst + (o * len_in + t) * inner + i, D(acc_t<T>(gout[e])));
+  }
+}
+
+// A zeroed fp32 device buffer of n elements, released at scope exit (the caching allocator
+// hands the block out again only to work queued after ours on stream 0).
+struct Scratch {
+  float* p = nullptr;
+  size_t bytes = 0;
+  explicit Scratch(int64_t n) : bytes(size_t(std::max<int64_t>(n, 1)) * sizeof(float)) {
+    p = static_cast<float*>(raw_alloc(Device::cuda(), bytes));
+    FG_CUDA_CHECK(cudaMemsetAsync(p, 0, bytes, 0));
+  }
+  ~Scratch() { raw_free(Device::cuda(), p, bytes); }
+  Scratch(const Scratch&) = delete;
+  Scratch& operator=(const Scratch&) = delete;
+};
+
+// Atomic accumulation: straight into the output for f32 / f64, through an fp32 scratch
+// (rounded once at the end) for bf16 / f16.
+template <typename T, typename I>
+void launch_embedding_backward(int64_t rows, int64_t dim, int64_t vocab, const T* gout,
+                               const I* idx, T* gweight) {
+  int blocks = grid_for(rows * dim);
+  if constexpr (std::is_same_v<T, float> || std::is_same_v<T, double>) {
+    embedding_backward_kernel<T, T, I><<<blocks, 256>>>(rows, dim, vocab, gout, idx, gweight);
+    FG_LAUNCH_CHECK();
+  } else {
+    Scratch scratch(vocab * dim);
+    embedding_backward_kernel<T, float, I><<<blocks, 256>>>(rows, dim, vocab, gout, idx,
+                                                            scratch.p);
+    FG_LAUNCH_CHECK();
+    add_scratch_kernel<T><<<grid_for(vocab * dim), 256>>>(vocab * dim, scratch.p, gweight);
+    FG_LAUNCH_CHECK();
+  }
+}
+
+template <typename T, typename I>
+void launch_scatter_add(int64_t outer, int64_t len_in, int64_t len_idx, int64_t inner,
+                        const T* gout, const I* index, T* gin) {
+  int blocks = grid_for(outer * len_idx * inner);
+  if constexpr (std::is_same_v<T, float> || std::is_same_v<T, double>) {
+    scatter_add_kernel<T, T, I><<<blocks, 256>>>(outer, len_in, len_idx, inner, gout, index,
+                                                 gin);
+    FG_LAUNCH_CHECK();
+  } else {
+    int64_t n_in = outer * len_in * inner;
+    Scratch scratch(n_in);
+    scatter_add_kernel<T, float, I><<<blocks, 256>>>(outer, len_in, len_idx, inner, gout, index,
+                                                     scratch.p);
+    FG_LAUNCH_CHECK();
+    add_scratch_kernel<T><<<grid_for(n_in), 256>>>(n_in, scratch.p, gin);
+    FG_LAUNCH_CHECK();
+  }
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------
+// Launchers
+
+void softmax(DType dtype, int64_t rows, int64_t cols, const void* in, void* out, bool log) {
+  if (rows == 0 || cols == 0) return;
+  check_rows(rows, "softmax");
+  FG_DISPATCH_FLOAT(dtype, "softmax", [&] {
+    softmax_kernel<scalar_t><<<unsigned(rows), row_threads(cols)>>>(
+        cols, static_cast<const scalar_t*>(in), static_cast<scalar_t*>(out), log);
+    FG_LAUNCH_CHECK();
+  });
+}
+
+void softmax_backward(DType dtype, int64_t rows, int64_t cols, const void* y, const void* gy,
+                      void* gx, bool log) {
+  if (rows == 0 || cols == 0) return;
+  check_rows(rows, "softmax_backward");
+  FG_DISPATCH_FLOAT(dtype, "softmax_backward", [&] {
+    softmax_backward_kernel<scalar_t><<<unsigned(rows), row_threads(cols)>>>(
+        cols, static_cast<const scalar_t*>(y), static_cast<const scalar_t*>(gy),
+        static_cast<scalar_t*>(gx), log);
+    FG_LAUNCH_CHECK();
+  });
+}
+
+void cross_entropy(DType dtype, DType target_dtype, int64_t rows, int64_t cols,
+                   const void* logits, const void* targets, int64_t ignore_index, float* losses,
+                   int64_t* bad_target) {
+  if (rows == 0) return;
+  check_rows(rows, "cross_entropy");
+  FG_DISPATCH_FLOAT(dtype, "cross_entropy", [&] {
+    using T = scalar_t;
+    FG_DISPATCH_INDEX(target_dtype, "cross_entropy", [&] {
+      cross_entropy_kernel<T, index_t><<<unsigned(rows), row_threads(cols)>>>(
+          cols, static_cast<const T*>(logits), static_cast<const index_t*>(targets),
+          ignore_index, losses, bad_target);
+      FG_LAUNCH_CHECK();
+    });
+  });
+}
+
+void cross_entropy_backward(DType dtype, DType target_dtype, int64_t rows, int64_t cols,
+                            const void* logits, const void* targets, int64_t ignore_index,
+                            const float* grad_scale, void* glogits) {
+  if (rows == 0 || cols == 0) return;
+  check_rows(rows, "cross_entropy_backward");
+  FG_DISPATCH_FLOAT(dtype, "cross_entropy_backward", [&] {
+    using T = scalar_t;
+    FG_DISPATCH_INDEX(target_dtype, "cross_entropy_backward", [&] {
+      cross_entropy_backward_kernel<T, index_t><<<unsigned(rows), row_threads(cols)>>>(
+          cols, static_cast<const T*>(logits), static_cast<const index_t*>(targets),
+          ignore_index, grad_scale, static_cast<T*>(glogits));
+      FG_LAUNCH_CHECK();
+    });
+  });
+}
+
+void layer_norm(DType dtype, int64_t rows, int64_t cols, const void* x, const void* w,
+                const void* b, double eps, void* y, float* mean, float* rstd) {
+  if (rows == 0 || cols == 0) return;
+  check_rows(rows, "layer_norm");
+  FG_DISPATCH_FLOAT(dtype, "layer_norm", [&] {
+    using T = scalar_t;
+    layer_norm_kernel<T><<<unsigned(rows), row_threads(cols)>>>(
+        cols, static_cast<const T*>(x), static_cast<const T*>(w), static_cast<const T*>(b), eps,
+        static_cast<T*>(y), mean, rstd);
+    FG_LAUNCH_CHECK();
+  });
+}
+
+void layer_norm_backward(DType dtype, int64_t rows, int64_t cols, const void* gy, const void* x,
+                         const void* w, const float* mean, const float* rstd, void* gx, void* gw,
+                         void* gb) {
+  if (cols == 0) return;
+  check_rows(rows, "layer_norm_backward");
+  FG_DISPATCH_FLOAT(dtype, "layer_norm_backward", [&] {
+    using T = scalar_t;
+    using A = acc_t<T>;
+    if (rows > 0) {
+      layer_norm_backward_gx_kernel<T><<<unsigned(rows), row_threads(cols)>>>(
+          cols, static_cast<const T*>(gy), static_cast<const T*>(x), static_cast<const T*>(w),
+          mean, rstd, static_cast<T*>(gx));
+      FG_LAUNCH_CHECK();
+    }
+    if (!gw && !gb) return;
+    // Enough row chunks to fill the GPU, each long enough to amortise its partial row.
+    int64_t col_tiles = (cols + kLnCols - 1) / kLnCols;
+    int64_t chunks = std::max<int64_t>(1, std::min<int64_t>((rows + 63) / 64,
+                                                            std::max<int64_t>(1, 1024 / col_tiles)));
+    int64_t rows_per_chunk = std::max<int64_t>(1, (rows + chunks - 1) / chunks);
+    chunks = std::max<int64_t>(1, (rows + rows_per_chunk - 1) / rows_per_chunk);
+    size_t part_bytes = size_t(chunks * cols) * sizeof(A);
+    A* part = static_cast<A*>(raw_alloc(Device::cuda(), 2 * part_bytes));
+    A* part_w = part;
+    A* part_b = part + chunks * cols;
+    try {
+      dim3 grid{static_cast<unsigned>(col_tiles), static_cast<unsigned>(chunks)};
+      dim3 block{unsigned(kLnCols), unsigned(kLnRowsInFlight)};
+      layer_norm_backward_wb_partial_kernel<T><<<grid, block>>>(
+          rows, cols, rows_per_chunk, static_cast<const T*>(gy), static_cast<const T*>(x), mean,
+          rstd, part_w, part_b);
+      FG_LAUNCH_CHECK();
+      layer_norm_backward_wb_final_kernel<T><<<grid_for(cols), 256>>>(
+          cols, chunks, part_w, part_b, static_cast<T*>(gw), static_cast<T*>(gb));
+      FG_LAUNCH_CHECK();
+    } catch (...) {
+      raw_free(Device::cuda(), part, 2 * part_bytes);
+      throw;
+    }
+    raw_free(Device::cuda(), part, 2 * part_bytes);
+  });
+}
+
+void embedding(DType dtype, DType idx_dtype, int64_t rows, int64_t dim, int64_t vocab,
+               const void* weight, const void* idx, void* out, int64_t* bad_index) {
+  if (rows == 0 || dim == 0) return;
+  FG_DISPATCH_FLOAT(dtype, "embedding", [&] {
+    using T = scalar_t;
+    FG_DISPATCH_INDEX(idx_dtype, "embedding", [&] {
+      embedding_kernel<T, index_t><<<grid_for(rows * dim), 256>>>(
+          rows, dim, vocab, static_cast<const T*>(weight), static_cast<const index_t*>(idx),
+          static_cast<T*>(out), bad_index);
+      FG_LAUNCH_CHECK();
+    });
+  });
+}
+
+void embedding_backward(DType dtype, DType idx_dtype, int64_t rows, int64_t dim, int64_t vocab,
+                        const void* gout, const void* idx, void* gweight) {
+  if (rows == 0 || dim == 0) return;
+  FG_DISPATCH_FLOAT(dtype, "embedding_backward", [&] {
+    FG_DISPATCH_INDEX(idx_dtype, "embedding_backward", [&] {
+      launch_embedding_backward<scalar_t, index_t>(rows, dim, vocab,
+                                                   static_cast<const scalar_t*>(gout),
+                                                   static_cast<const index_t*>(idx),
+                                                   static_cast<scalar_t*>(gweight));
+    });
+  });
+}
+
+void dropout(DType dtype, int64_t n, const void* x, void* y, double p, uint64_t seed,
+             uint64_t offset) {
+  if (n == 0) return;
+  FG_DISPATCH_FLOAT(dtype, "dropout", [&] {
+    using T = scalar_t;
+    using A = acc_t<T>;
+    // Same threshold and the same host-rounded scale as the CPU kernel: bitwise-equal output.
+    dropout_kernel<T><<<grid_for(n), 256>>>(n, static_cast<const T*>(x), static_cast<T*>(y),
+                                            dropout_threshold(p), A(1.0 / (1.0 - p)), seed,
+                                            offset);
+    FG_LAUNCH_CHECK();
+  });
+}
+
+void gather(DType dtype, DType idx_dtype, int64_t outer, int64_t len_in, int64_t len_idx,
+            int64_t inner, const void* in, const void* index, void* out, int64_t* bad_index) {
+  int64_t total = outer * len_idx * inner;
+  if (total == 0) return;
+  FG_DISPATCH_ALL(dtype, "gather", [&] {
+    using T = scalar_t;
+    FG_DISPATCH_INDEX(idx_dtype, "gather", [&] {
+      gather_kernel<T, index_t><<<grid_for(total), 256>>>(
+          outer, len_in, len_idx, inner, static_cast<const T*>(in),
+          static_cast<const index_t*>(index), static_cast<T*>(out), bad_index);
+      FG_LAUNCH_CHECK();
+    });
+  });
+}
+
+void scatter_add(DType dtype, DType idx_dtype, int64_t outer, int64_t len_in, int64_t len_idx,
+                 int64_t inner, const void* gout, const void* index, void* gin) {
+  if (outer * len_idx * inner == 0) return;
+  FG_DISPATCH_FLOAT(dtype, "scatter_add", [&] {
+    FG_DISPATCH_INDEX(idx_dtype, "scatter_add", [&] {
+      launch_scatter_add<scalar_t, index_t>(outer, len_in, len_idx, inner,
+                                            static_cast<const scalar_t*>(gout),
+                                            static_cast<const index_t*>(index),
+                                            static_cast<scalar_t*>(gin));
+    });
+  });
+}
+
+}  // namespace fg::cuda

@@ -1,0 +1,159 @@
+// CausalSelfAttention, MLP, Block and GPT (see nn/gpt.h for the architecture).
+#include "nn/gpt.h"
+
+#include <cmath>
+#include <functional>
+
+#include "autograd/functions.h"
+
+namespace fg::nn {
+
+void GPTConfig::validate() const {
+  FG_CHECK(vocab_size_ > 0, "GPT config: vocab_size must be positive, got ", vocab_size_);
+  FG_CHECK(block_size_ > 0, "GPT config: block_size (context) must be positive, got ",
+           block_size_);
+  FG_CHECK(n_layer_ > 0, "GPT config: n_layer must be positive, got ", n_layer_);
+  FG_CHECK(n_head_ > 0, "GPT config: n_head must be positive, got ", n_head_);
+  FG_CHECK(n_embd_ > 0 && n_embd_ % n_head_ == 0, "GPT config: n_embd (", n_embd_,
+           ") must be a positive multiple of n_head (", n_head_, ")");
+  FG_CHECK(n_kv_head_ >= 0 && n_head_ % kv_heads() == 0, "GPT config: n_head (", n_head_,
+           ") must be a multiple of n_kv_head (", n_kv_head_, "); use 0 for n_kv_head = n_head");
+  FG_CHECK(dropout_ >= 0 && dropout_ < 1, "GPT config: dropout must be in [0, 1), got ",
+           dropout_);
+}
+
+// ---------------------------------------------------------------------------------------------
+// CausalSelfAttention
+
+CausalSelfAttention::CausalSelfAttention(const CausalSelfAttentionOptions& o, Generator* gen)
+    : options(o) {
+  int64_t kv = o.n_kv_head_ > 0 ? o.n_kv_head_ : o.n_head_;
+  FG_CHECK(o.n_head_ > 0 && o.n_embd_ % o.n_head_ == 0 && o.n_head_ % kv == 0,
+           "CausalSelfAttention: n_embd (", o.n_embd_, ") must be a multiple of n_head (",
+           o.n_head_, ") and n_head a multiple of n_kv_head (", kv, ")");
+  int64_t D = o.n_embd_ / o.n_head_;
+  c_attn = register_module(
+      "c_attn", std::make_shared<Linear>(LinearOptions(o.n_embd_, o.n_embd_ + 2 * kv * D).bias(o.bias_), gen));
+  c_proj = register_module(
+      "c_proj", std::make_shared<Linear>(LinearOptions(o.n_embd_, o.n_embd_).bias(o.bias_), gen));
+  resid_dropout = register_module("resid_dropout", std::make_shared<Dropout>(DropoutOptions(o.dropout_)));
+}
+
+Tensor CausalSelfAttention::forward(const Tensor& x) const {
+  FG_CHECK(x.dim() == 3 && x.size(2) == options.n_embd_, "CausalSelfAttention: expected input [B, T, ",
+           options.n_embd_, "], got ", shape_str(x.shape()));
+  const int64_t B = x.size(0), T = x.size(1), C = options.n_embd_, H = options.n_head_;
+  const int64_t Hkv = options.n_kv_head_ > 0 ? options.n_kv_head_ : H, D = C / H;
+  Tensor qkv = c_attn->forward(x);  // [B, T, C + 2 Hkv D]
+  // Strided views into qkv: the attention node reads them in place.
+  Tensor q = qkv.narrow(2, 0, C).view({B, T, H, D});
+  Tensor k = qkv.narrow(2, C, Hkv * D).view({B, T, Hkv, D});
+  Tensor v = qkv.narrow(2, C + Hkv * D, Hkv * D).view({B, T, Hkv, D});
+  AttentionOptions ao;
+  ao.impl(options.impl_).causal(true).dropout(is_training() ? options.dropout_ : 0.0);
+  Tensor y = scaled_dot_product_attention(q, k, v, ao);  // [B, T, H, D]
+  return resid_dropout->forward(c_proj->forward(y.reshape({B, T, C})));
+}
+
+// ---------------------------------------------------------------------------------------------
+// MLP and Block
+
+MLP::MLP(int64_t n_embd, double dropout, bool bias, Generator* gen) {
+  c_fc = register_module("c_fc", std::make_shared<Linear>(LinearOptions(n_embd, 4 * n_embd).bias(bias), gen));
+  act = register_module("act", std::make_shared<GELU>());
+  c_proj = register_module("c_proj", std::make_shared<Linear>(LinearOptions(4 * n_embd, n_embd).bias(bias), gen));
+  drop = register_module("drop", std::make_shared<Dropout>(DropoutOptions(dropout)));
+}
+
+Tensor MLP::forward(const Tensor& x) const {
+  return drop->forward(c_proj->forward(act->forward(c_fc->forward(x))));
+}
+
+Block::Block(const GPTConfig& c, Generator* gen) {
+  ln_1 = register_module("ln_1", std::make_shared<LayerNorm>(LayerNormOptions(c.n_embd_).bias(c.bias_)));
+  attn = register_module("attn", std::make_shared<CausalSelfAttention>(
+                                     CausalSelfAttentionOptions(c.n_embd_, c.n_head_)
+                                         .n_kv_head(c.n_kv_head_)
+                                         .dropout(c.dropout_)
+                                         .bias(c.bias_)
+                                         .impl(c.attn_),
+                                     gen));
+  ln_2 = register_module("ln_2", std::make_shared<LayerNorm>(LayerNormOptions(c.n_embd_).bias(c.bias_)));
+  mlp = register_module("mlp", std::make_shared<MLP>(c.n_embd_, c.dropout_, c.bias_, gen));
+}
+
+Tensor Block::forward(const Tensor& x) const {
+  Tensor h = x + attn->forward(ln_1->forward(x));
+  return h + mlp->forward(ln_2->forward(h));
+}
+
+// ---------------------------------------------------------------------------------------------
+// GPT
+
+namespace {
+void for_each_module(Module& m, const std::string& prefix,
+                     const std::function<void(const std::string&, Module&)>& fn) {
+  fn(prefix, m);
+  for (auto& c : m.named_children())
+    for_each_module(*c.second, prefix.empty() ? c.first : prefix + "." + c.first, fn);
+}
+
+void init_normal(const Tensor& w, double std, Generator& g) {
+  Tensor dst = w;
+  dst.copy_(ops::mul_scalar(randn(w.shape(), TensorOptions(DType::f32), &g), std));
+}
+}  // namespace
+
+GPT::GPT(const GPTConfig& c) : config(c) {
+  c.validate();
+  Generator g(c.seed_);
+  wte = register_module("wte", std::make_shared<Embedding>(EmbeddingOptions(c.vocab_size_, c.n_embd_), &g));
+  wpe = register_module("wpe", std::make_shared<Embedding>(EmbeddingOptions(c.block_size_, c.n_embd_), &g));
+  drop = register_module("drop", std::make_shared<Dropout>(DropoutOptions(c.dropout_)));
+  blocks = register_module("blocks", std::make_shared<ModuleList<Block>>());
+  for (int64_t i = 0; i < c.n_layer_; ++i) blocks->push_back(std::make_shared<Block>(c, &g));
+  ln_f = register_module("ln_f", std::make_shared<LayerNorm>(LayerNormOptions(c.n_embd_).bias(c.bias_)));
+
+  // GPT-2 initialisation, in module order, from a fresh generator of the same seed.
+  NoGradGuard ng;
+  Generator init(c.seed_ ^ 0x9e3779b97f4a7c15ull);
+  const double residual_std = 0.02 / std::sqrt(2.0 * double(c.n_layer_));
+  for_each_module(*this, "", [&](const std::string& path, Module& m) {
+    if (auto* lin = dynamic_cast<Linear*>(&m)) {
+      bool residual = path.size() >= 6 && path.compare(path.size() - 6, 6, "c_proj") == 0;
+      init_normal(lin->weight, residual ? residual_std : 0.02, init);
+      if (lin->bias.defined()) lin->bias.zero_();
+    } else if (auto* emb = dynamic_cast<Embedding*>(&m)) {
+      init_normal(emb->weight, 0.02, init);
+    }
+  });
+}
+
+Tensor GPT::forward(const Tensor& idx) const {
+  FG_CHECK(idx.dim() == 2, "GPT: expected token indices [B, T], got ", shape_str(idx.shape()));
+  const int64_t B = idx.size(0), T = idx.size(1), C = config.n_embd_;
+  FG_CHECK(T >= 1 && T <= config.block_size_, "GPT: sequence length ", T,
+           " exceeds the context (block_size) ", config.block_size_, "; crop the input");
+  // Position embeddings 0..T-1 are the first T rows of wpe: a view, added by broadcasting.
+  Tensor x = wte->forward(idx) + wpe->weight.narrow(0, 0, T);
+  x = drop->forward(x);
+  for (auto& b : *blocks) x = b->forward(x);
+  x = ln_f->forward(x);
+  // The output projection is the token embedding, transposed (weight tying).
+  Tensor logits = matmul(x.reshape({B * T, C}), wte->weight.transpose(0, 1));
+  return logits.view({B, T, config.vocab_size_});
+}
+
+Tensor GPT::loss(const Tensor& idx, const Tensor& targets) const {
+  FG_CHECK(targets.shape() == idx.shape(), "GPT::loss: targets ", shape_str(targets.shape()),
+           " must have the shape of idx ", shape_str(idx.shape()));
+  Tensor logits = forward(idx);
+  const int64_t n = idx.numel();
+  return cross_entropy(logits.view({n, config.vocab_size_}), targets.reshape({n}));
+}
+
+int64_t GPT::num_non_embedding_parameters() const {
+  return num_parameters() - wpe->weight.numel();
+}
+
+}  // namespace fg::nn

@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# The whole GPU check in one command, for the GPU machine: build, run the `cuda` tests, run
+# compute-sanitizer (memcheck, and racecheck on the attention kernels) over them, then the
+# benchmarks. Logs go to $OUT (or ./out). Prints a summary table last.
+#
+#   bash scripts/gpu-check.sh [--no-sanitizer] [--no-bench] [--only REGEX]
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-$PWD/out}
+mkdir -p "$OUT"
+# The device tool brings back at most 8 files: per-run logs go to LOGS, and are gathered
+# into $OUT/sanitizer.log at the end.
+LOGS=$(mktemp -d)
+SANITIZE=1; BENCH=1; ONLY=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --no-sanitizer) SANITIZE=0 ;;
+    --no-bench) BENCH=0 ;;
+    --only) ONLY="$2"; shift ;;
+    *) echo "gpu-check: unknown option $1" >&2; exit 2 ;;
+  esac
+  shift
+done
+PREFIX=""
+[ -d .deps/usr ] && PREFIX="-DCMAKE_PREFIX_PATH=$PWD/.deps/usr"
+summary=()
+status=0
+
+cmake -B build -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=${CUDA_ARCH:-90a} \
+  $PREFIX > "$OUT/configure.log" 2>&1 || { tail -30 "$OUT/configure.log"; exit 1; }
+if ! cmake --build build -j "$(nproc)" > "$OUT/build.log" 2>&1; then
+  grep -E "error|FAILED" "$OUT/build.log" | head -40
+  exit 1
+fi
+summary+=("build: ok")
+
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader > "$OUT/gpu.txt" 2>&1
+ctest --test-dir build -L cuda ${ONLY:+-R "$ONLY"} --output-on-failure > "$OUT/ctest-cuda.log" 2>&1
+rc=$?
+summary+=("ctest -L cuda: $(grep -E 'tests passed|tests failed' "$OUT/ctest-cuda.log" | tail -1) (rc $rc)")
+[ $rc -ne 0 ] && status=1 && grep -B2 -A25 -E "FAILED|failed" "$OUT/ctest-cuda.log" | head -80
+
+if [ $SANITIZE -eq 1 ]; then
+  for exe in build/tests/test_*; do
+    name=$(basename "$exe")
+    [ -n "$ONLY" ] && ! echo "$name" | grep -qE "$ONLY" && continue
+    compute-sanitizer --tool memcheck --error-exitcode 9 "$exe" "[cuda]" > "$LOGS/memcheck-$name.log" 2>&1
+    rc=$?
+    errs=$(grep -E "ERROR SUMMARY" "$LOGS/memcheck-$name.log" | tail -1)
+    summary+=("memcheck $name: ${errs:-no summary} (rc $rc)")
+    [ $rc -ne 0 ] && status=1 && tail -30 "$LOGS/memcheck-$name.log"
+  done
+  if [ -x build/tests/test_attention_kernels ]; then
+    compute-sanitizer --tool racecheck --error-exitcode 9 build/tests/test_attention_kernels "[cuda][racecheck]" \
+      > "$LOGS/racecheck-attention.log" 2>&1
+    rc=$?
+    summary+=("racecheck attention: $(grep -E 'RACECHECK SUMMARY|ERROR SUMMARY' "$LOGS/racecheck-attention.log" | tail -1) (rc $rc)")
+    [ $rc -ne 0 ] && status=1 && tail -30 "$LOGS/racecheck-attention.log"
+  fi
+fi
+
+if [ $BENCH -eq 1 ] && [ -x bench/run.sh ]; then
+  bash bench/run.sh > "$OUT/bench.log" 2>&1
+  summary+=("bench: rc $? (see bench.log)")
+  tail -40 "$OUT/bench.log"
+fi
+
+cat "$LOGS"/*.log > "$OUT/sanitizer.log" 2>/dev/null
+echo "==== gpu-check summary ($(cat "$OUT/gpu.txt" 2>/dev/null)) ===="
+for s in "${summary[@]}"; do echo "  $s"; done
+exit $status

@@ -1,0 +1,162 @@
+// ops::matmul: the numpy/PyTorch matrix product on Tensors, lowered to one batched GEMM call
+// (kernels/cpu/matmul.cpp, kernels/cuda/matmul.cu).
+//
+// Shapes follow numpy: a [..., M, K] @ b [..., K, N] -> [..., M, N] with the batch dims
+// broadcast; a 1-D a is a row vector [1, K] and a 1-D b a column vector [K, 1], and the added
+// dim is dropped from the result. Operands are passed to the GEMM without copies whenever
+// their last two dims are row-major or transposed row-major (e.g. x.transpose(-1, -2)) and
+// their batch dims collapse to one stride (or are all broadcast, stride 0); anything else is
+// made contiguous first.
+#include <algorithm>
+
+#include "tensor/ops.h"
+
+namespace fg::ops {
+
+namespace {
+
+#ifdef FLASHGRAD_WITH_CUDA
+#define FG_MATMUL_CALL(DEVICE, NAME, ...) \
+  do {                                    \
+    if ((DEVICE).is_cuda())               \
+      ::fg::cuda::NAME(__VA_ARGS__);      \
+    else                                  \
+      ::fg::cpu::NAME(__VA_ARGS__);       \
+  } while (0)
+#else
+#define FG_MATMUL_CALL(DEVICE, NAME, ...)                                                    \
+  do {                                                                                       \
+    FG_CHECK(!(DEVICE).is_cuda(), #NAME ": flashgrad was built without CUDA; tensors on ", \
+             (DEVICE).str(), " are not supported");                                          \
+    ::fg::cpu::NAME(__VA_ARGS__);                                                            \
+  } while (0)
+#endif
+
+// How one operand of shape batch + [rows, cols] is handed to gemm.
+struct GemmOperand {
+  Tensor t;                  // the tensor whose data_ptr() is passed (maybe a contiguous copy)
+  bool trans = false;        // stored as the transpose: element (r, c) at c * ld + r
+  int64_t ld = 0;            // row stride of the stored matrix
+  int64_t batch_stride = 0;  // elements between consecutive batch matrices
+};
+
+// The matrix layout of the last two dims, or false when neither row-major nor transposed.
+bool matrix_layout(const Tensor& t, bool& trans, int64_t& ld) {
+  int64_t nd = t.dim();
+  int64_t rows = t.size(nd - 2), cols = t.size(nd - 1);
+  // A size-1 dim's stride addresses nothing; give it the value a dense layout would have.
+  int64_t rs = rows == 1 ? std::max<int64_t>(cols, 1) : t.stride(nd - 2);
+  int64_t cs = cols == 1 ? 1 : t.stride(nd - 1);
+  if (cs == 1 && rs >= std::max<int64_t>(cols, 1)) {
+    trans = false;
+    ld = rs;
+    return true;
+  }
+  // Transposed: a column of the logical matrix is a contiguous stored row.
+  rs = rows == 1 ? 1 : t.stride(nd - 2);
+  cs = cols == 1 ? std::max<int64_t>(rows, 1) : t.stride(nd - 1);
+  if (rs == 1 && cs >= std::max<int64_t>(rows, 1)) {
+    trans = true;
+    ld = cs;
+    return true;
+  }
+  return false;
+}
+
+// One stride that walks all batch matrices in row-major batch order, if there is one.
+bool batch_stride(const Tensor& t, int64_t nbatch, int64_t& stride) {
+  // Drop size-1 dims (their stride is irrelevant); the rest must nest like a dense array, or
+  // all be broadcast (stride 0) so every batch entry is the same matrix.
+  std::vector<int64_t> sizes, strides;
+  for (int64_t d = 0; d < nbatch; ++d)
+    if (t.size(d) != 1) {
+      sizes.push_back(t.size(d));
+      strides.push_back(t.stride(d));
+    }
+  if (sizes.empty()) {
+    stride = 0;
+    return true;
+  }
+  bool all_zero = std::all_of(strides.begin(), strides.end(), [](int64_t s) { return s == 0; });
+  if (all_zero) {
+    stride = 0;
+    return true;
+  }
+  for (size_t i = 0; i + 1 < sizes.size(); ++i)
+    if (strides[i] != strides[i + 1] * sizes[i + 1]) return false;
+  stride = strides.back();
+  return stride > 0;
+}
+
+GemmOperand gemm_operand(const Tensor& t, int64_t nbatch) {
+  GemmOperand op;
+  if (matrix_layout(t, op.trans, op.ld) && batch_stride(t, nbatch, op.batch_stride)) {
+    op.t = t;
+    return op;
+  }
+  op.t = contiguous(t);
+  int64_t rows = t.size(nbatch), cols = t.size(nbatch + 1);
+  op.trans = false;
+  op.ld = std::max<int64_t>(cols, 1);
+  op.batch_stride = rows * cols;
+  return op;
+}
+
+Shape concat(Shape a, const Shape& b) {
+  a.insert(a.end(), b.begin(), b.end());
+  return a;
+}
+
+}  // namespace
+
+Tensor matmul(const Tensor& a_in, const Tensor& b_in) {
+  FG_CHECK(a_in.defined() && b_in.defined(), "matmul: an operand is undefined");
+  check_same_device("matmul", {a_in, b_in});
+  check_same_dtype("matmul", {a_in, b_in});
+  check_floating("matmul", a_in);
+  FG_CHECK(a_in.dim() >= 1 && b_in.dim() >= 1, "matmul: operands must have at least 1 dim, got ",
+           shape_str(a_in.shape()), " @ ", shape_str(b_in.shape()),
+           "; use mul for products with a scalar");
+  // 1-D operands become matrices; the extra dim is dropped from the result at the end.
+  Tensor a = a_in.dim() == 1 ? unsqueeze(a_in, 0) : a_in;
+  Tensor b = b_in.dim() == 1 ? unsqueeze(b_in, 1) : b_in;
+  int64_t M = a.size(a.dim() - 2), K = a.size(a.dim() - 1);
+  int64_t Kb = b.size(b.dim() - 2), N = b.size(b.dim() - 1);
+  FG_CHECK(K == Kb, "matmul: inner dimensions differ: ", shape_str(a_in.shape()), " @ ",
+           shape_str(b_in.shape()), " (", K, " vs ", Kb,
+           "); the last dim of the first operand must equal the ",
+           b_in.dim() == 1 ? "length of the second" : "second-to-last dim of the second");
+
+  Shape a_batch(a.shape().begin(), a.shape().end() - 2);
+  Shape b_batch(b.shape().begin(), b.shape().end() - 2);
+  Shape batch = broadcast_shapes(a_batch, b_batch, "matmul");
+  Shape out_shape = concat(batch, {M, N});
+  Shape final_shape = batch;
+  if (a_in.dim() > 1) final_shape.push_back(M);
+  if (b_in.dim() > 1) final_shape.push_back(N);
+
+  Device dev = a.device();
+  DType dt = a.dtype();
+  Tensor out = empty(out_shape, TensorOptions(dt).device(dev));
+  if (out.numel() == 0) return view(out, final_shape);
+
+  if (b_batch.empty() && !a_batch.empty()) {
+    // [..., M, K] @ [K, N]: fold the batch into the rows, one GEMM of (batch * M) x N.
+    Tensor a2 = reshape(a, {shape_numel(a_batch) * M, K});  // explicit: -1 is ambiguous when K = 0
+    GemmOperand A = gemm_operand(a2, 0), B = gemm_operand(b, 0);
+    FG_MATMUL_CALL(dev, gemm, dt, A.trans, B.trans, a2.size(0), N, K, 1.0, A.t.data_ptr(), A.ld,
+                   0, B.t.data_ptr(), B.ld, 0, 0.0, out.data_ptr(), std::max<int64_t>(N, 1), 0,
+                   1);
+    return view(out, final_shape);
+  }
+
+  int64_t nbatch = int64_t(batch.size());
+  GemmOperand A = gemm_operand(expand(a, concat(batch, {M, K})), nbatch);
+  GemmOperand B = gemm_operand(expand(b, concat(batch, {K, N})), nbatch);
+  FG_MATMUL_CALL(dev, gemm, dt, A.trans, B.trans, M, N, K, 1.0, A.t.data_ptr(), A.ld,
+                 A.batch_stride, B.t.data_ptr(), B.ld, B.batch_stride, 0.0, out.data_ptr(),
+                 std::max<int64_t>(N, 1), M * N, shape_numel(batch));
+  return view(out, final_shape);
+}
+
+}  // namespace fg::ops

@@ -1,0 +1,173 @@
+// Checkpoint save (atomic, step-numbered files committed by checkpoint.json) and validating load.
+#include "train/checkpoint.h"
+
+#include <cstdio>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+
+#include "train/fileio.h"
+#include "train/safetensors.h"
+
+namespace fg::train {
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+namespace {
+
+constexpr const char* kFormat = "flashgrad-checkpoint";
+constexpr int kVersion = 1;
+
+std::string json_path(const std::string& dir) { return (fs::path(dir) / "checkpoint.json").string(); }
+
+std::string step_file(const char* kind, int64_t step) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%s-%08lld.safetensors", kind, static_cast<long long>(step));
+  return buf;
+}
+
+json model_json(const nn::GPTConfig& m) {
+  return {{"vocab_size", m.vocab_size_}, {"block_size", m.block_size_}, {"n_layer", m.n_layer_},
+          {"n_head", m.n_head_},         {"n_kv_head", m.n_kv_head_},   {"n_embd", m.n_embd_},
+          {"dropout", m.dropout_},       {"bias", m.bias_},
+          {"attn", attention_impl_name(m.attn_)}, {"seed", m.seed_}};
+}
+
+// Reads a file named in checkpoint.json and checks its size and hash.
+SafetensorsData read_checked(const std::string& dir, const json& entry, const char* what,
+                             int64_t step) {
+  std::string name = entry.at("name").get<std::string>();
+  FG_CHECK(name.find('/') == std::string::npos && !name.empty(), "checkpoint '", dir,
+           "' is corrupt: bad ", what, " file name '", name, "'");
+  std::string path = (fs::path(dir) / name).string();
+  FG_CHECK(file_exists(path), "checkpoint '", dir, "' is incomplete: its ", what, " file '", name,
+           "' is missing");
+  std::string bytes = read_file(path, std::string("checkpoint ") + what + " file");
+  uint64_t want = entry.at("bytes").get<uint64_t>();
+  FG_CHECK(bytes.size() == want, "checkpoint '", dir, "' is corrupt: '", name, "' has ", bytes.size(),
+           " bytes but checkpoint.json says ", want, " (truncated?)");
+  FG_CHECK(fnv1a64_hex(bytes) == entry.at("fnv1a64").get<std::string>(), "checkpoint '", dir,
+           "' is corrupt: the contents of '", name, "' do not match the hash in checkpoint.json");
+  SafetensorsData d = safetensors_parse(bytes, path);
+  auto it = d.metadata.find("flashgrad_step");
+  FG_CHECK(it != d.metadata.end() && it->second == std::to_string(step), "checkpoint '", dir,
+           "' is inconsistent: '", name, "' is not from step ", step);
+  return d;
+}
+
+}  // namespace
+
+bool has_checkpoint(const std::string& dir) { return file_exists(json_path(dir)); }
+
+void save_checkpoint(const std::string& dir, const TrainConfig& config, const Tokenizer& tokenizer,
+                     const AdamW& optimizer, const TrainState& st) {
+  const Metadata meta{{"format", "pt"}, {"flashgrad_step", std::to_string(st.step)}};
+  const std::string model_name = step_file("model", st.step);
+  const std::string opt_name = step_file("optimizer", st.step);
+  std::string model_bytes = safetensors_serialize(optimizer.fp32_weights(), meta);
+  std::string opt_bytes = safetensors_serialize(optimizer.state_tensors(), meta);
+  write_file_atomic((fs::path(dir) / model_name).string(), model_bytes);
+  write_file_atomic((fs::path(dir) / opt_name).string(), opt_bytes);
+
+  const AdamWOptions& o = optimizer.options();
+  json j = {
+      {"format", kFormat},
+      {"version", kVersion},
+      {"step", st.step},
+      {"config", to_json(config)},
+      {"model", model_json(config.model_config(tokenizer.vocab_size()))},
+      {"tokenizer", tokenizer.to_json()},
+      {"optimizer",
+       {{"type", "adamw"}, {"step", optimizer.step_count()}, {"lr", o.lr_}, {"beta1", o.beta1_},
+        {"beta2", o.beta2_}, {"eps", o.eps_}, {"weight_decay", o.weight_decay_}}},
+      {"rng",
+       {{"data_seed", st.data_seed}, {"data_offset", st.data_offset},
+        {"dropout_seed", st.dropout_seed}, {"dropout_offset", st.dropout_offset}}},
+      {"best_val_loss", std::isnan(st.best_val_loss) ? json(nullptr) : json(st.best_val_loss)},
+      {"best_val_step", st.best_val_step},
+      {"elapsed_seconds", st.elapsed_seconds},
+      {"files",
+       {{"weights", {{"name", model_name}, {"bytes", model_bytes.size()}, {"fnv1a64", fnv1a64_hex(model_bytes)}}},
+        {"optimizer", {{"name", opt_name}, {"bytes", opt_bytes.size()}, {"fnv1a64", fnv1a64_hex(opt_bytes)}}}}}};
+  write_file_atomic(json_path(dir), j.dump(2) + "\n");  // the commit point
+
+  // The previous steps' files are no longer referenced.
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(dir, ec)) {
+    std::string n = e.path().filename().string();
+    bool ours = (n.rfind("model-", 0) == 0 || n.rfind("optimizer-", 0) == 0) &&
+                n.size() > 12 && n.compare(n.size() - 12, 12, ".safetensors") == 0;
+    if (ours && n != model_name && n != opt_name) fs::remove(e.path(), ec);
+  }
+}
+
+Checkpoint load_checkpoint(const std::string& dir, bool with_optimizer) {
+  std::error_code ec;
+  FG_CHECK(fs::is_directory(dir, ec), "checkpoint directory '", dir, "' does not exist");
+  FG_CHECK(has_checkpoint(dir), "'", dir, "' holds no checkpoint (no checkpoint.json); train one "
+           "with `flashgrad train --out ", dir, "`");
+  std::string text = read_file(json_path(dir), "checkpoint.json");
+  json j;
+  try {
+    j = json::parse(text);
+  } catch (const json::exception& e) {
+    throw Error(str("checkpoint '", dir, "' is corrupt: checkpoint.json does not parse (", e.what(), ")"));
+  }
+  Checkpoint c;
+  c.dir = dir;
+  try {
+    FG_CHECK(j.is_object() && j.value("format", "") == kFormat, "'", json_path(dir),
+             "' is not a flashgrad checkpoint");
+    FG_CHECK(j.at("version").get<int>() == kVersion, "checkpoint '", dir, "' has format version ",
+             j.at("version").get<int>(), "; this flashgrad reads version ", kVersion);
+    update_from_json(c.config, j.at("config"));
+    c.config.validate();
+    c.tokenizer = Tokenizer::from_json(j.at("tokenizer"));
+    FG_CHECK(c.tokenizer->type() == c.config.tokenizer, "checkpoint '", dir,
+             "' is inconsistent: config says tokenizer ", c.config.tokenizer, " but holds a ",
+             c.tokenizer->type(), " tokenizer");
+    c.model = c.config.model_config(c.tokenizer->vocab_size());
+    const json& m = j.at("model");
+    FG_CHECK(m.at("vocab_size").get<int64_t>() == c.model.vocab_size_ &&
+                 m.at("n_layer").get<int64_t>() == c.model.n_layer_ &&
+                 m.at("n_embd").get<int64_t>() == c.model.n_embd_ &&
+                 m.at("block_size").get<int64_t>() == c.model.block_size_,
+             "checkpoint '", dir, "' is inconsistent: its model section does not match its config");
+    TrainState& s = c.state;
+    s.step = j.at("step").get<int64_t>();
+    FG_CHECK(s.step >= 0, "checkpoint '", dir, "' is corrupt: negative step");
+    const json& r = j.at("rng");
+    s.data_seed = r.at("data_seed").get<uint64_t>();
+    s.data_offset = r.at("data_offset").get<uint64_t>();
+    s.dropout_seed = r.at("dropout_seed").get<uint64_t>();
+    s.dropout_offset = r.at("dropout_offset").get<uint64_t>();
+    s.best_val_loss = j.at("best_val_loss").is_null() ? NAN : j.at("best_val_loss").get<double>();
+    s.best_val_step = j.at("best_val_step").get<int64_t>();
+    s.elapsed_seconds = j.value("elapsed_seconds", 0.0);
+    FG_CHECK(j.at("optimizer").at("step").get<int64_t>() == s.step, "checkpoint '", dir,
+             "' is inconsistent: optimizer step differs from the training step");
+
+    c.weights = read_checked(dir, j.at("files").at("weights"), "weights", s.step).tensors;
+    if (with_optimizer)
+      c.optimizer = read_checked(dir, j.at("files").at("optimizer"), "optimizer", s.step).tensors;
+  } catch (const json::exception& e) {
+    throw Error(str("checkpoint '", dir, "' is corrupt: checkpoint.json lacks or mistypes a field (",
+                    e.what(), ")"));
+  }
+  for (auto& [name, t] : c.weights)
+    FG_CHECK(t.dtype() == DType::f32, "checkpoint '", dir, "' is corrupt: weight '", name,
+             "' is ", dtype_name(t.dtype()), ", expected F32");
+  return c;
+}
+
+std::shared_ptr<nn::GPT> model_from_checkpoint(const Checkpoint& ckpt) {
+  auto model = std::make_shared<nn::GPT>(ckpt.model);
+  try {
+    model->load_state_dict(ckpt.weights);
+  } catch (const Error& e) {
+    throw Error(str("checkpoint '", ckpt.dir, "' does not match its own config: ", e.what()));
+  }
+  return model;
+}
+
+}  // namespace fg::train

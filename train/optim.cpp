@@ -1,0 +1,150 @@
+// AdamW (fused per-parameter kernel), the warm-up + cosine LR schedule, gradient clipping.
+#include "train/optim.h"
+
+#include <cmath>
+
+#include "autograd/node.h"
+#include "kernels/optim.h"
+#include "tensor/ops.h"
+
+namespace fg::train {
+
+AdamW::AdamW(const NamedTensors& params, const AdamWOptions& o) : options_(o) {
+  FG_CHECK(o.lr_ >= 0 && o.eps_ > 0 && o.beta1_ >= 0 && o.beta1_ < 1 && o.beta2_ >= 0 &&
+               o.beta2_ < 1 && o.weight_decay_ >= 0,
+           "AdamW: bad options lr=", o.lr_, " betas=(", o.beta1_, ", ", o.beta2_, ") eps=", o.eps_,
+           " weight_decay=", o.weight_decay_);
+  for (auto& [name, p] : params) {
+    FG_CHECK(p.defined() && p.is_contiguous(), "AdamW: parameter '", name,
+             "' must be a defined contiguous tensor");
+    FG_CHECK(p.dtype() == DType::f32 || p.dtype() == DType::bf16 || p.dtype() == DType::f16,
+             "AdamW: parameter '", name, "' has dtype ", dtype_name(p.dtype()),
+             "; use f32, bf16 or f16");
+    ParamState s;
+    s.name = name;
+    s.param = p;
+    TensorOptions f32 = TensorOptions(DType::f32).device(p.device());
+    s.exp_avg = zeros(p.shape(), f32);
+    s.exp_avg_sq = zeros(p.shape(), f32);
+    if (p.dtype() != DType::f32) s.master = ops::to_dtype(p.detach(), DType::f32);
+    s.decay = p.dim() >= 2;
+    states_.push_back(std::move(s));
+  }
+}
+
+void AdamW::step(double grad_scale) {
+  ++step_;
+  for (auto& s : states_) {
+    Tensor g = s.param.grad();
+    if (!g.defined()) continue;
+    FG_CHECK(g.dtype() == s.param.dtype() && g.shape() == s.param.shape() &&
+                 g.device() == s.param.device(),
+             "AdamW: gradient of '", s.name, "' (", dtype_name(g.dtype()), " ",
+             shape_str(g.shape()), " on ", g.device().str(), ") does not match the parameter (",
+             dtype_name(s.param.dtype()), " ", shape_str(s.param.shape()), " on ",
+             s.param.device().str(), ")");
+    FG_CHECK(s.exp_avg.device() == s.param.device(), "AdamW: parameter '", s.name,
+             "' moved to ", s.param.device().str(), " after the optimizer was made; make it after "
+             "moving the model");
+    g = ops::contiguous(g);
+    AdamWArgs a = AdamWArgs::make(options_.lr_, options_.beta1_, options_.beta2_, options_.eps_,
+                                  s.decay ? options_.weight_decay_ : 0.0, step_, grad_scale);
+    FG_KERNEL(s.param.device(), adamw)(s.param.dtype(), s.param.numel(), s.param.data_ptr(),
+                                       s.master.defined() ? s.master.data<float>() : nullptr,
+                                       g.data_ptr(), s.exp_avg.data<float>(),
+                                       s.exp_avg_sq.data<float>(), a);
+    s.param.unsafe_impl()->version++;
+  }
+}
+
+void AdamW::zero_grad() {
+  for (auto& s : states_) s.param.zero_grad();
+}
+
+NamedTensors AdamW::fp32_weights() const {
+  NamedTensors out;
+  for (auto& s : states_) out.emplace_back(s.name, s.master.defined() ? s.master : s.param.detach());
+  return out;
+}
+
+NamedTensors AdamW::state_tensors() const {
+  NamedTensors out;
+  for (auto& s : states_) {
+    out.emplace_back("exp_avg." + s.name, s.exp_avg);
+    out.emplace_back("exp_avg_sq." + s.name, s.exp_avg_sq);
+  }
+  return out;
+}
+
+void AdamW::load_state(const std::map<std::string, Tensor>& moments, int64_t step,
+                       const std::map<std::string, Tensor>* fp32_weights) {
+  FG_CHECK(step >= 0, "AdamW::load_state: negative step ", step);
+  auto fetch = [&](const std::map<std::string, Tensor>& m, const std::string& key,
+                   const Shape& shape, const char* what) {
+    auto it = m.find(key);
+    FG_CHECK(it != m.end(), "AdamW::load_state: ", what, " has no entry '", key, "'");
+    FG_CHECK(it->second.shape() == shape, "AdamW::load_state: '", key, "' in ", what, " is ",
+             shape_str(it->second.shape()), " but the parameter is ", shape_str(shape));
+    return it->second;
+  };
+  FG_CHECK(moments.size() == 2 * states_.size(), "AdamW::load_state: the optimizer state has ",
+           moments.size(), " tensors but this model needs ", 2 * states_.size());
+  // Check everything before changing anything.
+  for (auto& s : states_) {
+    fetch(moments, "exp_avg." + s.name, s.param.shape(), "the optimizer state");
+    fetch(moments, "exp_avg_sq." + s.name, s.param.shape(), "the optimizer state");
+    if (fp32_weights) fetch(*fp32_weights, s.name, s.param.shape(), "the weights");
+  }
+  for (auto& s : states_) {
+    s.exp_avg.copy_(fetch(moments, "exp_avg." + s.name, s.param.shape(), ""));
+    s.exp_avg_sq.copy_(fetch(moments, "exp_avg_sq." + s.name, s.param.shape(), ""));
+    if (fp32_weights) {
+      Tensor w = fetch(*fp32_weights, s.name, s.param.shape(), "");
+      if (s.master.defined()) s.master.copy_(w);
+      s.param.copy_(w);
+    }
+  }
+  step_ = step;
+}
+
+double LRSchedule::at(int64_t step) const {
+  if (warmup > 0 && step < warmup) return max_lr * double(step + 1) / double(warmup);
+  if (step >= total) return min_lr;
+  double span = double(std::max<int64_t>(1, total - warmup));
+  double progress = double(step - warmup) / span;
+  return min_lr + 0.5 * (1.0 + std::cos(M_PI * progress)) * (max_lr - min_lr);
+}
+
+double grad_norm(const std::vector<Tensor>& params) {
+  NoGradGuard ng;
+  Tensor total;
+  for (auto& p : params) {
+    Tensor g = p.grad();
+    if (!g.defined()) continue;
+    if (g.dtype() != DType::f32 && g.dtype() != DType::f64) g = ops::to_dtype(g, DType::f32);
+    Tensor sq = ops::sum(ops::mul(g, g));
+    if (sq.dtype() != DType::f64) sq = ops::to_dtype(sq, DType::f64);
+    total = total.defined() ? ops::add(total, sq) : sq;  // one device sync at the end
+  }
+  return total.defined() ? std::sqrt(total.item()) : 0.0;
+}
+
+double clip_coefficient(double norm, double max_norm) {
+  if (max_norm <= 0 || !std::isfinite(norm)) return 1.0;
+  return std::min(1.0, max_norm / (norm + 1e-6));
+}
+
+double clip_grad_norm_(const std::vector<Tensor>& params, double max_norm) {
+  double norm = grad_norm(params);
+  double c = clip_coefficient(norm, max_norm);
+  if (c < 1.0) {
+    NoGradGuard ng;
+    for (auto& p : params) {
+      Tensor g = p.grad();
+      if (g.defined()) g.copy_(ops::mul_scalar(g, c));
+    }
+  }
+  return norm;
+}
+
+}  // namespace fg::train

@@ -1,0 +1,83 @@
+// AdamW, the learning-rate schedule and gradient-norm clipping.
+//
+// AdamW (Loshchilov & Hutter; torch.optim.AdamW): decoupled weight decay, applied only to
+// tensors of two or more dims (weights, embeddings), never to 1-D ones (biases, LayerNorm), as
+// GPT-2/nanoGPT do. Each step is one fused kernel per parameter (kernels/optim.h) on the
+// parameter's device. Parameters in bf16/f16 get an fp32 master copy that the optimizer
+// updates and rounds back into the parameter (mixed precision: the model computes in 16 bits,
+// the updates accumulate in 32).
+#pragma once
+#include <cstdint>
+#include <map>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "tensor/tensor.h"
+
+namespace fg::train {
+
+using NamedTensors = std::vector<std::pair<std::string, Tensor>>;
+
+struct AdamWOptions {
+  double lr_ = 1e-3, beta1_ = 0.9, beta2_ = 0.999, eps_ = 1e-8, weight_decay_ = 0.01;
+  AdamWOptions& lr(double v) { lr_ = v; return *this; }
+  AdamWOptions& betas(double b1, double b2) { beta1_ = b1; beta2_ = b2; return *this; }
+  AdamWOptions& eps(double v) { eps_ = v; return *this; }
+  AdamWOptions& weight_decay(double v) { weight_decay_ = v; return *this; }
+};
+
+class AdamW {
+ public:
+  AdamW(const NamedTensors& params, const AdamWOptions& options);
+
+  // One update of every parameter that has a gradient; grad_scale multiplies the gradients
+  // first (clip_coefficient()). Increments step_count().
+  void step(double grad_scale = 1.0);
+  void zero_grad();
+  void set_lr(double lr) { options_.lr_ = lr; }
+  const AdamWOptions& options() const { return options_; }
+  int64_t step_count() const { return step_; }
+
+  struct ParamState {
+    std::string name;
+    Tensor param;
+    Tensor exp_avg, exp_avg_sq;  // fp32, the parameter's shape and device
+    Tensor master;               // fp32 copy for 16-bit parameters; undefined for fp32 ones
+    bool decay = false;          // weight decay applies (dim >= 2)
+  };
+  const std::vector<ParamState>& states() const { return states_; }
+
+  // The fp32 value of every parameter (the master copy where there is one): what a checkpoint
+  // stores as the model's weights.
+  NamedTensors fp32_weights() const;
+  // The moments as "exp_avg.<name>" / "exp_avg_sq.<name>".
+  NamedTensors state_tensors() const;
+  // Restores the moments and the step count, and (when given) the fp32 weights into the master
+  // copies and the parameters. Throws naming any missing or mis-shaped entry.
+  void load_state(const std::map<std::string, Tensor>& moments, int64_t step,
+                  const std::map<std::string, Tensor>* fp32_weights = nullptr);
+
+ private:
+  std::vector<ParamState> states_;
+  AdamWOptions options_;
+  int64_t step_ = 0;
+};
+
+// Linear warm-up from 0 to max_lr over `warmup` steps, then a cosine from max_lr down to
+// min_lr at step `total`, and min_lr after. step counts from 0.
+struct LRSchedule {
+  double max_lr = 1e-3, min_lr = 1e-4;
+  int64_t warmup = 0, total = 1;
+  double at(int64_t step) const;
+};
+
+// The L2 norm of all gradients together (parameters without a gradient are skipped).
+double grad_norm(const std::vector<Tensor>& params);
+// The factor that brings a gradient norm down to max_norm: min(1, max_norm / (norm + 1e-6));
+// 1 when max_norm <= 0 (no clipping).
+double clip_coefficient(double norm, double max_norm);
+// torch.nn.utils.clip_grad_norm_: scales the gradients in place; returns the norm before.
+double clip_grad_norm_(const std::vector<Tensor>& params, double max_norm);
+
+}  // namespace fg::train
