@@ -17,6 +17,8 @@ namespace fg {
 // Per-step constants, computed once on the host in double and rounded to float.
 struct AdamWArgs {
   float beta1 = 0.9f, beta2 = 0.999f, eps = 1e-8f;
+  // 1 - beta, computed in double: 1.0f - 0.999f in float would be off by 1e-5 relative.
+  float one_minus_beta1 = 0.1f, one_minus_beta2 = 0.001f;
   float decay_factor = 1.0f;   // 1 - lr * weight_decay (1 where the tensor gets no decay)
   float step_size = 1e-3f;     // lr / (1 - beta1^t)
   float bias2_sqrt = 1.0f;     // sqrt(1 - beta2^t)
@@ -29,6 +31,8 @@ struct AdamWArgs {
     a.beta1 = float(beta1);
     a.beta2 = float(beta2);
     a.eps = float(eps);
+    a.one_minus_beta1 = float(1.0 - beta1);
+    a.one_minus_beta2 = float(1.0 - beta2);
     a.decay_factor = float(1.0 - lr * weight_decay);
     a.step_size = float(lr / (1.0 - std::pow(beta1, double(t))));
     a.bias2_sqrt = float(std::sqrt(1.0 - std::pow(beta2, double(t))));
@@ -71,8 +75,8 @@ FG_HD float adamw_sqrt(float a) {
 FG_HD void adamw_update(float& p, float g, float& m, float& v, const AdamWArgs& a) {
   g = adamw_mul(g, a.grad_scale);
   p = adamw_mul(p, a.decay_factor);
-  m = adamw_add(adamw_mul(a.beta1, m), adamw_mul(1.0f - a.beta1, g));
-  v = adamw_add(adamw_mul(a.beta2, v), adamw_mul(1.0f - a.beta2, adamw_mul(g, g)));
+  m = adamw_add(adamw_mul(a.beta1, m), adamw_mul(a.one_minus_beta1, g));
+  v = adamw_add(adamw_mul(a.beta2, v), adamw_mul(a.one_minus_beta2, adamw_mul(g, g)));
   float denom = adamw_add(adamw_div(adamw_sqrt(v), a.bias2_sqrt), a.eps);
   p = adamw_add(p, -adamw_mul(a.step_size, adamw_div(m, denom)));
 }

@@ -40,6 +40,13 @@ rc=$?
 summary+=("ctest -L cuda: $(grep -E 'tests passed|tests failed' "$OUT/ctest-cuda.log" | tail -1) (rc $rc)")
 [ $rc -ne 0 ] && status=1 && grep -B2 -A25 -E "FAILED|failed" "$OUT/ctest-cuda.log" | head -80
 
+if [ -z "$ONLY" ]; then
+  build/flashgrad gradcheck attention --device cuda > "$OUT/gradcheck-cuda.log" 2>&1
+  rc=$?
+  summary+=("gradcheck attention --device cuda: $(tail -1 "$OUT/gradcheck-cuda.log") (rc $rc)")
+  [ $rc -ne 0 ] && status=1 && grep -E "FAIL|error" "$OUT/gradcheck-cuda.log" | head -20
+fi
+
 if [ $SANITIZE -eq 1 ]; then
   for exe in build/tests/test_*; do
     name=$(basename "$exe")

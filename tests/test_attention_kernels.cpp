@@ -602,7 +602,7 @@ TEST_CASE("attention cuda matches the reference", "[cuda][attention]") {
   });
 }
 
-TEST_CASE("attention cuda block masks", "[cuda][attention]") {
+TEST_CASE("attention cuda block masks", "[cuda][attention][racecheck]") {
   if (!have_gpu()) return;
   for_all_dtypes([](auto t) {
     using T = decltype(t);
@@ -617,7 +617,7 @@ TEST_CASE("attention cuda block masks", "[cuda][attention]") {
   });
 }
 
-TEST_CASE("attention cuda deterministic mode is bit-reproducible", "[cuda][attention]") {
+TEST_CASE("attention cuda deterministic mode is bit-reproducible", "[cuda][attention][racecheck]") {
   if (!have_gpu()) return;
   Cfg c;
   c.Nq = 300, c.Nk = 333, c.Hq = 4, c.Hkv = 2, c.D = 64, c.causal = true, c.p = 0.1;

@@ -320,21 +320,26 @@ void layer_norm_backward(DType dtype, int64_t rows, int64_t cols, const void* gy
       }
     });
     if (!gw && !gb) return;
-    // Column sums over rows: threads over column ranges, rows in order, so deterministic.
+    // Column sums over rows: threads over column ranges; each walks the rows in order (so
+    // the sums are deterministic) reading its columns of a row contiguously.
     T* gwp = static_cast<T*>(gw);
     T* gbp = static_cast<T*>(gb);
-    std::vector<A> mus(static_cast<size_t>(rows)), rss(static_cast<size_t>(rows));
-    for (int64_t r = 0; r < rows; ++r) stats(r, mus[size_t(r)], rss[size_t(r)]);
     parallel_for(cols, rows * 2, [&](int64_t c0, int64_t c1) {
-      for (int64_t c = c0; c < c1; ++c) {
-        A sw = 0, sb = 0;
-        for (int64_t r = 0; r < rows; ++r) {
-          A g = A(gyp[r * cols + c]);
-          sw += g * (A(xp[r * cols + c]) - mus[size_t(r)]) * rss[size_t(r)];
-          sb += g;
+      std::vector<A> sw(static_cast<size_t>(c1 - c0), A(0)), sb(static_cast<size_t>(c1 - c0), A(0));
+      for (int64_t r = 0; r < rows; ++r) {
+        A mu, rs;
+        stats(r, mu, rs);
+        const T* gr = gyp + r * cols;
+        const T* xr = xp + r * cols;
+        for (int64_t c = c0; c < c1; ++c) {
+          A g = A(gr[c]);
+          sw[size_t(c - c0)] += g * (A(xr[c]) - mu) * rs;
+          sb[size_t(c - c0)] += g;
         }
-        if (gwp) gwp[c] = T(sw);
-        if (gbp) gbp[c] = T(sb);
+      }
+      for (int64_t c = c0; c < c1; ++c) {
+        if (gwp) gwp[c] = T(sw[size_t(c - c0)]);
+        if (gbp) gbp[c] = T(sb[size_t(c - c0)]);
       }
     });
   });
