@@ -19,6 +19,7 @@ int main(int argc, char** argv) {
   fg::cli::register_train(app);
   fg::cli::register_sample(app);
   fg::cli::register_gradcheck(app);
+  fg::cli::register_memprofile(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

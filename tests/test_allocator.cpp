@@ -42,7 +42,7 @@ TEST_CASE("the CUDA allocator caches freed blocks and empties on request", "[all
   CHECK(memory_stats(d).reserved == s0.reserved);
 }
 
-TEST_CASE("CUDA out of memory is a clear error", "[allocator][cuda]") {
+TEST_CASE("CUDA out of memory is a clear error", "[allocator][cuda][oom]") {
   Device d = Device::cuda();
   MemoryStats before = memory_stats(d);
   REQUIRE_THROWS_AS(empty({int64_t(1) << 42}, TensorOptions().device(d)), OutOfMemoryError);

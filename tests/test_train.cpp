@@ -398,10 +398,13 @@ TEST_CASE("Training writes a checkpoint that round-trips bit-exactly", "[train]"
 }
 
 TEST_CASE("Resume is exact: 20 steps == 10 steps + resume to 20 (bit-identical on CPU)", "[train]") {
+  const std::string dtype = GENERATE(std::string("fp32"), std::string("bf16"));
+  INFO("dtype " << dtype);
   TempDir d;
   write_text(d / "data.txt", toy_corpus());
   TrainConfig cfg = toy_config(d / "data.txt");
   cfg.grad_accum = 2;
+  cfg.dtype = dtype;
   std::ostringstream log;
   TrainResult full = train::train(cfg, quiet_run(d / "full", log));
   REQUIRE(full.end_step == 20);

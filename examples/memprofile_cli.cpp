@@ -1,0 +1,240 @@
+// `flashgrad memprofile`: memory of naive and flash attention against the sequence length, as
+// a table on screen, a CSV and a log-log SVG chart with the fitted growth exponents.
+//
+//   flashgrad memprofile --device cuda                        # 256 .. 65536, attention scope
+//   flashgrad memprofile --device cuda --scope both --max-len 131072 --out results/
+//   flashgrad memprofile --device cpu                         # 64 .. 1024, a few seconds
+//
+// What each number counts is written in examples/memprofile.h (and printed with the table):
+// in short, "peak" is the allocator's peak during one step minus what was allocated before it,
+// gradients included. The CSV and the SVG are rewritten after every point, so a long sweep
+// that is interrupted keeps what it measured.
+#include <algorithm>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <memory>
+#include <string>
+
+#ifdef FLASHGRAD_WITH_CUDA
+#include <cuda_runtime.h>
+#endif
+
+#include "examples/commands.h"
+#include "examples/memprofile.h"
+
+namespace fg::cli {
+
+namespace {
+
+struct MemprofileFlags {
+  std::string device = "auto", scope = "attention", impl = "both", dtype = "auto";
+  int64_t min_len = 0, max_len = 0;  // 0: the device's default
+  std::vector<int64_t> lengths;      // overrides min/max when given
+  int64_t batch = 1, heads = 0, head_dim = 64;  // heads 0: the device's default
+  bool causal = true, deterministic = false;
+  double dropout = 0.0;
+  int64_t layers = 2, width = 0, gpt_heads = 4, train_batch = 1, vocab = 256;  // width 0: default
+  int reps = -1;  // -1: the device's default
+  bool no_warmup = false;
+  std::string out = ".", csv = "memprofile.csv", svg = "memprofile.svg";
+};
+
+std::string describe_device(Device d) {
+  std::string s = d.str();
+#ifdef FLASHGRAD_WITH_CUDA
+  if (d.is_cuda()) {
+    cudaDeviceProp prop{};
+    if (cudaGetDeviceProperties(&prop, d.index) == cudaSuccess)
+      s += std::string(" (") + prop.name + ", " + format_bytes(prop.totalGlobalMem) + ")";
+    else
+      cudaGetLastError();
+  }
+#endif
+  if (d.is_cpu()) {
+    const MemoryStats st = memory_stats(d);
+    s += " (" + format_bytes(st.device_total) + " RAM)";
+  }
+  return s;
+}
+
+// A relative file name goes into --out.
+std::filesystem::path output_path(const std::string& dir, const std::string& file) {
+  std::filesystem::path p(file);
+  return p.is_absolute() ? p : std::filesystem::path(dir) / p;
+}
+
+void write_text(const std::filesystem::path& p, const std::string& text) {
+  std::ofstream f(p, std::ios::binary | std::ios::trunc);
+  FG_CHECK(f.good(), "memprofile: cannot write '", p.string(), "'; check --out, --csv, --svg");
+  f << text;
+  FG_CHECK(f.good(), "memprofile: writing '", p.string(), "' failed (disk full?)");
+}
+
+int run_memprofile(const MemprofileFlags& f) {
+  using namespace memprofile;
+  Settings s;
+  s.device = device_from_string(f.device);
+  const bool cuda = s.device.is_cuda();
+  s.device_description = describe_device(s.device);
+  if (!f.lengths.empty()) {
+    s.lengths = f.lengths;
+    for (int64_t n : s.lengths) FG_CHECK(n > 0, "memprofile: --lengths must be positive, got ", n);
+    std::sort(s.lengths.begin(), s.lengths.end());
+    s.lengths.erase(std::unique(s.lengths.begin(), s.lengths.end()), s.lengths.end());
+  } else {
+    s.lengths = doubling_lengths(f.min_len > 0 ? f.min_len : cuda ? 256 : 64,
+                                 f.max_len > 0 ? f.max_len : cuda ? 65536 : 1024);
+  }
+  s.scopes.clear();
+  if (f.scope == "attention" || f.scope == "both") s.scopes.push_back(Scope::attention);
+  if (f.scope == "train-step" || f.scope == "both") s.scopes.push_back(Scope::train_step);
+  s.impls.clear();
+  if (f.impl == "naive" || f.impl == "both") s.impls.push_back(AttentionImpl::naive);
+  if (f.impl == "flash" || f.impl == "both") s.impls.push_back(AttentionImpl::flash);
+  s.batch = f.batch;
+  // CPU defaults keep the sweep to seconds; CUDA ones are the README's experiment.
+  s.heads = f.heads > 0 ? f.heads : cuda ? 16 : 4;
+  s.head_dim = f.head_dim;
+  s.dtype = f.dtype == "auto" ? (cuda ? DType::bf16 : DType::f32) : dtype_from_string(f.dtype);
+  s.causal = f.causal;
+  s.dropout = f.dropout;
+  s.deterministic = f.deterministic;
+  s.n_layer = f.layers;
+  s.n_embd = f.width > 0 ? f.width : cuda ? 256 : 128;
+  s.n_head = f.gpt_heads;
+  s.train_batch = f.train_batch;
+  s.vocab = f.vocab;
+  s.reps = f.reps >= 0 ? f.reps : cuda ? 3 : 1;
+  FG_CHECK(s.batch > 0 && s.heads > 0 && s.head_dim > 0, "memprofile: --batch, --heads and "
+           "--head-dim must be positive");
+  FG_CHECK(is_floating(s.dtype), "memprofile: --dtype must be a floating type, got ",
+           dtype_name(s.dtype));
+  FG_CHECK(s.dropout >= 0 && s.dropout < 1, "memprofile: --dropout must be in [0, 1), got ",
+           s.dropout);
+  FG_CHECK(s.n_layer > 0 && s.train_batch > 0 && s.vocab > 1,
+           "memprofile: --layers, --train-batch must be positive and --vocab at least 2");
+  if (std::find(s.scopes.begin(), s.scopes.end(), Scope::train_step) != s.scopes.end())
+    train_step_config(s, AttentionImpl::flash, s.lengths.front());  // check the GPT config now
+
+  std::filesystem::create_directories(f.out);
+  const auto csv_path = output_path(f.out, f.csv), svg_path = output_path(f.out, f.svg);
+
+  std::printf("flashgrad memprofile on %s\n", s.device_description.c_str());
+  for (Scope sc : s.scopes) std::printf("  %s\n", config_line(s, sc).c_str());
+  std::printf("  lengths:");
+  for (int64_t n : s.lengths) std::printf(" %lld", (long long)n);
+  std::printf("\n");
+  for (const std::string& l : legend_lines(s)) std::printf("  %s\n", l.c_str());
+  std::printf("  writing %s and %s after every point\n\n", csv_path.string().c_str(),
+              svg_path.string().c_str());
+
+  // A warm-up at a small length loads kernels and creates library handles (cuBLAS), so that
+  // neither lands in the first timed point. Its failures are the sweep's to report.
+  if (!f.no_warmup) {
+    const int64_t n = std::min<int64_t>(s.lengths.front(), 128);
+    Settings w = s;
+    w.reps = 0;
+    for (Scope sc : s.scopes)
+      for (AttentionImpl im : s.impls) {
+        try {
+          measure(w, sc, im, n);
+        } catch (const std::exception&) {
+        }
+        release_memory(s.device);
+      }
+  }
+
+  std::printf("%s\n", table_header().c_str());
+  std::fflush(stdout);
+  std::vector<Point> done;
+  auto write_outputs = [&] {
+    std::ostringstream csv;
+    write_csv(csv, s, done);
+    write_text(csv_path, csv.str());
+    write_text(svg_path, chart::render_log_log_svg(make_chart(s, done)));
+  };
+  const std::vector<Point> points =
+      run_sweep(s, [&](Scope sc, AttentionImpl im, int64_t n) { return measure(s, sc, im, n); },
+                [&](const Point& p, size_t i, size_t total) {
+                  std::printf("%s   [%zu/%zu]\n", table_row(p).c_str(), i, total);
+                  std::fflush(stdout);
+                  done.push_back(p);
+                  write_outputs();
+                });
+  std::printf("%s", summary(s, points).c_str());
+  std::printf("\nwrote %s and %s\n", csv_path.string().c_str(), svg_path.string().c_str());
+
+  int errors = 0, ooms = 0;
+  for (const Point& p : points) {
+    errors += p.status == Status::error;
+    ooms += p.status == Status::oom;
+  }
+  if (ooms) std::printf("%d point(s) ran out of memory (marked OOM)\n", ooms);
+  if (errors) {
+    std::fflush(stdout);
+    std::fprintf(stderr, "error: %d point(s) failed for a reason other than memory:\n", errors);
+    for (const Point& p : points)
+      if (p.status == Status::error)
+        std::fprintf(stderr, "  %s %s N=%lld: %s\n", scope_name(p.scope), attention_impl_name(p.impl),
+                     (long long)p.seq_len, p.message.c_str());
+    return 2;
+  }
+  return 0;
+}
+
+}  // namespace
+
+void register_memprofile(CLI::App& app) {
+  auto flags = std::make_shared<MemprofileFlags>();
+  MemprofileFlags& f = *flags;
+  CLI::App* cmd = app.add_subcommand(
+      "memprofile", "memory of naive vs flash attention against sequence length (table, CSV, SVG)");
+  cmd->footer(
+      "Sweeps N = min-len, 2 min-len, ... max-len (CUDA 256..65536, CPU 64..1024 by default). "
+      "Defaults on CUDA: B=1 H=16 D=64 bf16 causal, GPT width 256; on CPU: H=4, f32, width 128. "
+      "peak = allocator peak during one step minus bytes allocated before it (gradients "
+      "counted). A point that runs out of memory is recorded as OOM and the sweep goes on; the "
+      "exit code is 2 when a point failed for another reason.");
+  cmd->add_option("--device", f.device, "cpu, cuda or auto")->capture_default_str();
+  cmd->add_option("--scope", f.scope, "attention (one forward + backward of the node), "
+                  "train-step (one GPT training step) or both")
+      ->check(CLI::IsMember({"attention", "train-step", "both"}))
+      ->capture_default_str();
+  cmd->add_option("--impl", f.impl, "naive, flash or both")
+      ->check(CLI::IsMember({"naive", "flash", "both"}))
+      ->capture_default_str();
+  cmd->add_option("--min-len", f.min_len, "shortest sequence length (default 256 CUDA, 64 CPU)")
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("--max-len", f.max_len, "longest sequence length (default 65536 CUDA, 1024 CPU)")
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("--lengths", f.lengths, "explicit lengths instead of the doubling sweep")
+      ->delimiter(',');
+  cmd->add_option("--batch", f.batch, "attention batch size B")->capture_default_str();
+  cmd->add_option("--heads", f.heads, "attention heads H (default 16 CUDA, 4 CPU)");
+  cmd->add_option("--head-dim", f.head_dim, "attention head dim D")->capture_default_str();
+  cmd->add_option("--dtype", f.dtype, "f32, bf16, f16, f64 or auto (bf16 CUDA, f32 CPU)")
+      ->capture_default_str();
+  cmd->add_flag("--causal,!--no-causal", f.causal, "causal mask (default on)");
+  cmd->add_option("--dropout", f.dropout, "attention dropout probability")->capture_default_str();
+  cmd->add_flag("--deterministic", f.deterministic, "attention scope: the deterministic CUDA "
+                "flash backward (no fp32 dQ accumulator: B*N*H*D*4 bytes less)");
+  cmd->add_option("--layers", f.layers, "train-step: GPT layers")->capture_default_str();
+  cmd->add_option("--width", f.width, "train-step: GPT width n_embd (default 256 CUDA, 128 CPU)");
+  cmd->add_option("--gpt-heads", f.gpt_heads, "train-step: GPT heads")->capture_default_str();
+  cmd->add_option("--train-batch", f.train_batch, "train-step: batch size")->capture_default_str();
+  cmd->add_option("--vocab", f.vocab, "train-step: vocabulary size")->capture_default_str();
+  cmd->add_option("--reps", f.reps, "timed runs per point, median reported (default 3 CUDA, 1 "
+                  "CPU; 0 times the memory run)");
+  cmd->add_flag("--no-warmup", f.no_warmup, "skip the warm-up run at a small length");
+  cmd->add_option("--out", f.out, "directory for the CSV and the SVG")->capture_default_str();
+  cmd->add_option("--csv", f.csv, "CSV file (relative: inside --out)")->capture_default_str();
+  cmd->add_option("--svg", f.svg, "SVG chart (relative: inside --out)")->capture_default_str();
+  cmd->callback([flags] {
+    const int rc = run_memprofile(*flags);
+    if (rc) throw Exit{rc};
+  });
+}
+
+}  // namespace fg::cli
