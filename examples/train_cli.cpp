@@ -96,7 +96,8 @@ void register_train(CLI::App& app) {
   add(cmd, f, "--block-size", "block_size", c.block_size, "context length in tokens")->group(g_model);
   add(cmd, f, "--dropout", "dropout", c.dropout, "dropout probability")->group(g_model);
   f.keyed.emplace_back(
-      cmd->add_flag("--bias,!--no-bias", c.bias, "biases in Linear and LayerNorm layers")->group(g_model),
+      cmd->add_flag_callback("--no-bias", [&c] { c.bias = false; },
+                             "no biases in Linear and LayerNorm layers")->group(g_model),
       "bias");
   add(cmd, f, "--attn", "attn", c.attn, "attention implementation")
       ->check(CLI::IsMember({"flash", "naive"}))->group(g_model);

@@ -22,11 +22,11 @@ struct TrainConfig {
   std::string tokenizer = "char";  // char | byte
   double val_fraction = 0.1;
   // optimisation
-  int64_t batch_size = 16, grad_accum = 1, steps = 300, warmup = 20;
-  double lr = 2e-3, min_lr = 2e-4, weight_decay = 0.1, beta1 = 0.9, beta2 = 0.99, eps = 1e-8;
+  int64_t batch_size = 16, grad_accum = 1, steps = 800, warmup = 30;
+  double lr = 3e-3, min_lr = 3e-4, weight_decay = 0.1, beta1 = 0.9, beta2 = 0.99, eps = 1e-8;
   double grad_clip = 1.0;      // 0 disables clipping
   // evaluation, logging, checkpoints
-  int64_t eval_interval = 100, eval_batches = 10, log_interval = 10;
+  int64_t eval_interval = 200, eval_batches = 10, log_interval = 20;
   int64_t sample_tokens = 200; // printed after training; 0 disables
   // system
   std::string device = "auto"; // auto | cpu | cuda

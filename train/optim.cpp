@@ -107,6 +107,20 @@ void AdamW::load_state(const std::map<std::string, Tensor>& moments, int64_t ste
   step_ = step;
 }
 
+void AdamW::load_fp32_weights(const std::map<std::string, Tensor>& w) {
+  for (auto& s : states_) {
+    auto it = w.find(s.name);
+    FG_CHECK(it != w.end() && it->second.shape() == s.param.shape(),
+             "AdamW::load_fp32_weights: no weight of shape ", shape_str(s.param.shape()), " for '",
+             s.name, "'");
+  }
+  for (auto& s : states_) {
+    const Tensor& v = w.at(s.name);
+    if (s.master.defined()) s.master.copy_(v);
+    s.param.copy_(v);
+  }
+}
+
 double LRSchedule::at(int64_t step) const {
   if (warmup > 0 && step < warmup) return max_lr * double(step + 1) / double(warmup);
   if (step >= total) return min_lr;

@@ -57,6 +57,9 @@ class AdamW {
   // copies and the parameters. Throws naming any missing or mis-shaped entry.
   void load_state(const std::map<std::string, Tensor>& moments, int64_t step,
                   const std::map<std::string, Tensor>* fp32_weights = nullptr);
+  // Sets the master copies (and the parameters, rounded) from fp32 values, e.g. the exact
+  // fp32 initialisation of a model that was then cast to bf16.
+  void load_fp32_weights(const std::map<std::string, Tensor>& fp32_weights);
 
  private:
   std::vector<ParamState> states_;

@@ -47,7 +47,11 @@ std::vector<int32_t> generate(nn::GPT& model, const std::vector<int32_t>& prompt
                               const SampleOptions& o, const std::function<void(int32_t)>& on_token) {
   FG_CHECK(!prompt.empty(), "generate: the prompt needs at least one token");
   FG_CHECK(o.max_new_tokens >= 0, "generate: --tokens must be >= 0, got ", o.max_new_tokens);
-  const bool was_training = model.is_training();
+  struct RestoreMode {  // even when a forward throws
+    nn::GPT& m;
+    bool training;
+    ~RestoreMode() { m.train(training); }
+  } restore{model, model.is_training()};
   model.eval();
   NoGradGuard ng;
   const Device device = model.wte->weight.device();
@@ -67,7 +71,6 @@ std::vector<int32_t> generate(nn::GPT& model, const std::vector<int32_t>& prompt
     out.push_back(next);
     if (on_token) on_token(next);
   }
-  model.train(was_training);
   return out;
 }
 

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <csignal>
 #include <cstdio>
+#include <filesystem>
 #include <iomanip>
 #include <iostream>
 #include <nlohmann/json.hpp>
@@ -168,6 +169,11 @@ TrainResult train(TrainConfig cfg, const RunOptions& run) {
                     "it, --overwrite to replace it, or --out DIR to train elsewhere"));
   }
   cfg.validate();
+  {
+    std::error_code ec;
+    FG_CHECK(!std::filesystem::exists(run.out_dir, ec) || std::filesystem::is_directory(run.out_dir, ec),
+             "--out '", run.out_dir, "' exists and is not a directory");
+  }
   const Device device = device_from_string(cfg.device);
   const bool bf16 = cfg.dtype == "bf16";
 
@@ -192,7 +198,13 @@ TrainResult train(TrainConfig cfg, const RunOptions& run) {
   auto model = std::make_shared<nn::GPT>(mc);
   if (ckpt) model->load_state_dict(ckpt->weights);
   model->to(device);
-  if (bf16) model->to(DType::bf16);
+  // Mixed precision: the model computes in bf16; AdamW keeps fp32 master weights, which start
+  // from the exact fp32 values (the initialisation, or the checkpoint's weights below).
+  std::map<std::string, Tensor> fp32_init;
+  if (bf16) {
+    for (auto& [name, p] : model->named_parameters()) fp32_init[name] = ops::clone(p);
+    model->to(DType::bf16);
+  }
   model->train();
   AdamW opt(model->named_parameters(), AdamWOptions()
                                            .lr(cfg.lr)
@@ -202,6 +214,8 @@ TrainResult train(TrainConfig cfg, const RunOptions& run) {
   TrainState st;
   st.data_seed = cfg.seed * 0x9E3779B97F4A7C15ull + 1;
   st.dropout_seed = cfg.seed * 0x9E3779B97F4A7C15ull + 2;
+  if (bf16 && !ckpt) opt.load_fp32_weights(fp32_init);
+  fp32_init.clear();
   if (ckpt) {
     st = ckpt->state;
     opt.load_state(ckpt->optimizer, st.step, &ckpt->weights);
