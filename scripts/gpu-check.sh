@@ -27,14 +27,14 @@ summary=()
 status=0
 
 cmake -B build -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=${CUDA_ARCH:-90a} \
-  $PREFIX > "$OUT/configure.log" 2>&1 || { tail -30 "$OUT/configure.log"; exit 1; }
-if ! cmake --build build -j "$(nproc)" > "$OUT/build.log" 2>&1; then
+  $PREFIX > "$OUT/build.log" 2>&1 || { tail -30 "$OUT/build.log"; exit 1; }
+if ! cmake --build build -j "$(nproc)" >> "$OUT/build.log" 2>&1; then
   grep -E "error|FAILED" "$OUT/build.log" | head -40
   exit 1
 fi
 summary+=("build: ok")
 
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader > "$OUT/gpu.txt" 2>&1
+GPU=$(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>&1)
 ctest --test-dir build -L cuda ${ONLY:+-R "$ONLY"} --output-on-failure > "$OUT/ctest-cuda.log" 2>&1
 rc=$?
 summary+=("ctest -L cuda: $(grep -E 'tests passed|tests failed' "$OUT/ctest-cuda.log" | tail -1) (rc $rc)")
@@ -77,6 +77,6 @@ if [ $BENCH -eq 1 ] && [ -x bench/run.sh ]; then
 fi
 
 cat "$LOGS"/*.log > "$OUT/sanitizer.log" 2>/dev/null
-echo "==== gpu-check summary ($(cat "$OUT/gpu.txt" 2>/dev/null)) ===="
+echo "==== gpu-check summary ($GPU; commit $(git rev-parse --short HEAD 2>/dev/null); $(date -u +%F)) ===="
 for s in "${summary[@]}"; do echo "  $s"; done
 exit $status
