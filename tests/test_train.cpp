@@ -568,7 +568,8 @@ TEST_CASE("CUDA AdamW is bit-identical to CPU AdamW (f32 and bf16 with master)",
     for (DType dt : {DType::f32, DType::bf16}) {
       Generator g(uint64_t(n) + 3);
       Tensor p0 = randn({n}, TensorOptions(DType::f32), &g);
-      Tensor cpu_p = ops::to_dtype(p0, dt).detach(), gpu_p = ops::to_device(cpu_p, Device::cuda());
+      // A copy: for f32, to_dtype returns p0 itself, which the in-place update would change.
+      Tensor cpu_p = ops::clone(ops::to_dtype(p0, dt)), gpu_p = ops::to_device(cpu_p, Device::cuda());
       cpu_p.set_requires_grad(true);
       gpu_p.set_requires_grad(true);
       AdamW oc({{"p", cpu_p}}, AdamWOptions().lr(3e-3).weight_decay(0.1));
