@@ -17,5 +17,6 @@ void register_train(CLI::App& app);   // examples/train_cli.cpp
 void register_sample(CLI::App& app);  // examples/sample_cli.cpp
 void register_gradcheck(CLI::App& app);  // examples/gradcheck_cli.cpp
 void register_memprofile(CLI::App& app);  // examples/memprofile_cli.cpp
+void register_bench(CLI::App& app);  // examples/bench_cli.cpp
 
 }  // namespace fg::cli

@@ -20,6 +20,7 @@ int main(int argc, char** argv) {
   fg::cli::register_sample(app);
   fg::cli::register_gradcheck(app);
   fg::cli::register_memprofile(app);
+  fg::cli::register_bench(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -39,6 +39,10 @@ size_t flash_attention_backward_workspace_bytes(const AttentionParams& p);
 // CUDA flash attention (pointers are device pointers, block_mask too). Asynchronous on `stream`.
 void flash_attention_forward_cuda(const AttentionParams& p, cudaStream_t stream = 0);
 void flash_attention_backward_cuda(const AttentionParams& p, cudaStream_t stream = 0);
+// Whether flash_attention_forward_cuda(p) takes the tensor-core (mma.sync) kernel rather
+// than the SIMT one: bf16/f16, D in {64, 128}, sm_80+, 16-byte aligned rows, and
+// FLASHGRAD_ATTENTION_SIMT unset (or 0). Queries the current device.
+bool flash_attention_forward_uses_tensor_cores(const AttentionParams& p);
 #endif
 
 // Block masks, [ceil(Nq/64), ceil(Nk/64)] with head count 1 (set block_mask_heads = 1).

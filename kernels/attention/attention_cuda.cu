@@ -1,9 +1,14 @@
 // CUDA entry points of the attention kernels: check the arguments, then dispatch on dtype and
 // head dim to the launchers instantiated in kernels/attention/instantiations/.
+#include <cmath>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
 #include <type_traits>
 
 #include "kernels/attention/attention.h"
 #include "kernels/attention/attention_launch.h"
+#include "kernels/cuda/cuda_check.h"
 #include "tensor/error.h"
 
 namespace fg {
@@ -20,10 +25,48 @@ template <typename T, typename F> void dispatch_head_dim(int64_t D, const char* 
       throw Error(str(who, ": head dim D=", D, " is not supported (supported: 32, 64, 128)"));
   }
 }
+
+bool aligned16(const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % 16 == 0; }
+
+// Whether the tensor-core forward can run this call: bf16/f16, D in {64, 128}, a GPU of
+// compute capability 8.0 or later, 16-byte aligned rows (cp.async moves 16-byte chunks, i.e.
+// 8 elements: pointers 16-byte aligned and every seq/head/batch stride a multiple of 8), a
+// positive softmax scale (the kernel folds it into exp2), and no FLASHGRAD_ATTENTION_SIMT=1
+// in the environment (which forces the SIMT kernels, e.g. to compare the two paths).
+bool tc_forward_usable(const AttentionParams& p) {
+  if (p.dtype != DType::bf16 && p.dtype != DType::f16) return false;
+  if (p.D != 64 && p.D != 128) return false;
+  const char* env = std::getenv("FLASHGRAD_ATTENTION_SIMT");
+  if (env && env[0] != '\0' && std::strcmp(env, "0") != 0) return false;
+  if (!(p.softmax_scale > 0.0) || !std::isfinite(p.softmax_scale)) return false;
+  if (!aligned16(p.q) || !aligned16(p.k) || !aligned16(p.v) || !aligned16(p.o)) return false;
+  for (int64_t s : {p.q_batch_stride, p.q_seq_stride, p.q_head_stride, p.k_batch_stride,
+                    p.k_seq_stride, p.k_head_stride, p.v_batch_stride, p.v_seq_stride,
+                    p.v_head_stride, p.o_batch_stride, p.o_seq_stride, p.o_head_stride})
+    if (s % 8 != 0) return false;
+  int dev = 0, major = 0;
+  FG_CUDA_CHECK(cudaGetDevice(&dev));
+  FG_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
+  return major >= 8;
+}
 }  // namespace
+
+bool flash_attention_forward_uses_tensor_cores(const AttentionParams& p) {
+  return tc_forward_usable(p);
+}
 
 void flash_attention_forward_cuda(const AttentionParams& p, cudaStream_t stream) {
   check_attention_params(p, /*backward=*/false, /*cuda=*/true);
+  if (tc_forward_usable(p)) {
+    if (p.dtype == DType::bf16) {
+      if (p.D == 64) attn::tc::run_attention_tc_forward<bfloat16, 64>(p, stream);
+      else attn::tc::run_attention_tc_forward<bfloat16, 128>(p, stream);
+    } else {
+      if (p.D == 64) attn::tc::run_attention_tc_forward<float16, 64>(p, stream);
+      else attn::tc::run_attention_tc_forward<float16, 128>(p, stream);
+    }
+    return;
+  }
   FG_DISPATCH_FLOAT(p.dtype, "flash_attention_forward_cuda", [&] {
     dispatch_head_dim<scalar_t>(p.D, "flash_attention_forward_cuda", [&](auto t, auto d) {
       attn::run_attention_forward<decltype(t), decltype(d)::value>(p, stream);

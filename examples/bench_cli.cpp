@@ -1,0 +1,428 @@
+// `flashgrad bench attention`: TFLOP/s of the CUDA flash attention kernels (forward, backward,
+// forward + backward) on the standard grid, timed with CUDA events, with a sampled correctness
+// check of every configuration so that a fast but wrong kernel cannot report a number.
+//
+//   flashgrad bench attention [--dtype bf16|fp16|fp32] [--head-dim 64,128] [--causal both|on|off]
+//                             [--min-len 512] [--max-len 16384] [--reps 30] [--json FILE]
+//
+// Grid (flash-attn's benchmark): hidden size 2048, so H = 2048 / D heads; batch * N = 16384
+// tokens, so B = 16384 / N; N = min-len, 2 min-len, ..., max-len; D and causal as given.
+// FLOPs (flash-attn convention, counting the matrix products only): forward 4 B H N^2 D, halved
+// when causal; backward 2.5x forward; forward + backward 3.5x forward.
+//
+// Timing: the kernels are called through flash_attention_{forward,backward}_cuda on device
+// buffers allocated once (q, k, v, dO hold random normal values; every configuration has the same
+// number of elements, only the shape changes). Each measurement is warmed up, then repeated
+// (`--reps` times, fewer when a single run is long, see --seconds) with a pair of events around
+// each call; the median is reported.
+//
+// Check: for two (b, h) heads per configuration, a few query rows (O, LSE, dQ) and key rows
+// (dK, dV) are recomputed on the host in double precision from the same inputs (dK/dV use the
+// GPU's LSE and D_i = rowsum(dO * O) of the GPU's O, which the query rows check). The relative
+// L2 error over the sampled rows must stay below 2e-2 (bf16/fp16) or 1e-4 (fp32); a failure is
+// printed and makes the command exit with status 1.
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <memory>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "examples/commands.h"
+#include "kernels/attention/attention.h"
+#include "tensor/error.h"
+#include "tensor/tensor.h"
+
+#ifdef FLASHGRAD_WITH_CUDA
+#include <cuda_runtime.h>
+
+#include "kernels/cuda/cuda_check.h"
+#endif
+
+namespace fg::cli {
+
+namespace {
+
+struct BenchFlags {
+  std::string dtype = "bf16";
+  std::vector<int64_t> head_dims{64, 128};
+  std::string causal = "both";
+  int64_t min_len = 512, max_len = 16384, tokens = 16384, hidden = 2048;
+  int reps = 30, warmup = 3;
+  double seconds = 2.0;  // time budget per measurement, after warm-up
+  std::string json;
+  bool check = true, simt = false, deterministic = false;
+};
+
+#ifdef FLASHGRAD_WITH_CUDA
+
+struct Result {
+  int64_t D, N, B, H;
+  bool causal;
+  std::string path;
+  double fwd_ms, bwd_ms, fwdbwd_ms;
+  double fwd_tflops, bwd_tflops, fwdbwd_tflops;
+  double err_o, err_lse, err_dq, err_dk, err_dv;
+  bool ok;
+};
+
+double to_double(uint16_t bits, DType dt) {
+  if (dt == DType::bf16) {
+    bfloat16 x;
+    x.bits = bits;
+    return double(float(x));
+  }
+  float16 x;
+  x.bits = bits;
+  return double(float(x));
+}
+
+// Host values of the inputs, as doubles (for the reference) and in the storage type (to upload).
+struct HostData {
+  std::vector<double> q, k, v, dO;
+};
+
+// Deterministic standard normal values (xorshift + Box-Muller): fast for 2^25 elements.
+void fill_normal(std::vector<double>& x, size_t n, uint64_t seed) {
+  x.resize(n);
+  uint64_t s = seed * 0x9E3779B97F4A7C15ull + 1;
+  auto next = [&] {
+    s ^= s << 13, s ^= s >> 7, s ^= s << 17;
+    return (double(s >> 11) + 0.5) * (1.0 / 9007199254740992.0);
+  };
+  for (size_t i = 0; i + 1 < n; i += 2) {
+    const double r = std::sqrt(-2.0 * std::log(next())), a = 6.283185307179586 * next();
+    x[i] = r * std::cos(a);
+    x[i + 1] = r * std::sin(a);
+  }
+  if (n % 2) x[n - 1] = 0.5;
+}
+
+// Rounds the doubles to the storage type, uploads them, and keeps the rounded values on the host.
+void upload(std::vector<double>& x, DType dt, void* dst) {
+  const size_t n = x.size();
+  if (dt == DType::f32) {
+    std::vector<float> h(n);
+    for (size_t i = 0; i < n; ++i) h[i] = float(x[i]), x[i] = h[i];
+    FG_CUDA_CHECK(cudaMemcpy(dst, h.data(), n * 4, cudaMemcpyHostToDevice));
+  } else {
+    std::vector<uint16_t> h(n);
+    for (size_t i = 0; i < n; ++i) {
+      if (dt == DType::bf16) h[i] = bfloat16(float(x[i])).bits;
+      else h[i] = float16(float(x[i])).bits;
+      x[i] = to_double(h[i], dt);
+    }
+    FG_CUDA_CHECK(cudaMemcpy(dst, h.data(), n * 2, cudaMemcpyHostToDevice));
+  }
+}
+
+// One head's [N, D] slab of a [B, N, H, D] device tensor, as doubles.
+std::vector<double> fetch_head(const void* ptr, DType dt, int64_t B, int64_t N, int64_t H,
+                               int64_t D, int64_t b, int64_t h) {
+  (void)B;
+  const size_t es = dt == DType::f32 ? 4 : 2;
+  std::vector<unsigned char> raw(size_t(N * D) * es);
+  const auto* base = static_cast<const unsigned char*>(ptr) + size_t(((b * N) * H + h) * D) * es;
+  FG_CUDA_CHECK(cudaMemcpy2D(raw.data(), size_t(D) * es, base, size_t(H * D) * es, size_t(D) * es,
+                             size_t(N), cudaMemcpyDeviceToHost));
+  std::vector<double> out(size_t(N * D));
+  for (size_t i = 0; i < out.size(); ++i) {
+    if (dt == DType::f32) {
+      float f;
+      std::memcpy(&f, raw.data() + 4 * i, 4);
+      out[i] = f;
+    } else {
+      uint16_t u;
+      std::memcpy(&u, raw.data() + 2 * i, 2);
+      out[i] = to_double(u, dt);
+    }
+  }
+  return out;
+}
+
+struct ErrAcc {
+  double num = 0, den = 0;
+  void add(double x, double ref) {
+    const double d = std::isfinite(x) ? x - ref : 1e300;
+    num += d * d;
+    den += ref * ref;
+  }
+  double rel() const { return std::sqrt(num) / std::max(std::sqrt(den), 1e-300); }
+};
+
+// Sampled check of one configuration (see the file comment). Slabs of one head, [N, D].
+void check_head(const HostData& hd, const AttentionParams& p, int64_t b, int64_t h,
+                ErrAcc& eo, ErrAcc& else_, ErrAcc& edq, ErrAcc& edk, ErrAcc& edv) {
+  const int64_t N = p.Nq, D = p.D, H = p.Hq;
+  const double scale = p.softmax_scale;
+  auto idx = [&](int64_t i, int64_t d) { return size_t(((b * N + i) * H + h) * D + d); };
+  auto O = fetch_head(p.o, p.dtype, p.B, N, H, D, b, h);
+  auto dQ = fetch_head(p.dq, p.dtype, p.B, N, H, D, b, h);
+  auto dK = fetch_head(p.dk, p.dtype, p.B, N, H, D, b, h);
+  auto dV = fetch_head(p.dv, p.dtype, p.B, N, H, D, b, h);
+  std::vector<float> lse(static_cast<size_t>(N));
+  FG_CUDA_CHECK(cudaMemcpy(lse.data(), static_cast<const float*>(p.lse) + (b * H + h) * N,
+                           size_t(N) * 4, cudaMemcpyDeviceToHost));
+  auto dot = [&](const std::vector<double>& x, int64_t i, const std::vector<double>& y, int64_t j) {
+    double s = 0;
+    for (int64_t d = 0; d < D; ++d) s += x[idx(i, d)] * y[idx(j, d)];
+    return s;
+  };
+  // Query rows: O, LSE, dQ.
+  for (int64_t i : {int64_t(0), N / 3, N - 1 - N / 5, N - 1}) {
+    const int64_t jend = p.causal ? i + 1 : N;
+    std::vector<double> s(static_cast<size_t>(jend)), dp(static_cast<size_t>(jend));
+    double mx = -INFINITY;
+    for (int64_t j = 0; j < jend; ++j) mx = std::max(mx, s[size_t(j)] = scale * dot(hd.q, i, hd.k, j));
+    double sum = 0;
+    for (int64_t j = 0; j < jend; ++j) sum += (s[size_t(j)] = std::exp(s[size_t(j)] - mx));
+    std::vector<double> o(size_t(D), 0.0), dq(size_t(D), 0.0);
+    double Di = 0;
+    for (int64_t j = 0; j < jend; ++j) {
+      const double pj = s[size_t(j)] / sum;
+      s[size_t(j)] = pj;
+      dp[size_t(j)] = dot(hd.dO, i, hd.v, j);
+      Di += pj * dp[size_t(j)];
+      for (int64_t d = 0; d < D; ++d) o[size_t(d)] += pj * hd.v[idx(j, d)];
+    }
+    for (int64_t j = 0; j < jend; ++j) {
+      const double ds = s[size_t(j)] * (dp[size_t(j)] - Di);
+      for (int64_t d = 0; d < D; ++d) dq[size_t(d)] += scale * ds * hd.k[idx(j, d)];
+    }
+    for (int64_t d = 0; d < D; ++d) {
+      eo.add(O[size_t(i * D + d)], o[size_t(d)]);
+      edq.add(dQ[size_t(i * D + d)], dq[size_t(d)]);
+    }
+    else_.add(lse[size_t(i)], mx + std::log(sum));
+  }
+  // Key rows: dK, dV from the GPU's LSE and D_i = <dO_i, O_i>.
+  std::vector<double> Dvec(static_cast<size_t>(N));
+  for (int64_t i = 0; i < N; ++i) {
+    double s = 0;
+    for (int64_t d = 0; d < D; ++d) s += hd.dO[idx(i, d)] * O[size_t(i * D + d)];
+    Dvec[size_t(i)] = s;
+  }
+  for (int64_t j : {int64_t(0), N / 2 + 1, N - 1}) {
+    std::vector<double> dk(size_t(D), 0.0), dv(size_t(D), 0.0);
+    for (int64_t i = p.causal ? j : 0; i < N; ++i) {
+      const double pij = std::exp(scale * dot(hd.q, i, hd.k, j) - double(lse[size_t(i)]));
+      const double dpij = dot(hd.dO, i, hd.v, j);
+      const double ds = pij * (dpij - Dvec[size_t(i)]);
+      for (int64_t d = 0; d < D; ++d) {
+        dv[size_t(d)] += pij * hd.dO[idx(i, d)];
+        dk[size_t(d)] += scale * ds * hd.q[idx(i, d)];
+      }
+    }
+    for (int64_t d = 0; d < D; ++d) {
+      edk.add(dK[size_t(j * D + d)], dk[size_t(d)]);
+      edv.add(dV[size_t(j * D + d)], dv[size_t(d)]);
+    }
+  }
+}
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  const size_t n = v.size();
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+// Median milliseconds of f() (warm-up first; repetitions bounded by the time budget).
+template <typename F> double time_ms(F&& f, const BenchFlags& fl, cudaEvent_t e0, cudaEvent_t e1) {
+  auto once = [&] {
+    FG_CUDA_CHECK(cudaEventRecord(e0));
+    f();
+    FG_CUDA_CHECK(cudaEventRecord(e1));
+    FG_CUDA_CHECK(cudaEventSynchronize(e1));
+    float ms = 0;
+    FG_CUDA_CHECK(cudaEventElapsedTime(&ms, e0, e1));
+    return double(ms);
+  };
+  double warm = 0;
+  for (int i = 0; i < std::max(1, fl.warmup); ++i) warm = once();
+  const int reps = std::max(3, std::min(fl.reps, int(fl.seconds * 1000.0 / std::max(warm, 1e-3))));
+  std::vector<double> t;
+  for (int i = 0; i < reps; ++i) t.push_back(once());
+  return median(t);
+}
+
+void run_bench(const BenchFlags& fl) {
+  FG_CHECK(cuda_available(), "bench attention: no CUDA device found; this benchmark needs a GPU");
+  const DType dt = fl.dtype == "bf16" ? DType::bf16 : fl.dtype == "fp16" ? DType::f16 : DType::f32;
+  if (fl.simt) setenv("FLASHGRAD_ATTENTION_SIMT", "1", 1);
+  FG_CHECK(fl.min_len > 0 && fl.min_len <= fl.max_len && fl.tokens % fl.max_len == 0,
+           "bench attention: need 0 < --min-len <= --max-len and --tokens a multiple of "
+           "--max-len (got ", fl.min_len, ", ", fl.max_len, ", ", fl.tokens, ")");
+  for (int64_t D : fl.head_dims)
+    FG_CHECK(attention_cuda_supports_head_dim(D) && fl.hidden % D == 0, "bench attention: head dim ",
+             D, " must be 32, 64 or 128 and divide --hidden ", fl.hidden);
+  std::vector<bool> causals;
+  if (fl.causal != "on") causals.push_back(false);
+  if (fl.causal != "off") causals.push_back(true);
+
+  cudaDeviceProp prop;
+  int dev = 0;
+  FG_CUDA_CHECK(cudaGetDevice(&dev));
+  FG_CUDA_CHECK(cudaGetDeviceProperties(&prop, dev));
+
+  // Every configuration has tokens * hidden elements per tensor: allocate once.
+  const int64_t n = fl.tokens * fl.hidden;
+  const TensorOptions opt = TensorOptions(dt).device(Device::cuda(0));
+  Tensor q = empty({n}, opt), k = empty({n}, opt), v = empty({n}, opt), dO = empty({n}, opt);
+  Tensor o = empty({n}, opt), dq = empty({n}, opt), dk = empty({n}, opt), dv = empty({n}, opt);
+  const int64_t max_heads = fl.hidden / *std::min_element(fl.head_dims.begin(), fl.head_dims.end());
+  Tensor lse = empty({fl.tokens * max_heads}, TensorOptions(DType::f32).device(Device::cuda(0)));
+  HostData hd;
+  fill_normal(hd.q, size_t(n), 1), fill_normal(hd.k, size_t(n), 2);
+  fill_normal(hd.v, size_t(n), 3), fill_normal(hd.dO, size_t(n), 4);
+  upload(hd.q, dt, q.data_ptr()), upload(hd.k, dt, k.data_ptr());
+  upload(hd.v, dt, v.data_ptr()), upload(hd.dO, dt, dO.data_ptr());
+
+  cudaEvent_t e0, e1;
+  FG_CUDA_CHECK(cudaEventCreate(&e0));
+  FG_CUDA_CHECK(cudaEventCreate(&e1));
+  const double tol = dt == DType::f32 ? 1e-4 : 2e-2;
+  std::vector<Result> results;
+  bool all_ok = true;
+
+  std::printf("flashgrad bench attention: %s, %s, hidden %lld, %lld tokens per batch\n", prop.name,
+              dtype_name(dt), (long long)fl.hidden, (long long)fl.tokens);
+  std::printf("%4s %6s %6s %3s %3s %5s | %9s %9s %9s | %7s %7s %7s | %s\n", "D", "causal", "N", "B",
+              "H", "path", "fwd ms", "bwd ms", "f+b ms", "fwd TF", "bwd TF", "f+b TF", "check");
+  for (int64_t D : fl.head_dims)
+    for (bool causal : causals)
+      for (int64_t N = fl.min_len; N <= fl.max_len; N *= 2) {
+        if (fl.tokens % N) continue;
+        AttentionParams p;
+        p.B = fl.tokens / N, p.Nq = p.Nk = N, p.Hq = p.Hkv = fl.hidden / D, p.D = D;
+        set_contiguous_strides(p);
+        p.dtype = dt;
+        p.softmax_scale = 1.0 / std::sqrt(double(D));
+        p.causal = causal;
+        p.deterministic = fl.deterministic;
+        p.q = q.data_ptr(), p.k = k.data_ptr(), p.v = v.data_ptr(), p.do_ = dO.data_ptr();
+        p.o = o.data_ptr(), p.lse = lse.data_ptr();
+        p.dq = dq.data_ptr(), p.dk = dk.data_ptr(), p.dv = dv.data_ptr();
+        Tensor ws = empty({int64_t(flash_attention_backward_workspace_bytes(p) + 3) / 4},
+                          TensorOptions(DType::i32).device(Device::cuda(0)));
+        p.workspace = ws.data_ptr();
+        // Poison the outputs so that the check sees any element the kernels did not write.
+        for (const Tensor* t : {&o, &dq, &dk, &dv})
+          FG_CUDA_CHECK(cudaMemset(t->data_ptr(), 0xFF, size_t(n) * (dt == DType::f32 ? 4 : 2)));
+        FG_CUDA_CHECK(cudaMemset(lse.data_ptr(), 0xFF, size_t(fl.tokens * max_heads) * 4));
+
+        Result r{};
+        r.D = D, r.N = N, r.B = p.B, r.H = p.Hq, r.causal = causal;
+        r.path = flash_attention_forward_uses_tensor_cores(p) ? "tc" : "simt";
+        r.fwd_ms = time_ms([&] { flash_attention_forward_cuda(p); }, fl, e0, e1);
+        r.bwd_ms = time_ms([&] { flash_attention_backward_cuda(p); }, fl, e0, e1);
+        r.fwdbwd_ms = time_ms([&] {
+          flash_attention_forward_cuda(p);
+          flash_attention_backward_cuda(p);
+        }, fl, e0, e1);
+        FG_CUDA_CHECK(cudaDeviceSynchronize());
+        const double fwd_flop = 4.0 * double(p.B) * double(p.Hq) * double(N) * double(N) *
+                                double(D) * (causal ? 0.5 : 1.0);
+        r.fwd_tflops = fwd_flop / (r.fwd_ms * 1e-3) / 1e12;
+        r.bwd_tflops = 2.5 * fwd_flop / (r.bwd_ms * 1e-3) / 1e12;
+        r.fwdbwd_tflops = 3.5 * fwd_flop / (r.fwdbwd_ms * 1e-3) / 1e12;
+        r.ok = true;
+        if (fl.check) {
+          ErrAcc eo, el, edq, edk, edv;
+          check_head(hd, p, 0, 0, eo, el, edq, edk, edv);
+          check_head(hd, p, p.B - 1, p.Hq - 1, eo, el, edq, edk, edv);
+          r.err_o = eo.rel(), r.err_lse = el.rel(), r.err_dq = edq.rel(), r.err_dk = edk.rel(),
+          r.err_dv = edv.rel();
+          const double worst = std::max({r.err_o, r.err_lse, r.err_dq, r.err_dk, r.err_dv});
+          r.ok = worst < tol;  // NaN compares false: fails
+        }
+        all_ok = all_ok && r.ok;
+        char check[96];
+        if (fl.check)
+          std::snprintf(check, sizeof check, "%s (o %.1e dq %.1e dk %.1e dv %.1e)",
+                        r.ok ? "ok" : "FAIL", r.err_o, r.err_dq, r.err_dk, r.err_dv);
+        else
+          std::snprintf(check, sizeof check, "skipped");
+        std::printf("%4lld %6s %6lld %3lld %3lld %5s | %9.3f %9.3f %9.3f | %7.1f %7.1f %7.1f | %s\n",
+                    (long long)D, causal ? "yes" : "no", (long long)N, (long long)p.B,
+                    (long long)p.Hq, r.path.c_str(), r.fwd_ms, r.bwd_ms, r.fwdbwd_ms, r.fwd_tflops,
+                    r.bwd_tflops, r.fwdbwd_tflops, check);
+        std::fflush(stdout);
+        results.push_back(r);
+      }
+  FG_CUDA_CHECK(cudaEventDestroy(e0));
+  FG_CUDA_CHECK(cudaEventDestroy(e1));
+
+  if (!fl.json.empty()) {
+    nlohmann::json j;
+    j["device"] = prop.name;
+    j["dtype"] = fl.dtype;
+    j["hidden"] = fl.hidden;
+    j["tokens"] = fl.tokens;
+    j["flop_convention"] = "fwd 4*B*H*N^2*D (x0.5 causal), bwd 2.5x, fwd+bwd 3.5x";
+    j["deterministic"] = fl.deterministic;
+    for (const Result& r : results)
+      j["results"].push_back({{"D", r.D}, {"causal", r.causal}, {"N", r.N}, {"B", r.B},
+                              {"H", r.H}, {"path", r.path}, {"fwd_ms", r.fwd_ms},
+                              {"bwd_ms", r.bwd_ms}, {"fwdbwd_ms", r.fwdbwd_ms},
+                              {"fwd_tflops", r.fwd_tflops}, {"bwd_tflops", r.bwd_tflops},
+                              {"fwdbwd_tflops", r.fwdbwd_tflops}, {"check_ok", r.ok},
+                              {"err_o", r.err_o}, {"err_lse", r.err_lse}, {"err_dq", r.err_dq},
+                              {"err_dk", r.err_dk}, {"err_dv", r.err_dv}});
+    std::ofstream out(fl.json);
+    FG_CHECK(out.good(), "bench attention: cannot write --json file '", fl.json, "'");
+    out << j.dump(2) << "\n";
+  }
+  if (!all_ok) {
+    std::printf("bench attention: some configurations FAILED the sampled check (tolerance %.0e)\n",
+                tol);
+    throw Exit{1};
+  }
+}
+
+#else
+
+void run_bench(const BenchFlags&) {
+  throw Error("bench attention: flashgrad was built without CUDA; the benchmark needs a GPU build");
+}
+
+#endif  // FLASHGRAD_WITH_CUDA
+
+}  // namespace
+
+void register_bench(CLI::App& app) {
+  CLI::App* bench = app.add_subcommand("bench", "benchmarks");
+  bench->require_subcommand(1);
+  auto flags = std::make_shared<BenchFlags>();
+  BenchFlags& f = *flags;
+  CLI::App* cmd = bench->add_subcommand(
+      "attention", "TFLOP/s of the CUDA flash attention forward/backward on the standard grid");
+  cmd->add_option("--dtype", f.dtype, "bf16, fp16 or fp32")
+      ->check(CLI::IsMember({"bf16", "fp16", "fp32"}))->capture_default_str();
+  cmd->add_option("--head-dim", f.head_dims, "head dims (comma separated: 64,128)")
+      ->delimiter(',')->capture_default_str();
+  cmd->add_option("--causal", f.causal, "both, on or off")
+      ->check(CLI::IsMember({"both", "on", "off"}))->capture_default_str();
+  cmd->add_option("--min-len", f.min_len, "shortest sequence length")->capture_default_str();
+  cmd->add_option("--max-len", f.max_len, "longest sequence length (powers of 2 in between)")
+      ->capture_default_str();
+  cmd->add_option("--tokens", f.tokens, "batch * N, fixed over the grid")->capture_default_str();
+  cmd->add_option("--hidden", f.hidden, "H * D, fixed over the grid")->capture_default_str();
+  cmd->add_option("--reps", f.reps, "timed repetitions per measurement (at most)")
+      ->check(CLI::PositiveNumber)->capture_default_str();
+  cmd->add_option("--warmup", f.warmup, "untimed runs first")->capture_default_str();
+  cmd->add_option("--seconds", f.seconds, "time budget per measurement (fewer reps, at least 3)")
+      ->capture_default_str();
+  cmd->add_option("--json", f.json, "also write the results to this JSON file");
+  cmd->add_flag("!--no-check", f.check, "skip the sampled correctness check");
+  cmd->add_flag("--simt", f.simt, "force the SIMT kernels (sets FLASHGRAD_ATTENTION_SIMT=1)");
+  cmd->add_flag("--deterministic", f.deterministic, "deterministic backward (no dQ atomics)");
+  cmd->callback([flags] { run_bench(*flags); });
+}
+
+}  // namespace fg::cli

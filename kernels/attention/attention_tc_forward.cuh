@@ -1,0 +1,470 @@
+// Tensor-core FlashAttention-2 forward for bf16 / fp16 (mma.sync m16n8k16, sm_80 and later),
+// and its launcher run_attention_tc_forward<T, D>.
+//
+// Included only by kernels/attention/instantiations/attention_tc_forward_*.cu (one dtype and
+// head dim per file); attention_cuda.cu picks this path for bf16/f16 with D in {64, 128} when
+// attention_tc_forward_usable() says the pointers and strides allow it, unless the environment
+// variable FLASHGRAD_ATTENTION_SIMT=1 asks for the SIMT kernels of attention_kernels.cuh (which
+// remain the reference, and the path for f32/f64 and D = 32).
+//
+// It computes exactly the function of params.h (same mask rule, same dropout bits), so every
+// test that holds for the SIMT forward holds for this one to bf16/fp16 rounding.
+//
+// Work partitioning (FlashAttention-2): one block per (query tile of kBM rows, query head,
+// batch), kWarps warps, each warp owning kMT * 16 consecutive query rows of the tile for the
+// whole key loop (no split of the key dimension inside a block, so no cross-warp reduction).
+// The Q tile is loaded once; K and V tiles of kBN keys are streamed through shared memory with
+// cp.async into two stages, the load of the next visible tile overlapping the math on the
+// current one (one __syncthreads per tile). Shared tiles are XOR-swizzled by 16-byte chunk
+// (chunk c of row r lives at chunk c ^ (r % 8)) so that ldmatrix reads are conflict-free.
+//
+// Per key tile and warp: S = Q K^T with mma.sync (A = Q via ldmatrix, B = K via ldmatrix);
+// masking only on tiles that need it; the online softmax in base 2 with the softmax scale folded
+// into one FFMA per element (exp2(s * scale * log2 e - m * scale * log2 e)); dropout from
+// attention_dropout_keep's Philox counter, one Philox call per 4 columns shared between the
+// two threads that hold them; then O += P V where P is re-packed straight from the S
+// accumulators into A fragments (no shared-memory round trip) and V comes through
+// ldmatrix.trans. The row sums stay per-thread partial sums until the end.
+//
+// Tile skipping: a key tile whose TileVisibility (causal + block mask) is empty for the whole
+// query tile is never loaded; one that is empty for a warp's rows is skipped by that warp; the
+// key loop stops at the causal end. Query tiles are visited heaviest first (reversed
+// blockIdx.x) so that causal blocks finish together.
+#pragma once
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <cmath>
+#include <cstdint>
+#include <type_traits>
+
+#include "kernels/attention/attention.h"
+#include "kernels/attention/params.h"
+#include "kernels/common/half.h"
+#include "kernels/common/philox.h"
+#include "kernels/cuda/cuda_check.h"
+#include "tensor/error.h"
+
+namespace fg {
+namespace attn {
+namespace tc {
+
+#define FG_TC_DEV __device__ __forceinline__
+
+// ---------------------------------------------------------------------------------------------
+// PTX wrappers
+
+FG_TC_DEV uint32_t smem_u32(const void* ptr) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(ptr));
+}
+
+// 16 bytes global -> shared, bypassing L1; src_bytes = 0 zero-fills the destination (rows
+// past the end of the sequence), without reading src.
+FG_TC_DEV void cp_async_16(uint32_t dst, const void* src, int src_bytes) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src),
+               "r"(src_bytes)
+               : "memory");
+}
+FG_TC_DEV void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+FG_TC_DEV void cp_async_wait_all() { asm volatile("cp.async.wait_group 0;\n" ::: "memory"); }
+
+FG_TC_DEV void ldmatrix_x4(uint32_t (&r)[4], uint32_t addr) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(addr)
+               : "memory");
+}
+FG_TC_DEV void ldmatrix_x4_trans(uint32_t (&r)[4], uint32_t addr) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(addr)
+               : "memory");
+}
+
+// D (16x8 f32) += A (16x16, row) * B (16x8, col).
+template <typename T>
+FG_TC_DEV void mma_16816(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  if constexpr (std::is_same_v<T, bfloat16>) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, "
+        "{%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+  } else {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, "
+        "{%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+  }
+}
+
+// Two floats -> one 32-bit register of two 16-bit values, `lo` in the low half (the lower
+// column, as the mma fragments and memory order want).
+template <typename T> FG_TC_DEV uint32_t pack2(float lo, float hi) {
+  if constexpr (std::is_same_v<T, bfloat16>) {
+    __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+    return *reinterpret_cast<uint32_t*>(&v);
+  } else {
+    __half2 v = __floats2half2_rn(lo, hi);
+    return *reinterpret_cast<uint32_t*>(&v);
+  }
+}
+
+FG_TC_DEV float fast_exp2(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+  return y;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Shared-memory tiles: [rows][D] 16-bit elements, 16-byte chunks XOR-swizzled within a row:
+// logical chunk c of row r is stored at chunk c ^ (r % 8). With the tile 1024-byte aligned, the
+// address of chunk (c0 + 2k) of a fixed row is (address of chunk c0) ^ (32 k) when c0 is 0 or 1,
+// which is how the fragment loads below step along the head dim with one XOR each.
+
+
+// cp.async rows [r0, r0 + kRows) of one head of a [*, N, H, D] tensor (row stride seq_stride
+// elements) into the swizzled tile at shared address `tile` (1024-byte aligned); rows at or past
+// n are zero-filled. Thread x always moves chunk x % (D/8) of rows x / (D/8) + k * kRowStep,
+// so its swizzled column is fixed and the k-th destination is a compile-time offset.
+template <int D, int kRows, int kThreads>
+FG_TC_DEV void load_tile_async(uint32_t tile, const uint16_t* src, int64_t seq_stride,
+                               int64_t r0, int64_t n) {
+  constexpr int kChunksPerRow = D / 8;
+  constexpr int kRowStep = kThreads / kChunksPerRow;
+  static_assert(kThreads % kChunksPerRow == 0 && kRowStep % 8 == 0 && kRows % kRowStep == 0,
+                "tile load must divide evenly over the threads");
+  const int c = int(threadIdx.x) % kChunksPerRow, r = int(threadIdx.x) / kChunksPerRow;
+  const uint32_t dst = tile + uint32_t(r * D * 2 + ((c ^ (r & 7)) << 4));
+  const uint16_t* g = src + (r0 + r) * seq_stride + c * 8;
+#pragma unroll
+  for (int it = 0; it < kRows / kRowStep; ++it) {
+    const bool valid = r0 + r + it * kRowStep < n;
+    cp_async_16(dst + uint32_t(it * kRowStep * D * 2), valid ? g + it * kRowStep * seq_stride : src,
+                valid ? 16 : 0);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Configurations. kBM = kWarps * kMT * 16 query rows per block, kBN keys per streamed tile.
+
+// (warps, m16 tiles per warp, keys per tile); overridable with -D for experiments.
+#ifndef FG_TC_D64_WARPS
+#define FG_TC_D64_WARPS 4
+#define FG_TC_D64_MT 2
+#define FG_TC_D64_BN 64
+#endif
+#ifndef FG_TC_D128_WARPS
+#define FG_TC_D128_WARPS 4
+#define FG_TC_D128_MT 2
+#define FG_TC_D128_BN 64
+#endif
+template <int kWarps_, int kMT_, int kBN_> struct TcShape {
+  static constexpr int kWarps = kWarps_, kMT = kMT_, kBN = kBN_;
+};
+template <int D> struct TcConfig;
+template <> struct TcConfig<64> : TcShape<FG_TC_D64_WARPS, FG_TC_D64_MT, FG_TC_D64_BN> {};
+template <> struct TcConfig<128> : TcShape<FG_TC_D128_WARPS, FG_TC_D128_MT, FG_TC_D128_BN> {};
+
+template <int D, int kBM, int kBN> constexpr size_t tc_forward_smem_bytes() {
+  // Q, 2 stages of K and V, and 1 KB of slack to align the base to 1024 bytes.
+  return sizeof(uint16_t) * size_t(kBM * D + 2 * 2 * kBN * D) + 1024;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The kernel
+
+template <typename T, int D, int kWarps, int kMT, int kBN>
+__global__ void __launch_bounds__(kWarps * 32, 2)
+    attention_tc_forward_kernel(const AttentionParams p) {
+  constexpr int kThreads = kWarps * 32;
+  constexpr int kRowsW = kMT * 16;      // query rows per warp
+  constexpr int kBM = kWarps * kRowsW;  // query rows per block
+  constexpr int kNT = kBN / 8;          // 8-key column tiles of S
+  constexpr int kDT = D / 8;            // 8-dim column tiles of O
+  static_assert(D % 16 == 0 && kBN % 16 == 0, "tile shape");
+  // A warp's rows and a key tile must each fall inside one block-mask tile, so that the mask
+  // inside a non-empty (warp, key tile) pair is only causal + bounds (see the masking step).
+  static_assert(kBlockMaskTileQ % kRowsW == 0 && kBlockMaskTileK % kBN == 0,
+                "tiles must divide the 64 x 64 block-mask tile");
+
+  extern __shared__ __align__(128) unsigned char tc_smem[];
+  // Shared addresses (bytes): Q [kBM][D], then 2 stages of K [kBN][D], then 2 of V.
+  constexpr uint32_t kRowBytes = D * 2, kStageBytes = kBN * D * 2;
+  const uint32_t sQ = (smem_u32(tc_smem) + 1023u) & ~1023u;
+  const uint32_t sK = sQ + kBM * kRowBytes;
+  const uint32_t sV = sK + 2 * kStageBytes;
+
+  const int tid = int(threadIdx.x), warp = tid / 32, lane = tid % 32;
+  const int g = lane >> 2, t = lane & 3;  // mma fragment row group and thread in group
+  const int64_t nqt = (p.Nq + kBM - 1) / kBM;
+  const int64_t q0 = (nqt - 1 - int64_t(blockIdx.x)) * kBM;  // heaviest causal tiles first
+  const int64_t h = blockIdx.y, b = blockIdx.z;
+  const int64_t hk = h / (p.Hq / p.Hkv);
+  const int64_t q1 = q0 + kBM < p.Nq ? q0 + kBM : p.Nq;
+
+  const uint16_t* q = static_cast<const uint16_t*>(p.q) + b * p.q_batch_stride + h * p.q_head_stride;
+  const uint16_t* k = static_cast<const uint16_t*>(p.k) + b * p.k_batch_stride + hk * p.k_head_stride;
+  const uint16_t* v = static_cast<const uint16_t*>(p.v) + b * p.v_batch_stride + hk * p.v_head_stride;
+
+  // Scores are kept raw (unscaled); exp(scale * (s - m)) = exp2(s * sl2 - m * sl2).
+  const float sl2 = float(p.softmax_scale * 1.4426950408889634);
+  const bool dropout = p.dropout_p > 0.0;
+  const uint32_t threshold = dropout_threshold(p.dropout_p);
+  const float keep_scale = float(1.0 / (1.0 - p.dropout_p));
+  uint32_t pk0 = 0, pk1 = 0;
+  philox_key(p.seed, p.offset, pk0, pk1);
+  const uint32_t ph = uint32_t(b) * uint32_t(p.Hq) + uint32_t(h);
+
+  load_tile_async<D, kBM, kThreads>(sQ, q, p.q_seq_stride, q0, p.Nq);
+  cp_async_commit();
+
+  // Key tiles [0, nkt) up to the causal end; block-uniform visibility decides which to load.
+  const int64_t kend = p.causal ? (q1 + p.Nk - p.Nq < p.Nk ? q1 + p.Nk - p.Nq : p.Nk) : p.Nk;
+  const int64_t nkt = kend > 0 ? (kend + kBN - 1) / kBN : 0;
+  auto next_visible = [&](int64_t kt) {
+    while (kt < nkt) {
+      const int64_t k0 = kt * kBN, k1 = k0 + kBN < p.Nk ? k0 + kBN : p.Nk;
+      if (tile_visibility(p, h, q0, q1, k0, k1) != TileVisibility::empty) break;
+      ++kt;
+    }
+    return kt;
+  };
+  int64_t kt = next_visible(0);
+  if (kt < nkt) {
+    load_tile_async<D, kBN, kThreads>(sK, k, p.k_seq_stride, kt * kBN, p.Nk);
+    load_tile_async<D, kBN, kThreads>(sV, v, p.v_seq_stride, kt * kBN, p.Nk);
+  }
+  cp_async_commit();
+
+  float acc[kMT][kDT][4];
+  float m[kMT][2], l[kMT][2];
+#pragma unroll
+  for (int mi = 0; mi < kMT; ++mi) {
+#pragma unroll
+    for (int hr = 0; hr < 2; ++hr) m[mi][hr] = -INFINITY, l[mi][hr] = 0.f;
+#pragma unroll
+    for (int dt = 0; dt < kDT; ++dt)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) acc[mi][dt][e] = 0.f;
+  }
+
+  const int wrow = warp * kRowsW;  // first row of this warp inside the tile
+  // Per-lane ldmatrix offsets at head-dim chunk 0/1 (see the swizzle note): all rows below
+  // are 8-aligned plus (lane & 7), so the swizzle term is (chunk ^ (lane & 7)).
+  //   Q  (A, x4): rows wrow + (lane & 15), chunk lane >> 4
+  //   K  (B, x4): rows (lane & 7) + 8 (lane >> 4), chunk (lane >> 3) & 1
+  //   V  (B, x4.trans): rows (lane & 7) + 8 ((lane >> 3) & 1), chunk lane >> 4
+  const uint32_t qLane = sQ + uint32_t((wrow + (lane & 15)) * kRowBytes +
+                                       (((lane >> 4) ^ (lane & 7)) << 4));
+  const uint32_t kLaneOff = uint32_t(((lane & 7) + ((lane >> 4) << 3)) * kRowBytes +
+                                     ((((lane >> 3) & 1) ^ (lane & 7)) << 4));
+  const uint32_t vLaneOff = uint32_t(((lane & 7) + (((lane >> 3) & 1) << 3)) * kRowBytes +
+                                     (((lane >> 4) ^ (lane & 7)) << 4));
+  const int64_t wr0 = q0 + wrow, wr1 = wr0 + kRowsW < p.Nq ? wr0 + kRowsW : p.Nq;
+  int stage = 0;
+
+  while (kt < nkt) {
+    cp_async_wait_all();
+    __syncthreads();  // tile kt is in; every warp is done with the other stage
+    const int64_t kt_next = next_visible(kt + 1);
+    if (kt_next < nkt) {
+      load_tile_async<D, kBN, kThreads>(sK + (stage ^ 1) * kStageBytes, k, p.k_seq_stride,
+                                        kt_next * kBN, p.Nk);
+      load_tile_async<D, kBN, kThreads>(sV + (stage ^ 1) * kStageBytes, v, p.v_seq_stride,
+                                        kt_next * kBN, p.Nk);
+    }
+    cp_async_commit();
+
+    const int64_t k0 = kt * kBN, k1 = k0 + kBN < p.Nk ? k0 + kBN : p.Nk;
+    const TileVisibility wvis =
+        wr0 < p.Nq ? tile_visibility(p, h, wr0, wr1, k0, k1) : TileVisibility::empty;
+    if (wvis != TileVisibility::empty) {  // warp-uniform
+      const uint32_t kLane = kLaneOff + sK + stage * kStageBytes;
+      const uint32_t vLane = vLaneOff + sV + stage * kStageBytes;
+
+      // S = Q K^T
+      float s[kMT][kNT][4];
+#pragma unroll
+      for (int mi = 0; mi < kMT; ++mi)
+#pragma unroll
+        for (int nt = 0; nt < kNT; ++nt)
+#pragma unroll
+          for (int e = 0; e < 4; ++e) s[mi][nt][e] = 0.f;
+#pragma unroll
+      for (int ks = 0; ks < D / 16; ++ks) {
+        uint32_t a[kMT][4];
+#pragma unroll
+        for (int mi = 0; mi < kMT; ++mi)
+          ldmatrix_x4(a[mi], (qLane ^ uint32_t(ks << 5)) + mi * 16 * kRowBytes);
+#pragma unroll
+        for (int np = 0; np < kNT / 2; ++np) {
+          uint32_t bk[4];  // keys np*16 + [0, 8) then [8, 16); dims ks*16 + [0, 8), [8, 16)
+          ldmatrix_x4(bk, (kLane ^ uint32_t(ks << 5)) + np * 16 * kRowBytes);
+#pragma unroll
+          for (int mi = 0; mi < kMT; ++mi) {
+            mma_16816<T>(s[mi][2 * np], a[mi], bk[0], bk[1]);
+            mma_16816<T>(s[mi][2 * np + 1], a[mi], bk[2], bk[3]);
+          }
+        }
+      }
+
+      // Mask: only where the tile is partial for this warp or runs past Nk. The warp's rows
+      // and this key tile each lie inside one 64 x 64 block-mask tile (static_assert above),
+      // and an empty one was skipped, so what is left is causal and Nk: row i keeps columns
+      // j < lim(i) = min(Nk, i + 1 + Nk - Nq). Element e of s[mi][nt] is row g (+8 for
+      // e >= 2), column 2t (+1 for odd e) of the 16x8 tile.
+      if (wvis == TileVisibility::partial || k1 - k0 < kBN) {
+#pragma unroll
+        for (int mi = 0; mi < kMT; ++mi)
+#pragma unroll
+          for (int hr = 0; hr < 2; ++hr) {
+            const int64_t i = wr0 + mi * 16 + g + hr * 8;
+            int64_t lim = p.Nk;
+            if (p.causal && i + 1 + p.Nk - p.Nq < lim) lim = i + 1 + p.Nk - p.Nq;
+            lim -= k0;  // relative to the tile, clamp into [0, kBN]
+            const int rel = lim < 0 ? 0 : (lim > kBN ? kBN : int(lim));
+#pragma unroll
+            for (int nt = 0; nt < kNT; ++nt)
+#pragma unroll
+              for (int c = 0; c < 2; ++c)
+                if (nt * 8 + 2 * t + c >= rel) s[mi][nt][2 * hr + c] = -INFINITY;
+          }
+      }
+
+      // Online softmax (base 2). A row's four owners are the four threads of a quad.
+#pragma unroll
+      for (int mi = 0; mi < kMT; ++mi)
+#pragma unroll
+        for (int hr = 0; hr < 2; ++hr) {
+          float mx = m[mi][hr];
+#pragma unroll
+          for (int nt = 0; nt < kNT; ++nt)
+            mx = fmaxf(mx, fmaxf(s[mi][nt][2 * hr], s[mi][nt][2 * hr + 1]));
+          mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+          mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+          // A row that has seen no visible key yet keeps m = -inf; subtracting 0 then keeps
+          // exp2(-inf) = 0 instead of NaN.
+          const float base = mx == -INFINITY ? 0.f : mx * sl2;
+          const float alpha = fast_exp2(m[mi][hr] * sl2 - base);
+          m[mi][hr] = mx;
+          l[mi][hr] *= alpha;
+#pragma unroll
+          for (int dt = 0; dt < kDT; ++dt) {
+            acc[mi][dt][2 * hr] *= alpha;
+            acc[mi][dt][2 * hr + 1] *= alpha;
+          }
+#pragma unroll
+          for (int nt = 0; nt < kNT; ++nt)
+#pragma unroll
+            for (int c = 0; c < 2; ++c) {
+              const float pv = fast_exp2(fmaf(s[mi][nt][2 * hr + c], sl2, -base));
+              l[mi][hr] += pv;  // undropped, as the softmax denominator must be
+              s[mi][nt][2 * hr + c] = pv;
+            }
+        }
+
+      // Dropout. Columns 4u..4u+3 of a row share one Philox call (word j % 4 per column).
+      // Threads t and t^1 hold the same four columns (2 each) of rows g and g+8: the even
+      // one draws row g, the odd one row g+8, and each hands the other the two words it needs.
+      if (dropout) {
+        const bool odd = (t & 1) != 0;
+#pragma unroll
+        for (int mi = 0; mi < kMT; ++mi)
+#pragma unroll
+          for (int nt = 0; nt < kNT; ++nt) {
+            const uint32_t i = uint32_t(wr0 + mi * 16 + g + (odd ? 8 : 0));
+            const uint32_t grp = uint32_t((k0 + nt * 8) >> 2) + uint32_t(t >> 1);
+            const Philox4 r = philox4x32_10(grp, i, ph, uint32_t(p.offset), pk0, pk1);
+            const uint32_t send0 = odd ? r.x[0] : r.x[2], send1 = odd ? r.x[1] : r.x[3];
+            const uint32_t recv0 = __shfl_xor_sync(0xffffffffu, send0, 1);
+            const uint32_t recv1 = __shfl_xor_sync(0xffffffffu, send1, 1);
+            // Words for (row g, col 2t), (row g, 2t+1), (row g+8, 2t), (row g+8, 2t+1).
+            const uint32_t w0 = odd ? recv0 : r.x[0], w1 = odd ? recv1 : r.x[1];
+            const uint32_t w2 = odd ? r.x[2] : recv0, w3 = odd ? r.x[3] : recv1;
+            s[mi][nt][0] *= w0 >= threshold ? keep_scale : 0.f;
+            s[mi][nt][1] *= w1 >= threshold ? keep_scale : 0.f;
+            s[mi][nt][2] *= w2 >= threshold ? keep_scale : 0.f;
+            s[mi][nt][3] *= w3 >= threshold ? keep_scale : 0.f;
+          }
+      }
+
+      // O += P V. The S accumulators of key tiles 2kk and 2kk+1 are exactly the A fragment of
+      // a 16x16 P block: (row g, keys 2t..), (row g+8, keys 2t..), (row g, keys 8+2t..), ...
+#pragma unroll
+      for (int kk = 0; kk < kBN / 16; ++kk) {
+        uint32_t pa[kMT][4];
+#pragma unroll
+        for (int mi = 0; mi < kMT; ++mi) {
+          pa[mi][0] = pack2<T>(s[mi][2 * kk][0], s[mi][2 * kk][1]);
+          pa[mi][1] = pack2<T>(s[mi][2 * kk][2], s[mi][2 * kk][3]);
+          pa[mi][2] = pack2<T>(s[mi][2 * kk + 1][0], s[mi][2 * kk + 1][1]);
+          pa[mi][3] = pack2<T>(s[mi][2 * kk + 1][2], s[mi][2 * kk + 1][3]);
+        }
+#pragma unroll
+        for (int dp = 0; dp < kDT / 2; ++dp) {
+          uint32_t bv[4];  // keys kk*16 + [0, 8), [8, 16) for dims dp*16 + [0, 8), then [8, 16)
+          ldmatrix_x4_trans(bv, (vLane ^ uint32_t(dp << 5)) + kk * 16 * kRowBytes);
+#pragma unroll
+          for (int mi = 0; mi < kMT; ++mi) {
+            mma_16816<T>(acc[mi][2 * dp], pa[mi], bv[0], bv[1]);
+            mma_16816<T>(acc[mi][2 * dp + 1], pa[mi], bv[2], bv[3]);
+          }
+        }
+      }
+    }
+    stage ^= 1;
+    kt = kt_next;
+  }
+  cp_async_wait_all();  // nothing may be in flight when the block exits
+
+  // O = acc / l, LSE = ln 2 * (m * sl2 + log2 l); a row that saw no key gets O = 0, LSE = -inf.
+  uint16_t* o = static_cast<uint16_t*>(p.o) + b * p.o_batch_stride + h * p.o_head_stride;
+  float* lse = static_cast<float*>(p.lse) + (b * p.Hq + h) * p.Nq;
+#pragma unroll
+  for (int mi = 0; mi < kMT; ++mi)
+#pragma unroll
+    for (int hr = 0; hr < 2; ++hr) {
+      float lsum = l[mi][hr];
+      lsum += __shfl_xor_sync(0xffffffffu, lsum, 1);
+      lsum += __shfl_xor_sync(0xffffffffu, lsum, 2);
+      const int64_t i = wr0 + mi * 16 + g + hr * 8;
+      if (i >= p.Nq) continue;
+      const float inv = lsum > 0.f ? 1.f / lsum : 0.f;
+      uint16_t* orow = o + i * p.o_seq_stride;
+#pragma unroll
+      for (int dt = 0; dt < kDT; ++dt)
+        *reinterpret_cast<uint32_t*>(orow + dt * 8 + 2 * t) =
+            pack2<T>(acc[mi][dt][2 * hr] * inv, acc[mi][dt][2 * hr + 1] * inv);
+      if (t == 0)
+        lse[i] = lsum > 0.f ? (m[mi][hr] * sl2 + log2f(lsum)) * 0.6931471805599453f : -INFINITY;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Launcher
+
+template <typename T, int D> void run_attention_tc_forward(const AttentionParams& p, cudaStream_t stream) {
+  static_assert(std::is_same_v<T, bfloat16> || std::is_same_v<T, float16>, "16-bit types only");
+  using Cfg = TcConfig<D>;
+  constexpr int kBM = Cfg::kWarps * Cfg::kMT * 16;
+  FG_CHECK(p.B <= 65535 && p.Hq <= 65535, "flash_attention_forward_cuda: B=", p.B, " and Hq=",
+           p.Hq, " must each be at most 65535 (they are grid dimensions); split the batch");
+  auto kernel = attention_tc_forward_kernel<T, D, Cfg::kWarps, Cfg::kMT, Cfg::kBN>;
+  constexpr size_t smem = tc_forward_smem_bytes<D, kBM, Cfg::kBN>();
+  // Above 48 KB a kernel must opt in to the larger carve-out (per device; cheap, so every call).
+  if (smem > 48 * 1024)
+    FG_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                       int(smem)));
+  const dim3 grid(unsigned((p.Nq + kBM - 1) / kBM), unsigned(p.Hq), unsigned(p.B));
+  kernel<<<grid, Cfg::kWarps * 32, smem, stream>>>(p);
+  FG_LAUNCH_CHECK();
+}
+
+#undef FG_TC_DEV
+
+}  // namespace tc
+}  // namespace attn
+}  // namespace fg

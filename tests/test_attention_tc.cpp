@@ -1,0 +1,445 @@
+// Tests of the tensor-core (mma.sync) attention forward (kernels/attention/attention_tc_forward.cuh).
+//
+// Every [cuda] case builds a random problem on the host, computes a naive double-precision
+// reference here (materialising S and P, the same attention_allowed mask rule and
+// attention_dropout_keep bits as params.h defines), and runs on the GPU:
+//   - the tensor-core forward (asserting that the dispatcher really took it),
+//   - the SIMT forward (FLASHGRAD_ATTENTION_SIMT=1),
+//   - the SIMT backward on the tensor-core forward's O and LSE (the pipeline autograd runs),
+// with poisoned (NaN) outputs, so that an element the kernel did not write fails the test.
+// Tolerances: relative L2 < 1e-2 for O, dQ, dK, dV (bf16/fp16), < 1e-4 for LSE (fp32 from exact
+// 16-bit products, so a wrong scale or a lost tile shows), and -inf / 0 exactly where a row sees
+// no key. The CPU-only cases check the dispatcher's eligibility rule.
+#include <catch2/catch.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <limits>
+#include <memory>
+#include <random>
+#include <type_traits>
+#include <vector>
+
+#include "kernels/attention/attention.h"
+#include "kernels/common/philox.h"
+#include "tensor/error.h"
+
+#ifdef FLASHGRAD_WITH_CUDA
+#include <cuda_runtime.h>
+
+#include "kernels/cuda/cuda_check.h"
+#endif
+
+using namespace fg;
+
+namespace {
+
+template <typename T> double to_d(T x) { return double(float(x)); }
+template <typename T> T from_d(double x) { return T(float(x)); }
+
+struct TcCfg {
+  int64_t B = 2, Nq = 37, Nk = 53, Hq = 2, Hkv = 2, D = 64;
+  bool causal = false;
+  double p = 0.0;
+  std::vector<uint8_t> mask;
+  int64_t mask_heads = 1;
+  uint64_t seed = 99, offset = 5;
+};
+
+double rel_l2(const std::vector<double>& a, const std::vector<double>& r) {
+  REQUIRE(a.size() == r.size());
+  double num = 0, den = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    if (std::isinf(r[i])) {
+      if (a[i] != r[i]) return std::numeric_limits<double>::infinity();
+      continue;
+    }
+    if (!std::isfinite(a[i])) return std::numeric_limits<double>::infinity();
+    num += (a[i] - r[i]) * (a[i] - r[i]);
+    den += r[i] * r[i];
+  }
+  return std::sqrt(num) / std::max(std::sqrt(den), 1e-300);
+}
+
+// Host problem: 16-bit inputs and a double reference of O, LSE, dQ, dK, dV.
+template <typename T> struct TcProblem {
+  TcCfg c;
+  AttentionParams p;
+  std::vector<T> q, k, v, dO;
+  std::vector<double> ro, rlse, rdq, rdk, rdv;
+
+  explicit TcProblem(const TcCfg& cfg) : c(cfg) {
+    p.B = c.B, p.Nq = c.Nq, p.Nk = c.Nk, p.Hq = c.Hq, p.Hkv = c.Hkv, p.D = c.D;
+    set_contiguous_strides(p);
+    p.dtype = dtype_of<T>::value;
+    p.softmax_scale = 1.0 / std::sqrt(double(c.D));
+    p.causal = c.causal;
+    p.dropout_p = c.p;
+    p.seed = c.seed, p.offset = c.offset;
+    p.block_mask_heads = c.mask_heads;
+    // Fresh inputs per problem (the seed mixes in the shape).
+    std::mt19937_64 gen(uint64_t(c.Nq * 1000003 + c.Nk * 7919 + c.D * 31 + c.Hq) ^ c.seed);
+    std::normal_distribution<double> nd(0.0, 1.0);
+    auto fill = [&](std::vector<T>& x, int64_t n, double sigma) {
+      x.resize(size_t(n));
+      for (auto& e : x) e = from_d<T>(sigma * nd(gen));
+    };
+    const int64_t nq = c.B * c.Nq * c.Hq * c.D, nk = c.B * c.Nk * c.Hkv * c.D;
+    fill(q, nq, 1.5), fill(k, nk, 1.5), fill(v, nk, 1.0), fill(dO, nq, 1.0);
+    reference();
+  }
+
+  void reference() {
+    const int64_t B = c.B, Nq = c.Nq, Nk = c.Nk, Hq = c.Hq, Hkv = c.Hkv, D = c.D;
+    const double scale = p.softmax_scale, ks = 1.0 / (1.0 - c.p);
+    const uint32_t thr = dropout_threshold(c.p);
+    AttentionParams pm = p;
+    pm.block_mask = c.mask.empty() ? nullptr : c.mask.data();  // host copy for the rule
+    ro.assign(q.size(), 0), rdq.assign(q.size(), 0), rdk.assign(k.size(), 0);
+    rdv.assign(k.size(), 0), rlse.assign(size_t(B * Hq * Nq), 0);
+    auto qi = [&](int64_t b, int64_t i, int64_t h) { return size_t(((b * Nq + i) * Hq + h) * D); };
+    auto ki = [&](int64_t b, int64_t j, int64_t h) { return size_t(((b * Nk + j) * Hkv + h) * D); };
+    const size_t nk_ = static_cast<size_t>(Nk);
+    std::vector<double> P(nk_), Z(nk_), dP(nk_);
+    std::vector<char> ok(nk_);
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t h = 0; h < Hq; ++h) {
+        const int64_t hk = h / (Hq / Hkv);
+        for (int64_t i = 0; i < Nq; ++i) {
+          double mx = -std::numeric_limits<double>::infinity();
+          for (int64_t j = 0; j < Nk; ++j) {
+            ok[size_t(j)] = attention_allowed(pm, h, i, j);
+            double s = 0;
+            for (int64_t d = 0; d < D; ++d) s += to_d(q[qi(b, i, h) + size_t(d)]) * to_d(k[ki(b, j, hk) + size_t(d)]);
+            P[size_t(j)] = s * scale;
+            if (ok[size_t(j)]) mx = std::max(mx, P[size_t(j)]);
+            Z[size_t(j)] = c.p > 0 ? (attention_dropout_keep(c.seed, c.offset, uint32_t(b), uint32_t(h),
+                                                             uint32_t(Hq), uint32_t(i), uint32_t(j), thr)
+                                          ? ks
+                                          : 0.0)
+                                   : 1.0;
+          }
+          double sum = 0;
+          for (int64_t j = 0; j < Nk; ++j) {
+            P[size_t(j)] = ok[size_t(j)] ? std::exp(P[size_t(j)] - mx) : 0.0;
+            sum += P[size_t(j)];
+          }
+          rlse[size_t((b * Hq + h) * Nq + i)] =
+              sum > 0 ? mx + std::log(sum) : -std::numeric_limits<double>::infinity();
+          double Di = 0;
+          for (int64_t j = 0; j < Nk; ++j) {
+            if (sum > 0) P[size_t(j)] /= sum;
+            double dp = 0;
+            for (int64_t d = 0; d < D; ++d) {
+              ro[qi(b, i, h) + size_t(d)] += P[size_t(j)] * Z[size_t(j)] * to_d(v[ki(b, j, hk) + size_t(d)]);
+              dp += to_d(dO[qi(b, i, h) + size_t(d)]) * to_d(v[ki(b, j, hk) + size_t(d)]);
+            }
+            dP[size_t(j)] = dp * Z[size_t(j)];
+            Di += P[size_t(j)] * dP[size_t(j)];
+          }
+          for (int64_t j = 0; j < Nk; ++j) {
+            const double ds = P[size_t(j)] * (dP[size_t(j)] - Di);
+            if (P[size_t(j)] == 0.0) continue;
+            for (int64_t d = 0; d < D; ++d) {
+              rdq[qi(b, i, h) + size_t(d)] += scale * ds * to_d(k[ki(b, j, hk) + size_t(d)]);
+              rdk[ki(b, j, hk) + size_t(d)] += scale * ds * to_d(q[qi(b, i, h) + size_t(d)]);
+              rdv[ki(b, j, hk) + size_t(d)] += P[size_t(j)] * Z[size_t(j)] * to_d(dO[qi(b, i, h) + size_t(d)]);
+            }
+          }
+        }
+      }
+  }
+};
+
+}  // namespace
+
+TEST_CASE("attention tc: eligibility rule (no GPU needed for the negative cases)", "[attention]") {
+  // f32 / f64 and D = 32 never take the tensor-core path; that needs no device query.
+  AttentionParams p;
+  p.B = 1, p.Nq = p.Nk = 64, p.Hq = p.Hkv = 1, p.D = 64;
+  set_contiguous_strides(p);
+  p.softmax_scale = 0.125;
+  for (DType dt : {DType::f32, DType::f64}) {
+    p.dtype = dt;
+#ifdef FLASHGRAD_WITH_CUDA
+    CHECK_FALSE(flash_attention_forward_uses_tensor_cores(p));
+#endif
+  }
+  p.dtype = DType::bf16;
+  p.D = 32;
+  set_contiguous_strides(p);
+#ifdef FLASHGRAD_WITH_CUDA
+  CHECK_FALSE(flash_attention_forward_uses_tensor_cores(p));
+#endif
+  SUCCEED();
+}
+
+#ifdef FLASHGRAD_WITH_CUDA
+namespace {
+
+bool tc_gpu() {
+  int n = 0, major = 0;
+  if (cudaGetDeviceCount(&n) != cudaSuccess || n == 0) return false;
+  FG_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, 0));
+  return major >= 8;
+}
+
+template <typename T> struct DBuf {
+  T* ptr = nullptr;
+  size_t n = 0;
+  explicit DBuf(size_t count) : n(count) {
+    FG_CUDA_CHECK(cudaMalloc(&ptr, std::max<size_t>(n, 1) * sizeof(T) + 64));
+    FG_CUDA_CHECK(cudaMemset(ptr, 0xFF, std::max<size_t>(n, 1) * sizeof(T) + 64));  // NaN
+  }
+  explicit DBuf(const std::vector<T>& h) : DBuf(h.size()) {
+    FG_CUDA_CHECK(cudaMemcpy(ptr, h.data(), n * sizeof(T), cudaMemcpyHostToDevice));
+  }
+  ~DBuf() { cudaFree(ptr); }
+  DBuf(const DBuf&) = delete;
+  DBuf& operator=(const DBuf&) = delete;
+  void poison() { FG_CUDA_CHECK(cudaMemset(ptr, 0xFF, n * sizeof(T))); }
+  std::vector<double> host_d() const {
+    std::vector<T> h(n);
+    FG_CUDA_CHECK(cudaMemcpy(h.data(), ptr, n * sizeof(T), cudaMemcpyDeviceToHost));
+    std::vector<double> d(n);
+    for (size_t i = 0; i < n; ++i) d[i] = double(float(h[i]));
+    return d;
+  }
+};
+
+// Scoped FLASHGRAD_ATTENTION_SIMT=1.
+struct ForceSimt {
+  ForceSimt() { setenv("FLASHGRAD_ATTENTION_SIMT", "1", 1); }
+  ~ForceSimt() { unsetenv("FLASHGRAD_ATTENTION_SIMT"); }
+};
+
+struct Outs {
+  std::vector<double> o, lse, dq, dk, dv;
+};
+
+// Device buffers of one problem; forward (tc or simt), optionally the backward after it.
+template <typename T> struct TcRun {
+  const TcProblem<T>& pr;
+  DBuf<T> q, k, v, dO, o, dq, dk, dv;
+  DBuf<float> lse;
+  DBuf<uint8_t> mask;
+  AttentionParams p;
+
+  explicit TcRun(const TcProblem<T>& problem)
+      : pr(problem), q(pr.q), k(pr.k), v(pr.v), dO(pr.dO), o(pr.q.size()), dq(pr.q.size()),
+        dk(pr.k.size()), dv(pr.k.size()), lse(size_t(pr.c.B * pr.c.Hq * pr.c.Nq)),
+        mask(pr.c.mask.empty() ? std::vector<uint8_t>{1} : pr.c.mask) {
+    p = pr.p;
+    p.q = q.ptr, p.k = k.ptr, p.v = v.ptr, p.do_ = dO.ptr, p.o = o.ptr, p.lse = lse.ptr;
+    p.dq = dq.ptr, p.dk = dk.ptr, p.dv = dv.ptr;
+    p.block_mask = pr.c.mask.empty() ? nullptr : mask.ptr;
+  }
+
+  Outs run(bool simt, bool backward) {
+    o.poison(), lse.poison(), dq.poison(), dk.poison(), dv.poison();
+    {
+      std::unique_ptr<ForceSimt> force(simt ? new ForceSimt : nullptr);
+      REQUIRE(flash_attention_forward_uses_tensor_cores(p) == !simt);
+      flash_attention_forward_cuda(p);
+    }
+    FG_CUDA_CHECK(cudaDeviceSynchronize());
+    Outs r;
+    if (backward) {
+      DBuf<uint8_t> ws(flash_attention_backward_workspace_bytes(p));
+      AttentionParams pb = p;
+      pb.workspace = ws.ptr;
+      flash_attention_backward_cuda(pb);
+      FG_CUDA_CHECK(cudaDeviceSynchronize());
+      r.dq = dq.host_d(), r.dk = dk.host_d(), r.dv = dv.host_d();
+    }
+    r.o = o.host_d(), r.lse = lse.host_d();
+    return r;
+  }
+};
+
+template <typename T> void check_tc(const TcCfg& c) {
+  TcProblem<T> pr(c);
+  TcRun<T> run(pr);
+  const Outs tc = run.run(/*simt=*/false, /*backward=*/true);
+  const Outs simt = run.run(/*simt=*/true, /*backward=*/false);
+  INFO("dtype=" << dtype_name(pr.p.dtype) << " B=" << c.B << " Nq=" << c.Nq << " Nk=" << c.Nk
+                << " Hq=" << c.Hq << " Hkv=" << c.Hkv << " D=" << c.D << " causal=" << c.causal
+                << " p=" << c.p << " mask=" << !c.mask.empty() << " mask_heads=" << c.mask_heads);
+  if (std::getenv("FG_ATTENTION_VERBOSE"))
+    std::printf("tc %s Nq=%lld Nk=%lld D=%lld causal=%d p=%.2f mask=%d: o %.2e lse %.2e "
+                "vs-simt %.2e dq %.2e dk %.2e dv %.2e\n",
+                dtype_name(pr.p.dtype), (long long)c.Nq, (long long)c.Nk, (long long)c.D,
+                int(c.causal), c.p, int(!c.mask.empty()), rel_l2(tc.o, pr.ro),
+                rel_l2(tc.lse, pr.rlse), rel_l2(tc.o, simt.o), rel_l2(tc.dq, pr.rdq),
+                rel_l2(tc.dk, pr.rdk), rel_l2(tc.dv, pr.rdv));
+  CHECK(rel_l2(tc.o, pr.ro) < 1e-2);
+  CHECK(rel_l2(tc.lse, pr.rlse) < 1e-4);
+  CHECK(rel_l2(simt.o, pr.ro) < 1e-2);  // the reference itself is sane
+  CHECK(rel_l2(tc.o, simt.o) < 1e-2);
+  CHECK(rel_l2(tc.lse, simt.lse) < 1e-4);
+  CHECK(rel_l2(tc.dv, pr.rdv) < 1e-2);
+  if (c.Nk == 1) {
+    // One key: P = 1, so dS = dP - D_i and dQ = dK = 0 in exact arithmetic; the reference is
+    // rounding noise, and a relative error against it means nothing. Measure the computed
+    // values against the size of dV instead.
+    auto norm = [](const std::vector<double>& v) {
+      double n = 0;
+      for (double x : v) n += x * x;
+      return std::sqrt(n);
+    };
+    CHECK(std::isfinite(norm(tc.dq)));
+    CHECK(norm(tc.dq) <= 1e-2 * norm(pr.rdv));
+    CHECK(norm(tc.dk) <= 1e-2 * norm(pr.rdv));
+  } else {
+    CHECK(rel_l2(tc.dq, pr.rdq) < 1e-2);
+    CHECK(rel_l2(tc.dk, pr.rdk) < 1e-2);
+  }
+}
+
+template <typename F> void for_tc_types(F f) {
+  for (int64_t D : {64, 128}) {
+    f(bfloat16{}, D);
+    f(float16{}, D);
+  }
+}
+
+}  // namespace
+
+TEST_CASE("attention tc forward: odd and round sizes", "[cuda][attention]") {
+  if (!tc_gpu()) {
+    WARN("no CUDA device of compute capability >= 8; skipped");
+    return;
+  }
+  for_tc_types([](auto t, int64_t D) {
+    using T = decltype(t);
+    TcCfg c;
+    c.D = D;
+    check_tc<T>(c);  // 37 x 53: partial query and key tiles
+    c.B = 1, c.Nq = 1, c.Nk = 1;
+    check_tc<T>(c);
+    c.Nq = 300, c.Nk = 257;  // several query tiles, 5 key tiles, the last one key wide
+    check_tc<T>(c);
+    c.Nq = c.Nk = 256;  // round
+    check_tc<T>(c);
+  });
+}
+
+TEST_CASE("attention tc forward: causal bottom-right, Nq != Nk, fully masked rows",
+          "[cuda][attention]") {
+  if (!tc_gpu()) {
+    WARN("no CUDA device of compute capability >= 8; skipped");
+    return;
+  }
+  for_tc_types([](auto t, int64_t D) {
+    using T = decltype(t);
+    TcCfg c;
+    c.D = D, c.causal = true;
+    c.Nq = 37, c.Nk = 150;
+    check_tc<T>(c);
+    c.Nq = 200, c.Nk = 70;  // rows i < 130 see no key
+    check_tc<T>(c);
+    c.B = 1, c.Nq = c.Nk = 333;
+    check_tc<T>(c);
+  });
+  // Exactly O = 0 and LSE = -inf for rows that see nothing.
+  TcCfg c;
+  c.causal = true, c.Nq = 200, c.Nk = 70, c.B = 1, c.Hq = c.Hkv = 1;
+  TcProblem<bfloat16> pr(c);
+  TcRun<bfloat16> run(pr);
+  const Outs r = run.run(false, false);
+  for (int64_t i = 0; i < 130; ++i) {
+    REQUIRE(r.lse[size_t(i)] == -std::numeric_limits<double>::infinity());
+    for (int64_t d = 0; d < c.D; ++d) REQUIRE(r.o[size_t(i * c.D + d)] == 0.0);
+  }
+  REQUIRE(std::isfinite(r.lse[130]));
+}
+
+TEST_CASE("attention tc forward: dropout, GQA and MQA", "[cuda][attention]") {
+  if (!tc_gpu()) {
+    WARN("no CUDA device of compute capability >= 8; skipped");
+    return;
+  }
+  for_tc_types([](auto t, int64_t D) {
+    using T = decltype(t);
+    TcCfg c;
+    c.D = D, c.p = 0.1, c.Nq = 130, c.Nk = 97;
+    check_tc<T>(c);
+    c.Hq = 4, c.Hkv = 2, c.causal = true, c.p = 0.0;
+    check_tc<T>(c);
+    c.Hkv = 1, c.p = 0.5, c.Nq = 61, c.Nk = 190;
+    check_tc<T>(c);
+  });
+}
+
+TEST_CASE("attention tc forward: block masks", "[cuda][attention]") {
+  if (!tc_gpu()) {
+    WARN("no CUDA device of compute capability >= 8; skipped");
+    return;
+  }
+  for_tc_types([](auto t, int64_t D) {
+    using T = decltype(t);
+    TcCfg c;
+    c.D = D, c.B = 1, c.Nq = 300, c.Nk = 330;
+    c.mask = sliding_window_block_mask(c.Nq, c.Nk, 70, true);
+    c.causal = true;
+    check_tc<T>(c);
+    c.mask = global_local_block_mask(c.Nq, c.Nk, 10, 64);
+    c.causal = false, c.p = 0.1;
+    check_tc<T>(c);
+    // Per-head mask: head 0 loses query rows 64..127 entirely (inside one 128-row kernel
+    // tile, so only some warps of a block are empty), head 1 loses key tile 2.
+    c.p = 0.0, c.Hq = 2, c.Hkv = 1, c.mask_heads = 2;
+    const int64_t nbq = 5, nbk = 6;
+    c.mask.assign(size_t(2 * nbq * nbk), 1);
+    for (int64_t bj = 0; bj < nbk; ++bj) c.mask[size_t((0 * nbq + 1) * nbk + bj)] = 0;
+    for (int64_t bi = 0; bi < nbq; ++bi) c.mask[size_t((1 * nbq + bi) * nbk + 2)] = 0;
+    check_tc<T>(c);
+  });
+}
+
+TEST_CASE("attention tc forward: repeatable, and misaligned rows fall back to SIMT",
+          "[cuda][attention]") {
+  if (!tc_gpu()) {
+    WARN("no CUDA device of compute capability >= 8; skipped");
+    return;
+  }
+  TcCfg c;
+  c.D = 128, c.Nq = 190, c.Nk = 250, c.causal = true, c.p = 0.2;
+  TcProblem<bfloat16> pr(c);
+  TcRun<bfloat16> run(pr);
+  const Outs a = run.run(false, false), b = run.run(false, false);
+  REQUIRE(a.o == b.o);  // no atomics in the forward: bit-identical
+  REQUIRE(a.lse == b.lse);
+
+  // A seq stride that is not a multiple of 8 elements cannot use 16-byte cp.async: the
+  // dispatcher must say so (and the SIMT path then computes the call).
+  AttentionParams p = run.p;
+  p.q_seq_stride += 1;
+  CHECK_FALSE(flash_attention_forward_uses_tensor_cores(p));
+  p = run.p;
+  p.k = static_cast<bfloat16*>(p.k) + 4;  // 8-byte aligned only
+  CHECK_FALSE(flash_attention_forward_uses_tensor_cores(p));
+  p = run.p;
+  CHECK(flash_attention_forward_uses_tensor_cores(p));
+  {
+    ForceSimt force;
+    CHECK_FALSE(flash_attention_forward_uses_tensor_cores(p));
+  }
+}
+
+TEST_CASE("attention tc forward: long sequence through the cp.async pipeline",
+          "[cuda][attention]") {
+  if (!tc_gpu()) {
+    WARN("no CUDA device of compute capability >= 8; skipped");
+    return;
+  }
+  TcCfg c;
+  c.B = 1, c.Hq = c.Hkv = 1, c.Nq = 700, c.Nk = 1100, c.D = 128;
+  check_tc<bfloat16>(c);
+  c.causal = true, c.D = 64;
+  check_tc<float16>(c);
+}
+#endif  // FLASHGRAD_WITH_CUDA
