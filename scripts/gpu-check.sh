@@ -68,6 +68,13 @@ if [ $SANITIZE -eq 1 ]; then
     summary+=("racecheck attention: $(grep -E 'RACECHECK SUMMARY|ERROR SUMMARY' "$LOGS/racecheck-attention.log" | tail -1) (rc $rc)")
     [ $rc -ne 0 ] && status=1 && tail -30 "$LOGS/racecheck-attention.log"
   fi
+  if [ -x build/tests/test_attention_tc ]; then
+    compute-sanitizer --tool racecheck --error-exitcode 9 build/tests/test_attention_tc "[cuda][racecheck]" \
+      > "$LOGS/racecheck-attention-tc.log" 2>&1
+    rc=$?
+    summary+=("racecheck attention tc: $(grep -E 'RACECHECK SUMMARY|ERROR SUMMARY' "$LOGS/racecheck-attention-tc.log" | tail -1) (rc $rc)")
+    [ $rc -ne 0 ] && status=1 && tail -30 "$LOGS/racecheck-attention-tc.log"
+  fi
 fi
 
 if [ $BENCH -eq 1 ] && [ -x bench/run.sh ]; then

@@ -374,7 +374,7 @@ TEST_CASE("attention tc forward: dropout, GQA and MQA", "[cuda][attention]") {
   });
 }
 
-TEST_CASE("attention tc forward: block masks", "[cuda][attention]") {
+TEST_CASE("attention tc forward: block masks", "[cuda][attention][racecheck]") {
   if (!tc_gpu()) {
     WARN("no CUDA device of compute capability >= 8; skipped");
     return;
