@@ -139,6 +139,8 @@ FG_DECLARE_KERNELS
 #define FG_KERNEL(DEVICE, NAME) \
   ((DEVICE).is_cuda() ? (::fg::no_cuda_kernel(#NAME), &::fg::cpu::NAME) : &::fg::cpu::NAME)
 #endif
+// FG_CALL_KERNEL(device, name, args...) calls it: FG_KERNEL(device, name)(args...).
+#define FG_CALL_KERNEL(DEVICE, NAME, ...) FG_KERNEL(DEVICE, NAME)(__VA_ARGS__)
 
 namespace fg {
 

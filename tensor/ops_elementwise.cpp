@@ -10,23 +10,6 @@
 namespace fg::ops {
 namespace {
 
-// Calls fg::cpu::NAME or fg::cuda::NAME by device (CUDA only in CUDA builds).
-#ifdef FLASHGRAD_WITH_CUDA
-#define FG_ELEMENTWISE_CALL(DEVICE, NAME, ...) \
-  do {                                         \
-    if ((DEVICE).is_cuda())                    \
-      ::fg::cuda::NAME(__VA_ARGS__);           \
-    else                                       \
-      ::fg::cpu::NAME(__VA_ARGS__);            \
-  } while (0)
-#else
-#define FG_ELEMENTWISE_CALL(DEVICE, NAME, ...)                                               \
-  do {                                                                                       \
-    FG_CHECK(!(DEVICE).is_cuda(), #NAME ": flashgrad was built without CUDA; tensors on ", \
-             (DEVICE).str(), " are not supported");                                          \
-    ::fg::cpu::NAME(__VA_ARGS__);                                                            \
-  } while (0)
-#endif
 
 void check_defined(const char* op, const Tensor& t, const char* which) {
   FG_CHECK(t.defined(), op, ": the ", which, " tensor is undefined");
@@ -49,7 +32,7 @@ Tensor unary(UnaryOp op, const Tensor& x) {
            dtype_name(x.dtype()), " ", shape_str(x.shape()), "; convert with .to(f32)");
   Tensor out = empty(x.shape(), TensorOptions(x.dtype()).device(x.device()));
   auto idx = make_indexer<2>(out.shape(), {&out, &x}, name);
-  FG_ELEMENTWISE_CALL(x.device(), unary, op, x.dtype(), out.numel(), idx, x.data_ptr(),
+  FG_CALL_KERNEL(x.device(), unary, op, x.dtype(), out.numel(), idx, x.data_ptr(),
                       out.data_ptr());
   return out;
 }
@@ -66,7 +49,7 @@ Tensor binary(BinaryOp op, const Tensor& a, const Tensor& b) {
   Shape shape = broadcast_shapes(a.shape(), b.shape(), name);
   Tensor out = empty(shape, TensorOptions(a.dtype()).device(a.device()));
   auto idx = make_indexer<3>(shape, {&out, &a, &b}, name);
-  FG_ELEMENTWISE_CALL(a.device(), binary, op, a.dtype(), out.numel(), idx, a.data_ptr(),
+  FG_CALL_KERNEL(a.device(), binary, op, a.dtype(), out.numel(), idx, a.data_ptr(),
                       b.data_ptr(), out.data_ptr());
   return out;
 }
@@ -80,7 +63,7 @@ Tensor binary_scalar(BinaryOp op, const Tensor& a, double s, bool scalar_first) 
   check_scalar_for_dtype(name, a.dtype(), s);
   Tensor out = empty(a.shape(), TensorOptions(a.dtype()).device(a.device()));
   auto idx = make_indexer<2>(out.shape(), {&out, &a}, name);
-  FG_ELEMENTWISE_CALL(a.device(), binary_scalar, op, a.dtype(), out.numel(), idx, a.data_ptr(),
+  FG_CALL_KERNEL(a.device(), binary_scalar, op, a.dtype(), out.numel(), idx, a.data_ptr(),
                       s, scalar_first, out.data_ptr());
   return out;
 }
@@ -95,7 +78,7 @@ Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b) {
                                  "where");
   Tensor out = empty(shape, TensorOptions(a.dtype()).device(a.device()));
   auto idx = make_indexer<4>(shape, {&out, &cond, &a, &b}, "where");
-  FG_ELEMENTWISE_CALL(a.device(), where, a.dtype(), cond.dtype(), out.numel(), idx,
+  FG_CALL_KERNEL(a.device(), where, a.dtype(), cond.dtype(), out.numel(), idx,
                       cond.data_ptr(), a.data_ptr(), b.data_ptr(), out.data_ptr());
   return out;
 }

@@ -15,22 +15,6 @@ namespace fg::ops {
 
 namespace {
 
-#ifdef FLASHGRAD_WITH_CUDA
-#define FG_MATMUL_CALL(DEVICE, NAME, ...) \
-  do {                                    \
-    if ((DEVICE).is_cuda())               \
-      ::fg::cuda::NAME(__VA_ARGS__);      \
-    else                                  \
-      ::fg::cpu::NAME(__VA_ARGS__);       \
-  } while (0)
-#else
-#define FG_MATMUL_CALL(DEVICE, NAME, ...)                                                    \
-  do {                                                                                       \
-    FG_CHECK(!(DEVICE).is_cuda(), #NAME ": flashgrad was built without CUDA; tensors on ", \
-             (DEVICE).str(), " are not supported");                                          \
-    ::fg::cpu::NAME(__VA_ARGS__);                                                            \
-  } while (0)
-#endif
 
 // How one operand of shape batch + [rows, cols] is handed to gemm.
 struct GemmOperand {
@@ -144,7 +128,7 @@ Tensor matmul(const Tensor& a_in, const Tensor& b_in) {
     // [..., M, K] @ [K, N]: fold the batch into the rows, one GEMM of (batch * M) x N.
     Tensor a2 = reshape(a, {shape_numel(a_batch) * M, K});  // explicit: -1 is ambiguous when K = 0
     GemmOperand A = gemm_operand(a2, 0), B = gemm_operand(b, 0);
-    FG_MATMUL_CALL(dev, gemm, dt, A.trans, B.trans, a2.size(0), N, K, 1.0, A.t.data_ptr(), A.ld,
+    FG_CALL_KERNEL(dev, gemm, dt, A.trans, B.trans, a2.size(0), N, K, 1.0, A.t.data_ptr(), A.ld,
                    0, B.t.data_ptr(), B.ld, 0, 0.0, out.data_ptr(), std::max<int64_t>(N, 1), 0,
                    1);
     return view(out, final_shape);
@@ -153,7 +137,7 @@ Tensor matmul(const Tensor& a_in, const Tensor& b_in) {
   int64_t nbatch = int64_t(batch.size());
   GemmOperand A = gemm_operand(expand(a, concat(batch, {M, K})), nbatch);
   GemmOperand B = gemm_operand(expand(b, concat(batch, {K, N})), nbatch);
-  FG_MATMUL_CALL(dev, gemm, dt, A.trans, B.trans, M, N, K, 1.0, A.t.data_ptr(), A.ld,
+  FG_CALL_KERNEL(dev, gemm, dt, A.trans, B.trans, M, N, K, 1.0, A.t.data_ptr(), A.ld,
                  A.batch_stride, B.t.data_ptr(), B.ld, B.batch_stride, 0.0, out.data_ptr(),
                  std::max<int64_t>(N, 1), M * N, shape_numel(batch));
   return view(out, final_shape);

@@ -17,22 +17,6 @@ namespace fg::ops {
 
 namespace {
 
-#ifdef FLASHGRAD_WITH_CUDA
-#define FG_NN_CALL(DEVICE, NAME, ...) \
-  do {                                \
-    if ((DEVICE).is_cuda())           \
-      ::fg::cuda::NAME(__VA_ARGS__);  \
-    else                              \
-      ::fg::cpu::NAME(__VA_ARGS__);   \
-  } while (0)
-#else
-#define FG_NN_CALL(DEVICE, NAME, ...)                                                        \
-  do {                                                                                       \
-    FG_CHECK(!(DEVICE).is_cuda(), #NAME ": flashgrad was built without CUDA; tensors on ", \
-             (DEVICE).str(), " are not supported");                                          \
-    ::fg::cpu::NAME(__VA_ARGS__);                                                            \
-  } while (0)
-#endif
 
 TensorOptions like(const Tensor& t) { return TensorOptions(t.dtype()).device(t.device()); }
 
@@ -117,7 +101,7 @@ static Tensor softmax_impl(const Tensor& x, bool log, const char* op) {
   Rows r = as_rows(x, op);
   Tensor y = empty(x.shape(), like(x));
   if (x.numel() == 0) return y;
-  FG_NN_CALL(x.device(), softmax, x.dtype(), r.rows, r.cols, r.t.data_ptr(), y.data_ptr(), log);
+  FG_CALL_KERNEL(x.device(), softmax, x.dtype(), r.rows, r.cols, r.t.data_ptr(), y.data_ptr(), log);
   return y;
 }
 
@@ -136,7 +120,7 @@ Tensor softmax_backward(const Tensor& y, const Tensor& gy, bool log) {
   Rows ry = as_rows(y, op), rg = as_rows(gy, op);
   Tensor gx = empty(y.shape(), like(y));
   if (y.numel() == 0) return gx;
-  FG_NN_CALL(y.device(), softmax_backward, y.dtype(), ry.rows, ry.cols, ry.t.data_ptr(),
+  FG_CALL_KERNEL(y.device(), softmax_backward, y.dtype(), ry.rows, ry.cols, ry.t.data_ptr(),
              rg.t.data_ptr(), gx.data_ptr(), log);
   return gx;
 }
@@ -166,7 +150,7 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore
   BadFlag bad(logits.device());
   if (rows > 0) {
     FG_CHECK(cols > 0, op, ": logits ", shape_str(logits.shape()), " have no classes");
-    FG_NN_CALL(logits.device(), cross_entropy, x.dtype(), t.dtype(), rows, cols, x.data_ptr(),
+    FG_CALL_KERNEL(logits.device(), cross_entropy, x.dtype(), t.dtype(), rows, cols, x.data_ptr(),
                t.data_ptr(), ignore_index, static_cast<float*>(losses.data_ptr()), bad.ptr());
   }
   int64_t first = bad.first_bad();
@@ -199,7 +183,7 @@ Tensor cross_entropy_backward(const Tensor& logits, const Tensor& targets, int64
   Tensor x = contiguous(logits), t = contiguous(targets), s = contiguous(grad_scale);
   Tensor g = empty(logits.shape(), like(logits));
   if (logits.numel() == 0) return g;
-  FG_NN_CALL(logits.device(), cross_entropy_backward, x.dtype(), t.dtype(), logits.size(0),
+  FG_CALL_KERNEL(logits.device(), cross_entropy_backward, x.dtype(), t.dtype(), logits.size(0),
              logits.size(1), x.data_ptr(), t.data_ptr(), ignore_index,
              static_cast<const float*>(s.data_ptr()), g.data_ptr());
   return g;
@@ -235,7 +219,7 @@ LayerNormResult layer_norm(const Tensor& x, const Tensor& w, const Tensor& b, do
   res.mean = empty({r.rows}, f32);
   res.rstd = empty({r.rows}, f32);
   if (x.numel() == 0) return res;
-  FG_NN_CALL(x.device(), layer_norm, x.dtype(), r.rows, r.cols, r.t.data_ptr(),
+  FG_CALL_KERNEL(x.device(), layer_norm, x.dtype(), r.rows, r.cols, r.t.data_ptr(),
              wc.defined() ? wc.data_ptr() : nullptr, bc.defined() ? bc.data_ptr() : nullptr, eps,
              res.y.data_ptr(), static_cast<float*>(res.mean.data_ptr()),
              static_cast<float*>(res.rstd.data_ptr()));
@@ -270,7 +254,7 @@ LayerNormGrads layer_norm_backward(const Tensor& gy, const Tensor& x, const Tens
     g.gb = empty({rx.cols}, like(x));
   }
   if (rx.cols == 0) return g;
-  FG_NN_CALL(x.device(), layer_norm_backward, x.dtype(), rx.rows, rx.cols, rg.t.data_ptr(),
+  FG_CALL_KERNEL(x.device(), layer_norm_backward, x.dtype(), rx.rows, rx.cols, rg.t.data_ptr(),
              rx.t.data_ptr(), wc.defined() ? wc.data_ptr() : nullptr,
              static_cast<const float*>(m.data_ptr()), static_cast<const float*>(rs.data_ptr()),
              g.gx.data_ptr(), need_wb ? g.gw.data_ptr() : nullptr,
@@ -298,7 +282,7 @@ Tensor embedding(const Tensor& weight, const Tensor& idx) {
   int64_t rows = idx.numel();
   if (rows == 0) return out;
   BadFlag bad(weight.device());
-  FG_NN_CALL(weight.device(), embedding, w.dtype(), ix.dtype(), rows, dim, vocab, w.data_ptr(),
+  FG_CALL_KERNEL(weight.device(), embedding, w.dtype(), ix.dtype(), rows, dim, vocab, w.data_ptr(),
              ix.data_ptr(), out.data_ptr(), bad.ptr());
   int64_t first = bad.first_bad();
   if (first >= 0)
@@ -325,7 +309,7 @@ Tensor embedding_backward(const Tensor& gout, const Tensor& idx, int64_t vocab) 
   Tensor g = contiguous(gout), ix = contiguous(idx);
   Tensor gw = zeros({vocab, dim}, like(gout));
   if (idx.numel() == 0 || dim == 0) return gw;
-  FG_NN_CALL(gout.device(), embedding_backward, g.dtype(), ix.dtype(), idx.numel(), dim, vocab,
+  FG_CALL_KERNEL(gout.device(), embedding_backward, g.dtype(), ix.dtype(), idx.numel(), dim, vocab,
              g.data_ptr(), ix.data_ptr(), gw.data_ptr());
   return gw;
 }
@@ -341,7 +325,7 @@ Tensor dropout(const Tensor& x, double p, uint64_t seed, uint64_t offset) {
   Tensor xc = contiguous(x);
   Tensor y = empty(x.shape(), like(x));
   if (x.numel() == 0) return y;
-  FG_NN_CALL(x.device(), dropout, x.dtype(), x.numel(), xc.data_ptr(), y.data_ptr(), p, seed,
+  FG_CALL_KERNEL(x.device(), dropout, x.dtype(), x.numel(), xc.data_ptr(), y.data_ptr(), p, seed,
              offset);
   return y;
 }
@@ -390,7 +374,7 @@ Tensor gather(const Tensor& t, int64_t dim, const Tensor& index) {
   FG_CHECK(g.len_in > 0, op, ": cannot gather from an empty dim ", g.dim, " of ",
            shape_str(t.shape()));
   BadFlag bad(t.device());
-  FG_NN_CALL(t.device(), gather, t.dtype(), ic.dtype(), g.outer, g.len_in, g.len_idx, g.inner,
+  FG_CALL_KERNEL(t.device(), gather, t.dtype(), ic.dtype(), g.outer, g.len_in, g.len_idx, g.inner,
              tc.data_ptr(), ic.data_ptr(), out.data_ptr(), bad.ptr());
   int64_t first = bad.first_bad();
   if (first >= 0)
@@ -415,7 +399,7 @@ Tensor scatter_add_zeros(const Tensor& gout, int64_t dim, const Tensor& index,
   Tensor gc = contiguous(gout), ic = contiguous(index);
   Tensor gin = zeros(in_shape, like(gout));
   if (gout.numel() == 0) return gin;
-  FG_NN_CALL(gout.device(), scatter_add, gout.dtype(), ic.dtype(), g.outer, g.len_in, g.len_idx,
+  FG_CALL_KERNEL(gout.device(), scatter_add, gout.dtype(), ic.dtype(), g.outer, g.len_in, g.len_idx,
              g.inner, gc.data_ptr(), ic.data_ptr(), gin.data_ptr());
   return gin;
 }

@@ -15,22 +15,6 @@
 namespace fg::ops {
 namespace {
 
-#ifdef FLASHGRAD_WITH_CUDA
-#define FG_REDUCE_CALL(DEVICE, NAME, ...) \
-  do {                                    \
-    if ((DEVICE).is_cuda())               \
-      ::fg::cuda::NAME(__VA_ARGS__);      \
-    else                                  \
-      ::fg::cpu::NAME(__VA_ARGS__);       \
-  } while (0)
-#else
-#define FG_REDUCE_CALL(DEVICE, NAME, ...)                                                    \
-  do {                                                                                       \
-    FG_CHECK(!(DEVICE).is_cuda(), #NAME ": flashgrad was built without CUDA; tensors on ", \
-             (DEVICE).str(), " are not supported");                                          \
-    ::fg::cpu::NAME(__VA_ARGS__);                                                            \
-  } while (0)
-#endif
 
 bool is_16bit(DType t) { return t == DType::bf16 || t == DType::f16; }
 
@@ -88,7 +72,7 @@ Tensor reduce_masked(const Tensor& t, const std::vector<bool>& mask, ReduceOp op
     Shape out_shape = s;
     for (int64_t d = it->first; d < it->second; ++d) out_shape[size_t(d)] = 1;
     Tensor out = empty(out_shape, TensorOptions(cur.dtype()).device(cur.device()));
-    FG_REDUCE_CALL(cur.device(), reduce, op, cur.dtype(), outer, len, inner, cur.data_ptr(),
+    FG_CALL_KERNEL(cur.device(), reduce, op, cur.dtype(), outer, len, inner, cur.data_ptr(),
                    out.data_ptr());
     cur = out;
   }
@@ -149,7 +133,7 @@ Tensor argmax(const Tensor& t, int64_t dim, bool keepdim) {
   Shape out_shape = t.shape();
   out_shape[size_t(d)] = 1;
   Tensor out = empty(out_shape, TensorOptions(DType::i64).device(t.device()));
-  FG_REDUCE_CALL(t.device(), argmax, x.dtype(), outer, len, inner, x.data_ptr(),
+  FG_CALL_KERNEL(t.device(), argmax, x.dtype(), outer, len, inner, x.data_ptr(),
                  static_cast<int64_t*>(out.data_ptr()));
   if (keepdim) return out;
   out_shape.erase(out_shape.begin() + d);
