@@ -21,20 +21,23 @@ const char* attention_impl_name(AttentionImpl i) {
   return i == AttentionImpl::flash ? "flash" : "naive";
 }
 
-BlockMask BlockMask::sliding_window(int64_t Nq, int64_t Nk, int64_t window, bool causal) {
+namespace {
+// A head-shared BlockMask around the tile bits a builder of kernels/attention made.
+BlockMask shared_block_mask(std::vector<uint8_t> bits, int64_t Nq, int64_t Nk) {
   BlockMask m;
-  m.bits = sliding_window_block_mask(Nq, Nk, window, causal);
+  m.bits = std::move(bits);
   m.q_blocks = (Nq + kBlockMaskTileQ - 1) / kBlockMaskTileQ;
   m.k_blocks = (Nk + kBlockMaskTileK - 1) / kBlockMaskTileK;
   return m;
 }
+}  // namespace
+
+BlockMask BlockMask::sliding_window(int64_t Nq, int64_t Nk, int64_t window, bool causal) {
+  return shared_block_mask(sliding_window_block_mask(Nq, Nk, window, causal), Nq, Nk);
+}
 
 BlockMask BlockMask::global_local(int64_t Nq, int64_t Nk, int64_t num_global, int64_t window) {
-  BlockMask m;
-  m.bits = global_local_block_mask(Nq, Nk, num_global, window);
-  m.q_blocks = (Nq + kBlockMaskTileQ - 1) / kBlockMaskTileQ;
-  m.k_blocks = (Nk + kBlockMaskTileK - 1) / kBlockMaskTileK;
-  return m;
+  return shared_block_mask(global_local_block_mask(Nq, Nk, num_global, window), Nq, Nk);
 }
 
 namespace {
