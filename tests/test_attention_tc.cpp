@@ -1,11 +1,12 @@
-// Tests of the tensor-core (mma.sync) attention forward (kernels/attention/attention_tc_forward.cuh).
+// Tests of the tensor-core (mma.sync) attention kernels (kernels/attention/attention_tc_forward.cuh
+// and attention_tc_backward.cuh).
 //
 // Every [cuda] case builds a random problem on the host, computes a naive double-precision
 // reference here (materialising S and P, the same attention_allowed mask rule and
 // attention_dropout_keep bits as params.h defines), and runs on the GPU:
-//   - the tensor-core forward (asserting that the dispatcher really took it),
-//   - the SIMT forward (FLASHGRAD_ATTENTION_SIMT=1),
-//   - the SIMT backward on the tensor-core forward's O and LSE (the pipeline autograd runs),
+//   - the tensor-core forward and backward (asserting that the dispatcher really took them),
+//     with dQ by atomics and, again, with the deterministic dQ pass,
+//   - the SIMT forward and backward (FLASHGRAD_ATTENTION_SIMT=1),
 // with poisoned (NaN) outputs, so that an element the kernel did not write fails the test.
 // Tolerances: relative L2 < 1e-2 for O, dQ, dK, dV (bf16/fp16), < 1e-4 for LSE (fp32 from exact
 // 16-bit products, so a wrong scale or a lost tile shows), and -inf / 0 exactly where a row sees
@@ -166,6 +167,7 @@ TEST_CASE("attention tc: eligibility rule (no GPU needed for the negative cases)
     p.dtype = dt;
 #ifdef FLASHGRAD_WITH_CUDA
     CHECK_FALSE(flash_attention_forward_uses_tensor_cores(p));
+    CHECK_FALSE(flash_attention_backward_uses_tensor_cores(p));
 #endif
   }
   p.dtype = DType::bf16;
@@ -238,19 +240,21 @@ template <typename T> struct TcRun {
     p.block_mask = pr.c.mask.empty() ? nullptr : mask.ptr;
   }
 
-  Outs run(bool simt, bool backward) {
+  // Forward, then optionally the backward, both on the tensor-core path or both on the SIMT
+  // one (asserting that the dispatcher took the path asked for).
+  Outs run(bool simt, bool backward, bool deterministic = false) {
     o.poison(), lse.poison(), dq.poison(), dk.poison(), dv.poison();
-    {
-      std::unique_ptr<ForceSimt> force(simt ? new ForceSimt : nullptr);
-      REQUIRE(flash_attention_forward_uses_tensor_cores(p) == !simt);
-      flash_attention_forward_cuda(p);
-    }
+    std::unique_ptr<ForceSimt> force(simt ? new ForceSimt : nullptr);
+    REQUIRE(flash_attention_forward_uses_tensor_cores(p) == !simt);
+    flash_attention_forward_cuda(p);
     FG_CUDA_CHECK(cudaDeviceSynchronize());
     Outs r;
     if (backward) {
-      DBuf<uint8_t> ws(flash_attention_backward_workspace_bytes(p));
       AttentionParams pb = p;
+      pb.deterministic = deterministic;
+      DBuf<uint8_t> ws(flash_attention_backward_workspace_bytes(pb));
       pb.workspace = ws.ptr;
+      REQUIRE(flash_attention_backward_uses_tensor_cores(pb) == !simt);
       flash_attention_backward_cuda(pb);
       FG_CUDA_CHECK(cudaDeviceSynchronize());
       r.dq = dq.host_d(), r.dk = dk.host_d(), r.dv = dv.host_d();
@@ -260,43 +264,52 @@ template <typename T> struct TcRun {
   }
 };
 
-template <typename T> void check_tc(const TcCfg& c) {
-  TcProblem<T> pr(c);
-  TcRun<T> run(pr);
-  const Outs tc = run.run(/*simt=*/false, /*backward=*/true);
-  const Outs simt = run.run(/*simt=*/true, /*backward=*/false);
-  INFO("dtype=" << dtype_name(pr.p.dtype) << " B=" << c.B << " Nq=" << c.Nq << " Nk=" << c.Nk
-                << " Hq=" << c.Hq << " Hkv=" << c.Hkv << " D=" << c.D << " causal=" << c.causal
-                << " p=" << c.p << " mask=" << !c.mask.empty() << " mask_heads=" << c.mask_heads);
-  if (std::getenv("FG_ATTENTION_VERBOSE"))
-    std::printf("tc %s Nq=%lld Nk=%lld D=%lld causal=%d p=%.2f mask=%d: o %.2e lse %.2e "
-                "vs-simt %.2e dq %.2e dk %.2e dv %.2e\n",
-                dtype_name(pr.p.dtype), (long long)c.Nq, (long long)c.Nk, (long long)c.D,
-                int(c.causal), c.p, int(!c.mask.empty()), rel_l2(tc.o, pr.ro),
-                rel_l2(tc.lse, pr.rlse), rel_l2(tc.o, simt.o), rel_l2(tc.dq, pr.rdq),
-                rel_l2(tc.dk, pr.rdk), rel_l2(tc.dv, pr.rdv));
-  CHECK(rel_l2(tc.o, pr.ro) < 1e-2);
-  CHECK(rel_l2(tc.lse, pr.rlse) < 1e-4);
-  CHECK(rel_l2(simt.o, pr.ro) < 1e-2);  // the reference itself is sane
-  CHECK(rel_l2(tc.o, simt.o) < 1e-2);
-  CHECK(rel_l2(tc.lse, simt.lse) < 1e-4);
-  CHECK(rel_l2(tc.dv, pr.rdv) < 1e-2);
-  if (c.Nk == 1) {
-    // One key: P = 1, so dS = dP - D_i and dQ = dK = 0 in exact arithmetic; the reference is
-    // rounding noise, and a relative error against it means nothing. Measure the computed
-    // values against the size of dV instead.
+// dQ, dK, dV of one backward against the reference. With one key, P = 1, so dS = dP - D_i and
+// dQ = dK = 0 in exact arithmetic; the reference is then rounding noise, and the computed dQ and
+// dK are measured against the size of dV instead.
+template <typename T> void check_grads(const TcProblem<T>& pr, const Outs& r, const char* what) {
+  INFO(what);
+  CHECK(rel_l2(r.dv, pr.rdv) < 1e-2);
+  if (pr.c.Nk == 1) {
     auto norm = [](const std::vector<double>& v) {
       double n = 0;
       for (double x : v) n += x * x;
       return std::sqrt(n);
     };
-    CHECK(std::isfinite(norm(tc.dq)));
-    CHECK(norm(tc.dq) <= 1e-2 * norm(pr.rdv));
-    CHECK(norm(tc.dk) <= 1e-2 * norm(pr.rdv));
+    CHECK(std::isfinite(norm(r.dq)));
+    CHECK(norm(r.dq) <= 1e-2 * norm(pr.rdv));
+    CHECK(norm(r.dk) <= 1e-2 * norm(pr.rdv));
   } else {
-    CHECK(rel_l2(tc.dq, pr.rdq) < 1e-2);
-    CHECK(rel_l2(tc.dk, pr.rdk) < 1e-2);
+    CHECK(rel_l2(r.dq, pr.rdq) < 1e-2);
+    CHECK(rel_l2(r.dk, pr.rdk) < 1e-2);
   }
+}
+
+template <typename T> void check_tc(const TcCfg& c) {
+  TcProblem<T> pr(c);
+  TcRun<T> run(pr);
+  const Outs tc = run.run(/*simt=*/false, /*backward=*/true);
+  const Outs det = run.run(/*simt=*/false, /*backward=*/true, /*deterministic=*/true);
+  const Outs simt = run.run(/*simt=*/true, /*backward=*/true);
+  INFO("dtype=" << dtype_name(pr.p.dtype) << " B=" << c.B << " Nq=" << c.Nq << " Nk=" << c.Nk
+                << " Hq=" << c.Hq << " Hkv=" << c.Hkv << " D=" << c.D << " causal=" << c.causal
+                << " p=" << c.p << " mask=" << !c.mask.empty() << " mask_heads=" << c.mask_heads);
+  if (std::getenv("FG_ATTENTION_VERBOSE"))
+    std::printf("tc %s Nq=%lld Nk=%lld D=%lld causal=%d p=%.2f mask=%d: o %.2e lse %.2e "
+                "vs-simt %.2e dq %.2e dk %.2e dv %.2e (det dq %.2e, simt dq %.2e dk %.2e)\n",
+                dtype_name(pr.p.dtype), (long long)c.Nq, (long long)c.Nk, (long long)c.D,
+                int(c.causal), c.p, int(!c.mask.empty()), rel_l2(tc.o, pr.ro),
+                rel_l2(tc.lse, pr.rlse), rel_l2(tc.o, simt.o), rel_l2(tc.dq, pr.rdq),
+                rel_l2(tc.dk, pr.rdk), rel_l2(tc.dv, pr.rdv), rel_l2(det.dq, pr.rdq),
+                rel_l2(simt.dq, pr.rdq), rel_l2(simt.dk, pr.rdk));
+  CHECK(rel_l2(tc.o, pr.ro) < 1e-2);
+  CHECK(rel_l2(tc.lse, pr.rlse) < 1e-4);
+  CHECK(rel_l2(simt.o, pr.ro) < 1e-2);  // the reference itself is sane
+  CHECK(rel_l2(tc.o, simt.o) < 1e-2);
+  CHECK(rel_l2(tc.lse, simt.lse) < 1e-4);
+  check_grads(pr, tc, "tensor-core backward, atomic dQ");
+  check_grads(pr, det, "tensor-core backward, deterministic dQ");
+  check_grads(pr, simt, "SIMT backward");
 }
 
 template <typename F> void for_tc_types(F f) {
@@ -308,7 +321,7 @@ template <typename F> void for_tc_types(F f) {
 
 }  // namespace
 
-TEST_CASE("attention tc forward: odd and round sizes", "[cuda][attention]") {
+TEST_CASE("attention tc: odd and round sizes", "[cuda][attention]") {
   if (!tc_gpu()) {
     WARN("no CUDA device of compute capability >= 8; skipped");
     return;
@@ -327,7 +340,7 @@ TEST_CASE("attention tc forward: odd and round sizes", "[cuda][attention]") {
   });
 }
 
-TEST_CASE("attention tc forward: causal bottom-right, Nq != Nk, fully masked rows",
+TEST_CASE("attention tc: causal bottom-right, Nq != Nk, fully masked rows",
           "[cuda][attention]") {
   if (!tc_gpu()) {
     WARN("no CUDA device of compute capability >= 8; skipped");
@@ -357,7 +370,7 @@ TEST_CASE("attention tc forward: causal bottom-right, Nq != Nk, fully masked row
   REQUIRE(std::isfinite(r.lse[130]));
 }
 
-TEST_CASE("attention tc forward: dropout, GQA and MQA", "[cuda][attention]") {
+TEST_CASE("attention tc: dropout, GQA and MQA", "[cuda][attention]") {
   if (!tc_gpu()) {
     WARN("no CUDA device of compute capability >= 8; skipped");
     return;
@@ -374,7 +387,7 @@ TEST_CASE("attention tc forward: dropout, GQA and MQA", "[cuda][attention]") {
   });
 }
 
-TEST_CASE("attention tc forward: block masks", "[cuda][attention][racecheck]") {
+TEST_CASE("attention tc: block masks", "[cuda][attention][racecheck]") {
   if (!tc_gpu()) {
     WARN("no CUDA device of compute capability >= 8; skipped");
     return;
@@ -400,7 +413,7 @@ TEST_CASE("attention tc forward: block masks", "[cuda][attention][racecheck]") {
   });
 }
 
-TEST_CASE("attention tc forward: repeatable, and misaligned rows fall back to SIMT",
+TEST_CASE("attention tc: repeatable, and misaligned rows fall back to SIMT",
           "[cuda][attention]") {
   if (!tc_gpu()) {
     WARN("no CUDA device of compute capability >= 8; skipped");
@@ -413,6 +426,15 @@ TEST_CASE("attention tc forward: repeatable, and misaligned rows fall back to SI
   const Outs a = run.run(false, false), b = run.run(false, false);
   REQUIRE(a.o == b.o);  // no atomics in the forward: bit-identical
   REQUIRE(a.lse == b.lse);
+  // The deterministic backward is bit-identical from run to run; dK and dV (no atomics in
+  // either mode) are too.
+  const Outs d1 = run.run(false, true, true), d2 = run.run(false, true, true);
+  REQUIRE(d1.dq == d2.dq);
+  REQUIRE(d1.dk == d2.dk);
+  REQUIRE(d1.dv == d2.dv);
+  const Outs n1 = run.run(false, true), n2 = run.run(false, true);
+  REQUIRE(n1.dk == n2.dk);
+  REQUIRE(n1.dv == n2.dv);
 
   // A seq stride that is not a multiple of 8 elements cannot use 16-byte cp.async: the
   // dispatcher must say so (and the SIMT path then computes the call).
@@ -423,14 +445,23 @@ TEST_CASE("attention tc forward: repeatable, and misaligned rows fall back to SI
   p.k = static_cast<bfloat16*>(p.k) + 4;  // 8-byte aligned only
   CHECK_FALSE(flash_attention_forward_uses_tensor_cores(p));
   p = run.p;
+  p.do_seq_stride += 1;  // the backward also needs dO (and dQ, dK, dV) aligned
   CHECK(flash_attention_forward_uses_tensor_cores(p));
+  CHECK_FALSE(flash_attention_backward_uses_tensor_cores(p));
+  p = run.p;
+  p.dv = static_cast<bfloat16*>(p.dv) + 2;
+  CHECK_FALSE(flash_attention_backward_uses_tensor_cores(p));
+  p = run.p;
+  CHECK(flash_attention_forward_uses_tensor_cores(p));
+  CHECK(flash_attention_backward_uses_tensor_cores(p));
   {
     ForceSimt force;
     CHECK_FALSE(flash_attention_forward_uses_tensor_cores(p));
+    CHECK_FALSE(flash_attention_backward_uses_tensor_cores(p));
   }
 }
 
-TEST_CASE("attention tc forward: long sequence through the cp.async pipeline",
+TEST_CASE("attention tc: long sequence through the cp.async pipeline",
           "[cuda][attention]") {
   if (!tc_gpu()) {
     WARN("no CUDA device of compute capability >= 8; skipped");

@@ -43,6 +43,9 @@ void flash_attention_backward_cuda(const AttentionParams& p, cudaStream_t stream
 // than the SIMT one: bf16/f16, D in {64, 128}, sm_80+, 16-byte aligned rows, and
 // FLASHGRAD_ATTENTION_SIMT unset (or 0). Queries the current device.
 bool flash_attention_forward_uses_tensor_cores(const AttentionParams& p);
+// The same for flash_attention_backward_cuda(p): the forward's conditions, and dO, dQ, dK, dV
+// 16-byte aligned with strides that are multiples of 8 elements.
+bool flash_attention_backward_uses_tensor_cores(const AttentionParams& p);
 #endif
 
 // Block masks, [ceil(Nq/64), ceil(Nk/64)] with head count 1 (set block_mask_heads = 1).

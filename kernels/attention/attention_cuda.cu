@@ -49,10 +49,25 @@ bool tc_forward_usable(const AttentionParams& p) {
   FG_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
   return major >= 8;
 }
+
+// The backward also reads dO with cp.async and writes dQ, dK, dV two elements at a time.
+bool tc_backward_usable(const AttentionParams& p) {
+  if (!tc_forward_usable(p)) return false;
+  if (!aligned16(p.do_) || !aligned16(p.dq) || !aligned16(p.dk) || !aligned16(p.dv)) return false;
+  for (int64_t s : {p.do_batch_stride, p.do_seq_stride, p.do_head_stride, p.dq_batch_stride,
+                    p.dq_seq_stride, p.dq_head_stride, p.dk_batch_stride, p.dk_seq_stride,
+                    p.dk_head_stride, p.dv_batch_stride, p.dv_seq_stride, p.dv_head_stride})
+    if (s % 8 != 0) return false;
+  return true;
+}
 }  // namespace
 
 bool flash_attention_forward_uses_tensor_cores(const AttentionParams& p) {
   return tc_forward_usable(p);
+}
+
+bool flash_attention_backward_uses_tensor_cores(const AttentionParams& p) {
+  return tc_backward_usable(p);
 }
 
 void flash_attention_forward_cuda(const AttentionParams& p, cudaStream_t stream) {
@@ -76,6 +91,16 @@ void flash_attention_forward_cuda(const AttentionParams& p, cudaStream_t stream)
 
 void flash_attention_backward_cuda(const AttentionParams& p, cudaStream_t stream) {
   check_attention_params(p, /*backward=*/true, /*cuda=*/true);
+  if (tc_backward_usable(p)) {
+    if (p.dtype == DType::bf16) {
+      if (p.D == 64) attn::tc::run_attention_tc_backward<bfloat16, 64>(p, stream);
+      else attn::tc::run_attention_tc_backward<bfloat16, 128>(p, stream);
+    } else {
+      if (p.D == 64) attn::tc::run_attention_tc_backward<float16, 64>(p, stream);
+      else attn::tc::run_attention_tc_backward<float16, 128>(p, stream);
+    }
+    return;
+  }
   FG_DISPATCH_FLOAT(p.dtype, "flash_attention_backward_cuda", [&] {
     dispatch_head_dim<scalar_t>(p.D, "flash_attention_backward_cuda", [&](auto t, auto d) {
       attn::run_attention_backward<decltype(t), decltype(d)::value>(p, stream);

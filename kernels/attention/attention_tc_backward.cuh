@@ -1,0 +1,479 @@
+// Tensor-core FlashAttention-2 backward for bf16 / fp16 (mma.sync m16n8k16, sm_80 and later),
+// and its launcher run_attention_tc_backward<T, D>.
+//
+// Included only by kernels/attention/instantiations/attention_tc_backward_*.cu (one dtype and
+// head dim per file); attention_cuda.cu picks it under the same conditions as the tensor-core
+// forward (plus aligned dO, dQ, dK, dV). It computes the backward of params.h exactly (same mask
+// rule, same dropout bits), so the tests hold it to the double-precision reference, the SIMT
+// backward and the gradient check.
+//
+// Launches (the first and last are the SIMT path's, attention_kernels.cuh):
+//   1. attention_bwd_dot_kernel: D_i = rowsum(dO * O) in fp32 into the workspace.
+//   2. attention_tc_bwd_dkdv_kernel (below): dK, dV, and dQ contributions added with fp32
+//      atomics into the workspace accumulator (unless params.deterministic).
+//   3. attention_bwd_dq_convert_kernel (accumulator -> dQ), or, when deterministic, the SIMT
+//      attention_bwd_dq_kernel, which sums dQ in a fixed order without atomics.
+//
+// dK/dV kernel, FlashAttention-2 partitioning: one block per (key tile of kBN = 16 kWarps keys,
+// kv head, batch); warp w owns keys 16w..16w+15 of the tile for the whole loop, so dK and dV
+// stay in its registers and need no reduction. K and V are loaded once; the block walks the
+// query heads of its GQA group and their query tiles of kBM rows (from the first one the causal
+// diagonal lets see the key tile), streaming Q, dO, LSE and D_i through two cp.async stages.
+// Per query tile and warp, in the transposed orientation (rows = the warp's keys j, columns =
+// the tile's queries i):
+//   S^T  = K Q^T,  dP^T = V dO^T                 (mma; A = K, V rows; B = Q, dO rows)
+//   P^T  = exp2(S^T * scale * log2 e - LSE_i * log2 e)   (masked and padded entries -> 0)
+//   Z    = keep bits of attention_dropout_keep, scaled by 1 / (1 - p)
+//   dS^T = scale * P^T (dP^T Z - D_i)
+//   dV  += (P^T Z) dO,   dK += dS^T Q            (A re-packed from the accumulators; B = dO, Q
+//                                                 through ldmatrix.trans)
+// and then, with every warp's dS^T in shared memory (bf16, one __syncthreads), the block's dQ
+// contribution dS K for the kBM query rows: warp w takes a 16-row strip and a slice of the
+// head dim (A = dS through ldmatrix.trans of the stored dS^T, B = K through ldmatrix.trans),
+// and adds it to the fp32 accumulator with 8-byte atomics (float2, sm_90) or 4-byte ones.
+//
+// Dropout in the transposed layout: a thread holds keys g, g+8 (of the warp's 16) and queries
+// 2t, 2t+1 of each 8-query column tile. attention_dropout_keep draws four consecutive keys of
+// one query with one Philox call; those four keys sit in lanes 4r + t + 16a (r = 0..3) of rows
+// g = 4a + r. Per column tile, those four lanes need exactly four calls (key groups a, a+2 x
+// queries 2t, 2t+1): lane r makes call r and a 4 x 4 transpose by three xor-shuffles hands
+// each lane its word of each call (element e of lane r is word r of call e).
+#pragma once
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <cmath>
+#include <cstdint>
+#include <type_traits>
+
+#include "kernels/attention/attention.h"
+#include "kernels/attention/attention_kernels.cuh"
+#include "kernels/attention/attention_tc_common.cuh"
+#include "kernels/attention/params.h"
+#include "kernels/common/half.h"
+#include "kernels/common/philox.h"
+#include "kernels/cuda/cuda_check.h"
+#include "tensor/error.h"
+
+namespace fg {
+namespace attn {
+namespace tc {
+
+// ---------------------------------------------------------------------------------------------
+// Configuration: kWarps warps (kBN = 16 kWarps keys per block), query tiles of kBM rows, and
+// whether each warp keeps its K and V fragments in registers for the whole loop (D = 64 has the
+// registers for it; D = 128 reloads them from shared memory).
+
+template <int D> struct TcBwdConfig {
+  static constexpr int kWarps = 8;
+  static constexpr int kBM = 64;
+  static constexpr bool kKeepKV = D == 64;
+};
+
+template <int D, int kBN, int kBM> constexpr size_t tc_backward_smem_bytes() {
+  // K, V; two stages of Q and dO; dS^T; two stages of LSE and D_i; 1 KB alignment slack.
+  return sizeof(uint16_t) * size_t(2 * kBN * D + 2 * 2 * kBM * D + kBN * kBM) +
+         sizeof(float) * size_t(2 * 2 * kBM) + 1024;
+}
+
+FG_TC_DEV uint32_t pick4(const Philox4& r, uint32_t i) {
+  return i == 0 ? r.x[0] : i == 1 ? r.x[1] : i == 2 ? r.x[2] : r.x[3];
+}
+
+// dq[0..1] += (a, b) at an 8-byte aligned address of global memory.
+FG_TC_DEV void atomic_add_f32x2(float* dst, float a, float b) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  atomicAdd(reinterpret_cast<float2*>(dst), make_float2(a, b));
+#else
+  atomicAdd(dst, a);
+  atomicAdd(dst + 1, b);
+#endif
+}
+
+// ---------------------------------------------------------------------------------------------
+// The dK / dV (+ atomic dQ) kernel
+
+template <typename T, int D, int kWarps, int kBM, bool kKeepKV, bool kAtomicDq>
+__global__ void __launch_bounds__(kWarps * 32, 1)
+    attention_tc_bwd_dkdv_kernel(const AttentionParams p, const float* __restrict__ Di,
+                                 float* __restrict__ dq_accum) {
+  constexpr int kThreads = kWarps * 32;
+  constexpr int kBN = kWarps * 16;  // keys per block, 16 per warp
+  constexpr int kNT = kBM / 8;      // 8-query column tiles of S^T
+  constexpr int kDT = D / 8;        // 8-dim column tiles of dK, dV
+  constexpr uint32_t kRowBytes = D * 2, kTileK = kBN * D * 2, kTileQ = kBM * D * 2;
+  constexpr uint32_t kDsRowBytes = kBM * 2;
+  // dQ partition: kBM / 16 strips of 16 query rows x kDqSplit slices of the head dim.
+  constexpr int kDqStrips = kBM / 16, kDqSplit = kWarps / kDqStrips, kDqDims = D / kDqSplit;
+  static_assert(kBM == 64, "dS^T rows must be 128 bytes (8 swizzled 16-byte chunks)");
+  static_assert(kWarps % kDqStrips == 0 && kDqDims % 16 == 0, "dQ partition");
+  // A warp's 16 keys and a query tile each lie inside one 64 x 64 block-mask tile, so inside a
+  // non-empty (warp, query tile) pair the mask is only causal + bounds.
+  static_assert(kBlockMaskTileQ % kBM == 0 && kBlockMaskTileK % 16 == 0, "block-mask tiles");
+
+  extern __shared__ __align__(128) unsigned char tc_smem[];
+  const uint32_t base = smem_u32(tc_smem);
+  const uint32_t sK = align1024(base);
+  const uint32_t sV = sK + kTileK;
+  const uint32_t sQ = sV + kTileK;     // 2 stages
+  const uint32_t sdO = sQ + 2 * kTileQ;  // 2 stages
+  const uint32_t sdS = sdO + 2 * kTileQ;
+  const uint32_t sL = sdS + kBN * kDsRowBytes;  // float LSE [2][kBM], then D_i [2][kBM]
+  const float* pL = reinterpret_cast<const float*>(tc_smem + (sL - base));
+  const float* pD = pL + 2 * kBM;
+
+  const int tid = int(threadIdx.x), warp = tid / 32, lane = tid % 32;
+  const int g = lane >> 2, t = lane & 3;
+  const int64_t k0 = int64_t(blockIdx.x) * kBN, hk = blockIdx.y, b = blockIdx.z;
+  const int64_t k1 = k0 + kBN < p.Nk ? k0 + kBN : p.Nk;
+  const int64_t G = p.Hq / p.Hkv;
+  const int64_t nqt = (p.Nq + kBM - 1) / kBM;
+
+  const uint16_t* k = static_cast<const uint16_t*>(p.k) + b * p.k_batch_stride + hk * p.k_head_stride;
+  const uint16_t* v = static_cast<const uint16_t*>(p.v) + b * p.v_batch_stride + hk * p.v_head_stride;
+  const float* lse_g = static_cast<const float*>(p.lse);
+
+  const float scale = float(p.softmax_scale);
+  const float sl2 = float(p.softmax_scale * 1.4426950408889634);
+  const bool dropout = p.dropout_p > 0.0;
+  const uint32_t threshold = dropout_threshold(p.dropout_p);
+  const float keep_scale = float(1.0 / (1.0 - p.dropout_p));
+  uint32_t pk0 = 0, pk1 = 0;
+  philox_key(p.seed, p.offset, pk0, pk1);
+
+  // The loop runs over it = gi * nqt + qt (query head hk * G + gi, query tile qt). Causal:
+  // query row i sees key k0 only if i >= k0 - (Nk - Nq), so earlier tiles are skipped.
+  int64_t qt_first = 0;
+  if (p.causal) {
+    const int64_t i0 = k0 - (p.Nk - p.Nq);
+    qt_first = i0 > 0 ? i0 / kBM : 0;
+  }
+  const int64_t nit = qt_first < nqt ? G * nqt : 0;
+  auto next_visible = [&](int64_t it) {
+    while (it < nit) {
+      const int64_t gi = it / nqt, qt = it % nqt;
+      if (qt < qt_first) {
+        it = gi * nqt + qt_first;
+        continue;
+      }
+      const int64_t q0 = qt * kBM, q1 = q0 + kBM < p.Nq ? q0 + kBM : p.Nq;
+      if (tile_visibility(p, hk * G + gi, q0, q1, k0, k1) != TileVisibility::empty) break;
+      ++it;
+    }
+    return it;
+  };
+  auto load_query_tile = [&](int64_t it, int st) {
+    const int64_t h = hk * G + it / nqt, q0 = (it % nqt) * kBM;
+    const uint16_t* q = static_cast<const uint16_t*>(p.q) + b * p.q_batch_stride + h * p.q_head_stride;
+    const uint16_t* dO = static_cast<const uint16_t*>(p.do_) + b * p.do_batch_stride + h * p.do_head_stride;
+    load_tile_async<D, kBM, kThreads>(sQ + st * kTileQ, q, p.q_seq_stride, q0, p.Nq);
+    load_tile_async<D, kBM, kThreads>(sdO + st * kTileQ, dO, p.do_seq_stride, q0, p.Nq);
+    if (tid < 2 * kBM) {  // LSE and D_i of the tile's rows; zero past Nq
+      const int r = tid % kBM;
+      const bool is_di = tid >= kBM;
+      const int64_t row = (b * p.Hq + h) * p.Nq + q0 + r;
+      const bool valid = q0 + r < p.Nq;
+      const float* src = is_di ? Di + (valid ? row : 0) : lse_g + (valid ? row : 0);
+      cp_async_4(sL + uint32_t(((is_di ? 2 : 0) + st) * kBM * 4 + r * 4), src, valid ? 4 : 0);
+    }
+  };
+
+  load_tile_async<D, kBN, kThreads>(sK, k, p.k_seq_stride, k0, p.Nk);
+  load_tile_async<D, kBN, kThreads>(sV, v, p.v_seq_stride, k0, p.Nk);
+  int64_t it = next_visible(0);
+  if (it < nit) load_query_tile(it, 0);
+  cp_async_commit();
+
+  // Per-lane ldmatrix offsets at head-dim (or query) chunk 0/1; the swizzle makes chunk
+  // c0 + 2s one XOR of (s << 5) away (see attention_tc_common.cuh).
+  //   A from K/V rows of this warp:       rows 16 warp + (lane & 15), chunk lane >> 4
+  //   B from Q/dO rows (n = query):       rows (lane & 7) + 8 (lane >> 4), chunk (lane >> 3) & 1
+  //   B.trans from Q/dO/K rows (k = row): rows (lane & 7) + 8 ((lane >> 3) & 1), chunk lane >> 4
+  //   A.trans from dS^T (m = query):      rows (lane & 7) + 8 (lane >> 4), chunk (lane >> 3) & 1
+  const uint32_t aLane = uint32_t((warp * 16 + (lane & 15)) * kRowBytes +
+                                  (((lane >> 4) ^ (lane & 7)) << 4));
+  const uint32_t bLane = uint32_t(((lane & 7) + ((lane >> 4) << 3)) * kRowBytes +
+                                  ((((lane >> 3) & 1) ^ (lane & 7)) << 4));
+  const uint32_t tLane = uint32_t(((lane & 7) + (((lane >> 3) & 1) << 3)) * kRowBytes +
+                                  (((lane >> 4) ^ (lane & 7)) << 4));
+  const uint32_t dsLane = uint32_t(((lane & 7) + ((lane >> 4) << 3)) * kDsRowBytes +
+                                   ((((lane >> 3) & 1) ^ (lane & 7)) << 4));
+
+  float dk[kDT][4], dv[kDT][4];
+#pragma unroll
+  for (int dt = 0; dt < kDT; ++dt)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) dk[dt][e] = 0.f, dv[dt][e] = 0.f;
+  // K and V A-fragments of the warp's keys (kept when kKeepKV).
+  uint32_t kf[kKeepKV ? D / 16 : 1][4], vf[kKeepKV ? D / 16 : 1][4];
+  bool kv_in_regs = false;
+
+  const int64_t kw0 = k0 + warp * 16, kw1 = kw0 + 16 < p.Nk ? kw0 + 16 : p.Nk;
+  const uint32_t r4 = uint32_t(lane >> 2) & 3u, a4 = uint32_t(lane >> 4);
+  int stage = 0;
+
+  while (it < nit) {
+    cp_async_wait_all();
+    __syncthreads();  // tile `it` (and K, V) in; every warp done with the other stage and dS^T
+    const int64_t it_next = next_visible(it + 1);
+    if (it_next < nit) load_query_tile(it_next, stage ^ 1);
+    cp_async_commit();
+
+    if constexpr (kKeepKV) {
+      if (!kv_in_regs) {
+#pragma unroll
+        for (int ks = 0; ks < D / 16; ++ks) {
+          ldmatrix_x4(kf[ks], (sK + aLane) ^ uint32_t(ks << 5));
+          ldmatrix_x4(vf[ks], (sV + aLane) ^ uint32_t(ks << 5));
+        }
+        kv_in_regs = true;
+      }
+    }
+
+    const int64_t h = hk * G + it / nqt, q0 = (it % nqt) * kBM;
+    const int64_t q1 = q0 + kBM < p.Nq ? q0 + kBM : p.Nq;
+    const uint32_t sQs = sQ + uint32_t(stage) * kTileQ, sdOs = sdO + uint32_t(stage) * kTileQ;
+    const float* lse_s = pL + stage * kBM;
+    const float* di_s = pD + stage * kBM;
+    const TileVisibility wvis =
+        kw0 < p.Nk ? tile_visibility(p, h, q0, q1, kw0, kw1) : TileVisibility::empty;
+
+    if (wvis != TileVisibility::empty) {  // warp-uniform
+      // S^T = K Q^T and dP^T = V dO^T, 16 keys x kBM queries each.
+      float s[kNT][4], dp[kNT][4];
+#pragma unroll
+      for (int nt = 0; nt < kNT; ++nt)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) s[nt][e] = 0.f, dp[nt][e] = 0.f;
+#pragma unroll
+      for (int ks = 0; ks < D / 16; ++ks) {
+        uint32_t ak[4], av[4];
+        if constexpr (kKeepKV) {
+#pragma unroll
+          for (int e = 0; e < 4; ++e) ak[e] = kf[ks][e], av[e] = vf[ks][e];
+        } else {
+          ldmatrix_x4(ak, (sK + aLane) ^ uint32_t(ks << 5));
+          ldmatrix_x4(av, (sV + aLane) ^ uint32_t(ks << 5));
+        }
+#pragma unroll
+        for (int np = 0; np < kNT / 2; ++np) {
+          uint32_t bq[4], bo[4];
+          ldmatrix_x4(bq, ((sQs + bLane) ^ uint32_t(ks << 5)) + np * 16 * kRowBytes);
+          ldmatrix_x4(bo, ((sdOs + bLane) ^ uint32_t(ks << 5)) + np * 16 * kRowBytes);
+          mma_16816<T>(s[2 * np], ak, bq[0], bq[1]);
+          mma_16816<T>(s[2 * np + 1], ak, bq[2], bq[3]);
+          mma_16816<T>(dp[2 * np], av, bo[0], bo[1]);
+          mma_16816<T>(dp[2 * np + 1], av, bo[2], bo[3]);
+        }
+      }
+
+      // Mask where this (warp, query tile) pair is partial or runs past Nk or Nq: key j (row
+      // g + 8 hr) keeps query columns i with i < Nq and, if causal, i >= j - (Nk - Nq).
+      if (wvis == TileVisibility::partial || kw0 + 16 > p.Nk || q0 + kBM > p.Nq) {
+#pragma unroll
+        for (int hr = 0; hr < 2; ++hr) {
+          const int64_t j = kw0 + g + 8 * hr;
+          int64_t lo = p.causal ? j - (p.Nk - p.Nq) - q0 : 0;
+          int64_t hi = j < p.Nk ? p.Nq - q0 : 0;
+          lo = lo < 0 ? 0 : (lo > kBM ? kBM : lo);
+          hi = hi < 0 ? 0 : (hi > kBM ? kBM : hi);
+#pragma unroll
+          for (int nt = 0; nt < kNT; ++nt)
+#pragma unroll
+            for (int c = 0; c < 2; ++c) {
+              const int col = nt * 8 + 2 * t + c;
+              if (col < lo || col >= hi) s[nt][2 * hr + c] = -INFINITY;
+            }
+        }
+      }
+
+      // P^T. A row with LSE = -inf sees no key: all its entries were masked, and taking
+      // +inf for its LSE keeps exp2(-inf - inf) = 0 instead of NaN.
+#pragma unroll
+      for (int nt = 0; nt < kNT; ++nt) {
+        const float2 l = *reinterpret_cast<const float2*>(lse_s + nt * 8 + 2 * t);
+        const float l0 = l.x == -INFINITY ? INFINITY : l.x * 1.4426950408889634f;
+        const float l1 = l.y == -INFINITY ? INFINITY : l.y * 1.4426950408889634f;
+#pragma unroll
+        for (int hr = 0; hr < 2; ++hr) {
+          s[nt][2 * hr] = fast_exp2(fmaf(s[nt][2 * hr], sl2, -l0));
+          s[nt][2 * hr + 1] = fast_exp2(fmaf(s[nt][2 * hr + 1], sl2, -l1));
+        }
+      }
+
+      // dS^T = scale * P^T (dP^T Z - D_i), and P^T <- P^T Z for dV.
+      const uint32_t ph = uint32_t(b) * uint32_t(p.Hq) + uint32_t(h);
+#pragma unroll
+      for (int nt = 0; nt < kNT; ++nt) {
+        float z[4] = {1.f, 1.f, 1.f, 1.f};
+        if (dropout) {
+          const uint32_t grp = uint32_t(kw0 >> 2) + a4 + 2u * (r4 >> 1);
+          const uint32_t i = uint32_t(q0 + nt * 8 + 2 * t) + (r4 & 1u);
+          const Philox4 r = philox4x32_10(grp, i, ph, uint32_t(p.offset), pk0, pk1);
+          uint32_t keep = uint32_t(pick4(r, r4) >= threshold) << r4;
+#pragma unroll
+          for (uint32_t x = 1; x < 4; ++x) {
+            const uint32_t recv = __shfl_xor_sync(0xffffffffu, pick4(r, r4 ^ x), int(x << 2));
+            keep |= uint32_t(recv >= threshold) << (r4 ^ x);
+          }
+#pragma unroll
+          for (int e = 0; e < 4; ++e) z[e] = (keep >> e) & 1u ? keep_scale : 0.f;
+        }
+        const float2 dd = *reinterpret_cast<const float2*>(di_s + nt * 8 + 2 * t);
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const float pv = s[nt][e];
+          dp[nt][e] = scale * pv * (dp[nt][e] * z[e] - ((e & 1) ? dd.y : dd.x));
+          s[nt][e] = pv * z[e];
+        }
+      }
+
+      // dV += (P^T Z) dO and dK += dS^T Q: the accumulators of column tiles 2kk and 2kk+1
+      // are the A fragment of a 16 x 16 block (keys x queries); B comes through ldmatrix.trans.
+#pragma unroll
+      for (int kk = 0; kk < kBM / 16; ++kk) {
+        uint32_t pa[4], da[4];
+        pa[0] = pack2<T>(s[2 * kk][0], s[2 * kk][1]);
+        pa[1] = pack2<T>(s[2 * kk][2], s[2 * kk][3]);
+        pa[2] = pack2<T>(s[2 * kk + 1][0], s[2 * kk + 1][1]);
+        pa[3] = pack2<T>(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+        da[0] = pack2<T>(dp[2 * kk][0], dp[2 * kk][1]);
+        da[1] = pack2<T>(dp[2 * kk][2], dp[2 * kk][3]);
+        da[2] = pack2<T>(dp[2 * kk + 1][0], dp[2 * kk + 1][1]);
+        da[3] = pack2<T>(dp[2 * kk + 1][2], dp[2 * kk + 1][3]);
+        if constexpr (kAtomicDq) {
+          // Keep dS^T (bf16/fp16, as the mma consumes it) for the dQ step: rows are keys,
+          // 16-byte chunk nt of a row holds queries 8 nt .. 8 nt + 7.
+#pragma unroll
+          for (int half = 0; half < 2; ++half)
+#pragma unroll
+            for (int hr = 0; hr < 2; ++hr) {
+              const int nt = 2 * kk + half, row = warp * 16 + g + 8 * hr;
+              st_shared_u32(sdS + uint32_t(row) * kDsRowBytes + uint32_t(((nt ^ (row & 7)) << 4) + 4 * t),
+                            da[2 * half + hr]);
+            }
+        }
+#pragma unroll
+        for (int dpi = 0; dpi < kDT / 2; ++dpi) {
+          uint32_t bo[4], bq[4];
+          ldmatrix_x4_trans(bo, ((sdOs + tLane) ^ uint32_t(dpi << 5)) + kk * 16 * kRowBytes);
+          ldmatrix_x4_trans(bq, ((sQs + tLane) ^ uint32_t(dpi << 5)) + kk * 16 * kRowBytes);
+          mma_16816<T>(dv[2 * dpi], pa, bo[0], bo[1]);
+          mma_16816<T>(dv[2 * dpi + 1], pa, bo[2], bo[3]);
+          mma_16816<T>(dk[2 * dpi], da, bq[0], bq[1]);
+          mma_16816<T>(dk[2 * dpi + 1], da, bq[2], bq[3]);
+        }
+      }
+    } else if constexpr (kAtomicDq) {
+      // Nothing visible to this warp: its keys contribute zero to dQ.
+#pragma unroll
+      for (int c = 0; c < 16 * int(kDsRowBytes) / 16 / 32; ++c)
+        st_shared_zero16(sdS + uint32_t(warp * 16) * kDsRowBytes + uint32_t((c * 32 + lane) * 16));
+    }
+
+    if constexpr (kAtomicDq) {
+      // dQ[q0 + 16 strip .., kDqDims slice] += dS K over the block's kBN keys.
+      __syncthreads();
+      const int strip = warp % kDqStrips, split = warp / kDqStrips;
+      float dq[kDqDims / 8][4];
+#pragma unroll
+      for (int n = 0; n < kDqDims / 8; ++n)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) dq[n][e] = 0.f;
+#pragma unroll
+      for (int kk = 0; kk < kBN / 16; ++kk) {
+        uint32_t a[4];
+        ldmatrix_x4_trans(a, ((sdS + dsLane) ^ uint32_t(strip << 5)) + kk * 16 * kDsRowBytes);
+#pragma unroll
+        for (int dpi = 0; dpi < kDqDims / 16; ++dpi) {
+          const int dglob = split * (kDqDims / 16) + dpi;
+          uint32_t bk[4];
+          ldmatrix_x4_trans(bk, ((sK + tLane) ^ uint32_t(dglob << 5)) + kk * 16 * kRowBytes);
+          mma_16816<T>(dq[2 * dpi], a, bk[0], bk[1]);
+          mma_16816<T>(dq[2 * dpi + 1], a, bk[2], bk[3]);
+        }
+      }
+      float* dqh = dq_accum + (b * p.Hq + h) * p.Nq * D;
+#pragma unroll
+      for (int hr = 0; hr < 2; ++hr) {
+        const int64_t i = q0 + strip * 16 + g + 8 * hr;
+        if (i >= p.Nq) continue;
+#pragma unroll
+        for (int n = 0; n < kDqDims / 8; ++n)
+          atomic_add_f32x2(dqh + i * D + split * kDqDims + n * 8 + 2 * t, dq[n][2 * hr],
+                           dq[n][2 * hr + 1]);
+      }
+    }
+    stage ^= 1;
+    it = it_next;
+  }
+  cp_async_wait_all();  // nothing may be in flight when the block exits
+
+  T* dkp = static_cast<T*>(p.dk) + b * p.dk_batch_stride + hk * p.dk_head_stride;
+  T* dvp = static_cast<T*>(p.dv) + b * p.dv_batch_stride + hk * p.dv_head_stride;
+#pragma unroll
+  for (int hr = 0; hr < 2; ++hr) {
+    const int64_t j = kw0 + g + 8 * hr;
+    if (j >= p.Nk) continue;
+#pragma unroll
+    for (int dt = 0; dt < kDT; ++dt) {
+      *reinterpret_cast<uint32_t*>(dkp + j * p.dk_seq_stride + dt * 8 + 2 * t) =
+          pack2<T>(dk[dt][2 * hr], dk[dt][2 * hr + 1]);
+      *reinterpret_cast<uint32_t*>(dvp + j * p.dv_seq_stride + dt * 8 + 2 * t) =
+          pack2<T>(dv[dt][2 * hr], dv[dt][2 * hr + 1]);
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Launcher
+
+template <typename T, int D> void run_attention_tc_backward(const AttentionParams& p, cudaStream_t stream) {
+  static_assert(std::is_same_v<T, bfloat16> || std::is_same_v<T, float16>, "16-bit types only");
+  using Cfg = TcBwdConfig<D>;
+  constexpr int kBN = Cfg::kWarps * 16;
+  check_grid(p, "flash_attention_backward_cuda");
+  const int64_t rows = p.B * p.Hq * p.Nq;
+  float* Di = static_cast<float*>(p.workspace);
+  float* dq_accum = reinterpret_cast<float*>(static_cast<unsigned char*>(p.workspace) +
+                                             workspace_pad(size_t(rows) * sizeof(float)));
+
+  // 1. D_i = rowsum(dO * O), 8 rows (warps) per block.
+  attention_bwd_dot_kernel<T, D><<<unsigned((rows + 7) / 8), 256, 0, stream>>>(p, Di);
+  FG_LAUNCH_CHECK();
+
+  // 2. dK, dV (and atomic dQ unless deterministic).
+  const dim3 grid(unsigned((p.Nk + kBN - 1) / kBN), unsigned(p.Hkv), unsigned(p.B));
+  constexpr size_t smem = tc_backward_smem_bytes<D, kBN, Cfg::kBM>();
+  if (!p.deterministic) {
+    FG_CUDA_CHECK(cudaMemsetAsync(dq_accum, 0, size_t(rows) * D * sizeof(float), stream));
+    auto kernel = attention_tc_bwd_dkdv_kernel<T, D, Cfg::kWarps, Cfg::kBM, Cfg::kKeepKV, true>;
+    set_smem_limit(kernel, smem);
+    kernel<<<grid, Cfg::kWarps * 32, smem, stream>>>(p, Di, dq_accum);
+    FG_LAUNCH_CHECK();
+    // 3a. accumulator -> dQ
+    const int64_t n = rows * D;
+    const unsigned blocks = unsigned(std::min<int64_t>((n + 255) / 256, 65535));
+    attention_bwd_dq_convert_kernel<T, D><<<blocks, 256, 0, stream>>>(p, dq_accum);
+    FG_LAUNCH_CHECK();
+  } else {
+    auto kernel = attention_tc_bwd_dkdv_kernel<T, D, Cfg::kWarps, Cfg::kBM, Cfg::kKeepKV, false>;
+    set_smem_limit(kernel, smem);
+    kernel<<<grid, Cfg::kWarps * 32, smem, stream>>>(p, Di, nullptr);
+    FG_LAUNCH_CHECK();
+    // 3b. dQ by query tiles in a fixed order (the SIMT kernel), no atomics.
+    using SimtCfg = Config<T, D>;
+    auto dq_kernel = attention_bwd_dq_kernel<T, D, SimtCfg::kDqBlockQ, SimtCfg::kDqBlockK, SimtCfg::kWarps>;
+    const size_t dq_smem = bwd_dq_smem_bytes<float, D, SimtCfg::kDqBlockQ, SimtCfg::kDqBlockK>();
+    set_smem_limit(dq_kernel, dq_smem);
+    const dim3 q_grid(unsigned((p.Nq + SimtCfg::kDqBlockQ - 1) / SimtCfg::kDqBlockQ), unsigned(p.Hq),
+                      unsigned(p.B));
+    dq_kernel<<<q_grid, SimtCfg::kWarps * 32, dq_smem, stream>>>(p, Di);
+    FG_LAUNCH_CHECK();
+  }
+}
+
+}  // namespace tc
+}  // namespace attn
+}  // namespace fg

@@ -1,0 +1,143 @@
+// Building blocks shared by the tensor-core attention kernels (attention_tc_forward.cuh and
+// attention_tc_backward.cuh): PTX wrappers for cp.async, ldmatrix and mma.sync m16n8k16, 16-bit
+// packing, exp2, and the cp.async loader of XOR-swizzled shared-memory tiles.
+//
+// Fragment layouts of mma.m16n8k16 (g = lane / 4, t = lane % 4), which every kernel relies on:
+//   A 16x16 (row):  a0 (row g, cols 2t, 2t+1), a1 (row g+8, same), a2 (row g, cols 8+2t, +1),
+//                   a3 (row g+8, cols 8+2t, +1)
+//   B 16x8  (col):  b0 (k rows 2t, 2t+1, col g), b1 (k rows 8+2t, +1, col g)
+//   C 16x8:         c0, c1 (row g, cols 2t, 2t+1), c2, c3 (row g+8, cols 2t, 2t+1)
+// ldmatrix.x4: lanes 8i..8i+7 give the row addresses of 8x8 matrix i; register i then holds
+// (row g, cols 2t, 2t+1) of matrix i, or with .trans (rows 2t, 2t+1, col g).
+#pragma once
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <type_traits>
+
+#include "kernels/common/half.h"
+
+namespace fg {
+namespace attn {
+namespace tc {
+
+#define FG_TC_DEV __device__ __forceinline__
+
+// ---------------------------------------------------------------------------------------------
+// PTX wrappers
+
+FG_TC_DEV uint32_t smem_u32(const void* ptr) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(ptr));
+}
+
+// 16 bytes global -> shared, bypassing L1; src_bytes = 0 zero-fills the destination (rows
+// past the end of the sequence), without reading src.
+FG_TC_DEV void cp_async_16(uint32_t dst, const void* src, int src_bytes) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src),
+               "r"(src_bytes)
+               : "memory");
+}
+FG_TC_DEV void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+FG_TC_DEV void cp_async_wait_all() { asm volatile("cp.async.wait_group 0;\n" ::: "memory"); }
+
+FG_TC_DEV void ldmatrix_x4(uint32_t (&r)[4], uint32_t addr) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(addr)
+               : "memory");
+}
+FG_TC_DEV void ldmatrix_x4_trans(uint32_t (&r)[4], uint32_t addr) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(addr)
+               : "memory");
+}
+
+// D (16x8 f32) += A (16x16, row) * B (16x8, col).
+template <typename T>
+FG_TC_DEV void mma_16816(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  if constexpr (std::is_same_v<T, bfloat16>) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, "
+        "{%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+  } else {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, "
+        "{%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+  }
+}
+
+// Two floats -> one 32-bit register of two 16-bit values, `lo` in the low half (the lower
+// column, as the mma fragments and memory order want).
+template <typename T> FG_TC_DEV uint32_t pack2(float lo, float hi) {
+  if constexpr (std::is_same_v<T, bfloat16>) {
+    __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+    return *reinterpret_cast<uint32_t*>(&v);
+  } else {
+    __half2 v = __floats2half2_rn(lo, hi);
+    return *reinterpret_cast<uint32_t*>(&v);
+  }
+}
+
+FG_TC_DEV float fast_exp2(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+  return y;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Shared-memory tiles: [rows][D] 16-bit elements, 16-byte chunks XOR-swizzled within a row:
+// logical chunk c of row r is stored at chunk c ^ (r % 8). With the tile 1024-byte aligned, the
+// address of chunk (c0 + 2k) of a fixed row is (address of chunk c0) ^ (32 k) when c0 is 0 or 1,
+// which is how the fragment loads below step along the head dim with one XOR each.
+
+
+// cp.async rows [r0, r0 + kRows) of one head of a [*, N, H, D] tensor (row stride seq_stride
+// elements) into the swizzled tile at shared address `tile` (1024-byte aligned); rows at or past
+// n are zero-filled. Thread x always moves chunk x % (D/8) of rows x / (D/8) + k * kRowStep,
+// so its swizzled column is fixed and the k-th destination is a compile-time offset.
+template <int D, int kRows, int kThreads>
+FG_TC_DEV void load_tile_async(uint32_t tile, const uint16_t* src, int64_t seq_stride,
+                               int64_t r0, int64_t n) {
+  constexpr int kChunksPerRow = D / 8;
+  constexpr int kRowStep = kThreads / kChunksPerRow;
+  static_assert(kThreads % kChunksPerRow == 0 && kRowStep % 8 == 0 && kRows % kRowStep == 0,
+                "tile load must divide evenly over the threads");
+  const int c = int(threadIdx.x) % kChunksPerRow, r = int(threadIdx.x) / kChunksPerRow;
+  const uint32_t dst = tile + uint32_t(r * D * 2 + ((c ^ (r & 7)) << 4));
+  const uint16_t* g = src + (r0 + r) * seq_stride + c * 8;
+#pragma unroll
+  for (int it = 0; it < kRows / kRowStep; ++it) {
+    const bool valid = r0 + r + it * kRowStep < n;
+    cp_async_16(dst + uint32_t(it * kRowStep * D * 2), valid ? g + it * kRowStep * seq_stride : src,
+                valid ? 16 : 0);
+  }
+}
+
+
+// A 4-byte global -> shared copy (for per-row fp32 values); src_bytes = 0 zero-fills.
+FG_TC_DEV void cp_async_4(uint32_t dst, const void* src, int src_bytes) {
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(dst), "l"(src),
+               "r"(src_bytes)
+               : "memory");
+}
+
+FG_TC_DEV void st_shared_u32(uint32_t addr, uint32_t v) {
+  asm volatile("st.shared.u32 [%0], %1;\n" ::"r"(addr), "r"(v) : "memory");
+}
+FG_TC_DEV void st_shared_zero16(uint32_t addr) {
+  asm volatile("st.shared.v4.u32 [%0], {%1, %1, %1, %1};\n" ::"r"(addr), "r"(0u) : "memory");
+}
+
+// The shared-memory base rounded up to 1024 bytes (the swizzle needs aligned tiles).
+FG_TC_DEV uint32_t align1024(uint32_t addr) { return (addr + 1023u) & ~1023u; }
+
+}  // namespace tc
+}  // namespace attn
+}  // namespace fg
