@@ -27,10 +27,12 @@
 //   dS^T = scale * P^T (dP^T Z - D_i)
 //   dV  += (P^T Z) dO,   dK += dS^T Q            (A re-packed from the accumulators; B = dO, Q
 //                                                 through ldmatrix.trans)
-// and then, with every warp's dS^T in shared memory (bf16, one __syncthreads), the block's dQ
-// contribution dS K for the kBM query rows: warp w takes a 16-row strip and a slice of the
-// head dim (A = dS through ldmatrix.trans of the stored dS^T, B = K through ldmatrix.trans),
-// and adds it to the fp32 accumulator with 8-byte atomics (float2, sm_90) or 4-byte ones.
+// and then, with every warp's dS^T in shared memory (bf16, double-buffered, so the step runs
+// one iteration late, after the barrier that starts the next one), the block's dQ contribution
+// dS K for the kBM query rows: warp w takes a 16-row strip and a slice of the head dim (A = dS
+// through ldmatrix.trans of the stored dS^T, B = K through ldmatrix.trans), and adds it to the
+// fp32 accumulator with 8-byte atomics (float2, sm_90; 16-byte ones measured slower) or 4-byte
+// ones before sm_90.
 //
 // Dropout in the transposed layout: a thread holds keys g, g+8 (of the warp's 16) and queries
 // 2t, 2t+1 of each 8-query column tile. attention_dropout_keep draws four consecutive keys of
@@ -72,8 +74,8 @@ template <int D> struct TcBwdConfig {
 };
 
 template <int D, int kBN, int kBM> constexpr size_t tc_backward_smem_bytes() {
-  // K, V; two stages of Q and dO; dS^T; two stages of LSE and D_i; 1 KB alignment slack.
-  return sizeof(uint16_t) * size_t(2 * kBN * D + 2 * 2 * kBM * D + kBN * kBM) +
+  // K, V; two stages of Q, dO and dS^T; two stages of LSE and D_i; 1 KB alignment slack.
+  return sizeof(uint16_t) * size_t(2 * kBN * D + 2 * 2 * kBM * D + 2 * kBN * kBM) +
          sizeof(float) * size_t(2 * 2 * kBM) + 1024;
 }
 
@@ -118,8 +120,8 @@ __global__ void __launch_bounds__(kWarps * 32, 1)
   const uint32_t sV = sK + kTileK;
   const uint32_t sQ = sV + kTileK;     // 2 stages
   const uint32_t sdO = sQ + 2 * kTileQ;  // 2 stages
-  const uint32_t sdS = sdO + 2 * kTileQ;
-  const uint32_t sL = sdS + kBN * kDsRowBytes;  // float LSE [2][kBM], then D_i [2][kBM]
+  const uint32_t sdS = sdO + 2 * kTileQ;  // 2 stages
+  const uint32_t sL = sdS + 2 * kBN * kDsRowBytes;  // float LSE [2][kBM], then D_i [2][kBM]
   const float* pL = reinterpret_cast<const float*>(tc_smem + (sL - base));
   const float* pD = pL + 2 * kBM;
 
@@ -200,6 +202,42 @@ __global__ void __launch_bounds__(kWarps * 32, 1)
   const uint32_t dsLane = uint32_t(((lane & 7) + ((lane >> 4) << 3)) * kDsRowBytes +
                                    ((((lane >> 3) & 1) ^ (lane & 7)) << 4));
 
+  // dQ[q0 + 16 strip .., kDqDims slice] += dS K over the block's kBN keys, from the dS^T of
+  // stage `st` (query head h, query tile at q0). Runs one iteration late, after the barrier that
+  // already starts the next one, so the loop needs a single __syncthreads per query tile.
+  auto dq_step = [&](int st, int64_t h, int64_t q0) {
+    const int strip = warp % kDqStrips, split = warp / kDqStrips;
+    const uint32_t sdSs = sdS + uint32_t(st) * kBN * kDsRowBytes;
+    float dq[kDqDims / 8][4];
+#pragma unroll
+    for (int n = 0; n < kDqDims / 8; ++n)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) dq[n][e] = 0.f;
+#pragma unroll
+    for (int kk = 0; kk < kBN / 16; ++kk) {
+      uint32_t a[4];
+      ldmatrix_x4_trans(a, ((sdSs + dsLane) ^ uint32_t(strip << 5)) + kk * 16 * kDsRowBytes);
+#pragma unroll
+      for (int dpi = 0; dpi < kDqDims / 16; ++dpi) {
+        const int dglob = split * (kDqDims / 16) + dpi;
+        uint32_t bk[4];
+        ldmatrix_x4_trans(bk, ((sK + tLane) ^ uint32_t(dglob << 5)) + kk * 16 * kRowBytes);
+        mma_16816<T>(dq[2 * dpi], a, bk[0], bk[1]);
+        mma_16816<T>(dq[2 * dpi + 1], a, bk[2], bk[3]);
+      }
+    }
+    float* dqh = dq_accum + (b * p.Hq + h) * p.Nq * D;
+#pragma unroll
+    for (int hr = 0; hr < 2; ++hr) {
+      const int64_t i = q0 + strip * 16 + g + 8 * hr;
+      if (i >= p.Nq) continue;
+#pragma unroll
+      for (int n = 0; n < kDqDims / 8; ++n)
+        atomic_add_f32x2(dqh + i * D + split * kDqDims + n * 8 + 2 * t, dq[n][2 * hr],
+                         dq[n][2 * hr + 1]);
+    }
+  };
+
   float dk[kDT][4], dv[kDT][4];
 #pragma unroll
   for (int dt = 0; dt < kDT; ++dt)
@@ -212,13 +250,17 @@ __global__ void __launch_bounds__(kWarps * 32, 1)
   const int64_t kw0 = k0 + warp * 16, kw1 = kw0 + 16 < p.Nk ? kw0 + 16 : p.Nk;
   const uint32_t r4 = uint32_t(lane >> 2) & 3u, a4 = uint32_t(lane >> 4);
   int stage = 0;
+  int64_t prev_h = -1, prev_q0 = 0;  // the query tile whose dQ step is still due
 
   while (it < nit) {
     cp_async_wait_all();
-    __syncthreads();  // tile `it` (and K, V) in; every warp done with the other stage and dS^T
+    __syncthreads();  // tile `it` (and K, V) in; every warp done with the previous iteration
     const int64_t it_next = next_visible(it + 1);
     if (it_next < nit) load_query_tile(it_next, stage ^ 1);
     cp_async_commit();
+    if constexpr (kAtomicDq) {
+      if (prev_h >= 0) dq_step(stage ^ 1, prev_h, prev_q0);
+    }
 
     if constexpr (kKeepKV) {
       if (!kv_in_regs) {
@@ -350,7 +392,7 @@ __global__ void __launch_bounds__(kWarps * 32, 1)
 #pragma unroll
             for (int hr = 0; hr < 2; ++hr) {
               const int nt = 2 * kk + half, row = warp * 16 + g + 8 * hr;
-              st_shared_u32(sdS + uint32_t(row) * kDsRowBytes + uint32_t(((nt ^ (row & 7)) << 4) + 4 * t),
+              st_shared_u32(sdS + uint32_t(stage) * kBN * kDsRowBytes + uint32_t(row) * kDsRowBytes + uint32_t(((nt ^ (row & 7)) << 4) + 4 * t),
                             da[2 * half + hr]);
             }
         }
@@ -369,46 +411,21 @@ __global__ void __launch_bounds__(kWarps * 32, 1)
       // Nothing visible to this warp: its keys contribute zero to dQ.
 #pragma unroll
       for (int c = 0; c < 16 * int(kDsRowBytes) / 16 / 32; ++c)
-        st_shared_zero16(sdS + uint32_t(warp * 16) * kDsRowBytes + uint32_t((c * 32 + lane) * 16));
+        st_shared_zero16(sdS + uint32_t(stage) * kBN * kDsRowBytes +
+                         uint32_t(warp * 16) * kDsRowBytes + uint32_t((c * 32 + lane) * 16));
     }
+    prev_h = h, prev_q0 = q0;
 
-    if constexpr (kAtomicDq) {
-      // dQ[q0 + 16 strip .., kDqDims slice] += dS K over the block's kBN keys.
-      __syncthreads();
-      const int strip = warp % kDqStrips, split = warp / kDqStrips;
-      float dq[kDqDims / 8][4];
-#pragma unroll
-      for (int n = 0; n < kDqDims / 8; ++n)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) dq[n][e] = 0.f;
-#pragma unroll
-      for (int kk = 0; kk < kBN / 16; ++kk) {
-        uint32_t a[4];
-        ldmatrix_x4_trans(a, ((sdS + dsLane) ^ uint32_t(strip << 5)) + kk * 16 * kDsRowBytes);
-#pragma unroll
-        for (int dpi = 0; dpi < kDqDims / 16; ++dpi) {
-          const int dglob = split * (kDqDims / 16) + dpi;
-          uint32_t bk[4];
-          ldmatrix_x4_trans(bk, ((sK + tLane) ^ uint32_t(dglob << 5)) + kk * 16 * kRowBytes);
-          mma_16816<T>(dq[2 * dpi], a, bk[0], bk[1]);
-          mma_16816<T>(dq[2 * dpi + 1], a, bk[2], bk[3]);
-        }
-      }
-      float* dqh = dq_accum + (b * p.Hq + h) * p.Nq * D;
-#pragma unroll
-      for (int hr = 0; hr < 2; ++hr) {
-        const int64_t i = q0 + strip * 16 + g + 8 * hr;
-        if (i >= p.Nq) continue;
-#pragma unroll
-        for (int n = 0; n < kDqDims / 8; ++n)
-          atomic_add_f32x2(dqh + i * D + split * kDqDims + n * 8 + 2 * t, dq[n][2 * hr],
-                           dq[n][2 * hr + 1]);
-      }
-    }
     stage ^= 1;
     it = it_next;
   }
   cp_async_wait_all();  // nothing may be in flight when the block exits
+  if constexpr (kAtomicDq) {
+    if (prev_h >= 0) {
+      __syncthreads();  // every warp's dS^T of the last tile is in
+      dq_step(stage ^ 1, prev_h, prev_q0);
+    }
+  }
 
   T* dkp = static_cast<T*>(p.dk) + b * p.dk_batch_stride + hk * p.dk_head_stride;
   T* dvp = static_cast<T*>(p.dv) + b * p.dv_batch_stride + hk * p.dv_head_stride;
