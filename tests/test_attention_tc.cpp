@@ -158,18 +158,19 @@ template <typename T> struct TcProblem {
 }  // namespace
 
 TEST_CASE("attention tc: eligibility rule (no GPU needed for the negative cases)", "[attention]") {
-  // f32 / f64 and D = 32 never take the tensor-core path; that needs no device query.
+  // These answers need no device query.
   AttentionParams p;
   p.B = 1, p.Nq = p.Nk = 64, p.Hq = p.Hkv = 1, p.D = 64;
   set_contiguous_strides(p);
   p.softmax_scale = 0.125;
-  for (DType dt : {DType::f32, DType::f64}) {
-    p.dtype = dt;
+  // f64 never takes a tensor-core kernel, f32 only the forward (3xTF32).
+  p.dtype = DType::f64;
 #ifdef FLASHGRAD_WITH_CUDA
-    CHECK_FALSE(flash_attention_forward_uses_tensor_cores(p));
-    CHECK_FALSE(flash_attention_backward_uses_tensor_cores(p));
+  CHECK_FALSE(flash_attention_forward_uses_tensor_cores(p));
+  CHECK_FALSE(flash_attention_backward_uses_tensor_cores(p));
+  p.dtype = DType::f32;
+  CHECK_FALSE(flash_attention_backward_uses_tensor_cores(p));
 #endif
-  }
   p.dtype = DType::bf16;
   p.D = 32;
   set_contiguous_strides(p);
@@ -472,5 +473,70 @@ TEST_CASE("attention tc: long sequence through the cp.async pipeline",
   check_tc<bfloat16>(c);
   c.causal = true, c.D = 64;
   check_tc<float16>(c);
+}
+namespace {
+
+// fp32 forward on tensor cores (3xTF32): fp32-level accuracy against the double reference (plain
+// TF32, with its 11-bit mantissa, would miss these bounds by orders of magnitude), the same
+// masks and dropout bits as the SIMT forward, and the SIMT backward on its O and LSE.
+void check_tf32x3(const TcCfg& c) {
+  TcProblem<float> pr(c);
+  TcRun<float> run(pr);
+  INFO("f32 B=" << c.B << " Nq=" << c.Nq << " Nk=" << c.Nk << " Hq=" << c.Hq << " Hkv=" << c.Hkv
+                << " D=" << c.D << " causal=" << c.causal << " p=" << c.p
+                << " mask=" << !c.mask.empty());
+  REQUIRE(flash_attention_forward_uses_tensor_cores(run.p));
+  REQUIRE_FALSE(flash_attention_backward_uses_tensor_cores(run.p));
+  Outs tc;
+  {
+    run.o.poison(), run.lse.poison(), run.dq.poison(), run.dk.poison(), run.dv.poison();
+    flash_attention_forward_cuda(run.p);
+    AttentionParams pb = run.p;
+    DBuf<uint8_t> ws(flash_attention_backward_workspace_bytes(pb));
+    pb.workspace = ws.ptr;
+    flash_attention_backward_cuda(pb);
+    FG_CUDA_CHECK(cudaDeviceSynchronize());
+    tc.o = run.o.host_d(), tc.lse = run.lse.host_d();
+    tc.dq = run.dq.host_d(), tc.dk = run.dk.host_d(), tc.dv = run.dv.host_d();
+  }
+  const Outs simt = run.run(/*simt=*/true, /*backward=*/false);
+  if (std::getenv("FG_ATTENTION_VERBOSE"))
+    std::printf("tf32x3 Nq=%lld Nk=%lld D=%lld causal=%d p=%.2f: o %.2e lse %.2e (simt o %.2e) "
+                "dq %.2e dk %.2e dv %.2e\n",
+                (long long)c.Nq, (long long)c.Nk, (long long)c.D, int(c.causal), c.p,
+                rel_l2(tc.o, pr.ro), rel_l2(tc.lse, pr.rlse), rel_l2(simt.o, pr.ro),
+                rel_l2(tc.dq, pr.rdq), rel_l2(tc.dk, pr.rdk), rel_l2(tc.dv, pr.rdv));
+  CHECK(rel_l2(tc.o, pr.ro) < 1e-5);
+  CHECK(rel_l2(tc.lse, pr.rlse) < 1e-6);
+  CHECK(rel_l2(tc.o, simt.o) < 1e-5);
+  CHECK(rel_l2(tc.dv, pr.rdv) < 1e-5);
+  if (c.Nk > 1) {
+    CHECK(rel_l2(tc.dq, pr.rdq) < 1e-5);
+    CHECK(rel_l2(tc.dk, pr.rdk) < 1e-5);
+  }
+}
+
+}  // namespace
+
+TEST_CASE("attention tc: fp32 forward (3xTF32)", "[cuda][attention][racecheck]") {
+  if (!tc_gpu()) {
+    WARN("no CUDA device of compute capability >= 8; skipped");
+    return;
+  }
+  for (int64_t D : {64, 128}) {
+    TcCfg c;
+    c.D = D;
+    check_tf32x3(c);  // 37 x 53: partial tiles
+    c.Nq = 300, c.Nk = 257, c.causal = true;
+    check_tf32x3(c);
+    c.Nq = 200, c.Nk = 70;  // rows that see no key
+    check_tf32x3(c);
+    c.causal = false, c.p = 0.2, c.Hq = 4, c.Hkv = 2, c.Nq = 130, c.Nk = 97;
+    check_tf32x3(c);
+    c.p = 0.0, c.B = 1, c.Hq = c.Hkv = 1, c.Nq = 300, c.Nk = 330;
+    c.mask = sliding_window_block_mask(c.Nq, c.Nk, 70, true);
+    c.causal = true;
+    check_tf32x3(c);
+  }
 }
 #endif  // FLASHGRAD_WITH_CUDA

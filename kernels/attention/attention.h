@@ -39,12 +39,12 @@ size_t flash_attention_backward_workspace_bytes(const AttentionParams& p);
 // CUDA flash attention (pointers are device pointers, block_mask too). Asynchronous on `stream`.
 void flash_attention_forward_cuda(const AttentionParams& p, cudaStream_t stream = 0);
 void flash_attention_backward_cuda(const AttentionParams& p, cudaStream_t stream = 0);
-// Whether flash_attention_forward_cuda(p) takes the tensor-core (mma.sync) kernel rather
-// than the SIMT one: bf16/f16, D in {64, 128}, sm_80+, 16-byte aligned rows, and
-// FLASHGRAD_ATTENTION_SIMT unset (or 0). Queries the current device.
+// Whether flash_attention_forward_cuda(p) takes a tensor-core kernel rather than the SIMT one:
+// bf16/f16 (mma.sync) or f32 (3xTF32: about fp32 accuracy), D in {64, 128}, sm_80+, 16-byte
+// aligned rows, and FLASHGRAD_ATTENTION_SIMT unset (or 0). Queries the current device.
 bool flash_attention_forward_uses_tensor_cores(const AttentionParams& p);
-// The same for flash_attention_backward_cuda(p): the forward's conditions, and dO, dQ, dK, dV
-// 16-byte aligned with strides that are multiples of 8 elements.
+// The same for flash_attention_backward_cuda(p): bf16/f16 only, the forward's conditions, and
+// dO, dQ, dK, dV 16-byte aligned with strides that are multiples of 8 elements.
 bool flash_attention_backward_uses_tensor_cores(const AttentionParams& p);
 #endif
 

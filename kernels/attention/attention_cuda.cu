@@ -28,22 +28,24 @@ template <typename T, typename F> void dispatch_head_dim(int64_t D, const char* 
 
 bool aligned16(const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % 16 == 0; }
 
-// Whether the tensor-core forward can run this call: bf16/f16, D in {64, 128}, a GPU of
-// compute capability 8.0 or later, 16-byte aligned rows (cp.async moves 16-byte chunks, i.e.
-// 8 elements: pointers 16-byte aligned and every seq/head/batch stride a multiple of 8), a
-// positive softmax scale (the kernel folds it into exp2), and no FLASHGRAD_ATTENTION_SIMT=1
-// in the environment (which forces the SIMT kernels, e.g. to compare the two paths).
+// Whether the tensor-core forward can run this call: bf16/f16 (mma.sync m16n8k16) or f32
+// (3xTF32, m16n8k8), D in {64, 128}, a GPU of compute capability 8.0 or later, 16-byte aligned
+// rows (cp.async moves 16-byte chunks: pointers 16-byte aligned and every seq/head/batch stride
+// a multiple of 16 bytes), a positive softmax scale (the kernels fold it into exp2), and no
+// FLASHGRAD_ATTENTION_SIMT=1 in the environment (which forces the SIMT kernels, e.g. to compare
+// the two paths).
 bool tc_forward_usable(const AttentionParams& p) {
-  if (p.dtype != DType::bf16 && p.dtype != DType::f16) return false;
+  if (p.dtype != DType::bf16 && p.dtype != DType::f16 && p.dtype != DType::f32) return false;
   if (p.D != 64 && p.D != 128) return false;
   const char* env = std::getenv("FLASHGRAD_ATTENTION_SIMT");
   if (env && env[0] != '\0' && std::strcmp(env, "0") != 0) return false;
   if (!(p.softmax_scale > 0.0) || !std::isfinite(p.softmax_scale)) return false;
   if (!aligned16(p.q) || !aligned16(p.k) || !aligned16(p.v) || !aligned16(p.o)) return false;
+  const int64_t chunk = p.dtype == DType::f32 ? 4 : 8;  // elements per 16 bytes
   for (int64_t s : {p.q_batch_stride, p.q_seq_stride, p.q_head_stride, p.k_batch_stride,
                     p.k_seq_stride, p.k_head_stride, p.v_batch_stride, p.v_seq_stride,
                     p.v_head_stride, p.o_batch_stride, p.o_seq_stride, p.o_head_stride})
-    if (s % 8 != 0) return false;
+    if (s % chunk != 0) return false;
   int dev = 0, major = 0;
   FG_CUDA_CHECK(cudaGetDevice(&dev));
   FG_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
@@ -51,7 +53,9 @@ bool tc_forward_usable(const AttentionParams& p) {
 }
 
 // The backward also reads dO with cp.async and writes dQ, dK, dV two elements at a time.
+// The tensor-core backward is 16-bit only (fp32 keeps the SIMT backward).
 bool tc_backward_usable(const AttentionParams& p) {
+  if (p.dtype != DType::bf16 && p.dtype != DType::f16) return false;
   if (!tc_forward_usable(p)) return false;
   if (!aligned16(p.do_) || !aligned16(p.dq) || !aligned16(p.dk) || !aligned16(p.dv)) return false;
   for (int64_t s : {p.do_batch_stride, p.do_seq_stride, p.do_head_stride, p.dq_batch_stride,
@@ -73,7 +77,10 @@ bool flash_attention_backward_uses_tensor_cores(const AttentionParams& p) {
 void flash_attention_forward_cuda(const AttentionParams& p, cudaStream_t stream) {
   check_attention_params(p, /*backward=*/false, /*cuda=*/true);
   if (tc_forward_usable(p)) {
-    if (p.dtype == DType::bf16) {
+    if (p.dtype == DType::f32) {
+      if (p.D == 64) attn::tc::run_attention_tf32x3_forward<64>(p, stream);
+      else attn::tc::run_attention_tf32x3_forward<128>(p, stream);
+    } else if (p.dtype == DType::bf16) {
       if (p.D == 64) attn::tc::run_attention_tc_forward<bfloat16, 64>(p, stream);
       else attn::tc::run_attention_tc_forward<bfloat16, 128>(p, stream);
     } else {

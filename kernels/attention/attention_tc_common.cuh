@@ -135,6 +135,35 @@ FG_TC_DEV void st_shared_zero16(uint32_t addr) {
   asm volatile("st.shared.v4.u32 [%0], {%1, %1, %1, %1};\n" ::"r"(addr), "r"(0u) : "memory");
 }
 
+// fp32 on tensor cores to about fp32 accuracy ("3xTF32"): x = hi + lo with hi = tf32(x) and
+// lo = tf32(x - hi), and a product taken as lo*hi + hi*lo + hi*hi (small terms first); the
+// dropped lo*lo term and lo's own rounding are near 2^-22 relative, against 2^-11 for plain TF32.
+FG_TC_DEV uint32_t to_tf32(float x) {
+  uint32_t r;
+  asm("cvt.rna.tf32.f32 %0, %1;\n" : "=r"(r) : "f"(x));
+  return r;
+}
+FG_TC_DEV void split_tf32(float x, uint32_t& hi, uint32_t& lo) {
+  hi = to_tf32(x);
+  lo = to_tf32(x - __uint_as_float(hi));
+}
+// D (16x8 f32) += A (16x8 tf32, row) * B (8x8 tf32, col). Fragments (g = lane / 4, t = lane % 4):
+// a0 (row g, col t), a1 (row g+8, col t), a2 (row g, col t+4), a3 (row g+8, col t+4);
+// b0 (k row t, col g), b1 (k row t+4, col g); C as for m16n8k16.
+FG_TC_DEV void mma_1688_tf32(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0, %1, %2, %3}, "
+      "{%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+FG_TC_DEV void mma_1688_3xtf32(float (&c)[4], const uint32_t (&ahi)[4], const uint32_t (&alo)[4],
+                               uint32_t bhi0, uint32_t bhi1, uint32_t blo0, uint32_t blo1) {
+  mma_1688_tf32(c, alo, bhi0, bhi1);
+  mma_1688_tf32(c, ahi, blo0, blo1);
+  mma_1688_tf32(c, ahi, bhi0, bhi1);
+}
+
 // The shared-memory base rounded up to 1024 bytes (the swizzle needs aligned tiles).
 FG_TC_DEV uint32_t align1024(uint32_t addr) { return (addr + 1023u) & ~1023u; }
 
