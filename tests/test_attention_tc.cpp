@@ -218,6 +218,11 @@ struct ForceSimt {
   ForceSimt() { setenv("FLASHGRAD_ATTENTION_SIMT", "1", 1); }
   ~ForceSimt() { unsetenv("FLASHGRAD_ATTENTION_SIMT"); }
 };
+// Scoped FLASHGRAD_ATTENTION_WGMMA=0 (the mma.sync forward on a Hopper GPU).
+struct NoWgmma {
+  NoWgmma() { setenv("FLASHGRAD_ATTENTION_WGMMA", "0", 1); }
+  ~NoWgmma() { unsetenv("FLASHGRAD_ATTENTION_WGMMA"); }
+};
 
 struct Outs {
   std::vector<double> o, lse, dq, dk, dv;
@@ -292,22 +297,35 @@ template <typename T> void check_tc(const TcCfg& c) {
   const Outs tc = run.run(/*simt=*/false, /*backward=*/true);
   const Outs det = run.run(/*simt=*/false, /*backward=*/true, /*deterministic=*/true);
   const Outs simt = run.run(/*simt=*/true, /*backward=*/true);
+  // On a Hopper GPU the default forward is the wgmma kernel; check the mma.sync one as well.
+  const bool wgmma = flash_attention_forward_uses_wgmma(run.p);
+  Outs mma;
+  if (wgmma) {
+    NoWgmma off;
+    REQUIRE_FALSE(flash_attention_forward_uses_wgmma(run.p));
+    mma = run.run(/*simt=*/false, /*backward=*/false);
+  }
   INFO("dtype=" << dtype_name(pr.p.dtype) << " B=" << c.B << " Nq=" << c.Nq << " Nk=" << c.Nk
                 << " Hq=" << c.Hq << " Hkv=" << c.Hkv << " D=" << c.D << " causal=" << c.causal
                 << " p=" << c.p << " mask=" << !c.mask.empty() << " mask_heads=" << c.mask_heads);
   if (std::getenv("FG_ATTENTION_VERBOSE"))
     std::printf("tc %s Nq=%lld Nk=%lld D=%lld causal=%d p=%.2f mask=%d: o %.2e lse %.2e "
-                "vs-simt %.2e dq %.2e dk %.2e dv %.2e (det dq %.2e, simt dq %.2e dk %.2e)\n",
+                "vs-simt %.2e dq %.2e dk %.2e dv %.2e (det dq %.2e, simt dq %.2e dk %.2e)%s\n",
                 dtype_name(pr.p.dtype), (long long)c.Nq, (long long)c.Nk, (long long)c.D,
                 int(c.causal), c.p, int(!c.mask.empty()), rel_l2(tc.o, pr.ro),
                 rel_l2(tc.lse, pr.rlse), rel_l2(tc.o, simt.o), rel_l2(tc.dq, pr.rdq),
                 rel_l2(tc.dk, pr.rdk), rel_l2(tc.dv, pr.rdv), rel_l2(det.dq, pr.rdq),
-                rel_l2(simt.dq, pr.rdq), rel_l2(simt.dk, pr.rdk));
+                rel_l2(simt.dq, pr.rdq), rel_l2(simt.dk, pr.rdk), wgmma ? " wgmma" : "");
   CHECK(rel_l2(tc.o, pr.ro) < 1e-2);
   CHECK(rel_l2(tc.lse, pr.rlse) < 1e-4);
   CHECK(rel_l2(simt.o, pr.ro) < 1e-2);  // the reference itself is sane
   CHECK(rel_l2(tc.o, simt.o) < 1e-2);
   CHECK(rel_l2(tc.lse, simt.lse) < 1e-4);
+  if (wgmma) {
+    INFO("mma.sync forward (the default is wgmma here)");
+    CHECK(rel_l2(mma.o, pr.ro) < 1e-2);
+    CHECK(rel_l2(mma.lse, pr.rlse) < 1e-4);
+  }
   check_grads(pr, tc, "tensor-core backward, atomic dQ");
   check_grads(pr, det, "tensor-core backward, deterministic dQ");
   check_grads(pr, simt, "SIMT backward");

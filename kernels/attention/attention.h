@@ -43,6 +43,9 @@ void flash_attention_backward_cuda(const AttentionParams& p, cudaStream_t stream
 // bf16/f16 (mma.sync) or f32 (3xTF32: about fp32 accuracy), D in {64, 128}, sm_80+, 16-byte
 // aligned rows, and FLASHGRAD_ATTENTION_SIMT unset (or 0). Queries the current device.
 bool flash_attention_forward_uses_tensor_cores(const AttentionParams& p);
+// Whether that tensor-core forward is the Hopper one (wgmma: bf16/f16, D = 64, a 9.x device, a
+// build with sm_90a code) rather than mma.sync; FLASHGRAD_ATTENTION_WGMMA=0 turns it off.
+bool flash_attention_forward_uses_wgmma(const AttentionParams& p);
 // The same for flash_attention_backward_cuda(p): bf16/f16 only, the forward's conditions, and
 // dO, dQ, dK, dV 16-byte aligned with strides that are multiples of 8 elements.
 bool flash_attention_backward_uses_tensor_cores(const AttentionParams& p);

@@ -53,6 +53,26 @@ bool tc_forward_usable(const AttentionParams& p) {
 }
 
 // The backward also reads dO with cp.async and writes dQ, dK, dV two elements at a time.
+// Whether the 16-bit tensor-core forward can use the Hopper (wgmma) kernel: D = 64, a compute
+// capability 9.x device, a build with sm_90a code, and FLASHGRAD_ATTENTION_WGMMA not set to 0
+// (which selects the mma.sync kernel, e.g. to compare the two).
+bool wgmma_forward_usable(const AttentionParams& p) {
+#if defined(FLASHGRAD_HAVE_SM90A)
+  if (p.dtype != DType::bf16 && p.dtype != DType::f16) return false;
+  if (p.D != 64) return false;  // D = 128: the mma.sync kernel measured faster
+  if (!tc_forward_usable(p)) return false;
+  const char* env = std::getenv("FLASHGRAD_ATTENTION_WGMMA");
+  if (env && std::strcmp(env, "0") == 0) return false;
+  int dev = 0, major = 0;
+  FG_CUDA_CHECK(cudaGetDevice(&dev));
+  FG_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
+  return major == 9;
+#else
+  (void)p;
+  return false;
+#endif
+}
+
 // The tensor-core backward is 16-bit only (fp32 keeps the SIMT backward).
 bool tc_backward_usable(const AttentionParams& p) {
   if (p.dtype != DType::bf16 && p.dtype != DType::f16) return false;
@@ -70,6 +90,10 @@ bool flash_attention_forward_uses_tensor_cores(const AttentionParams& p) {
   return tc_forward_usable(p);
 }
 
+bool flash_attention_forward_uses_wgmma(const AttentionParams& p) {
+  return wgmma_forward_usable(p);
+}
+
 bool flash_attention_backward_uses_tensor_cores(const AttentionParams& p) {
   return tc_backward_usable(p);
 }
@@ -80,6 +104,9 @@ void flash_attention_forward_cuda(const AttentionParams& p, cudaStream_t stream)
     if (p.dtype == DType::f32) {
       if (p.D == 64) attn::tc::run_attention_tf32x3_forward<64>(p, stream);
       else attn::tc::run_attention_tf32x3_forward<128>(p, stream);
+    } else if (wgmma_forward_usable(p)) {
+      if (p.dtype == DType::bf16) attn::tc::run_attention_wgmma_forward<bfloat16, 64>(p, stream);
+      else attn::tc::run_attention_wgmma_forward<float16, 64>(p, stream);
     } else if (p.dtype == DType::bf16) {
       if (p.D == 64) attn::tc::run_attention_tc_forward<bfloat16, 64>(p, stream);
       else attn::tc::run_attention_tc_forward<bfloat16, 128>(p, stream);

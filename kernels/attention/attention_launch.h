@@ -18,6 +18,9 @@ namespace tc {
 // Tensor-core (mma.sync) forward for T in {bfloat16, float16}, D in {64, 128}
 // (attention_tc_forward.cuh, instantiated in instantiations/attention_tc_forward_*.cu).
 template <typename T, int D> void run_attention_tc_forward(const AttentionParams& p, cudaStream_t stream);
+// Hopper forward (wgmma, sm_90a), bf16/f16, D = 64 (attention_wgmma_forward.cuh,
+// instantiated in instantiations/attention_wgmma_forward_*.cu).
+template <typename T, int D> void run_attention_wgmma_forward(const AttentionParams& p, cudaStream_t stream);
 // fp32 forward on tensor cores (3xTF32), D in {64, 128} (attention_tc_forward.cuh, instantiated
 // in instantiations/attention_tc_forward_f32_*.cu).
 template <int D> void run_attention_tf32x3_forward(const AttentionParams& p, cudaStream_t stream);

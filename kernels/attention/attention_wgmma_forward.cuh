@@ -1,0 +1,297 @@
+// Tensor-core FlashAttention forward for bf16 / fp16 on Hopper (wgmma, sm_90a), D = 64, and its
+// launcher run_attention_wgmma_forward<T, D>. (At D = 128 this simple form, without overlap of
+// softmax and wgmma inside a warpgroup, measured slower than the mma.sync kernel: 302-313 vs
+// 325-328 TFLOP/s non-causal; D = 128 stays there.)
+//
+// Same algorithm, tile skipping, masking, dropout bits and output as the mma.sync forward of
+// attention_tc_forward.cuh (whose shared steps it calls), with the two matrix products issued as
+// warpgroup-wide wgmma: a block is two warpgroups (8 warps, 128 query rows), each owning 64 rows.
+//   S = Q K^T:  m64n64k16, A = Q and B = K straight from shared memory (K-major descriptors),
+//               so one read of a K tile serves the 64 rows of a warpgroup instead of 16;
+//   O += P V:   m64n64k16, A = P from registers (the S accumulators re-packed, as in the mma.sync
+//               kernel), B = V from shared memory through an MN-major descriptor.
+// The shared tiles of load_tile_async (rows of 64 elements = 128 bytes, 16-byte chunk c of row r
+// at c ^ (r % 8), 1024-byte aligned) are exactly the hardware's 128-byte swizzle, so wgmma reads
+// them as they are. Descriptor fields (PTX ISA, "matrix descriptor"): start address, leading and
+// stride byte offsets (>> 4), swizzle mode 1 = 128 B; in the 128-byte-swizzled canonical layouts
+// 8-row groups are SBO = 1024 bytes apart, K-major needs no LBO, and MN-major's LBO (the
+// distance between 64-element column blocks) is unused with 64 columns. A k16 step inside a
+// row is +32 bytes on the start address.
+//
+// cp.async writes shared memory through the generic proxy and wgmma reads it through the async
+// proxy, so each thread fences (fence.proxy.async) after its copies land and before the barrier.
+//
+// Used for D = 64 when the device is sm_90 and the build includes sm_90a code
+// (FLASHGRAD_HAVE_SM90A), unless FLASHGRAD_ATTENTION_WGMMA=0 asks for the mma.sync kernel.
+#pragma once
+#include "kernels/attention/attention_tc_forward.cuh"
+
+namespace fg {
+namespace attn {
+namespace tc {
+
+FG_TC_DEV void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
+FG_TC_DEV void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
+FG_TC_DEV void wgmma_wait_all() { asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory"); }
+FG_TC_DEV void fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
+// Keeps the compiler from moving accesses of an accumulator across the asynchronous wgmma.
+template <int N> FG_TC_DEV void fence_accumulator(float (&r)[N][4]) {
+#pragma unroll
+  for (int i = 0; i < N; ++i)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) asm volatile("" : "+f"(r[i][e])::"memory");
+}
+
+// Descriptor of a 128-byte-swizzled operand at shared address `addr` (see the file comment).
+FG_TC_DEV uint64_t sw128_descriptor(uint32_t addr, uint32_t lbo_bytes) {
+  return uint64_t((addr >> 4) & 0x3FFFu) | (uint64_t((lbo_bytes >> 4) & 0x3FFFu) << 16) |
+         (uint64_t(1024 >> 4) << 32) | (uint64_t(1) << 62);
+}
+
+// ---------------------------------------------------------------------------------------------
+// wgmma (sm_90a): warpgroup-wide asynchronous mma. D is the accumulator of one warpgroup (4
+// consecutive warps, the first at a warp index divisible by 4): for m64nN each warp holds rows
+// 16 w .. 16 w + 15 in the mma.m16n8k16 C layout, n8 block j in d[j][0..3]. A comes from a
+// shared-memory descriptor (_ss) or from registers in the mma.m16n8k16 A layout (_rs); B always
+// from a descriptor, K-major (kTransB = 0) or MN-major (kTransB = 1). The accumulator is always
+// added to (scale-d = 1); callers zero it first.
+
+// m64n64k16, A and B from shared memory.
+template <typename T, int kTransB>
+FG_TC_DEV void wgmma_m64n64k16_ss(float (&d)[8][4], uint64_t desc_a, uint64_t desc_b) {
+  if constexpr (std::is_same_v<T, bfloat16>) {
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 {"
+        "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
+        "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31"
+        "}, " "%32, %33, p, 1, 1, 0, %35;\n"
+        "}\n"
+        : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]),
+          "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]), "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]),
+          "+f"(d[4][0]), "+f"(d[4][1]), "+f"(d[4][2]), "+f"(d[4][3]), "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]),
+          "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]), "+f"(d[7][0]), "+f"(d[7][1]), "+f"(d[7][2]), "+f"(d[7][3])
+        : "l"(desc_a), "l"(desc_b), "n"(1), "n"(kTransB));
+  } else {
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 {"
+        "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
+        "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31"
+        "}, " "%32, %33, p, 1, 1, 0, %35;\n"
+        "}\n"
+        : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]),
+          "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]), "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]),
+          "+f"(d[4][0]), "+f"(d[4][1]), "+f"(d[4][2]), "+f"(d[4][3]), "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]),
+          "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]), "+f"(d[7][0]), "+f"(d[7][1]), "+f"(d[7][2]), "+f"(d[7][3])
+        : "l"(desc_a), "l"(desc_b), "n"(1), "n"(kTransB));
+  }
+}
+
+// m64n64k16, A from registers.
+template <typename T, int kTransB>
+FG_TC_DEV void wgmma_m64n64k16_rs(float (&d)[8][4], const uint32_t (&a)[4], uint64_t desc_b) {
+  if constexpr (std::is_same_v<T, bfloat16>) {
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 {"
+        "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
+        "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31"
+        "}, " "{%32, %33, %34, %35}, %36, p, 1, 1, %38;\n"
+        "}\n"
+        : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]),
+          "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]), "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]),
+          "+f"(d[4][0]), "+f"(d[4][1]), "+f"(d[4][2]), "+f"(d[4][3]), "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]),
+          "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]), "+f"(d[7][0]), "+f"(d[7][1]), "+f"(d[7][2]), "+f"(d[7][3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "n"(1), "n"(kTransB));
+  } else {
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 {"
+        "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
+        "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31"
+        "}, " "{%32, %33, %34, %35}, %36, p, 1, 1, %38;\n"
+        "}\n"
+        : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]),
+          "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]), "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]),
+          "+f"(d[4][0]), "+f"(d[4][1]), "+f"(d[4][2]), "+f"(d[4][3]), "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]),
+          "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]), "+f"(d[7][0]), "+f"(d[7][1]), "+f"(d[7][2]), "+f"(d[7][3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "n"(1), "n"(kTransB));
+  }
+}
+
+// Warpgroups per block and blocks per SM (overridable with -D for experiments). Two blocks of
+// two warpgroups per SM measured best: the blocks drift apart, so one block's softmax overlaps
+// the other's wgmma (one block per SM, 2 warpgroups in lockstep behind its barriers: 211 vs 288
+// TFLOP/s at N = 16384; one warpgroup per block, 4 blocks per SM: 268).
+#ifndef FG_WGMMA_WG
+#define FG_WGMMA_WG 2
+#endif
+#ifndef FG_WGMMA_MINB
+#define FG_WGMMA_MINB 2
+#endif
+constexpr int kWgmmaBM = 64 * FG_WGMMA_WG, kWgmmaBN = 64, kWgmmaThreads = 128 * FG_WGMMA_WG;
+
+template <int D> constexpr size_t wgmma_forward_smem_bytes() {
+  // Q, 2 stages of K and V, and 1 KB of slack to align the base to 1024 bytes.
+  return sizeof(uint16_t) * size_t(kWgmmaBM * D + 2 * 2 * kWgmmaBN * D) + 1024;
+}
+
+template <typename T, int D>
+__global__ void __launch_bounds__(kWgmmaThreads, FG_WGMMA_MINB)
+    attention_wgmma_forward_kernel(const AttentionParams p) {
+  static_assert(D == 64, "D = 128 stays on the mma.sync kernel, which measured faster");
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  constexpr int kThreads = kWgmmaThreads, kBM = kWgmmaBM, kBN = kWgmmaBN;
+  constexpr int kNT = kBN / 8, kDT = D / 8;
+  static_assert(kBlockMaskTileK % kBN == 0 && kBlockMaskTileQ % 64 == 0,
+                "a warpgroup's rows and a key tile must lie in one block-mask tile");
+  extern __shared__ __align__(128) unsigned char tc_smem[];
+  constexpr uint32_t kTileQ = kBM * D * 2, kStage = kBN * D * 2;
+  const uint32_t sQ = align1024(smem_u32(tc_smem));
+  const uint32_t sK = sQ + kTileQ;
+  const uint32_t sV = sK + 2 * kStage;
+
+  const int tid = int(threadIdx.x), warp = tid / 32, lane = tid % 32;
+  const int g = lane >> 2, t = lane & 3;
+  const int wg = warp / 4;  // warpgroup: rows 64 wg .. 64 wg + 63 of the tile
+  const int64_t nqt = (p.Nq + kBM - 1) / kBM;
+  const int64_t q0 = (nqt - 1 - int64_t(blockIdx.x)) * kBM;  // heaviest causal tiles first
+  const int64_t h = blockIdx.y, b = blockIdx.z;
+  const int64_t hk = h / (p.Hq / p.Hkv);
+  const int64_t q1 = q0 + kBM < p.Nq ? q0 + kBM : p.Nq;
+
+  const uint16_t* q = static_cast<const uint16_t*>(p.q) + b * p.q_batch_stride + h * p.q_head_stride;
+  const uint16_t* k = static_cast<const uint16_t*>(p.k) + b * p.k_batch_stride + hk * p.k_head_stride;
+  const uint16_t* v = static_cast<const uint16_t*>(p.v) + b * p.v_batch_stride + hk * p.v_head_stride;
+
+  const float sl2 = float(p.softmax_scale * 1.4426950408889634);
+  const bool dropout = p.dropout_p > 0.0;
+  const uint32_t threshold = dropout_threshold(p.dropout_p);
+  const float keep_scale = float(1.0 / (1.0 - p.dropout_p));
+  uint32_t pk0 = 0, pk1 = 0;
+  philox_key(p.seed, p.offset, pk0, pk1);
+  const uint32_t ph = uint32_t(b) * uint32_t(p.Hq) + uint32_t(h);
+
+  load_tile_async<D, kBM, kThreads>(sQ, q, p.q_seq_stride, q0, p.Nq);
+  cp_async_commit();
+
+  const int64_t kend = p.causal ? (q1 + p.Nk - p.Nq < p.Nk ? q1 + p.Nk - p.Nq : p.Nk) : p.Nk;
+  const int64_t nkt = kend > 0 ? (kend + kBN - 1) / kBN : 0;
+  auto next_visible = [&](int64_t kt) {
+    while (kt < nkt) {
+      const int64_t k0 = kt * kBN, k1 = k0 + kBN < p.Nk ? k0 + kBN : p.Nk;
+      if (tile_visibility(p, h, q0, q1, k0, k1) != TileVisibility::empty) break;
+      ++kt;
+    }
+    return kt;
+  };
+  int64_t kt = next_visible(0);
+  if (kt < nkt) {
+    load_tile_async<D, kBN, kThreads>(sK, k, p.k_seq_stride, kt * kBN, p.Nk);
+    load_tile_async<D, kBN, kThreads>(sV, v, p.v_seq_stride, kt * kBN, p.Nk);
+  }
+  cp_async_commit();
+
+  float acc[1][kDT][4], m[1][2], l[1][2];
+#pragma unroll
+  for (int hr = 0; hr < 2; ++hr) m[0][hr] = -INFINITY, l[0][hr] = 0.f;
+#pragma unroll
+  for (int dt = 0; dt < kDT; ++dt)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) acc[0][dt][e] = 0.f;
+
+  const int64_t g0 = q0 + 64 * wg, g1 = g0 + 64 < p.Nq ? g0 + 64 : p.Nq;  // warpgroup rows
+  const int64_t wr0 = q0 + 16 * warp, wr1 = wr0 + 16 < p.Nq ? wr0 + 16 : p.Nq;  // warp rows
+  const uint32_t qA = sQ + uint32_t(wg * 64 * 128);  // the warpgroup's 64 rows of Q
+  int stage = 0;
+
+  while (kt < nkt) {
+    cp_async_wait_all();
+    fence_proxy_async();  // this thread's copies, visible to the wgmma (async proxy) reads
+    __syncthreads();      // tile kt is in; every warp is done with the other stage
+    const int64_t kt_next = next_visible(kt + 1);
+    if (kt_next < nkt) {
+      load_tile_async<D, kBN, kThreads>(sK + (stage ^ 1) * kStage, k, p.k_seq_stride,
+                                              kt_next * kBN, p.Nk);
+      load_tile_async<D, kBN, kThreads>(sV + (stage ^ 1) * kStage, v, p.v_seq_stride,
+                                              kt_next * kBN, p.Nk);
+    }
+    cp_async_commit();
+
+    const int64_t k0 = kt * kBN, k1 = k0 + kBN < p.Nk ? k0 + kBN : p.Nk;
+    // wgmma is warpgroup-wide, so the skip decision is too (64 rows inside one mask tile).
+    const TileVisibility gvis =
+        g0 < p.Nq ? tile_visibility(p, h, g0, g1, k0, k1) : TileVisibility::empty;
+    if (gvis != TileVisibility::empty) {
+      const uint32_t kS = sK + stage * kStage, vS = sV + stage * kStage;
+      float s[1][kNT][4];
+#pragma unroll
+      for (int nt = 0; nt < kNT; ++nt)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) s[0][nt][e] = 0.f;
+      // S = Q K^T, k16 step ks at +32 ks bytes.
+      wgmma_fence();
+#pragma unroll
+      for (int ks = 0; ks < D / 16; ++ks)
+        wgmma_m64n64k16_ss<T, 0>(s[0], sw128_descriptor(qA + uint32_t(ks * 32), 16),
+                                 sw128_descriptor(kS + uint32_t(ks * 32), 16));
+      wgmma_commit();
+      wgmma_wait_all();
+      fence_accumulator(s[0]);
+
+      const TileVisibility wvis =
+          wr0 < p.Nq ? tile_visibility(p, h, wr0, wr1, k0, k1) : TileVisibility::empty;
+      if (wvis != TileVisibility::full || k1 - k0 < kBN) mask_scores(s, p, wr0, k0, g, t);
+      online_softmax(s, m, l, acc, sl2);
+      if (dropout)
+        apply_dropout(s, wr0, k0, g, t, ph, uint32_t(p.offset), pk0, pk1, threshold, keep_scale);
+
+      // O += P V over the tile's four 16-key slices.
+      uint32_t pa[kBN / 16][4];
+#pragma unroll
+      for (int kk = 0; kk < kBN / 16; ++kk) {
+        pa[kk][0] = pack2<T>(s[0][2 * kk][0], s[0][2 * kk][1]);
+        pa[kk][1] = pack2<T>(s[0][2 * kk][2], s[0][2 * kk][3]);
+        pa[kk][2] = pack2<T>(s[0][2 * kk + 1][0], s[0][2 * kk + 1][1]);
+        pa[kk][3] = pack2<T>(s[0][2 * kk + 1][2], s[0][2 * kk + 1][3]);
+      }
+      fence_accumulator(acc[0]);
+      wgmma_fence();
+#pragma unroll
+      for (int kk = 0; kk < kBN / 16; ++kk)
+        wgmma_m64n64k16_rs<T, 1>(acc[0], pa[kk], sw128_descriptor(vS + uint32_t(kk * 16 * 128), 16));
+      wgmma_commit();
+      wgmma_wait_all();
+      fence_accumulator(acc[0]);
+    }
+    stage ^= 1;
+    kt = kt_next;
+  }
+  cp_async_wait_all();  // nothing may be in flight when the block exits
+
+  uint16_t* o = static_cast<uint16_t*>(p.o) + b * p.o_batch_stride + h * p.o_head_stride;
+  float* lse = static_cast<float*>(p.lse) + (b * p.Hq + h) * p.Nq;
+  finish_rows(acc, m, l, sl2, p, lse, wr0, g, t, [&](int64_t i, int dt, float x0, float x1) {
+    *reinterpret_cast<uint32_t*>(o + i * p.o_seq_stride + dt * 8 + 2 * t) = pack2<T>(x0, x1);
+  });
+#else
+  __trap();  // built without sm_90a code; the launcher never picks this kernel then
+#endif
+}
+
+template <typename T, int D> void run_attention_wgmma_forward(const AttentionParams& p, cudaStream_t stream) {
+  static_assert(std::is_same_v<T, bfloat16> || std::is_same_v<T, float16>, "16-bit types only");
+  FG_CHECK(p.B <= 65535 && p.Hq <= 65535, "flash_attention_forward_cuda: B=", p.B, " and Hq=",
+           p.Hq, " must each be at most 65535 (they are grid dimensions); split the batch");
+  auto kernel = attention_wgmma_forward_kernel<T, D>;
+  constexpr size_t smem = wgmma_forward_smem_bytes<D>();
+  FG_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
+  const dim3 grid(unsigned((p.Nq + kWgmmaBM - 1) / kWgmmaBM), unsigned(p.Hq), unsigned(p.B));
+  kernel<<<grid, kWgmmaThreads, smem, stream>>>(p);
+  FG_LAUNCH_CHECK();
+}
+
+}  // namespace tc
+}  // namespace attn
+}  // namespace fg
