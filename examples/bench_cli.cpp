@@ -292,7 +292,7 @@ void run_bench(const BenchFlags& fl) {
 
   std::printf("flashgrad bench attention: %s, %s, hidden %lld, %lld tokens per batch\n", prop.name,
               dtype_name(dt), (long long)fl.hidden, (long long)fl.tokens);
-  std::printf("%4s %6s %6s %3s %3s %5s | %9s %9s %9s | %7s %7s %7s | %s\n", "D", "causal", "N", "B",
+  std::printf("%4s %6s %6s %3s %3s %12s | %9s %9s %9s | %7s %7s %7s | %s\n", "D", "causal", "N", "B",
               "H", "path", "fwd ms", "bwd ms", "f+b ms", "fwd TF", "bwd TF", "f+b TF", "check");
   for (int64_t D : fl.head_dims)
     for (bool causal : causals)
@@ -318,7 +318,16 @@ void run_bench(const BenchFlags& fl) {
 
         Result r{};
         r.D = D, r.N = N, r.B = p.B, r.H = p.Hq, r.causal = causal;
-        r.path = flash_attention_forward_uses_tensor_cores(p) ? "tc" : "simt";
+        // Kernels taken, forward/backward: wgmma, mma (mma.sync), 3xtf32 (fp32 on tensor cores)
+        // or simt.
+        {
+          const char* fwd = flash_attention_forward_uses_wgmma(p)                 ? "wgmma"
+                            : !flash_attention_forward_uses_tensor_cores(p)       ? "simt"
+                            : dt == DType::f32                                     ? "3xtf32"
+                                                                                   : "mma";
+          r.path = std::string(fwd) + "/" +
+                   (flash_attention_backward_uses_tensor_cores(p) ? "mma" : "simt");
+        }
         r.fwd_ms = time_ms([&] { flash_attention_forward_cuda(p); }, fl, e0, e1);
         r.bwd_ms = time_ms([&] { flash_attention_backward_cuda(p); }, fl, e0, e1);
         r.fwdbwd_ms = time_ms([&] {
@@ -348,7 +357,7 @@ void run_bench(const BenchFlags& fl) {
                         r.ok ? "ok" : "FAIL", r.err_o, r.err_dq, r.err_dk, r.err_dv);
         else
           std::snprintf(check, sizeof check, "skipped");
-        std::printf("%4lld %6s %6lld %3lld %3lld %5s | %9.3f %9.3f %9.3f | %7.1f %7.1f %7.1f | %s\n",
+        std::printf("%4lld %6s %6lld %3lld %3lld %12s | %9.3f %9.3f %9.3f | %7.1f %7.1f %7.1f | %s\n",
                     (long long)D, causal ? "yes" : "no", (long long)N, (long long)p.B,
                     (long long)p.Hq, r.path.c_str(), r.fwd_ms, r.bwd_ms, r.fwdbwd_ms, r.fwd_tflops,
                     r.bwd_tflops, r.fwdbwd_tflops, check);

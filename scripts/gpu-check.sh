@@ -4,6 +4,8 @@
 # benchmarks. Logs go to $OUT (or ./out). Prints a summary table last.
 #
 #   bash scripts/gpu-check.sh [--no-sanitizer] [--no-bench] [--only REGEX]
+#
+# FLASHGRAD_COMMIT=<hash> names the commit in the summary where the copy has no git history.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/out}
@@ -84,6 +86,6 @@ if [ $BENCH -eq 1 ] && [ -x bench/run.sh ]; then
 fi
 
 cat "$LOGS"/*.log > "$OUT/sanitizer.log" 2>/dev/null
-echo "==== gpu-check summary ($GPU; commit $(git rev-parse --short HEAD 2>/dev/null); $(date -u +%F)) ===="
+echo "==== gpu-check summary ($GPU; commit ${FLASHGRAD_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null)}; $(date -u +%F)) ===="
 for s in "${summary[@]}"; do echo "  $s"; done
 exit $status
