@@ -325,8 +325,10 @@ void run_bench(const BenchFlags& fl) {
                             : !flash_attention_forward_uses_tensor_cores(p)       ? "simt"
                             : dt == DType::f32                                     ? "3xtf32"
                                                                                    : "mma";
-          r.path = std::string(fwd) + "/" +
-                   (flash_attention_backward_uses_tensor_cores(p) ? "mma" : "simt");
+          const char* bwd = flash_attention_backward_uses_wgmma(p)           ? "wgmma"
+                            : flash_attention_backward_uses_tensor_cores(p) ? "mma"
+                                                                            : "simt";
+          r.path = std::string(fwd) + "/" + bwd;
         }
         r.fwd_ms = time_ms([&] { flash_attention_forward_cuda(p); }, fl, e0, e1);
         r.bwd_ms = time_ms([&] { flash_attention_backward_cuda(p); }, fl, e0, e1);

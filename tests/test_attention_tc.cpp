@@ -297,13 +297,16 @@ template <typename T> void check_tc(const TcCfg& c) {
   const Outs tc = run.run(/*simt=*/false, /*backward=*/true);
   const Outs det = run.run(/*simt=*/false, /*backward=*/true, /*deterministic=*/true);
   const Outs simt = run.run(/*simt=*/true, /*backward=*/true);
-  // On a Hopper GPU the default forward is the wgmma kernel; check the mma.sync one as well.
+  // On a Hopper GPU the default kernels at D 64 are the wgmma ones (forward, and the dK/dV
+  // kernel of the backward); check the mma.sync ones as well.
   const bool wgmma = flash_attention_forward_uses_wgmma(run.p);
+  REQUIRE(flash_attention_backward_uses_wgmma(run.p) == wgmma);
   Outs mma;
   if (wgmma) {
     NoWgmma off;
     REQUIRE_FALSE(flash_attention_forward_uses_wgmma(run.p));
-    mma = run.run(/*simt=*/false, /*backward=*/false);
+    REQUIRE_FALSE(flash_attention_backward_uses_wgmma(run.p));
+    mma = run.run(/*simt=*/false, /*backward=*/true);
   }
   INFO("dtype=" << dtype_name(pr.p.dtype) << " B=" << c.B << " Nq=" << c.Nq << " Nk=" << c.Nk
                 << " Hq=" << c.Hq << " Hkv=" << c.Hkv << " D=" << c.D << " causal=" << c.causal
@@ -322,9 +325,10 @@ template <typename T> void check_tc(const TcCfg& c) {
   CHECK(rel_l2(tc.o, simt.o) < 1e-2);
   CHECK(rel_l2(tc.lse, simt.lse) < 1e-4);
   if (wgmma) {
-    INFO("mma.sync forward (the default is wgmma here)");
+    INFO("mma.sync kernels (the default is wgmma here)");
     CHECK(rel_l2(mma.o, pr.ro) < 1e-2);
     CHECK(rel_l2(mma.lse, pr.rlse) < 1e-4);
+    check_grads(pr, mma, "mma.sync backward");
   }
   check_grads(pr, tc, "tensor-core backward, atomic dQ");
   check_grads(pr, det, "tensor-core backward, deterministic dQ");

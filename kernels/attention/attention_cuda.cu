@@ -53,14 +53,13 @@ bool tc_forward_usable(const AttentionParams& p) {
 }
 
 // The backward also reads dO with cp.async and writes dQ, dK, dV two elements at a time.
-// Whether the 16-bit tensor-core forward can use the Hopper (wgmma) kernel: D = 64, a compute
-// capability 9.x device, a build with sm_90a code, and FLASHGRAD_ATTENTION_WGMMA not set to 0
-// (which selects the mma.sync kernel, e.g. to compare the two).
-bool wgmma_forward_usable(const AttentionParams& p) {
+// Whether a 16-bit tensor-core kernel can use its Hopper (wgmma) form: D = 64 (at D = 128 the
+// mma.sync kernels measured faster), a compute capability 9.x device, a build with sm_90a code,
+// and FLASHGRAD_ATTENTION_WGMMA not set to 0 (which selects mma.sync, e.g. to compare the two).
+bool wgmma_usable(const AttentionParams& p) {
 #if defined(FLASHGRAD_HAVE_SM90A)
   if (p.dtype != DType::bf16 && p.dtype != DType::f16) return false;
-  if (p.D != 64) return false;  // D = 128: the mma.sync kernel measured faster
-  if (!tc_forward_usable(p)) return false;
+  if (p.D != 64) return false;
   const char* env = std::getenv("FLASHGRAD_ATTENTION_WGMMA");
   if (env && std::strcmp(env, "0") == 0) return false;
   int dev = 0, major = 0;
@@ -72,6 +71,8 @@ bool wgmma_forward_usable(const AttentionParams& p) {
   return false;
 #endif
 }
+
+bool wgmma_forward_usable(const AttentionParams& p) { return tc_forward_usable(p) && wgmma_usable(p); }
 
 // The tensor-core backward is 16-bit only (fp32 keeps the SIMT backward).
 bool tc_backward_usable(const AttentionParams& p) {
@@ -96,6 +97,10 @@ bool flash_attention_forward_uses_wgmma(const AttentionParams& p) {
 
 bool flash_attention_backward_uses_tensor_cores(const AttentionParams& p) {
   return tc_backward_usable(p);
+}
+
+bool flash_attention_backward_uses_wgmma(const AttentionParams& p) {
+  return tc_backward_usable(p) && wgmma_usable(p);
 }
 
 void flash_attention_forward_cuda(const AttentionParams& p, cudaStream_t stream) {
@@ -126,12 +131,13 @@ void flash_attention_forward_cuda(const AttentionParams& p, cudaStream_t stream)
 void flash_attention_backward_cuda(const AttentionParams& p, cudaStream_t stream) {
   check_attention_params(p, /*backward=*/true, /*cuda=*/true);
   if (tc_backward_usable(p)) {
+    const bool wgmma = wgmma_usable(p);
     if (p.dtype == DType::bf16) {
-      if (p.D == 64) attn::tc::run_attention_tc_backward<bfloat16, 64>(p, stream);
-      else attn::tc::run_attention_tc_backward<bfloat16, 128>(p, stream);
+      if (p.D == 64) attn::tc::run_attention_tc_backward<bfloat16, 64>(p, wgmma, stream);
+      else attn::tc::run_attention_tc_backward<bfloat16, 128>(p, false, stream);
     } else {
-      if (p.D == 64) attn::tc::run_attention_tc_backward<float16, 64>(p, stream);
-      else attn::tc::run_attention_tc_backward<float16, 128>(p, stream);
+      if (p.D == 64) attn::tc::run_attention_tc_backward<float16, 64>(p, wgmma, stream);
+      else attn::tc::run_attention_tc_backward<float16, 128>(p, false, stream);
     }
     return;
   }

@@ -52,6 +52,7 @@
 #include "kernels/attention/attention.h"
 #include "kernels/attention/attention_kernels.cuh"
 #include "kernels/attention/attention_tc_common.cuh"
+#include "kernels/attention/attention_wgmma_common.cuh"
 #include "kernels/attention/params.h"
 #include "kernels/common/half.h"
 #include "kernels/common/philox.h"
@@ -96,7 +97,7 @@ FG_TC_DEV void atomic_add_f32x2(float* dst, float a, float b) {
 // ---------------------------------------------------------------------------------------------
 // The dK / dV (+ atomic dQ) kernel
 
-template <typename T, int D, int kWarps, int kBM, bool kKeepKV, bool kAtomicDq>
+template <typename T, int D, int kWarps, int kBM, bool kKeepKV, bool kAtomicDq, bool kWgmma>
 __global__ void __launch_bounds__(kWarps * 32, 1)
     attention_tc_bwd_dkdv_kernel(const AttentionParams p, const float* __restrict__ Di,
                                  float* __restrict__ dq_accum) {
@@ -113,6 +114,16 @@ __global__ void __launch_bounds__(kWarps * 32, 1)
   // A warp's 16 keys and a query tile each lie inside one 64 x 64 block-mask tile, so inside a
   // non-empty (warp, query tile) pair the mask is only causal + bounds.
   static_assert(kBlockMaskTileQ % kBM == 0 && kBlockMaskTileK % 16 == 0, "block-mask tiles");
+  // wgmma: a warpgroup's 64 keys form one m64 tile; needs 128-byte rows (D = 64), the keys of a
+  // warpgroup inside one block-mask tile, and K, V from shared memory (not register copies).
+  static_assert(!kWgmma || (D == 64 && kWarps % 4 == 0 && kBlockMaskTileK % 64 == 0 && !kKeepKV),
+                "wgmma backward shape");
+#if !defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  if constexpr (kWgmma) {
+    __trap();  // built without sm_90a code; the launcher never picks this kernel then
+    return;
+  }
+#endif
 
   extern __shared__ __align__(128) unsigned char tc_smem[];
   const uint32_t base = smem_u32(tc_smem);
@@ -254,6 +265,7 @@ __global__ void __launch_bounds__(kWarps * 32, 1)
 
   while (it < nit) {
     cp_async_wait_all();
+    if constexpr (kWgmma) fence_proxy_async();  // the copies, visible to wgmma's reads
     __syncthreads();  // tile `it` (and K, V) in; every warp done with the previous iteration
     const int64_t it_next = next_visible(it + 1);
     if (it_next < nit) load_query_tile(it_next, stage ^ 1);
@@ -280,39 +292,66 @@ __global__ void __launch_bounds__(kWarps * 32, 1)
     const float* di_s = pD + stage * kBM;
     const TileVisibility wvis =
         kw0 < p.Nk ? tile_visibility(p, h, q0, q1, kw0, kw1) : TileVisibility::empty;
+    // Whether this warp computes: its own pair, or with wgmma its warpgroup's 64 keys (one
+    // block-mask tile, so a warp inside a visible warpgroup is at worst all masked).
+    bool active = wvis != TileVisibility::empty;
+    if constexpr (kWgmma) {
+      const int64_t g0 = k0 + (warp / 4) * 64, g1 = g0 + 64 < p.Nk ? g0 + 64 : p.Nk;
+      active = g0 < p.Nk && tile_visibility(p, h, q0, q1, g0, g1) != TileVisibility::empty;
+    }
 
-    if (wvis != TileVisibility::empty) {  // warp-uniform
+    if (active) {  // warp-uniform (warpgroup-uniform with wgmma)
       // S^T = K Q^T and dP^T = V dO^T, 16 keys x kBM queries each.
       float s[kNT][4], dp[kNT][4];
 #pragma unroll
       for (int nt = 0; nt < kNT; ++nt)
 #pragma unroll
         for (int e = 0; e < 4; ++e) s[nt][e] = 0.f, dp[nt][e] = 0.f;
+      if constexpr (kWgmma) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+        // m64n64k16 per warpgroup: A = its 64 K (V) rows, B = the Q (dO) tile, both K-major.
+        const uint32_t kA = sK + uint32_t((warp / 4) * 64) * kRowBytes;
+        const uint32_t vA = sV + uint32_t((warp / 4) * 64) * kRowBytes;
+        wgmma_fence();
 #pragma unroll
-      for (int ks = 0; ks < D / 16; ++ks) {
-        uint32_t ak[4], av[4];
-        if constexpr (kKeepKV) {
-#pragma unroll
-          for (int e = 0; e < 4; ++e) ak[e] = kf[ks][e], av[e] = vf[ks][e];
-        } else {
-          ldmatrix_x4(ak, (sK + aLane) ^ uint32_t(ks << 5));
-          ldmatrix_x4(av, (sV + aLane) ^ uint32_t(ks << 5));
+        for (int ks = 0; ks < D / 16; ++ks) {
+          wgmma_m64n64k16_ss<T, 0>(s, sw128_descriptor(kA + uint32_t(ks * 32), 16),
+                                   sw128_descriptor(sQs + uint32_t(ks * 32), 16));
+          wgmma_m64n64k16_ss<T, 0>(dp, sw128_descriptor(vA + uint32_t(ks * 32), 16),
+                                   sw128_descriptor(sdOs + uint32_t(ks * 32), 16));
         }
-#pragma unroll
-        for (int np = 0; np < kNT / 2; ++np) {
-          uint32_t bq[4], bo[4];
-          ldmatrix_x4(bq, ((sQs + bLane) ^ uint32_t(ks << 5)) + np * 16 * kRowBytes);
-          ldmatrix_x4(bo, ((sdOs + bLane) ^ uint32_t(ks << 5)) + np * 16 * kRowBytes);
-          mma_16816<T>(s[2 * np], ak, bq[0], bq[1]);
-          mma_16816<T>(s[2 * np + 1], ak, bq[2], bq[3]);
-          mma_16816<T>(dp[2 * np], av, bo[0], bo[1]);
-          mma_16816<T>(dp[2 * np + 1], av, bo[2], bo[3]);
+        wgmma_commit();
+        wgmma_wait_all();
+        fence_accumulator(s);
+        fence_accumulator(dp);
+#endif
+      } else {
+  #pragma unroll
+        for (int ks = 0; ks < D / 16; ++ks) {
+          uint32_t ak[4], av[4];
+          if constexpr (kKeepKV) {
+  #pragma unroll
+            for (int e = 0; e < 4; ++e) ak[e] = kf[ks][e], av[e] = vf[ks][e];
+          } else {
+            ldmatrix_x4(ak, (sK + aLane) ^ uint32_t(ks << 5));
+            ldmatrix_x4(av, (sV + aLane) ^ uint32_t(ks << 5));
+          }
+  #pragma unroll
+          for (int np = 0; np < kNT / 2; ++np) {
+            uint32_t bq[4], bo[4];
+            ldmatrix_x4(bq, ((sQs + bLane) ^ uint32_t(ks << 5)) + np * 16 * kRowBytes);
+            ldmatrix_x4(bo, ((sdOs + bLane) ^ uint32_t(ks << 5)) + np * 16 * kRowBytes);
+            mma_16816<T>(s[2 * np], ak, bq[0], bq[1]);
+            mma_16816<T>(s[2 * np + 1], ak, bq[2], bq[3]);
+            mma_16816<T>(dp[2 * np], av, bo[0], bo[1]);
+            mma_16816<T>(dp[2 * np + 1], av, bo[2], bo[3]);
+          }
         }
       }
 
       // Mask where this (warp, query tile) pair is partial or runs past Nk or Nq: key j (row
       // g + 8 hr) keeps query columns i with i < Nq and, if causal, i >= j - (Nk - Nq).
-      if (wvis == TileVisibility::partial || kw0 + 16 > p.Nk || q0 + kBM > p.Nq) {
+      if (wvis != TileVisibility::full || kw0 + 16 > p.Nk || q0 + kBM > p.Nq) {
 #pragma unroll
         for (int hr = 0; hr < 2; ++hr) {
           const int64_t j = kw0 + g + 8 * hr;
@@ -372,39 +411,68 @@ __global__ void __launch_bounds__(kWarps * 32, 1)
       }
 
       // dV += (P^T Z) dO and dK += dS^T Q: the accumulators of column tiles 2kk and 2kk+1
-      // are the A fragment of a 16 x 16 block (keys x queries); B comes through ldmatrix.trans.
-#pragma unroll
-      for (int kk = 0; kk < kBM / 16; ++kk) {
-        uint32_t pa[4], da[4];
-        pa[0] = pack2<T>(s[2 * kk][0], s[2 * kk][1]);
-        pa[1] = pack2<T>(s[2 * kk][2], s[2 * kk][3]);
-        pa[2] = pack2<T>(s[2 * kk + 1][0], s[2 * kk + 1][1]);
-        pa[3] = pack2<T>(s[2 * kk + 1][2], s[2 * kk + 1][3]);
-        da[0] = pack2<T>(dp[2 * kk][0], dp[2 * kk][1]);
-        da[1] = pack2<T>(dp[2 * kk][2], dp[2 * kk][3]);
-        da[2] = pack2<T>(dp[2 * kk + 1][0], dp[2 * kk + 1][1]);
-        da[3] = pack2<T>(dp[2 * kk + 1][2], dp[2 * kk + 1][3]);
+      // are the A fragment of a 16 x 16 block (keys x queries); B comes through ldmatrix.trans
+      // (mma.sync) or an MN-major descriptor of the dO / Q tile (wgmma).
+      auto pack_a = [&](const float (&x)[kNT][4], int kk, uint32_t (&a)[4]) {
+        a[0] = pack2<T>(x[2 * kk][0], x[2 * kk][1]);
+        a[1] = pack2<T>(x[2 * kk][2], x[2 * kk][3]);
+        a[2] = pack2<T>(x[2 * kk + 1][0], x[2 * kk + 1][1]);
+        a[3] = pack2<T>(x[2 * kk + 1][2], x[2 * kk + 1][3]);
+      };
+      // Keep dS^T (bf16/fp16, as the mma consumes it) for the dQ step: rows are keys, 16-byte
+      // chunk nt of a row holds queries 8 nt .. 8 nt + 7.
+      auto store_ds = [&](int kk, const uint32_t (&da)[4]) {
         if constexpr (kAtomicDq) {
-          // Keep dS^T (bf16/fp16, as the mma consumes it) for the dQ step: rows are keys,
-          // 16-byte chunk nt of a row holds queries 8 nt .. 8 nt + 7.
 #pragma unroll
           for (int half = 0; half < 2; ++half)
 #pragma unroll
             for (int hr = 0; hr < 2; ++hr) {
               const int nt = 2 * kk + half, row = warp * 16 + g + 8 * hr;
-              st_shared_u32(sdS + uint32_t(stage) * kBN * kDsRowBytes + uint32_t(row) * kDsRowBytes + uint32_t(((nt ^ (row & 7)) << 4) + 4 * t),
+              st_shared_u32(sdS + uint32_t(stage) * kBN * kDsRowBytes +
+                                uint32_t(row) * kDsRowBytes + uint32_t(((nt ^ (row & 7)) << 4) + 4 * t),
                             da[2 * half + hr]);
             }
         }
+      };
+      if constexpr (kWgmma) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+        uint32_t pa[kBM / 16][4], da[kBM / 16][4];
 #pragma unroll
-        for (int dpi = 0; dpi < kDT / 2; ++dpi) {
-          uint32_t bo[4], bq[4];
-          ldmatrix_x4_trans(bo, ((sdOs + tLane) ^ uint32_t(dpi << 5)) + kk * 16 * kRowBytes);
-          ldmatrix_x4_trans(bq, ((sQs + tLane) ^ uint32_t(dpi << 5)) + kk * 16 * kRowBytes);
-          mma_16816<T>(dv[2 * dpi], pa, bo[0], bo[1]);
-          mma_16816<T>(dv[2 * dpi + 1], pa, bo[2], bo[3]);
-          mma_16816<T>(dk[2 * dpi], da, bq[0], bq[1]);
-          mma_16816<T>(dk[2 * dpi + 1], da, bq[2], bq[3]);
+        for (int kk = 0; kk < kBM / 16; ++kk) {
+          pack_a(s, kk, pa[kk]);
+          pack_a(dp, kk, da[kk]);
+          store_ds(kk, da[kk]);
+        }
+        fence_accumulator(dv);
+        fence_accumulator(dk);
+        wgmma_fence();
+#pragma unroll
+        for (int kk = 0; kk < kBM / 16; ++kk) {
+          wgmma_m64n64k16_rs<T, 1>(dv, pa[kk], sw128_descriptor(sdOs + uint32_t(kk * 16) * kRowBytes, 16));
+          wgmma_m64n64k16_rs<T, 1>(dk, da[kk], sw128_descriptor(sQs + uint32_t(kk * 16) * kRowBytes, 16));
+        }
+        wgmma_commit();
+        wgmma_wait_all();
+        fence_accumulator(dv);
+        fence_accumulator(dk);
+#endif
+      } else {
+#pragma unroll
+        for (int kk = 0; kk < kBM / 16; ++kk) {
+          uint32_t pa[4], da[4];
+          pack_a(s, kk, pa);
+          pack_a(dp, kk, da);
+          store_ds(kk, da);
+#pragma unroll
+          for (int dpi = 0; dpi < kDT / 2; ++dpi) {
+            uint32_t bo[4], bq[4];
+            ldmatrix_x4_trans(bo, ((sdOs + tLane) ^ uint32_t(dpi << 5)) + kk * 16 * kRowBytes);
+            ldmatrix_x4_trans(bq, ((sQs + tLane) ^ uint32_t(dpi << 5)) + kk * 16 * kRowBytes);
+            mma_16816<T>(dv[2 * dpi], pa, bo[0], bo[1]);
+            mma_16816<T>(dv[2 * dpi + 1], pa, bo[2], bo[3]);
+            mma_16816<T>(dk[2 * dpi], da, bq[0], bq[1]);
+            mma_16816<T>(dk[2 * dpi + 1], da, bq[2], bq[3]);
+          }
         }
       }
     } else if constexpr (kAtomicDq) {
@@ -446,7 +514,8 @@ __global__ void __launch_bounds__(kWarps * 32, 1)
 // ---------------------------------------------------------------------------------------------
 // Launcher
 
-template <typename T, int D> void run_attention_tc_backward(const AttentionParams& p, cudaStream_t stream) {
+template <typename T, int D>
+void run_attention_tc_backward(const AttentionParams& p, bool wgmma, cudaStream_t stream) {
   static_assert(std::is_same_v<T, bfloat16> || std::is_same_v<T, float16>, "16-bit types only");
   using Cfg = TcBwdConfig<D>;
   constexpr int kBN = Cfg::kWarps * 16;
@@ -465,7 +534,9 @@ template <typename T, int D> void run_attention_tc_backward(const AttentionParam
   constexpr size_t smem = tc_backward_smem_bytes<D, kBN, Cfg::kBM>();
   if (!p.deterministic) {
     FG_CUDA_CHECK(cudaMemsetAsync(dq_accum, 0, size_t(rows) * D * sizeof(float), stream));
-    auto kernel = attention_tc_bwd_dkdv_kernel<T, D, Cfg::kWarps, Cfg::kBM, Cfg::kKeepKV, true>;
+    auto kernel = attention_tc_bwd_dkdv_kernel<T, D, Cfg::kWarps, Cfg::kBM, Cfg::kKeepKV, true, false>;
+    if constexpr (D == 64)
+      if (wgmma) kernel = attention_tc_bwd_dkdv_kernel<T, D, Cfg::kWarps, Cfg::kBM, false, true, true>;
     set_smem_limit(kernel, smem);
     kernel<<<grid, Cfg::kWarps * 32, smem, stream>>>(p, Di, dq_accum);
     FG_LAUNCH_CHECK();
@@ -475,7 +546,9 @@ template <typename T, int D> void run_attention_tc_backward(const AttentionParam
     attention_bwd_dq_convert_kernel<T, D><<<blocks, 256, 0, stream>>>(p, dq_accum);
     FG_LAUNCH_CHECK();
   } else {
-    auto kernel = attention_tc_bwd_dkdv_kernel<T, D, Cfg::kWarps, Cfg::kBM, Cfg::kKeepKV, false>;
+    auto kernel = attention_tc_bwd_dkdv_kernel<T, D, Cfg::kWarps, Cfg::kBM, Cfg::kKeepKV, false, false>;
+    if constexpr (D == 64)
+      if (wgmma) kernel = attention_tc_bwd_dkdv_kernel<T, D, Cfg::kWarps, Cfg::kBM, false, false, true>;
     set_smem_limit(kernel, smem);
     kernel<<<grid, Cfg::kWarps * 32, smem, stream>>>(p, Di, nullptr);
     FG_LAUNCH_CHECK();

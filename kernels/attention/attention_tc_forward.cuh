@@ -1,11 +1,14 @@
-// Tensor-core FlashAttention-2 forward for bf16 / fp16 (mma.sync m16n8k16, sm_80 and later),
-// and its launcher run_attention_tc_forward<T, D>.
+// Tensor-core FlashAttention-2 forward for bf16 / fp16 (mma.sync m16n8k16, sm_80 and later) and
+// for fp32 (3xTF32, mma.sync m16n8k8; further down), with their launchers
+// run_attention_tc_forward<T, D> and run_attention_tf32x3_forward<D>, and the softmax, masking,
+// dropout and output steps that the wgmma forward (attention_wgmma_forward.cuh) shares.
 //
-// Included only by kernels/attention/instantiations/attention_tc_forward_*.cu (one dtype and
-// head dim per file); attention_cuda.cu picks this path for bf16/f16 with D in {64, 128} when
-// attention_tc_forward_usable() says the pointers and strides allow it, unless the environment
-// variable FLASHGRAD_ATTENTION_SIMT=1 asks for the SIMT kernels of attention_kernels.cuh (which
-// remain the reference, and the path for f32/f64 and D = 32).
+// Included by the instantiation files kernels/attention/instantiations/attention_tc_forward_*.cu
+// (one dtype and head dim per file); attention_cuda.cu picks these kernels for D in {64, 128}
+// when tc_forward_usable() says the pointers and strides allow it (bf16/f16 at D 64 go to the
+// wgmma kernel instead on a Hopper GPU), unless the environment variable
+// FLASHGRAD_ATTENTION_SIMT=1 asks for the SIMT kernels of attention_kernels.cuh (which remain
+// the reference, and the path for f64 and D = 32).
 //
 // It computes exactly the function of params.h (same mask rule, same dropout bits), so every
 // test that holds for the SIMT forward holds for this one to bf16/fp16 rounding.

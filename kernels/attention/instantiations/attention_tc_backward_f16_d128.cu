@@ -6,7 +6,7 @@
 namespace fg {
 namespace attn {
 namespace tc {
-template void run_attention_tc_backward<fg::float16, 128>(const AttentionParams&, cudaStream_t);
+template void run_attention_tc_backward<fg::float16, 128>(const AttentionParams&, bool, cudaStream_t);
 }  // namespace tc
 }  // namespace attn
 }  // namespace fg
