@@ -34,6 +34,13 @@
 // fp32 accumulator with 8-byte atomics (float2, sm_90; 16-byte ones measured slower) or 4-byte
 // ones before sm_90.
 //
+// Hopper variant (kWgmma, D = 64, picked like the wgmma forward): a warpgroup's 64 keys are one
+// m64 tile, so S^T, dP^T (A = K, V rows, B = Q, dO tiles, all K-major) and dV, dK (A = P^T, dS^T
+// from registers, B = dO, Q through MN-major descriptors) are m64n64k16 wgmma, reading each Q and
+// dO tile once per warpgroup instead of once per warp. The accumulator layout is the same as the
+// mma.sync one, so the elementwise steps and the dQ step (still mma.sync) are shared; skipping
+// becomes warpgroup-wide (a warp inside a visible warpgroup is at worst fully masked).
+//
 // Dropout in the transposed layout: a thread holds keys g, g+8 (of the warp's 16) and queries
 // 2t, 2t+1 of each 8-query column tile. attention_dropout_keep draws four consecutive keys of
 // one query with one Philox call; those four keys sit in lanes 4r + t + 16a (r = 0..3) of rows
