@@ -155,12 +155,7 @@ __global__ void __launch_bounds__(kWarps * 32, 1)
   const float* lse_g = static_cast<const float*>(p.lse);
 
   const float scale = float(p.softmax_scale);
-  const float sl2 = float(p.softmax_scale * 1.4426950408889634);
-  const bool dropout = p.dropout_p > 0.0;
-  const uint32_t threshold = dropout_threshold(p.dropout_p);
-  const float keep_scale = float(1.0 / (1.0 - p.dropout_p));
-  uint32_t pk0 = 0, pk1 = 0;
-  philox_key(p.seed, p.offset, pk0, pk1);
+  const SoftmaxDropout sd(p);
 
   // The loop runs over it = gi * nqt + qt (query head hk * G + gi, query tile qt). Causal:
   // query row i sees key k0 only if i >= k0 - (Nk - Nq), so earlier tiles are skipped.
@@ -385,8 +380,8 @@ __global__ void __launch_bounds__(kWarps * 32, 1)
         const float l1 = l.y == -INFINITY ? INFINITY : l.y * 1.4426950408889634f;
 #pragma unroll
         for (int hr = 0; hr < 2; ++hr) {
-          s[nt][2 * hr] = fast_exp2(fmaf(s[nt][2 * hr], sl2, -l0));
-          s[nt][2 * hr + 1] = fast_exp2(fmaf(s[nt][2 * hr + 1], sl2, -l1));
+          s[nt][2 * hr] = fast_exp2(fmaf(s[nt][2 * hr], sd.sl2, -l0));
+          s[nt][2 * hr + 1] = fast_exp2(fmaf(s[nt][2 * hr + 1], sd.sl2, -l1));
         }
       }
 
@@ -395,18 +390,18 @@ __global__ void __launch_bounds__(kWarps * 32, 1)
 #pragma unroll
       for (int nt = 0; nt < kNT; ++nt) {
         float z[4] = {1.f, 1.f, 1.f, 1.f};
-        if (dropout) {
+        if (sd.dropout) {
           const uint32_t grp = uint32_t(kw0 >> 2) + a4 + 2u * (r4 >> 1);
           const uint32_t i = uint32_t(q0 + nt * 8 + 2 * t) + (r4 & 1u);
-          const Philox4 r = philox4x32_10(grp, i, ph, uint32_t(p.offset), pk0, pk1);
-          uint32_t keep = uint32_t(pick4(r, r4) >= threshold) << r4;
+          const Philox4 r = philox4x32_10(grp, i, ph, uint32_t(p.offset), sd.pk0, sd.pk1);
+          uint32_t keep = uint32_t(pick4(r, r4) >= sd.threshold) << r4;
 #pragma unroll
           for (uint32_t x = 1; x < 4; ++x) {
             const uint32_t recv = __shfl_xor_sync(0xffffffffu, pick4(r, r4 ^ x), int(x << 2));
-            keep |= uint32_t(recv >= threshold) << (r4 ^ x);
+            keep |= uint32_t(recv >= sd.threshold) << (r4 ^ x);
           }
 #pragma unroll
-          for (int e = 0; e < 4; ++e) z[e] = (keep >> e) & 1u ? keep_scale : 0.f;
+          for (int e = 0; e < 4; ++e) z[e] = (keep >> e) & 1u ? sd.keep_scale : 0.f;
         }
         const float2 dd = *reinterpret_cast<const float2*>(di_s + nt * 8 + 2 * t);
 #pragma unroll

@@ -17,7 +17,9 @@
 #include <cstdint>
 #include <type_traits>
 
+#include "kernels/attention/params.h"
 #include "kernels/common/half.h"
+#include "kernels/common/philox.h"
 
 namespace fg {
 namespace attn {
@@ -162,6 +164,52 @@ FG_TC_DEV void mma_1688_3xtf32(float (&c)[4], const uint32_t (&ahi)[4], const ui
   mma_1688_tf32(c, alo, bhi0, bhi1);
   mma_1688_tf32(c, ahi, blo0, blo1);
   mma_1688_tf32(c, ahi, bhi0, bhi1);
+}
+
+// The softmax scale and dropout constants of one call, as every tensor-core kernel uses them.
+// Scores stay raw (unscaled): exp(scale (s - m)) = exp2(s sl2 - m sl2) with sl2 = scale log2 e.
+struct SoftmaxDropout {
+  float sl2;
+  bool dropout;
+  uint32_t threshold;  // keep iff the Philox word >= threshold
+  float keep_scale;    // 1 / (1 - p)
+  uint32_t pk0 = 0, pk1 = 0;  // Philox key
+  FG_TC_DEV explicit SoftmaxDropout(const AttentionParams& p)
+      : sl2(float(p.softmax_scale * 1.4426950408889634)),
+        dropout(p.dropout_p > 0.0),
+        threshold(dropout_threshold(p.dropout_p)),
+        keep_scale(float(1.0 / (1.0 - p.dropout_p))) {
+    philox_key(p.seed, p.offset, pk0, pk1);
+  }
+};
+
+// A forward block's work: query tile [q0, q1) (blockIdx.x counted from the end, so that the
+// heaviest causal tiles start first), query head h, batch b, kv head hk, and the key tiles of
+// kBN keys up to the causal end, [0, nkt).
+template <int kBM, int kBN> struct ForwardTile {
+  int64_t q0, q1, h, b, hk, nkt;
+  FG_TC_DEV explicit ForwardTile(const AttentionParams& p) {
+    const int64_t nqt = (p.Nq + kBM - 1) / kBM;
+    q0 = (nqt - 1 - int64_t(blockIdx.x)) * kBM;
+    q1 = q0 + kBM < p.Nq ? q0 + kBM : p.Nq;
+    h = blockIdx.y, b = blockIdx.z;
+    hk = h / (p.Hq / p.Hkv);
+    const int64_t kend = p.causal ? (q1 + p.Nk - p.Nq < p.Nk ? q1 + p.Nk - p.Nq : p.Nk) : p.Nk;
+    nkt = kend > 0 ? (kend + kBN - 1) / kBN : 0;
+  }
+};
+
+// The first key tile at or after kt that causal and block masks leave visible to some row of
+// query tile [q0, q1) (nkt if none): the others are never loaded.
+template <int kBN>
+FG_TC_DEV int64_t next_visible_key_tile(const AttentionParams& p, int64_t h, int64_t q0,
+                                        int64_t q1, int64_t nkt, int64_t kt) {
+  while (kt < nkt) {
+    const int64_t k0 = kt * kBN, k1 = k0 + kBN < p.Nk ? k0 + kBN : p.Nk;
+    if (tile_visibility(p, h, q0, q1, k0, k1) != TileVisibility::empty) break;
+    ++kt;
+  }
+  return kt;
 }
 
 // The shared-memory base rounded up to 1024 bytes (the swizzle needs aligned tiles).

@@ -153,8 +153,7 @@ FG_TC_DEV void online_softmax(float (&s)[kMT][kNT][4], float (&m)[kMT][2], float
 // hands the other the two words it needs.
 template <int kMT, int kNT>
 FG_TC_DEV void apply_dropout(float (&s)[kMT][kNT][4], int64_t wr0, int64_t k0, int g, int t,
-                             uint32_t ph, uint32_t offset, uint32_t pk0, uint32_t pk1,
-                             uint32_t threshold, float keep_scale) {
+                             uint32_t ph, uint32_t offset, const SoftmaxDropout& sd) {
   const bool odd = (t & 1) != 0;
 #pragma unroll
   for (int mi = 0; mi < kMT; ++mi)
@@ -162,17 +161,17 @@ FG_TC_DEV void apply_dropout(float (&s)[kMT][kNT][4], int64_t wr0, int64_t k0, i
     for (int nt = 0; nt < kNT; ++nt) {
       const uint32_t i = uint32_t(wr0 + mi * 16 + g + (odd ? 8 : 0));
       const uint32_t grp = uint32_t((k0 + nt * 8) >> 2) + uint32_t(t >> 1);
-      const Philox4 r = philox4x32_10(grp, i, ph, offset, pk0, pk1);
+      const Philox4 r = philox4x32_10(grp, i, ph, offset, sd.pk0, sd.pk1);
       const uint32_t send0 = odd ? r.x[0] : r.x[2], send1 = odd ? r.x[1] : r.x[3];
       const uint32_t recv0 = __shfl_xor_sync(0xffffffffu, send0, 1);
       const uint32_t recv1 = __shfl_xor_sync(0xffffffffu, send1, 1);
       // Words for (row g, col 2t), (row g, 2t+1), (row g+8, 2t), (row g+8, 2t+1).
       const uint32_t w0 = odd ? recv0 : r.x[0], w1 = odd ? recv1 : r.x[1];
       const uint32_t w2 = odd ? r.x[2] : recv0, w3 = odd ? r.x[3] : recv1;
-      s[mi][nt][0] *= w0 >= threshold ? keep_scale : 0.f;
-      s[mi][nt][1] *= w1 >= threshold ? keep_scale : 0.f;
-      s[mi][nt][2] *= w2 >= threshold ? keep_scale : 0.f;
-      s[mi][nt][3] *= w3 >= threshold ? keep_scale : 0.f;
+      s[mi][nt][0] *= w0 >= sd.threshold ? sd.keep_scale : 0.f;
+      s[mi][nt][1] *= w1 >= sd.threshold ? sd.keep_scale : 0.f;
+      s[mi][nt][2] *= w2 >= sd.threshold ? sd.keep_scale : 0.f;
+      s[mi][nt][3] *= w3 >= sd.threshold ? sd.keep_scale : 0.f;
     }
 }
 
@@ -226,39 +225,18 @@ __global__ void __launch_bounds__(kWarps * 32, 2)
 
   const int tid = int(threadIdx.x), warp = tid / 32, lane = tid % 32;
   const int g = lane >> 2, t = lane & 3;  // mma fragment row group and thread in group
-  const int64_t nqt = (p.Nq + kBM - 1) / kBM;
-  const int64_t q0 = (nqt - 1 - int64_t(blockIdx.x)) * kBM;  // heaviest causal tiles first
-  const int64_t h = blockIdx.y, b = blockIdx.z;
-  const int64_t hk = h / (p.Hq / p.Hkv);
-  const int64_t q1 = q0 + kBM < p.Nq ? q0 + kBM : p.Nq;
-
+  const ForwardTile<kBM, kBN> tile(p);
+  const int64_t q0 = tile.q0, q1 = tile.q1, h = tile.h, b = tile.b, hk = tile.hk, nkt = tile.nkt;
   const uint16_t* q = static_cast<const uint16_t*>(p.q) + b * p.q_batch_stride + h * p.q_head_stride;
   const uint16_t* k = static_cast<const uint16_t*>(p.k) + b * p.k_batch_stride + hk * p.k_head_stride;
   const uint16_t* v = static_cast<const uint16_t*>(p.v) + b * p.v_batch_stride + hk * p.v_head_stride;
-
-  // Scores are kept raw (unscaled); exp(scale * (s - m)) = exp2(s * sl2 - m * sl2).
-  const float sl2 = float(p.softmax_scale * 1.4426950408889634);
-  const bool dropout = p.dropout_p > 0.0;
-  const uint32_t threshold = dropout_threshold(p.dropout_p);
-  const float keep_scale = float(1.0 / (1.0 - p.dropout_p));
-  uint32_t pk0 = 0, pk1 = 0;
-  philox_key(p.seed, p.offset, pk0, pk1);
+  const SoftmaxDropout sd(p);
   const uint32_t ph = uint32_t(b) * uint32_t(p.Hq) + uint32_t(h);
 
   load_tile_async<D, kBM, kThreads>(sQ, q, p.q_seq_stride, q0, p.Nq);
   cp_async_commit();
 
-  // Key tiles [0, nkt) up to the causal end; block-uniform visibility decides which to load.
-  const int64_t kend = p.causal ? (q1 + p.Nk - p.Nq < p.Nk ? q1 + p.Nk - p.Nq : p.Nk) : p.Nk;
-  const int64_t nkt = kend > 0 ? (kend + kBN - 1) / kBN : 0;
-  auto next_visible = [&](int64_t kt) {
-    while (kt < nkt) {
-      const int64_t k0 = kt * kBN, k1 = k0 + kBN < p.Nk ? k0 + kBN : p.Nk;
-      if (tile_visibility(p, h, q0, q1, k0, k1) != TileVisibility::empty) break;
-      ++kt;
-    }
-    return kt;
-  };
+  auto next_visible = [&](int64_t kt) { return next_visible_key_tile<kBN>(p, h, q0, q1, nkt, kt); };
   int64_t kt = next_visible(0);
   if (kt < nkt) {
     load_tile_async<D, kBN, kThreads>(sK, k, p.k_seq_stride, kt * kBN, p.Nk);
@@ -339,9 +317,8 @@ __global__ void __launch_bounds__(kWarps * 32, 2)
       }
 
       if (wvis == TileVisibility::partial || k1 - k0 < kBN) mask_scores(s, p, wr0, k0, g, t);
-      online_softmax(s, m, l, acc, sl2);
-      if (dropout)
-        apply_dropout(s, wr0, k0, g, t, ph, uint32_t(p.offset), pk0, pk1, threshold, keep_scale);
+      online_softmax(s, m, l, acc, sd.sl2);
+      if (sd.dropout) apply_dropout(s, wr0, k0, g, t, ph, uint32_t(p.offset), sd);
 
       // O += P V. The S accumulators of key tiles 2kk and 2kk+1 are exactly the A fragment of
       // a 16x16 P block: (row g, keys 2t..), (row g+8, keys 2t..), (row g, keys 8+2t..), ...
@@ -374,7 +351,7 @@ __global__ void __launch_bounds__(kWarps * 32, 2)
 
   uint16_t* o = static_cast<uint16_t*>(p.o) + b * p.o_batch_stride + h * p.o_head_stride;
   float* lse = static_cast<float*>(p.lse) + (b * p.Hq + h) * p.Nq;
-  finish_rows(acc, m, l, sl2, p, lse, wr0, g, t, [&](int64_t i, int dt, float x0, float x1) {
+  finish_rows(acc, m, l, sd.sl2, p, lse, wr0, g, t, [&](int64_t i, int dt, float x0, float x1) {
     *reinterpret_cast<uint32_t*>(o + i * p.o_seq_stride + dt * 8 + 2 * t) = pack2<T>(x0, x1);
   });
 }
@@ -438,37 +415,18 @@ __global__ void __launch_bounds__(kWarps * 32, 2)
 
   const int tid = int(threadIdx.x), warp = tid / 32, lane = tid % 32;
   const int g = lane >> 2, t = lane & 3;
-  const int64_t nqt = (p.Nq + kBM - 1) / kBM;
-  const int64_t q0 = (nqt - 1 - int64_t(blockIdx.x)) * kBM;  // heaviest causal tiles first
-  const int64_t h = blockIdx.y, b = blockIdx.z;
-  const int64_t hk = h / (p.Hq / p.Hkv);
-  const int64_t q1 = q0 + kBM < p.Nq ? q0 + kBM : p.Nq;
-
+  const ForwardTile<kBM, kBN> tile(p);
+  const int64_t q0 = tile.q0, q1 = tile.q1, h = tile.h, b = tile.b, hk = tile.hk, nkt = tile.nkt;
   const float* q = static_cast<const float*>(p.q) + b * p.q_batch_stride + h * p.q_head_stride;
   const float* k = static_cast<const float*>(p.k) + b * p.k_batch_stride + hk * p.k_head_stride;
   const float* v = static_cast<const float*>(p.v) + b * p.v_batch_stride + hk * p.v_head_stride;
-
-  const float sl2 = float(p.softmax_scale * 1.4426950408889634);
-  const bool dropout = p.dropout_p > 0.0;
-  const uint32_t threshold = dropout_threshold(p.dropout_p);
-  const float keep_scale = float(1.0 / (1.0 - p.dropout_p));
-  uint32_t pk0 = 0, pk1 = 0;
-  philox_key(p.seed, p.offset, pk0, pk1);
+  const SoftmaxDropout sd(p);
   const uint32_t ph = uint32_t(b) * uint32_t(p.Hq) + uint32_t(h);
 
   load_tile_f32_async<D, kBM, kThreads>(sQ, q, p.q_seq_stride, q0, p.Nq);
   cp_async_commit();
 
-  const int64_t kend = p.causal ? (q1 + p.Nk - p.Nq < p.Nk ? q1 + p.Nk - p.Nq : p.Nk) : p.Nk;
-  const int64_t nkt = kend > 0 ? (kend + kBN - 1) / kBN : 0;
-  auto next_visible = [&](int64_t kt) {
-    while (kt < nkt) {
-      const int64_t k0 = kt * kBN, k1 = k0 + kBN < p.Nk ? k0 + kBN : p.Nk;
-      if (tile_visibility(p, h, q0, q1, k0, k1) != TileVisibility::empty) break;
-      ++kt;
-    }
-    return kt;
-  };
+  auto next_visible = [&](int64_t kt) { return next_visible_key_tile<kBN>(p, h, q0, q1, nkt, kt); };
   constexpr uint32_t kStageBytes = uint32_t(kBN * kLd * 4);
   int64_t kt = next_visible(0);
   if (kt < nkt) {
@@ -533,9 +491,8 @@ __global__ void __launch_bounds__(kWarps * 32, 2)
       }
 
       if (wvis == TileVisibility::partial || k1 - k0 < kBN) mask_scores(s, p, wr0, k0, g, t);
-      online_softmax(s, m, l, acc, sl2);
-      if (dropout)
-        apply_dropout(s, wr0, k0, g, t, ph, uint32_t(p.offset), pk0, pk1, threshold, keep_scale);
+      online_softmax(s, m, l, acc, sd.sl2);
+      if (sd.dropout) apply_dropout(s, wr0, k0, g, t, ph, uint32_t(p.offset), sd);
 
       // O += P V, k column t standing for key 2t and t + 4 for key 2t + 1 (see above).
 #pragma unroll
@@ -562,7 +519,7 @@ __global__ void __launch_bounds__(kWarps * 32, 2)
 
   float* o = static_cast<float*>(p.o) + b * p.o_batch_stride + h * p.o_head_stride;
   float* lse = static_cast<float*>(p.lse) + (b * p.Hq + h) * p.Nq;
-  finish_rows(acc, m, l, sl2, p, lse, wr0, g, t, [&](int64_t i, int dt, float x0, float x1) {
+  finish_rows(acc, m, l, sd.sl2, p, lse, wr0, g, t, [&](int64_t i, int dt, float x0, float x1) {
     *reinterpret_cast<float2*>(o + i * p.o_seq_stride + dt * 8 + 2 * t) = make_float2(x0, x1);
   });
 }

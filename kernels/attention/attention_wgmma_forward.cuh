@@ -61,37 +61,18 @@ __global__ void __launch_bounds__(kWgmmaThreads, FG_WGMMA_MINB)
   const int tid = int(threadIdx.x), warp = tid / 32, lane = tid % 32;
   const int g = lane >> 2, t = lane & 3;
   const int wg = warp / 4;  // warpgroup: rows 64 wg .. 64 wg + 63 of the tile
-  const int64_t nqt = (p.Nq + kBM - 1) / kBM;
-  const int64_t q0 = (nqt - 1 - int64_t(blockIdx.x)) * kBM;  // heaviest causal tiles first
-  const int64_t h = blockIdx.y, b = blockIdx.z;
-  const int64_t hk = h / (p.Hq / p.Hkv);
-  const int64_t q1 = q0 + kBM < p.Nq ? q0 + kBM : p.Nq;
-
+  const ForwardTile<kBM, kBN> tile(p);
+  const int64_t q0 = tile.q0, q1 = tile.q1, h = tile.h, b = tile.b, hk = tile.hk, nkt = tile.nkt;
   const uint16_t* q = static_cast<const uint16_t*>(p.q) + b * p.q_batch_stride + h * p.q_head_stride;
   const uint16_t* k = static_cast<const uint16_t*>(p.k) + b * p.k_batch_stride + hk * p.k_head_stride;
   const uint16_t* v = static_cast<const uint16_t*>(p.v) + b * p.v_batch_stride + hk * p.v_head_stride;
-
-  const float sl2 = float(p.softmax_scale * 1.4426950408889634);
-  const bool dropout = p.dropout_p > 0.0;
-  const uint32_t threshold = dropout_threshold(p.dropout_p);
-  const float keep_scale = float(1.0 / (1.0 - p.dropout_p));
-  uint32_t pk0 = 0, pk1 = 0;
-  philox_key(p.seed, p.offset, pk0, pk1);
+  const SoftmaxDropout sd(p);
   const uint32_t ph = uint32_t(b) * uint32_t(p.Hq) + uint32_t(h);
 
   load_tile_async<D, kBM, kThreads>(sQ, q, p.q_seq_stride, q0, p.Nq);
   cp_async_commit();
 
-  const int64_t kend = p.causal ? (q1 + p.Nk - p.Nq < p.Nk ? q1 + p.Nk - p.Nq : p.Nk) : p.Nk;
-  const int64_t nkt = kend > 0 ? (kend + kBN - 1) / kBN : 0;
-  auto next_visible = [&](int64_t kt) {
-    while (kt < nkt) {
-      const int64_t k0 = kt * kBN, k1 = k0 + kBN < p.Nk ? k0 + kBN : p.Nk;
-      if (tile_visibility(p, h, q0, q1, k0, k1) != TileVisibility::empty) break;
-      ++kt;
-    }
-    return kt;
-  };
+  auto next_visible = [&](int64_t kt) { return next_visible_key_tile<kBN>(p, h, q0, q1, nkt, kt); };
   int64_t kt = next_visible(0);
   if (kt < nkt) {
     load_tile_async<D, kBN, kThreads>(sK, k, p.k_seq_stride, kt * kBN, p.Nk);
@@ -149,9 +130,8 @@ __global__ void __launch_bounds__(kWgmmaThreads, FG_WGMMA_MINB)
       const TileVisibility wvis =
           wr0 < p.Nq ? tile_visibility(p, h, wr0, wr1, k0, k1) : TileVisibility::empty;
       if (wvis != TileVisibility::full || k1 - k0 < kBN) mask_scores(s, p, wr0, k0, g, t);
-      online_softmax(s, m, l, acc, sl2);
-      if (dropout)
-        apply_dropout(s, wr0, k0, g, t, ph, uint32_t(p.offset), pk0, pk1, threshold, keep_scale);
+      online_softmax(s, m, l, acc, sd.sl2);
+      if (sd.dropout) apply_dropout(s, wr0, k0, g, t, ph, uint32_t(p.offset), sd);
 
       // O += P V over the tile's four 16-key slices.
       uint32_t pa[kBN / 16][4];
@@ -178,7 +158,7 @@ __global__ void __launch_bounds__(kWgmmaThreads, FG_WGMMA_MINB)
 
   uint16_t* o = static_cast<uint16_t*>(p.o) + b * p.o_batch_stride + h * p.o_head_stride;
   float* lse = static_cast<float*>(p.lse) + (b * p.Hq + h) * p.Nq;
-  finish_rows(acc, m, l, sl2, p, lse, wr0, g, t, [&](int64_t i, int dt, float x0, float x1) {
+  finish_rows(acc, m, l, sd.sl2, p, lse, wr0, g, t, [&](int64_t i, int dt, float x0, float x1) {
     *reinterpret_cast<uint32_t*>(o + i * p.o_seq_stride + dt * 8 + 2 * t) = pack2<T>(x0, x1);
   });
 #else
