@@ -11,8 +11,8 @@
 //   1. attention_bwd_dot_kernel: D_i = rowsum(dO * O) in fp32 into the workspace.
 //   2. attention_tc_bwd_dkdv_kernel (below): dK, dV, and dQ contributions added with fp32
 //      atomics into the workspace accumulator (unless params.deterministic).
-//   3. attention_bwd_dq_convert_kernel (accumulator -> dQ), or, when deterministic, the SIMT
-//      attention_bwd_dq_kernel, which sums dQ in a fixed order without atomics.
+//   3. attention_bwd_dq_convert_kernel (accumulator -> dQ), or, when deterministic,
+//      attention_tc_bwd_dq_kernel (below), which sums dQ in a fixed order without atomics.
 //
 // dK/dV kernel, FlashAttention-2 partitioning: one block per (key tile of kBN = 16 kWarps keys,
 // kv head, batch); warp w owns keys 16w..16w+15 of the tile for the whole loop, so dK and dV
@@ -59,6 +59,7 @@
 #include "kernels/attention/attention.h"
 #include "kernels/attention/attention_kernels.cuh"
 #include "kernels/attention/attention_tc_common.cuh"
+#include "kernels/attention/attention_tc_forward.cuh"  // the shared score-tile steps
 #include "kernels/attention/attention_wgmma_common.cuh"
 #include "kernels/attention/params.h"
 #include "kernels/common/half.h"
@@ -514,6 +515,169 @@ __global__ void __launch_bounds__(kWarps * 32, 1)
 }
 
 // ---------------------------------------------------------------------------------------------
+// The deterministic dQ kernel: one block per (query tile of kBM = 16 kWarps rows, query head,
+// batch), laid out like the forward (each warp owns 16 query rows, K and V tiles streamed
+// through two cp.async stages, causal and block-mask tiles skipped). Per key tile and warp:
+// S = Q K^T and dP = dO V^T (mma.sync), P = exp2(S sl2 - LSE log2 e), dP Z by the forward's
+// dropout step, dS = scale P (dP Z - D_i), dQ += dS K with dS re-packed from the accumulators
+// and K through ldmatrix.trans. dQ is summed in registers in a fixed order: no atomics, so the
+// result is the same bit for bit from run to run.
+
+template <int D, int kBM, int kBN> constexpr size_t tc_dq_smem_bytes() {
+  // Q, dO, 2 stages of K and V, and 1 KB of slack to align the base to 1024 bytes.
+  return sizeof(uint16_t) * size_t(2 * kBM * D + 2 * 2 * kBN * D) + 1024;
+}
+
+template <typename T, int D, int kWarps, int kBN>
+__global__ void __launch_bounds__(kWarps * 32, 2)
+    attention_tc_bwd_dq_kernel(const AttentionParams p, const float* __restrict__ Di) {
+  constexpr int kThreads = kWarps * 32, kBM = kWarps * 16;
+  constexpr int kNT = kBN / 8, kDT = D / 8;
+  constexpr uint32_t kRowBytes = D * 2, kTileQ = kBM * D * 2, kStageBytes = kBN * D * 2;
+  static_assert(kBlockMaskTileQ % 16 == 0 && kBlockMaskTileK % kBN == 0,
+                "a warp's rows and a key tile must lie in one block-mask tile");
+
+  extern __shared__ __align__(128) unsigned char tc_smem[];
+  const uint32_t sQ = align1024(smem_u32(tc_smem));
+  const uint32_t sdO = sQ + kTileQ;
+  const uint32_t sK = sdO + kTileQ;  // 2 stages
+  const uint32_t sV = sK + 2 * kStageBytes;  // 2 stages
+
+  const int tid = int(threadIdx.x), warp = tid / 32, lane = tid % 32;
+  const int g = lane >> 2, t = lane & 3;
+  const ForwardTile<kBM, kBN> tile(p);
+  const int64_t q0 = tile.q0, q1 = tile.q1, h = tile.h, b = tile.b, hk = tile.hk, nkt = tile.nkt;
+  const uint16_t* q = static_cast<const uint16_t*>(p.q) + b * p.q_batch_stride + h * p.q_head_stride;
+  const uint16_t* dO = static_cast<const uint16_t*>(p.do_) + b * p.do_batch_stride + h * p.do_head_stride;
+  const uint16_t* k = static_cast<const uint16_t*>(p.k) + b * p.k_batch_stride + hk * p.k_head_stride;
+  const uint16_t* v = static_cast<const uint16_t*>(p.v) + b * p.v_batch_stride + hk * p.v_head_stride;
+  const SoftmaxDropout sd(p);
+  const float scale = float(p.softmax_scale);
+  const uint32_t ph = uint32_t(b) * uint32_t(p.Hq) + uint32_t(h);
+
+  load_tile_async<D, kBM, kThreads>(sQ, q, p.q_seq_stride, q0, p.Nq);
+  load_tile_async<D, kBM, kThreads>(sdO, dO, p.do_seq_stride, q0, p.Nq);
+  cp_async_commit();
+  auto next_visible = [&](int64_t kt) { return next_visible_key_tile<kBN>(p, h, q0, q1, nkt, kt); };
+  int64_t kt = next_visible(0);
+  if (kt < nkt) {
+    load_tile_async<D, kBN, kThreads>(sK, k, p.k_seq_stride, kt * kBN, p.Nk);
+    load_tile_async<D, kBN, kThreads>(sV, v, p.v_seq_stride, kt * kBN, p.Nk);
+  }
+  cp_async_commit();
+
+  // This thread's rows g and g + 8 of the warp: LSE log2 e (+inf where the row sees no key or
+  // lies past Nq, so that exp2(-inf - inf) = 0) and D_i.
+  const int64_t wr0 = q0 + warp * 16, wr1 = wr0 + 16 < p.Nq ? wr0 + 16 : p.Nq;
+  float l2[2], di[2];
+#pragma unroll
+  for (int hr = 0; hr < 2; ++hr) {
+    const int64_t i = wr0 + g + 8 * hr;
+    const int64_t row = (b * p.Hq + h) * p.Nq + i;
+    const float lse = i < p.Nq ? static_cast<const float*>(p.lse)[row] : -INFINITY;
+    l2[hr] = lse == -INFINITY ? INFINITY : lse * 1.4426950408889634f;
+    di[hr] = i < p.Nq ? Di[row] : 0.f;
+  }
+
+  float acc[kDT][4];
+#pragma unroll
+  for (int dt = 0; dt < kDT; ++dt)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) acc[dt][e] = 0.f;
+
+  // ldmatrix lane offsets as in the forward: A (Q, dO rows), B (K, V rows), B.trans (K rows).
+  const uint32_t aLane = uint32_t((warp * 16 + (lane & 15)) * kRowBytes + (((lane >> 4) ^ (lane & 7)) << 4));
+  const uint32_t bLane = uint32_t(((lane & 7) + ((lane >> 4) << 3)) * kRowBytes +
+                                  ((((lane >> 3) & 1) ^ (lane & 7)) << 4));
+  const uint32_t tLane = uint32_t(((lane & 7) + (((lane >> 3) & 1) << 3)) * kRowBytes +
+                                  (((lane >> 4) ^ (lane & 7)) << 4));
+  int stage = 0;
+
+  while (kt < nkt) {
+    cp_async_wait_all();
+    __syncthreads();  // tile kt is in; every warp is done with the other stage
+    const int64_t kt_next = next_visible(kt + 1);
+    if (kt_next < nkt) {
+      load_tile_async<D, kBN, kThreads>(sK + (stage ^ 1) * kStageBytes, k, p.k_seq_stride,
+                                        kt_next * kBN, p.Nk);
+      load_tile_async<D, kBN, kThreads>(sV + (stage ^ 1) * kStageBytes, v, p.v_seq_stride,
+                                        kt_next * kBN, p.Nk);
+    }
+    cp_async_commit();
+
+    const int64_t k0 = kt * kBN, k1 = k0 + kBN < p.Nk ? k0 + kBN : p.Nk;
+    const TileVisibility wvis =
+        wr0 < p.Nq ? tile_visibility(p, h, wr0, wr1, k0, k1) : TileVisibility::empty;
+    if (wvis != TileVisibility::empty) {  // warp-uniform
+      const uint32_t kS = sK + stage * kStageBytes, vS = sV + stage * kStageBytes;
+      float s[1][kNT][4], dp[1][kNT][4];
+#pragma unroll
+      for (int nt = 0; nt < kNT; ++nt)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) s[0][nt][e] = 0.f, dp[0][nt][e] = 0.f;
+#pragma unroll
+      for (int ks = 0; ks < D / 16; ++ks) {
+        uint32_t aq[4], ao[4];
+        ldmatrix_x4(aq, (sQ + aLane) ^ uint32_t(ks << 5));
+        ldmatrix_x4(ao, (sdO + aLane) ^ uint32_t(ks << 5));
+#pragma unroll
+        for (int np = 0; np < kNT / 2; ++np) {
+          uint32_t bk[4], bv[4];
+          ldmatrix_x4(bk, ((kS + bLane) ^ uint32_t(ks << 5)) + np * 16 * kRowBytes);
+          ldmatrix_x4(bv, ((vS + bLane) ^ uint32_t(ks << 5)) + np * 16 * kRowBytes);
+          mma_16816<T>(s[0][2 * np], aq, bk[0], bk[1]);
+          mma_16816<T>(s[0][2 * np + 1], aq, bk[2], bk[3]);
+          mma_16816<T>(dp[0][2 * np], ao, bv[0], bv[1]);
+          mma_16816<T>(dp[0][2 * np + 1], ao, bv[2], bv[3]);
+        }
+      }
+      if (wvis == TileVisibility::partial || k1 - k0 < kBN) mask_scores(s, p, wr0, k0, g, t);
+      if (sd.dropout) apply_dropout(dp, wr0, k0, g, t, ph, uint32_t(p.offset), sd);  // dP Z
+      // dS = scale P (dP Z - D_i), in place of dp.
+#pragma unroll
+      for (int nt = 0; nt < kNT; ++nt)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int hr = e >> 1;
+          const float pv = fast_exp2(fmaf(s[0][nt][e], sd.sl2, -l2[hr]));
+          dp[0][nt][e] = scale * pv * (dp[0][nt][e] - di[hr]);
+        }
+      // dQ += dS K: the dS accumulators of key tiles 2kk, 2kk+1 are the A fragment of a 16 x 16
+      // block; K comes through ldmatrix.trans (keys are the k dimension).
+#pragma unroll
+      for (int kk = 0; kk < kBN / 16; ++kk) {
+        uint32_t a[4];
+        a[0] = pack2<T>(dp[0][2 * kk][0], dp[0][2 * kk][1]);
+        a[1] = pack2<T>(dp[0][2 * kk][2], dp[0][2 * kk][3]);
+        a[2] = pack2<T>(dp[0][2 * kk + 1][0], dp[0][2 * kk + 1][1]);
+        a[3] = pack2<T>(dp[0][2 * kk + 1][2], dp[0][2 * kk + 1][3]);
+#pragma unroll
+        for (int dpi = 0; dpi < kDT / 2; ++dpi) {
+          uint32_t bk[4];
+          ldmatrix_x4_trans(bk, ((kS + tLane) ^ uint32_t(dpi << 5)) + kk * 16 * kRowBytes);
+          mma_16816<T>(acc[2 * dpi], a, bk[0], bk[1]);
+          mma_16816<T>(acc[2 * dpi + 1], a, bk[2], bk[3]);
+        }
+      }
+    }
+    stage ^= 1;
+    kt = kt_next;
+  }
+  cp_async_wait_all();  // nothing may be in flight when the block exits
+
+  T* dq = static_cast<T*>(p.dq) + b * p.dq_batch_stride + h * p.dq_head_stride;
+#pragma unroll
+  for (int hr = 0; hr < 2; ++hr) {
+    const int64_t i = wr0 + g + 8 * hr;
+    if (i >= p.Nq) continue;
+#pragma unroll
+    for (int dt = 0; dt < kDT; ++dt)
+      *reinterpret_cast<uint32_t*>(dq + i * p.dq_seq_stride + dt * 8 + 2 * t) =
+          pack2<T>(acc[dt][2 * hr], acc[dt][2 * hr + 1]);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
 // Launcher
 
 template <typename T, int D>
@@ -554,14 +718,13 @@ void run_attention_tc_backward(const AttentionParams& p, bool wgmma, cudaStream_
     set_smem_limit(kernel, smem);
     kernel<<<grid, Cfg::kWarps * 32, smem, stream>>>(p, Di, nullptr);
     FG_LAUNCH_CHECK();
-    // 3b. dQ by query tiles in a fixed order (the SIMT kernel), no atomics.
-    using SimtCfg = Config<T, D>;
-    auto dq_kernel = attention_bwd_dq_kernel<T, D, SimtCfg::kDqBlockQ, SimtCfg::kDqBlockK, SimtCfg::kWarps>;
-    const size_t dq_smem = bwd_dq_smem_bytes<float, D, SimtCfg::kDqBlockQ, SimtCfg::kDqBlockK>();
+    // 3b. dQ by query tiles in a fixed order, no atomics.
+    constexpr int kDqWarps = 4, kDqBN = 64, kDqBM = kDqWarps * 16;
+    auto dq_kernel = attention_tc_bwd_dq_kernel<T, D, kDqWarps, kDqBN>;
+    constexpr size_t dq_smem = tc_dq_smem_bytes<D, kDqBM, kDqBN>();
     set_smem_limit(dq_kernel, dq_smem);
-    const dim3 q_grid(unsigned((p.Nq + SimtCfg::kDqBlockQ - 1) / SimtCfg::kDqBlockQ), unsigned(p.Hq),
-                      unsigned(p.B));
-    dq_kernel<<<q_grid, SimtCfg::kWarps * 32, dq_smem, stream>>>(p, Di);
+    const dim3 q_grid(unsigned((p.Nq + kDqBM - 1) / kDqBM), unsigned(p.Hq), unsigned(p.B));
+    dq_kernel<<<q_grid, kDqWarps * 32, dq_smem, stream>>>(p, Di);
     FG_LAUNCH_CHECK();
   }
 }
