@@ -49,7 +49,8 @@ bool flash_attention_forward_uses_wgmma(const AttentionParams& p);
 // The same for flash_attention_backward_cuda(p): bf16/f16 only, the forward's conditions, and
 // dO, dQ, dK, dV 16-byte aligned with strides that are multiples of 8 elements.
 bool flash_attention_backward_uses_tensor_cores(const AttentionParams& p);
-// Whether that backward's dK/dV kernel is the wgmma form (same conditions as the forward's).
+// Whether that backward's dK/dV kernel is the wgmma form (the forward's conditions, but D = 64
+// or 128).
 bool flash_attention_backward_uses_wgmma(const AttentionParams& p);
 #endif
 

@@ -53,13 +53,13 @@ bool tc_forward_usable(const AttentionParams& p) {
 }
 
 // The backward also reads dO with cp.async and writes dQ, dK, dV two elements at a time.
-// Whether a 16-bit tensor-core kernel can use its Hopper (wgmma) form: D = 64 (at D = 128 the
-// mma.sync kernels measured faster), a compute capability 9.x device, a build with sm_90a code,
-// and FLASHGRAD_ATTENTION_WGMMA not set to 0 (which selects mma.sync, e.g. to compare the two).
+// Whether a 16-bit tensor-core kernel can use its Hopper (wgmma) form: a compute capability 9.x
+// device, a build with sm_90a code, and FLASHGRAD_ATTENTION_WGMMA not set to 0 (which selects
+// mma.sync, e.g. to compare the two). The forward has a wgmma kernel at D = 64 only (at D = 128
+// the mma.sync forward measured faster); the backward at D = 64 and 128.
 bool wgmma_usable(const AttentionParams& p) {
 #if defined(FLASHGRAD_HAVE_SM90A)
   if (p.dtype != DType::bf16 && p.dtype != DType::f16) return false;
-  if (p.D != 64) return false;
   const char* env = std::getenv("FLASHGRAD_ATTENTION_WGMMA");
   if (env && std::strcmp(env, "0") == 0) return false;
   int dev = 0, major = 0;
@@ -72,7 +72,9 @@ bool wgmma_usable(const AttentionParams& p) {
 #endif
 }
 
-bool wgmma_forward_usable(const AttentionParams& p) { return tc_forward_usable(p) && wgmma_usable(p); }
+bool wgmma_forward_usable(const AttentionParams& p) {
+  return p.D == 64 && tc_forward_usable(p) && wgmma_usable(p);
+}
 
 // The tensor-core backward is 16-bit only (fp32 keeps the SIMT backward).
 bool tc_backward_usable(const AttentionParams& p) {
@@ -134,10 +136,10 @@ void flash_attention_backward_cuda(const AttentionParams& p, cudaStream_t stream
     const bool wgmma = wgmma_usable(p);
     if (p.dtype == DType::bf16) {
       if (p.D == 64) attn::tc::run_attention_tc_backward<bfloat16, 64>(p, wgmma, stream);
-      else attn::tc::run_attention_tc_backward<bfloat16, 128>(p, false, stream);
+      else attn::tc::run_attention_tc_backward<bfloat16, 128>(p, wgmma, stream);
     } else {
       if (p.D == 64) attn::tc::run_attention_tc_backward<float16, 64>(p, wgmma, stream);
-      else attn::tc::run_attention_tc_backward<float16, 128>(p, false, stream);
+      else attn::tc::run_attention_tc_backward<float16, 128>(p, wgmma, stream);
     }
     return;
   }

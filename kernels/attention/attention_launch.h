@@ -25,7 +25,7 @@ template <typename T, int D> void run_attention_wgmma_forward(const AttentionPar
 // in instantiations/attention_tc_forward_f32_*.cu).
 template <int D> void run_attention_tf32x3_forward(const AttentionParams& p, cudaStream_t stream);
 // Tensor-core backward, same types and head dims (attention_tc_backward.cuh, instantiated in
-// instantiations/attention_tc_backward_*.cu); `wgmma` (D = 64, sm_90a builds on a 9.x device)
+// instantiations/attention_tc_backward_*.cu); `wgmma` (sm_90a builds on a 9.x device)
 // takes the wgmma variant of the dK/dV kernel.
 template <typename T, int D>
 void run_attention_tc_backward(const AttentionParams& p, bool wgmma, cudaStream_t stream);

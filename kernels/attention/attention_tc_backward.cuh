@@ -34,12 +34,15 @@
 // fp32 accumulator with 8-byte atomics (float2, sm_90; 16-byte ones measured slower) or 4-byte
 // ones before sm_90.
 //
-// Hopper variant (kWgmma, D = 64, picked like the wgmma forward): a warpgroup's 64 keys are one
-// m64 tile, so S^T, dP^T (A = K, V rows, B = Q, dO tiles, all K-major) and dV, dK (A = P^T, dS^T
-// from registers, B = dO, Q through MN-major descriptors) are m64n64k16 wgmma, reading each Q and
-// dO tile once per warpgroup instead of once per warp. The accumulator layout is the same as the
-// mma.sync one, so the elementwise steps and the dQ step (still mma.sync) are shared; skipping
-// becomes warpgroup-wide (a warp inside a visible warpgroup is at worst fully masked).
+// Hopper variant (kWgmma, D = 64 and 128, picked when the device is sm_90): a warpgroup's 64 keys
+// are one m64 tile, so S^T, dP^T (A = K, V rows, B = Q, dO tiles, all K-major) and dV, dK (A =
+// P^T, dS^T from registers, B = dO, Q through MN-major descriptors) are m64n64k16 wgmma, reading
+// each Q and dO tile once per warpgroup instead of once per warp. The tiles are stored as 64-column
+// blocks of 128-byte rows (load_tile_async's kBlocked; the plain layout at D = 64), the
+// hardware's 128-byte swizzle; at D = 128, dV and dK are two m64n64 accumulators each. The
+// accumulator layout is the same as the mma.sync one, so the elementwise steps and the dQ step
+// (still mma.sync) are shared; skipping becomes warpgroup-wide (a warp inside a visible
+// warpgroup is at worst fully masked).
 //
 // Dropout in the transposed layout: a thread holds keys g, g+8 (of the warp's 16) and queries
 // 2t, 2t+1 of each 8-query column tile. attention_dropout_keep draws four consecutive keys of
@@ -113,7 +116,11 @@ __global__ void __launch_bounds__(kWarps * 32, 1)
   constexpr int kBN = kWarps * 16;  // keys per block, 16 per warp
   constexpr int kNT = kBM / 8;      // 8-query column tiles of S^T
   constexpr int kDT = D / 8;        // 8-dim column tiles of dK, dV
-  constexpr uint32_t kRowBytes = D * 2, kTileK = kBN * D * 2, kTileQ = kBM * D * 2;
+  constexpr uint32_t kTileK = kBN * D * 2, kTileQ = kBM * D * 2;
+  // Shared tiles: rows of D elements, or with wgmma 64-column blocks of 128-byte rows (the same
+  // at D = 64; load_tile_async's kBlocked), kBlkK / kBlkQ bytes apart in K, V / Q, dO tiles.
+  constexpr uint32_t kRowBytes = kWgmma ? 128 : D * 2;
+  constexpr uint32_t kBlkK = kBN * 128, kBlkQ = kBM * 128;
   constexpr uint32_t kDsRowBytes = kBM * 2;
   // dQ partition: kBM / 16 strips of 16 query rows x kDqSplit slices of the head dim.
   constexpr int kDqStrips = kBM / 16, kDqSplit = kWarps / kDqStrips, kDqDims = D / kDqSplit;
@@ -122,9 +129,9 @@ __global__ void __launch_bounds__(kWarps * 32, 1)
   // A warp's 16 keys and a query tile each lie inside one 64 x 64 block-mask tile, so inside a
   // non-empty (warp, query tile) pair the mask is only causal + bounds.
   static_assert(kBlockMaskTileQ % kBM == 0 && kBlockMaskTileK % 16 == 0, "block-mask tiles");
-  // wgmma: a warpgroup's 64 keys form one m64 tile; needs 128-byte rows (D = 64), the keys of a
-  // warpgroup inside one block-mask tile, and K, V from shared memory (not register copies).
-  static_assert(!kWgmma || (D == 64 && kWarps % 4 == 0 && kBlockMaskTileK % 64 == 0 && !kKeepKV),
+  // wgmma: a warpgroup's 64 keys form one m64 tile; needs 64-column blocks (D = 64, 128), the
+  // keys of a warpgroup inside one block-mask tile, and K, V from shared memory (not registers).
+  static_assert(!kWgmma || (D % 64 == 0 && kWarps % 4 == 0 && kBlockMaskTileK % 64 == 0 && !kKeepKV),
                 "wgmma backward shape");
 #if !defined(__CUDA_ARCH_FEAT_SM90_ALL)
   if constexpr (kWgmma) {
@@ -183,8 +190,8 @@ __global__ void __launch_bounds__(kWarps * 32, 1)
     const int64_t h = hk * G + it / nqt, q0 = (it % nqt) * kBM;
     const uint16_t* q = static_cast<const uint16_t*>(p.q) + b * p.q_batch_stride + h * p.q_head_stride;
     const uint16_t* dO = static_cast<const uint16_t*>(p.do_) + b * p.do_batch_stride + h * p.do_head_stride;
-    load_tile_async<D, kBM, kThreads>(sQ + st * kTileQ, q, p.q_seq_stride, q0, p.Nq);
-    load_tile_async<D, kBM, kThreads>(sdO + st * kTileQ, dO, p.do_seq_stride, q0, p.Nq);
+    load_tile_async<D, kBM, kThreads, kWgmma>(sQ + st * kTileQ, q, p.q_seq_stride, q0, p.Nq);
+    load_tile_async<D, kBM, kThreads, kWgmma>(sdO + st * kTileQ, dO, p.do_seq_stride, q0, p.Nq);
     if (tid < 2 * kBM) {  // LSE and D_i of the tile's rows; zero past Nq
       const int r = tid % kBM;
       const bool is_di = tid >= kBM;
@@ -195,8 +202,8 @@ __global__ void __launch_bounds__(kWarps * 32, 1)
     }
   };
 
-  load_tile_async<D, kBN, kThreads>(sK, k, p.k_seq_stride, k0, p.Nk);
-  load_tile_async<D, kBN, kThreads>(sV, v, p.v_seq_stride, k0, p.Nk);
+  load_tile_async<D, kBN, kThreads, kWgmma>(sK, k, p.k_seq_stride, k0, p.Nk);
+  load_tile_async<D, kBN, kThreads, kWgmma>(sV, v, p.v_seq_stride, k0, p.Nk);
   int64_t it = next_visible(0);
   if (it < nit) load_query_tile(it, 0);
   cp_async_commit();
@@ -235,7 +242,11 @@ __global__ void __launch_bounds__(kWarps * 32, 1)
       for (int dpi = 0; dpi < kDqDims / 16; ++dpi) {
         const int dglob = split * (kDqDims / 16) + dpi;
         uint32_t bk[4];
-        ldmatrix_x4_trans(bk, ((sK + tLane) ^ uint32_t(dglob << 5)) + kk * 16 * kRowBytes);
+        // 16-column pair dglob of K: one XOR in a D-element row, or column block dglob / 4
+        // and pair dglob % 4 inside it in the blocked layout.
+        const uint32_t kaddr = kWgmma ? (sK + uint32_t(dglob >> 2) * kBlkK + tLane) ^ uint32_t((dglob & 3) << 5)
+                                      : (sK + tLane) ^ uint32_t(dglob << 5);
+        ldmatrix_x4_trans(bk, kaddr + kk * 16 * kRowBytes);
         mma_16816<T>(dq[2 * dpi], a, bk[0], bk[1]);
         mma_16816<T>(dq[2 * dpi + 1], a, bk[2], bk[3]);
       }
@@ -312,16 +323,17 @@ __global__ void __launch_bounds__(kWarps * 32, 1)
         for (int e = 0; e < 4; ++e) s[nt][e] = 0.f, dp[nt][e] = 0.f;
       if constexpr (kWgmma) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-        // m64n64k16 per warpgroup: A = its 64 K (V) rows, B = the Q (dO) tile, both K-major.
+        // m64n64k16 per warpgroup: A = its 64 K (V) rows, B = the Q (dO) tile, both K-major;
+        // step ks reads 16 columns of column block ks / 4.
         const uint32_t kA = sK + uint32_t((warp / 4) * 64) * kRowBytes;
         const uint32_t vA = sV + uint32_t((warp / 4) * 64) * kRowBytes;
         wgmma_fence();
 #pragma unroll
         for (int ks = 0; ks < D / 16; ++ks) {
-          wgmma_m64n64k16_ss<T, 0>(s, sw128_descriptor(kA + uint32_t(ks * 32), 16),
-                                   sw128_descriptor(sQs + uint32_t(ks * 32), 16));
-          wgmma_m64n64k16_ss<T, 0>(dp, sw128_descriptor(vA + uint32_t(ks * 32), 16),
-                                   sw128_descriptor(sdOs + uint32_t(ks * 32), 16));
+          const uint32_t ka = uint32_t(ks >> 2) * kBlkK + uint32_t((ks & 3) * 32);
+          const uint32_t qa = uint32_t(ks >> 2) * kBlkQ + uint32_t((ks & 3) * 32);
+          wgmma_m64n64k16_ss<T, 0>(s, sw128_descriptor(kA + ka, 16), sw128_descriptor(sQs + qa, 16));
+          wgmma_m64n64k16_ss<T, 0>(dp, sw128_descriptor(vA + ka, 16), sw128_descriptor(sdOs + qa, 16));
         }
         wgmma_commit();
         wgmma_wait_all();
@@ -449,11 +461,17 @@ __global__ void __launch_bounds__(kWarps * 32, 1)
         fence_accumulator(dv);
         fence_accumulator(dk);
         wgmma_fence();
+        // One m64n64 accumulator per 64-column block of dV, dK (n8 tiles 8 cb .. 8 cb + 7).
 #pragma unroll
-        for (int kk = 0; kk < kBM / 16; ++kk) {
-          wgmma_m64n64k16_rs<T, 1>(dv, pa[kk], sw128_descriptor(sdOs + uint32_t(kk * 16) * kRowBytes, 16));
-          wgmma_m64n64k16_rs<T, 1>(dk, da[kk], sw128_descriptor(sQs + uint32_t(kk * 16) * kRowBytes, 16));
-        }
+        for (int kk = 0; kk < kBM / 16; ++kk)
+#pragma unroll
+          for (int cb = 0; cb < D / 64; ++cb) {
+            const uint32_t rows = uint32_t(cb) * kBlkQ + uint32_t(kk * 16) * kRowBytes;
+            wgmma_m64n64k16_rs<T, 1>(*reinterpret_cast<float(*)[8][4]>(&dv[8 * cb][0]), pa[kk],
+                                     sw128_descriptor(sdOs + rows, 16));
+            wgmma_m64n64k16_rs<T, 1>(*reinterpret_cast<float(*)[8][4]>(&dk[8 * cb][0]), da[kk],
+                                     sw128_descriptor(sQs + rows, 16));
+          }
         wgmma_commit();
         wgmma_wait_all();
         fence_accumulator(dv);
@@ -701,8 +719,7 @@ void run_attention_tc_backward(const AttentionParams& p, bool wgmma, cudaStream_
   if (!p.deterministic) {
     FG_CUDA_CHECK(cudaMemsetAsync(dq_accum, 0, size_t(rows) * D * sizeof(float), stream));
     auto kernel = attention_tc_bwd_dkdv_kernel<T, D, Cfg::kWarps, Cfg::kBM, Cfg::kKeepKV, true, false>;
-    if constexpr (D == 64)
-      if (wgmma) kernel = attention_tc_bwd_dkdv_kernel<T, D, Cfg::kWarps, Cfg::kBM, false, true, true>;
+    if (wgmma) kernel = attention_tc_bwd_dkdv_kernel<T, D, Cfg::kWarps, Cfg::kBM, false, true, true>;
     set_smem_limit(kernel, smem);
     kernel<<<grid, Cfg::kWarps * 32, smem, stream>>>(p, Di, dq_accum);
     FG_LAUNCH_CHECK();
@@ -713,8 +730,7 @@ void run_attention_tc_backward(const AttentionParams& p, bool wgmma, cudaStream_
     FG_LAUNCH_CHECK();
   } else {
     auto kernel = attention_tc_bwd_dkdv_kernel<T, D, Cfg::kWarps, Cfg::kBM, Cfg::kKeepKV, false, false>;
-    if constexpr (D == 64)
-      if (wgmma) kernel = attention_tc_bwd_dkdv_kernel<T, D, Cfg::kWarps, Cfg::kBM, false, false, true>;
+    if (wgmma) kernel = attention_tc_bwd_dkdv_kernel<T, D, Cfg::kWarps, Cfg::kBM, false, false, true>;
     set_smem_limit(kernel, smem);
     kernel<<<grid, Cfg::kWarps * 32, smem, stream>>>(p, Di, nullptr);
     FG_LAUNCH_CHECK();

@@ -104,20 +104,27 @@ FG_TC_DEV float fast_exp2(float x) {
 // elements) into the swizzled tile at shared address `tile` (1024-byte aligned); rows at or past
 // n are zero-filled. Thread x always moves chunk x % (D/8) of rows x / (D/8) + k * kRowStep,
 // so its swizzled column is fixed and the k-th destination is a compile-time offset.
-template <int D, int kRows, int kThreads>
+// kBlocked stores the tile as D/64 column blocks of [kRows][64] one after the other (128-byte
+// rows, chunk c of a block's row r at c ^ (r % 8)): the layout wgmma's 128-byte swizzle reads.
+// At D = 64 both layouts are the same.
+template <int D, int kRows, int kThreads, bool kBlocked = false>
 FG_TC_DEV void load_tile_async(uint32_t tile, const uint16_t* src, int64_t seq_stride,
                                int64_t r0, int64_t n) {
   constexpr int kChunksPerRow = D / 8;
   constexpr int kRowStep = kThreads / kChunksPerRow;
+  constexpr int kPitch = kBlocked ? 128 : D * 2;  // bytes between rows in shared memory
   static_assert(kThreads % kChunksPerRow == 0 && kRowStep % 8 == 0 && kRows % kRowStep == 0,
                 "tile load must divide evenly over the threads");
+  static_assert(!kBlocked || D % 64 == 0, "blocked tiles are made of 64-column blocks");
   const int c = int(threadIdx.x) % kChunksPerRow, r = int(threadIdx.x) / kChunksPerRow;
-  const uint32_t dst = tile + uint32_t(r * D * 2 + ((c ^ (r & 7)) << 4));
+  const uint32_t dst =
+      kBlocked ? tile + uint32_t((c >> 3) * kRows * 128 + r * 128 + (((c & 7) ^ (r & 7)) << 4))
+               : tile + uint32_t(r * D * 2 + ((c ^ (r & 7)) << 4));
   const uint16_t* g = src + (r0 + r) * seq_stride + c * 8;
 #pragma unroll
   for (int it = 0; it < kRows / kRowStep; ++it) {
     const bool valid = r0 + r + it * kRowStep < n;
-    cp_async_16(dst + uint32_t(it * kRowStep * D * 2), valid ? g + it * kRowStep * seq_stride : src,
+    cp_async_16(dst + uint32_t(it * kRowStep * kPitch), valid ? g + it * kRowStep * seq_stride : src,
                 valid ? 16 : 0);
   }
 }
