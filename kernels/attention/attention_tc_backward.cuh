@@ -234,6 +234,27 @@ __global__ void __launch_bounds__(kWarps * 32, 1)
     for (int n = 0; n < kDqDims / 8; ++n)
 #pragma unroll
       for (int e = 0; e < 4; ++e) dq[n][e] = 0.f;
+    if constexpr (kWgmma) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+      // Warpgroup `split` computes dQ[:, split kDqDims ..] (64 x kDqDims, k = the kBN keys) with
+      // A = dS from the stored dS^T (MN-major: 64 queries per 128-byte row) and B = K rows
+      // (MN-major); its warps hold rows 16 strip .. of the result, as in the mma.sync split.
+      const uint32_t kB = sK + uint32_t(split) * (kDqDims == 64 ? kBlkK : uint32_t(kDqDims * 2));
+      static_assert(!kWgmma || kDqDims == 32 || kDqDims == 64, "wgmma dQ step: n32 or n64");
+      fence_accumulator(dq);
+      wgmma_fence();
+#pragma unroll
+      for (int kk = 0; kk < kBN / 16; ++kk) {
+        const uint64_t da = sw128_descriptor(sdSs + uint32_t(kk * 16) * kDsRowBytes, 16);
+        const uint64_t db = sw128_descriptor(kB + uint32_t(kk * 16) * kRowBytes, 16);
+        if constexpr (kDqDims == 32) wgmma_m64n32k16_ss<T, 1, 1>(dq, da, db);
+        else wgmma_m64n64k16_ss<T, 1, 1>(dq, da, db);
+      }
+      wgmma_commit();
+      wgmma_wait_all();
+      fence_accumulator(dq);
+#endif
+    } else {
 #pragma unroll
     for (int kk = 0; kk < kBN / 16; ++kk) {
       uint32_t a[4];
@@ -250,6 +271,7 @@ __global__ void __launch_bounds__(kWarps * 32, 1)
         mma_16816<T>(dq[2 * dpi], a, bk[0], bk[1]);
         mma_16816<T>(dq[2 * dpi + 1], a, bk[2], bk[3]);
       }
+    }
     }
     float* dqh = dq_accum + (b * p.Hq + h) * p.Nq * D;
 #pragma unroll
@@ -279,7 +301,7 @@ __global__ void __launch_bounds__(kWarps * 32, 1)
 
   while (it < nit) {
     cp_async_wait_all();
-    if constexpr (kWgmma) fence_proxy_async();  // the copies, visible to wgmma's reads
+    if constexpr (kWgmma) fence_proxy_async();  // the copies and dS^T stores, visible to wgmma
     __syncthreads();  // tile `it` (and K, V) in; every warp done with the previous iteration
     const int64_t it_next = next_visible(it + 1);
     if (it_next < nit) load_query_tile(it_next, stage ^ 1);
@@ -511,6 +533,7 @@ __global__ void __launch_bounds__(kWarps * 32, 1)
   cp_async_wait_all();  // nothing may be in flight when the block exits
   if constexpr (kAtomicDq) {
     if (prev_h >= 0) {
+      if constexpr (kWgmma) fence_proxy_async();  // the dS^T stores, visible to wgmma's reads
       __syncthreads();  // every warp's dS^T of the last tile is in
       dq_step(stage ^ 1, prev_h, prev_q0);
     }
