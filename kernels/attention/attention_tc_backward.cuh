@@ -165,29 +165,33 @@ __global__ void __launch_bounds__(kWarps * 32, 1)
   const float scale = float(p.softmax_scale);
   const SoftmaxDropout sd(p);
 
-  // The loop runs over it = gi * nqt + qt (query head hk * G + gi, query tile qt). Causal:
-  // query row i sees key k0 only if i >= k0 - (Nk - Nq), so earlier tiles are skipped.
+  // The loop runs over the query tiles qt of the query heads hk * G + gi, gi = 0 .. G - 1, in
+  // that order; gi = G is the end. Causal: query row i sees key k0 only if i >= k0 - (Nk - Nq),
+  // so earlier tiles are skipped. (The position is stepped, not divided out of a flat index:
+  // 64-bit divisions cost as much as a tile's elementwise work.)
   int64_t qt_first = 0;
   if (p.causal) {
     const int64_t i0 = k0 - (p.Nk - p.Nq);
     qt_first = i0 > 0 ? i0 / kBM : 0;
   }
-  const int64_t nit = qt_first < nqt ? G * nqt : 0;
-  auto next_visible = [&](int64_t it) {
-    while (it < nit) {
-      const int64_t gi = it / nqt, qt = it % nqt;
-      if (qt < qt_first) {
-        it = gi * nqt + qt_first;
+  struct QTile {
+    int64_t gi, qt;
+  };
+  auto next_visible = [&](QTile x) {
+    while (x.gi < G) {
+      if (x.qt < qt_first) x.qt = qt_first;
+      if (x.qt >= nqt) {
+        ++x.gi, x.qt = qt_first;
         continue;
       }
-      const int64_t q0 = qt * kBM, q1 = q0 + kBM < p.Nq ? q0 + kBM : p.Nq;
-      if (tile_visibility(p, hk * G + gi, q0, q1, k0, k1) != TileVisibility::empty) break;
-      ++it;
+      const int64_t q0 = x.qt * kBM, q1 = q0 + kBM < p.Nq ? q0 + kBM : p.Nq;
+      if (tile_visibility(p, hk * G + x.gi, q0, q1, k0, k1) != TileVisibility::empty) break;
+      ++x.qt;
     }
-    return it;
+    return x;
   };
-  auto load_query_tile = [&](int64_t it, int st) {
-    const int64_t h = hk * G + it / nqt, q0 = (it % nqt) * kBM;
+  auto load_query_tile = [&](QTile x, int st) {
+    const int64_t h = hk * G + x.gi, q0 = x.qt * kBM;
     const uint16_t* q = static_cast<const uint16_t*>(p.q) + b * p.q_batch_stride + h * p.q_head_stride;
     const uint16_t* dO = static_cast<const uint16_t*>(p.do_) + b * p.do_batch_stride + h * p.do_head_stride;
     load_tile_async<D, kBM, kThreads, kWgmma>(sQ + st * kTileQ, q, p.q_seq_stride, q0, p.Nq);
@@ -204,8 +208,8 @@ __global__ void __launch_bounds__(kWarps * 32, 1)
 
   load_tile_async<D, kBN, kThreads, kWgmma>(sK, k, p.k_seq_stride, k0, p.Nk);
   load_tile_async<D, kBN, kThreads, kWgmma>(sV, v, p.v_seq_stride, k0, p.Nk);
-  int64_t it = next_visible(0);
-  if (it < nit) load_query_tile(it, 0);
+  QTile it = next_visible(QTile{0, 0});
+  if (it.gi < G) load_query_tile(it, 0);
   cp_async_commit();
 
   // Per-lane ldmatrix offsets at head-dim (or query) chunk 0/1; the swizzle makes chunk
@@ -299,12 +303,12 @@ __global__ void __launch_bounds__(kWarps * 32, 1)
   int stage = 0;
   int64_t prev_h = -1, prev_q0 = 0;  // the query tile whose dQ step is still due
 
-  while (it < nit) {
+  while (it.gi < G) {
     cp_async_wait_all();
     if constexpr (kWgmma) fence_proxy_async();  // the copies and dS^T stores, visible to wgmma
     __syncthreads();  // tile `it` (and K, V) in; every warp done with the previous iteration
-    const int64_t it_next = next_visible(it + 1);
-    if (it_next < nit) load_query_tile(it_next, stage ^ 1);
+    const QTile it_next = next_visible(QTile{it.gi, it.qt + 1});
+    if (it_next.gi < G) load_query_tile(it_next, stage ^ 1);
     cp_async_commit();
     if constexpr (kAtomicDq) {
       if (prev_h >= 0) dq_step(stage ^ 1, prev_h, prev_q0);
@@ -321,7 +325,7 @@ __global__ void __launch_bounds__(kWarps * 32, 1)
       }
     }
 
-    const int64_t h = hk * G + it / nqt, q0 = (it % nqt) * kBM;
+    const int64_t h = hk * G + it.gi, q0 = it.qt * kBM;
     const int64_t q1 = q0 + kBM < p.Nq ? q0 + kBM : p.Nq;
     const uint32_t sQs = sQ + uint32_t(stage) * kTileQ, sdOs = sdO + uint32_t(stage) * kTileQ;
     const float* lse_s = pL + stage * kBM;
