@@ -40,8 +40,10 @@
 // each Q and dO tile once per warpgroup instead of once per warp. The tiles are stored as 64-column
 // blocks of 128-byte rows (load_tile_async's kBlocked; the plain layout at D = 64), the
 // hardware's 128-byte swizzle; at D = 128, dV and dK are two m64n64 accumulators each. The
-// accumulator layout is the same as the mma.sync one, so the elementwise steps and the dQ step
-// (still mma.sync) are shared; skipping becomes warpgroup-wide (a warp inside a visible
+// accumulator layout is the same as the mma.sync one, so the elementwise steps and the dQ
+// atomics are shared. The dQ step is wgmma too: warpgroup w forms columns w D/2 .. of dS K (m64,
+// n = D/2, k = the block's keys) with A = dS read from the stored dS^T as an MN-major operand
+// and B = the K rows, MN-major. Skipping becomes warpgroup-wide (a warp inside a visible
 // warpgroup is at worst fully masked).
 //
 // Dropout in the transposed layout: a thread holds keys g, g+8 (of the warp's 16) and queries
