@@ -246,7 +246,7 @@ __global__ void __launch_bounds__(kWarps * 32, 1)
       // A = dS from the stored dS^T (MN-major: 64 queries per 128-byte row) and B = K rows
       // (MN-major); its warps hold rows 16 strip .. of the result, as in the mma.sync split.
       const uint32_t kB = sK + uint32_t(split) * (kDqDims == 64 ? kBlkK : uint32_t(kDqDims * 2));
-      static_assert(!kWgmma || kDqDims == 32 || kDqDims == 64, "wgmma dQ step: n32 or n64");
+      static_assert(kDqDims == 32 || kDqDims == 64, "wgmma dQ step: n32 or n64");
       fence_accumulator(dq);
       wgmma_fence();
 #pragma unroll
@@ -269,11 +269,7 @@ __global__ void __launch_bounds__(kWarps * 32, 1)
       for (int dpi = 0; dpi < kDqDims / 16; ++dpi) {
         const int dglob = split * (kDqDims / 16) + dpi;
         uint32_t bk[4];
-        // 16-column pair dglob of K: one XOR in a D-element row, or column block dglob / 4
-        // and pair dglob % 4 inside it in the blocked layout.
-        const uint32_t kaddr = kWgmma ? (sK + uint32_t(dglob >> 2) * kBlkK + tLane) ^ uint32_t((dglob & 3) << 5)
-                                      : (sK + tLane) ^ uint32_t(dglob << 5);
-        ldmatrix_x4_trans(bk, kaddr + kk * 16 * kRowBytes);
+        ldmatrix_x4_trans(bk, ((sK + tLane) ^ uint32_t(dglob << 5)) + kk * 16 * kRowBytes);
         mma_16816<T>(dq[2 * dpi], a, bk[0], bk[1]);
         mma_16816<T>(dq[2 * dpi + 1], a, bk[2], bk[3]);
       }
