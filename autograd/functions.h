@@ -93,7 +93,7 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore
 // Over the last dim; weight and bias [C] may be undefined.
 Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps = 1e-5);
 Tensor embedding(const Tensor& weight, const Tensor& indices);
-// Inverted dropout with the Philox mask of kernels/common/philox.h; identity when p == 0 or
+// Inverted dropout with the Philox mask of core/philox.h; identity when p == 0 or
 // !training. The (seed, offset) pair comes from `gen` (default generator when null).
 Tensor dropout(const Tensor& x, double p, bool training = true, Generator* gen = nullptr);
 Tensor gather(const Tensor& t, int64_t dim, const Tensor& index);

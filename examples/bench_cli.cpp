@@ -36,13 +36,13 @@
 
 #include "examples/commands.h"
 #include "kernels/attention/attention.h"
-#include "tensor/error.h"
+#include "core/error.h"
 #include "tensor/tensor.h"
 
 #ifdef FLASHGRAD_WITH_CUDA
 #include <cuda_runtime.h>
 
-#include "kernels/cuda/cuda_check.h"
+#include "core/cuda_check.h"
 #endif
 
 namespace fg::cli {

@@ -1,5 +1,9 @@
 // Every kernel entry point of flashgrad, on raw pointers, for both devices.
 //
+// Scratch memory reaches a kernel from its caller: a kernel that needs some has a
+// `<name>_workspace(...)` function giving the bytes, and takes a `workspace` pointer (device
+// memory for CUDA; contents on entry do not matter). The CPU twins need none and return 0.
+//
 // Each function is declared twice with the same signature: in fg::cpu (kernels/cpu/*.cpp,
 // the reference) and in fg::cuda (kernels/cuda/*.cu, launched on the default stream). The
 // raw ops of tensor/ops.h pick one by the tensor's device. Nothing here knows about Tensor:
@@ -9,10 +13,11 @@
 // Conventions: 16-bit types compute in float; f64 computes in double; `n` is an element
 // count; "rows x cols" operands are contiguous row-major unless strides are given.
 #pragma once
+#include <cstddef>
 #include <cstdint>
 
 #include "kernels/common/strided.h"
-#include "tensor/dtype.h"
+#include "core/dispatch.h"
 
 namespace fg {
 
@@ -86,17 +91,22 @@ const char* binary_op_name(BinaryOp op);
      w, b may be null (no affine) */                                                            \
   void layer_norm(DType dtype, int64_t rows, int64_t cols, const void* x, const void* w,        \
                   const void* b, double eps, void* y, float* mean, float* rstd);                \
-  /* gw, gb (same dtype as w) are overwritten, not accumulated; may be null */                  \
+  /* gw, gb (same dtype as w) are overwritten, not accumulated; may be null. workspace holds   \
+     layer_norm_backward_workspace() bytes (CUDA: partial sums of gw, gb; CPU: unused). */     \
+  size_t layer_norm_backward_workspace(DType dtype, int64_t rows, int64_t cols);                \
   void layer_norm_backward(DType dtype, int64_t rows, int64_t cols, const void* gy,             \
                            const void* x, const void* w, const float* mean, const float* rstd,  \
-                           void* gx, void* gw, void* gb);                                       \
+                           void* gx, void* gw, void* gb, void* workspace);                      \
   /* out[r, :] = weight[idx[r], :]; weight [vocab, dim]; idx i32 or i64 [rows].              \
      Out-of-range indices are reported through *bad_index as in cross_entropy. */              \
   void embedding(DType dtype, DType idx_dtype, int64_t rows, int64_t dim, int64_t vocab,        \
                  const void* weight, const void* idx, void* out, int64_t* bad_index);           \
-  /* gweight[idx[r], :] += gout[r, :]; gweight must be zeroed first (CUDA: atomics) */        \
+  /* gweight[idx[r], :] += gout[r, :]; gweight must be zeroed first (CUDA: atomics, through   \
+     an fp32 accumulator of embedding_backward_workspace() bytes for 16-bit types) */          \
+  size_t embedding_backward_workspace(DType dtype, int64_t vocab, int64_t dim);                 \
   void embedding_backward(DType dtype, DType idx_dtype, int64_t rows, int64_t dim,              \
-                          int64_t vocab, const void* gout, const void* idx, void* gweight);     \
+                          int64_t vocab, const void* gout, const void* idx, void* gweight,      \
+                          void* workspace);                                                     \
   /* y[i] = keep(i) ? x[i] / (1 - p) : 0 with keep from fg::dropout_keep (philox.h);          \
      x, y contiguous */                                                                         \
   void dropout(DType dtype, int64_t n, const void* x, void* y, double p, uint64_t seed,        \
@@ -105,10 +115,12 @@ const char* binary_op_name(BinaryOp op);
      inner] (i32/i64): out[o, j, i] = in[o, index[o, j, i], i]. Bad indices via *bad_index.  */ \
   void gather(DType dtype, DType idx_dtype, int64_t outer, int64_t len_in, int64_t len_idx,     \
               int64_t inner, const void* in, const void* index, void* out, int64_t* bad_index); \
-  /* The adjoint of gather: gin[o, index[o, j, i], i] += gout[o, j, i]; gin zeroed first. */    \
+  /* The adjoint of gather: gin[o, index[o, j, i], i] += gout[o, j, i]; gin zeroed first.      \
+     workspace: scatter_add_workspace() bytes (CUDA 16-bit: the fp32 accumulator) */           \
+  size_t scatter_add_workspace(DType dtype, int64_t n_in);                                      \
   void scatter_add(DType dtype, DType idx_dtype, int64_t outer, int64_t len_in,                 \
                    int64_t len_idx, int64_t inner, const void* gout, const void* index,         \
-                   void* gin);                                                                  \
+                   void* gin, void* workspace);                                                 \
   /* Random fills with fg::philox_uniform (philox.h): element i from (seed, offset, i). */    \
   void rand_uniform(DType dtype, int64_t n, uint64_t seed, uint64_t offset, double low,         \
                     double high, void* out);                                                    \
@@ -124,24 +136,5 @@ FG_DECLARE_KERNELS
 namespace cuda {
 FG_DECLARE_KERNELS
 }
-
-// Throws the "built without CUDA" error; used by FG_KERNEL in CPU-only builds.
-[[noreturn]] void no_cuda_kernel(const char* name);
-
-}  // namespace fg
-
-// FG_KERNEL(device, name) is the kernel `name` for `device`, to be called with its arguments:
-//   FG_KERNEL(x.device(), unary)(op, x.dtype(), n, idx, x.data_ptr(), y.data_ptr());
-// In a CPU-only build the CUDA kernels do not exist, and asking for one throws.
-#ifdef FLASHGRAD_WITH_CUDA
-#define FG_KERNEL(DEVICE, NAME) ((DEVICE).is_cuda() ? &::fg::cuda::NAME : &::fg::cpu::NAME)
-#else
-#define FG_KERNEL(DEVICE, NAME) \
-  ((DEVICE).is_cuda() ? (::fg::no_cuda_kernel(#NAME), &::fg::cpu::NAME) : &::fg::cpu::NAME)
-#endif
-// FG_CALL_KERNEL(device, name, args...) calls it: FG_KERNEL(device, name)(args...).
-#define FG_CALL_KERNEL(DEVICE, NAME, ...) FG_KERNEL(DEVICE, NAME)(__VA_ARGS__)
-
-namespace fg {
 
 }  // namespace fg

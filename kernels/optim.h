@@ -10,7 +10,7 @@
 #include <cmath>
 #include <cstdint>
 
-#include "tensor/dtype.h"
+#include "core/dtype.h"
 
 namespace fg {
 

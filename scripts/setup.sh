@@ -5,7 +5,7 @@
 #
 #   bash scripts/setup.sh                 # Release build in ./build
 #   FLASHGRAD_CUDA=OFF bash scripts/setup.sh   # CPU-only build
-#   CUDA_ARCH=90a bash scripts/setup.sh   # CUDA architectures (default 90a)
+#   CUDA_ARCH=90a bash scripts/setup.sh   # CUDA architectures (default: the GPUs found, else 90a)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,6 +28,29 @@ if ! command -v nvcc >/dev/null 2>&1 && [ -x /usr/local/cuda/bin/nvcc ]; then
 fi
 CUDA_OPT=${FLASHGRAD_CUDA:-ON}
 if ! command -v nvcc >/dev/null 2>&1; then CUDA_OPT=OFF; fi
+
+# The CUDA architectures to build for, when CUDA_ARCH is not given: those of the GPUs present
+# (sm_90a on Hopper, which enables the wgmma kernels; a card's own architecture otherwise, so
+# that another NVIDIA card gets a working build), or sm_90a when there is no GPU to ask.
+detect_cuda_arch() {
+  local caps
+  caps=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | tr -d ' .' | sort -u)
+  [ -z "$caps" ] && { echo 90a; return; }
+  local archs=""
+  for c in $caps; do
+    case "$c" in
+      90) archs="$archs;90a" ;;
+      [0-9]*) archs="$archs;$c" ;;
+    esac
+  done
+  archs=${archs#;}
+  echo "${archs:-90a}"
+}
+CUDA_ARCH=${CUDA_ARCH:-}
+if [ "$CUDA_OPT" = ON ] && [ -z "$CUDA_ARCH" ]; then
+  CUDA_ARCH=$(detect_cuda_arch)
+  echo "flashgrad setup: CUDA architectures $CUDA_ARCH (set CUDA_ARCH to choose)"
+fi
 
 BUILD_DIR=${BUILD_DIR:-build}
 cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release \

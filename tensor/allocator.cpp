@@ -8,7 +8,7 @@
 #include <mutex>
 #include <string>
 
-#include "tensor/error.h"
+#include "core/error.h"
 #ifdef FLASHGRAD_WITH_CUDA
 #include "tensor/cuda/cuda_backend.h"
 #endif

@@ -7,7 +7,7 @@
 #pragma once
 #include <vector>
 
-#include "kernels/kernels.h"
+#include "tensor/kernel_dispatch.h"
 #include "tensor/tensor.h"
 
 namespace fg::ops {
@@ -95,6 +95,10 @@ std::vector<Tensor> split(const Tensor& t, const std::vector<int64_t>& sizes, in
 void check_same_device(const char* op, const std::vector<Tensor>& ts);
 void check_same_dtype(const char* op, const std::vector<Tensor>& ts);
 void check_floating(const char* op, const Tensor& t);
+// Scratch memory for a kernel on `d`: at least `bytes` bytes, 256-byte aligned, counted by the
+// allocator like any tensor and released when the returned tensor goes. Undefined (null
+// data) when bytes is 0.
+Tensor workspace(Device d, size_t bytes);
 // Builds the indexer for an output of `shape` and operands broadcast to it.
 template <int N>
 StridedIndexer<N> make_indexer(const Shape& shape, const std::vector<const Tensor*>& operands,

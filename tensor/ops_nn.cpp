@@ -254,11 +254,13 @@ LayerNormGrads layer_norm_backward(const Tensor& gy, const Tensor& x, const Tens
     g.gb = empty({rx.cols}, like(x));
   }
   if (rx.cols == 0) return g;
+  Tensor ws = workspace(x.device(), FG_CALL_KERNEL(x.device(), layer_norm_backward_workspace,
+                                                     x.dtype(), rx.rows, rx.cols));
   FG_CALL_KERNEL(x.device(), layer_norm_backward, x.dtype(), rx.rows, rx.cols, rg.t.data_ptr(),
              rx.t.data_ptr(), wc.defined() ? wc.data_ptr() : nullptr,
              static_cast<const float*>(m.data_ptr()), static_cast<const float*>(rs.data_ptr()),
              g.gx.data_ptr(), need_wb ? g.gw.data_ptr() : nullptr,
-             need_wb ? g.gb.data_ptr() : nullptr);
+             need_wb ? g.gb.data_ptr() : nullptr, ws.defined() ? ws.data_ptr() : nullptr);
   return g;
 }
 
@@ -309,8 +311,10 @@ Tensor embedding_backward(const Tensor& gout, const Tensor& idx, int64_t vocab) 
   Tensor g = contiguous(gout), ix = contiguous(idx);
   Tensor gw = zeros({vocab, dim}, like(gout));
   if (idx.numel() == 0 || dim == 0) return gw;
+  Tensor ws = workspace(gout.device(), FG_CALL_KERNEL(gout.device(), embedding_backward_workspace,
+                                                        g.dtype(), vocab, dim));
   FG_CALL_KERNEL(gout.device(), embedding_backward, g.dtype(), ix.dtype(), idx.numel(), dim, vocab,
-             g.data_ptr(), ix.data_ptr(), gw.data_ptr());
+             g.data_ptr(), ix.data_ptr(), gw.data_ptr(), ws.defined() ? ws.data_ptr() : nullptr);
   return gw;
 }
 
@@ -399,8 +403,11 @@ Tensor scatter_add_zeros(const Tensor& gout, int64_t dim, const Tensor& index,
   Tensor gc = contiguous(gout), ic = contiguous(index);
   Tensor gin = zeros(in_shape, like(gout));
   if (gout.numel() == 0) return gin;
+  Tensor ws = workspace(gout.device(), FG_CALL_KERNEL(gout.device(), scatter_add_workspace,
+                                                        gout.dtype(), gin.numel()));
   FG_CALL_KERNEL(gout.device(), scatter_add, gout.dtype(), ic.dtype(), g.outer, g.len_in, g.len_idx,
-             g.inner, gc.data_ptr(), ic.data_ptr(), gin.data_ptr());
+             g.inner, gc.data_ptr(), ic.data_ptr(), gin.data_ptr(),
+             ws.defined() ? ws.data_ptr() : nullptr);
   return gin;
 }
 

@@ -16,8 +16,8 @@
 
 #include "tensor/allocator.h"
 #include "tensor/device.h"
-#include "tensor/dtype.h"
-#include "tensor/error.h"
+#include "core/dtype.h"
+#include "core/error.h"
 
 namespace fg {
 

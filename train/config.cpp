@@ -3,7 +3,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "tensor/error.h"
+#include "core/error.h"
 
 namespace fg::train {
 

@@ -5,7 +5,7 @@
 #include <filesystem>
 #include <vector>
 
-#include "tensor/error.h"
+#include "core/error.h"
 #include "train/fileio.h"
 
 namespace fg::train {

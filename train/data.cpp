@@ -3,7 +3,7 @@
 
 #include <cmath>
 
-#include "kernels/common/philox.h"
+#include "core/philox.h"
 
 namespace fg::train {
 

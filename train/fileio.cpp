@@ -12,7 +12,7 @@
 #include <fstream>
 #include <sstream>
 
-#include "tensor/error.h"
+#include "core/error.h"
 
 namespace fg::train {
 

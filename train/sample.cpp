@@ -5,7 +5,7 @@
 #include <cmath>
 
 #include "autograd/functions.h"
-#include "kernels/common/philox.h"
+#include "core/philox.h"
 
 namespace fg::train {
 

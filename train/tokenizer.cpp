@@ -5,7 +5,7 @@
 #include <nlohmann/json.hpp>
 #include <set>
 
-#include "tensor/error.h"
+#include "core/error.h"
 
 namespace fg::train {
 

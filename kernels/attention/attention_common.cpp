@@ -6,7 +6,7 @@
 #include <limits>
 
 #include "kernels/attention/attention.h"
-#include "tensor/error.h"
+#include "core/error.h"
 
 namespace fg {
 

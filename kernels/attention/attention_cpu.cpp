@@ -20,9 +20,11 @@
 #include <type_traits>
 #include <vector>
 
+#include "core/parallel.h"
+#include "core/dispatch.h"
 #include "kernels/attention/attention.h"
-#include "kernels/common/philox.h"
-#include "tensor/error.h"
+#include "core/philox.h"
+#include "core/error.h"
 
 namespace fg {
 namespace {
@@ -46,23 +48,6 @@ template <typename T, typename A> inline T from_acc(A x) {
 inline float acc_exp(float x) { return std::exp(x); }
 inline double acc_exp(double x) { return std::exp(x); }
 
-// Runs task(0 .. n-1) on up to hardware_concurrency threads. Tasks must write disjoint outputs.
-template <typename F> void parallel_tasks(int64_t n, F task) {
-  const int64_t hw = std::max<int64_t>(1, int64_t(std::thread::hardware_concurrency()));
-  const int64_t nthreads = std::min(hw, n);
-  if (nthreads <= 1) {
-    for (int64_t t = 0; t < n; ++t) task(t);
-    return;
-  }
-  std::atomic<int64_t> next{0};
-  auto worker = [&] {
-    for (int64_t t = next.fetch_add(1); t < n; t = next.fetch_add(1)) task(t);
-  };
-  std::vector<std::thread> threads;
-  for (int64_t i = 1; i < nthreads; ++i) threads.emplace_back(worker);
-  worker();
-  for (auto& th : threads) th.join();
-}
 
 // Copies rows [r0, r1) of one head of a strided [*, N, H, D] tensor into a dense [rows, D]
 // tile in the accumulation type; rows past r1 of the tile are zeroed.
@@ -105,7 +90,8 @@ template <typename T> void forward_cpu(const AttentionParams& p) {
   const int64_t group = p.Hq / p.Hkv;
   const A neg_inf = -std::numeric_limits<A>::infinity();
 
-  parallel_tasks(p.B * p.Hq, [&](int64_t task) {
+  // One task per (batch, head); tasks write disjoint outputs.
+  const auto run_task = [&](int64_t task) {
     const int64_t b = task / p.Hq, h = task % p.Hq, hk = h / group;
     const T* q = static_cast<const T*>(p.q) + b * p.q_batch_stride + h * p.q_head_stride;
     const T* k = static_cast<const T*>(p.k) + b * p.k_batch_stride + hk * p.k_head_stride;
@@ -174,6 +160,9 @@ template <typename T> void forward_cpu(const AttentionParams& p) {
         }
       }
     }
+  };
+  parallel_for(p.B * p.Hq, p.Nq * p.Nk * p.D, [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t) run_task(t);
   });
 }
 
@@ -191,7 +180,8 @@ template <typename T> void backward_cpu(const AttentionParams& p) {
 
   // One task per (batch, kv head): it owns dK, dV of that kv head and dQ of the query heads
   // sharing it, so the sum over the group needs no synchronisation.
-  parallel_tasks(p.B * p.Hkv, [&](int64_t task) {
+  // One task per (batch, head); tasks write disjoint outputs.
+  const auto run_task = [&](int64_t task) {
     const int64_t b = task / p.Hkv, hk = task % p.Hkv;
     const T* k = static_cast<const T*>(p.k) + b * p.k_batch_stride + hk * p.k_head_stride;
     const T* v = static_cast<const T*>(p.v) + b * p.v_batch_stride + hk * p.v_head_stride;
@@ -271,6 +261,9 @@ template <typename T> void backward_cpu(const AttentionParams& p) {
         dk[j * p.dk_seq_stride + d] = from_acc<T>(dk_acc[j * D + d]);
         dv[j * p.dv_seq_stride + d] = from_acc<T>(dv_acc[j * D + d]);
       }
+  };
+  parallel_for(p.B * p.Hkv, p.Nq * p.Nk * p.D, [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t) run_task(t);
   });
 }
 

@@ -6,10 +6,11 @@
 #include <cstring>
 #include <type_traits>
 
+#include "core/dispatch.h"
 #include "kernels/attention/attention.h"
 #include "kernels/attention/attention_launch.h"
-#include "kernels/cuda/cuda_check.h"
-#include "tensor/error.h"
+#include "core/cuda_check.h"
+#include "core/error.h"
 
 namespace fg {
 

@@ -40,8 +40,8 @@
 #include <type_traits>
 
 #include "kernels/attention/params.h"
-#include "kernels/common/half.h"
-#include "kernels/common/philox.h"
+#include "core/half.h"
+#include "core/philox.h"
 
 #if !defined(FG_ATTENTION_EMULATE)
 #include <cuda_bf16.h>
@@ -49,8 +49,8 @@
 #include <cuda_runtime.h>
 
 #include "kernels/attention/attention.h"
-#include "kernels/cuda/cuda_check.h"
-#include "tensor/error.h"
+#include "core/cuda_check.h"
+#include "core/error.h"
 #endif
 
 #define FG_ATTN_DEV __device__ __forceinline__

@@ -67,10 +67,10 @@
 #include "kernels/attention/attention_tc_forward.cuh"  // the shared score-tile steps
 #include "kernels/attention/attention_wgmma_common.cuh"
 #include "kernels/attention/params.h"
-#include "kernels/common/half.h"
-#include "kernels/common/philox.h"
-#include "kernels/cuda/cuda_check.h"
-#include "tensor/error.h"
+#include "core/half.h"
+#include "core/philox.h"
+#include "core/cuda_check.h"
+#include "core/error.h"
 
 namespace fg {
 namespace attn {

@@ -18,8 +18,8 @@
 #include <type_traits>
 
 #include "kernels/attention/params.h"
-#include "kernels/common/half.h"
-#include "kernels/common/philox.h"
+#include "core/half.h"
+#include "core/philox.h"
 
 namespace fg {
 namespace attn {

@@ -45,10 +45,10 @@
 #include "kernels/attention/attention.h"
 #include "kernels/attention/attention_tc_common.cuh"
 #include "kernels/attention/params.h"
-#include "kernels/common/half.h"
-#include "kernels/common/philox.h"
-#include "kernels/cuda/cuda_check.h"
-#include "tensor/error.h"
+#include "core/half.h"
+#include "core/philox.h"
+#include "core/cuda_check.h"
+#include "core/error.h"
 
 namespace fg {
 namespace attn {

@@ -1,11 +1,12 @@
 // CPU fills of the naive attention path's masks (see naive_masks.h).
+#include "core/dispatch.h"
 #include "kernels/attention/naive_masks.h"
 
 #include <limits>
 
 #include "kernels/common/convert.h"
-#include "kernels/common/philox.h"
-#include "tensor/error.h"
+#include "core/philox.h"
+#include "core/error.h"
 
 namespace fg {
 

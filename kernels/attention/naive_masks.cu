@@ -4,10 +4,11 @@
 
 #include <limits>
 
+#include "core/dispatch.h"
 #include "kernels/attention/naive_masks.h"
 #include "kernels/common/convert.h"
-#include "kernels/common/philox.h"
-#include "kernels/cuda/cuda_check.h"
+#include "core/philox.h"
+#include "core/cuda_check.h"
 
 namespace fg {
 

@@ -41,8 +41,8 @@
 #include <cmath>
 #include <cstdint>
 
-#include "kernels/common/half.h"  // FG_HD
-#include "tensor/dtype.h"
+#include "core/half.h"  // FG_HD
+#include "core/dtype.h"
 
 namespace fg {
 

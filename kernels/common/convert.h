@@ -2,7 +2,7 @@
 #pragma once
 #include <type_traits>
 
-#include "kernels/common/half.h"
+#include "core/half.h"
 
 namespace fg {
 

@@ -11,9 +11,9 @@
 #include <limits>
 #include <type_traits>
 
-#include "kernels/common/half.h"
+#include "core/half.h"
 #include "kernels/kernels.h"
-#include "tensor/error.h"
+#include "core/error.h"
 
 namespace fg {
 

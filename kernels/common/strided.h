@@ -6,7 +6,7 @@
 #pragma once
 #include <cstdint>
 
-#include "kernels/common/half.h"
+#include "core/half.h"
 
 namespace fg {
 

@@ -3,7 +3,7 @@
 
 #include <type_traits>
 
-#include "tensor/error.h"
+#include "core/error.h"
 
 namespace fg::cpu {
 

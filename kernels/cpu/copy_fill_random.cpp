@@ -2,9 +2,9 @@
 #include <cmath>
 
 #include "kernels/common/convert.h"
-#include "kernels/common/philox.h"
+#include "core/philox.h"
 #include "kernels/kernels.h"
-#include "tensor/error.h"
+#include "core/error.h"
 
 namespace fg::cpu {
 

@@ -7,9 +7,10 @@
 #include <thread>
 #include <vector>
 
+#include "core/parallel.h"
 #include "kernels/common/elementwise_math.h"
 #include "kernels/kernels.h"
-#include "tensor/error.h"
+#include "core/error.h"
 
 namespace fg {
 
@@ -60,31 +61,11 @@ const char* binary_op_name(BinaryOp op) {
 namespace cpu {
 namespace {
 
-// Runs fn(begin, end) over [0, n) in a few contiguous chunks on std::threads when n is large.
-// Elements are independent, so the result does not depend on the split.
-template <typename F>
-void parallel_for(int64_t n, F fn) {
-  constexpr int64_t kGrain = 1 << 16;
-  int64_t hw = std::max<int64_t>(1, int64_t(std::thread::hardware_concurrency()));
-  int64_t chunks = std::min<int64_t>(hw, n / kGrain);
-  if (chunks <= 1) {
-    fn(int64_t(0), n);
-    return;
-  }
-  std::vector<std::thread> threads;
-  int64_t step = (n + chunks - 1) / chunks;
-  for (int64_t c = 1; c < chunks; ++c) {
-    int64_t b = c * step, e = std::min(n, b + step);
-    if (b < e) threads.emplace_back([=] { fn(b, e); });
-  }
-  fn(int64_t(0), std::min(n, step));
-  for (auto& t : threads) t.join();
-}
 
 template <typename T, UnaryOp OP>
 void unary_loop(int64_t n, const StridedIndexer<2>& idx, const T* in, T* out) {
   using C = compute_t<T>;
-  parallel_for(n, [&](int64_t begin, int64_t end) {
+  parallel_for(n, 1, [&](int64_t begin, int64_t end) {
     int64_t off[2];
     for (int64_t i = begin; i < end; ++i) {
       idx.offsets(i, off);
@@ -96,7 +77,7 @@ void unary_loop(int64_t n, const StridedIndexer<2>& idx, const T* in, T* out) {
 template <typename T, BinaryOp OP>
 void binary_loop(int64_t n, const StridedIndexer<3>& idx, const T* a, const T* b, T* out) {
   using C = compute_t<T>;
-  parallel_for(n, [&](int64_t begin, int64_t end) {
+  parallel_for(n, 1, [&](int64_t begin, int64_t end) {
     int64_t off[3];
     for (int64_t i = begin; i < end; ++i) {
       idx.offsets(i, off);
@@ -110,7 +91,7 @@ void binary_scalar_loop(int64_t n, const StridedIndexer<2>& idx, const T* a, dou
                         bool scalar_first, T* out) {
   using C = compute_t<T>;
   const C sc = C(s);
-  parallel_for(n, [&](int64_t begin, int64_t end) {
+  parallel_for(n, 1, [&](int64_t begin, int64_t end) {
     int64_t off[2];
     for (int64_t i = begin; i < end; ++i) {
       idx.offsets(i, off);
@@ -124,7 +105,7 @@ void binary_scalar_loop(int64_t n, const StridedIndexer<2>& idx, const T* a, dou
 template <typename T, typename CondT>
 void where_loop(int64_t n, const StridedIndexer<4>& idx, const CondT* cond, const T* a,
                 const T* b, T* out) {
-  parallel_for(n, [&](int64_t begin, int64_t end) {
+  parallel_for(n, 1, [&](int64_t begin, int64_t end) {
     int64_t off[4];
     for (int64_t i = begin; i < end; ++i) {
       idx.offsets(i, off);

@@ -13,8 +13,9 @@
 #include <type_traits>
 #include <vector>
 
+#include "core/parallel.h"
 #include "kernels/kernels.h"
-#include "tensor/error.h"
+#include "core/error.h"
 
 #ifdef FLASHGRAD_HAVE_CBLAS
 #include <cblas.h>
@@ -24,26 +25,6 @@ namespace fg::cpu {
 
 namespace {
 
-// Runs fn(begin, end) over [0, n) in contiguous chunks, on several threads when the total
-// work (n * cost_per_item, roughly in multiply-adds) is large enough to pay for them.
-template <typename F>
-void parallel_for(int64_t n, int64_t cost_per_item, F&& fn) {
-  int64_t hw = std::max<int64_t>(1, std::thread::hardware_concurrency());
-  int64_t by_work = (n * std::max<int64_t>(cost_per_item, 1)) / (int64_t(1) << 18);
-  int64_t nthreads = std::min({hw, n, std::max<int64_t>(by_work, 1)});
-  if (nthreads <= 1) {
-    fn(int64_t(0), n);
-    return;
-  }
-  std::vector<std::thread> threads;
-  int64_t chunk = (n + nthreads - 1) / nthreads;
-  for (int64_t t = 0; t < nthreads; ++t) {
-    int64_t begin = t * chunk, end = std::min(n, begin + chunk);
-    if (begin >= end) break;
-    threads.emplace_back([&fn, begin, end] { fn(begin, end); });
-  }
-  for (auto& th : threads) th.join();
-}
 
 template <typename T>
 using acc_t = typename acc_type<T>::type;
@@ -54,6 +35,9 @@ inline acc_t<T> load_op(const T* X, bool trans, int64_t ld, int64_t r, int64_t c
   return acc_t<T>(trans ? X[c * ld + r] : X[r * ld + c]);
 }
 
+// The blocked loops below vectorise: about four multiply-adds cost one "operation" of
+// parallel_for's work estimate.
+constexpr int64_t kMacsPerOp = 4;
 constexpr int64_t kRowBlock = 4;    // rows of C computed together (reuse each loaded B row)
 constexpr int64_t kColBlock = 256;  // columns of C kept in the accumulators at once
 
@@ -119,7 +103,7 @@ struct LoopGemm {
     if (batch >= hw && K * N <= (int64_t(1) << 20)) {
       // Many small products (e.g. per-head attention scores): one thread per batch range,
       // each with its own packed panel.
-      parallel_for(batch, M * N * K + K * N, [&](int64_t b0, int64_t b1) {
+      parallel_for(batch, (M * N * K + K * N) / kMacsPerOp, [&](int64_t b0, int64_t b1) {
         std::vector<A_t> Bp;
         for (int64_t b = b0; b < b1; ++b) {
           pack_b(b, Bp);
@@ -131,7 +115,7 @@ struct LoopGemm {
     std::vector<A_t> Bp;
     for (int64_t b = 0; b < batch; ++b) {
       pack_b(b, Bp);
-      parallel_for(M, N * K, [&](int64_t m0, int64_t m1) { rows(b, m0, m1, Bp); });
+      parallel_for(M, N * K / kMacsPerOp, [&](int64_t m0, int64_t m1) { rows(b, m0, m1, Bp); });
     }
   }
 };

@@ -12,9 +12,10 @@
 #include <thread>
 #include <vector>
 
-#include "kernels/common/philox.h"
+#include "core/parallel.h"
+#include "core/philox.h"
 #include "kernels/kernels.h"
-#include "tensor/error.h"
+#include "core/error.h"
 
 namespace fg::cpu {
 
@@ -23,44 +24,7 @@ namespace {
 template <typename T>
 using acc_t = typename acc_type<T>::type;
 
-// Runs fn(begin, end) over [0, n) in contiguous chunks on several threads when n * cost is
-// large. Each item is handled by exactly one chunk, so results don't depend on threading.
-template <typename F>
-void parallel_for(int64_t n, int64_t cost_per_item, F&& fn) {
-  int64_t hw = std::max<int64_t>(1, std::thread::hardware_concurrency());
-  int64_t by_work = (n * std::max<int64_t>(cost_per_item, 1)) / (int64_t(1) << 16);
-  int64_t nthreads = std::min({hw, n, std::max<int64_t>(by_work, 1)});
-  if (nthreads <= 1) {
-    if (n > 0) fn(int64_t(0), n);
-    return;
-  }
-  std::vector<std::thread> threads;
-  int64_t chunk = (n + nthreads - 1) / nthreads;
-  for (int64_t t = 0; t < nthreads; ++t) {
-    int64_t begin = t * chunk, end = std::min(n, begin + chunk);
-    if (begin >= end) break;
-    threads.emplace_back([&fn, begin, end] { fn(begin, end); });
-  }
-  for (auto& th : threads) th.join();
-}
 
-// Index dtypes (targets, embedding ids, gather indices) are i32 or i64.
-#define FG_DISPATCH_INDEX(DT, NAME, ...)                                                    \
-  switch (DT) {                                                                             \
-    case ::fg::DType::i32: {                                                                \
-      using index_t = int32_t;                                                              \
-      __VA_ARGS__();                                                                        \
-      break;                                                                                \
-    }                                                                                       \
-    case ::fg::DType::i64: {                                                                \
-      using index_t = int64_t;                                                              \
-      __VA_ARGS__();                                                                        \
-      break;                                                                                \
-    }                                                                                       \
-    default:                                                                                \
-      throw ::fg::Error(std::string(NAME) + ": index dtype " + ::fg::dtype_name(DT) +       \
-                        " is not supported (use i32 or i64)");                              \
-  }
 
 // Runs fn(r, report) over rows [0, n), in parallel; report(pos) marks position pos as bad.
 // Afterwards *bad holds the smallest reported position + 1 (unchanged when none).
@@ -279,9 +243,11 @@ void layer_norm(DType dtype, int64_t rows, int64_t cols, const void* x, const vo
   });
 }
 
+size_t layer_norm_backward_workspace(DType, int64_t, int64_t) { return 0; }
+
 void layer_norm_backward(DType dtype, int64_t rows, int64_t cols, const void* gy, const void* x,
                          const void* w, const float* mean, const float* rstd, void* gx, void* gw,
-                         void* gb) {
+                         void* gb, void*) {
   FG_DISPATCH_FLOAT(dtype, "layer_norm_backward", [&] {
     using T = scalar_t;
     using A = acc_t<T>;
@@ -367,8 +333,10 @@ void embedding(DType dtype, DType idx_dtype, int64_t rows, int64_t dim, int64_t 
   });
 }
 
+size_t embedding_backward_workspace(DType, int64_t, int64_t) { return 0; }
+
 void embedding_backward(DType dtype, DType idx_dtype, int64_t rows, int64_t dim, int64_t vocab,
-                        const void* gout, const void* idx, void* gweight) {
+                        const void* gout, const void* idx, void* gweight, void*) {
   FG_DISPATCH_FLOAT(dtype, "embedding_backward", [&] {
     using T = scalar_t;
     using A = acc_t<T>;
@@ -456,8 +424,10 @@ void gather(DType dtype, DType idx_dtype, int64_t outer, int64_t len_in, int64_t
   });
 }
 
+size_t scatter_add_workspace(DType, int64_t) { return 0; }
+
 void scatter_add(DType dtype, DType idx_dtype, int64_t outer, int64_t len_in, int64_t len_idx,
-                 int64_t inner, const void* gout, const void* index, void* gin) {
+                 int64_t inner, const void* gout, const void* index, void* gin, void*) {
   FG_DISPATCH_FLOAT(dtype, "scatter_add", [&] {
     using T = scalar_t;
     using A = acc_t<T>;

@@ -11,7 +11,7 @@
 
 #include "kernels/common/elementwise_math.h"
 #include "kernels/kernels.h"
-#include "tensor/error.h"
+#include "core/error.h"
 
 namespace fg::cpu {
 namespace {

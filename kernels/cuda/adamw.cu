@@ -1,6 +1,6 @@
 // The fused AdamW update on CUDA: one grid-stride pass per parameter tensor, the same
 // per-element arithmetic as the CPU kernel (kernels/optim.h), so results are bit-identical.
-#include "kernels/cuda/cuda_check.h"
+#include "core/cuda_check.h"
 #include "kernels/optim.h"
 
 namespace fg::cuda {

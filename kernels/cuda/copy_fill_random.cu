@@ -1,8 +1,8 @@
 // CUDA kernels: strided copy with dtype conversion, fill, and the Philox random fills.
 // Each mirrors its CPU twin in kernels/cpu/copy_fill_random.cpp element for element.
 #include "kernels/common/convert.h"
-#include "kernels/common/philox.h"
-#include "kernels/cuda/cuda_check.h"
+#include "core/philox.h"
+#include "core/cuda_check.h"
 #include "kernels/kernels.h"
 
 namespace fg::cuda {

@@ -8,7 +8,7 @@
 #include <algorithm>
 
 #include "kernels/common/elementwise_math.h"
-#include "kernels/cuda/cuda_check.h"
+#include "core/cuda_check.h"
 #include "kernels/kernels.h"
 
 namespace fg::cuda {

@@ -17,9 +17,9 @@
 #include <cstdlib>
 #include <mutex>
 
-#include "kernels/cuda/cuda_check.h"
+#include "core/cuda_check.h"
 #include "kernels/kernels.h"
-#include "tensor/error.h"
+#include "core/error.h"
 
 namespace fg {
 [[noreturn]] inline void throw_cublas_error(cublasStatus_t s, const char* what, const char* file,

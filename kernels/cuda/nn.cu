@@ -19,11 +19,11 @@
 #include <algorithm>
 #include <cmath>
 
-#include "kernels/common/philox.h"
-#include "kernels/cuda/cuda_check.h"
+#include "core/philox.h"
+#include "core/cuda_check.h"
+#include "core/cuda_reduce.cuh"
 #include "kernels/kernels.h"
-#include "tensor/allocator.h"
-#include "tensor/error.h"
+#include "core/error.h"
 
 namespace fg::cuda {
 
@@ -32,22 +32,6 @@ namespace {
 template <typename T>
 using acc_t = typename acc_type<T>::type;
 
-#define FG_DISPATCH_INDEX(DT, NAME, ...)                                              \
-  switch (DT) {                                                                       \
-    case ::fg::DType::i32: {                                                          \
-      using index_t = int32_t;                                                        \
-      __VA_ARGS__();                                                                  \
-      break;                                                                          \
-    }                                                                                 \
-    case ::fg::DType::i64: {                                                          \
-      using index_t = int64_t;                                                        \
-      __VA_ARGS__();                                                                  \
-      break;                                                                          \
-    }                                                                                 \
-    default:                                                                          \
-      throw ::fg::Error(std::string(NAME) + ": index dtype " + ::fg::dtype_name(DT) + \
-                        " is not supported (use i32 or i64)");                        \
-  }
 
 // ---- device math in the accumulation type ----
 __device__ __forceinline__ float dexp(float x) { return expf(x); }
@@ -59,54 +43,6 @@ __device__ __forceinline__ double dsqrt(double x) { return ::sqrt(x); }
 template <typename A> __device__ __forceinline__ A neg_inf();
 template <> __device__ __forceinline__ float neg_inf<float>() { return -INFINITY; }
 template <> __device__ __forceinline__ double neg_inf<double>() { return -(double)INFINITY; }
-
-template <typename A>
-__device__ __forceinline__ A warp_sum(A v) {
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  return v;
-}
-template <typename A>
-__device__ __forceinline__ A warp_max(A v) {
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) v = max(v, __shfl_xor_sync(0xffffffffu, v, o));
-  return v;
-}
-
-// Block-wide sum / max; every thread gets the result. `buf` holds 32 values of shared memory;
-// the leading __syncthreads lets consecutive calls reuse it.
-template <typename A>
-__device__ A block_sum(A v, A* buf) {
-  v = warp_sum(v);
-  int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  __syncthreads();
-  if (lane == 0) buf[warp] = v;
-  __syncthreads();
-  int nwarps = (blockDim.x + 31) >> 5;
-  if (warp == 0) {
-    A w = lane < nwarps ? buf[lane] : A(0);
-    w = warp_sum(w);
-    if (lane == 0) buf[0] = w;
-  }
-  __syncthreads();
-  return buf[0];
-}
-template <typename A>
-__device__ A block_max(A v, A* buf) {
-  v = warp_max(v);
-  int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  __syncthreads();
-  if (lane == 0) buf[warp] = v;
-  __syncthreads();
-  int nwarps = (blockDim.x + 31) >> 5;
-  if (warp == 0) {
-    A w = lane < nwarps ? buf[lane] : neg_inf<A>();
-    w = warp_max(w);
-    if (lane == 0) buf[0] = w;
-  }
-  __syncthreads();
-  return buf[0];
-}
 
 // flag = min(flag, pos + 1), treating 0 as "nothing reported yet".
 __device__ void report_bad(int64_t* flag, int64_t pos) {
@@ -443,42 +379,34 @@ __global__ void scatter_add_kernel(int64_t outer, int64_t len_in, int64_t len_id
   }
 }
 
-// A zeroed fp32 device buffer of n elements, released at scope exit (the caching allocator
-// hands the block out again only to work queued after ours on stream 0).
-struct Scratch {
-  float* p = nullptr;
-  size_t bytes = 0;
-  explicit Scratch(int64_t n) : bytes(size_t(std::max<int64_t>(n, 1)) * sizeof(float)) {
-    p = static_cast<float*>(raw_alloc(Device::cuda(), bytes));
-    FG_CUDA_CHECK(cudaMemsetAsync(p, 0, bytes, 0));
-  }
-  ~Scratch() { raw_free(Device::cuda(), p, bytes); }
-  Scratch(const Scratch&) = delete;
-  Scratch& operator=(const Scratch&) = delete;
-};
+// 16-bit outputs accumulate through an fp32 buffer of n elements (rounded once at the end);
+// f32 and f64 accumulate in place and need none.
+size_t fp32_accumulator_bytes(DType dtype, int64_t n) {
+  return dtype == DType::bf16 || dtype == DType::f16 ? size_t(std::max<int64_t>(n, 1)) * sizeof(float)
+                                                     : 0;
+}
 
-// Atomic accumulation: straight into the output for f32 / f64, through an fp32 scratch
-// (rounded once at the end) for bf16 / f16.
+// Atomic accumulation: straight into the output for f32 / f64, through the fp32 workspace
+// (zeroed here, rounded once at the end) for bf16 / f16.
 template <typename T, typename I>
 void launch_embedding_backward(int64_t rows, int64_t dim, int64_t vocab, const T* gout,
-                               const I* idx, T* gweight) {
+                               const I* idx, T* gweight, float* acc) {
   int blocks = grid_for(rows * dim);
   if constexpr (std::is_same_v<T, float> || std::is_same_v<T, double>) {
     embedding_backward_kernel<T, T, I><<<blocks, 256>>>(rows, dim, vocab, gout, idx, gweight);
     FG_LAUNCH_CHECK();
   } else {
-    Scratch scratch(vocab * dim);
-    embedding_backward_kernel<T, float, I><<<blocks, 256>>>(rows, dim, vocab, gout, idx,
-                                                            scratch.p);
+    FG_CUDA_CHECK(cudaMemsetAsync(acc, 0, size_t(vocab * dim) * sizeof(float), 0));
+    embedding_backward_kernel<T, float, I><<<blocks, 256>>>(rows, dim, vocab, gout, idx, acc);
     FG_LAUNCH_CHECK();
-    add_scratch_kernel<T><<<grid_for(vocab * dim), 256>>>(vocab * dim, scratch.p, gweight);
+    add_scratch_kernel<T><<<grid_for(vocab * dim), 256>>>(vocab * dim, acc, gweight);
     FG_LAUNCH_CHECK();
   }
 }
 
 template <typename T, typename I>
 void launch_scatter_add(int64_t outer, int64_t len_in, int64_t len_idx, int64_t inner,
-                        const T* gout, const I* index, T* gin) {
+                        const T* gout, const I* index, T* gin, float* acc) {
   int blocks = grid_for(outer * len_idx * inner);
   if constexpr (std::is_same_v<T, float> || std::is_same_v<T, double>) {
     scatter_add_kernel<T, T, I><<<blocks, 256>>>(outer, len_in, len_idx, inner, gout, index,
@@ -486,11 +414,11 @@ void launch_scatter_add(int64_t outer, int64_t len_in, int64_t len_idx, int64_t 
     FG_LAUNCH_CHECK();
   } else {
     int64_t n_in = outer * len_in * inner;
-    Scratch scratch(n_in);
+    FG_CUDA_CHECK(cudaMemsetAsync(acc, 0, size_t(n_in) * sizeof(float), 0));
     scatter_add_kernel<T, float, I><<<blocks, 256>>>(outer, len_in, len_idx, inner, gout, index,
-                                                     scratch.p);
+                                                     acc);
     FG_LAUNCH_CHECK();
-    add_scratch_kernel<T><<<grid_for(n_in), 256>>>(n_in, scratch.p, gin);
+    add_scratch_kernel<T><<<grid_for(n_in), 256>>>(n_in, acc, gin);
     FG_LAUNCH_CHECK();
   }
 }
@@ -567,9 +495,32 @@ void layer_norm(DType dtype, int64_t rows, int64_t cols, const void* x, const vo
   });
 }
 
+namespace {
+// The weight/bias gradient runs in two passes: partial sums over chunks of rows, then one sum
+// over the chunks. Enough chunks to fill the GPU, each long enough to amortise its partial row.
+struct LnChunks {
+  int64_t col_tiles, chunks, rows_per_chunk;
+};
+LnChunks layer_norm_chunks(int64_t rows, int64_t cols) {
+  LnChunks c;
+  c.col_tiles = (cols + kLnCols - 1) / kLnCols;
+  c.chunks = std::max<int64_t>(
+      1, std::min<int64_t>((rows + 63) / 64, std::max<int64_t>(1, 1024 / c.col_tiles)));
+  c.rows_per_chunk = std::max<int64_t>(1, (rows + c.chunks - 1) / c.chunks);
+  c.chunks = std::max<int64_t>(1, (rows + c.rows_per_chunk - 1) / c.rows_per_chunk);
+  return c;
+}
+}  // namespace
+
+size_t layer_norm_backward_workspace(DType dtype, int64_t rows, int64_t cols) {
+  if (cols == 0) return 0;
+  const size_t acc = dtype == DType::f64 ? sizeof(double) : sizeof(float);
+  return 2 * size_t(layer_norm_chunks(rows, cols).chunks * cols) * acc;  // gw and gb partials
+}
+
 void layer_norm_backward(DType dtype, int64_t rows, int64_t cols, const void* gy, const void* x,
                          const void* w, const float* mean, const float* rstd, void* gx, void* gw,
-                         void* gb) {
+                         void* gb, void* workspace) {
   if (cols == 0) return;
   check_rows(rows, "layer_norm_backward");
   FG_DISPATCH_FLOAT(dtype, "layer_norm_backward", [&] {
@@ -582,31 +533,18 @@ void layer_norm_backward(DType dtype, int64_t rows, int64_t cols, const void* gy
       FG_LAUNCH_CHECK();
     }
     if (!gw && !gb) return;
-    // Enough row chunks to fill the GPU, each long enough to amortise its partial row.
-    int64_t col_tiles = (cols + kLnCols - 1) / kLnCols;
-    int64_t chunks = std::max<int64_t>(1, std::min<int64_t>((rows + 63) / 64,
-                                                            std::max<int64_t>(1, 1024 / col_tiles)));
-    int64_t rows_per_chunk = std::max<int64_t>(1, (rows + chunks - 1) / chunks);
-    chunks = std::max<int64_t>(1, (rows + rows_per_chunk - 1) / rows_per_chunk);
-    size_t part_bytes = size_t(chunks * cols) * sizeof(A);
-    A* part = static_cast<A*>(raw_alloc(Device::cuda(), 2 * part_bytes));
-    A* part_w = part;
-    A* part_b = part + chunks * cols;
-    try {
-      dim3 grid{static_cast<unsigned>(col_tiles), static_cast<unsigned>(chunks)};
-      dim3 block{unsigned(kLnCols), unsigned(kLnRowsInFlight)};
-      layer_norm_backward_wb_partial_kernel<T><<<grid, block>>>(
-          rows, cols, rows_per_chunk, static_cast<const T*>(gy), static_cast<const T*>(x), mean,
-          rstd, part_w, part_b);
-      FG_LAUNCH_CHECK();
-      layer_norm_backward_wb_final_kernel<T><<<grid_for(cols), 256>>>(
-          cols, chunks, part_w, part_b, static_cast<T*>(gw), static_cast<T*>(gb));
-      FG_LAUNCH_CHECK();
-    } catch (...) {
-      raw_free(Device::cuda(), part, 2 * part_bytes);
-      throw;
-    }
-    raw_free(Device::cuda(), part, 2 * part_bytes);
+    const LnChunks c = layer_norm_chunks(rows, cols);
+    A* part_w = static_cast<A*>(workspace);
+    A* part_b = part_w + c.chunks * cols;
+    dim3 grid{static_cast<unsigned>(c.col_tiles), static_cast<unsigned>(c.chunks)};
+    dim3 block{unsigned(kLnCols), unsigned(kLnRowsInFlight)};
+    layer_norm_backward_wb_partial_kernel<T><<<grid, block>>>(
+        rows, cols, c.rows_per_chunk, static_cast<const T*>(gy), static_cast<const T*>(x), mean,
+        rstd, part_w, part_b);
+    FG_LAUNCH_CHECK();
+    layer_norm_backward_wb_final_kernel<T><<<grid_for(cols), 256>>>(
+        cols, c.chunks, part_w, part_b, static_cast<T*>(gw), static_cast<T*>(gb));
+    FG_LAUNCH_CHECK();
   });
 }
 
@@ -624,15 +562,20 @@ void embedding(DType dtype, DType idx_dtype, int64_t rows, int64_t dim, int64_t 
   });
 }
 
+size_t embedding_backward_workspace(DType dtype, int64_t vocab, int64_t dim) {
+  return fp32_accumulator_bytes(dtype, vocab * dim);
+}
+
 void embedding_backward(DType dtype, DType idx_dtype, int64_t rows, int64_t dim, int64_t vocab,
-                        const void* gout, const void* idx, void* gweight) {
+                        const void* gout, const void* idx, void* gweight, void* workspace) {
   if (rows == 0 || dim == 0) return;
   FG_DISPATCH_FLOAT(dtype, "embedding_backward", [&] {
     FG_DISPATCH_INDEX(idx_dtype, "embedding_backward", [&] {
       launch_embedding_backward<scalar_t, index_t>(rows, dim, vocab,
                                                    static_cast<const scalar_t*>(gout),
                                                    static_cast<const index_t*>(idx),
-                                                   static_cast<scalar_t*>(gweight));
+                                                   static_cast<scalar_t*>(gweight),
+                                                   static_cast<float*>(workspace));
     });
   });
 }
@@ -666,15 +609,20 @@ void gather(DType dtype, DType idx_dtype, int64_t outer, int64_t len_in, int64_t
   });
 }
 
+size_t scatter_add_workspace(DType dtype, int64_t n_in) {
+  return fp32_accumulator_bytes(dtype, n_in);
+}
+
 void scatter_add(DType dtype, DType idx_dtype, int64_t outer, int64_t len_in, int64_t len_idx,
-                 int64_t inner, const void* gout, const void* index, void* gin) {
+                 int64_t inner, const void* gout, const void* index, void* gin, void* workspace) {
   if (outer * len_idx * inner == 0) return;
   FG_DISPATCH_FLOAT(dtype, "scatter_add", [&] {
     FG_DISPATCH_INDEX(idx_dtype, "scatter_add", [&] {
       launch_scatter_add<scalar_t, index_t>(outer, len_in, len_idx, inner,
                                             static_cast<const scalar_t*>(gout),
                                             static_cast<const index_t*>(index),
-                                            static_cast<scalar_t*>(gin));
+                                            static_cast<scalar_t*>(gin),
+                                            static_cast<float*>(workspace));
     });
   });
 }

@@ -14,7 +14,8 @@
 #include <algorithm>
 
 #include "kernels/common/elementwise_math.h"
-#include "kernels/cuda/cuda_check.h"
+#include "core/cuda_check.h"
+#include "core/cuda_reduce.cuh"
 #include "kernels/kernels.h"
 
 namespace fg::cuda {
@@ -33,12 +34,7 @@ struct ValueReducer {
   __device__ static State init() { return {reduce_identity<OP, C>()}; }
   __device__ static State make(C v, int64_t) { return {v}; }
   __device__ static State combine(State a, State b) { return {reduce_combine<OP, C>(a.v, b.v)}; }
-  __device__ static State shfl(State s, int mask) {
-    if constexpr (std::is_integral<C>::value)
-      return {C(__shfl_xor_sync(0xffffffffu, (long long)s.v, mask))};
-    else
-      return {__shfl_xor_sync(0xffffffffu, s.v, mask)};
-  }
+  __device__ static State shfl(State s, int mask) { return {shfl_xor(s.v, mask)}; }
   __device__ static Out finish(State s) { return store_as<T>(s.v); }
 };
 
@@ -60,13 +56,7 @@ struct ArgmaxReducer {
     return argmax_better(b.v, b.j, a.v, a.j) ? b : a;
   }
   __device__ static State shfl(State s, int mask) {
-    State r;
-    if constexpr (std::is_integral<C>::value)
-      r.v = C(__shfl_xor_sync(0xffffffffu, (long long)s.v, mask));
-    else
-      r.v = __shfl_xor_sync(0xffffffffu, s.v, mask);
-    r.j = __shfl_xor_sync(0xffffffffu, (long long)s.j, mask);
-    return r;
+    return {shfl_xor(s.v, mask), shfl_xor(s.j, mask)};
   }
   __device__ static Out finish(State s) { return s.j; }
 };

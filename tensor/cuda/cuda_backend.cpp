@@ -10,7 +10,7 @@
 #include <mutex>
 #include <unordered_map>
 
-#include "kernels/cuda/cuda_check.h"
+#include "core/cuda_check.h"
 
 namespace fg::cuda_backend {
 

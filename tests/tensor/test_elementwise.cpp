@@ -9,7 +9,7 @@
 #include <random>
 #include <string>
 
-#include "test_util.h"
+#include "support/test_util.h"
 
 using namespace fg;
 using Catch::Matchers::Contains;

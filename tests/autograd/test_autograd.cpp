@@ -1,6 +1,6 @@
 // The autograd engine: accumulation, shared inputs, no_grad, detach, freed graphs, and the
 // gradients of views and copies.
-#include "test_util.h"
+#include "support/test_util.h"
 
 using namespace fg;
 using fg::test::leaf;

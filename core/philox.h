@@ -11,7 +11,7 @@
 #pragma once
 #include <cstdint>
 
-#include "kernels/common/half.h"  // FG_HD
+#include "core/half.h"  // FG_HD
 
 namespace fg {
 

@@ -20,11 +20,11 @@
 #include <vector>
 
 #include "kernels/attention/attention.h"
-#include "kernels/common/philox.h"
-#include "tensor/error.h"
+#include "core/philox.h"
+#include "core/error.h"
 
 #ifdef FLASHGRAD_WITH_CUDA
-#include "kernels/cuda/cuda_check.h"
+#include "core/cuda_check.h"
 #endif
 
 using namespace fg;

@@ -1,7 +1,7 @@
 // Tests of train/: AdamW against hand-computed numbers, the LR schedule, clipping, tokenizers,
 // data splits and batches, safetensors and checkpoints (bit-exact round trips, corruption),
 // exact resume, Ctrl-C, the corpus builder, sampling, and (on a GPU) CUDA AdamW and training.
-#include "test_util.h"
+#include "support/test_util.h"
 
 #include <unistd.h>
 

@@ -1,6 +1,6 @@
 // Tests of nn/: the module registry, the layers against plain-loop references, GPT's shapes,
 // initialisation, weight tying, causality, and flash == naive attention inside the model.
-#include "test_util.h"
+#include "support/test_util.h"
 
 #include <cmath>
 #include <set>

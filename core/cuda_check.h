@@ -5,7 +5,7 @@
 #include <cstdlib>
 #include <string>
 
-#include "tensor/error.h"
+#include "core/error.h"
 
 namespace fg {
 [[noreturn]] inline void throw_cuda_error(cudaError_t e, const char* what, const char* file,

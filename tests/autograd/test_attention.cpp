@@ -1,6 +1,6 @@
 // The attention node: flash and naive agree (values and gradients) on every device, the flash
 // node saves O(N) bytes for backward where naive saves O(N^2), and bad input is refused.
-#include "test_util.h"
+#include "support/test_util.h"
 
 #include "autograd/attention.h"
 

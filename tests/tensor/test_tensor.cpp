@@ -1,6 +1,6 @@
 // Tensor basics: creation, views share storage, copies, dtype and device moves, printing,
 // and random numbers that agree between devices.
-#include "test_util.h"
+#include "support/test_util.h"
 
 #include <sstream>
 

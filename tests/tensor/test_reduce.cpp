@@ -7,7 +7,7 @@
 #include <cmath>
 #include <random>
 
-#include "test_util.h"
+#include "support/test_util.h"
 
 using namespace fg;
 using Catch::Matchers::Contains;

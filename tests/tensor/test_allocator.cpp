@@ -1,5 +1,5 @@
 // The allocators' counters are exact: memory experiments depend on them.
-#include "test_util.h"
+#include "support/test_util.h"
 
 using namespace fg;
 

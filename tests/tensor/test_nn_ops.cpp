@@ -8,8 +8,8 @@
 #include <random>
 #include <string>
 
-#include "kernels/common/philox.h"
-#include "test_util.h"
+#include "core/philox.h"
+#include "support/test_util.h"
 
 using namespace fg;
 using Catch::Matchers::Contains;

@@ -10,7 +10,7 @@
 
 #include "examples/memprofile.h"
 #include "examples/svg_chart.h"
-#include "test_util.h"
+#include "support/test_util.h"
 
 using namespace fg;
 using namespace fg::memprofile;
