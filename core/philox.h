@@ -7,11 +7,19 @@
 // CUDA and naive paths use bit-identical masks.
 //
 // Rounds and constants follow Salmon et al., "Parallel random numbers: as easy as 1, 2, 3"
-// (SC'11), which is also the generator cuRAND's device API calls Philox4_32_10.
+// (SC'11), which is also the generator cuRAND's device API calls Philox4_32_10. In CUDA code
+// the ten rounds are cuRAND's own (curand_Philox4x32_10); the CPU runs the same rounds written
+// out below. tests/core/test_philox.cpp pins both to the published known-answer vectors and
+// checks that every flat stream here equals a cuRAND curand_init/curand sequence (see
+// philox_curand_seed below), so CPU, CUDA and cuRAND agree bit for bit.
 #pragma once
 #include <cstdint>
 
 #include "core/half.h"  // FG_HD
+
+#if defined(__CUDACC__)
+#include <curand_philox4x32_x.h>
+#endif
 
 namespace fg {
 
@@ -19,21 +27,20 @@ struct Philox4 {
   uint32_t x[4];
 };
 
+// The high 32 bits of the 64-bit product (the CPU rounds below).
 FG_HD uint32_t philox_mulhi(uint32_t a, uint32_t b) {
-#if defined(__CUDA_ARCH__)
-  return __umulhi(a, b);
-#else
   return uint32_t((uint64_t(a) * uint64_t(b)) >> 32);
-#endif
 }
 
+// One Philox4x32-10 block: counter (c0, c1, c2, c3), key (k0, k1) -> four 32-bit words.
 FG_HD Philox4 philox4x32_10(uint32_t c0, uint32_t c1, uint32_t c2, uint32_t c3, uint32_t k0,
                             uint32_t k1) {
+#if defined(__CUDA_ARCH__)
+  const uint4 r = curand_Philox4x32_10(make_uint4(c0, c1, c2, c3), make_uint2(k0, k1));
+  return Philox4{{r.x, r.y, r.z, r.w}};
+#else
   constexpr uint32_t M0 = 0xD2511F53u, M1 = 0xCD9E8D57u;
   constexpr uint32_t W0 = 0x9E3779B9u, W1 = 0xBB67AE85u;
-#if defined(__CUDA_ARCH__)
-#pragma unroll
-#endif
   for (int round = 0; round < 10; ++round) {
     uint32_t hi0 = philox_mulhi(M0, c0), lo0 = M0 * c0;
     uint32_t hi1 = philox_mulhi(M1, c2), lo1 = M1 * c2;
@@ -46,6 +53,7 @@ FG_HD Philox4 philox4x32_10(uint32_t c0, uint32_t c1, uint32_t c2, uint32_t c3, 
     k1 += W1;
   }
   return Philox4{{c0, c1, c2, c3}};
+#endif
 }
 
 // The key is the 64-bit seed; the high half of the 64-bit offset is folded into it so that the
@@ -61,12 +69,22 @@ constexpr uint32_t kPhiloxStreamDropout = 0xFFFFFFFFu;
 // Attention dropout uses word 2 for b * Hq + h, which stays far below these tags.
 
 // 32 random bits for element n of a flat stream: element n takes word n % 4 of block n / 4.
+// The counter is (n / 4 as 64 bits, stream, offset low half): exactly the sequence cuRAND's
+// curand_init(philox_curand_seed(seed, offset), philox_curand_subsequence(stream, offset), n,
+// &state) followed by curand(&state) draws.
 FG_HD uint32_t philox_bits(uint64_t seed, uint64_t offset, uint32_t stream, uint64_t n) {
   uint32_t k0, k1;
   philox_key(seed, offset, k0, k1);
   uint64_t q = n >> 2;
   Philox4 r = philox4x32_10(uint32_t(q), uint32_t(q >> 32), stream, uint32_t(offset), k0, k1);
   return r.x[n & 3];
+}
+
+FG_HD uint64_t philox_curand_seed(uint64_t seed, uint64_t offset) {
+  return seed ^ (offset & 0xFFFFFFFF00000000ull);
+}
+FG_HD uint64_t philox_curand_subsequence(uint32_t stream, uint64_t offset) {
+  return uint64_t(stream) | (offset << 32);
 }
 
 // Uniform in [0, 1) with 24 random bits (exactly representable in float).

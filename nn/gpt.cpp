@@ -9,6 +9,13 @@
 namespace fg::nn {
 
 void GPTConfig::validate() const {
+  // Every size fits in 31 bits, so that products of two of them fit in 64 and the attention
+  // kernels' 32-bit counters hold.
+  constexpr int64_t kMax = (int64_t(1) << 31) - 1;
+  for (auto [name, v] : {std::pair<const char*, int64_t>{"vocab_size", vocab_size_},
+                         {"block_size", block_size_}, {"n_layer", n_layer_}, {"n_head", n_head_},
+                         {"n_kv_head", n_kv_head_}, {"n_embd", n_embd_}})
+    FG_CHECK(v <= kMax, "GPT config: ", name, " = ", v, " is larger than 2^31 - 1");
   FG_CHECK(vocab_size_ > 0, "GPT config: vocab_size must be positive, got ", vocab_size_);
   FG_CHECK(block_size_ > 0, "GPT config: block_size (context) must be positive, got ",
            block_size_);
@@ -154,6 +161,33 @@ Tensor GPT::loss(const Tensor& idx, const Tensor& targets) const {
 
 int64_t GPT::num_non_embedding_parameters() const {
   return num_parameters() - wpe->weight.numel();
+}
+
+std::vector<std::pair<std::string, Shape>> gpt_parameter_shapes(const GPTConfig& c) {
+  c.validate();
+  const int64_t C = c.n_embd_, qkv = C + 2 * c.kv_heads() * c.head_dim();
+  std::vector<std::pair<std::string, Shape>> out;
+  auto linear = [&](const std::string& name, int64_t in, int64_t outf) {
+    out.emplace_back(name + ".weight", Shape{outf, in});
+    if (c.bias_) out.emplace_back(name + ".bias", Shape{outf});
+  };
+  auto layer_norm = [&](const std::string& name) {
+    out.emplace_back(name + ".weight", Shape{C});
+    if (c.bias_) out.emplace_back(name + ".bias", Shape{C});
+  };
+  out.emplace_back("wte.weight", Shape{c.vocab_size_, C});
+  out.emplace_back("wpe.weight", Shape{c.block_size_, C});
+  for (int64_t l = 0; l < c.n_layer_; ++l) {
+    const std::string b = "blocks." + std::to_string(l) + ".";
+    layer_norm(b + "ln_1");
+    linear(b + "attn.c_attn", C, qkv);
+    linear(b + "attn.c_proj", C, C);
+    layer_norm(b + "ln_2");
+    linear(b + "mlp.c_fc", C, 4 * C);
+    linear(b + "mlp.c_proj", 4 * C, C);
+  }
+  layer_norm("ln_f");
+  return out;
 }
 
 }  // namespace fg::nn

@@ -12,6 +12,8 @@
 #pragma once
 #include <cstdint>
 #include <memory>
+#include <string>
+#include <utility>
 #include <vector>
 
 #include "autograd/attention.h"
@@ -115,5 +117,9 @@ class GPT : public Module {
   std::shared_ptr<LayerNorm> ln_f;
   // The output projection is wte->weight itself (weight tying): no separate parameter.
 };
+
+// The names and shapes of GPT(config).named_parameters(), in that order, computed from the
+// config alone (nothing allocated): what a checkpoint's weights must hold for this config.
+std::vector<std::pair<std::string, Shape>> gpt_parameter_shapes(const GPTConfig& config);
 
 }  // namespace fg::nn

@@ -16,7 +16,42 @@ using json = nlohmann::json;
 namespace {
 
 constexpr const char* kFormat = "flashgrad-checkpoint";
-constexpr int kVersion = 1;
+// Version 2 added "integrity": the FNV-1a hash of the rest of checkpoint.json. Version 1 files
+// (no hash) still load.
+constexpr int kVersion = 2;
+
+// The hash that protects checkpoint.json against edits and corruption: FNV-1a over the compact
+// dump of every field but "integrity" itself (nlohmann::json keeps object keys sorted, so the
+// dump is canonical). It covers the config, the tokenizer, the optimizer settings, the RNG
+// state and the file table, which in turn carries the hashes of the weight files.
+std::string json_integrity(json j) {
+  j.erase("integrity");
+  return fnv1a64_hex(j.dump());
+}
+
+// Every weight the config implies, with its shape, and nothing else.
+void check_weights_match_config(const std::string& dir, const nn::GPTConfig& m,
+                                const std::map<std::string, Tensor>& weights) {
+  // A config with more layers than there are tensors cannot match; saying so before listing
+  // its shapes keeps a corrupt n_layer from costing time.
+  FG_CHECK(m.n_layer_ <= int64_t(weights.size()), "checkpoint '", dir,
+           "' is inconsistent: its config has n_layer ", m.n_layer_, " but the weights file holds ",
+           weights.size(), " tensors");
+  const auto expected = nn::gpt_parameter_shapes(m);
+  for (const auto& [name, shape] : expected) {
+    auto it = weights.find(name);
+    FG_CHECK(it != weights.end(), "checkpoint '", dir, "' is inconsistent: its config (n_layer ",
+             m.n_layer_, ", n_head ", m.n_head_, ", n_kv_head ", m.kv_heads(), ", n_embd ",
+             m.n_embd_, ", vocab ", m.vocab_size_, ", context ", m.block_size_, ", bias ",
+             m.bias_ ? "on" : "off", ") implies a weight '", name,
+             "' that the weights file does not hold");
+    FG_CHECK(it->second.shape() == shape, "checkpoint '", dir, "' is inconsistent: its config "
+             "implies '", name, "' of shape ", shape_str(shape), " but the weights file holds ",
+             shape_str(it->second.shape()));
+  }
+  FG_CHECK(expected.size() == weights.size(), "checkpoint '", dir, "' is inconsistent: the "
+           "weights file holds ", weights.size(), " tensors, its config implies ", expected.size());
+}
 
 std::string json_path(const std::string& dir) { return (fs::path(dir) / "checkpoint.json").string(); }
 
@@ -35,20 +70,17 @@ json model_json(const nn::GPTConfig& m) {
 
 // Reads a file named in checkpoint.json and checks its size and hash.
 SafetensorsData read_checked(const std::string& dir, const json& entry, const char* what,
-                             int64_t step) {
+                             int64_t step, const CheckpointFileReader& read) {
   std::string name = entry.at("name").get<std::string>();
-  FG_CHECK(name.find('/') == std::string::npos && !name.empty(), "checkpoint '", dir,
-           "' is corrupt: bad ", what, " file name '", name, "'");
-  std::string path = (fs::path(dir) / name).string();
-  FG_CHECK(file_exists(path), "checkpoint '", dir, "' is incomplete: its ", what, " file '", name,
-           "' is missing");
-  std::string bytes = read_file(path, std::string("checkpoint ") + what + " file");
+  FG_CHECK(name.find('/') == std::string::npos && !name.empty() && name != "." && name != "..",
+           "checkpoint '", dir, "' is corrupt: bad ", what, " file name '", name, "'");
+  std::string bytes = read(name, what);
   uint64_t want = entry.at("bytes").get<uint64_t>();
   FG_CHECK(bytes.size() == want, "checkpoint '", dir, "' is corrupt: '", name, "' has ", bytes.size(),
            " bytes but checkpoint.json says ", want, " (truncated?)");
   FG_CHECK(fnv1a64_hex(bytes) == entry.at("fnv1a64").get<std::string>(), "checkpoint '", dir,
            "' is corrupt: the contents of '", name, "' do not match the hash in checkpoint.json");
-  SafetensorsData d = safetensors_parse(bytes, path);
+  SafetensorsData d = safetensors_parse(bytes, (fs::path(dir) / name).string());
   auto it = d.metadata.find("flashgrad_step");
   FG_CHECK(it != d.metadata.end() && it->second == std::to_string(step), "checkpoint '", dir,
            "' is inconsistent: '", name, "' is not from step ", step);
@@ -89,6 +121,7 @@ void save_checkpoint(const std::string& dir, const TrainConfig& config, const To
       {"files",
        {{"weights", {{"name", model_name}, {"bytes", model_bytes.size()}, {"fnv1a64", fnv1a64_hex(model_bytes)}}},
         {"optimizer", {{"name", opt_name}, {"bytes", opt_bytes.size()}, {"fnv1a64", fnv1a64_hex(opt_bytes)}}}}}};
+  j["integrity"] = {{"fnv1a64", json_integrity(j)}};
   write_file_atomic(json_path(dir), j.dump(2) + "\n");  // the commit point
 
   // The previous steps' files are no longer referenced.
@@ -106,7 +139,17 @@ Checkpoint load_checkpoint(const std::string& dir, bool with_optimizer) {
   FG_CHECK(fs::is_directory(dir, ec), "checkpoint directory '", dir, "' does not exist");
   FG_CHECK(has_checkpoint(dir), "'", dir, "' holds no checkpoint (no checkpoint.json); train one "
            "with `flashgrad train --out ", dir, "`");
-  std::string text = read_file(json_path(dir), "checkpoint.json");
+  const std::string text = read_file(json_path(dir), "checkpoint.json");
+  return parse_checkpoint(dir, text, with_optimizer, [&](const std::string& name, const char* what) {
+    const std::string path = (fs::path(dir) / name).string();
+    FG_CHECK(file_exists(path), "checkpoint '", dir, "' is incomplete: its ", what, " file '",
+             name, "' is missing");
+    return read_file(path, std::string("checkpoint ") + what + " file");
+  });
+}
+
+Checkpoint parse_checkpoint(const std::string& dir, const std::string& text, bool with_optimizer,
+                            const CheckpointFileReader& read) {
   json j;
   try {
     j = json::parse(text);
@@ -118,8 +161,14 @@ Checkpoint load_checkpoint(const std::string& dir, bool with_optimizer) {
   try {
     FG_CHECK(j.is_object() && j.value("format", "") == kFormat, "'", json_path(dir),
              "' is not a flashgrad checkpoint");
-    FG_CHECK(j.at("version").get<int>() == kVersion, "checkpoint '", dir, "' has format version ",
-             j.at("version").get<int>(), "; this flashgrad reads version ", kVersion);
+    const int version = j.at("version").get<int>();
+    FG_CHECK(version == 1 || version == kVersion, "checkpoint '", dir, "' has format version ",
+             version, "; this flashgrad reads versions 1 and ", kVersion);
+    if (version >= 2)
+      FG_CHECK(j.at("integrity").at("fnv1a64").get<std::string>() == json_integrity(j),
+               "checkpoint '", dir, "' is corrupt or was edited: checkpoint.json does not match "
+               "its integrity hash; restore the file (a checkpoint's settings cannot be changed "
+               "by editing it: change them with flags when resuming, or train anew)");
     update_from_json(c.config, j.at("config"));
     c.config.validate();
     c.tokenizer = Tokenizer::from_json(j.at("tokenizer"));
@@ -127,12 +176,8 @@ Checkpoint load_checkpoint(const std::string& dir, bool with_optimizer) {
              "' is inconsistent: config says tokenizer ", c.config.tokenizer, " but holds a ",
              c.tokenizer->type(), " tokenizer");
     c.model = c.config.model_config(c.tokenizer->vocab_size());
-    const json& m = j.at("model");
-    FG_CHECK(m.at("vocab_size").get<int64_t>() == c.model.vocab_size_ &&
-                 m.at("n_layer").get<int64_t>() == c.model.n_layer_ &&
-                 m.at("n_embd").get<int64_t>() == c.model.n_embd_ &&
-                 m.at("block_size").get<int64_t>() == c.model.block_size_,
-             "checkpoint '", dir, "' is inconsistent: its model section does not match its config");
+    FG_CHECK(j.at("model") == model_json(c.model), "checkpoint '", dir,
+             "' is inconsistent: its model section does not match its config");
     TrainState& s = c.state;
     s.step = j.at("step").get<int64_t>();
     FG_CHECK(s.step >= 0, "checkpoint '", dir, "' is corrupt: negative step");
@@ -147,9 +192,9 @@ Checkpoint load_checkpoint(const std::string& dir, bool with_optimizer) {
     FG_CHECK(j.at("optimizer").at("step").get<int64_t>() == s.step, "checkpoint '", dir,
              "' is inconsistent: optimizer step differs from the training step");
 
-    c.weights = read_checked(dir, j.at("files").at("weights"), "weights", s.step).tensors;
+    c.weights = read_checked(dir, j.at("files").at("weights"), "weights", s.step, read).tensors;
     if (with_optimizer)
-      c.optimizer = read_checked(dir, j.at("files").at("optimizer"), "optimizer", s.step).tensors;
+      c.optimizer = read_checked(dir, j.at("files").at("optimizer"), "optimizer", s.step, read).tensors;
   } catch (const json::exception& e) {
     throw Error(str("checkpoint '", dir, "' is corrupt: checkpoint.json lacks or mistypes a field (",
                     e.what(), ")"));
@@ -157,6 +202,21 @@ Checkpoint load_checkpoint(const std::string& dir, bool with_optimizer) {
   for (auto& [name, t] : c.weights)
     FG_CHECK(t.dtype() == DType::f32, "checkpoint '", dir, "' is corrupt: weight '", name,
              "' is ", dtype_name(t.dtype()), ", expected F32");
+  check_weights_match_config(dir, c.model, c.weights);
+  if (with_optimizer) {
+    // Two fp32 moments per weight, of the weight's shape.
+    for (const auto& [name, w] : c.weights)
+      for (const char* moment : {"exp_avg.", "exp_avg_sq."}) {
+        auto it = c.optimizer.find(moment + name);
+        FG_CHECK(it != c.optimizer.end() && it->second.shape() == w.shape() &&
+                     it->second.dtype() == DType::f32,
+                 "checkpoint '", dir, "' is inconsistent: the optimizer file lacks an F32 '",
+                 moment, name, "' of shape ", shape_str(w.shape()));
+      }
+    FG_CHECK(c.optimizer.size() == 2 * c.weights.size(), "checkpoint '", dir,
+             "' is inconsistent: the optimizer file holds ", c.optimizer.size(),
+             " tensors, expected two moments for each of ", c.weights.size(), " weights");
+  }
   return c;
 }
 

@@ -13,6 +13,7 @@
 #pragma once
 #include <cmath>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -49,6 +50,15 @@ bool has_checkpoint(const std::string& dir);
 void save_checkpoint(const std::string& dir, const TrainConfig& config, const Tokenizer& tokenizer,
                      const AdamW& optimizer, const TrainState& state);
 Checkpoint load_checkpoint(const std::string& dir, bool with_optimizer);
+
+// The same checks on a checkpoint held in memory: `json_text` is checkpoint.json, and
+// read(name, what) returns the bytes of the file checkpoint.json names (`what` is "weights"
+// or "optimizer", for messages) or throws. `dir` only names the checkpoint in errors.
+// load_checkpoint is this with a reader of the directory; the fuzz target (tests/fuzz/)
+// feeds it generated inputs.
+using CheckpointFileReader = std::function<std::string(const std::string& name, const char* what)>;
+Checkpoint parse_checkpoint(const std::string& dir, const std::string& json_text,
+                            bool with_optimizer, const CheckpointFileReader& read);
 
 // A model built from a checkpoint's config with its weights loaded (fp32, on the CPU).
 std::shared_ptr<nn::GPT> model_from_checkpoint(const Checkpoint& ckpt);

@@ -2,6 +2,7 @@
 #include "train/fileio.h"
 
 #include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -74,6 +75,53 @@ void write_file_atomic(const std::string& path, const std::string& data) {
     ::fsync(dfd);
     ::close(dfd);
   }
+}
+
+int remove_stale_temporaries(const std::string& dir) {
+  const std::string mine = ".tmp." + std::to_string(::getpid());
+  int removed = 0;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(dir, ec)) {
+    const std::string n = e.path().filename().string();
+    const size_t at = n.rfind(".tmp.");
+    if (n.empty() || n[0] != '.' || at == std::string::npos || at == 0) continue;
+    const std::string pid = n.substr(at + 5);
+    if (pid.empty() || pid.find_first_not_of("0123456789") != std::string::npos) continue;
+    if (n.compare(at, std::string::npos, mine) == 0) continue;
+    std::error_code rm;
+    if (e.is_regular_file(rm) && fs::remove(e.path(), rm)) ++removed;
+  }
+  return removed;
+}
+
+DirectoryLock::DirectoryLock(const std::string& dir, const std::string& purpose) {
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  FG_CHECK(!ec, "cannot create directory '", dir, "': ", ec.message());
+  const std::string path = (fs::path(dir) / ".lock").string();
+  fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  FG_CHECK(fd_ >= 0, "cannot open the lock file '", path, "': ", std::strerror(errno));
+  if (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {
+    const int err = errno;
+    char buf[32] = {0};
+    const ssize_t n = ::pread(fd_, buf, sizeof buf - 1, 0);
+    std::string holder = n > 0 ? std::string(buf, size_t(n)) : std::string("?");
+    while (!holder.empty() && (holder.back() == '\n' || holder.back() == ' ')) holder.pop_back();
+    ::close(fd_);
+    fd_ = -1;
+    FG_CHECK(err != EWOULDBLOCK, "'", dir, "' is in use by another flashgrad process (pid ",
+             holder, "); wait for it to finish, or use another --out directory");
+    throw Error(str("cannot lock '", path, "': ", std::strerror(err)));
+  }
+  const std::string pid = std::to_string(::getpid()) + ", " + purpose + "\n";
+  if (::ftruncate(fd_, 0) == 0) {
+    ssize_t w = ::pwrite(fd_, pid.data(), pid.size(), 0);
+    (void)w;  // the pid is only for the message above
+  }
+}
+
+DirectoryLock::~DirectoryLock() {
+  if (fd_ >= 0) ::close(fd_);  // closing releases the flock
 }
 
 std::string fnv1a64_hex(const std::string& data) {
