@@ -13,7 +13,9 @@ forward + backward.
 Conventions match flashgrad's: inputs are [B, N, H, D] tensors of standard normal values,
 passed to SDPA as [B, H, N, D] views (the layout FlashAttention reads natively), scale
 1/sqrt(D), FLOPs forward 4*B*H*N^2*D (halved when causal), backward 2.5x, forward+backward
-3.5x. Each measurement: warm-up, then repetitions with a pair of CUDA events around each, median.
+3.5x. Each measurement: warm-up, then batches of back-to-back calls between CUDA events (no
+synchronisation inside a batch, so host dispatch is not charged to either side), median of
+the per-call means.
 Forward is timed under torch.no_grad(); backward is out.backward(dout, retain_graph=True) on
 one recorded forward; forward+backward is both, with the gradients cleared each time.
 """
@@ -31,20 +33,27 @@ DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
 
 def time_ms(fn, seconds, reps, warmup=3):
+    """Milliseconds per call of fn: the median over a few batches of the mean of one batch,
+    where a batch runs fn back to back between two CUDA events with no synchronisation in
+    between (as a training loop does). Host dispatch then overlaps the GPU's work and counts
+    only where it cannot keep up, for PyTorch and for flashgrad alike (flashgrad bench
+    attention times its kernels the same way)."""
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
 
-    def once():
+    def batch(iters):
         start.record()
-        fn()
+        for _ in range(iters):
+            fn()
         end.record()
         end.synchronize()
-        return start.elapsed_time(end)
+        return start.elapsed_time(end) / iters
 
-    warm = 0.0
     for _ in range(max(1, warmup)):
-        warm = once()
-    n = max(3, min(reps, int(seconds * 1000.0 / max(warm, 1e-3))))
-    return statistics.median(once() for _ in range(n))
+        fn()
+    one = batch(1)
+    batches = max(3, min(reps, 10))
+    iters = max(2, min(1000, int(seconds * 1000.0 / batches / max(one, 1e-3))))
+    return statistics.median(batch(iters) for _ in range(batches))
 
 
 def bench_sdpa(backend, dtype, B, N, H, D, causal, seconds, reps):

@@ -3,6 +3,10 @@
 the same way: extra peak bytes of one forward + backward beyond the inputs (q, k, v, dO), with
 the gradients counted. Run it on the GPU machine beside flashgrad to compare like with like.
 
+The inputs are stored as flashgrad stores them, contiguous [B, N, H, D], and handed to SDPA as
+[B, H, N, D] views (which the flash backend reads without a copy); the gradients PyTorch makes
+then have that layout too.
+
     python3 bench/memprofile_sdpa.py [--max-len 131072] [--csv FILE]
 """
 import argparse
@@ -18,15 +22,16 @@ MIB = 1024 * 1024
 
 def measure(n, backend, b, h, d, dtype, causal):
     torch.cuda.empty_cache()
-    q, k, v = (torch.randn(b, h, n, d, device="cuda", dtype=dtype, requires_grad=True) for _ in range(3))
-    do = torch.randn(b, h, n, d, device="cuda", dtype=dtype)
+    q, k, v = (torch.randn(b, n, h, d, device="cuda", dtype=dtype, requires_grad=True) for _ in range(3))
+    do = torch.randn(b, n, h, d, device="cuda", dtype=dtype)
     torch.cuda.synchronize()
     base = torch.cuda.memory_allocated()
     torch.cuda.reset_peak_memory_stats()
     try:
         with sdpa_kernel(backend):
-            o = F.scaled_dot_product_attention(q, k, v, is_causal=causal)
-        o.backward(do)
+            o = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2),
+                                               v.transpose(1, 2), is_causal=causal)
+        o.backward(do.transpose(1, 2))
         torch.cuda.synchronize()
         return torch.cuda.max_memory_allocated() - base
     except torch.OutOfMemoryError:

@@ -81,7 +81,10 @@ fi
 
 if [ $BENCH -eq 1 ] && [ -x bench/run.sh ]; then
   bash bench/run.sh > "$OUT/bench.log" 2>&1
-  summary+=("bench: rc $? (see bench.log)")
+  rc=$?
+  summary+=("bench: rc $rc (see bench.log)")
+  # A failed correctness check inside the benchmark fails the whole check.
+  [ $rc -ne 0 ] && status=1
   tail -40 "$OUT/bench.log"
 fi
 
