@@ -1,4 +1,4 @@
-// Tests of `flashgrad memprofile`'s parts (examples/memprofile.h, examples/svg_chart.h): the
+// Tests of the memory-profiling module (train/memprofile.h, train/svg_chart.h): the
 // growth-exponent fit on synthetic data, the SVG and CSV writers, the sweep's handling of
 // out-of-memory and other failures, and a small real sweep on the CPU in which flash memory
 // must grow linearly and naive memory quadratically.
@@ -8,8 +8,8 @@
 #include <string>
 #include <vector>
 
-#include "examples/memprofile.h"
-#include "examples/svg_chart.h"
+#include "train/memprofile.h"
+#include "train/svg_chart.h"
 #include "support/test_util.h"
 
 using namespace fg;
