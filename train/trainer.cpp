@@ -1,7 +1,6 @@
 // The training loop (see train/trainer.h).
 #include "train/trainer.h"
 
-#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <csignal>
