@@ -39,6 +39,15 @@ size_t grad_bytes(const std::vector<Tensor>& ts) {
   return b;
 }
 
+// An empty point of (scope, impl, N), status ok.
+Point point_at(Scope scope, AttentionImpl impl, int64_t N) {
+  Point p;
+  p.scope = scope;
+  p.impl = impl;
+  p.seq_len = N;
+  return p;
+}
+
 // Runs the step once for memory (reading the counters between forward and backward), then
 // `reps` times for the clock. `forward` returns the tensor to call
 // backward on; `finish` does what follows backward (optimizer step, clearing gradients).
@@ -170,10 +179,7 @@ std::vector<int64_t> explicit_lengths(std::vector<int64_t> lengths) {
 // ---- measuring one point ----
 
 Point measure_attention(const Settings& s, AttentionImpl impl, int64_t N) {
-  Point pt;
-  pt.scope = Scope::attention;
-  pt.impl = impl;
-  pt.seq_len = N;
+  Point pt = point_at(Scope::attention, impl, N);
   const TensorOptions to = TensorOptions(s.dtype).device(s.device);
   const Shape shape{s.batch, N, s.heads, s.head_dim};
   Generator gen(1000 + uint64_t(N));
@@ -204,10 +210,7 @@ nn::GPTConfig train_step_config(const Settings& s, AttentionImpl impl, int64_t N
 }
 
 Point measure_train_step(const Settings& s, AttentionImpl impl, int64_t N) {
-  Point pt;
-  pt.scope = Scope::train_step;
-  pt.impl = impl;
-  pt.seq_len = N;
+  Point pt = point_at(Scope::train_step, impl, N);
   const nn::GPTConfig mc = train_step_config(s, impl, N);
   auto model = std::make_shared<nn::GPT>(mc);
   model->to(s.device);
@@ -284,15 +287,9 @@ std::vector<Point> run_sweep(const Settings& s, const MeasureFn& fn, const Point
   for (AttentionImpl impl : impls) {
     for (Scope scope : s.scopes) {
       for (int64_t N : s.lengths) {
-        Point p;
-        p.scope = scope;
-        p.impl = impl;
-        p.seq_len = N;
+        Point p = point_at(scope, impl, N);
         auto failed = [&](Status st, const std::string& msg) {
-          p = Point();
-          p.scope = scope;
-          p.impl = impl;
-          p.seq_len = N;
+          p = point_at(scope, impl, N);
           p.status = st;
           p.message = msg;
         };
