@@ -1,7 +1,6 @@
 // The training loop (see train/trainer.h).
 #include "train/trainer.h"
 
-#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <csignal>
@@ -153,243 +152,368 @@ double evaluate(nn::GPT& model, const std::vector<int32_t>& tokens, int64_t batc
 }
 
 // ---------------------------------------------------------------------------------------------
-// the loop
+// The pieces of a run, in the order train() calls them. A Run holds everything that lives
+// from one step to the next.
 
-TrainResult train(TrainConfig cfg, const RunOptions& run) {
-  std::ostream& out = run.out ? *run.out : std::cout;
-  using clock = std::chrono::steady_clock;
+namespace {
 
-  // ---- settings and checkpoint: everything is checked before anything is written ----
+using clock = std::chrono::steady_clock;
+
+double seconds_since(clock::time_point t) {
+  return std::chrono::duration<double>(clock::now() - t).count();
+}
+
+struct Run {
+  Run(TrainConfig config, const RunOptions& options)
+      : cfg(std::move(config)), options(options), out(options.out ? *options.out : std::cout) {}
+
+  TrainConfig cfg;
+  const RunOptions& options;
+  std::ostream& out;
+  Device device = Device::cpu();
+  // data
+  std::string data_path;
+  std::unique_ptr<Tokenizer> tokenizer;
+  size_t num_tokens = 0;
+  TextSplits splits;
+  // model and optimisation
+  nn::GPTConfig model_config;
+  std::shared_ptr<nn::GPT> model;
+  std::unique_ptr<AdamW> opt;
+  std::vector<Tensor> params;
+  LRSchedule schedule;
+  int64_t tokens_per_step = 0;
+  int64_t end_step = 0;  // the step this run stops at (--stop-at or the last)
+  TrainState state;      // step, RNG offsets, best val loss: what a checkpoint stores
+  Generator data_gen;    // the training batches
+  // clock
+  clock::time_point t0;
+  double elapsed_before = 0;  // training time of the earlier runs at the last save
+  double step_seconds = 0;    // time inside train_step(), for tokens/s
+  int64_t steps_timed = 0;
+  TrainResult result;
+
+  double elapsed() const { return seconds_since(t0); }
+};
+
+// ---- set-up: everything is checked before anything is written ----
+
+// The resolved config (the checkpoint's on --resume) and the checkpoint to continue, if any.
+std::unique_ptr<Checkpoint> check_settings(Run& r) {
+  const RunOptions& o = r.options;
   std::unique_ptr<Checkpoint> ckpt;
-  if (run.resume) {
-    ckpt = std::make_unique<Checkpoint>(load_checkpoint(run.out_dir, true));
-    cfg = resume_config(ckpt->config, cfg, run.explicit_keys, run.out_dir);
-  } else if (has_checkpoint(run.out_dir) && !run.overwrite) {
-    throw Error(str("'", run.out_dir, "' already holds a checkpoint; pass --resume to continue "
+  if (o.resume) {
+    ckpt = std::make_unique<Checkpoint>(load_checkpoint(o.out_dir, true));
+    r.cfg = resume_config(ckpt->config, r.cfg, o.explicit_keys, o.out_dir);
+  } else if (has_checkpoint(o.out_dir) && !o.overwrite) {
+    throw Error(str("'", o.out_dir, "' already holds a checkpoint; pass --resume to continue "
                     "it, --overwrite to replace it, or --out DIR to train elsewhere"));
   }
-  cfg.validate();
-  {
-    std::error_code ec;
-    FG_CHECK(!std::filesystem::exists(run.out_dir, ec) || std::filesystem::is_directory(run.out_dir, ec),
-             "--out '", run.out_dir, "' exists and is not a directory");
-  }
-  const Device device = device_from_string(cfg.device);
-  const bool bf16 = cfg.dtype == "bf16";
+  r.cfg.validate();
+  std::error_code ec;
+  FG_CHECK(!std::filesystem::exists(o.out_dir, ec) || std::filesystem::is_directory(o.out_dir, ec),
+           "--out '", o.out_dir, "' exists and is not a directory");
+  r.device = device_from_string(r.cfg.device);
+  return ckpt;
+}
 
-  // ---- data ----
+// The text, its tokenizer (the checkpoint's on resume) and the train/val split.
+void load_data(Run& r, Checkpoint* ckpt) {
   std::string note;
-  const std::string data_path = cfg.data.empty() ? default_corpus(&note) : cfg.data;
-  if (!note.empty()) out << note << "\n";
-  const std::string text = read_file(data_path, "data file");
-  FG_CHECK(!text.empty(), "data file '", data_path, "' is empty; give a text file with some content");
-  std::unique_ptr<Tokenizer> tokenizer =
-      ckpt ? std::move(ckpt->tokenizer) : Tokenizer::create(cfg.tokenizer, text);
+  r.data_path = r.cfg.data.empty() ? default_corpus(&note) : r.cfg.data;
+  if (!note.empty()) r.out << note << "\n";
+  const std::string text = read_file(r.data_path, "data file");
+  FG_CHECK(!text.empty(), "data file '", r.data_path,
+           "' is empty; give a text file with some content");
+  r.tokenizer = ckpt ? std::move(ckpt->tokenizer) : Tokenizer::create(r.cfg.tokenizer, text);
   std::vector<int32_t> tokens;
   try {
-    tokens = tokenizer->encode(text);
+    tokens = r.tokenizer->encode(text);
   } catch (const Error& e) {
-    throw Error(str("data file '", data_path, "': ", e.what()));
+    throw Error(str("data file '", r.data_path, "': ", e.what()));
   }
-  const TextSplits splits = split_tokens(tokens, cfg.block_size, cfg.val_fraction, data_path);
+  r.num_tokens = tokens.size();
+  r.splits = split_tokens(tokens, r.cfg.block_size, r.cfg.val_fraction, r.data_path);
+}
 
-  // ---- model and optimizer ----
-  const nn::GPTConfig mc = cfg.model_config(tokenizer->vocab_size());
-  auto model = std::make_shared<nn::GPT>(mc);
-  if (ckpt) model->load_state_dict(ckpt->weights);
-  model->to(device);
+// The model, AdamW, the schedule and the random streams, fresh or from the checkpoint.
+void build_model(Run& r, std::unique_ptr<Checkpoint> ckpt) {
+  const TrainConfig& cfg = r.cfg;
+  const bool bf16 = cfg.dtype == "bf16";
+  r.model_config = cfg.model_config(r.tokenizer->vocab_size());
+  r.model = std::make_shared<nn::GPT>(r.model_config);
+  if (ckpt) r.model->load_state_dict(ckpt->weights);
+  r.model->to(r.device);
   // Mixed precision: the model computes in bf16; AdamW keeps fp32 master weights, which start
   // from the exact fp32 values (the initialisation, or the checkpoint's weights below).
   std::map<std::string, Tensor> fp32_init;
   if (bf16) {
-    for (auto& [name, p] : model->named_parameters()) fp32_init[name] = ops::clone(p);
-    model->to(DType::bf16);
+    for (auto& [name, p] : r.model->named_parameters()) fp32_init[name] = ops::clone(p);
+    r.model->to(DType::bf16);
   }
-  model->train();
-  AdamW opt(model->named_parameters(), AdamWOptions()
-                                           .lr(cfg.lr)
-                                           .betas(cfg.beta1, cfg.beta2)
-                                           .eps(cfg.eps)
-                                           .weight_decay(cfg.weight_decay));
-  TrainState st;
-  st.data_seed = cfg.seed * 0x9E3779B97F4A7C15ull + 1;
-  st.dropout_seed = cfg.seed * 0x9E3779B97F4A7C15ull + 2;
-  if (bf16 && !ckpt) opt.load_fp32_weights(fp32_init);
+  r.model->train();
+  r.opt = std::make_unique<AdamW>(r.model->named_parameters(),
+                                  AdamWOptions()
+                                      .lr(cfg.lr)
+                                      .betas(cfg.beta1, cfg.beta2)
+                                      .eps(cfg.eps)
+                                      .weight_decay(cfg.weight_decay));
+  r.state.data_seed = cfg.seed * 0x9E3779B97F4A7C15ull + 1;
+  r.state.dropout_seed = cfg.seed * 0x9E3779B97F4A7C15ull + 2;
+  if (bf16 && !ckpt) r.opt->load_fp32_weights(fp32_init);
   fp32_init.clear();
   if (ckpt) {
-    st = ckpt->state;
-    opt.load_state(ckpt->optimizer, st.step, &ckpt->weights);
+    r.state = ckpt->state;
+    r.opt->load_state(ckpt->optimizer, r.state.step, &ckpt->weights);
     ckpt.reset();  // free the host copies
   }
-  Generator data_gen(st.data_seed);
-  data_gen.set_offset(st.data_offset);
-  default_generator().manual_seed(st.dropout_seed);
-  default_generator().set_offset(st.dropout_offset);
-  const std::vector<Tensor> params = model->parameters();
-  const LRSchedule sched{cfg.lr, cfg.min_lr, cfg.warmup, cfg.steps};
-  const int64_t tokens_per_step = cfg.batch_size * cfg.block_size * cfg.grad_accum;
+  r.data_gen = Generator(r.state.data_seed);
+  r.data_gen.set_offset(r.state.data_offset);
+  default_generator().manual_seed(r.state.dropout_seed);
+  default_generator().set_offset(r.state.dropout_offset);
+  r.params = r.model->parameters();
+  r.schedule = LRSchedule{cfg.lr, cfg.min_lr, cfg.warmup, cfg.steps};
+  r.tokens_per_step = cfg.batch_size * cfg.block_size * cfg.grad_accum;
+  r.end_step = r.options.stop_at > 0 ? std::min(r.options.stop_at, cfg.steps) : cfg.steps;
+}
 
-  // ---- header ----
-  out << "flashgrad train: preset " << cfg.preset << " | " << format_count(double(model->num_parameters()))
-      << " parameters | " << cfg.n_layer << " layers, " << cfg.n_head << " heads"
-      << (mc.kv_heads() != cfg.n_head ? " (" + std::to_string(mc.kv_heads()) + " kv)" : "")
-      << ", width " << cfg.n_embd << ", context " << cfg.block_size << " | " << device.str() << " "
-      << cfg.dtype << " | attention " << cfg.attn << "\n";
-  out << "data: " << data_path << ": " << format_count(double(tokens.size())) << " tokens, "
-      << tokenizer->type() << " vocabulary of " << tokenizer->vocab_size() << " | train "
-      << format_count(double(splits.train.size())) << ", val " << format_count(double(splits.val.size()))
-      << "\n";
+void print_header(Run& r) {
+  const TrainConfig& cfg = r.cfg;
+  std::ostream& out = r.out;
+  out << "flashgrad train: preset " << cfg.preset << " | "
+      << format_count(double(r.model->num_parameters())) << " parameters | " << cfg.n_layer
+      << " layers, " << cfg.n_head << " heads"
+      << (r.model_config.kv_heads() != cfg.n_head
+              ? " (" + std::to_string(r.model_config.kv_heads()) + " kv)"
+              : "")
+      << ", width " << cfg.n_embd << ", context " << cfg.block_size << " | " << r.device.str()
+      << " " << cfg.dtype << " | attention " << cfg.attn << "\n";
+  out << "data: " << r.data_path << ": " << format_count(double(r.num_tokens)) << " tokens, "
+      << r.tokenizer->type() << " vocabulary of " << r.tokenizer->vocab_size() << " | train "
+      << format_count(double(r.splits.train.size())) << ", val "
+      << format_count(double(r.splits.val.size())) << "\n";
   out << "optimisation: batch " << cfg.batch_size << " x " << cfg.block_size << " tokens x "
-      << cfg.grad_accum << " accumulation | " << cfg.steps << " steps | lr " << sci(cfg.lr) << " -> "
-      << sci(cfg.min_lr) << ", warm-up " << cfg.warmup << " | AdamW betas (" << cfg.beta1 << ", "
-      << cfg.beta2 << "), weight decay " << cfg.weight_decay << ", clip " << cfg.grad_clip
-      << " | dropout " << cfg.dropout << "\n";
-  if (run.resume)
-    out << "resuming " << run.out_dir << " at step " << st.step
-        << (std::isnan(st.best_val_loss) ? std::string()
-                                         : " (best val loss " + fixed(st.best_val_loss, 4) + ")")
+      << cfg.grad_accum << " accumulation | " << cfg.steps << " steps | lr " << sci(cfg.lr)
+      << " -> " << sci(cfg.min_lr) << ", warm-up " << cfg.warmup << " | AdamW betas ("
+      << cfg.beta1 << ", " << cfg.beta2 << "), weight decay " << cfg.weight_decay << ", clip "
+      << cfg.grad_clip << " | dropout " << cfg.dropout << "\n";
+  if (r.options.resume)
+    out << "resuming " << r.options.out_dir << " at step " << r.state.step
+        << (std::isnan(r.state.best_val_loss)
+                ? std::string()
+                : " (best val loss " + fixed(r.state.best_val_loss, 4) + ")")
         << "\n";
   out.flush();
+}
 
-  TrainResult res;
-  res.start_step = st.step;
-  res.best_val_loss = st.best_val_loss;
-  reset_peak_memory(device);
-  const auto t0 = clock::now();
-  double last_save_elapsed = st.elapsed_seconds;
-  auto elapsed_now = [&] {
-    return std::chrono::duration<double>(clock::now() - t0).count();
-  };
-  auto save = [&] {
-    st.data_offset = data_gen.offset();
-    st.dropout_offset = default_generator().offset();
-    st.elapsed_seconds = last_save_elapsed + elapsed_now();
-    save_checkpoint(run.out_dir, cfg, *tokenizer, opt, st);
-  };
-  auto clear_line = [&] {
-    if (run.live) out << "\r\033[K";
-  };
+// Peak memory and time are counted from here.
+void start_clock(Run& r) {
+  r.result.start_step = r.state.step;
+  r.result.best_val_loss = r.state.best_val_loss;
+  reset_peak_memory(r.device);
+  r.t0 = clock::now();
+  r.elapsed_before = r.state.elapsed_seconds;
+  if (r.state.step >= r.cfg.steps)
+    r.out << "the checkpoint is already at step " << r.state.step << " of " << r.cfg.steps
+          << "; pass a larger --steps to train further\n";
+}
 
-  const int64_t end_step = run.stop_at > 0 ? std::min(run.stop_at, cfg.steps) : cfg.steps;
-  if (st.step >= cfg.steps)
-    out << "the checkpoint is already at step " << st.step << " of " << cfg.steps
-        << "; pass a larger --steps to train further\n";
-  double step_time_sum = 0;
-  int64_t steps_timed = 0;
-  bool saved_at_end = false;
+// ---- the step ----
 
-  while (st.step < end_step) {
-    if (stop_requested()) {
-      res.interrupted = true;
-      break;
-    }
-    const auto ts = clock::now();
-    const double lr = sched.at(st.step);
-    opt.set_lr(lr);
-    double loss_sum = 0;
-    for (int64_t micro = 0; micro < cfg.grad_accum; ++micro) {
-      Batch b = get_batch(splits.train, cfg.batch_size, cfg.block_size, data_gen, device);
-      Tensor loss = model->loss(b.x, b.y);
-      loss_sum += loss.item();
-      (cfg.grad_accum > 1 ? loss * (1.0 / double(cfg.grad_accum)) : loss).backward();
-    }
-    const double loss = loss_sum / double(cfg.grad_accum);
-    const double norm = grad_norm(params);
-    FG_CHECK(std::isfinite(loss) && std::isfinite(norm), "training diverged at step ", st.step + 1,
-             ": loss ", loss, ", gradient norm ", norm,
-             "; the last checkpoint is untouched; try a lower --lr or --dtype fp32");
-    opt.step(clip_coefficient(norm, cfg.grad_clip));
-    opt.zero_grad();
-    st.step++;
-    if (std::isnan(res.first_loss)) res.first_loss = loss;
-    res.last_loss = loss;
-    synchronize(device);
-    step_time_sum += std::chrono::duration<double>(clock::now() - ts).count();
-    steps_timed++;
+// True once Ctrl-C (or request_stop()) has asked the run to stop.
+bool interrupted(Run& r) {
+  if (stop_requested()) r.result.interrupted = true;
+  return r.result.interrupted;
+}
 
-    // ---- progress ----
-    const double per_step = step_time_sum / double(steps_timed);
-    const double tok_s = double(tokens_per_step) / per_step;
-    if (run.live || st.step % cfg.log_interval == 0 || st.step == res.start_step + 1) {
-      const double eta = elapsed_now() / double(st.step - res.start_step) * double(end_step - st.step);
-      clear_line();
-      out << "step " << std::setw(int(std::to_string(cfg.steps).size())) << st.step << "/"
-          << cfg.steps << " | loss " << fixed(loss, 4) << " | lr " << sci(lr) << " | "
-          << format_count(tok_s) << " tok/s | ETA " << format_duration(eta);
-      if (!run.live) out << "\n";
-      out.flush();
-    }
+struct StepStats {
+  double loss, lr;
+};
 
-    // ---- evaluation and checkpoint ----
-    const bool at_end = st.step == cfg.steps;
-    if (st.step % cfg.eval_interval == 0 || at_end) {
-      const uint64_t eval_seed = cfg.seed + 7;
-      double train_loss = evaluate(*model, splits.train, cfg.batch_size, cfg.eval_batches, eval_seed);
-      double val_loss = evaluate(*model, splits.val, cfg.batch_size, cfg.eval_batches, eval_seed);
-      if (stop_requested()) {
-        res.interrupted = true;
-        break;
-      }
-      const bool best = std::isnan(st.best_val_loss) || val_loss < st.best_val_loss;
-      if (best) {
-        st.best_val_loss = val_loss;
-        st.best_val_step = st.step;
-      }
-      res.best_val_loss = st.best_val_loss;
-      save();
-      saved_at_end = at_end;
-      clear_line();
-      out << "eval step " << st.step << ": train loss " << fixed(train_loss, 4) << " | val loss "
-          << fixed(val_loss, 4) << (best ? " (best)" : "") << " | checkpoint saved\n";
-      out.flush();
-    } else if (st.step == run.stop_at) {
-      save();
-      clear_line();
-      out << "stopped at step " << st.step << " (--stop-at); checkpoint saved\n";
-    }
+// One optimizer step: grad_accum micro-batches forward and backward, the gradient norm
+// (a non-finite loss or norm stops the run before anything is saved), clipping, AdamW.
+StepStats train_step(Run& r) {
+  const TrainConfig& cfg = r.cfg;
+  const auto t = clock::now();
+  const double lr = r.schedule.at(r.state.step);
+  r.opt->set_lr(lr);
+  double loss_sum = 0;
+  for (int64_t micro = 0; micro < cfg.grad_accum; ++micro) {
+    Batch b = get_batch(r.splits.train, cfg.batch_size, cfg.block_size, r.data_gen, r.device);
+    Tensor loss = r.model->loss(b.x, b.y);
+    loss_sum += loss.item();
+    (cfg.grad_accum > 1 ? loss * (1.0 / double(cfg.grad_accum)) : loss).backward();
   }
-  if (run.live) out << "\n";
-  res.end_step = st.step;
-  res.seconds = elapsed_now();
-  (void)saved_at_end;
+  const double loss = loss_sum / double(cfg.grad_accum);
+  const double norm = grad_norm(r.params);
+  FG_CHECK(std::isfinite(loss) && std::isfinite(norm), "training diverged at step ",
+           r.state.step + 1, ": loss ", loss, ", gradient norm ", norm,
+           "; the last checkpoint is untouched; try a lower --lr or --dtype fp32");
+  r.opt->step(clip_coefficient(norm, cfg.grad_clip));
+  r.opt->zero_grad();
+  r.state.step++;
+  if (std::isnan(r.result.first_loss)) r.result.first_loss = loss;
+  r.result.last_loss = loss;
+  synchronize(r.device);
+  r.step_seconds += seconds_since(t);
+  r.steps_timed++;
+  return {loss, lr};
+}
 
-  if (res.interrupted) {
-    out << "interrupted at step " << st.step << "; the last checkpoint in " << run.out_dir
-        << (has_checkpoint(run.out_dir) ? " is intact" : " (none yet)") << "\n";
-    out.flush();
-    return res;
+// On a terminal the progress line is rewritten in place; in a log, one every log_interval.
+void clear_line(Run& r) {
+  if (r.options.live) r.out << "\r\033[K";
+}
+
+void print_progress(Run& r, const StepStats& s) {
+  const int64_t step = r.state.step;
+  if (!(r.options.live || step % r.cfg.log_interval == 0 || step == r.result.start_step + 1))
+    return;
+  const double per_step = r.step_seconds / double(r.steps_timed);
+  const double tok_s = double(r.tokens_per_step) / per_step;
+  const double eta =
+      r.elapsed() / double(step - r.result.start_step) * double(r.end_step - step);
+  clear_line(r);
+  r.out << "step " << std::setw(int(std::to_string(r.cfg.steps).size())) << step << "/"
+        << r.cfg.steps << " | loss " << fixed(s.loss, 4) << " | lr " << sci(s.lr) << " | "
+        << format_count(tok_s) << " tok/s | ETA " << format_duration(eta);
+  if (!r.options.live) r.out << "\n";
+  r.out.flush();
+}
+
+// ---- evaluation and checkpoints ----
+
+bool evaluation_due(const Run& r) {
+  return r.state.step % r.cfg.eval_interval == 0 || r.state.step == r.cfg.steps;
+}
+
+struct Losses {
+  double train, val;
+};
+
+// The mean losses over eval_batches batches of each split; the same batches every time.
+Losses evaluate_splits(Run& r) {
+  const uint64_t eval_seed = r.cfg.seed + 7;
+  const double train_loss =
+      evaluate(*r.model, r.splits.train, r.cfg.batch_size, r.cfg.eval_batches, eval_seed);
+  const double val_loss =
+      evaluate(*r.model, r.splits.val, r.cfg.batch_size, r.cfg.eval_batches, eval_seed);
+  return {train_loss, val_loss};
+}
+
+void save(Run& r) {
+  r.state.data_offset = r.data_gen.offset();
+  r.state.dropout_offset = default_generator().offset();
+  r.state.elapsed_seconds = r.elapsed_before + r.elapsed();
+  save_checkpoint(r.options.out_dir, r.cfg, *r.tokenizer, *r.opt, r.state);
+}
+
+// Records the best val loss, saves the checkpoint, prints the eval line.
+void checkpoint_evaluation(Run& r, const Losses& losses) {
+  const bool best = std::isnan(r.state.best_val_loss) || losses.val < r.state.best_val_loss;
+  if (best) {
+    r.state.best_val_loss = losses.val;
+    r.state.best_val_step = r.state.step;
   }
+  r.result.best_val_loss = r.state.best_val_loss;
+  save(r);
+  clear_line(r);
+  r.out << "eval step " << r.state.step << ": train loss " << fixed(losses.train, 4)
+        << " | val loss " << fixed(losses.val, 4) << (best ? " (best)" : "")
+        << " | checkpoint saved\n";
+  r.out.flush();
+}
 
-  // ---- summary ----
-  const MemoryStats mem = memory_stats(device);
-  const int64_t steps_run = res.end_step - res.start_step;
-  out << "done: " << steps_run << " steps in " << format_duration(res.seconds);
+void checkpoint_at_stop(Run& r) {
+  save(r);
+  clear_line(r);
+  r.out << "stopped at step " << r.state.step << " (--stop-at); checkpoint saved\n";
+}
+
+// ---- report ----
+
+void stop_clock(Run& r) {
+  if (r.options.live) r.out << "\n";
+  r.result.end_step = r.state.step;
+  r.result.seconds = r.elapsed();
+}
+
+void print_interrupted(Run& r) {
+  r.out << "interrupted at step " << r.state.step << "; the last checkpoint in "
+        << r.options.out_dir
+        << (has_checkpoint(r.options.out_dir) ? " is intact" : " (none yet)") << "\n";
+  r.out.flush();
+}
+
+void print_summary(Run& r) {
+  std::ostream& out = r.out;
+  const MemoryStats mem = memory_stats(r.device);
+  const int64_t steps_run = r.result.end_step - r.result.start_step;
+  out << "done: " << steps_run << " steps in " << format_duration(r.result.seconds);
   if (steps_run > 0)
-    out << " (" << format_count(double(tokens_per_step) * double(steps_timed) / step_time_sum)
-        << " tok/s) | loss " << fixed(res.first_loss, 4) << " -> " << fixed(res.last_loss, 4);
-  if (!std::isnan(st.best_val_loss))
-    out << " | best val loss " << fixed(st.best_val_loss, 4) << " at step " << st.best_val_step;
+    out << " (" << format_count(double(r.tokens_per_step) * double(r.steps_timed) / r.step_seconds)
+        << " tok/s) | loss " << fixed(r.result.first_loss, 4) << " -> "
+        << fixed(r.result.last_loss, 4);
+  if (!std::isnan(r.state.best_val_loss))
+    out << " | best val loss " << fixed(r.state.best_val_loss, 4) << " at step "
+        << r.state.best_val_step;
   out << "\n";
-  out << "peak memory: " << format_bytes(mem.peak_allocated) << " allocated on " << device.str();
-  if (device.is_cuda()) out << " (" << format_bytes(mem.peak_reserved) << " reserved)";
+  out << "peak memory: " << format_bytes(mem.peak_allocated) << " allocated on " << r.device.str();
+  if (r.device.is_cuda()) out << " (" << format_bytes(mem.peak_reserved) << " reserved)";
   out << "\n";
-  if (has_checkpoint(run.out_dir)) out << "checkpoint: " << run.out_dir << " (step " << st.step << ")\n";
+  if (has_checkpoint(r.options.out_dir))
+    out << "checkpoint: " << r.options.out_dir << " (step " << r.state.step << ")\n";
+}
 
-  if (cfg.sample_tokens > 0 && st.step >= cfg.steps) {
-    DefaultGeneratorGuard keep_rng;
-    SampleOptions so;
-    so.max_new_tokens = cfg.sample_tokens;
-    so.temperature = 0.8;
-    so.top_k = 40;
-    so.seed = cfg.seed;
-    std::vector<int32_t> prompt = default_prompt(*tokenizer);
-    std::vector<int32_t> ids = generate(*model, prompt, so);
-    res.sample = tokenizer->decode(prompt) + tokenizer->decode(ids);
-    out << "--- sample (" << so.max_new_tokens << " tokens, temperature " << so.temperature
-        << ", top-k " << so.top_k << ") ---" << res.sample << "\n---\n";
+// A sample from the trained model, without moving the training run's random stream.
+void print_sample(Run& r) {
+  DefaultGeneratorGuard keep_rng;
+  SampleOptions so;
+  so.max_new_tokens = r.cfg.sample_tokens;
+  so.temperature = 0.8;
+  so.top_k = 40;
+  so.seed = r.cfg.seed;
+  std::vector<int32_t> prompt = default_prompt(*r.tokenizer);
+  std::vector<int32_t> ids = generate(*r.model, prompt, so);
+  r.result.sample = r.tokenizer->decode(prompt) + r.tokenizer->decode(ids);
+  r.out << "--- sample (" << so.max_new_tokens << " tokens, temperature " << so.temperature
+        << ", top-k " << so.top_k << ") ---" << r.result.sample << "\n---\n";
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+// the loop
+
+TrainResult train(TrainConfig config, const RunOptions& options) {
+  Run run(std::move(config), options);
+  std::unique_ptr<Checkpoint> ckpt = check_settings(run);
+  load_data(run, ckpt.get());
+  build_model(run, std::move(ckpt));
+  print_header(run);
+
+  start_clock(run);
+  while (run.state.step < run.end_step && !interrupted(run)) {
+    const StepStats step = train_step(run);
+    print_progress(run, step);
+    if (evaluation_due(run)) {
+      const Losses losses = evaluate_splits(run);
+      if (interrupted(run)) break;  // Ctrl-C during evaluation: the last checkpoint stays
+      checkpoint_evaluation(run, losses);
+    } else if (run.state.step == options.stop_at) {
+      checkpoint_at_stop(run);
+    }
   }
-  out.flush();
-  return res;
+  stop_clock(run);
+
+  if (run.result.interrupted) {
+    print_interrupted(run);
+    return run.result;
+  }
+  print_summary(run);
+  if (run.cfg.sample_tokens > 0 && run.state.step >= run.cfg.steps) print_sample(run);
+  run.out.flush();
+  return run.result;
 }
 
 }  // namespace fg::train

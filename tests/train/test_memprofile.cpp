@@ -1,15 +1,16 @@
-// Tests of `flashgrad memprofile`'s parts (examples/memprofile.h, examples/svg_chart.h): the
+// Tests of the memory-profiling module (train/memprofile.h, train/svg_chart.h): the
 // growth-exponent fit on synthetic data, the SVG and CSV writers, the sweep's handling of
 // out-of-memory and other failures, and a small real sweep on the CPU in which flash memory
 // must grow linearly and naive memory quadratically.
 #include <cmath>
+#include <functional>
 #include <regex>
 #include <sstream>
 #include <string>
 #include <vector>
 
-#include "examples/memprofile.h"
-#include "examples/svg_chart.h"
+#include "train/memprofile.h"
+#include "train/svg_chart.h"
 #include "support/test_util.h"
 
 using namespace fg;
@@ -399,4 +400,56 @@ FG_TEST_ALL_DEVICES("a train step of a tiny GPT is measured for both implementat
   }
   REQUIRE(pts[3].impl == AttentionImpl::naive);
   REQUIRE(pts[3].peak_bytes > pts[1].peak_bytes);  // naive > flash at N = 128
+}
+
+TEST_CASE("settings_for gives the device's defaults; check_settings refuses what cannot run", "[memprofile]") {
+  const Settings cpu = settings_for(Device::cpu());
+  REQUIRE(cpu.lengths == std::vector<int64_t>{64, 128, 256, 512, 1024});
+  REQUIRE(cpu.heads == 4);
+  REQUIRE(cpu.dtype == DType::f32);
+  REQUIRE(cpu.n_embd == 128);
+  REQUIRE(cpu.reps == 1);
+  REQUIRE(cpu.device_description.rfind("cpu (", 0) == 0);
+  REQUIRE(cpu.device_description.find(" RAM)") != std::string::npos);
+  REQUIRE_NOTHROW(check_settings(cpu));
+
+  REQUIRE(explicit_lengths({512, 64, 512, 128}) == std::vector<int64_t>{64, 128, 512});
+  REQUIRE_THROWS_WITH(explicit_lengths({64, 0}), Catch::Contains("--lengths must be positive, got 0"));
+
+  auto refused = [&](const std::function<void(Settings&)>& change, const std::string& why) {
+    Settings s = cpu;
+    change(s);
+    REQUIRE_THROWS_WITH(check_settings(s), Catch::Contains(why));
+  };
+  refused([](Settings& s) { s.lengths.clear(); }, "no sequence lengths");
+  refused([](Settings& s) { s.heads = 0; }, "must be positive");
+  refused([](Settings& s) { s.dtype = DType::i32; }, "floating type, got i32");
+  refused([](Settings& s) { s.dropout = 1.0; }, "--dropout must be in [0, 1)");
+  refused([](Settings& s) { s.vocab = 1; }, "--vocab at least 2");
+  refused([](Settings& s) {
+    s.scopes = {Scope::train_step};
+    s.n_embd = 100;
+    s.n_head = 3;
+  }, "n_head");
+  Settings attention_only = cpu;  // the GPT settings matter only to the train-step scope
+  attention_only.n_embd = 100;
+  attention_only.n_head = 3;
+  REQUIRE_NOTHROW(check_settings(attention_only));
+}
+
+TEST_CASE("warm_up runs the step and leaves nothing allocated", "[memprofile]") {
+  Settings s = settings_for(Device::cpu());
+  s.lengths = {256, 512};
+  s.scopes = {Scope::attention, Scope::train_step};
+  s.heads = 2;
+  s.head_dim = 16;
+  s.n_embd = 32;
+  s.n_head = 2;
+  s.vocab = 16;
+  const size_t before = memory_stats(Device::cpu()).allocated;
+  reset_peak_memory(Device::cpu());
+  REQUIRE_NOTHROW(warm_up(s));
+  const MemoryStats after = memory_stats(Device::cpu());
+  REQUIRE(after.peak_allocated > before);  // a step ran
+  REQUIRE(after.allocated == before);
 }

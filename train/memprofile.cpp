@@ -1,124 +1,55 @@
-// The memory experiments behind `flashgrad memprofile`: how the memory of attention grows with
-// the sequence length N, naive (materialises N x N: O(N^2)) against flash (O(N)).
-//
-// Two scopes are measured at each N, for each implementation:
-//   attention   one forward + backward of scaled_dot_product_attention on q, k, v [B, N, H, D]
-//               with a given output gradient dO;
-//   train-step  one full training step of a small GPT (nn/gpt.h) with context N: forward,
-//               cross-entropy loss, backward, AdamW step, zero_grad.
-//
-// What is counted, from the allocator's exact counters (tensor/allocator.h):
-//   base      bytes allocated before the step: q, k, v, dO (attention); the model, AdamW's
-//             state and the batch (train-step)
-//   peak      max(allocated during the step) - base: everything the step creates, including
-//             the gradients it leaves behind (dQ, dK, dV / the parameter gradients), the
-//             output O and every temporary. This is PyTorch's "extra peak bytes beyond the
-//             inputs" (torch.cuda.max_memory_allocated() - memory_allocated() before).
-//   fwd peak  the same maximum taken right after the forward, before backward
-//   saved     bytes of the distinct storages the graph holds for backward after the forward
-//             (saved_bytes_for_backward; includes inputs that a node saves, such as q, k, v)
-//   grads     bytes of the gradients the step produced
-//   device    the device's own used memory (total - free) right after the step, before the
-//             allocator's cache is emptied: the caching allocator still holds every block it
-//             reserved at the peak, so this is the device's use at peak, CUDA context included.
-//             On CPU: MemTotal - MemAvailable of the machine.
-// Between points every tensor is freed and empty_cache() returns cached blocks to the device.
-// A point that runs out of memory is recorded as OOM and the sweep goes on.
-//
-// Header-only (like examples/svg_chart.h) so that tests/test_memprofile.cpp can use it: the
-// tests link the flashgrad library, not the files of examples/.
-#pragma once
+// Memory experiments over the sequence length (train/memprofile.h).
+#include "train/memprofile.h"
+
 #include <algorithm>
+#include <cctype>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
-#include <functional>
-#include <limits>
+#include <exception>
 #include <map>
 #include <new>
-#include <ostream>
 #include <sstream>
-#include <string>
-#include <vector>
 
-#include "autograd/attention.h"
 #include "autograd/functions.h"
-#include "examples/svg_chart.h"
-#include "nn/gpt.h"
 #include "train/optim.h"
+
+#ifdef FLASHGRAD_WITH_CUDA
+#include "core/cuda_device.h"
+#endif
 
 namespace fg::memprofile {
 
-enum class Scope { attention, train_step };
-inline const char* scope_name(Scope s) { return s == Scope::attention ? "attention" : "train-step"; }
-
-struct Settings {
-  Device device = Device::cpu();
-  std::string device_description;  // e.g. "cuda:0 (NVIDIA H100 80GB HBM3, 79.1 GiB)"
-  std::vector<int64_t> lengths;
-  std::vector<Scope> scopes{Scope::attention};
-  std::vector<AttentionImpl> impls{AttentionImpl::naive, AttentionImpl::flash};
-  // attention scope
-  int64_t batch = 1, heads = 16, head_dim = 64;
-  DType dtype = DType::f32;
-  bool causal = true;
-  double dropout = 0.0;
-  bool deterministic = false;  // CUDA flash backward without the fp32 dQ accumulator
-  // train-step scope: a GPT with context N (always causal; dropout as above)
-  int64_t n_layer = 2, n_embd = 256, n_head = 4, train_batch = 1, vocab = 256;
-  // timing: one run measures memory, then `reps` timed runs (median); 0 times the first run
-  int reps = 2;
-};
-
-// The doubling lengths min, 2 min, ... up to max (inclusive when it is on the ladder).
-inline std::vector<int64_t> doubling_lengths(int64_t min_len, int64_t max_len) {
-  FG_CHECK(min_len > 0 && max_len >= min_len, "memprofile: need 0 < --min-len <= --max-len, got ",
-           min_len, " and ", max_len);
-  std::vector<int64_t> v;
-  for (int64_t n = min_len; n <= max_len; n *= 2) v.push_back(n);
-  return v;
-}
-
-enum class Status { ok, oom, error };
-inline const char* status_name(Status s) {
-  return s == Status::ok ? "ok" : s == Status::oom ? "OOM" : "error";
-}
-
-struct Point {
-  Scope scope = Scope::attention;
-  AttentionImpl impl = AttentionImpl::flash;
-  int64_t seq_len = 0;
-  Status status = Status::ok;
-  std::string message;  // why it failed
-  size_t base_bytes = 0, peak_bytes = 0, forward_peak_bytes = 0, saved_bytes = 0, grad_bytes = 0;
-  size_t peak_reserved_bytes = 0, device_used_bytes = 0, device_total_bytes = 0;
-  double ms_per_step = std::numeric_limits<double>::quiet_NaN();
-  int timed_reps = 0;
-};
-
-// ---- measuring one point ----
-
-namespace detail {
+namespace {
 
 using clock = std::chrono::steady_clock;
-inline double ms_since(clock::time_point t0) {
+double ms_since(clock::time_point t0) {
   return std::chrono::duration<double, std::milli>(clock::now() - t0).count();
 }
-inline double median(std::vector<double> v) {
+double median(std::vector<double> v) {
   if (v.empty()) return std::numeric_limits<double>::quiet_NaN();
   std::sort(v.begin(), v.end());
   const size_t n = v.size();
   return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
-inline size_t grad_bytes(const std::vector<Tensor>& ts) {
+size_t grad_bytes(const std::vector<Tensor>& ts) {
   size_t b = 0;
   for (const Tensor& t : ts)
     if (t.grad().defined()) b += t.grad().nbytes();
   return b;
 }
 
-// Runs the step once for memory (with `after_forward` reading the counters between forward
-// and backward), then `reps` times for the clock. `forward` returns the tensor to call
+// An empty point of (scope, impl, N), status ok.
+Point point_at(Scope scope, AttentionImpl impl, int64_t N) {
+  Point p;
+  p.scope = scope;
+  p.impl = impl;
+  p.seq_len = N;
+  return p;
+}
+
+// Runs the step once for memory (reading the counters between forward and backward), then
+// `reps` times for the clock. `forward` returns the tensor to call
 // backward on; `finish` does what follows backward (optimizer step, clearing gradients).
 template <typename Forward, typename Backward, typename Finish>
 void measure_step(const Settings& s, Point& pt, const std::vector<Tensor>& grad_holders,
@@ -161,14 +92,94 @@ void measure_step(const Settings& s, Point& pt, const std::vector<Tensor>& grad_
   pt.ms_per_step = times.empty() ? first_ms : median(times);
 }
 
-}  // namespace detail
+std::string fmt_ms(double ms) {
+  if (!std::isfinite(ms)) return "-";
+  char buf[32];
+  std::snprintf(buf, sizeof buf, ms < 10 ? "%.3f" : ms < 1000 ? "%.1f" : "%.0f", ms);
+  return buf;
+}
+std::string fmt_slope(double v) {
+  if (!std::isfinite(v)) return "n/a";
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.2f", v);
+  return buf;
+}
 
-// One forward + backward of the attention node at length N.
-inline Point measure_attention(const Settings& s, AttentionImpl impl, int64_t N) {
-  Point pt;
-  pt.scope = Scope::attention;
-  pt.impl = impl;
-  pt.seq_len = N;
+}  // namespace
+
+const char* scope_name(Scope s) { return s == Scope::attention ? "attention" : "train-step"; }
+
+const char* status_name(Status s) {
+  return s == Status::ok ? "ok" : s == Status::oom ? "OOM" : "error";
+}
+
+// ---- settings ----
+
+Settings settings_for(Device device) {
+  const bool cuda = device.is_cuda();
+  Settings s;
+  s.device = device;
+  s.device_description = describe_device(device);
+  s.lengths = doubling_lengths(cuda ? 256 : 64, cuda ? 65536 : 1024);
+  s.heads = cuda ? 16 : 4;
+  s.dtype = cuda ? DType::bf16 : DType::f32;
+  s.n_embd = cuda ? 256 : 128;
+  s.reps = cuda ? 3 : 1;
+  return s;
+}
+
+void check_settings(const Settings& s) {
+  FG_CHECK(!s.lengths.empty(), "memprofile: no sequence lengths to measure");
+  FG_CHECK(s.batch > 0 && s.heads > 0 && s.head_dim > 0, "memprofile: --batch, --heads and "
+           "--head-dim must be positive");
+  FG_CHECK(is_floating(s.dtype), "memprofile: --dtype must be a floating type, got ",
+           dtype_name(s.dtype));
+  FG_CHECK(s.dropout >= 0 && s.dropout < 1, "memprofile: --dropout must be in [0, 1), got ",
+           s.dropout);
+  FG_CHECK(s.n_layer > 0 && s.train_batch > 0 && s.vocab > 1,
+           "memprofile: --layers, --train-batch must be positive and --vocab at least 2");
+  if (std::find(s.scopes.begin(), s.scopes.end(), Scope::train_step) != s.scopes.end())
+    train_step_config(s, AttentionImpl::flash, s.lengths.front());
+}
+
+std::string describe_device(Device d) {
+  std::string s = d.str();
+#ifdef FLASHGRAD_WITH_CUDA
+  if (d.is_cuda()) {
+    try {
+      const CudaDeviceInfo& info = cuda_device_info(d.index);
+      s += " (" + info.name + ", " + format_bytes(info.total_memory) + ")";
+    } catch (const Error&) {
+      // No such device: the description stays the bare name; measuring will say what failed.
+    }
+  }
+#endif
+  if (d.is_cpu()) {
+    const MemoryStats st = memory_stats(d);
+    s += " (" + format_bytes(st.device_total) + " RAM)";
+  }
+  return s;
+}
+
+std::vector<int64_t> doubling_lengths(int64_t min_len, int64_t max_len) {
+  FG_CHECK(min_len > 0 && max_len >= min_len, "memprofile: need 0 < --min-len <= --max-len, got ",
+           min_len, " and ", max_len);
+  std::vector<int64_t> v;
+  for (int64_t n = min_len; n <= max_len; n *= 2) v.push_back(n);
+  return v;
+}
+
+std::vector<int64_t> explicit_lengths(std::vector<int64_t> lengths) {
+  for (int64_t n : lengths) FG_CHECK(n > 0, "memprofile: --lengths must be positive, got ", n);
+  std::sort(lengths.begin(), lengths.end());
+  lengths.erase(std::unique(lengths.begin(), lengths.end()), lengths.end());
+  return lengths;
+}
+
+// ---- measuring one point ----
+
+Point measure_attention(const Settings& s, AttentionImpl impl, int64_t N) {
+  Point pt = point_at(Scope::attention, impl, N);
   const TensorOptions to = TensorOptions(s.dtype).device(s.device);
   const Shape shape{s.batch, N, s.heads, s.head_dim};
   Generator gen(1000 + uint64_t(N));
@@ -179,7 +190,7 @@ inline Point measure_attention(const Settings& s, AttentionImpl impl, int64_t N)
   v.set_requires_grad(true);
   AttentionOptions opt;
   opt.impl(impl).causal(s.causal).dropout(s.dropout).seed(2024, 0).deterministic(s.deterministic);
-  detail::measure_step(
+  measure_step(
       s, pt, {q, k, v}, [&] { return scaled_dot_product_attention(q, k, v, opt); },
       [&](const Tensor& o) { o.backward(dout); },
       [&] {
@@ -190,7 +201,7 @@ inline Point measure_attention(const Settings& s, AttentionImpl impl, int64_t N)
   return pt;
 }
 
-inline nn::GPTConfig train_step_config(const Settings& s, AttentionImpl impl, int64_t N) {
+nn::GPTConfig train_step_config(const Settings& s, AttentionImpl impl, int64_t N) {
   nn::GPTConfig mc;
   mc.vocab_size(s.vocab).block_size(N).n_layer(s.n_layer).n_head(s.n_head).n_embd(s.n_embd)
       .dropout(s.dropout).attn(impl).seed(1337);
@@ -198,14 +209,8 @@ inline nn::GPTConfig train_step_config(const Settings& s, AttentionImpl impl, in
   return mc;
 }
 
-// One training step of a GPT with context N: loss, backward, AdamW step, zero_grad. 16-bit
-// dtypes train as `flashgrad train --dtype bf16` does: the model in 16 bits, fp32 master
-// weights in AdamW.
-inline Point measure_train_step(const Settings& s, AttentionImpl impl, int64_t N) {
-  Point pt;
-  pt.scope = Scope::train_step;
-  pt.impl = impl;
-  pt.seq_len = N;
+Point measure_train_step(const Settings& s, AttentionImpl impl, int64_t N) {
+  Point pt = point_at(Scope::train_step, impl, N);
   const nn::GPTConfig mc = train_step_config(s, impl, N);
   auto model = std::make_shared<nn::GPT>(mc);
   model->to(s.device);
@@ -226,7 +231,7 @@ inline Point measure_train_step(const Settings& s, AttentionImpl impl, int64_t N
   const TensorOptions ti = TensorOptions(DType::i64).device(s.device);
   Tensor idx = randint(0, s.vocab, {s.train_batch, N}, ti, &gen);
   Tensor targets = randint(0, s.vocab, {s.train_batch, N}, ti, &gen);
-  detail::measure_step(
+  measure_step(
       s, pt, params, [&] { return model->loss(idx, targets); },
       [&](const Tensor& loss) { loss.backward(); },
       [&] {
@@ -236,15 +241,27 @@ inline Point measure_train_step(const Settings& s, AttentionImpl impl, int64_t N
   return pt;
 }
 
-inline Point measure(const Settings& s, Scope scope, AttentionImpl impl, int64_t N) {
+Point measure(const Settings& s, Scope scope, AttentionImpl impl, int64_t N) {
   return scope == Scope::attention ? measure_attention(s, impl, N) : measure_train_step(s, impl, N);
+}
+
+void warm_up(const Settings& s) {
+  const int64_t n = std::min<int64_t>(s.lengths.front(), 128);
+  Settings w = s;
+  w.reps = 0;
+  for (Scope sc : s.scopes)
+    for (AttentionImpl im : s.impls) {
+      try {
+        measure(w, sc, im, n);
+      } catch (const std::exception&) {
+      }
+      release_memory(s.device);
+    }
 }
 
 // ---- the sweep ----
 
-// True for messages of failed allocations that do not come as OutOfMemoryError (a kernel's
-// or a library's own allocation).
-inline bool looks_like_oom(const std::string& msg) {
+bool looks_like_oom(const std::string& msg) {
   std::string m = msg;
   std::transform(m.begin(), m.end(), m.begin(), [](unsigned char c) { return char(std::tolower(c)); });
   return m.find("out of memory") != std::string::npos ||
@@ -252,8 +269,7 @@ inline bool looks_like_oom(const std::string& msg) {
          m.find("alloc_failed") != std::string::npos || m.find("bad_alloc") != std::string::npos;
 }
 
-// Frees what the allocator caches so that the next point starts from a clean device.
-inline void release_memory(Device d) {
+void release_memory(Device d) {
   try {
     synchronize(d);
     empty_cache(d);
@@ -262,16 +278,7 @@ inline void release_memory(Device d) {
   }
 }
 
-using MeasureFn = std::function<Point(Scope, AttentionImpl, int64_t)>;
-using PointFn = std::function<void(const Point&, size_t index, size_t total)>;
-
-// Measures every (scope, impl, N); a failure becomes a Point with status OOM or error and the
-// sweep goes on. `on_point` sees each point as it completes (progress, incremental files).
-// Order: all flash points first, then the naive ones, each by scope and increasing N. The
-// naive path at large N works on tensors of billions of elements; should a kernel fault there
-// (a CUDA error is sticky: every later call on the device fails too), the flash series are
-// already measured.
-inline std::vector<Point> run_sweep(const Settings& s, const MeasureFn& fn, const PointFn& on_point) {
+std::vector<Point> run_sweep(const Settings& s, const MeasureFn& fn, const PointFn& on_point) {
   std::vector<Point> points;
   const size_t total = s.scopes.size() * s.impls.size() * s.lengths.size();
   std::vector<AttentionImpl> impls = s.impls;
@@ -280,15 +287,9 @@ inline std::vector<Point> run_sweep(const Settings& s, const MeasureFn& fn, cons
   for (AttentionImpl impl : impls) {
     for (Scope scope : s.scopes) {
       for (int64_t N : s.lengths) {
-        Point p;
-        p.scope = scope;
-        p.impl = impl;
-        p.seq_len = N;
+        Point p = point_at(scope, impl, N);
         auto failed = [&](Status st, const std::string& msg) {
-          p = Point();
-          p.scope = scope;
-          p.impl = impl;
-          p.seq_len = N;
+          p = point_at(scope, impl, N);
           p.status = st;
           p.message = msg;
         };
@@ -314,12 +315,7 @@ inline std::vector<Point> run_sweep(const Settings& s, const MeasureFn& fn, cons
 
 // ---- growth exponents ----
 
-struct Exponents {
-  chart::LogLogFit all, upper;  // over all ok points, over the upper half of them
-};
-
-// The fits of peak bytes against N for one (scope, impl), over its ok points.
-inline Exponents fit_exponents(const std::vector<Point>& points, Scope scope, AttentionImpl impl) {
+Exponents fit_exponents(const std::vector<Point>& points, Scope scope, AttentionImpl impl) {
   std::vector<std::pair<double, double>> xy;
   for (const Point& p : points)
     if (p.scope == scope && p.impl == impl && p.status == Status::ok && p.peak_bytes > 0)
@@ -329,22 +325,7 @@ inline Exponents fit_exponents(const std::vector<Point>& points, Scope scope, At
 
 // ---- output ----
 
-inline std::string fmt_bytes(size_t b) { return format_bytes(b); }
-inline std::string fmt_ms(double ms) {
-  if (!std::isfinite(ms)) return "-";
-  char buf[32];
-  std::snprintf(buf, sizeof buf, ms < 10 ? "%.3f" : ms < 1000 ? "%.1f" : "%.0f", ms);
-  return buf;
-}
-inline std::string fmt_slope(double v) {
-  if (!std::isfinite(v)) return "n/a";
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%.2f", v);
-  return buf;
-}
-
-// What the numbers mean, for the top of the table and of the CSV.
-inline std::vector<std::string> legend_lines(const Settings& s) {
+std::vector<std::string> legend_lines(const Settings& s) {
   return {
       "peak   = max bytes allocated during the step - bytes allocated before it (inputs q, k, v, "
       "dO / model + AdamW state + batch not counted, gradients, outputs and temporaries counted)",
@@ -362,7 +343,7 @@ inline std::vector<std::string> legend_lines(const Settings& s) {
   };
 }
 
-inline std::string config_line(const Settings& s, Scope scope) {
+std::string config_line(const Settings& s, Scope scope) {
   std::ostringstream os;
   if (scope == Scope::attention)
     os << "attention: B=" << s.batch << " H=" << s.heads << " D=" << s.head_dim << " "
@@ -376,7 +357,7 @@ inline std::string config_line(const Settings& s, Scope scope) {
   return os.str();
 }
 
-inline std::string table_header() {
+std::string table_header() {
   char b[256];
   std::snprintf(b, sizeof b, "%-10s %-5s %7s %6s %11s %11s %11s %11s %11s %23s %9s", "scope",
                 "impl", "N", "status", "peak", "fwd", "saved", "grads", "reserved",
@@ -384,7 +365,7 @@ inline std::string table_header() {
   return b;
 }
 
-inline std::string table_row(const Point& p) {
+std::string table_row(const Point& p) {
   char b[512];
   if (p.status != Status::ok) {
     std::string why = p.message.substr(0, 90);
@@ -394,17 +375,16 @@ inline std::string table_row(const Point& p) {
                   why.c_str());
     return b;
   }
-  const std::string dev = fmt_bytes(p.device_used_bytes) + " / " + fmt_bytes(p.device_total_bytes);
+  const std::string dev = format_bytes(p.device_used_bytes) + " / " + format_bytes(p.device_total_bytes);
   std::snprintf(b, sizeof b, "%-10s %-5s %7lld %6s %11s %11s %11s %11s %11s %23s %9s",
                 scope_name(p.scope), attention_impl_name(p.impl), (long long)p.seq_len, "ok",
-                fmt_bytes(p.peak_bytes).c_str(), fmt_bytes(p.forward_peak_bytes).c_str(),
-                fmt_bytes(p.saved_bytes).c_str(), fmt_bytes(p.grad_bytes).c_str(),
-                fmt_bytes(p.peak_reserved_bytes).c_str(), dev.c_str(), fmt_ms(p.ms_per_step).c_str());
+                format_bytes(p.peak_bytes).c_str(), format_bytes(p.forward_peak_bytes).c_str(),
+                format_bytes(p.saved_bytes).c_str(), format_bytes(p.grad_bytes).c_str(),
+                format_bytes(p.peak_reserved_bytes).c_str(), dev.c_str(), fmt_ms(p.ms_per_step).c_str());
   return b;
 }
 
-// Per scope: N | naive peak | flash peak | naive/flash | times; then the exponents.
-inline std::string summary(const Settings& s, const std::vector<Point>& points) {
+std::string summary(const Settings& s, const std::vector<Point>& points) {
   std::ostringstream os;
   auto find = [&](Scope sc, AttentionImpl im, int64_t N) -> const Point* {
     for (const Point& p : points)
@@ -463,7 +443,7 @@ inline std::string summary(const Settings& s, const std::vector<Point>& points) 
   return os.str();
 }
 
-inline std::string csv_escape(std::string v) {
+std::string csv_escape(std::string v) {
   std::replace(v.begin(), v.end(), '\n', ' ');
   if (v.find_first_of(",\"") == std::string::npos) return v;
   std::string o = "\"";
@@ -474,9 +454,7 @@ inline std::string csv_escape(std::string v) {
   return o + "\"";
 }
 
-// One row per point, after '#' comment lines saying what each column counts (read it with
-// pandas.read_csv(path, comment="#")).
-inline void write_csv(std::ostream& os, const Settings& s, const std::vector<Point>& points) {
+void write_csv(std::ostream& os, const Settings& s, const std::vector<Point>& points) {
   os << "# flashgrad memprofile on " << s.device_description << "\n";
   for (Scope sc : s.scopes) os << "# " << config_line(s, sc) << "\n";
   for (const std::string& l : legend_lines(s)) os << "# " << l << "\n";
@@ -507,8 +485,7 @@ inline void write_csv(std::ostream& os, const Settings& s, const std::vector<Poi
   }
 }
 
-// The chart: peak bytes against N, one line per (scope, impl), with the upper-half fits.
-inline chart::Chart make_chart(const Settings& s, const std::vector<Point>& points) {
+chart::Chart make_chart(const Settings& s, const std::vector<Point>& points) {
   chart::Chart c;
   c.title = "Peak memory vs sequence length: naive O(N\u00b2) vs flash O(N) attention";
   std::string sub = s.device_description;

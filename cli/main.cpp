@@ -1,21 +1,16 @@
-// The `flashgrad` command: subcommands are registered by the files of examples/ (see
-// examples/commands.h); errors of all of them are reported here.
+// The `flashgrad` command: each subcommand is registered by its file in cli/ (see
+// cli/commands.h); errors of all of them are reported here.
 #include <CLI/CLI.hpp>
 
 #include <exception>
 #include <iostream>
 
-#include "examples/commands.h"
-#include "tensor/tensor.h"
+#include "cli/commands.h"
 
 int main(int argc, char** argv) {
   CLI::App app{"flashgrad: a small C++/CUDA training library built around FlashAttention"};
   app.require_subcommand(1);
-  auto* info = app.add_subcommand("info", "print the build and the devices");
-  info->callback([] {
-    std::cout << "flashgrad 0.1.0\ncuda available: " << (fg::cuda_available() ? "yes" : "no")
-              << "\n";
-  });
+  fg::cli::register_info(app);
   fg::cli::register_train(app);
   fg::cli::register_sample(app);
   fg::cli::register_gradcheck(app);
@@ -27,11 +22,7 @@ int main(int argc, char** argv) {
     return app.exit(e);
   } catch (const fg::cli::Exit& e) {
     return e.code;
-  } catch (const fg::Error& e) {
-    std::cout.flush();
-    std::cerr << "error: " << e.what() << "\n";
-    return 1;
-  } catch (const std::exception& e) {
+  } catch (const std::exception& e) {  // fg::Error and whatever else escaped a command
     std::cout.flush();
     std::cerr << "error: " << e.what() << "\n";
     return 1;

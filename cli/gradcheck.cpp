@@ -15,7 +15,7 @@
 
 #include "autograd/attention.h"
 #include "autograd/functions.h"
-#include "examples/commands.h"
+#include "cli/commands.h"
 
 namespace fg::cli {
 

@@ -5,24 +5,21 @@
 //   flashgrad memprofile --device cuda --scope both --max-len 131072 --out results/
 //   flashgrad memprofile --device cpu                         # 64 .. 1024, a few seconds
 //
-// What each number counts is written in examples/memprofile.h (and printed with the table):
-// in short, "peak" is the allocator's peak during one step minus what was allocated before it,
-// gradients included. The CSV and the SVG are rewritten after every point, so a long sweep
-// that is interrupted keeps what it measured.
-#include <algorithm>
+// The measuring, the table, the CSV and the chart are the library's (train/memprofile.h, which
+// also says what each number counts, and train/svg_chart.h); this file turns flags into
+// Settings, prints, and writes the files. In short, "peak" is the allocator's peak during one
+// step minus what was allocated before it, gradients included. The CSV and the SVG are
+// rewritten after every point, so a long sweep that is interrupted keeps what it measured.
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
-#include <iostream>
 #include <memory>
+#include <sstream>
 #include <string>
+#include <vector>
 
-#ifdef FLASHGRAD_WITH_CUDA
-#include <cuda_runtime.h>
-#endif
-
-#include "examples/commands.h"
-#include "examples/memprofile.h"
+#include "cli/commands.h"
+#include "train/memprofile.h"
 
 namespace fg::cli {
 
@@ -41,24 +38,6 @@ struct MemprofileFlags {
   std::string out = ".", csv = "memprofile.csv", svg = "memprofile.svg";
 };
 
-std::string describe_device(Device d) {
-  std::string s = d.str();
-#ifdef FLASHGRAD_WITH_CUDA
-  if (d.is_cuda()) {
-    cudaDeviceProp prop{};
-    if (cudaGetDeviceProperties(&prop, d.index) == cudaSuccess)
-      s += std::string(" (") + prop.name + ", " + format_bytes(prop.totalGlobalMem) + ")";
-    else
-      cudaGetLastError();
-  }
-#endif
-  if (d.is_cpu()) {
-    const MemoryStats st = memory_stats(d);
-    s += " (" + format_bytes(st.device_total) + " RAM)";
-  }
-  return s;
-}
-
 // A relative file name goes into --out.
 std::filesystem::path output_path(const std::string& dir, const std::string& file) {
   std::filesystem::path p(file);
@@ -72,21 +51,15 @@ void write_text(const std::filesystem::path& p, const std::string& text) {
   FG_CHECK(f.good(), "memprofile: writing '", p.string(), "' failed (disk full?)");
 }
 
-int run_memprofile(const MemprofileFlags& f) {
+// The device's defaults (memprofile::settings_for) with the flags that were given on top.
+memprofile::Settings settings_from_flags(const MemprofileFlags& f) {
   using namespace memprofile;
-  Settings s;
-  s.device = device_from_string(f.device);
-  const bool cuda = s.device.is_cuda();
-  s.device_description = describe_device(s.device);
-  if (!f.lengths.empty()) {
-    s.lengths = f.lengths;
-    for (int64_t n : s.lengths) FG_CHECK(n > 0, "memprofile: --lengths must be positive, got ", n);
-    std::sort(s.lengths.begin(), s.lengths.end());
-    s.lengths.erase(std::unique(s.lengths.begin(), s.lengths.end()), s.lengths.end());
-  } else {
-    s.lengths = doubling_lengths(f.min_len > 0 ? f.min_len : cuda ? 256 : 64,
-                                 f.max_len > 0 ? f.max_len : cuda ? 65536 : 1024);
-  }
+  Settings s = settings_for(device_from_string(f.device));
+  if (!f.lengths.empty())
+    s.lengths = explicit_lengths(f.lengths);
+  else
+    s.lengths = doubling_lengths(f.min_len > 0 ? f.min_len : s.lengths.front(),
+                                 f.max_len > 0 ? f.max_len : s.lengths.back());
   s.scopes.clear();
   if (f.scope == "attention" || f.scope == "both") s.scopes.push_back(Scope::attention);
   if (f.scope == "train-step" || f.scope == "both") s.scopes.push_back(Scope::train_step);
@@ -94,30 +67,25 @@ int run_memprofile(const MemprofileFlags& f) {
   if (f.impl == "naive" || f.impl == "both") s.impls.push_back(AttentionImpl::naive);
   if (f.impl == "flash" || f.impl == "both") s.impls.push_back(AttentionImpl::flash);
   s.batch = f.batch;
-  // CPU defaults keep the sweep to seconds; CUDA ones are the README's experiment.
-  s.heads = f.heads > 0 ? f.heads : cuda ? 16 : 4;
+  if (f.heads > 0) s.heads = f.heads;
   s.head_dim = f.head_dim;
-  s.dtype = f.dtype == "auto" ? (cuda ? DType::bf16 : DType::f32) : dtype_from_string(f.dtype);
+  if (f.dtype != "auto") s.dtype = dtype_from_string(f.dtype);
   s.causal = f.causal;
   s.dropout = f.dropout;
   s.deterministic = f.deterministic;
   s.n_layer = f.layers;
-  s.n_embd = f.width > 0 ? f.width : cuda ? 256 : 128;
+  if (f.width > 0) s.n_embd = f.width;
   s.n_head = f.gpt_heads;
   s.train_batch = f.train_batch;
   s.vocab = f.vocab;
-  s.reps = f.reps >= 0 ? f.reps : cuda ? 3 : 1;
-  FG_CHECK(s.batch > 0 && s.heads > 0 && s.head_dim > 0, "memprofile: --batch, --heads and "
-           "--head-dim must be positive");
-  FG_CHECK(is_floating(s.dtype), "memprofile: --dtype must be a floating type, got ",
-           dtype_name(s.dtype));
-  FG_CHECK(s.dropout >= 0 && s.dropout < 1, "memprofile: --dropout must be in [0, 1), got ",
-           s.dropout);
-  FG_CHECK(s.n_layer > 0 && s.train_batch > 0 && s.vocab > 1,
-           "memprofile: --layers, --train-batch must be positive and --vocab at least 2");
-  if (std::find(s.scopes.begin(), s.scopes.end(), Scope::train_step) != s.scopes.end())
-    train_step_config(s, AttentionImpl::flash, s.lengths.front());  // check the GPT config now
+  if (f.reps >= 0) s.reps = f.reps;
+  check_settings(s);
+  return s;
+}
 
+int run_memprofile(const MemprofileFlags& f) {
+  using namespace memprofile;
+  const Settings s = settings_from_flags(f);
   std::filesystem::create_directories(f.out);
   const auto csv_path = output_path(f.out, f.csv), svg_path = output_path(f.out, f.svg);
 
@@ -130,21 +98,7 @@ int run_memprofile(const MemprofileFlags& f) {
   std::printf("  writing %s and %s after every point\n\n", csv_path.string().c_str(),
               svg_path.string().c_str());
 
-  // A warm-up at a small length loads kernels and creates library handles (cuBLAS), so that
-  // neither lands in the first timed point. Its failures are the sweep's to report.
-  if (!f.no_warmup) {
-    const int64_t n = std::min<int64_t>(s.lengths.front(), 128);
-    Settings w = s;
-    w.reps = 0;
-    for (Scope sc : s.scopes)
-      for (AttentionImpl im : s.impls) {
-        try {
-          measure(w, sc, im, n);
-        } catch (const std::exception&) {
-        }
-        release_memory(s.device);
-      }
-  }
+  if (!f.no_warmup) warm_up(s);
 
   std::printf("%s\n", table_header().c_str());
   std::fflush(stdout);

@@ -11,7 +11,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "examples/commands.h"
+#include "cli/commands.h"
 #include "train/trainer.h"
 
 namespace fg::cli {

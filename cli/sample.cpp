@@ -3,7 +3,7 @@
 //   flashgrad sample --ckpt out/tiny --prompt "The " --tokens 300 --temperature 0.8 --top-k 40
 #include <iostream>
 
-#include "examples/commands.h"
+#include "cli/commands.h"
 #include "train/checkpoint.h"
 #include "train/sample.h"
 

@@ -1,42 +1,13 @@
-// A small log-log line chart written as SVG by hand (no dependencies), and the least-squares
-// fit of a growth exponent, for `flashgrad memprofile`.
-//
-//   Chart c;
-//   c.title = "Peak memory vs sequence length";
-//   c.series.push_back({"flash", "#1f77b4", false, {{256, 4e6}, {512, 8e6}}, {}, 1.0, 256, 512});
-//   std::string svg = render_log_log_svg(c);
-//
-// The x axis is ticked at powers of two (sequence lengths), the y axis at powers of two
-// labelled in B/KiB/MiB/GiB. Points that ran out of memory are drawn as crosses on the top
-// edge of the plot, labelled "OOM". A series may carry a fitted exponent: it is drawn as a
-// dotted line over the range it was fitted on and written into the legend.
-//
-// Header-only so that tests/test_memprofile.cpp can test it without linking examples/.
-#pragma once
+// The log-log SVG chart and the growth-exponent fit (train/svg_chart.h).
+#include "train/svg_chart.h"
+
 #include <algorithm>
 #include <cmath>
-#include <cstdint>
 #include <cstdio>
-#include <limits>
-#include <string>
-#include <utility>
-#include <vector>
 
 namespace fg::chart {
 
-// The slope b of the least-squares line log(y) = a + b log(x) (natural logs; the base does not
-// change the slope) and its intercept a. NaN when fewer than two points or all x are equal.
-// Points with x <= 0 or y <= 0 are rejected by the caller, not here: they have no logarithm.
-struct LogLogFit {
-  double slope = std::numeric_limits<double>::quiet_NaN();
-  double intercept = std::numeric_limits<double>::quiet_NaN();
-  double x_min = 0, x_max = 0;  // the x range the fit was made on
-  size_t points = 0;
-  bool ok() const { return std::isfinite(slope); }
-  double at(double x) const { return std::exp(intercept + slope * std::log(x)); }
-};
-
-inline LogLogFit fit_log_log(const std::vector<std::pair<double, double>>& xy) {
+LogLogFit fit_log_log(const std::vector<std::pair<double, double>>& xy) {
   LogLogFit f;
   f.points = xy.size();
   if (xy.size() < 2) return f;
@@ -62,34 +33,14 @@ inline LogLogFit fit_log_log(const std::vector<std::pair<double, double>>& xy) {
   return f;
 }
 
-// The fit over the upper half of the points by x (at least two of them), where the leading
-// term of the growth dominates the constant and lower-order ones.
-inline LogLogFit fit_log_log_upper_half(std::vector<std::pair<double, double>> xy) {
+LogLogFit fit_log_log_upper_half(std::vector<std::pair<double, double>> xy) {
   std::sort(xy.begin(), xy.end());
   const size_t keep = std::max<size_t>(2, (xy.size() + 1) / 2);
   if (xy.size() > keep) xy.erase(xy.begin(), xy.end() - keep);
   return fit_log_log(xy);
 }
 
-struct Series {
-  std::string name;                             // legend text (the fit is appended)
-  std::string color = "#1f77b4";
-  bool dashed = false;                          // line style, e.g. one per scope
-  std::vector<std::pair<double, double>> points;  // (x, y), y > 0, drawn in x order
-  std::vector<double> oom_x;                    // x values that ran out of memory
-  LogLogFit fit;                                // drawn and listed when ok()
-  std::string fit_note;                         // extra legend text about the fit
-};
-
-struct Chart {
-  std::string title, subtitle;
-  std::string x_label = "sequence length N", y_label = "bytes";
-  std::vector<Series> series;
-  int width = 960, height = 600;
-};
-
-// "&", "<", ">" and quotes escaped for SVG text and attributes.
-inline std::string xml_escape(const std::string& s) {
+std::string xml_escape(const std::string& s) {
   std::string o;
   o.reserve(s.size());
   for (char c : s) {
@@ -105,8 +56,7 @@ inline std::string xml_escape(const std::string& s) {
   return o;
 }
 
-// 2^p bytes as "512 B", "4 KiB", "1 GiB" (exact: p >= 0 gives whole numbers of a unit).
-inline std::string pow2_bytes_label(int p) {
+std::string pow2_bytes_label(int p) {
   if (p < 0) return "2^" + std::to_string(p) + " B";
   const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"};
   const int u = std::min(p / 10, 6);
@@ -114,24 +64,23 @@ inline std::string pow2_bytes_label(int p) {
   return std::to_string(v) + " " + units[u];
 }
 
-// 2^p as a length: "256", "4096", "16K", "128K", "1M".
-inline std::string pow2_count_label(int p) {
+std::string pow2_count_label(int p) {
   if (p < 0) return "2^" + std::to_string(p);
   if (p < 14) return std::to_string(1LL << p);
   if (p < 20) return std::to_string(1LL << (p - 10)) + "K";
   return std::to_string(1LL << (p - 20)) + "M";
 }
 
-namespace detail {
-inline std::string num(double v) {
+namespace {
+// A coordinate with one decimal.
+std::string num(double v) {
   char b[32];
   std::snprintf(b, sizeof b, "%.1f", v);
   return b;
 }
-}  // namespace detail
+}  // namespace
 
-inline std::string render_log_log_svg(const Chart& c) {
-  using detail::num;
+std::string render_log_log_svg(const Chart& c) {
   // Data range in log2, over points, OOM positions and the fitted lines' ends.
   double xlo = INFINITY, xhi = -INFINITY, ylo = INFINITY, yhi = -INFINITY;
   bool any_oom = false;

@@ -34,7 +34,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "examples/commands.h"
+#include "cli/commands.h"
 #include "kernels/attention/attention.h"
 #include "core/error.h"
 #include "tensor/tensor.h"

@@ -1,0 +1,24 @@
+// The subcommands of `flashgrad`. Each cli/<name>.cpp defines register_<name>(app), which adds
+// its subcommand, its flags and a callback; the callbacks parse and print, and leave the work to
+// the library (train/, autograd/, kernels/). main.cpp calls every register_* function and
+// handles errors for all of them in one place:
+//   fg::Error                "error: <message>" on stderr, exit code 1
+//   CLI11 parse errors       CLI11's message and exit code (e.g. unknown flags)
+//   fg::cli::Exit{code}      exit with `code` (the command has printed what it had to say)
+#pragma once
+#include <CLI/CLI.hpp>
+
+namespace fg::cli {
+
+struct Exit {
+  int code;
+};
+
+void register_train(CLI::App& app);       // cli/train.cpp
+void register_sample(CLI::App& app);      // cli/sample.cpp
+void register_gradcheck(CLI::App& app);   // cli/gradcheck.cpp
+void register_memprofile(CLI::App& app);  // cli/memprofile.cpp
+void register_bench(CLI::App& app);       // cli/bench.cpp
+void register_info(CLI::App& app);        // cli/info.cpp
+
+}  // namespace fg::cli
