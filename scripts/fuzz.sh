@@ -20,6 +20,15 @@ cmake --build "$BUILD_DIR" -j "$(nproc)" --target fuzz_checkpoint > "$BUILD_DIR.
 mkdir -p "$BUILD_DIR/corpus"
 cd "$BUILD_DIR"
 # -rss_limit_mb: a checkpoint whose sizes ask for gigabytes must be refused, not allocated.
+set +e
 ./fuzz_checkpoint -max_total_time="$SECONDS_TO_RUN" -rss_limit_mb=2048 -timeout=10 \
-  -print_final_stats=1 corpus ../tests/fuzz/corpus 2>&1 | tee fuzz.log | grep -E "^#[0-9]+ +(INITED|DONE)|stat::|ERROR|SUMMARY" || true
-! ls crash-* leak-* timeout-* oom-* >/dev/null 2>&1
+  -print_final_stats=1 corpus ../tests/fuzz/corpus > fuzz.log 2>&1
+rc=$?
+set -e
+grep -E "^#[0-9]+ +(INITED|DONE)|stat::number_of_executed_units|stat::peak_rss|ERROR|SUMMARY" fuzz.log || true
+if [ $rc -ne 0 ] || ls crash-* leak-* timeout-* oom-* >/dev/null 2>&1; then
+  echo "fuzz: FAILED (exit $rc); the input that broke it is in $BUILD_DIR/ (crash-*/timeout-*/oom-*)"
+  tail -40 fuzz.log
+  exit 1
+fi
+echo "fuzz: ok, no crash in ${SECONDS_TO_RUN} s"
