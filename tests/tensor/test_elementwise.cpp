@@ -6,63 +6,23 @@
 #include <algorithm>
 #include <cmath>
 #include <functional>
-#include <random>
 #include <string>
 
 #include "support/test_util.h"
 
 using namespace fg;
 using Catch::Matchers::Contains;
+using test::make;
+using test::poison;
 using test::rel_err;
+using test::rnd;
+using test::small_ints;
+using test::tol;
+using test::uniform;
 
 namespace {
 
 const double kGeluK = 0.7978845608028654, kGeluC = 0.044715;
-
-double tol(DType t) {
-  switch (t) {
-    case DType::f64: return 1e-12;
-    case DType::f32: return 1e-5;
-    case DType::i32: case DType::i64: return 0;
-    default: return 1e-2;
-  }
-}
-
-// Host values -> a tensor of dtype dt on device d (through f64 on the CPU).
-Tensor make(const std::vector<double>& v, const Shape& s, DType dt, Device d) {
-  Tensor t = from_vector<double>(v, s, TensorOptions(DType::f64));
-  return ops::to_device(ops::to_dtype(t, dt), d);
-}
-
-// Uniform values in [lo, hi) from a host generator independent of the library's.
-std::vector<double> uniform(int64_t n, uint64_t seed, double lo, double hi) {
-  std::mt19937_64 rng(seed);
-  std::uniform_real_distribution<double> u(lo, hi);
-  std::vector<double> v(static_cast<size_t>(n));
-  for (auto& x : v) x = u(rng);
-  return v;
-}
-
-// Small integers in [lo, hi]: exact in every dtype, and ties are common (for eq/max tests).
-std::vector<double> small_ints(int64_t n, uint64_t seed, int lo, int hi) {
-  std::mt19937_64 rng(seed);
-  std::uniform_int_distribution<int> u(lo, hi);
-  std::vector<double> v(static_cast<size_t>(n));
-  for (auto& x : v) x = u(rng);
-  return v;
-}
-
-Tensor rnd(const Shape& s, DType dt, Device d, uint64_t seed, double lo = -2, double hi = 2) {
-  if (!is_floating(dt)) return make(small_ints(shape_numel(s), seed, int(lo), int(hi)), s, dt, d);
-  return make(uniform(shape_numel(s), seed, lo, hi), s, dt, d);
-}
-
-// Leaves NaN-filled blocks in the allocator's cache so that an output a kernel forgets to
-// write shows up as NaN instead of a lucky zero.
-void poison(Device d, int64_t max_n = 1 << 14) {
-  for (int64_t n = 64; n <= max_n; n *= 4)
-    Tensor p = full({n}, NAN, TensorOptions(DType::f32).device(d));
-}
 
 // The index into a (right-aligned, broadcast) input of shape `in` for a linear index of `out`.
 int64_t bcast_index(int64_t linear, const Shape& out, const Shape& in) {
@@ -229,7 +189,7 @@ FG_TEST_ALL_DEVICES("unary ops match a double reference (f32, f64, bf16; strided
         auto xv = x.to_vector<double>();
         std::vector<double> r(xv.size());
         for (size_t i = 0; i < xv.size(); ++i) r[i] = c.f(xv[i]);
-        poison(device);
+        poison(device, 1 << 14);
         Tensor y = ops::unary(c.op, x);
         REQUIRE(y.dtype() == dt);
         REQUIRE(y.device() == device);
@@ -290,7 +250,7 @@ FG_TEST_ALL_DEVICES("binary ops match a double reference with broadcasting and s
           continue;
         }
         Tensor ref = binary_ref(c, a, b);
-        poison(device);
+        poison(device, 1 << 14);
         Tensor y = ops::binary(c.op, a, b);
         REQUIRE(y.dtype() == dt);
         REQUIRE(y.device() == device);
@@ -357,7 +317,7 @@ FG_TEST_ALL_DEVICES("binary_scalar with the scalar on either side", "[elementwis
         auto xv = x.to_vector<double>();
         std::vector<double> r(xv.size());
         for (size_t i = 0; i < xv.size(); ++i) r[i] = scalar_first ? c.f(s, xv[i]) : c.f(xv[i], s);
-        poison(device);
+        poison(device, 1 << 14);
         Tensor y = ops::binary_scalar(c.op, x, s, scalar_first);
         require_close(y, ref_tensor(r, x.shape()), dt);
       }
@@ -389,7 +349,7 @@ FG_TEST_ALL_DEVICES("where broadcasts cond, a and b; cond may have another dtype
         r[size_t(i)] = cv[size_t(bcast_index(i, s, cond.shape()))] != 0
                            ? avv[size_t(i)]
                            : bv[size_t(bcast_index(i, s, b.shape()))];
-      poison(device);
+      poison(device, 1 << 14);
       Tensor y = ops::where(cond, a, b);
       REQUIRE(y.dtype() == dt);
       REQUIRE(y.shape() == s);
