@@ -51,28 +51,42 @@ inline double tol(DType t) {
   }
 }
 
-// Host values (row-major) -> a tensor of dtype dt on device d (through f64 on the CPU).
-inline Tensor make(const std::vector<double>& v, const Shape& s, DType dt, Device d) {
-  Tensor t = from_vector<double>(v, s, TensorOptions(DType::f64));
-  return ops::to_device(ops::to_dtype(t, dt), d);
+// out against the reference ref within tol(dt); exact for integer dtypes.
+inline void require_close(const Tensor& out, const Tensor& ref, DType dt) {
+  REQUIRE(out.shape() == ref.shape());
+  double e = rel_err(out, ref);
+  INFO("dtype " << dtype_name(dt) << " rel_err " << e);
+  if (tol(dt) == 0) REQUIRE(max_abs_diff(out, ref) == 0);
+  else REQUIRE(e < tol(dt));
 }
 
-// Uniform values in [lo, hi) from a host generator independent of the library's.
-inline std::vector<double> uniform(int64_t n, uint64_t seed, double lo, double hi) {
+// Host values (row-major) as an f64 CPU tensor: a reference to compare with.
+inline Tensor host(const std::vector<double>& v, const Shape& s) {
+  return from_vector<double>(v, s, TensorOptions(DType::f64));
+}
+
+// Host values (row-major) -> a tensor of dtype dt on device d (through f64 on the CPU).
+inline Tensor make(const std::vector<double>& v, const Shape& s, DType dt, Device d) {
+  return ops::to_device(ops::to_dtype(host(v, s), dt), d);
+}
+
+// n draws of `dist` from a host generator (mt19937_64) independent of the library's.
+template <typename Dist>
+std::vector<double> host_draws(int64_t n, uint64_t seed, Dist dist) {
   std::mt19937_64 rng(seed);
-  std::uniform_real_distribution<double> u(lo, hi);
   std::vector<double> v(static_cast<size_t>(n));
-  for (auto& x : v) x = u(rng);
+  for (auto& x : v) x = dist(rng);
   return v;
+}
+
+// Uniform values in [lo, hi).
+inline std::vector<double> uniform(int64_t n, uint64_t seed, double lo, double hi) {
+  return host_draws(n, seed, std::uniform_real_distribution<double>(lo, hi));
 }
 
 // Small integers in [lo, hi]: exact in every dtype, and ties are common (for eq/max tests).
 inline std::vector<double> small_ints(int64_t n, uint64_t seed, int lo, int hi) {
-  std::mt19937_64 rng(seed);
-  std::uniform_int_distribution<int> u(lo, hi);
-  std::vector<double> v(static_cast<size_t>(n));
-  for (auto& x : v) x = u(rng);
-  return v;
+  return host_draws(n, seed, std::uniform_int_distribution<int>(lo, hi));
 }
 
 // Fresh values of shape s as dtype dt on device d: uniform in [lo, hi) for a floating dtype,

@@ -11,6 +11,7 @@
 
 using namespace fg;
 using Catch::Matchers::Contains;
+using test::host;
 using test::rel_err;
 
 namespace {
@@ -96,10 +97,6 @@ Reference reference(const Case& c, const ops::AttentionConfig& cfg, double scale
         }
       }
   return r;
-}
-
-Tensor host(const std::vector<double>& v, const Shape& s) {
-  return from_vector<double>(v, s, TensorOptions(DType::f64));
 }
 
 const Case kCases[] = {

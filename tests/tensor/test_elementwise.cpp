@@ -12,9 +12,11 @@
 
 using namespace fg;
 using Catch::Matchers::Contains;
+using test::host;
 using test::make;
 using test::poison;
 using test::rel_err;
+using test::require_close;
 using test::rnd;
 using test::small_ints;
 using test::tol;
@@ -38,18 +40,6 @@ int64_t bcast_index(int64_t linear, const Shape& out, const Shape& in) {
     }
   }
   return idx;
-}
-
-Tensor ref_tensor(const std::vector<double>& v, const Shape& s) {
-  return from_vector<double>(v, s, TensorOptions(DType::f64));
-}
-
-void require_close(const Tensor& out, const Tensor& ref, DType dt) {
-  REQUIRE(out.shape() == ref.shape());
-  double e = rel_err(out, ref);
-  INFO("dtype " << dtype_name(dt) << " rel_err " << e);
-  if (tol(dt) == 0) REQUIRE(test::max_abs_diff(out, ref) == 0);
-  else REQUIRE(e < tol(dt));
 }
 
 double gelu_ref(double x) { return 0.5 * x * (1 + std::tanh(kGeluK * (x + kGeluC * x * x * x))); }
@@ -123,7 +113,7 @@ Tensor binary_ref(const BinaryCase& c, const Tensor& a, const Tensor& b) {
   for (int64_t i = 0; i < int64_t(r.size()); ++i)
     r[size_t(i)] = c.f(av[size_t(bcast_index(i, s, a.shape()))],
                        bv[size_t(bcast_index(i, s, b.shape()))]);
-  return ref_tensor(r, s);
+  return host(r, s);
 }
 
 // Operand layouts: each yields (a, b) for one binary test.
@@ -194,7 +184,7 @@ FG_TEST_ALL_DEVICES("unary ops match a double reference (f32, f64, bf16; strided
         REQUIRE(y.dtype() == dt);
         REQUIRE(y.device() == device);
         REQUIRE(y.is_contiguous());
-        require_close(y, ref_tensor(r, x.shape()), dt);
+        require_close(y, host(r, x.shape()), dt);
       }
     }
   }
@@ -210,7 +200,7 @@ FG_TEST_ALL_DEVICES("unary ops on f16 and on integers", "[elementwise]") {
     std::vector<double> r(xv.size());
     for (size_t i = 0; i < xv.size(); ++i) r[i] = c.f(xv[i]);
     INFO(unary_op_name(c.op));
-    require_close(ops::unary(c.op, x), ref_tensor(r, x.shape()), DType::f16);
+    require_close(ops::unary(c.op, x), host(r, x.shape()), DType::f16);
   }
   // Integers: the ops with an integer meaning are exact; the rest throw naming op and dtype.
   for (DType dt : {DType::i32, DType::i64}) {
@@ -227,7 +217,7 @@ FG_TEST_ALL_DEVICES("unary ops on f16 and on integers", "[elementwise]") {
       for (size_t i = 0; i < xv.size(); ++i) r[i] = c.f(xv[i]);
       Tensor y = ops::unary(c.op, x);
       REQUIRE(y.dtype() == dt);
-      require_close(y, ref_tensor(r, x.shape()), dt);
+      require_close(y, host(r, x.shape()), dt);
     }
   }
 }
@@ -278,14 +268,14 @@ FG_TEST_ALL_DEVICES("large elementwise ops cover every thread of the grid", "[el
   std::vector<double> r(av.size());
   for (size_t i = 0; i < av.size(); ++i) r[i] = av[i] * rv[i % 2053];
   poison(device, 1 << 22);
-  require_close(ops::mul(a, row), ref_tensor(r, a.shape()), DType::f32);
+  require_close(ops::mul(a, row), host(r, a.shape()), DType::f32);
 
   Tensor at = ops::transpose(a, 0, 1);  // strided path over every element
   auto atv = at.to_vector<double>();
   for (size_t i = 0; i < atv.size(); ++i) r[i] = std::exp(atv[i]);
   poison(device, 1 << 22);
   Tensor e = ops::unary(UnaryOp::exp, at);
-  require_close(e, ref_tensor(r, at.shape()), DType::f32);
+  require_close(e, host(r, at.shape()), DType::f32);
   if (device.is_cuda()) {
     // And the same against the CPU path on the same inputs.
     Tensor e_cpu = ops::unary(UnaryOp::exp, ops::to_device(at, Device::cpu()));
@@ -319,7 +309,7 @@ FG_TEST_ALL_DEVICES("binary_scalar with the scalar on either side", "[elementwis
         for (size_t i = 0; i < xv.size(); ++i) r[i] = scalar_first ? c.f(s, xv[i]) : c.f(xv[i], s);
         poison(device, 1 << 14);
         Tensor y = ops::binary_scalar(c.op, x, s, scalar_first);
-        require_close(y, ref_tensor(r, x.shape()), dt);
+        require_close(y, host(r, x.shape()), dt);
       }
     }
   }
@@ -353,7 +343,7 @@ FG_TEST_ALL_DEVICES("where broadcasts cond, a and b; cond may have another dtype
       Tensor y = ops::where(cond, a, b);
       REQUIRE(y.dtype() == dt);
       REQUIRE(y.shape() == s);
-      REQUIRE(test::max_abs_diff(y, ref_tensor(r, s)) == 0);
+      REQUIRE(test::max_abs_diff(y, host(r, s)) == 0);
     }
   }
   // a and b must agree in dtype and device.
@@ -375,7 +365,7 @@ FG_TEST_ALL_DEVICES("masked_fill fills where the mask is nonzero", "[elementwise
     for (size_t i = 0; i < r.size(); ++i) r[i] = (i % 5 == 0 || i % 5 >= 3) ? -7.0 : tv[i];
     Tensor y = ops::masked_fill(t, mask, -7.0);
     REQUIRE(y.shape() == t.shape());
-    REQUIRE(test::max_abs_diff(y, ref_tensor(r, t.shape())) == 0);
+    REQUIRE(test::max_abs_diff(y, host(r, t.shape())) == 0);
   }
   // -inf (the attention mask value) survives the fill exactly.
   Tensor t = rnd({2, 3}, DType::f32, device, 12);

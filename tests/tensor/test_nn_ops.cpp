@@ -13,6 +13,7 @@
 
 using namespace fg;
 using Catch::Matchers::Contains;
+using test::host;
 using test::leaf;
 using test::make;
 using test::poison;
@@ -36,9 +37,6 @@ std::vector<int64_t> rand_ints(int64_t n, uint64_t seed, int64_t lo, int64_t hi)
   std::vector<int64_t> v(static_cast<size_t>(n));
   for (auto& x : v) x = u(rng);
   return v;
-}
-Tensor host(const std::vector<double>& v, const Shape& s) {
-  return from_vector<double>(v, s, TensorOptions(DType::f64));
 }
 
 // ---- references (double loops over rows of the last dim) ----

@@ -13,6 +13,7 @@ using Catch::Matchers::Contains;
 using test::make;
 using test::poison;
 using test::rel_err;
+using test::require_close;
 using test::rnd;
 using test::small_ints;
 using test::tol;
@@ -89,14 +90,6 @@ std::vector<ReduceCase> reduce_cases() {
       {{2, 3000, 33}, {1}},      // column tiles, inner not a multiple of 32
       {{64, 64}, {0, 1}},        // round sizes, all dims
   };
-}
-
-void require_close(const Tensor& out, const Tensor& ref, DType dt) {
-  REQUIRE(out.shape() == ref.shape());
-  double e = rel_err(out, ref);
-  INFO("dtype " << dtype_name(dt) << " rel_err " << e);
-  if (tol(dt) == 0) REQUIRE(test::max_abs_diff(out, ref) == 0);
-  else REQUIRE(e < tol(dt));
 }
 
 }  // namespace
