@@ -4,8 +4,6 @@
 // kernels/attention/params.h.
 #include "autograd/attention.h"
 
-#include <cmath>
-
 #include "autograd/functions.h"
 #include "kernels/attention/attention.h"
 
