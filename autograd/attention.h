@@ -9,6 +9,7 @@
 #include <memory>
 #include <vector>
 
+#include "tensor/ops.h"
 #include "tensor/tensor.h"
 
 namespace fg {
@@ -57,10 +58,9 @@ Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tens
                                     const AttentionOptions& options = {});
 
 // The flash forward alone, returning o and the log-sum-exp [B, Hq, Nq] (fp32; fp64 for f64
-// inputs). No graph is recorded. For tests and benchmarks.
-struct FlashForwardResult {
-  Tensor o, lse;
-};
+// inputs): ops::flash_attention_forward with the options resolved as the node resolves them.
+// No graph is recorded. For tests and benchmarks.
+using FlashForwardResult = ops::FlashAttentionResult;
 FlashForwardResult flash_attention_forward(const Tensor& q, const Tensor& k, const Tensor& v,
                                            const AttentionOptions& options);
 

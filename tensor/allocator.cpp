@@ -66,11 +66,13 @@ size_t meminfo_bytes(const char* key) {
   return 0;
 }
 
+#ifndef FLASHGRAD_WITH_CUDA
 [[noreturn]] void no_cuda() {
   throw Error(
       "this flashgrad was built without CUDA (FLASHGRAD_CUDA=OFF or no toolkit found); "
       "use device cpu, or rebuild with the CUDA toolkit installed");
 }
+#endif
 
 }  // namespace
 

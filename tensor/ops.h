@@ -5,8 +5,11 @@
 // Every op checks that its inputs share a device and dtype and throws fg::Error naming the op
 // and the shapes when they don't. Results are new contiguous tensors unless the op is a view.
 #pragma once
+#include <cstdint>
+#include <memory>
 #include <vector>
 
+#include "kernels/optim.h"
 #include "tensor/kernel_dispatch.h"
 #include "tensor/tensor.h"
 
@@ -89,6 +92,77 @@ Tensor scatter_add_zeros(const Tensor& gout, int64_t dim, const Tensor& index,
                          const Shape& in_shape);  // adjoint of gather
 Tensor cat(const std::vector<Tensor>& ts, int64_t dim);
 std::vector<Tensor> split(const Tensor& t, const std::vector<int64_t>& sizes, int64_t dim);
+
+// ---- attention (tensor/ops_attention.cpp) ----
+// The function, layouts and masking rules are those of kernels/attention/params.h:
+// q [B, Nq, Hq, D], k and v [B, Nk, Hkv, D] (Hq a multiple of Hkv), any strides (a head dim
+// of stride other than 1 is copied first); o [B, Nq, Hq, D] and lse [B, Hq, Nq] (f32, or f64
+// for f64 inputs).
+
+// A block mask where the kernels run: bytes [heads (1 or Hq), q_blocks, k_blocks], tiles of
+// kBlockMaskTileQ x kBlockMaskTileK (64 x 64), nonzero = the tile's pairs may attend.
+struct AttentionBlockMask {
+  std::shared_ptr<const Storage> bytes;  // null: no block mask
+  int64_t heads = 1, q_blocks = 0, k_blocks = 0;
+  bool defined() const { return bytes != nullptr; }
+};
+// Copies host mask bits ([heads, q_blocks, k_blocks] bytes) to `device`.
+AttentionBlockMask attention_block_mask(const std::vector<uint8_t>& bits, int64_t heads,
+                                        int64_t q_blocks, int64_t k_blocks, Device device);
+
+struct AttentionConfig {
+  double scale = 0.0;             // softmax scale; 0 means 1/sqrt(D)
+  bool causal = false;            // bottom-right aligned for Nq != Nk
+  double dropout_p = 0.0;         // probability of dropping, in [0, 1)
+  uint64_t seed = 0, offset = 0;  // the dropout mask's Philox seed and offset
+  AttentionBlockMask block_mask;  // optional, on the inputs' device
+  bool deterministic = false;     // CUDA backward without atomics (bit-reproducible)
+};
+
+struct AttentionSizes {
+  int64_t B = 0, Nq = 0, Nk = 0, Hq = 0, Hkv = 0, D = 0;
+  double scale = 0.0;  // the softmax scale in effect: cfg.scale, or 1/sqrt(D) when that is 0
+};
+// Checks q, k, v (v may be undefined) and cfg as every attention op does: 4-D, one device, one
+// floating dtype, matching batch and head dim, Hq a multiple of Hkv, k and v of one shape,
+// dropout in [0, 1), a block mask that fits. `flash` adds the fused kernels' own limits (the
+// CUDA head dims). Errors name `op`.
+AttentionSizes check_attention(const char* op, const Tensor& q, const Tensor& k, const Tensor& v,
+                               const AttentionConfig& cfg, bool flash);
+
+// The fused kernels: nothing of size N x N is allocated.
+struct FlashAttentionResult {
+  Tensor o, lse;
+};
+FlashAttentionResult flash_attention_forward(const Tensor& q, const Tensor& k, const Tensor& v,
+                                             const AttentionConfig& cfg);
+struct FlashAttentionGrads {
+  Tensor dq, dk, dv;
+};
+// The gradients from the forward's o and lse (same q, k, v and cfg) and dout [B, Nq, Hq, D].
+FlashAttentionGrads flash_attention_backward(const Tensor& q, const Tensor& k, const Tensor& v,
+                                             const Tensor& o, const Tensor& lse,
+                                             const Tensor& dout, const AttentionConfig& cfg);
+
+// What the naive (materialising) attention path adds to and multiplies its N x N scores by,
+// from the same element rules as the fused kernels, in q's dtype on q's device.
+struct AttentionBias {
+  // bias [Hm, Nq, Nk] (Hm = the block mask's heads, else 1): 0 where a pair may attend, -inf
+  // elsewhere; a row with no allowed key is all 0 and has row_valid [Hm, Nq, 1] 0 (else 1),
+  // so that the softmax's NaN-free output can be zeroed there.
+  Tensor bias, row_valid;
+};
+AttentionBias attention_bias(const Tensor& q, const Tensor& k, const AttentionConfig& cfg);
+// [B, Hq, Nq, Nk]: 1/(1 - p) where the attention dropout keeps (b, h, i, j), else 0.
+Tensor attention_dropout_scale(const Tensor& q, const Tensor& k, const AttentionConfig& cfg);
+
+// ---- optimizers (tensor/ops_optim.cpp) ----
+// One fused AdamW step (kernels/optim.h) of one parameter, in place: param, the moments exp_avg
+// and exp_avg_sq (f32, the parameter's shape and device) and, for a bf16/f16 parameter, its
+// f32 master copy (which is updated and rounded into param; undefined for an f32 parameter).
+// grad has the parameter's dtype, shape and device. Bumps the version of what it writes.
+void adamw_(Tensor& param, Tensor& master, const Tensor& grad, Tensor& exp_avg,
+            Tensor& exp_avg_sq, const AdamWArgs& args);
 
 // ---- helpers for implementing ops ----
 // Throws "<op>: expected all tensors on one device, got cpu and cuda:0 (shapes ...)".

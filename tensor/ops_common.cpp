@@ -48,7 +48,12 @@ Tensor workspace(Device d, size_t bytes) {
   return empty({int64_t((bytes + 7) / 8)}, TensorOptions(DType::f64).device(d));
 }
 
-void check_same_device(const char* op, const std::vector<Tensor>& ts) {
+namespace {
+// Throws unless every defined tensor of ts has the first one's `what` (device or dtype); the
+// message names the op, both tensors, and how to fix it.
+template <typename Get, typename Name>
+void check_all_same(const char* op, const std::vector<Tensor>& ts, Get get, Name name,
+                    const char* expected, const char* fix) {
   const Tensor* first = nullptr;
   for (const Tensor& t : ts) {
     if (!t.defined()) continue;
@@ -56,26 +61,26 @@ void check_same_device(const char* op, const std::vector<Tensor>& ts) {
       first = &t;
       continue;
     }
-    if (t.device() != first->device())
-      throw Error(str(op, ": expected all tensors on one device, got ", first->device().str(),
-                      " ", shape_str(first->shape()), " and ", t.device().str(), " ",
-                      shape_str(t.shape()), "; move them with .to(device)"));
+    if (get(t) != get(*first))
+      throw Error(str(op, ": expected ", expected, ", got ", name(*first), " ",
+                      shape_str(first->shape()), " and ", name(t), " ", shape_str(t.shape()),
+                      "; ", fix));
   }
+}
+}  // namespace
+
+void check_same_device(const char* op, const std::vector<Tensor>& ts) {
+  check_all_same(
+      op, ts, [](const Tensor& t) { return t.device(); },
+      [](const Tensor& t) { return t.device().str(); }, "all tensors on one device",
+      "move them with .to(device)");
 }
 
 void check_same_dtype(const char* op, const std::vector<Tensor>& ts) {
-  const Tensor* first = nullptr;
-  for (const Tensor& t : ts) {
-    if (!t.defined()) continue;
-    if (!first) {
-      first = &t;
-      continue;
-    }
-    if (t.dtype() != first->dtype())
-      throw Error(str(op, ": expected one dtype, got ", dtype_name(first->dtype()), " ",
-                      shape_str(first->shape()), " and ", dtype_name(t.dtype()), " ",
-                      shape_str(t.shape()), "; convert with .to(dtype)"));
-  }
+  check_all_same(
+      op, ts, [](const Tensor& t) { return t.dtype(); },
+      [](const Tensor& t) { return dtype_name(t.dtype()); }, "one dtype",
+      "convert with .to(dtype)");
 }
 
 void check_floating(const char* op, const Tensor& t) {

@@ -17,7 +17,6 @@ namespace fg::ops {
 
 namespace {
 
-
 TensorOptions like(const Tensor& t) { return TensorOptions(t.dtype()).device(t.device()); }
 
 void check_defined(const char* op, const Tensor& t, const char* which) {
@@ -28,6 +27,17 @@ void check_index_dtype(const char* op, const Tensor& idx, const char* which) {
   FG_CHECK(idx.dtype() == DType::i32 || idx.dtype() == DType::i64, op, ": ", which,
            " must be i32 or i64, got ", dtype_name(idx.dtype()), " ", shape_str(idx.shape()),
            "; convert with .to(DType::i64)");
+}
+
+// A floating tensor t read or written at integer indices idx on its device; `which` and
+// `idx_which` name them in errors.
+void check_floating_and_indices(const char* op, const Tensor& t, const char* which,
+                                const Tensor& idx, const char* idx_which) {
+  check_defined(op, t, which);
+  check_defined(op, idx, idx_which);
+  check_same_device(op, {t, idx});
+  check_floating(op, t);
+  check_index_dtype(op, idx, idx_which);
 }
 
 // The int64 flag the kernels report the first bad position into (position + 1; 0 = none).
@@ -130,11 +140,7 @@ Tensor softmax_backward(const Tensor& y, const Tensor& gy, bool log) {
 
 static void check_cross_entropy_args(const char* op, const Tensor& logits,
                                      const Tensor& targets) {
-  check_defined(op, logits, "logits");
-  check_defined(op, targets, "targets");
-  check_same_device(op, {logits, targets});
-  check_floating(op, logits);
-  check_index_dtype(op, targets, "targets");
+  check_floating_and_indices(op, logits, "logits", targets, "targets");
   FG_CHECK(logits.dim() == 2 && targets.dim() == 1 && targets.size(0) == logits.size(0), op,
            ": expected logits [N, C] and targets [N], got logits ", shape_str(logits.shape()),
            " and targets ", shape_str(targets.shape()));
@@ -269,11 +275,7 @@ LayerNormGrads layer_norm_backward(const Tensor& gy, const Tensor& x, const Tens
 
 Tensor embedding(const Tensor& weight, const Tensor& idx) {
   const char* op = "embedding";
-  check_defined(op, weight, "weight");
-  check_defined(op, idx, "indices");
-  check_same_device(op, {weight, idx});
-  check_floating(op, weight);
-  check_index_dtype(op, idx, "indices");
+  check_floating_and_indices(op, weight, "weight", idx, "indices");
   FG_CHECK(weight.dim() == 2, op, ": weight must be [vocab, dim], got ",
            shape_str(weight.shape()));
   int64_t vocab = weight.size(0), dim = weight.size(1);
@@ -297,11 +299,7 @@ Tensor embedding(const Tensor& weight, const Tensor& idx) {
 
 Tensor embedding_backward(const Tensor& gout, const Tensor& idx, int64_t vocab) {
   const char* op = "embedding_backward";
-  check_defined(op, gout, "gradient");
-  check_defined(op, idx, "indices");
-  check_same_device(op, {gout, idx});
-  check_floating(op, gout);
-  check_index_dtype(op, idx, "indices");
+  check_floating_and_indices(op, gout, "gradient", idx, "indices");
   FG_CHECK(gout.dim() == idx.dim() + 1 &&
                Shape(gout.shape().begin(), gout.shape().end() - 1) == idx.shape(),
            op, ": gradient ", shape_str(gout.shape()), " must be the indices' shape ",
@@ -392,11 +390,7 @@ Tensor gather(const Tensor& t, int64_t dim, const Tensor& index) {
 Tensor scatter_add_zeros(const Tensor& gout, int64_t dim, const Tensor& index,
                          const Shape& in_shape) {
   const char* op = "scatter_add";
-  check_defined(op, gout, "gradient");
-  check_defined(op, index, "index");
-  check_same_device(op, {gout, index});
-  check_floating(op, gout);
-  check_index_dtype(op, index, "index");
+  check_floating_and_indices(op, gout, "gradient", index, "index");
   FG_CHECK(gout.shape() == index.shape(), op, ": source ", shape_str(gout.shape()),
            " and index ", shape_str(index.shape()), " must have the same shape");
   GatherDims g = gather_dims(op, in_shape, dim, index);

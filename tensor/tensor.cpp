@@ -7,6 +7,7 @@
 #include <ostream>
 #include <sstream>
 
+#include "core/philox.h"
 #include "kernels/kernels.h"
 #include "tensor/ops.h"
 
@@ -200,6 +201,16 @@ Generator& default_generator() {
   return g;
 }
 void manual_seed(uint64_t seed) { default_generator().manual_seed(seed); }
+
+uint64_t Generator::random_u64(uint64_t offset, uint64_t index) const {
+  uint64_t hi = philox_bits(seed_, offset, kPhiloxStreamUniform, 2 * index);
+  uint64_t lo = philox_bits(seed_, offset, kPhiloxStreamUniform, 2 * index + 1);
+  return (hi << 32) | lo;
+}
+
+double Generator::random_uniform(uint64_t offset, uint64_t index) const {
+  return double(philox_uniform(seed_, offset, index));
+}
 
 namespace {
 template <typename Fill>

@@ -186,6 +186,14 @@ class Generator {
   // Reserves one offset for one random op and returns it.
   uint64_t next_offset() { return offset_++; }
 
+  // Host-side draws from the stream of this generator's seed at `offset` (an offset reserved
+  // with next_offset()); they read state only, so any index can be drawn in any order.
+  // The 64 random bits behind element `index` of randint() at that offset (words 2 index and
+  // 2 index + 1 of the uniform stream, the first as the high half).
+  uint64_t random_u64(uint64_t offset, uint64_t index) const;
+  // Uniform in [0, 1) with 24 random bits: element `index` of rand() at that offset.
+  double random_uniform(uint64_t offset, uint64_t index) const;
+
  private:
   uint64_t seed_;
   uint64_t offset_ = 0;

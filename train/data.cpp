@@ -3,8 +3,6 @@
 
 #include <cmath>
 
-#include "core/philox.h"
-
 namespace fg::train {
 
 TextSplits split_tokens(const std::vector<int32_t>& tokens, int64_t block_size,
@@ -40,9 +38,7 @@ Batch get_batch(const std::vector<int32_t>& tokens, int64_t B, int64_t T, Genera
   const uint64_t offset = gen.next_offset();
   std::vector<int64_t> x(size_t(B * T)), y(size_t(B * T));
   for (int64_t b = 0; b < B; ++b) {
-    uint64_t hi = philox_bits(gen.seed(), offset, kPhiloxStreamUniform, uint64_t(2 * b));
-    uint64_t lo = philox_bits(gen.seed(), offset, kPhiloxStreamUniform, uint64_t(2 * b + 1));
-    const int64_t s = int64_t(((hi << 32) | lo) % starts);
+    const int64_t s = int64_t(gen.random_u64(offset, uint64_t(b)) % starts);
     for (int64_t t = 0; t < T; ++t) {
       x[size_t(b * T + t)] = tokens[size_t(s + t)];
       y[size_t(b * T + t)] = tokens[size_t(s + t + 1)];

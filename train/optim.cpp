@@ -1,10 +1,9 @@
-// AdamW (fused per-parameter kernel), the warm-up + cosine LR schedule, gradient clipping.
+// AdamW (one fused op per parameter), the warm-up + cosine LR schedule, gradient clipping.
 #include "train/optim.h"
 
 #include <cmath>
 
 #include "autograd/node.h"
-#include "kernels/optim.h"
 #include "tensor/ops.h"
 
 namespace fg::train {
@@ -46,14 +45,9 @@ void AdamW::step(double grad_scale) {
     FG_CHECK(s.exp_avg.device() == s.param.device(), "AdamW: parameter '", s.name,
              "' moved to ", s.param.device().str(), " after the optimizer was made; make it after "
              "moving the model");
-    g = ops::contiguous(g);
-    AdamWArgs a = AdamWArgs::make(options_.lr_, options_.beta1_, options_.beta2_, options_.eps_,
-                                  s.decay ? options_.weight_decay_ : 0.0, step_, grad_scale);
-    FG_KERNEL(s.param.device(), adamw)(s.param.dtype(), s.param.numel(), s.param.data_ptr(),
-                                       s.master.defined() ? s.master.data<float>() : nullptr,
-                                       g.data_ptr(), s.exp_avg.data<float>(),
-                                       s.exp_avg_sq.data<float>(), a);
-    s.param.unsafe_impl()->version++;
+    ops::adamw_(s.param, s.master, g, s.exp_avg, s.exp_avg_sq,
+                AdamWArgs::make(options_.lr_, options_.beta1_, options_.beta2_, options_.eps_,
+                                s.decay ? options_.weight_decay_ : 0.0, step_, grad_scale));
   }
 }
 

@@ -2,7 +2,7 @@
 //
 // AdamW (Loshchilov & Hutter; torch.optim.AdamW): decoupled weight decay, applied only to
 // tensors of two or more dims (weights, embeddings), never to 1-D ones (biases, LayerNorm), as
-// GPT-2/nanoGPT do. Each step is one fused kernel per parameter (kernels/optim.h) on the
+// GPT-2/nanoGPT do. Each step is one fused op per parameter (ops::adamw_, tensor/ops.h) on the
 // parameter's device. Parameters in bf16/f16 get an fp32 master copy that the optimizer
 // updates and rounds back into the parameter (mixed precision: the model computes in 16 bits,
 // the updates accumulate in 32).

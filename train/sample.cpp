@@ -5,7 +5,6 @@
 #include <cmath>
 
 #include "autograd/functions.h"
-#include "core/philox.h"
 
 namespace fg::train {
 
@@ -58,6 +57,7 @@ std::vector<int32_t> generate(nn::GPT& model, const std::vector<int32_t>& prompt
   const int64_t V = model.config.vocab_size_, ctx = model.config.block_size_;
   for (int32_t t : prompt)
     FG_CHECK(t >= 0 && t < V, "generate: prompt token ", t, " is outside the vocabulary of ", V);
+  const Generator gen(o.seed);  // token n draws element n at offset 0
   std::vector<int32_t> seq = prompt, out;
   for (int64_t n = 0; n < o.max_new_tokens; ++n) {
     const int64_t T = std::min<int64_t>(int64_t(seq.size()), ctx);
@@ -65,7 +65,7 @@ std::vector<int32_t> generate(nn::GPT& model, const std::vector<int32_t>& prompt
     Tensor idx = from_vector<int64_t>(window, {1, T}, TensorOptions(DType::i64).device(device));
     Tensor logits = model.forward(idx).select(1, T - 1).select(0, 0);  // [V]
     std::vector<float> host = logits.to_vector<float>();
-    double u = philox_uniform(o.seed, 0, uint64_t(n));
+    double u = gen.random_uniform(0, uint64_t(n));
     int32_t next = sample_from_logits(std::move(host), o.temperature, o.top_k, u);
     seq.push_back(next);
     out.push_back(next);

@@ -1,8 +1,10 @@
-// Helpers shared by the tests: relative errors, random inputs, and one body for every device.
+// Helpers shared by the tests: relative errors, tolerances, random inputs (host values and
+// leaves), poisoned allocator caches, gradchecks, and one body for every device.
 #pragma once
 #include <catch2/catch.hpp>
 
 #include <cmath>
+#include <random>
 #include <vector>
 
 #include "autograd/functions.h"
@@ -36,6 +38,69 @@ inline double max_abs_diff(const Tensor& a, const Tensor& b) {
     m = std::max(m, d);
   }
   return m;
+}
+
+// The relative error an op's result may have in dtype t (against a double reference on the
+// values the op saw): rounding only, exact for integers.
+inline double tol(DType t) {
+  switch (t) {
+    case DType::f64: return 1e-12;
+    case DType::f32: return 1e-5;
+    case DType::i32: case DType::i64: return 0;
+    default: return 1e-2;
+  }
+}
+
+// out against the reference ref within tol(dt); exact for integer dtypes.
+inline void require_close(const Tensor& out, const Tensor& ref, DType dt) {
+  REQUIRE(out.shape() == ref.shape());
+  double e = rel_err(out, ref);
+  INFO("dtype " << dtype_name(dt) << " rel_err " << e);
+  if (tol(dt) == 0) REQUIRE(max_abs_diff(out, ref) == 0);
+  else REQUIRE(e < tol(dt));
+}
+
+// Host values (row-major) as an f64 CPU tensor: a reference to compare with.
+inline Tensor host(const std::vector<double>& v, const Shape& s) {
+  return from_vector<double>(v, s, TensorOptions(DType::f64));
+}
+
+// Host values (row-major) -> a tensor of dtype dt on device d (through f64 on the CPU).
+inline Tensor make(const std::vector<double>& v, const Shape& s, DType dt, Device d) {
+  return ops::to_device(ops::to_dtype(host(v, s), dt), d);
+}
+
+// n draws of `dist` from a host generator (mt19937_64) independent of the library's.
+template <typename Dist>
+std::vector<double> host_draws(int64_t n, uint64_t seed, Dist dist) {
+  std::mt19937_64 rng(seed);
+  std::vector<double> v(static_cast<size_t>(n));
+  for (auto& x : v) x = dist(rng);
+  return v;
+}
+
+// Uniform values in [lo, hi).
+inline std::vector<double> uniform(int64_t n, uint64_t seed, double lo, double hi) {
+  return host_draws(n, seed, std::uniform_real_distribution<double>(lo, hi));
+}
+
+// Small integers in [lo, hi]: exact in every dtype, and ties are common (for eq/max tests).
+inline std::vector<double> small_ints(int64_t n, uint64_t seed, int lo, int hi) {
+  return host_draws(n, seed, std::uniform_int_distribution<int>(lo, hi));
+}
+
+// Fresh values of shape s as dtype dt on device d: uniform in [lo, hi) for a floating dtype,
+// small_ints in [lo, hi] for an integer one.
+inline Tensor rnd(const Shape& s, DType dt, Device d, uint64_t seed, double lo = -2, double hi = 2) {
+  if (!is_floating(dt)) return make(small_ints(shape_numel(s), seed, int(lo), int(hi)), s, dt, d);
+  return make(uniform(shape_numel(s), seed, lo, hi), s, dt, d);
+}
+
+// Leaves NaN-filled blocks (64 to max_n floats) in the allocator's cache, so that an output
+// element a kernel forgets to write reads as NaN rather than a lucky zero.
+inline void poison(Device d, int64_t max_n = 1 << 16) {
+  for (int64_t n = 64; n <= max_n; n *= 4)
+    Tensor p = full({n}, NAN, TensorOptions(DType::f32).device(d));
 }
 
 // A leaf of uniform values in [lo, hi) that requires grad (fresh values from `seed`).

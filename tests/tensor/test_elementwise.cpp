@@ -6,63 +6,25 @@
 #include <algorithm>
 #include <cmath>
 #include <functional>
-#include <random>
 #include <string>
 
 #include "support/test_util.h"
 
 using namespace fg;
 using Catch::Matchers::Contains;
+using test::host;
+using test::make;
+using test::poison;
 using test::rel_err;
+using test::require_close;
+using test::rnd;
+using test::small_ints;
+using test::tol;
+using test::uniform;
 
 namespace {
 
 const double kGeluK = 0.7978845608028654, kGeluC = 0.044715;
-
-double tol(DType t) {
-  switch (t) {
-    case DType::f64: return 1e-12;
-    case DType::f32: return 1e-5;
-    case DType::i32: case DType::i64: return 0;
-    default: return 1e-2;
-  }
-}
-
-// Host values -> a tensor of dtype dt on device d (through f64 on the CPU).
-Tensor make(const std::vector<double>& v, const Shape& s, DType dt, Device d) {
-  Tensor t = from_vector<double>(v, s, TensorOptions(DType::f64));
-  return ops::to_device(ops::to_dtype(t, dt), d);
-}
-
-// Uniform values in [lo, hi) from a host generator independent of the library's.
-std::vector<double> uniform(int64_t n, uint64_t seed, double lo, double hi) {
-  std::mt19937_64 rng(seed);
-  std::uniform_real_distribution<double> u(lo, hi);
-  std::vector<double> v(static_cast<size_t>(n));
-  for (auto& x : v) x = u(rng);
-  return v;
-}
-
-// Small integers in [lo, hi]: exact in every dtype, and ties are common (for eq/max tests).
-std::vector<double> small_ints(int64_t n, uint64_t seed, int lo, int hi) {
-  std::mt19937_64 rng(seed);
-  std::uniform_int_distribution<int> u(lo, hi);
-  std::vector<double> v(static_cast<size_t>(n));
-  for (auto& x : v) x = u(rng);
-  return v;
-}
-
-Tensor rnd(const Shape& s, DType dt, Device d, uint64_t seed, double lo = -2, double hi = 2) {
-  if (!is_floating(dt)) return make(small_ints(shape_numel(s), seed, int(lo), int(hi)), s, dt, d);
-  return make(uniform(shape_numel(s), seed, lo, hi), s, dt, d);
-}
-
-// Leaves NaN-filled blocks in the allocator's cache so that an output a kernel forgets to
-// write shows up as NaN instead of a lucky zero.
-void poison(Device d, int64_t max_n = 1 << 14) {
-  for (int64_t n = 64; n <= max_n; n *= 4)
-    Tensor p = full({n}, NAN, TensorOptions(DType::f32).device(d));
-}
 
 // The index into a (right-aligned, broadcast) input of shape `in` for a linear index of `out`.
 int64_t bcast_index(int64_t linear, const Shape& out, const Shape& in) {
@@ -78,18 +40,6 @@ int64_t bcast_index(int64_t linear, const Shape& out, const Shape& in) {
     }
   }
   return idx;
-}
-
-Tensor ref_tensor(const std::vector<double>& v, const Shape& s) {
-  return from_vector<double>(v, s, TensorOptions(DType::f64));
-}
-
-void require_close(const Tensor& out, const Tensor& ref, DType dt) {
-  REQUIRE(out.shape() == ref.shape());
-  double e = rel_err(out, ref);
-  INFO("dtype " << dtype_name(dt) << " rel_err " << e);
-  if (tol(dt) == 0) REQUIRE(test::max_abs_diff(out, ref) == 0);
-  else REQUIRE(e < tol(dt));
 }
 
 double gelu_ref(double x) { return 0.5 * x * (1 + std::tanh(kGeluK * (x + kGeluC * x * x * x))); }
@@ -163,7 +113,7 @@ Tensor binary_ref(const BinaryCase& c, const Tensor& a, const Tensor& b) {
   for (int64_t i = 0; i < int64_t(r.size()); ++i)
     r[size_t(i)] = c.f(av[size_t(bcast_index(i, s, a.shape()))],
                        bv[size_t(bcast_index(i, s, b.shape()))]);
-  return ref_tensor(r, s);
+  return host(r, s);
 }
 
 // Operand layouts: each yields (a, b) for one binary test.
@@ -229,12 +179,12 @@ FG_TEST_ALL_DEVICES("unary ops match a double reference (f32, f64, bf16; strided
         auto xv = x.to_vector<double>();
         std::vector<double> r(xv.size());
         for (size_t i = 0; i < xv.size(); ++i) r[i] = c.f(xv[i]);
-        poison(device);
+        poison(device, 1 << 14);
         Tensor y = ops::unary(c.op, x);
         REQUIRE(y.dtype() == dt);
         REQUIRE(y.device() == device);
         REQUIRE(y.is_contiguous());
-        require_close(y, ref_tensor(r, x.shape()), dt);
+        require_close(y, host(r, x.shape()), dt);
       }
     }
   }
@@ -250,7 +200,7 @@ FG_TEST_ALL_DEVICES("unary ops on f16 and on integers", "[elementwise]") {
     std::vector<double> r(xv.size());
     for (size_t i = 0; i < xv.size(); ++i) r[i] = c.f(xv[i]);
     INFO(unary_op_name(c.op));
-    require_close(ops::unary(c.op, x), ref_tensor(r, x.shape()), DType::f16);
+    require_close(ops::unary(c.op, x), host(r, x.shape()), DType::f16);
   }
   // Integers: the ops with an integer meaning are exact; the rest throw naming op and dtype.
   for (DType dt : {DType::i32, DType::i64}) {
@@ -267,7 +217,7 @@ FG_TEST_ALL_DEVICES("unary ops on f16 and on integers", "[elementwise]") {
       for (size_t i = 0; i < xv.size(); ++i) r[i] = c.f(xv[i]);
       Tensor y = ops::unary(c.op, x);
       REQUIRE(y.dtype() == dt);
-      require_close(y, ref_tensor(r, x.shape()), dt);
+      require_close(y, host(r, x.shape()), dt);
     }
   }
 }
@@ -290,7 +240,7 @@ FG_TEST_ALL_DEVICES("binary ops match a double reference with broadcasting and s
           continue;
         }
         Tensor ref = binary_ref(c, a, b);
-        poison(device);
+        poison(device, 1 << 14);
         Tensor y = ops::binary(c.op, a, b);
         REQUIRE(y.dtype() == dt);
         REQUIRE(y.device() == device);
@@ -318,14 +268,14 @@ FG_TEST_ALL_DEVICES("large elementwise ops cover every thread of the grid", "[el
   std::vector<double> r(av.size());
   for (size_t i = 0; i < av.size(); ++i) r[i] = av[i] * rv[i % 2053];
   poison(device, 1 << 22);
-  require_close(ops::mul(a, row), ref_tensor(r, a.shape()), DType::f32);
+  require_close(ops::mul(a, row), host(r, a.shape()), DType::f32);
 
   Tensor at = ops::transpose(a, 0, 1);  // strided path over every element
   auto atv = at.to_vector<double>();
   for (size_t i = 0; i < atv.size(); ++i) r[i] = std::exp(atv[i]);
   poison(device, 1 << 22);
   Tensor e = ops::unary(UnaryOp::exp, at);
-  require_close(e, ref_tensor(r, at.shape()), DType::f32);
+  require_close(e, host(r, at.shape()), DType::f32);
   if (device.is_cuda()) {
     // And the same against the CPU path on the same inputs.
     Tensor e_cpu = ops::unary(UnaryOp::exp, ops::to_device(at, Device::cpu()));
@@ -357,9 +307,9 @@ FG_TEST_ALL_DEVICES("binary_scalar with the scalar on either side", "[elementwis
         auto xv = x.to_vector<double>();
         std::vector<double> r(xv.size());
         for (size_t i = 0; i < xv.size(); ++i) r[i] = scalar_first ? c.f(s, xv[i]) : c.f(xv[i], s);
-        poison(device);
+        poison(device, 1 << 14);
         Tensor y = ops::binary_scalar(c.op, x, s, scalar_first);
-        require_close(y, ref_tensor(r, x.shape()), dt);
+        require_close(y, host(r, x.shape()), dt);
       }
     }
   }
@@ -389,11 +339,11 @@ FG_TEST_ALL_DEVICES("where broadcasts cond, a and b; cond may have another dtype
         r[size_t(i)] = cv[size_t(bcast_index(i, s, cond.shape()))] != 0
                            ? avv[size_t(i)]
                            : bv[size_t(bcast_index(i, s, b.shape()))];
-      poison(device);
+      poison(device, 1 << 14);
       Tensor y = ops::where(cond, a, b);
       REQUIRE(y.dtype() == dt);
       REQUIRE(y.shape() == s);
-      REQUIRE(test::max_abs_diff(y, ref_tensor(r, s)) == 0);
+      REQUIRE(test::max_abs_diff(y, host(r, s)) == 0);
     }
   }
   // a and b must agree in dtype and device.
@@ -415,7 +365,7 @@ FG_TEST_ALL_DEVICES("masked_fill fills where the mask is nonzero", "[elementwise
     for (size_t i = 0; i < r.size(); ++i) r[i] = (i % 5 == 0 || i % 5 >= 3) ? -7.0 : tv[i];
     Tensor y = ops::masked_fill(t, mask, -7.0);
     REQUIRE(y.shape() == t.shape());
-    REQUIRE(test::max_abs_diff(y, ref_tensor(r, t.shape())) == 0);
+    REQUIRE(test::max_abs_diff(y, host(r, t.shape())) == 0);
   }
   // -inf (the attention mask value) survives the fill exactly.
   Tensor t = rnd({2, 3}, DType::f32, device, 12);

@@ -3,44 +3,21 @@
 // non-contiguous views, K = 0, odd sizes) in f32, f64, bf16 and f16 against a plain double
 // loop on the host, its errors, and gradchecks of the differentiable matmul.
 #include <cmath>
-#include <random>
 #include <string>
 
 #include "support/test_util.h"
 
 using namespace fg;
 using Catch::Matchers::Contains;
+using test::poison;
 using test::rel_err;
+using test::tol;
 
 namespace {
 
-double tol(DType t) {
-  switch (t) {
-    case DType::f64: return 1e-12;
-    case DType::f32: return 1e-5;
-    default: return 1e-2;
-  }
-}
-
-std::vector<double> uniform(int64_t n, uint64_t seed, double lo = -1, double hi = 1) {
-  std::mt19937_64 rng(seed);
-  std::uniform_real_distribution<double> u(lo, hi);
-  std::vector<double> v(static_cast<size_t>(n));
-  for (auto& x : v) x = u(rng);
-  return v;
-}
-
-// Fresh random values of shape s as dtype dt on device d.
+// Operands: fresh values uniform in [-1, 1).
 Tensor rnd(const Shape& s, DType dt, Device d, uint64_t seed) {
-  Tensor t = from_vector<double>(uniform(shape_numel(s), seed), s, TensorOptions(DType::f64));
-  return ops::to_device(ops::to_dtype(t, dt), d);
-}
-
-// Leaves NaN-filled blocks in the allocator's cache so that an output element a kernel forgets
-// to write reads as NaN rather than a lucky zero.
-void poison(Device d) {
-  for (int64_t n = 64; n <= (1 << 16); n *= 4)
-    Tensor p = full({n}, NAN, TensorOptions(DType::f32).device(d));
+  return test::rnd(s, dt, d, seed, -1, 1);
 }
 
 // The numpy matmul in double on the host, from the values the op saw (after any rounding to

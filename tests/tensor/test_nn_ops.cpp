@@ -13,37 +13,20 @@
 
 using namespace fg;
 using Catch::Matchers::Contains;
+using test::host;
 using test::leaf;
+using test::make;
+using test::poison;
 using test::rel_err;
 using test::require_gradcheck;
+using test::rnd;
+using test::tol;
+using test::uniform;
 
 namespace {
 
-double tol(DType t) {
-  switch (t) {
-    case DType::f64: return 1e-12;
-    case DType::f32: return 1e-5;
-    default: return 1e-2;
-  }
-}
-
 const DType kDTypes[] = {DType::f32, DType::f64, DType::bf16};
 
-std::vector<double> uniform(int64_t n, uint64_t seed, double lo = -2, double hi = 2) {
-  std::mt19937_64 rng(seed);
-  std::uniform_real_distribution<double> u(lo, hi);
-  std::vector<double> v(static_cast<size_t>(n));
-  for (auto& x : v) x = u(rng);
-  return v;
-}
-
-Tensor make(const std::vector<double>& v, const Shape& s, DType dt, Device d) {
-  Tensor t = from_vector<double>(v, s, TensorOptions(DType::f64));
-  return ops::to_device(ops::to_dtype(t, dt), d);
-}
-Tensor rnd(const Shape& s, DType dt, Device d, uint64_t seed, double lo = -2, double hi = 2) {
-  return make(uniform(shape_numel(s), seed, lo, hi), s, dt, d);
-}
 Tensor ints(const std::vector<int64_t>& v, const Shape& s, DType dt, Device d) {
   Tensor t = from_vector<int64_t>(v, s, TensorOptions(DType::i64));
   return ops::to_device(ops::to_dtype(t, dt), d);
@@ -54,15 +37,6 @@ std::vector<int64_t> rand_ints(int64_t n, uint64_t seed, int64_t lo, int64_t hi)
   std::vector<int64_t> v(static_cast<size_t>(n));
   for (auto& x : v) x = u(rng);
   return v;
-}
-Tensor host(const std::vector<double>& v, const Shape& s) {
-  return from_vector<double>(v, s, TensorOptions(DType::f64));
-}
-
-// NaN-filled blocks left in the allocator's cache: a forgotten output element reads as NaN.
-void poison(Device d) {
-  for (int64_t n = 64; n <= (1 << 16); n *= 4)
-    Tensor p = full({n}, NAN, TensorOptions(DType::f32).device(d));
 }
 
 // ---- references (double loops over rows of the last dim) ----
@@ -104,7 +78,7 @@ FG_TEST_ALL_DEVICES("softmax and log_softmax match the reference", "[nn][softmax
 
 FG_TEST_ALL_DEVICES("softmax of masked rows: -inf entries get 0, an all -inf row gives 0",
                     "[nn][softmax]") {
-  std::vector<double> v = uniform(3 * 6, 1);
+  std::vector<double> v = uniform(3 * 6, 1, -2, 2);
   v[1] = v[4] = -INFINITY;                           // row 0: two masked keys
   for (int c = 0; c < 6; ++c) v[size_t(6 + c)] = -INFINITY;  // row 1: every key masked
   Tensor x = make(v, {3, 6}, DType::f32, device);

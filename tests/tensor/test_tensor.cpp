@@ -149,6 +149,27 @@ FG_TEST_ALL_DEVICES("random numbers have the right moments", "[tensor]") {
   CHECK(rand({8}, {}, &a).to_vector<float>() != rand({8}, {}, &a).to_vector<float>());
 }
 
+FG_TEST_ALL_DEVICES("host draws of a generator are the random ops' values", "[tensor]") {
+  Generator g(2024);
+  g.set_offset(5);
+  // rand and randint each take one offset (5, then 6); the host draws read those offsets again
+  // without advancing the generator.
+  Tensor u = rand({300}, TensorOptions(DType::f64).device(device), &g);
+  const int64_t low = -3, range = 1000003;
+  Tensor r = randint(low, low + range, {300}, TensorOptions(DType::i64).device(device), &g);
+  REQUIRE(g.offset() == 7);
+  auto uv = u.to_vector<double>();
+  auto rv = r.to_vector<int64_t>();
+  for (uint64_t i = 0; i < 300; ++i) {
+    CHECK(g.random_uniform(5, i) == uv[i]);
+    CHECK(low + int64_t(g.random_u64(6, i) % uint64_t(range)) == rv[i]);
+  }
+  CHECK(g.offset() == 7);
+  // Another seed or offset draws other values.
+  CHECK(Generator(2025).random_u64(5, 0) != g.random_u64(5, 0));
+  CHECK(g.random_u64(6, 0) != g.random_u64(5, 0));
+}
+
 #ifdef FLASHGRAD_WITH_CUDA
 TEST_CASE("CPU and CUDA draw the same random numbers", "[tensor][cuda]") {
   Generator a(77), b(77);

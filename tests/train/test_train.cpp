@@ -13,7 +13,6 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
-#include "kernels/optim.h"
 #include "train/checkpoint.h"
 #include "train/corpus.h"
 #include "train/data.h"

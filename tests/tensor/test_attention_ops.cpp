@@ -1,0 +1,221 @@
+// The raw attention ops (tensor/ops_attention.cpp): the flash forward and backward against a
+// host reference in double of the function kernels/attention/params.h states (GQA, Nq != Nk,
+// bottom-right causal with fully masked rows, dropout from attention_dropout_keep, strided
+// inputs), the naive path's bias and dropout scale against the element rules, and the ops'
+// argument errors, on every device.
+#include <cmath>
+#include <limits>
+
+#include "core/philox.h"
+#include "support/test_util.h"
+
+using namespace fg;
+using Catch::Matchers::Contains;
+using test::host;
+using test::rel_err;
+
+namespace {
+
+struct Case {
+  int64_t B, Nq, Nk, Hq, Hkv, D;
+  bool causal;
+  double p;
+};
+
+bool allowed(const Case& c, int64_t i, int64_t j) { return !c.causal || j <= i + c.Nk - c.Nq; }
+
+bool kept(const Case& c, const ops::AttentionConfig& cfg, int64_t b, int64_t h, int64_t i,
+          int64_t j) {
+  return attention_dropout_keep(cfg.seed, cfg.offset, uint32_t(b), uint32_t(h), uint32_t(c.Hq),
+                                uint32_t(i), uint32_t(j), dropout_threshold(cfg.dropout_p));
+}
+
+struct Reference {
+  std::vector<double> o, lse, dq, dk, dv;
+};
+
+// The forward and backward of params.h in double, from the host values of contiguous q, dout
+// [B, Nq, Hq, D] and k, v [B, Nk, Hkv, D].
+Reference reference(const Case& c, const ops::AttentionConfig& cfg, double scale,
+                    const std::vector<double>& q, const std::vector<double>& k,
+                    const std::vector<double>& v, const std::vector<double>& dout) {
+  const int64_t D = c.D, G = c.Hq / c.Hkv;
+  auto qi = [&](int64_t b, int64_t i, int64_t h) { return ((b * c.Nq + i) * c.Hq + h) * D; };
+  auto kj = [&](int64_t b, int64_t j, int64_t h) { return ((b * c.Nk + j) * c.Hkv + h) * D; };
+  auto dot = [&](const std::vector<double>& x, int64_t xo, const std::vector<double>& y,
+                 int64_t yo) {
+    double s = 0;
+    for (int64_t d = 0; d < D; ++d) s += x[size_t(xo + d)] * y[size_t(yo + d)];
+    return s;
+  };
+  Reference r;
+  r.o.assign(q.size(), 0.0);
+  r.dq.assign(q.size(), 0.0);
+  r.dk.assign(k.size(), 0.0);
+  r.dv.assign(v.size(), 0.0);
+  r.lse.assign(size_t(c.B * c.Hq * c.Nq), 0.0);
+  const double keep_scale = 1.0 / (1.0 - c.p);
+  for (int64_t b = 0; b < c.B; ++b)
+    for (int64_t h = 0; h < c.Hq; ++h)
+      for (int64_t i = 0; i < c.Nq; ++i) {
+        const int64_t hk = h / G, qo = qi(b, i, h);
+        // s: scaled scores; z: the dropout factor (0 or 1/(1-p)); pz = P * z.
+        std::vector<double> s(size_t(c.Nk), -INFINITY), z(size_t(c.Nk), 0.0), pz(size_t(c.Nk), 0.0);
+        double m = -INFINITY;
+        for (int64_t j = 0; j < c.Nk; ++j)
+          if (allowed(c, i, j)) {
+            s[size_t(j)] = scale * dot(q, qo, k, kj(b, j, hk));
+            m = std::max(m, s[size_t(j)]);
+          }
+        double l = 0;
+        for (int64_t j = 0; j < c.Nk; ++j)
+          if (allowed(c, i, j)) l += std::exp(s[size_t(j)] - m);
+        const double lse = m == -INFINITY ? -INFINITY : m + std::log(l);
+        r.lse[size_t((b * c.Hq + h) * c.Nq + i)] = lse;
+        if (lse == -INFINITY) continue;  // a fully masked row: O = 0, no gradient
+        std::vector<double> p(size_t(c.Nk), 0.0);
+        for (int64_t j = 0; j < c.Nk; ++j) {
+          if (!allowed(c, i, j)) continue;
+          p[size_t(j)] = std::exp(s[size_t(j)] - lse);
+          z[size_t(j)] = kept(c, cfg, b, h, i, j) ? keep_scale : 0.0;
+          pz[size_t(j)] = p[size_t(j)] * z[size_t(j)];
+          for (int64_t d = 0; d < D; ++d)
+            r.o[size_t(qo + d)] += pz[size_t(j)] * v[size_t(kj(b, j, hk) + d)];
+        }
+        double Di = 0;
+        for (int64_t d = 0; d < D; ++d) Di += dout[size_t(qo + d)] * r.o[size_t(qo + d)];
+        for (int64_t j = 0; j < c.Nk; ++j) {
+          if (!allowed(c, i, j)) continue;
+          const int64_t ko = kj(b, j, hk);
+          const double dp = dot(dout, qo, v, ko);
+          const double ds = p[size_t(j)] * (dp * z[size_t(j)] - Di);
+          for (int64_t d = 0; d < D; ++d) {
+            r.dv[size_t(ko + d)] += pz[size_t(j)] * dout[size_t(qo + d)];
+            r.dq[size_t(qo + d)] += scale * ds * k[size_t(ko + d)];
+            r.dk[size_t(ko + d)] += scale * ds * q[size_t(qo + d)];
+          }
+        }
+      }
+  return r;
+}
+
+const Case kCases[] = {
+    {2, 37, 53, 4, 2, 32, true, 0.2},    // GQA, Nq < Nk, causal, dropout
+    {1, 70, 45, 2, 1, 32, true, 0.0},    // MQA, Nq > Nk: the first 25 rows see no key
+    {1, 65, 65, 2, 2, 32, false, 0.1}};  // MHA, one row past a tile
+
+}  // namespace
+
+FG_TEST_ALL_DEVICES("flash attention ops match the reference in double", "[attention]") {
+  uint64_t seed = 10;
+  for (const Case& c : kCases) {
+    INFO("B " << c.B << " Nq " << c.Nq << " Nk " << c.Nk << " Hq " << c.Hq << " Hkv " << c.Hkv
+              << " causal " << c.causal << " p " << c.p);
+    // q is a strided slice of a fused projection; k and v are contiguous.
+    Tensor qkv = test::rnd({c.B, c.Nq, 2, c.Hq, c.D}, DType::f64, device, ++seed);
+    Tensor q = ops::select(qkv, 2, 1);
+    Tensor k = test::rnd({c.B, c.Nk, c.Hkv, c.D}, DType::f64, device, ++seed);
+    Tensor v = test::rnd({c.B, c.Nk, c.Hkv, c.D}, DType::f64, device, ++seed);
+    Tensor dout = test::rnd({c.B, c.Nq, c.Hq, c.D}, DType::f64, device, ++seed);
+    ops::AttentionConfig cfg;
+    cfg.causal = c.causal;
+    cfg.dropout_p = c.p;
+    cfg.seed = 1234;
+    cfg.offset = 7;
+    const double scale = 1.0 / std::sqrt(double(c.D));
+    Reference ref = reference(c, cfg, scale, q.to_vector<double>(), k.to_vector<double>(),
+                              v.to_vector<double>(), dout.to_vector<double>());
+
+    test::poison(device);
+    ops::FlashAttentionResult f = ops::flash_attention_forward(q, k, v, cfg);
+    REQUIRE(f.o.shape() == Shape{c.B, c.Nq, c.Hq, c.D});
+    REQUIRE(f.lse.shape() == Shape{c.B, c.Hq, c.Nq});
+    REQUIRE(f.lse.dtype() == DType::f64);
+    CHECK(rel_err(f.o, host(ref.o, f.o.shape())) < 1e-10);
+    std::vector<double> lse = f.lse.to_vector<double>();
+    for (size_t i = 0; i < lse.size(); ++i) {
+      if (std::isinf(ref.lse[i])) CHECK(lse[i] == ref.lse[i]);
+      else CHECK(std::fabs(lse[i] - ref.lse[i]) < 1e-10);
+    }
+
+    test::poison(device);
+    ops::FlashAttentionGrads g = ops::flash_attention_backward(q, k, v, f.o, f.lse, dout, cfg);
+    CHECK(rel_err(g.dq, host(ref.dq, q.shape())) < 1e-10);
+    CHECK(rel_err(g.dk, host(ref.dk, k.shape())) < 1e-10);
+    CHECK(rel_err(g.dv, host(ref.dv, v.shape())) < 1e-10);
+  }
+}
+
+FG_TEST_ALL_DEVICES("the naive path's bias and dropout scale follow the element rules",
+                    "[attention]") {
+  const Case c{2, 70, 45, 2, 1, 32, true, 0.3};
+  Tensor q = test::rnd({c.B, c.Nq, c.Hq, c.D}, DType::f32, device, 1);
+  Tensor k = test::rnd({c.B, c.Nk, c.Hkv, c.D}, DType::f32, device, 2);
+  ops::AttentionConfig cfg;
+  cfg.causal = true;
+  cfg.dropout_p = c.p;
+  cfg.seed = 99;
+  cfg.offset = 4;
+
+  test::poison(device);
+  ops::AttentionBias bias = ops::attention_bias(q, k, cfg);
+  REQUIRE(bias.bias.shape() == Shape{1, c.Nq, c.Nk});
+  REQUIRE(bias.row_valid.shape() == Shape{1, c.Nq, 1});
+  REQUIRE(bias.bias.dtype() == DType::f32);
+  std::vector<double> bv = bias.bias.to_vector<double>(), rv = bias.row_valid.to_vector<double>();
+  for (int64_t i = 0; i < c.Nq; ++i) {
+    const bool any = allowed(c, i, 0);  // key 0 is the first a causal row sees
+    CHECK(rv[size_t(i)] == (any ? 1.0 : 0.0));
+    for (int64_t j = 0; j < c.Nk; ++j)
+      CHECK(bv[size_t(i * c.Nk + j)] == (!any || allowed(c, i, j) ? 0.0 : -INFINITY));
+  }
+
+  test::poison(device);
+  Tensor scale = ops::attention_dropout_scale(q, k, cfg);
+  REQUIRE(scale.shape() == Shape{c.B, c.Hq, c.Nq, c.Nk});
+  std::vector<float> sv = scale.to_vector<float>();
+  const float keep = float(1.0 / (1.0 - c.p));
+  int64_t n_kept = 0;
+  for (int64_t b = 0; b < c.B; ++b)
+    for (int64_t h = 0; h < c.Hq; ++h)
+      for (int64_t i = 0; i < c.Nq; ++i)
+        for (int64_t j = 0; j < c.Nk; ++j) {
+          const bool z = kept(c, cfg, b, h, i, j);
+          n_kept += z;
+          CHECK(sv[size_t(((b * c.Hq + h) * c.Nq + i) * c.Nk + j)] == (z ? keep : 0.0f));
+        }
+  const double frac = double(n_kept) / double(sv.size());
+  CHECK(std::fabs(frac - (1.0 - c.p)) < 0.02);
+}
+
+FG_TEST_ALL_DEVICES("attention ops refuse bad input, naming the op", "[attention]") {
+  TensorOptions o = TensorOptions(DType::f32).device(device);
+  Tensor q = zeros({1, 8, 4, 32}, o), k = zeros({1, 8, 4, 32}, o), v = zeros({1, 8, 4, 32}, o);
+  ops::AttentionConfig cfg;
+  REQUIRE_THROWS_WITH(ops::flash_attention_forward(q, zeros({1, 8, 3, 32}, o),
+                                                   zeros({1, 8, 3, 32}, o), cfg),
+                      Contains("flash_attention_forward") && Contains("multiple of the key/value"));
+  REQUIRE_THROWS_WITH(ops::check_attention("my_attention", q, k, zeros({1, 9, 4, 32}, o), cfg, false),
+                      Contains("my_attention") && Contains("same shape"));
+  ops::FlashAttentionResult f = ops::flash_attention_forward(q, k, v, cfg);
+  REQUIRE_THROWS_WITH(ops::flash_attention_backward(q, k, v, f.o, ops::to_dtype(f.lse, DType::f64),
+                                                    f.o, cfg),
+                      Contains("flash_attention_backward") && Contains("lse"));
+  REQUIRE_THROWS_WITH(ops::flash_attention_backward(q, k, v, f.o, f.lse, zeros({1, 8, 4, 16}, o), cfg),
+                      Contains("dout"));
+  REQUIRE_THROWS_WITH(ops::attention_block_mask({1, 1, 1}, 1, 2, 2, device),
+                      Contains("attention_block_mask") && Contains("3 mask bytes"));
+  ops::AttentionConfig masked;
+  masked.block_mask = ops::attention_block_mask({1, 1, 1, 1}, 1, 2, 2, device);  // for N 65..128
+  REQUIRE_THROWS_WITH(ops::attention_bias(q, k, masked), Contains("attention_bias") &&
+                                                           Contains("block mask of 1 x 2 x 2"));
+  ops::AttentionConfig dropout;
+  dropout.dropout_p = 1.0;
+  REQUIRE_THROWS_WITH(ops::attention_dropout_scale(q, k, dropout), Contains("outside [0, 1)"));
+  if (device.is_cuda()) {
+    ops::AttentionConfig host_mask;
+    host_mask.block_mask = ops::attention_block_mask({1}, 1, 1, 1, Device::cpu());
+    REQUIRE_THROWS_WITH(ops::flash_attention_forward(q, k, v, host_mask),
+                        Contains("block mask is on cpu"));
+  }
+}
