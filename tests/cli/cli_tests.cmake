@@ -312,4 +312,12 @@ if(FLASHGRAD_BASH)
                      $<TARGET_FILE:flashgrad_cli> ${FLASHGRAD_CLI_WORK}/${mode} ${mode})
     set_tests_properties(cli_${mode} PROPERTIES LABELS cpu TIMEOUT 120)
   endforeach()
+  # scripts/setup.sh with stand-ins for the tools it calls (see setup_test.sh).
+  add_test(NAME cli_setup_script
+           COMMAND ${FLASHGRAD_BASH} ${CMAKE_CURRENT_LIST_DIR}/setup_test.sh ${CMAKE_SOURCE_DIR}
+                   ${FLASHGRAD_CLI_WORK}/setup_script)
+  set_tests_properties(cli_setup_script PROPERTIES LABELS cpu TIMEOUT 60)
 endif()
+
+# The generated-input test of every flag of every subcommand.
+include(${CMAKE_CURRENT_LIST_DIR}/flag_fuzz.cmake)
