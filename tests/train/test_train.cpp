@@ -84,10 +84,24 @@ TrainConfig toy_config(const std::string& data) {
   return c;
 }
 
-RunOptions quiet_run(const std::string& dir, std::ostringstream& log) {
+// The toy corpus written to <d>/data.txt, and the toy config that trains on it.
+TrainConfig toy_run(const TempDir& d) {
+  write_text(d / "data.txt", toy_corpus());
+  return toy_config(d / "data.txt");
+}
+
+RunOptions quiet_run(const std::string& dir, std::ostream& log) {
   RunOptions r;
   r.out_dir = dir;
   r.out = &log;
+  return r;
+}
+
+// A resume of the checkpoint in `dir`, with `keys` given explicitly (as flags would be).
+RunOptions resume_run(const std::string& dir, std::ostream& log, std::set<std::string> keys = {}) {
+  RunOptions r = quiet_run(dir, log);
+  r.resume = true;
+  r.explicit_keys = std::move(keys);
   return r;
 }
 
@@ -437,8 +451,7 @@ TEST_CASE("safetensors: truncated or corrupt files are rejected with a reason", 
 
 TEST_CASE("Training writes a checkpoint that round-trips bit-exactly", "[train]") {
   TempDir d;
-  write_text(d / "data.txt", toy_corpus());
-  TrainConfig cfg = toy_config(d / "data.txt");
+  TrainConfig cfg = toy_run(d);
   cfg.steps = 6;
   std::ostringstream log;
   TrainResult r = train::train(cfg, quiet_run(d / "ckpt", log));
@@ -483,8 +496,7 @@ TEST_CASE("Resume is exact: 20 steps == 10 steps + resume to 20 (bit-identical o
   const std::string dtype = GENERATE(std::string("fp32"), std::string("bf16"));
   INFO("dtype " << dtype);
   TempDir d;
-  write_text(d / "data.txt", toy_corpus());
-  TrainConfig cfg = toy_config(d / "data.txt");
+  TrainConfig cfg = toy_run(d);
   cfg.grad_accum = 2;
   cfg.dtype = dtype;
   std::ostringstream log;
@@ -497,9 +509,7 @@ TEST_CASE("Resume is exact: 20 steps == 10 steps + resume to 20 (bit-identical o
   TrainResult a = train::train(cfg, first);
   REQUIRE(a.end_step == 10);
   REQUIRE(load_checkpoint(d / "split", false).state.step == 10);
-  RunOptions second = quiet_run(d / "split", log);
-  second.resume = true;
-  TrainResult b = train::train(cfg, second);
+  TrainResult b = train::train(cfg, resume_run(d / "split", log));
   REQUIRE(b.start_step == 10);
   REQUIRE(b.end_step == 20);
   REQUIRE(b.last_loss == full.last_loss);
@@ -512,8 +522,7 @@ TEST_CASE("Resume is exact: 20 steps == 10 steps + resume to 20 (bit-identical o
 
 TEST_CASE("Bad checkpoints and bad resumes fail clearly and overwrite nothing", "[train]") {
   TempDir d;
-  write_text(d / "data.txt", toy_corpus());
-  TrainConfig cfg = toy_config(d / "data.txt");
+  TrainConfig cfg = toy_run(d);
   cfg.steps = 4;
   std::ostringstream log;
   train::train(cfg, quiet_run(d / "ck", log));
@@ -530,9 +539,7 @@ TEST_CASE("Bad checkpoints and bad resumes fail clearly and overwrite nothing", 
   unchanged();
 
   // Resuming with another architecture is refused, naming the difference.
-  RunOptions res = quiet_run(d / "ck", log);
-  res.resume = true;
-  res.explicit_keys = {"n_layer", "steps"};
+  RunOptions res = resume_run(d / "ck", log, {"n_layer", "steps"});
   TrainConfig other = cfg;
   other.n_layer = 3;
   other.steps = 8;
@@ -588,15 +595,13 @@ TEST_CASE("Bad checkpoints and bad resumes fail clearly and overwrite nothing", 
 
 TEST_CASE("A stop request (Ctrl-C) ends training without touching the checkpoint", "[train]") {
   TempDir d;
-  write_text(d / "data.txt", toy_corpus());
-  TrainConfig cfg = toy_config(d / "data.txt");
+  TrainConfig cfg = toy_run(d);
   std::ostringstream log;
   RunOptions first = quiet_run(d / "ck", log);
   first.stop_at = 3;
   train::train(cfg, first);
   const std::string json_bytes = read_file(d / "ck/checkpoint.json");
-  RunOptions res = quiet_run(d / "ck", log);
-  res.resume = true;
+  RunOptions res = resume_run(d / "ck", log);
   request_stop();
   TrainResult r = train::train(cfg, res);
   clear_stop();
@@ -608,8 +613,7 @@ TEST_CASE("A stop request (Ctrl-C) ends training without touching the checkpoint
 
 TEST_CASE("A run holds its directory: a second run into it fails at once", "[train]") {
   TempDir d;
-  write_text(d / "data.txt", toy_corpus());
-  TrainConfig cfg = toy_config(d / "data.txt");
+  TrainConfig cfg = toy_run(d);
   cfg.steps = 2;
   std::ostringstream log;
   {
@@ -619,29 +623,22 @@ TEST_CASE("A run holds its directory: a second run into it fails at once", "[tra
   }
   train::train(cfg, quiet_run(d / "ck", log));
   DirectoryLock other(d / "ck", "another run");
-  RunOptions res = quiet_run(d / "ck", log);
-  res.resume = true;
-  res.explicit_keys = {"steps"};
   cfg.steps = 4;
-  REQUIRE_THROWS_WITH(train::train(cfg, res), Catch::Contains("in use by another flashgrad process"));
+  REQUIRE_THROWS_WITH(train::train(cfg, resume_run(d / "ck", log, {"steps"})),
+                      Catch::Contains("in use by another flashgrad process"));
   REQUIRE(load_checkpoint(d / "ck", false).state.step == 2);
 }
 
 TEST_CASE("Resuming with more steps trains on at min_lr; the schedule keeps its length", "[train]") {
   TempDir d;
-  write_text(d / "data.txt", toy_corpus());
-  TrainConfig cfg = toy_config(d / "data.txt");
+  TrainConfig cfg = toy_run(d);
   cfg.log_interval = 1;
   std::ostringstream log;
   train::train(cfg, quiet_run(d / "ck", log));
   REQUIRE(load_checkpoint(d / "ck", false).config.lr_decay_steps == 20);
-  RunOptions res = quiet_run(d / "ck", log);
-  res.resume = true;
-  res.explicit_keys = {"steps"};
   cfg.steps = 30;
   std::ostringstream more;
-  res.out = &more;
-  train::train(cfg, res);
+  train::train(cfg, resume_run(d / "ck", more, {"steps"}));
   INFO(more.str());
   REQUIRE(more.str().find("note: the learning rate decays over the first 20 steps") != std::string::npos);
   REQUIRE(more.str().find("step 21/30 | loss") != std::string::npos);
@@ -658,17 +655,13 @@ TEST_CASE("Resuming with more steps trains on at min_lr; the schedule keeps its 
 
 TEST_CASE("Ctrl-C during the final sample stops it promptly; the run counts as interrupted", "[train]") {
   TempDir d;
-  write_text(d / "data.txt", toy_corpus());
-  TrainConfig cfg = toy_config(d / "data.txt");
+  TrainConfig cfg = toy_run(d);
   cfg.steps = 2;
   cfg.sample_tokens = 100000;  // minutes of sampling if nothing stopped it
   StopAfter stopper("--- sample", 20);
   std::ostream out(&stopper);
-  RunOptions run;
-  run.out_dir = d / "ck";
-  run.out = &out;
   clear_stop();
-  TrainResult r = train::train(cfg, run);
+  TrainResult r = train::train(cfg, quiet_run(d / "ck", out));
   clear_stop();
   INFO(stopper.text);
   REQUIRE(r.interrupted);
@@ -749,8 +742,7 @@ TEST_CASE("CUDA AdamW is bit-identical to CPU AdamW (f32 and bf16 with master)",
 TEST_CASE("Training on CUDA: loss falls, in fp32 and bf16", "[train][cuda]") {
   for (const char* dtype : {"fp32", "bf16"}) {
     TempDir d;
-    write_text(d / "data.txt", toy_corpus());
-    TrainConfig cfg = toy_config(d / "data.txt");
+    TrainConfig cfg = toy_run(d);
     cfg.device = "cuda";
     cfg.dtype = dtype;
     cfg.n_embd = 64;  // head dim 32 for the CUDA attention kernels
