@@ -10,6 +10,9 @@
 # mode with FG (the binary), SUBCOMMAND (the subcommand, e.g. "train" or "bench;attention"),
 # WORK (a scratch directory) and SEED (the random seed, printed on failure).
 #
+# Where a run of the binary is slow to start (a CUDA build: about half a second), each flag
+# gets a seeded random choice of the values instead of all, within a time budget.
+#
 # Runs that would do real work are kept tiny by base flags given before the generated one (a
 # repeated flag takes its last value): train a 1-layer width-16 model for 1 step, sample 3
 # tokens, profile one length of 16. GPUs are hidden (CUDA_VISIBLE_DEVICES=-1), so that the
@@ -125,7 +128,30 @@ if(CMAKE_SCRIPT_MODE_FILE)
     message(FATAL_ERROR "no flags found in the help of flashgrad ${SUBCOMMAND}:\n${help}")
   endif()
 
-  # The subcommand alone, then every flag with every value of its type.
+  # What a run of the binary costs here: a few milliseconds for a CPU-only build, about half
+  # a second for a CUDA one (the CUDA libraries' start-up). When trying every value of every
+  # flag would take more than `budget_s`, each flag gets a seeded random choice of its
+  # values instead (at least one), so that every flag is still tried.
+  set(budget_s 15)
+  string(TIMESTAMP t0 "%s%f")
+  foreach(i RANGE 1 3)
+    execute_process(COMMAND "${FG}" --help OUTPUT_QUIET ERROR_QUIET)
+  endforeach()
+  string(TIMESTAMP t1 "%s%f")
+  math(EXPR run_us "(${t1} - ${t0}) / 3 + 1")
+  list(LENGTH flags nflags)
+  list(LENGTH int_values per_flag)  # every type has about as many values
+  math(EXPR affordable "${budget_s} * 1000000 / ${run_us}")
+  math(EXPR planned "${nflags} * (${per_flag} + 1) + 1")
+  set(pick 0)  # values per flag; 0: all
+  if(planned GREATER affordable AND nflags GREATER 0)
+    math(EXPR pick "${affordable} / ${nflags}")
+    if(pick LESS 1)
+      set(pick 1)
+    endif()
+  endif()
+
+  # The subcommand with its base flags alone, then the flags one at a time.
   set(n 0)
   set(place "")
   if(SUBCOMMAND STREQUAL "train" OR SUBCOMMAND STREQUAL "memprofile")
@@ -137,46 +163,62 @@ if(CMAKE_SCRIPT_MODE_FILE)
     string(REGEX MATCH "^([^=]+)=(.*)$" ignored "${entry}")
     set(flag "${CMAKE_MATCH_1}")
     set(type "${CMAKE_MATCH_2}")
-    # Outputs go to a fresh place per run, unless the flag tried is that place.
-    set(place "")
-    if(SUBCOMMAND STREQUAL "train" OR SUBCOMMAND STREQUAL "memprofile")
-      set(place --out run${n})
-    endif()
+    # The cases of a flag: given last with no value, then "--flag VALUE" for each value of its
+    # type (for a flag without a value: "--flag=maybe").
     if(type STREQUAL "FLAG")
-      math(EXPR n "${n} + 1")
-      run(r ${SUBCOMMAND} ${base} ${place} "${flag}")
-      check("${SUBCOMMAND} ${flag}" "${r_rc}" "${r_err}")
-      run(r ${SUBCOMMAND} ${base} ${place} "${flag}=maybe")
-      check("${SUBCOMMAND} ${flag}=maybe" "${r_rc}" "${r_err}")
-      continue()
-    endif()
-    if(type STREQUAL "INT" OR type STREQUAL "UINT")
+      set(values "=maybe")
+    elseif(type STREQUAL "INT" OR type STREQUAL "UINT")
       set(values "${int_values}")
     elseif(type STREQUAL "FLOAT")
       set(values "${float_values}")
     else()
       set(values "${text_values}")
     endif()
-    # A flag given last with no value at all.
-    run(r ${SUBCOMMAND} ${base} ${place} "${flag}")
-    check("${SUBCOMMAND} ${flag} (no value)" "${r_rc}" "${r_err}")
     list(LENGTH values count)
-    math(EXPR last "${count} - 1")
-    foreach(i RANGE ${last})
-      list(GET values ${i} value)
+    set(cases "")
+    foreach(i RANGE ${count})  # case 0: no value; case i: value i - 1
+      list(APPEND cases ${i})
+    endforeach()
+    if(pick GREATER 0 AND pick LESS count)
+      set(chosen "")
+      foreach(k RANGE 1 ${pick})
+        string(RANDOM LENGTH 4 ALPHABET 0123456789 r)
+        math(EXPR i "${r} % (${count} + 1)")
+        list(APPEND chosen ${i})
+      endforeach()
+      list(REMOVE_DUPLICATES chosen)
+      set(cases "${chosen}")
+    endif()
+    foreach(i IN LISTS cases)
       math(EXPR n "${n} + 1")
+      # Outputs go to a fresh place per run, unless the flag tried is that place.
       set(place "")
       if((SUBCOMMAND STREQUAL "train" OR SUBCOMMAND STREQUAL "memprofile") AND NOT flag STREQUAL "--out")
         set(place --out run${n})
       endif()
-      run(r ${SUBCOMMAND} ${base} ${place} "${flag}" "${value}")
+      if(i EQUAL 0)
+        run(r ${SUBCOMMAND} ${base} ${place} "${flag}")
+        check("${SUBCOMMAND} ${flag} (no value)" "${r_rc}" "${r_err}")
+        continue()
+      endif()
+      math(EXPR v "${i} - 1")
+      list(GET values ${v} value)
+      if(type STREQUAL "FLAG")
+        run(r ${SUBCOMMAND} ${base} ${place} "${flag}${value}")
+      else()
+        run(r ${SUBCOMMAND} ${base} ${place} "${flag}" "${value}")
+      endif()
       string(SUBSTRING "${value}" 0 60 shown)
       check("${SUBCOMMAND} ${flag} '${shown}'" "${r_rc}" "${r_err}")
     endforeach()
   endforeach()
 
-  list(LENGTH flags nflags)
-  message(STATUS "flashgrad ${SUBCOMMAND}: ${nflags} flags, ${runs} runs (seed ${SEED})")
+  if(pick GREATER 0)
+    set(how "up to ${pick} random cases per flag, a run costing ${run_us} us")
+  else()
+    set(how "every case")
+  endif()
+  message(STATUS "flashgrad ${SUBCOMMAND}: ${nflags} flags, ${runs} runs, ${how} (seed ${SEED})")
   if(failures)
     message(FATAL_ERROR "flashgrad ${SUBCOMMAND}: runs that crashed, hung or failed without a clear "
                         "one-line error (seed ${SEED}):${failures}")
