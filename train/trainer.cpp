@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "autograd/functions.h"
+#include "kernels/attention/attention.h"
 #include "train/checkpoint.h"
 #include "train/corpus.h"
 #include "train/data.h"
@@ -306,6 +307,11 @@ std::unique_ptr<Checkpoint> check_settings(Run& r) {
     if (r.cfg.lr_decay_steps == 0) r.cfg.lr_decay_steps = r.cfg.steps;
   }
   r.device = device_from_string(r.cfg.device);
+  const int64_t head_dim = r.cfg.n_embd / r.cfg.n_head;
+  FG_CHECK(!r.device.is_cuda() || r.cfg.attn != "flash" || attention_cuda_supports_head_dim(head_dim),
+           "head dim ", head_dim, " (--n-embd ", r.cfg.n_embd, " / --n-head ", r.cfg.n_head,
+           ") is not one the CUDA flash attention kernels support (32, 64 or 128); change "
+           "--n-embd or --n-head, or use --attn naive");
   return ckpt;
 }
 
