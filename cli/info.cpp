@@ -30,7 +30,7 @@
 #define FLASHGRAD_CUDA_ARCHITECTURES "unknown"
 #endif
 #ifndef FLASHGRAD_BLAS_LIBRARIES
-#define FLASHGRAD_BLAS_LIBRARIES "unknown library"
+#define FLASHGRAD_BLAS_LIBRARIES "library unknown"
 #endif
 
 namespace fg::cli {
@@ -104,12 +104,12 @@ void print_info() {
             << "commit: " << FLASHGRAD_GIT_COMMIT << "\n"
             << "build type: " << FLASHGRAD_BUILD_TYPE << "\n";
 #ifdef FLASHGRAD_WITH_CUDA
-  std::cout << "CUDA: built for " << FLASHGRAD_CUDA_ARCHITECTURES << "\n";
+  std::cout << "CUDA: built, architectures " << FLASHGRAD_CUDA_ARCHITECTURES << "\n";
 #else
   std::cout << "CUDA: not built (a CPU-only build)\n";
 #endif
 #ifdef FLASHGRAD_HAVE_CBLAS
-  std::cout << "BLAS: cblas from " << FLASHGRAD_BLAS_LIBRARIES << "\n";
+  std::cout << "BLAS: cblas (" << FLASHGRAD_BLAS_LIBRARIES << ")\n";
 #else
   std::cout << "BLAS: none (CPU matrix products use built-in loops)\n";
 #endif

@@ -280,7 +280,7 @@ if(CMAKE_SCRIPT_MODE_FILE)
     expect_ok(a)
     message(STATUS "${a_out}")
     foreach(line "^flashgrad [0-9.]+\n" "\ncommit: ([0-9a-f]+|unknown)\n" "\nbuild type: [A-Za-z]+\n"
-                 "\nCUDA: (built for [0-9a-z, ]+|not built)" "\nBLAS: " "\nCPU: [0-9]+ threads, [0-9.]+ [KMGT]iB RAM\n"
+                 "\nCUDA: (built, architectures [0-9a-z, ]+|not built)" "\nBLAS: " "\nCPU: [0-9]+ threads, [0-9.]+ [KMGT]iB RAM\n"
                  "\nGPUs: " "\n(attention: the CPU flash path|attention kernels on cuda:0)")
       if(NOT a_out MATCHES "${line}")
         message(FATAL_ERROR "no line matching '${line}' in:\n${a_out}")
