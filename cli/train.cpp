@@ -6,12 +6,22 @@
 //   flashgrad train --out out/mine --resume --steps 2000
 //
 // A flag given on the command line wins over the preset (and, on --resume, over the
-// checkpoint, except for the architecture, which must match).
+// checkpoint, except for the architecture, which must match). Every numeric flag is checked
+// against its range (train::setting_range) while the command line is parsed.
+//
+// Without --out, a run goes to out/<preset>, or, when that already holds a run, to the first
+// free out/<preset>-2, out/<preset>-3, ...: running the same command again trains a new model
+// beside the earlier ones instead of failing. --resume without --out continues the latest of
+// them, and --overwrite without --out replaces out/<preset>.
 #include <unistd.h>
 
+#include <filesystem>
+#include <iostream>
 #include <nlohmann/json.hpp>
 
 #include "cli/commands.h"
+#include "cli/flags.h"
+#include "train/checkpoint.h"
 #include "train/trainer.h"
 
 namespace fg::cli {
@@ -28,12 +38,46 @@ struct TrainFlags {
   int64_t stop_at = 0;
 };
 
+// A flag bound to the config key `key`, checked against the key's range when it has one.
 template <typename T>
 CLI::Option* add(CLI::App* cmd, TrainFlags& f, const std::string& flag, const std::string& key,
                  T& field, const std::string& help) {
   CLI::Option* o = cmd->add_option(flag, field, help)->capture_default_str();
+  if (const train::NumberRange* range = train::setting_range(key)) o->transform(in_range(*range));
   f.keyed.emplace_back(o, key);
   return o;
+}
+
+// Whether `dir` holds anything but the lock file a finished run leaves.
+bool holds_a_run(const std::filesystem::path& dir) {
+  std::error_code ec;
+  if (!std::filesystem::exists(dir, ec)) return false;
+  for (const auto& e : std::filesystem::directory_iterator(dir, ec))
+    if (e.path().filename() != ".lock") return true;
+  return !std::filesystem::is_directory(dir, ec);
+}
+
+// The --out of a run that names none (see the top of this file).
+std::string default_out_dir(const TrainFlags& f) {
+  const std::string base = "out/" + f.preset;
+  auto numbered = [&](int k) { return k == 1 ? base : base + "-" + std::to_string(k); };
+  if (f.overwrite) return base;
+  int k = 1;
+  if (f.resume) {
+    std::string latest;
+    for (; holds_a_run(numbered(k)); ++k)
+      if (train::has_checkpoint(numbered(k))) latest = numbered(k);
+    FG_CHECK(!latest.empty(), "--resume: there is no checkpoint in ", base, " to continue; train "
+             "one first (flashgrad train), or name its directory with --out");
+    return latest;
+  }
+  while (holds_a_run(numbered(k))) ++k;
+  if (k > 1)
+    std::cout << "checkpoints go to " << numbered(k) << " ("
+              << (k > 2 ? base + " to " + numbered(k - 1) + " hold earlier runs"
+                        : base + " holds an earlier run")
+              << "; --out DIR to choose, --resume to continue the latest)\n";
+  return numbered(k);
 }
 
 void run_train(TrainFlags& f) {
@@ -51,7 +95,7 @@ void run_train(TrainFlags& f) {
   train::update_from_json(cfg, merged);
 
   train::RunOptions run;
-  run.out_dir = f.out.empty() ? "out/" + f.preset : f.out;
+  run.out_dir = f.out.empty() ? default_out_dir(f) : f.out;
   run.resume = f.resume;
   run.overwrite = f.overwrite;
   run.stop_at = f.stop_at;
@@ -74,17 +118,25 @@ void register_train(CLI::App& app) {
       "Presets: tiny (default; 2 layers, width 128, a few minutes on 2 CPU cores) and small "
       "(6 layers, 6 heads, width 384, context 256, dropout 0.2, 5000 steps). Flags override "
       "the preset. The data defaults to data/fortunes.txt, built from the fortunes package on "
-      "first use. Ctrl-C stops after the current step and keeps the last checkpoint.");
+      "first use. Ctrl-C stops after the current step (or ends the final sample) and keeps the "
+      "last checkpoint; the exit code is then 130. --resume keeps the learning-rate schedule the "
+      "run started with: a larger --steps trains the extra steps at --min-lr "
+      "(--lr-decay-steps N stretches the cosine instead), and --stop-at pauses a run so that "
+      "--resume continues it exactly.");
 
   f.preset_option = cmd->add_option("--preset", f.preset, "settings to start from")
                         ->check(CLI::IsMember(train::preset_names()))
                         ->capture_default_str();
-  cmd->add_option("--out", f.out, "checkpoint directory (default: out/<preset>)");
-  cmd->add_flag("--resume", f.resume, "continue the checkpoint in --out exactly where it stopped");
+  cmd->add_option("--out", f.out, "checkpoint directory (default: out/<preset>, or out/<preset>-2, "
+                  "-3, ... when that holds a run)")
+      ->check(non_empty("--out", "a directory"));
+  cmd->add_flag("--resume", f.resume, "continue the checkpoint in --out (default: the latest "
+                "out/<preset>*) exactly where it stopped");
   cmd->add_flag("--overwrite", f.overwrite, "replace a checkpoint already in --out");
   cmd->add_option("--stop-at", f.stop_at,
-                  "stop after this step with a checkpoint, as if paused (resume later)")
-      ->check(CLI::NonNegativeNumber);
+                  "stop after this step with a checkpoint, as if paused (resume later with the "
+                  "same --steps: the run continues exactly as if never stopped)")
+      ->transform(in_range(train::NumberRange::whole("--stop-at", 0, 1000000000)));
 
   const std::string g_model = "Model", g_data = "Data", g_opt = "Optimisation",
                     g_eval = "Evaluation and logging", g_sys = "System";
@@ -102,7 +154,9 @@ void register_train(CLI::App& app) {
   add(cmd, f, "--attn", "attn", c.attn, "attention implementation")
       ->check(CLI::IsMember({"flash", "naive"}))->group(g_model);
 
-  add(cmd, f, "--data", "data", c.data, "training text (default: data/fortunes.txt)")->group(g_data);
+  add(cmd, f, "--data", "data", c.data, "training text (default: data/fortunes.txt)")
+      ->check(non_empty("--data", "a text file (leave it out for the default corpus)"))
+      ->group(g_data);
   add(cmd, f, "--tokenizer", "tokenizer", c.tokenizer, "char (vocabulary from the text) or byte")
       ->check(CLI::IsMember({"char", "byte"}))->group(g_data);
   add(cmd, f, "--val-fraction", "val_fraction", c.val_fraction, "validation share of the text")
@@ -111,6 +165,9 @@ void register_train(CLI::App& app) {
   add(cmd, f, "--batch-size", "batch_size", c.batch_size, "sequences per micro-batch")->group(g_opt);
   add(cmd, f, "--grad-accum", "grad_accum", c.grad_accum, "micro-batches per step")->group(g_opt);
   add(cmd, f, "--steps", "steps", c.steps, "optimizer steps in all")->group(g_opt);
+  add(cmd, f, "--lr-decay-steps", "lr_decay_steps", c.lr_decay_steps,
+      "steps of the warm-up + cosine schedule (0 = --steps; --resume keeps the checkpoint's, "
+      "so a larger --steps trains on at --min-lr)")->group(g_opt);
   add(cmd, f, "--warmup", "warmup", c.warmup, "linear warm-up steps")->group(g_opt);
   add(cmd, f, "--lr", "lr", c.lr, "peak learning rate")->group(g_opt);
   add(cmd, f, "--min-lr", "min_lr", c.min_lr, "learning rate at the end of the cosine")->group(g_opt);

@@ -61,6 +61,21 @@ std::string step_file(const char* kind, int64_t step) {
   return buf;
 }
 
+// Whether `name` is a step file as step_file() writes it: "model-" or "optimizer-", at least 8
+// digits, ".safetensors". Saving removes only these, never another file a user keeps beside.
+bool is_step_file(const std::string& name) {
+  for (const char* kind : {"model-", "optimizer-"}) {
+    const std::string prefix = kind, suffix = ".safetensors";
+    if (name.rfind(prefix, 0) != 0 || name.size() < prefix.size() + 8 + suffix.size() ||
+        name.compare(name.size() - suffix.size(), suffix.size(), suffix) != 0)
+      continue;
+    const std::string digits =
+        name.substr(prefix.size(), name.size() - prefix.size() - suffix.size());
+    if (digits.find_first_not_of("0123456789") == std::string::npos) return true;
+  }
+  return false;
+}
+
 json model_json(const nn::GPTConfig& m) {
   return {{"vocab_size", m.vocab_size_}, {"block_size", m.block_size_}, {"n_layer", m.n_layer_},
           {"n_head", m.n_head_},         {"n_kv_head", m.n_kv_head_},   {"n_embd", m.n_embd_},
@@ -124,13 +139,12 @@ void save_checkpoint(const std::string& dir, const TrainConfig& config, const To
   j["integrity"] = {{"fnv1a64", json_integrity(j)}};
   write_file_atomic(json_path(dir), j.dump(2) + "\n");  // the commit point
 
-  // The previous steps' files are no longer referenced.
+  // The previous steps' files are no longer referenced. (A fresh run refuses a directory
+  // holding another run's files unless told to replace them: see train/trainer.cpp.)
   std::error_code ec;
   for (const auto& e : fs::directory_iterator(dir, ec)) {
-    std::string n = e.path().filename().string();
-    bool ours = (n.rfind("model-", 0) == 0 || n.rfind("optimizer-", 0) == 0) &&
-                n.size() > 12 && n.compare(n.size() - 12, 12, ".safetensors") == 0;
-    if (ours && n != model_name && n != opt_name) fs::remove(e.path(), ec);
+    const std::string n = e.path().filename().string();
+    if (is_step_file(n) && n != model_name && n != opt_name) fs::remove(e.path(), ec);
   }
 }
 

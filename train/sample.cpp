@@ -60,6 +60,7 @@ std::vector<int32_t> generate(nn::GPT& model, const std::vector<int32_t>& prompt
   const Generator gen(o.seed);  // token n draws element n at offset 0
   std::vector<int32_t> seq = prompt, out;
   for (int64_t n = 0; n < o.max_new_tokens; ++n) {
+    if (o.stop && o.stop()) break;
     const int64_t T = std::min<int64_t>(int64_t(seq.size()), ctx);
     std::vector<int64_t> window(seq.end() - T, seq.end());
     Tensor idx = from_vector<int64_t>(window, {1, T}, TensorOptions(DType::i64).device(device));

@@ -1,6 +1,7 @@
 // The training loop (see train/trainer.h).
 #include "train/trainer.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <csignal>
@@ -8,11 +9,13 @@
 #include <filesystem>
 #include <iomanip>
 #include <iostream>
+#include <new>
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <unistd.h>
 
 #include "autograd/functions.h"
+#include "kernels/attention/attention.h"
 #include "train/checkpoint.h"
 #include "train/corpus.h"
 #include "train/data.h"
@@ -112,6 +115,9 @@ std::vector<int32_t> default_prompt(const Tokenizer& tok) {
 TrainConfig resume_config(const TrainConfig& checkpoint, const TrainConfig& requested,
                           const std::set<std::string>& explicit_keys, const std::string& dir) {
   json ck = to_json(checkpoint), req = to_json(requested);
+  // The schedule keeps the length it started with (checkpoints written before lr_decay_steps
+  // existed decay over their steps), unless --lr-decay-steps is given.
+  ck["lr_decay_steps"] = checkpoint.schedule_steps();
   std::string conflicts;
   const auto arch = model_config_keys();
   for (const std::string& key : explicit_keys) {
@@ -171,6 +177,8 @@ struct Run {
   const RunOptions& options;
   std::ostream& out;
   Device device = Device::cpu();
+  std::unique_ptr<DirectoryLock> lock;  // on options.out_dir, for the whole run
+  int64_t saved_step = -1;              // the step of the checkpoint in out_dir; -1: none
   // data
   std::string data_path;
   std::unique_ptr<Tokenizer> tokenizer;
@@ -198,22 +206,112 @@ struct Run {
 
 // ---- set-up: everything is checked before anything is written ----
 
+// The files of a run in `dir`: checkpoint.json and model-* / optimizer-* safetensors files
+// (those of a checkpoint, or left by a run that never committed one).
+std::vector<std::string> run_files(const std::string& dir) {
+  std::vector<std::string> found;
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator(dir, ec)) {
+    const std::string n = e.path().filename().string();
+    const bool weights = (n.rfind("model-", 0) == 0 || n.rfind("optimizer-", 0) == 0) &&
+                         n.size() > 12 && n.compare(n.size() - 12, 12, ".safetensors") == 0;
+    if (weights || n == "checkpoint.json") found.push_back(n);
+  }
+  std::sort(found.begin(), found.end());
+  return found;
+}
+
+// A fresh run must not mix its files with another run's: refuse a directory holding any,
+// unless --overwrite (the earlier files are then removed by the first save).
+void check_fresh_out_dir(Run& r, bool locked) {
+  const RunOptions& o = r.options;
+  const std::vector<std::string> files = run_files(o.out_dir);
+  if (files.empty()) return;
+  if (!o.overwrite) {
+    FG_CHECK(!has_checkpoint(o.out_dir), "'", o.out_dir, "' already holds a checkpoint; pass "
+             "--resume to continue it, --overwrite to replace it, or --out DIR to train elsewhere");
+    std::string names;
+    for (size_t i = 0; i < files.size() && i < 3; ++i) names += (i ? ", " : "") + files[i];
+    if (files.size() > 3) names += str(" and ", files.size() - 3, " more");
+    throw Error(str("'", o.out_dir, "' holds weights of another run (", names, ") but no "
+                    "checkpoint.json; pass --overwrite to replace them, or --out DIR to train "
+                    "elsewhere"));
+  }
+  if (locked)
+    r.out << "--overwrite: the " << files.size() << " checkpoint file(s) in " << o.out_dir
+          << " are replaced at the first save\n";
+}
+
+void check_out_dir_is_directory(const std::string& dir) {
+  std::error_code ec;
+  FG_CHECK(!std::filesystem::exists(dir, ec) || std::filesystem::is_directory(dir, ec), "--out '",
+           dir, "' is a file, not a directory; give a directory for the checkpoint");
+}
+
+// Locks out_dir for the rest of the run (a second run into it fails at once) and removes the
+// temporary files a killed save left there.
+void lock_out_dir(Run& r) {
+  r.lock = std::make_unique<DirectoryLock>(r.options.out_dir, "flashgrad train");
+  const int removed = remove_stale_temporaries(r.options.out_dir);
+  if (removed > 0)
+    r.out << "removed " << removed << " temporary file(s) that an interrupted save left in "
+          << r.options.out_dir << "\n";
+}
+
+// What a resumed run does to the learning-rate schedule, said before it starts.
+void explain_resumed_schedule(Run& r, const TrainConfig& before, int64_t step) {
+  const TrainConfig& now = r.cfg;
+  const LRSchedule old_s{before.lr, before.min_lr, before.warmup, before.schedule_steps()};
+  const LRSchedule new_s{now.lr, now.min_lr, now.warmup, now.schedule_steps()};
+  const double lr_before = old_s.at(step), lr_now = new_s.at(step);
+  if (std::fabs(lr_now - lr_before) > 1e-9 * std::max(lr_before, lr_now))
+    r.out << "warning: the learning rate at step " << step << " changes from " << sci(lr_before)
+          << " (the checkpoint's schedule) to " << sci(lr_now) << ", because --lr, --min-lr, "
+          << "--warmup or --lr-decay-steps differ from the checkpoint's\n";
+  if (now.steps > now.schedule_steps() && now.steps > step)
+    r.out << "note: the learning rate decays over the first " << now.schedule_steps()
+          << " steps of this run; steps " << std::max(step, now.schedule_steps()) + 1 << " to "
+          << now.steps << " train at --min-lr " << sci(now.min_lr) << " (add --lr-decay-steps "
+          << now.steps << " to stretch the cosine over all " << now.steps
+          << " steps instead). To pause a run and continue it exactly, keep --steps and stop "
+             "with --stop-at STEP\n";
+}
+
 // The resolved config (the checkpoint's on --resume) and the checkpoint to continue, if any.
+// A resumed run locks its directory first, since it reads the checkpoint it will replace.
 std::unique_ptr<Checkpoint> check_settings(Run& r) {
   const RunOptions& o = r.options;
+  FG_CHECK(!(o.resume && o.overwrite), "--resume and --overwrite contradict each other: "
+           "--resume continues the checkpoint in '", o.out_dir, "', --overwrite replaces it; "
+           "pass one of them");
+  FG_CHECK(o.stop_at >= 0, "--stop-at must be a whole number from 0 to 1000000000, got ",
+           o.stop_at);
+  r.cfg.validate();
+  check_out_dir_is_directory(o.out_dir);
   std::unique_ptr<Checkpoint> ckpt;
   if (o.resume) {
+    std::error_code ec;
+    FG_CHECK(std::filesystem::exists(o.out_dir, ec), "--resume: '", o.out_dir, "' does not "
+             "exist, so there is nothing to resume; train without --resume first");
+    lock_out_dir(r);
     ckpt = std::make_unique<Checkpoint>(load_checkpoint(o.out_dir, true));
     r.cfg = resume_config(ckpt->config, r.cfg, o.explicit_keys, o.out_dir);
-  } else if (has_checkpoint(o.out_dir) && !o.overwrite) {
-    throw Error(str("'", o.out_dir, "' already holds a checkpoint; pass --resume to continue "
-                    "it, --overwrite to replace it, or --out DIR to train elsewhere"));
+    r.cfg.validate();
+    FG_CHECK(o.stop_at == 0 || o.stop_at > ckpt->state.step, "--stop-at ", o.stop_at,
+             " is not after the checkpoint's step ", ckpt->state.step, " in '", o.out_dir,
+             "'; give a later step");
+    r.saved_step = ckpt->state.step;
+    explain_resumed_schedule(r, ckpt->config, ckpt->state.step);
+  } else {
+    check_fresh_out_dir(r, /*locked=*/false);  // and again once locked, in train()
+    if (r.cfg.lr_decay_steps == 0) r.cfg.lr_decay_steps = r.cfg.steps;
   }
-  r.cfg.validate();
-  std::error_code ec;
-  FG_CHECK(!std::filesystem::exists(o.out_dir, ec) || std::filesystem::is_directory(o.out_dir, ec),
-           "--out '", o.out_dir, "' exists and is not a directory");
   r.device = device_from_string(r.cfg.device);
+  const int64_t head_dim = r.cfg.n_embd / r.cfg.n_head;
+  FG_CHECK(!r.device.is_cuda() || r.cfg.attn != "flash" || attention_cuda_supports_head_dim(head_dim),
+           "head dim ", head_dim, " (--n-embd ", r.cfg.n_embd, " / --n-head ", r.cfg.n_head,
+           ") is not one the CUDA flash attention kernels support (32, 64 or 128); change "
+           "--n-embd or --n-head, or use --attn naive");
   return ckpt;
 }
 
@@ -225,6 +323,7 @@ void load_data(Run& r, Checkpoint* ckpt) {
   const std::string text = read_file(r.data_path, "data file");
   FG_CHECK(!text.empty(), "data file '", r.data_path,
            "' is empty; give a text file with some content");
+  check_looks_like_text(text, r.data_path);
   r.tokenizer = ckpt ? std::move(ckpt->tokenizer) : Tokenizer::create(r.cfg.tokenizer, text);
   std::vector<int32_t> tokens;
   try {
@@ -234,6 +333,35 @@ void load_data(Run& r, Checkpoint* ckpt) {
   }
   r.num_tokens = tokens.size();
   r.splits = split_tokens(tokens, r.cfg.block_size, r.cfg.val_fraction, r.data_path);
+}
+
+// What to lower when a run does not fit in memory.
+const char* kLowerSizes = "lower --batch-size (--grad-accum N keeps the tokens per step), "
+                          "--block-size, --n-embd or --n-layer";
+
+// Refuses a run that cannot fit in the device's memory before anything is allocated: a lower
+// bound of what a step holds (the weights with their gradients and AdamW moments, 16 bytes a
+// parameter, and the activations a micro-batch keeps for backward: at least 8 x n_embd values
+// a token per layer, the logits, and for naive attention the scores) against the device total.
+void check_memory(Run& r) {
+  const TrainConfig& c = r.cfg;
+  const size_t total = memory_stats(r.device).device_total;
+  if (total == 0) return;  // unknown: the allocator reports a failure when it happens
+  double params = 0;
+  for (const auto& [name, shape] : nn::gpt_parameter_shapes(c.model_config(r.tokenizer->vocab_size())))
+    params += double(shape_numel(shape));
+  const double elem = c.dtype == "bf16" ? 2 : 4;
+  const double tokens = double(c.batch_size) * double(c.block_size);
+  double per_token = double(c.n_layer) * 8 * double(c.n_embd) + double(r.tokenizer->vocab_size());
+  if (c.attn == "naive") per_token += double(c.n_layer) * double(c.n_head) * double(c.block_size);
+  const double state_bytes = 16 * params, activation_bytes = tokens * per_token * elem;
+  const double need = state_bytes + activation_bytes;
+  auto bytes = [](double b) { return b < 1.8e19 ? format_bytes(size_t(b)) : str(b, " bytes"); };
+  FG_CHECK(need <= double(total), "this run needs more memory than ", r.device.str(), " has: at "
+           "least ", bytes(need), " (", format_count(params), " parameters with their gradients "
+           "and AdamW moments: ", bytes(state_bytes), "; activations of a micro-batch of ",
+           c.batch_size, " x ", c.block_size, " tokens: ", bytes(activation_bytes),
+           "), the device has ", format_bytes(total), "; ", kLowerSizes);
 }
 
 // The model, AdamW, the schedule and the random streams, fresh or from the checkpoint.
@@ -272,7 +400,7 @@ void build_model(Run& r, std::unique_ptr<Checkpoint> ckpt) {
   default_generator().manual_seed(r.state.dropout_seed);
   default_generator().set_offset(r.state.dropout_offset);
   r.params = r.model->parameters();
-  r.schedule = LRSchedule{cfg.lr, cfg.min_lr, cfg.warmup, cfg.steps};
+  r.schedule = LRSchedule{cfg.lr, cfg.min_lr, cfg.warmup, cfg.schedule_steps()};
   r.tokens_per_step = cfg.batch_size * cfg.block_size * cfg.grad_accum;
   r.end_step = r.options.stop_at > 0 ? std::min(r.options.stop_at, cfg.steps) : cfg.steps;
 }
@@ -294,9 +422,15 @@ void print_header(Run& r) {
       << format_count(double(r.splits.val.size())) << "\n";
   out << "optimisation: batch " << cfg.batch_size << " x " << cfg.block_size << " tokens x "
       << cfg.grad_accum << " accumulation | " << cfg.steps << " steps | lr " << sci(cfg.lr)
-      << " -> " << sci(cfg.min_lr) << ", warm-up " << cfg.warmup << " | AdamW betas ("
+      << " -> " << sci(cfg.min_lr) << ", warm-up " << cfg.warmup
+      << (cfg.schedule_steps() != cfg.steps
+              ? ", cosine over " + std::to_string(cfg.schedule_steps()) + " steps"
+              : std::string())
+      << " | AdamW betas ("
       << cfg.beta1 << ", " << cfg.beta2 << "), weight decay " << cfg.weight_decay << ", clip "
       << cfg.grad_clip << " | dropout " << cfg.dropout << "\n";
+  out << "checkpoints: " << r.options.out_dir << " (every " << cfg.eval_interval
+      << " steps and at the end)\n";
   if (r.options.resume)
     out << "resuming " << r.options.out_dir << " at step " << r.state.step
         << (std::isnan(r.state.best_val_loss)
@@ -330,6 +464,22 @@ struct StepStats {
   double loss, lr;
 };
 
+// Where the last checkpoint stands, for messages about a run that stops with an error.
+std::string checkpoint_status(const Run& r) {
+  return r.saved_step >= 0 ? str("the checkpoint of step ", r.saved_step, " in ",
+                                 r.options.out_dir, " is intact")
+                           : str("no checkpoint was saved in ", r.options.out_dir);
+}
+
+// The message of a non-finite loss or gradient norm: the remedies that apply to this run.
+std::string diverged(const Run& r, double loss, double norm) {
+  std::string remedies = str("a lower --lr (now ", sci(r.cfg.lr), ")");
+  if (r.cfg.grad_clip == 0) remedies += ", --grad-clip 1";
+  if (r.cfg.dtype != "fp32") remedies += ", --dtype fp32";
+  return str("training diverged at step ", r.state.step + 1, ": loss ", loss, ", gradient norm ",
+             norm, "; try ", remedies, "; ", checkpoint_status(r));
+}
+
 // One optimizer step: grad_accum micro-batches forward and backward, the gradient norm
 // (a non-finite loss or norm stops the run before anything is saved), clipping, AdamW.
 StepStats train_step(Run& r) {
@@ -346,9 +496,7 @@ StepStats train_step(Run& r) {
   }
   const double loss = loss_sum / double(cfg.grad_accum);
   const double norm = grad_norm(r.params);
-  FG_CHECK(std::isfinite(loss) && std::isfinite(norm), "training diverged at step ",
-           r.state.step + 1, ": loss ", loss, ", gradient norm ", norm,
-           "; the last checkpoint is untouched; try a lower --lr or --dtype fp32");
+  if (!std::isfinite(loss) || !std::isfinite(norm)) throw Error(diverged(r, loss, norm));
   r.opt->step(clip_coefficient(norm, cfg.grad_clip));
   r.opt->zero_grad();
   r.state.step++;
@@ -406,6 +554,7 @@ void save(Run& r) {
   r.state.dropout_offset = default_generator().offset();
   r.state.elapsed_seconds = r.elapsed_before + r.elapsed();
   save_checkpoint(r.options.out_dir, r.cfg, *r.tokenizer, *r.opt, r.state);
+  r.saved_step = r.state.step;
 }
 
 // Records the best val loss, saves the checkpoint, prints the eval line.
@@ -465,7 +614,8 @@ void print_summary(Run& r) {
     out << "checkpoint: " << r.options.out_dir << " (step " << r.state.step << ")\n";
 }
 
-// A sample from the trained model, without moving the training run's random stream.
+// A sample from the trained model, printed token by token as it is drawn, without moving the
+// training run's random stream. Ctrl-C ends it early and marks the run interrupted.
 void print_sample(Run& r) {
   DefaultGeneratorGuard keep_rng;
   SampleOptions so;
@@ -473,11 +623,22 @@ void print_sample(Run& r) {
   so.temperature = 0.8;
   so.top_k = 40;
   so.seed = r.cfg.seed;
-  std::vector<int32_t> prompt = default_prompt(*r.tokenizer);
-  std::vector<int32_t> ids = generate(*r.model, prompt, so);
-  r.result.sample = r.tokenizer->decode(prompt) + r.tokenizer->decode(ids);
+  so.stop = [] { return stop_requested(); };
+  const std::vector<int32_t> prompt = default_prompt(*r.tokenizer);
+  r.result.sample = r.tokenizer->decode(prompt);
   r.out << "--- sample (" << so.max_new_tokens << " tokens, temperature " << so.temperature
-        << ", top-k " << so.top_k << ") ---" << r.result.sample << "\n---\n";
+        << ", top-k " << so.top_k << ") ---" << r.result.sample << std::flush;
+  const std::vector<int32_t> ids = generate(*r.model, prompt, so, [&](int32_t t) {
+    const std::string piece = r.tokenizer->decode({t});
+    r.result.sample += piece;
+    r.out << piece << std::flush;
+  });
+  if (interrupted(r)) {
+    r.out << "\n--- sample stopped by Ctrl-C after " << ids.size() << " tokens; "
+          << checkpoint_status(r) << " ---\n";
+    return;
+  }
+  r.out << "\n---\n";
 }
 
 }  // namespace
@@ -485,13 +646,10 @@ void print_sample(Run& r) {
 // ---------------------------------------------------------------------------------------------
 // the loop
 
-TrainResult train(TrainConfig config, const RunOptions& options) {
-  Run run(std::move(config), options);
-  std::unique_ptr<Checkpoint> ckpt = check_settings(run);
-  load_data(run, ckpt.get());
-  build_model(run, std::move(ckpt));
-  print_header(run);
+namespace {
 
+// The steps, the evaluations and checkpoints, and the report, once the run is set up.
+void run_steps(Run& run) {
   start_clock(run);
   while (run.state.step < run.end_step && !interrupted(run)) {
     const StepStats step = train_step(run);
@@ -500,7 +658,7 @@ TrainResult train(TrainConfig config, const RunOptions& options) {
       const Losses losses = evaluate_splits(run);
       if (interrupted(run)) break;  // Ctrl-C during evaluation: the last checkpoint stays
       checkpoint_evaluation(run, losses);
-    } else if (run.state.step == options.stop_at) {
+    } else if (run.state.step == run.options.stop_at) {
       checkpoint_at_stop(run);
     }
   }
@@ -508,11 +666,42 @@ TrainResult train(TrainConfig config, const RunOptions& options) {
 
   if (run.result.interrupted) {
     print_interrupted(run);
-    return run.result;
+    return;
   }
   print_summary(run);
   if (run.cfg.sample_tokens > 0 && run.state.step >= run.cfg.steps) print_sample(run);
   run.out.flush();
+}
+
+// An allocation failure with what the run holds and what to lower.
+Error out_of_memory(const Run& r, const std::string& what) {
+  return Error(str("out of memory on ", r.device.str(), " at step ", r.state.step + 1, " (",
+                   what, "); this run has ",
+                   r.model ? format_count(double(r.model->num_parameters())) : std::string("?"),
+                   " parameters and micro-batches of ", r.cfg.batch_size, " x ",
+                   r.cfg.block_size, " tokens: ", kLowerSizes, "; ", checkpoint_status(r)));
+}
+
+}  // namespace
+
+TrainResult train(TrainConfig config, const RunOptions& options) {
+  Run run(std::move(config), options);
+  std::unique_ptr<Checkpoint> ckpt = check_settings(run);
+  load_data(run, ckpt.get());
+  check_memory(run);
+  if (!run.lock) {  // a fresh run: its directory is created only once every check has passed
+    lock_out_dir(run);
+    check_fresh_out_dir(run, /*locked=*/true);
+  }
+  try {
+    build_model(run, std::move(ckpt));
+    print_header(run);
+    run_steps(run);
+  } catch (const OutOfMemoryError& e) {
+    throw out_of_memory(run, e.what());
+  } catch (const std::bad_alloc&) {
+    throw out_of_memory(run, "the host allocator failed (std::bad_alloc)");
+  }
   return run.result;
 }
 

@@ -1,6 +1,6 @@
 // The training loop behind `flashgrad train`: data, model, AdamW with warm-up + cosine LR,
 // gradient clipping and accumulation, periodic evaluation and checkpoints, exact resume,
-// Ctrl-C handling, a progress line and a final summary with a sample.
+// Ctrl-C handling, a progress line and a final summary with a sample printed as it is drawn.
 #pragma once
 #include <cstdint>
 #include <cmath>
@@ -16,7 +16,10 @@ namespace fg::train {
 struct RunOptions {
   std::string out_dir = "out";
   bool resume = false;     // continue the checkpoint in out_dir
-  bool overwrite = false;  // allow a fresh run to replace a checkpoint in out_dir
+  // Allow a fresh run into an out_dir that holds another run's files (checkpoint.json,
+  // model-*.safetensors, optimizer-*.safetensors); without it such a directory is refused.
+  // Contradicts `resume`.
+  bool overwrite = false;
   int64_t stop_at = 0;     // stop (with a checkpoint) after this step, as if paused; 0 = never
   // The config keys given explicitly (on the command line). On resume they override the
   // checkpoint's values; for the architecture keys (model_config_keys()) a different value is
@@ -31,13 +34,24 @@ struct TrainResult {
   double first_loss = NAN, last_loss = NAN;  // training loss of this run's first / last step
   double best_val_loss = NAN;
   double seconds = 0;
-  bool interrupted = false;  // stopped by Ctrl-C (or request_stop())
+  bool interrupted = false;  // stopped by Ctrl-C (or request_stop()), in training or in the sample
   std::string sample;
 };
 
-// Runs training as configured; throws fg::Error (before writing anything) for bad settings,
-// data or checkpoints. The checkpoint in run.out_dir is written at every evaluation, when
-// stopping at run.stop_at, and at the end.
+// Runs training as configured. Throws fg::Error before writing anything for bad settings,
+// data (missing, empty, binary, too short), checkpoints, a run that cannot fit in the device's
+// memory, or an out_dir that holds another run's files (see RunOptions::overwrite); an
+// allocation that fails later is reported with the run's sizes and what to lower.
+//
+// The run holds a DirectoryLock on run.out_dir from before its first write (a resume: before
+// reading the checkpoint) to its end, so that a second run into it fails at once, and removes
+// the temporary files a killed save left there. The checkpoint is written at every
+// evaluation, when stopping at run.stop_at, and at the end.
+//
+// The learning-rate schedule runs over config.lr_decay_steps (set to config.steps when 0). A
+// resumed run keeps the checkpoint's schedule unless --lr, --min-lr, --warmup or
+// --lr-decay-steps are given, so a larger --steps trains on at min_lr; it says so before
+// starting, and warns when given flags change the learning rate at the step it resumes from.
 TrainResult train(TrainConfig config, const RunOptions& run);
 
 // The mean loss over `batches` random batches of `tokens` (eval mode, no graph), drawn from a
@@ -47,12 +61,14 @@ double evaluate(nn::GPT& model, const std::vector<int32_t>& tokens, int64_t batc
                 int64_t batches, uint64_t seed);
 
 // Resolves a resumed run's config: the checkpoint's, with the explicitly given keys of
-// `requested` on top. Throws when an architecture key differs.
+// `requested` on top, and the checkpoint's schedule length fixed (lr_decay_steps, or its
+// steps for checkpoints that predate it). Throws when an architecture key differs.
 TrainConfig resume_config(const TrainConfig& checkpoint, const TrainConfig& requested,
                           const std::set<std::string>& explicit_keys, const std::string& dir);
 
 // Ctrl-C: while a SigintGuard lives, the first SIGINT only asks train() to stop after the
-// current step (without writing anything half-done); a second one exits at once (130).
+// current step (without writing anything half-done) or generate() to end the sample before
+// its next token; a second one exits at once (130).
 class SigintGuard {
  public:
   SigintGuard();

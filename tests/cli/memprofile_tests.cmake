@@ -10,12 +10,6 @@ if(CMAKE_SCRIPT_MODE_FILE)
   file(MAKE_DIRECTORY "${WORK}")
 
   include(${CMAKE_CURRENT_LIST_DIR}/cli_helpers.cmake)
-  function(expect_in text needle)
-    string(FIND "${text}" "${needle}" pos)
-    if(pos EQUAL -1)
-      message(FATAL_ERROR "'${needle}' missing from:\n${text}")
-    endif()
-  endfunction()
   # csv_rows(<out var> file count what [regex]): the data rows of a memprofile CSV (no comments,
   # no header). Fails unless there are `count` of them (`what` says which) and, when `regex` is
   # given, each one matches it.
@@ -87,14 +81,18 @@ if(CMAKE_SCRIPT_MODE_FILE)
   endfunction()
 
   if(MODE STREQUAL "default_cpu")
-    # The command of the issue, as is: the CPU default sweep (64 .. 1024, attention scope).
+    # The command of the issue, as is: the CPU default sweep (64 .. 1024, attention scope),
+    # writing under out/memprofile, never into the current directory.
     fg(a memprofile --device cpu)
     expect_ok(a)
     message(STATUS "${a_out}")
+    if(EXISTS "${WORK}/memprofile.csv" OR EXISTS "${WORK}/memprofile.svg")
+      message(FATAL_ERROR "memprofile wrote into the current directory instead of out/memprofile")
+    endif()
     expect_in("${a_out}" "peak   = max bytes allocated during the step")
-    csv_rows(rows "${WORK}/memprofile.csv" 10 "2 impls x 5 lengths"
+    csv_rows(rows "${WORK}/out/memprofile/memprofile.csv" 10 "2 impls x 5 lengths"
              "^attention,(naive|flash),(64|128|256|512|1024),1,4,64,f32,1,0,0,0,ok,[1-9][0-9]*,")
-    expect_svg("${WORK}/memprofile.svg" 2)
+    expect_svg("${WORK}/out/memprofile/memprofile.svg" 2)
     expect_exponent("${a_out}" attention naive 1.8 2.1)
     expect_exponent("${a_out}" attention flash 0.9 1.1)
 
@@ -120,13 +118,13 @@ if(CMAKE_SCRIPT_MODE_FILE)
     expect_ok(a)
     message(STATUS "${a_out}")
     expect_in("${a_out}" "1 point(s) ran out of memory")
-    csv_rows(rows "${WORK}/memprofile.csv" 2 "N = 64 and N = 2^24")
+    csv_rows(rows "${WORK}/out/memprofile/memprofile.csv" 2 "N = 64 and N = 2^24")
     list(GET rows 0 r0)
     list(GET rows 1 r1)
     if(NOT r0 MATCHES "^attention,naive,64,.*,ok," OR NOT r1 MATCHES "^attention,naive,16777216,.*,OOM,,.*out of CPU memory")
       message(FATAL_ERROR "unexpected rows:\n${r0}\n${r1}")
     endif()
-    file(READ "${WORK}/memprofile.svg" svg)
+    file(READ "${WORK}/out/memprofile/memprofile.svg" svg)
     expect_in("${svg}" "OOM from N = 16777216")
 
   elseif(MODE STREQUAL "bad_flags")
@@ -138,7 +136,23 @@ if(CMAKE_SCRIPT_MODE_FILE)
     expect_fail(c "impl")
     fg(d memprofile --device cpu --scope train-step --width 100 --gpt-heads 3 --max-len 64)
     expect_fail(d "error: .*n_head")
-    if(EXISTS "${WORK}/memprofile.csv")
+    # Values refused before any work, each with the flag, the value and the accepted range.
+    fg(e memprofile --device cpu --heads 0)
+    expect_refusal(e "^error: --heads must be a whole number from 1 to 65536, got 0")
+    fg(f memprofile --device cpu --reps -1)
+    expect_refusal(f "^error: --reps must be a whole number from 0 to 1000, got -1")
+    fg(g memprofile --device cpu --max-len 99999999999999999999)
+    expect_refusal(g "^error: --max-len must be a whole number from 1 to 1073741824")
+    fg(h memprofile --device cpu --dropout nan)
+    expect_refusal(h "^error: --dropout must be a number in \\[0, 1\\), got nan")
+    fg(i memprofile --device cpu --lengths 64,1073741824 --batch 16 --heads 16 --head-dim 1)
+    expect_refusal(i "^error: memprofile: at N = 1073741824 the naive scores would hold .* beyond 2\\^62")
+    # The dtype names of the error are those of the help.
+    fg(j memprofile --device cpu --dtype i32)
+    expect_refusal(j "--dtype: i32 not in {auto,f32,fp32,bf16,f16,fp16,f64,fp64}")
+    fg(k memprofile --help)
+    expect_in("${k_out}" "f32 (or fp32), bf16, f16 (or fp16), f64 (or fp64), or auto")
+    if(EXISTS "${WORK}/out/memprofile/memprofile.csv")
       message(FATAL_ERROR "a refused run wrote a CSV")
     endif()
 

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
@@ -83,12 +84,53 @@ TrainConfig toy_config(const std::string& data) {
   return c;
 }
 
-RunOptions quiet_run(const std::string& dir, std::ostringstream& log) {
+// The toy corpus written to <d>/data.txt, and the toy config that trains on it.
+TrainConfig toy_run(const TempDir& d) {
+  write_text(d / "data.txt", toy_corpus());
+  return toy_config(d / "data.txt");
+}
+
+RunOptions quiet_run(const std::string& dir, std::ostream& log) {
   RunOptions r;
   r.out_dir = dir;
   r.out = &log;
   return r;
 }
+
+// A resume of the checkpoint in `dir`, with `keys` given explicitly (as flags would be).
+RunOptions resume_run(const std::string& dir, std::ostream& log, std::set<std::string> keys = {}) {
+  RunOptions r = quiet_run(dir, log);
+  r.resume = true;
+  r.explicit_keys = std::move(keys);
+  return r;
+}
+
+// An output stream that asks the run to stop, as Ctrl-C does, once `marker` and `after` more
+// characters have been written to it: it sees what train() prints when train() prints it.
+class StopAfter : public std::streambuf {
+ public:
+  StopAfter(std::string marker, size_t after) : marker_(std::move(marker)), after_(after) {}
+  std::string text;
+
+ protected:
+  int overflow(int c) override {
+    if (c != EOF) append(std::string(1, char(c)));
+    return c;
+  }
+  std::streamsize xsputn(const char* s, std::streamsize n) override {
+    append(std::string(s, size_t(n)));
+    return n;
+  }
+
+ private:
+  void append(const std::string& s) {
+    text += s;
+    const size_t at = text.find(marker_);
+    if (at != std::string::npos && text.size() >= at + marker_.size() + after_) request_stop();
+  }
+  std::string marker_;
+  size_t after_;
+};
 
 std::vector<uint8_t> bytes_of(const Tensor& t) {
   Tensor c = ops::contiguous(t.device().is_cpu() ? t : ops::to_device(t, Device::cpu()));
@@ -243,6 +285,10 @@ TEST_CASE("Train/val split and random batches", "[train]") {
                           Catch::Contains("at least 161"));
   REQUIRE_THROWS_WITH(split_tokens({}, 16, 0.1, "empty.txt"), Catch::Contains("empty"));
 
+  // Both parts too short at any fraction: a smaller context is the way out.
+  REQUIRE_THROWS_WITH(split_tokens(std::vector<int32_t>(100), 64, 0.1, "short.txt"),
+                      Catch::Contains("use --block-size 49 or less, or a longer text"));
+
   Generator g1(5), g2(5);
   Batch a = get_batch(s.train, 8, 16, g1, Device::cpu());
   Batch b = get_batch(s.train, 8, 16, g2, Device::cpu());
@@ -263,6 +309,57 @@ TEST_CASE("Train/val split and random batches", "[train]") {
   REQUIRE(starts.size() > 4);  // random starts
   Batch c = get_batch(s.train, 8, 16, g1, Device::cpu());  // the next offset: other windows
   REQUIRE(c.x.to_vector<int64_t>() != a.x.to_vector<int64_t>());
+}
+
+TEST_CASE("A tiny val_fraction is refused at once, suggesting one that fits", "[train]") {
+  // The minimum size for val_fraction 1e-9 is 65 billion tokens; finding it must not take
+  // time in proportion to it.
+  const auto t0 = std::chrono::steady_clock::now();
+  REQUIRE_THROWS_WITH(split_tokens(std::vector<int32_t>(16000), 64, 1e-9, "small.txt"),
+                      Catch::Contains("small.txt") && Catch::Contains("too short") &&
+                          Catch::Contains("at least 64000005625 tokens at --val-fraction 1e-09") &&
+                          Catch::Contains("use --val-fraction 0.1 (any value from 0.005 to 0.995"));
+  REQUIRE_THROWS_WITH(split_tokens(std::vector<int32_t>(16000), 64, 1e-300, "small.txt"),
+                      Catch::Contains("more than 2^62 tokens"));
+  // At the edge of the suggested range the split works.
+  REQUIRE(split_tokens(std::vector<int32_t>(16000), 64, 0.005, "x").val.size() >= 65);
+  REQUIRE(split_tokens(std::vector<int32_t>(16000), 64, 0.995, "x").train.size() >= 65);
+  REQUIRE(std::chrono::steady_clock::now() - t0 < std::chrono::seconds(1));
+}
+
+TEST_CASE("Settings: every number in its stated range, non-finite ones refused", "[train]") {
+  REQUIRE_NOTHROW(TrainConfig().validate());
+  auto refused = [](auto change, const std::string& message) {
+    TrainConfig c;
+    change(c);
+    REQUIRE_THROWS_WITH(c.validate(), Catch::Contains(message));
+  };
+  refused([](TrainConfig& c) { c.eps = INFINITY; }, "--eps must be a finite number > 0, got inf");
+  refused([](TrainConfig& c) { c.lr = INFINITY; }, "--lr must be a finite number > 0, got inf");
+  refused([](TrainConfig& c) { c.weight_decay = INFINITY; }, "--weight-decay must be a finite number >= 0");
+  refused([](TrainConfig& c) { c.dropout = NAN; }, "--dropout must be a number in [0, 1), got nan");
+  refused([](TrainConfig& c) { c.steps = 2000000000; },
+          "--steps must be a whole number from 1 to 1000000000, got 2000000000");
+  refused([](TrainConfig& c) { c.val_fraction = 1; }, "--val-fraction must be a number in (0, 1)");
+  refused([](TrainConfig& c) { c.min_lr = 1; }, "--min-lr must not exceed --lr");
+  refused([](TrainConfig& c) { c.lr = 0.5; c.weight_decay = 2; }, "--weight-decay times --lr");
+
+  // As typed on a command line: strict decimal whole numbers, no sign on unsigned ones.
+  const NumberRange steps = *setting_range("steps"), seed = *setting_range("seed");
+  std::string canonical;
+  REQUIRE(steps.check_text("010", &canonical).empty());
+  REQUIRE(canonical == "10");  // decimal, never octal
+  for (const char* bad : {"0", "1e3", "0x10", "1.5", "", " 5", "99999999999999999999", "nan"})
+    REQUIRE(steps.check_text(bad) == steps.refusal(bad[0] ? bad : ""));
+  REQUIRE(seed.check_text("18446744073709551615", &canonical).empty());
+  REQUIRE(seed.check_text("-1") ==
+          "--seed must be a whole number from 0 to 18446744073709551615, got -1");
+  REQUIRE(seed.check_text("18446744073709551616") != "");
+  const NumberRange lr = *setting_range("lr");
+  REQUIRE(lr.check_text("3e-4").empty());
+  for (const char* bad : {"inf", "-inf", "nan", "1e400", "0", "-1", "3e-4x"})
+    REQUIRE(lr.check_text(bad) == lr.refusal(bad));
+  REQUIRE(setting_range("data") == nullptr);
 }
 
 TEST_CASE("The fortunes corpus: sorted files, separators dropped, written atomically", "[train]") {
@@ -354,8 +451,7 @@ TEST_CASE("safetensors: truncated or corrupt files are rejected with a reason", 
 
 TEST_CASE("Training writes a checkpoint that round-trips bit-exactly", "[train]") {
   TempDir d;
-  write_text(d / "data.txt", toy_corpus());
-  TrainConfig cfg = toy_config(d / "data.txt");
+  TrainConfig cfg = toy_run(d);
   cfg.steps = 6;
   std::ostringstream log;
   TrainResult r = train::train(cfg, quiet_run(d / "ckpt", log));
@@ -400,8 +496,7 @@ TEST_CASE("Resume is exact: 20 steps == 10 steps + resume to 20 (bit-identical o
   const std::string dtype = GENERATE(std::string("fp32"), std::string("bf16"));
   INFO("dtype " << dtype);
   TempDir d;
-  write_text(d / "data.txt", toy_corpus());
-  TrainConfig cfg = toy_config(d / "data.txt");
+  TrainConfig cfg = toy_run(d);
   cfg.grad_accum = 2;
   cfg.dtype = dtype;
   std::ostringstream log;
@@ -414,9 +509,7 @@ TEST_CASE("Resume is exact: 20 steps == 10 steps + resume to 20 (bit-identical o
   TrainResult a = train::train(cfg, first);
   REQUIRE(a.end_step == 10);
   REQUIRE(load_checkpoint(d / "split", false).state.step == 10);
-  RunOptions second = quiet_run(d / "split", log);
-  second.resume = true;
-  TrainResult b = train::train(cfg, second);
+  TrainResult b = train::train(cfg, resume_run(d / "split", log));
   REQUIRE(b.start_step == 10);
   REQUIRE(b.end_step == 20);
   REQUIRE(b.last_loss == full.last_loss);
@@ -429,8 +522,7 @@ TEST_CASE("Resume is exact: 20 steps == 10 steps + resume to 20 (bit-identical o
 
 TEST_CASE("Bad checkpoints and bad resumes fail clearly and overwrite nothing", "[train]") {
   TempDir d;
-  write_text(d / "data.txt", toy_corpus());
-  TrainConfig cfg = toy_config(d / "data.txt");
+  TrainConfig cfg = toy_run(d);
   cfg.steps = 4;
   std::ostringstream log;
   train::train(cfg, quiet_run(d / "ck", log));
@@ -447,9 +539,7 @@ TEST_CASE("Bad checkpoints and bad resumes fail clearly and overwrite nothing", 
   unchanged();
 
   // Resuming with another architecture is refused, naming the difference.
-  RunOptions res = quiet_run(d / "ck", log);
-  res.resume = true;
-  res.explicit_keys = {"n_layer", "steps"};
+  RunOptions res = resume_run(d / "ck", log, {"n_layer", "steps"});
   TrainConfig other = cfg;
   other.n_layer = 3;
   other.steps = 8;
@@ -505,15 +595,13 @@ TEST_CASE("Bad checkpoints and bad resumes fail clearly and overwrite nothing", 
 
 TEST_CASE("A stop request (Ctrl-C) ends training without touching the checkpoint", "[train]") {
   TempDir d;
-  write_text(d / "data.txt", toy_corpus());
-  TrainConfig cfg = toy_config(d / "data.txt");
+  TrainConfig cfg = toy_run(d);
   std::ostringstream log;
   RunOptions first = quiet_run(d / "ck", log);
   first.stop_at = 3;
   train::train(cfg, first);
   const std::string json_bytes = read_file(d / "ck/checkpoint.json");
-  RunOptions res = quiet_run(d / "ck", log);
-  res.resume = true;
+  RunOptions res = resume_run(d / "ck", log);
   request_stop();
   TrainResult r = train::train(cfg, res);
   clear_stop();
@@ -521,6 +609,67 @@ TEST_CASE("A stop request (Ctrl-C) ends training without touching the checkpoint
   REQUIRE(r.end_step == 3);
   REQUIRE(read_file(d / "ck/checkpoint.json") == json_bytes);
   REQUIRE(log.str().find("is intact") != std::string::npos);
+}
+
+TEST_CASE("A run holds its directory: a second run into it fails at once", "[train]") {
+  TempDir d;
+  TrainConfig cfg = toy_run(d);
+  cfg.steps = 2;
+  std::ostringstream log;
+  {
+    DirectoryLock other(d / "ck", "another run");  // as another process would hold it
+    REQUIRE_THROWS_WITH(train::train(cfg, quiet_run(d / "ck", log)),
+                        Catch::Contains("in use by another flashgrad process"));
+  }
+  train::train(cfg, quiet_run(d / "ck", log));
+  DirectoryLock other(d / "ck", "another run");
+  cfg.steps = 4;
+  REQUIRE_THROWS_WITH(train::train(cfg, resume_run(d / "ck", log, {"steps"})),
+                      Catch::Contains("in use by another flashgrad process"));
+  REQUIRE(load_checkpoint(d / "ck", false).state.step == 2);
+}
+
+TEST_CASE("Resuming with more steps trains on at min_lr; the schedule keeps its length", "[train]") {
+  TempDir d;
+  TrainConfig cfg = toy_run(d);
+  cfg.log_interval = 1;
+  std::ostringstream log;
+  train::train(cfg, quiet_run(d / "ck", log));
+  REQUIRE(load_checkpoint(d / "ck", false).config.lr_decay_steps == 20);
+  cfg.steps = 30;
+  std::ostringstream more;
+  train::train(cfg, resume_run(d / "ck", more, {"steps"}));
+  INFO(more.str());
+  REQUIRE(more.str().find("note: the learning rate decays over the first 20 steps") != std::string::npos);
+  REQUIRE(more.str().find("step 21/30 | loss") != std::string::npos);
+  // Every resumed step at min_lr (3e-4 in the toy config), none back up the cosine.
+  size_t lines = 0;
+  for (size_t at = more.str().find("/30 | loss"); at != std::string::npos;
+       at = more.str().find("/30 | loss", at + 1)) {
+    REQUIRE(more.str().compare(more.str().find("| lr ", at), 13, "| lr 3.00e-04") == 0);
+    ++lines;
+  }
+  REQUIRE(lines == 10);
+  REQUIRE(load_checkpoint(d / "ck", false).config.lr_decay_steps == 20);
+}
+
+TEST_CASE("Ctrl-C during the final sample stops it promptly; the run counts as interrupted", "[train]") {
+  TempDir d;
+  TrainConfig cfg = toy_run(d);
+  cfg.steps = 2;
+  cfg.sample_tokens = 100000;  // minutes of sampling if nothing stopped it
+  StopAfter stopper("--- sample", 20);
+  std::ostream out(&stopper);
+  clear_stop();
+  TrainResult r = train::train(cfg, quiet_run(d / "ck", out));
+  clear_stop();
+  INFO(stopper.text);
+  REQUIRE(r.interrupted);
+  // Streamed as drawn: the stop came after about 20 characters of the sample.
+  REQUIRE(r.sample.size() < 200);
+  REQUIRE(stopper.text.find("--- sample stopped by Ctrl-C after") != std::string::npos);
+  REQUIRE(stopper.text.find("the checkpoint of step 2 in") != std::string::npos);
+  REQUIRE(load_checkpoint(d / "ck", true).state.step == 2);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -554,7 +703,7 @@ TEST_CASE("Sampling: greedy, top-k, temperature, reproducible generate()", "[tra
   REQUIRE(m.is_training());  // mode restored
   so.seed = 43;
   so.max_new_tokens = 30;
-  REQUIRE(generate(m, {1}, so) != generate(m, {1}, SampleOptions{30, 1.0, 0, 42}));
+  REQUIRE(generate(m, {1}, so) != generate(m, {1}, SampleOptions{30, 1.0, 0, 42, {}}));
   REQUIRE_THROWS_AS(generate(m, {}, so), Error);
 }
 
@@ -593,8 +742,7 @@ TEST_CASE("CUDA AdamW is bit-identical to CPU AdamW (f32 and bf16 with master)",
 TEST_CASE("Training on CUDA: loss falls, in fp32 and bf16", "[train][cuda]") {
   for (const char* dtype : {"fp32", "bf16"}) {
     TempDir d;
-    write_text(d / "data.txt", toy_corpus());
-    TrainConfig cfg = toy_config(d / "data.txt");
+    TrainConfig cfg = toy_run(d);
     cfg.device = "cuda";
     cfg.dtype = dtype;
     cfg.n_embd = 64;  // head dim 32 for the CUDA attention kernels
