@@ -3,7 +3,7 @@
 # compute-sanitizer (memcheck, and racecheck on the attention kernels) over them, then the
 # benchmarks. Logs go to $OUT (or ./out). Prints a summary table last.
 #
-#   bash scripts/gpu-check.sh [--no-sanitizer] [--no-bench] [--only REGEX]
+#   bash scripts/gpu-check.sh [--no-tests] [--no-sanitizer] [--no-bench] [--only REGEX]
 #
 # FLASHGRAD_COMMIT=<hash> names the commit in the summary where the copy has no git history.
 set -uo pipefail
@@ -13,9 +13,10 @@ mkdir -p "$OUT"
 # The device tool brings back at most 8 files: per-run logs go to LOGS, and are gathered
 # into $OUT/sanitizer.log at the end.
 LOGS=$(mktemp -d)
-SANITIZE=1; BENCH=1; ONLY=""
+TESTS=1; SANITIZE=1; BENCH=1; ONLY=""
 while [ $# -gt 0 ]; do
   case "$1" in
+    --no-tests) TESTS=0 ;;
     --no-sanitizer) SANITIZE=0 ;;
     --no-bench) BENCH=0 ;;
     --only) ONLY="$2"; shift ;;
@@ -37,12 +38,14 @@ fi
 summary+=("build: ok")
 
 GPU=$(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>&1)
+if [ $TESTS -eq 1 ]; then
 ctest --test-dir build -L cuda ${ONLY:+-R "$ONLY"} --output-on-failure > "$OUT/ctest-cuda.log" 2>&1
 rc=$?
 summary+=("ctest -L cuda: $(grep -E 'tests passed|tests failed' "$OUT/ctest-cuda.log" | tail -1) (rc $rc)")
 [ $rc -ne 0 ] && status=1 && grep -B2 -A25 -E "FAILED|failed" "$OUT/ctest-cuda.log" | head -80
+fi
 
-if [ -z "$ONLY" ]; then
+if [ $TESTS -eq 1 ] && [ -z "$ONLY" ]; then
   build/flashgrad gradcheck attention --device cuda > "$OUT/gradcheck-cuda.log" 2>&1
   rc=$?
   summary+=("gradcheck attention --device cuda: $(tail -1 "$OUT/gradcheck-cuda.log") (rc $rc)")
