@@ -9,6 +9,7 @@
 # crash leaves its input in build-fuzz/ as crash-<hash> and fails the run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+ROOT=$PWD
 SECONDS_TO_RUN=${1:-60}
 BUILD_DIR=${FUZZ_BUILD_DIR:-build-fuzz}
 command -v clang++ >/dev/null || { echo "fuzz: clang++ not found (bash scripts/setup.sh installs it)"; exit 1; }
@@ -22,7 +23,7 @@ cd "$BUILD_DIR"
 # -rss_limit_mb: a checkpoint whose sizes ask for gigabytes must be refused, not allocated.
 set +e
 ./fuzz_checkpoint -max_total_time="$SECONDS_TO_RUN" -rss_limit_mb=2048 -timeout=10 \
-  -print_final_stats=1 corpus ../tests/fuzz/corpus > fuzz.log 2>&1
+  -print_final_stats=1 corpus "$ROOT/tests/fuzz/corpus" > fuzz.log 2>&1
 rc=$?
 set -e
 grep -E "^#[0-9]+ +(INITED|DONE)|stat::number_of_executed_units|stat::peak_rss|ERROR|SUMMARY" fuzz.log || true

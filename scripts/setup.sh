@@ -38,17 +38,31 @@ quietly() {
 }
 
 PACKAGES="build-essential cmake ninja-build catch2 libcli11-dev nlohmann-json3-dev libopenblas-dev fortunes"
-missing=""
-for p in $PACKAGES; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
-done
-if [ -n "$missing" ]; then
+# FLASHGRAD_TEST_PACKAGES=1 (scripts/test.sh sets it) adds what only the tests need: clang,
+# whose libFuzzer the checkpoint fuzz test uses (tests/fuzz).
+[ "${FLASHGRAD_TEST_PACKAGES:-0}" = 1 ] && PACKAGES="$PACKAGES clang"
+SUDO=""
+[ "$(id -u)" -ne 0 ] && SUDO="sudo"
+updated=0
+install_missing() {
+  local missing="" p
+  for p in "$@"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+  done
+  [ -z "$missing" ] && return 0
   say "installing$missing"
-  SUDO=""
-  [ "$(id -u)" -ne 0 ] && SUDO="sudo"
-  quietly "$BUILD_DIR/setup-apt.log" "apt-get update" $SUDO apt-get update -qq
+  if [ $updated -eq 0 ]; then
+    quietly "$BUILD_DIR/setup-apt.log" "apt-get update" $SUDO apt-get update -qq
+    updated=1
+  fi
   quietly "$BUILD_DIR/setup-apt.log" "installing the packages" \
     $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing
+}
+install_missing $PACKAGES
+if [ "${FLASHGRAD_TEST_PACKAGES:-0}" = 1 ]; then
+  # libFuzzer ships in the compiler-rt package of clang's own major version.
+  clang_major=$(clang --version 2>/dev/null | sed -n 's/.*clang version \([0-9]*\).*/\1/p' | head -1)
+  [ -n "$clang_major" ] && install_missing "libclang-rt-$clang_major-dev"
 fi
 
 # The CUDA toolkit's usual home, when it is not on PATH already.

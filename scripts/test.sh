@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 if [ -z "${FLASHGRAD_CUDA:-}" ] && { command -v nvcc >/dev/null 2>&1 || [ -x /usr/local/cuda/bin/nvcc ]; }; then
   export FLASHGRAD_CUDA=ON
 fi
-bash scripts/setup.sh
+FLASHGRAD_TEST_PACKAGES=1 bash scripts/setup.sh
 BUILD_DIR=${BUILD_DIR:-build}
 LABEL=cpu
 if [ "${FLASHGRAD_TEST_CUDA:-auto}" != "0" ] && command -v nvidia-smi >/dev/null 2>&1 \
