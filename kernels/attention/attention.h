@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "kernels/attention/naive/masks.h"
 #include "kernels/attention/params.h"
 
 #if defined(FLASHGRAD_WITH_CUDA) || defined(__CUDACC__)

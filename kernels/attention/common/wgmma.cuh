@@ -14,7 +14,7 @@
 #include <cstdint>
 #include <type_traits>
 
-#include "kernels/attention/attention_tc_common.cuh"
+#include "kernels/attention/common/tc.cuh"
 
 namespace fg {
 namespace attn {

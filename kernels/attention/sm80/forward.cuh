@@ -43,7 +43,7 @@
 #include <type_traits>
 
 #include "kernels/attention/attention.h"
-#include "kernels/attention/attention_tc_common.cuh"
+#include "kernels/attention/common/tc.cuh"
 #include "kernels/attention/params.h"
 #include "core/half.h"
 #include "core/philox.h"
@@ -560,5 +560,12 @@ template <int D> void run_attention_tf32x3_forward(const AttentionParams& p, cud
 }
 
 }  // namespace tc
+
+namespace sm80 {
+template <typename T, int D> void run_forward(const AttentionParams& p, cudaStream_t stream) {
+  if constexpr (std::is_same_v<T, float>) tc::run_attention_tf32x3_forward<D>(p, stream);
+  else tc::run_attention_tc_forward<T, D>(p, stream);
+}
+}  // namespace sm80
 }  // namespace attn
 }  // namespace fg

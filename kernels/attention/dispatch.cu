@@ -8,7 +8,7 @@
 
 #include "core/dispatch.h"
 #include "kernels/attention/attention.h"
-#include "kernels/attention/attention_launch.h"
+#include "kernels/attention/launchers.h"
 #include "core/cuda_check.h"
 #include "core/error.h"
 
@@ -110,23 +110,23 @@ void flash_attention_forward_cuda(const AttentionParams& p, cudaStream_t stream)
   check_attention_params(p, /*backward=*/false, /*cuda=*/true);
   if (tc_forward_usable(p)) {
     if (p.dtype == DType::f32) {
-      if (p.D == 64) attn::tc::run_attention_tf32x3_forward<64>(p, stream);
-      else attn::tc::run_attention_tf32x3_forward<128>(p, stream);
+      if (p.D == 64) attn::sm80::run_forward<float, 64>(p, stream);
+      else attn::sm80::run_forward<float, 128>(p, stream);
     } else if (wgmma_forward_usable(p)) {
-      if (p.dtype == DType::bf16) attn::tc::run_attention_wgmma_forward<bfloat16, 64>(p, stream);
-      else attn::tc::run_attention_wgmma_forward<float16, 64>(p, stream);
+      if (p.dtype == DType::bf16) attn::sm90::run_forward<bfloat16, 64>(p, stream);
+      else attn::sm90::run_forward<float16, 64>(p, stream);
     } else if (p.dtype == DType::bf16) {
-      if (p.D == 64) attn::tc::run_attention_tc_forward<bfloat16, 64>(p, stream);
-      else attn::tc::run_attention_tc_forward<bfloat16, 128>(p, stream);
+      if (p.D == 64) attn::sm80::run_forward<bfloat16, 64>(p, stream);
+      else attn::sm80::run_forward<bfloat16, 128>(p, stream);
     } else {
-      if (p.D == 64) attn::tc::run_attention_tc_forward<float16, 64>(p, stream);
-      else attn::tc::run_attention_tc_forward<float16, 128>(p, stream);
+      if (p.D == 64) attn::sm80::run_forward<float16, 64>(p, stream);
+      else attn::sm80::run_forward<float16, 128>(p, stream);
     }
     return;
   }
   FG_DISPATCH_FLOAT(p.dtype, "flash_attention_forward_cuda", [&] {
     dispatch_head_dim<scalar_t>(p.D, "flash_attention_forward_cuda", [&](auto t, auto d) {
-      attn::run_attention_forward<decltype(t), decltype(d)::value>(p, stream);
+      attn::simt::run_forward<decltype(t), decltype(d)::value>(p, stream);
     });
   });
 }
@@ -134,19 +134,26 @@ void flash_attention_forward_cuda(const AttentionParams& p, cudaStream_t stream)
 void flash_attention_backward_cuda(const AttentionParams& p, cudaStream_t stream) {
   check_attention_params(p, /*backward=*/true, /*cuda=*/true);
   if (tc_backward_usable(p)) {
-    const bool wgmma = wgmma_usable(p);
-    if (p.dtype == DType::bf16) {
-      if (p.D == 64) attn::tc::run_attention_tc_backward<bfloat16, 64>(p, wgmma, stream);
-      else attn::tc::run_attention_tc_backward<bfloat16, 128>(p, wgmma, stream);
+    if (wgmma_usable(p)) {
+      if (p.dtype == DType::bf16) {
+        if (p.D == 64) attn::sm90::run_backward<bfloat16, 64>(p, stream);
+        else attn::sm90::run_backward<bfloat16, 128>(p, stream);
+      } else {
+        if (p.D == 64) attn::sm90::run_backward<float16, 64>(p, stream);
+        else attn::sm90::run_backward<float16, 128>(p, stream);
+      }
+    } else if (p.dtype == DType::bf16) {
+      if (p.D == 64) attn::sm80::run_backward<bfloat16, 64>(p, stream);
+      else attn::sm80::run_backward<bfloat16, 128>(p, stream);
     } else {
-      if (p.D == 64) attn::tc::run_attention_tc_backward<float16, 64>(p, wgmma, stream);
-      else attn::tc::run_attention_tc_backward<float16, 128>(p, wgmma, stream);
+      if (p.D == 64) attn::sm80::run_backward<float16, 64>(p, stream);
+      else attn::sm80::run_backward<float16, 128>(p, stream);
     }
     return;
   }
   FG_DISPATCH_FLOAT(p.dtype, "flash_attention_backward_cuda", [&] {
     dispatch_head_dim<scalar_t>(p.D, "flash_attention_backward_cuda", [&](auto t, auto d) {
-      attn::run_attention_backward<decltype(t), decltype(d)::value>(p, stream);
+      attn::simt::run_backward<decltype(t), decltype(d)::value>(p, stream);
     });
   });
 }

@@ -62,10 +62,10 @@
 #include <type_traits>
 
 #include "kernels/attention/attention.h"
-#include "kernels/attention/attention_kernels.cuh"
-#include "kernels/attention/attention_tc_common.cuh"
-#include "kernels/attention/attention_tc_forward.cuh"  // the shared score-tile steps
-#include "kernels/attention/attention_wgmma_common.cuh"
+#include "kernels/attention/simt/backward.cuh"
+#include "kernels/attention/common/tc.cuh"
+#include "kernels/attention/sm80/forward.cuh"  // the shared score-tile steps
+#include "kernels/attention/common/wgmma.cuh"
 #include "kernels/attention/params.h"
 #include "core/half.h"
 #include "core/philox.h"
@@ -723,8 +723,8 @@ __global__ void __launch_bounds__(kWarps * 32, 2)
 // ---------------------------------------------------------------------------------------------
 // Launcher
 
-template <typename T, int D>
-void run_attention_tc_backward(const AttentionParams& p, bool wgmma, cudaStream_t stream) {
+template <typename T, int D, bool kWgmma>
+void run_attention_tc_backward(const AttentionParams& p, cudaStream_t stream) {
   static_assert(std::is_same_v<T, bfloat16> || std::is_same_v<T, float16>, "16-bit types only");
   using Cfg = TcBwdConfig<D>;
   constexpr int kBN = Cfg::kWarps * 16;
@@ -735,7 +735,7 @@ void run_attention_tc_backward(const AttentionParams& p, bool wgmma, cudaStream_
                                              workspace_pad(size_t(rows) * sizeof(float)));
 
   // 1. D_i = rowsum(dO * O), 8 rows (warps) per block.
-  attention_bwd_dot_kernel<T, D><<<unsigned((rows + 7) / 8), 256, 0, stream>>>(p, Di);
+  simt::attention_bwd_dot_kernel<T, D><<<unsigned((rows + 7) / 8), 256, 0, stream>>>(p, Di);
   FG_LAUNCH_CHECK();
 
   // 2. dK, dV (and atomic dQ unless deterministic).
@@ -743,19 +743,17 @@ void run_attention_tc_backward(const AttentionParams& p, bool wgmma, cudaStream_
   constexpr size_t smem = tc_backward_smem_bytes<D, kBN, Cfg::kBM>();
   if (!p.deterministic) {
     FG_CUDA_CHECK(cudaMemsetAsync(dq_accum, 0, size_t(rows) * D * sizeof(float), stream));
-    auto kernel = attention_tc_bwd_dkdv_kernel<T, D, Cfg::kWarps, Cfg::kBM, Cfg::kKeepKV, true, false>;
-    if (wgmma) kernel = attention_tc_bwd_dkdv_kernel<T, D, Cfg::kWarps, Cfg::kBM, false, true, true>;
+    auto kernel = attention_tc_bwd_dkdv_kernel<T, D, Cfg::kWarps, Cfg::kBM, Cfg::kKeepKV && !kWgmma, true, kWgmma>;
     set_smem_limit(kernel, smem);
     kernel<<<grid, Cfg::kWarps * 32, smem, stream>>>(p, Di, dq_accum);
     FG_LAUNCH_CHECK();
     // 3a. accumulator -> dQ
     const int64_t n = rows * D;
     const unsigned blocks = unsigned(std::min<int64_t>((n + 255) / 256, 65535));
-    attention_bwd_dq_convert_kernel<T, D><<<blocks, 256, 0, stream>>>(p, dq_accum);
+    simt::attention_bwd_dq_convert_kernel<T, D><<<blocks, 256, 0, stream>>>(p, dq_accum);
     FG_LAUNCH_CHECK();
   } else {
-    auto kernel = attention_tc_bwd_dkdv_kernel<T, D, Cfg::kWarps, Cfg::kBM, Cfg::kKeepKV, false, false>;
-    if (wgmma) kernel = attention_tc_bwd_dkdv_kernel<T, D, Cfg::kWarps, Cfg::kBM, false, false, true>;
+    auto kernel = attention_tc_bwd_dkdv_kernel<T, D, Cfg::kWarps, Cfg::kBM, Cfg::kKeepKV && !kWgmma, false, kWgmma>;
     set_smem_limit(kernel, smem);
     kernel<<<grid, Cfg::kWarps * 32, smem, stream>>>(p, Di, nullptr);
     FG_LAUNCH_CHECK();
@@ -771,5 +769,11 @@ void run_attention_tc_backward(const AttentionParams& p, bool wgmma, cudaStream_
 }
 
 }  // namespace tc
+
+namespace sm80 {
+template <typename T, int D> void run_backward(const AttentionParams& p, cudaStream_t stream) {
+  tc::run_attention_tc_backward<T, D, false>(p, stream);
+}
+}  // namespace sm80
 }  // namespace attn
 }  // namespace fg

@@ -1,6 +1,6 @@
 // CPU fills of the naive attention path's masks (see naive_masks.h).
 #include "core/dispatch.h"
-#include "kernels/attention/naive_masks.h"
+#include "kernels/attention/naive/masks.h"
 
 #include <limits>
 

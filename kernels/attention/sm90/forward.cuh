@@ -19,8 +19,8 @@
 // Used for D = 64 when the device is sm_90 and the build includes sm_90a code
 // (FLASHGRAD_HAVE_SM90A), unless FLASHGRAD_ATTENTION_WGMMA=0 asks for the mma.sync kernel.
 #pragma once
-#include "kernels/attention/attention_tc_forward.cuh"
-#include "kernels/attention/attention_wgmma_common.cuh"
+#include "kernels/attention/sm80/forward.cuh"
+#include "kernels/attention/common/wgmma.cuh"
 
 namespace fg {
 namespace attn {
@@ -179,5 +179,11 @@ template <typename T, int D> void run_attention_wgmma_forward(const AttentionPar
 }
 
 }  // namespace tc
+
+namespace sm90 {
+template <typename T, int D> void run_forward(const AttentionParams& p, cudaStream_t stream) {
+  tc::run_attention_wgmma_forward<T, D>(p, stream);
+}
+}  // namespace sm90
 }  // namespace attn
 }  // namespace fg

@@ -5,7 +5,7 @@
 #include <limits>
 
 #include "core/dispatch.h"
-#include "kernels/attention/naive_masks.h"
+#include "kernels/attention/naive/masks.h"
 #include "kernels/common/convert.h"
 #include "core/philox.h"
 #include "core/cuda_check.h"
