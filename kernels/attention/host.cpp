@@ -55,9 +55,9 @@ void check_attention_params(const AttentionParams& p, bool backward, bool cuda) 
 
 size_t flash_attention_backward_workspace_bytes(const AttentionParams& p) {
   const size_t acc = p.dtype == DType::f64 ? 8 : 4;
-  auto pad = [](size_t n) { return (n + 255) / 256 * 256; };
-  size_t bytes = pad(size_t(p.B * p.Hq * p.Nq) * acc);         // D_i
-  if (!p.deterministic) bytes += pad(size_t(p.B * p.Hq * p.Nq * p.D) * acc);  // dQ accumulator
+  size_t bytes = attention_workspace_pad(size_t(p.B * p.Hq * p.Nq) * acc);  // D_i
+  if (!p.deterministic)
+    bytes += attention_workspace_pad(size_t(p.B * p.Hq * p.Nq * p.D) * acc);  // dQ accumulator
   return bytes;
 }
 

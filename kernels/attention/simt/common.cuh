@@ -1,123 +1,54 @@
-// CUDA FlashAttention kernels (FlashAttention-2 style, SIMT: no tensor cores yet) and their
-// launchers, templated on the storage type T, the head dim D and the tile sizes.
+// The SIMT attention kernels (no tensor cores): the reference CUDA path, for every dtype (f64
+// computes in double, the others in float) and D in {32, 64, 128}. This file holds their
+// configuration and the steps the forward, dK/dV and dQ kernels share.
 //
-// Included only by the files in kernels/attention/instantiations/, each of which instantiates
-// run_attention_forward<T, D> or run_attention_backward<T, D> for one (dtype, head dim), so the
-// many variants compile in parallel. attention_cuda.cu holds the entry points and dispatch.
-//
-// Forward (attention_forward_kernel): one block per (query tile, head, batch). Each warp owns
-// kBlockQ / kWarps query rows; a lane owns key columns lane, lane + 32, ... of the score tile
-// and dims lane, lane + 32, ... of the output accumulator. K and V tiles are streamed through
-// shared memory; the running max m and (per-lane partial) running sum l stay in registers.
-// Only O and LSE are written.
-//
-// Backward, in three or four launches:
-//   1. attention_bwd_dot_kernel: D_i = rowsum(dO * O) into the workspace (one warp per row).
-//   2. attention_bwd_dkdv_kernel: one block per (key tile, kv head, batch), looping over the
-//      query heads of the GQA group and over query tiles; each warp owns key rows, dK and dV
-//      stay in registers. In the default mode it also forms the block's dQ contribution
-//      dS^T K and adds it into an fp32 (fp64 for f64) accumulator with atomicAdd, because
-//      several key tiles contribute to each dQ row; the order of those adds varies from run
-//      to run, so dQ is not bit-reproducible.
-//   3a. attention_bwd_dq_convert_kernel: accumulator -> dQ in the storage type, or, when
-//      params.deterministic,
-//   3b. attention_bwd_dq_kernel: one block per (query tile, head, batch) recomputes P and dS
-//      for its rows and sums dQ in registers in a fixed order: no atomics, bit-reproducible,
-//      at the price of computing S and dP twice.
-//
-// Masking: a tile pair whose TileVisibility is empty (causal or block mask) is skipped before
-// anything is loaded; in a partial tile every element is tested with attention_allowed; rows
-// and columns past Nq / Nk are zero-filled in shared memory and masked. Dropout regenerates
-// each element's keep bit with attention_dropout_keep, so the CPU and CUDA masks are identical.
+// Layout: a block has kWarps warps and works on square tiles of kTile queries x kTile keys.
+// Each warp owns R = kTile / kWarps rows of its tile (queries in the forward and the dQ
+// kernel, keys in the dK/dV kernel); a lane owns columns lane, lane + 32, ... of a score tile
+// and dims lane, lane + 32, ... of a row accumulator. Operand tiles are converted to the
+// accumulation type in shared memory; the tiles read across lanes at a fixed d get rows padded
+// to D + 1, so that the 32 lanes hit 32 banks.
 #pragma once
-#include <algorithm>
-#include <cmath>
 #include <cstdint>
 #include <type_traits>
 
-#include "kernels/attention/params.h"
-#include "core/half.h"
+#include "core/cuda_reduce.cuh"
 #include "core/philox.h"
-
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
-#include <cuda_runtime.h>
-
-#include "kernels/attention/attention.h"
-#include "core/cuda_check.h"
-#include "core/error.h"
-
-#define FG_ATTN_DEV __device__ __forceinline__
+#include "kernels/attention/common/backward.cuh"
+#include "kernels/attention/common/launch.h"
+#include "kernels/attention/common/mask.cuh"
+#include "kernels/attention/common/numeric.cuh"
+#include "kernels/attention/params.h"
 
 namespace fg {
 namespace attn {
+namespace simt {
 
-// ---------------------------------------------------------------------------------------------
-// Types, conversions and small helpers
-
-template <typename T> struct Acc { using type = float; };
-template <> struct Acc<double> { using type = double; };
-
-template <typename T> FG_ATTN_DEV typename Acc<T>::type load_acc(const T* ptr) {
-  if constexpr (std::is_same_v<T, float> || std::is_same_v<T, double>) {
-    return *ptr;
-  } else if constexpr (std::is_same_v<T, float16>) {
-#if defined(__CUDA_ARCH__)
-    return __half2float(__ushort_as_half(ptr->bits));
-#else
-    return float(*ptr);
-#endif
-  } else {
-    return float(*ptr);  // bf16 -> f32 is a shift
-  }
-}
-
-template <typename T, typename A> FG_ATTN_DEV void store_acc(T* ptr, A x) {
-  if constexpr (std::is_same_v<T, float> || std::is_same_v<T, double>) {
-    *ptr = x;
-  } else if constexpr (std::is_same_v<T, float16>) {
-#if defined(__CUDA_ARCH__)
-    ptr->bits = __half_as_ushort(__float2half_rn(x));
-#else
-    *ptr = T(float(x));
-#endif
-  } else {
-#if defined(__CUDA_ARCH__)
-    ptr->bits = __bfloat16_as_ushort(__float2bfloat16_rn(x));
-#else
-    *ptr = T(float(x));
-#endif
-  }
-}
-
-FG_ATTN_DEV float exp_acc(float x) { return expf(x); }
-FG_ATTN_DEV double exp_acc(double x) { return exp(x); }
-FG_ATTN_DEV float log_acc(float x) { return logf(x); }
-FG_ATTN_DEV double log_acc(double x) { return log(x); }
-template <typename A> FG_ATTN_DEV A neg_inf() { return -A(INFINITY); }
-
-template <typename A> FG_ATTN_DEV A warp_max(A v) {
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) {
-    const A w = __shfl_xor_sync(0xffffffffu, v, o);
-    v = w > v ? w : v;
-  }
-  return v;
-}
-template <typename A> FG_ATTN_DEV A warp_sum(A v) {
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  return v;
-}
-
-FG_ATTN_DEV int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
-FG_ATTN_DEV int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
-
-// The end (exclusive) of the keys that query rows below q1 can see under causal masking.
-FG_ATTN_DEV int64_t causal_key_end(const AttentionParams& p, int64_t q1) {
-  if (!p.causal) return p.Nk;
-  return max64(0, min64(p.Nk, q1 + p.Nk - p.Nq));
-}
+// fp32 accumulation: 64 x 64 tiles, 8 warps (8 rows per warp). fp64 doubles every register and
+// shared-memory word, so its tiles are 32 x 32. The tile divides the block-mask tile of 64, so
+// a masked-out block-mask entry skips whole tiles.
+template <typename T, int D> struct Config {
+  using A = typename Acc<T>::type;
+  static constexpr int kWarps = 8;
+  static constexpr int kThreads = kWarps * 32;
+  static constexpr int kTile = std::is_same_v<T, double> ? 32 : 64;
+  static_assert(kBlockMaskTileQ % kTile == 0 && kBlockMaskTileK % kTile == 0,
+                "kernel tiles must divide the block-mask tile");
+  static_assert(kTile % kWarps == 0 && kTile % 32 == 0 && D % 32 == 0, "tile shape");
+  static constexpr int R = kTile / kWarps;  // rows per warp
+  static constexpr int C = kTile / 32;      // score columns per lane
+  static constexpr int DL = D / 32;         // accumulator dims per lane
+  static constexpr int kPad = D + 1;        // row stride of a tile read across lanes
+  // Shared memory, in bytes:
+  //   forward  sQ [kTile][D], sK [kTile][kPad], sV [kTile][D], sP [kTile][kTile]
+  //   dK/dV    sK, sV [kTile][D], sQ, sdO [kTile][kPad], sS [kTile][kTile], LSE, D_i [kTile]
+  //   dQ       sQ, sdO [kTile][D], sK, sV [kTile][kPad], sS [kTile][kTile]
+  static constexpr size_t kForwardSmem =
+      sizeof(A) * size_t(kTile * D + kTile * kPad + kTile * D + kTile * kTile);
+  static constexpr size_t kDkdvSmem =
+      sizeof(A) * size_t(2 * kTile * D + 2 * kTile * kPad + kTile * kTile + 2 * kTile);
+  static constexpr size_t kDqSmem = sizeof(A) * size_t(2 * kTile * D + 2 * kTile * kPad + kTile * kTile);
+};
 
 // Copies rows [r0, r0 + kRows) of one head of a strided [*, N, H, D] tensor into shared memory
 // with row stride kStride (in elements of A), converting to A; rows at or past n are zeroed so
@@ -130,66 +61,111 @@ FG_ATTN_DEV void load_rows(A* dst, const T* src, int64_t seq_stride, int64_t r0,
   }
 }
 
-// Whether element (i, j) takes part: in bounds and, in a partial tile, allowed by the mask.
-FG_ATTN_DEV bool element_visible(const AttentionParams& p, TileVisibility vis, int64_t h, int64_t i,
-                            int64_t j) {
-  if (i >= p.Nq || j >= p.Nk) return false;
-  return vis == TileVisibility::full || attention_allowed(p, h, i, j);
+// The tiles [x0, x0 + kTile) for x0 = start, start + kTile, ... below `end` (n the length of
+// the axis) that vis_of(x0, x1) does not call empty, one after the other: load(x0) between two
+// barriers, then body(x0, x1, vis). The visibility is block-uniform, so the skip and the
+// barriers stay in step.
+template <int kTile, typename VisOf, typename Load, typename Body>
+FG_ATTN_DEV void for_each_visible_tile(int64_t start, int64_t end, int64_t n, VisOf vis_of,
+                                       Load load, Body body) {
+  for (int64_t x0 = start; x0 < end; x0 += kTile) {
+    const int64_t x1 = min64(x0 + kTile, n);
+    const TileVisibility vis = vis_of(x0, x1);
+    if (vis == TileVisibility::empty) continue;
+    __syncthreads();  // the previous tile is no longer read
+    load(x0);
+    __syncthreads();
+    body(x0, x1, vis);
+  }
 }
 
-// Shared-memory sizes of the kernels, in bytes (host and device agree on the layout).
-template <typename A, int D, int kBlockQ, int kBlockK> constexpr size_t forward_smem_bytes() {
-  // sQ [Bq][D], sK [Bk][D+1], sV [Bk][D], sP [Bq][Bk]
-  return sizeof(A) * size_t(kBlockQ * D + kBlockK * (D + 1) + kBlockK * D + kBlockQ * kBlockK);
-}
-template <typename A, int D, int kBlockK, int kBlockQ> constexpr size_t bwd_dkdv_smem_bytes() {
-  // sK [Bk][D], sV [Bk][D], sQ [Bq][D+1], sdO [Bq][D+1], sS [Bk][Bq], sLse [Bq], sDi [Bq]
-  return sizeof(A) * size_t(2 * kBlockK * D + 2 * kBlockQ * (D + 1) + kBlockK * kBlockQ +
-                            2 * kBlockQ);
-}
-template <typename A, int D, int kBlockQ, int kBlockK> constexpr size_t bwd_dq_smem_bytes() {
-  // sQ [Bq][D], sdO [Bq][D], sK [Bk][D+1], sV [Bk][D+1], sS [Bq][Bk]
-  return sizeof(A) * size_t(2 * kBlockQ * D + 2 * kBlockK * (D + 1) + kBlockQ * kBlockK);
-}
-
-
-// ---------------------------------------------------------------------------------------------
-// Tile configurations. fp32 accumulation: 64 x 64 tiles, 8 warps (8 rows per warp). fp64
-// doubles every register and shared-memory word, so its tiles are 32 x 32. All tile sizes
-// divide the block-mask tile of 64, so a masked-out block-mask entry skips whole tiles.
-
-template <typename T, int D> struct Config {
-  static constexpr bool kDouble = std::is_same_v<T, double>;
-  static constexpr int kWarps = 8;
-  static constexpr int kFwdBlockQ = kDouble ? 32 : 64;
-  static constexpr int kFwdBlockK = kDouble ? 32 : 64;
-  static constexpr int kBwdBlockK = kDouble ? 32 : 64;  // key rows per dK/dV block
-  static constexpr int kBwdBlockQ = kDouble ? 32 : 64;  // query tile streamed through it
-  static constexpr int kDqBlockQ = kDouble ? 32 : 64;   // deterministic dQ kernel
-  static constexpr int kDqBlockK = kDouble ? 32 : 64;
-  static_assert(kBlockMaskTileQ % kFwdBlockQ == 0 && kBlockMaskTileK % kFwdBlockK == 0 &&
-                    kBlockMaskTileK % kBwdBlockK == 0 && kBlockMaskTileQ % kBwdBlockQ == 0 &&
-                    kBlockMaskTileQ % kDqBlockQ == 0 && kBlockMaskTileK % kDqBlockK == 0,
-                "kernel tiles must divide the block-mask tile");
-};
-
-// Workspace layout of the backward (sizes match flash_attention_backward_workspace_bytes).
-inline size_t workspace_pad(size_t n) { return (n + 255) / 256 * 256; }
-
-// ---------------------------------------------------------------------------------------------
-// Launchers
-
-template <typename Kernel> void set_smem_limit(Kernel kernel, size_t bytes) {
-  // Above 48 KB a kernel must opt in to the larger dynamic shared memory carve-out.
-  if (bytes > 48 * 1024)
-    FG_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                       int(bytes)));
+// s[r][c] = <X_r, Y_c> for the warp's rows r of X (row stride D, read as a broadcast) and the
+// lane's columns c of Y (rows lane + 32 c, row stride kYS).
+template <int R, int C, int D, int kYS, typename A>
+FG_ATTN_DEV void tile_products(A (&s)[R][C], const A* X, const A* Y, int warp, int lane) {
+#pragma unroll
+  for (int r = 0; r < R; ++r)
+#pragma unroll
+    for (int c = 0; c < C; ++c) s[r][c] = 0;
+#pragma unroll 4
+  for (int d = 0; d < D; ++d) {
+    A y[C];
+#pragma unroll
+    for (int c = 0; c < C; ++c) y[c] = Y[(lane + 32 * c) * kYS + d];
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+      const A x = X[(warp * R + r) * D + d];  // broadcast
+#pragma unroll
+      for (int c = 0; c < C; ++c) s[r][c] += x * y[c];
+    }
+  }
 }
 
-inline void check_grid(const AttentionParams& p, const char* who) {
-  FG_CHECK(p.B <= 65535 && p.Hq <= 65535, who, ": B=", p.B, " and Hq=", p.Hq,
-           " must each be at most 65535 (they are grid dimensions); split the batch");
+// The same for two pairs at once (the backward's S and dP): s = X Y^T and s2 = X2 Y2^T.
+template <int R, int C, int D, int kYS, typename A>
+FG_ATTN_DEV void tile_products2(A (&s)[R][C], A (&s2)[R][C], const A* X, const A* Y, const A* X2,
+                                const A* Y2, int warp, int lane) {
+#pragma unroll
+  for (int r = 0; r < R; ++r)
+#pragma unroll
+    for (int c = 0; c < C; ++c) s[r][c] = s2[r][c] = 0;
+#pragma unroll 2
+  for (int d = 0; d < D; ++d) {
+    A y[C], y2[C];
+#pragma unroll
+    for (int c = 0; c < C; ++c) {
+      y[c] = Y[(lane + 32 * c) * kYS + d];
+      y2[c] = Y2[(lane + 32 * c) * kYS + d];
+    }
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+      const A x = X[(warp * R + r) * D + d];  // broadcast
+      const A x2 = X2[(warp * R + r) * D + d];
+#pragma unroll
+      for (int c = 0; c < C; ++c) {
+        s[r][c] += x * y[c];
+        s2[r][c] += x2 * y2[c];
+      }
+    }
+  }
 }
 
+// acc[r][t] += sum_c W[warp row r][c] Z[c][lane + 32 t] over the kN columns of W (row stride
+// kN; this warp's rows, read as a broadcast) and the kN rows of Z (row stride kZS).
+template <int R, int DL, int kN, int kZS, typename A>
+FG_ATTN_DEV void accumulate_rows(A (&acc)[R][DL], const A* W, const A* Z, int warp, int lane) {
+#pragma unroll 2
+  for (int c = 0; c < kN; ++c) {
+    A z[DL];
+#pragma unroll
+    for (int t = 0; t < DL; ++t) z[t] = Z[c * kZS + lane + 32 * t];
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+      const A w = W[(warp * R + r) * kN + c];  // broadcast
+#pragma unroll
+      for (int t = 0; t < DL; ++t) acc[r][t] += w * z[t];
+    }
+  }
+}
+
+// This warp's rows row0 + r (below n) of acc, the lane's dims lane + 32 t, into out (row stride
+// `stride`) as T; with acc2, the same rows of acc2 into out2 in the same loop.
+template <int R, int DL, typename T, typename A>
+FG_ATTN_DEV void store_rows(int64_t row0, int64_t n, int lane, T* out, int64_t stride,
+                            const A (&acc)[R][DL], T* out2 = nullptr, int64_t stride2 = 0,
+                            const A (*acc2)[DL] = nullptr) {
+#pragma unroll
+  for (int r = 0; r < R; ++r) {
+    const int64_t i = row0 + r;
+    if (i >= n) continue;
+#pragma unroll
+    for (int t = 0; t < DL; ++t) {
+      store_acc(out + i * stride + lane + 32 * t, acc[r][t]);
+      if (acc2) store_acc(out2 + i * stride2 + lane + 32 * t, acc2[r][t]);
+    }
+  }
+}
+
+}  // namespace simt
 }  // namespace attn
 }  // namespace fg

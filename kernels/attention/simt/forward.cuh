@@ -1,44 +1,37 @@
-// SIMT forward kernel and its launcher (see simt/common.cuh).
+// SIMT forward (FlashAttention-2 partitioning) and its launcher simt::run_forward<T, D>.
+//
+// One block per (query tile, query head, batch). K and V tiles stream through shared memory;
+// each warp keeps the running max m and the per-lane partial running sum l of its rows in
+// registers, rescales its output accumulator whenever the max grows, and finally writes O and
+// LSE. A key tile that the causal or block mask hides from the whole query tile is skipped
+// before it is loaded; in a partial tile every element is tested with attention_allowed.
 #pragma once
 #include "kernels/attention/simt/common.cuh"
 
 namespace fg {
 namespace attn {
 namespace simt {
-// ---------------------------------------------------------------------------------------------
-// Forward
 
-template <typename T, int D, int kBlockQ, int kBlockK, int kWarps>
-__global__ void __launch_bounds__(kWarps * 32)
-    attention_forward_kernel(const AttentionParams p) {
-  using A = typename Acc<T>::type;
-  constexpr int kThreads = kWarps * 32;
-  constexpr int R = kBlockQ / kWarps;  // query rows per warp
-  constexpr int C = kBlockK / 32;      // key columns per lane
-  constexpr int DL = D / 32;           // output dims per lane
-  constexpr int KS = D + 1;            // padded: lanes read different K rows at the same d
-  static_assert(kBlockQ % kWarps == 0 && kBlockK % 32 == 0 && D % 32 == 0, "tile shape");
-
+template <typename T, int D>
+__global__ void __launch_bounds__(Config<T, D>::kThreads) forward_kernel(const AttentionParams p) {
+  using Cfg = Config<T, D>;
+  using A = typename Cfg::A;
+  constexpr int kTile = Cfg::kTile, R = Cfg::R, C = Cfg::C, DL = Cfg::DL, KS = Cfg::kPad;
   extern __shared__ __align__(16) unsigned char attention_smem[];
   A* sQ = reinterpret_cast<A*>(attention_smem);
-  A* sK = sQ + kBlockQ * D;
-  A* sV = sK + kBlockK * KS;
-  A* sP = sV + kBlockK * D;
+  A* sK = sQ + kTile * D;
+  A* sV = sK + kTile * KS;
+  A* sP = sV + kTile * D;
 
   const int warp = int(threadIdx.x) / 32, lane = int(threadIdx.x) % 32;
-  const int64_t q0 = int64_t(blockIdx.x) * kBlockQ, h = blockIdx.y, b = blockIdx.z;
+  const int64_t q0 = int64_t(blockIdx.x) * kTile, h = blockIdx.y, b = blockIdx.z;
   const int64_t hk = h / (p.Hq / p.Hkv);
-  const int64_t q1 = min64(q0 + kBlockQ, p.Nq);
+  const int64_t q1 = min64(q0 + kTile, p.Nq);
   const A scale = A(p.softmax_scale);
   const bool dropout = p.dropout_p > 0.0;
   const uint32_t threshold = dropout_threshold(p.dropout_p);
   const A keep_scale = A(1.0 / (1.0 - p.dropout_p));
-
-  const T* q = static_cast<const T*>(p.q) + b * p.q_batch_stride + h * p.q_head_stride;
-  const T* k = static_cast<const T*>(p.k) + b * p.k_batch_stride + hk * p.k_head_stride;
-  const T* v = static_cast<const T*>(p.v) + b * p.v_batch_stride + hk * p.v_head_stride;
-
-  load_rows<T, A, D, kBlockQ, D, kThreads>(sQ, q, p.q_seq_stride, q0, p.Nq);
+  load_rows<T, A, D, kTile, D, Cfg::kThreads>(sQ, p.q_head<const T>(b, h), p.q_seq_stride, q0, p.Nq);
 
   A m[R], l[R], acc[R][DL];
 #pragma unroll
@@ -49,35 +42,16 @@ __global__ void __launch_bounds__(kWarps * 32)
     for (int t = 0; t < DL; ++t) acc[r][t] = 0;
   }
 
-  const int64_t kend = causal_key_end(p, q1);
-  for (int64_t k0 = 0; k0 < kend; k0 += kBlockK) {
-    const int64_t k1 = min64(k0 + kBlockK, p.Nk);
-    // Uniform over the block, so the skip and the barriers below stay in step.
-    const TileVisibility vis = tile_visibility(p, h, q0, q1, k0, k1);
-    if (vis == TileVisibility::empty) continue;
-    __syncthreads();  // everyone is done with the previous K, V, P tiles
-    load_rows<T, A, D, kBlockK, KS, kThreads>(sK, k, p.k_seq_stride, k0, p.Nk);
-    load_rows<T, A, D, kBlockK, D, kThreads>(sV, v, p.v_seq_stride, k0, p.Nk);
-    __syncthreads();
-
+  auto visibility = [&](int64_t k0, int64_t k1) { return tile_visibility(p, h, q0, q1, k0, k1); };
+  auto load = [&](int64_t k0) {
+    load_rows<T, A, D, kTile, KS, Cfg::kThreads>(sK, p.k_head<const T>(b, hk), p.k_seq_stride, k0, p.Nk);
+    load_rows<T, A, D, kTile, D, Cfg::kThreads>(sV, p.v_head<const T>(b, hk), p.v_seq_stride, k0, p.Nk);
+  };
+  for_each_visible_tile<kTile>(0, key_end(p, q1), p.Nk, visibility, load,
+                               [&](int64_t k0, int64_t, TileVisibility vis) {
     // S = Q K^T for this warp's rows and this lane's columns.
     A s[R][C];
-#pragma unroll
-    for (int r = 0; r < R; ++r)
-#pragma unroll
-      for (int c = 0; c < C; ++c) s[r][c] = 0;
-#pragma unroll 4
-    for (int d = 0; d < D; ++d) {
-      A kv[C];
-#pragma unroll
-      for (int c = 0; c < C; ++c) kv[c] = sK[(lane + 32 * c) * KS + d];
-#pragma unroll
-      for (int r = 0; r < R; ++r) {
-        const A qv = sQ[(warp * R + r) * D + d];  // broadcast
-#pragma unroll
-        for (int c = 0; c < C; ++c) s[r][c] += qv * kv[c];
-      }
-    }
+    tile_products<R, C, D, KS>(s, sQ, sK, warp, lane);
 
     // Online softmax: mask, new row max, rescale, probabilities (dropped ones zeroed in sP).
 #pragma unroll
@@ -109,30 +83,18 @@ __global__ void __launch_bounds__(kWarps * 32)
                                                    uint32_t(k0 + lane + 32 * c), threshold);
           pv = keep ? pv * keep_scale : A(0);
         }
-        sP[(warp * R + r) * kBlockK + lane + 32 * c] = pv;
+        sP[(warp * R + r) * kTile + lane + 32 * c] = pv;
       }
       m[r] = m_new;
     }
     __syncwarp();  // sP rows are private to the warp
 
-    // O += P V: lane owns dims lane + 32 t.
-#pragma unroll 2
-    for (int c = 0; c < kBlockK; ++c) {
-      A vv[DL];
-#pragma unroll
-      for (int t = 0; t < DL; ++t) vv[t] = sV[c * D + lane + 32 * t];
-#pragma unroll
-      for (int r = 0; r < R; ++r) {
-        const A pv = sP[(warp * R + r) * kBlockK + c];  // broadcast
-#pragma unroll
-        for (int t = 0; t < DL; ++t) acc[r][t] += pv * vv[t];
-      }
-    }
-  }
+    accumulate_rows<R, DL, kTile, D>(acc, sP, sV, warp, lane);  // O += P V
+  });
 
   // O = acc / l and LSE = m + log l; a row that saw no key gets O = 0 and LSE = -inf.
-  T* o = static_cast<T*>(p.o) + b * p.o_batch_stride + h * p.o_head_stride;
-  A* lse = static_cast<A*>(p.lse) + (b * p.Hq + h) * p.Nq;
+  T* o = p.o_head<T>(b, h);
+  A* lse = p.lse_row<A>(b, h);
 #pragma unroll
   for (int r = 0; r < R; ++r) {
     const int64_t i = q0 + warp * R + r;
@@ -144,16 +106,14 @@ __global__ void __launch_bounds__(kWarps * 32)
     if (lane == 0) lse[i] = lsum > A(0) ? m[r] + log_acc(lsum) : neg_inf<A>();
   }
 }
+
 template <typename T, int D> void run_forward(const AttentionParams& p, cudaStream_t stream) {
   using Cfg = Config<T, D>;
-  using A = typename Acc<T>::type;
   check_grid(p, "flash_attention_forward_cuda");
-  auto kernel = attention_forward_kernel<T, D, Cfg::kFwdBlockQ, Cfg::kFwdBlockK, Cfg::kWarps>;
-  const size_t smem = forward_smem_bytes<A, D, Cfg::kFwdBlockQ, Cfg::kFwdBlockK>();
-  set_smem_limit(kernel, smem);
-  const dim3 grid(unsigned((p.Nq + Cfg::kFwdBlockQ - 1) / Cfg::kFwdBlockQ), unsigned(p.Hq),
-                  unsigned(p.B));
-  kernel<<<grid, Cfg::kWarps * 32, smem, stream>>>(p);
+  auto kernel = forward_kernel<T, D>;
+  set_smem_limit(kernel, Cfg::kForwardSmem);
+  const dim3 grid(unsigned((p.Nq + Cfg::kTile - 1) / Cfg::kTile), unsigned(p.Hq), unsigned(p.B));
+  kernel<<<grid, Cfg::kThreads, Cfg::kForwardSmem, stream>>>(p);
   FG_LAUNCH_CHECK();
 }
 
