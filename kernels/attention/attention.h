@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "kernels/attention/cpu/reference.h"
 #include "kernels/attention/naive/masks.h"
 #include "kernels/attention/params.h"
 

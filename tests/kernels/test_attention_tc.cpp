@@ -1,16 +1,16 @@
-// Tests of the tensor-core (mma.sync) attention kernels (kernels/attention/attention_tc_forward.cuh
-// and attention_tc_backward.cuh).
+// Tests of the tensor-core attention kernels (kernels/attention/sm80/, sm90/).
 //
-// Every [cuda] case builds a random problem on the host, computes a naive double-precision
-// reference here (materialising S and P, the same attention_allowed mask rule and
-// attention_dropout_keep bits as params.h defines), and runs on the GPU:
-//   - the tensor-core forward and backward (asserting that the dispatcher really took them),
-//     with dQ by atomics and, again, with the deterministic dQ pass,
-//   - the SIMT forward and backward (FLASHGRAD_ATTENTION_SIMT=1),
+// Every [cuda] case builds a random problem on the host, computes the fp64 reference of the
+// library (kernels/attention/cpu/reference.h: the same attention_allowed mask rule and
+// attention_dropout_keep bits as params.h defines), and runs on the GPU, by name:
+//   - the kernels the dispatch tables choose (asserting that they are tensor-core ones), with dQ
+//     by atomics and, again, with the deterministic dQ pass,
+//   - the SIMT forward and backward,
+//   - on a Hopper GPU, also the mma.sync kernels that wgmma ones take precedence over,
 // with poisoned (NaN) outputs, so that an element the kernel did not write fails the test.
 // Tolerances: relative L2 < 1e-2 for O, dQ, dK, dV (bf16/fp16), < 1e-4 for LSE (fp32 from exact
 // 16-bit products, so a wrong scale or a lost tile shows), and -inf / 0 exactly where a row sees
-// no key. The CPU-only cases check the dispatcher's eligibility rule.
+// no key. The CPU-only cases check the dispatch tables' eligibility rules.
 #include <catch2/catch.hpp>
 
 #include <algorithm>
@@ -50,7 +50,7 @@ struct TcCfg {
   uint64_t seed = 99, offset = 5;
 };
 
-double rel_l2(const std::vector<double>& a, const std::vector<double>& r) {
+[[maybe_unused]] double rel_l2(const std::vector<double>& a, const std::vector<double>& r) {
   REQUIRE(a.size() == r.size());
   double num = 0, den = 0;
   for (size_t i = 0; i < a.size(); ++i) {
@@ -93,65 +93,21 @@ template <typename T> struct TcProblem {
     reference();
   }
 
+  // The fp64 reference (kernels/attention/cpu/reference.h) on the rounded inputs.
   void reference() {
-    const int64_t B = c.B, Nq = c.Nq, Nk = c.Nk, Hq = c.Hq, Hkv = c.Hkv, D = c.D;
-    const double scale = p.softmax_scale, ks = 1.0 / (1.0 - c.p);
-    const uint32_t thr = dropout_threshold(c.p);
+    auto wide = [](const std::vector<T>& x) {
+      std::vector<double> d(x.size());
+      for (size_t e = 0; e < x.size(); ++e) d[e] = to_d(x[e]);
+      return d;
+    };
+    const std::vector<double> qd = wide(q), kd = wide(k), vd = wide(v), dod = wide(dO);
     AttentionParams pm = p;
-    pm.block_mask = c.mask.empty() ? nullptr : c.mask.data();  // host copy for the rule
+    pm.block_mask = c.mask.empty() ? nullptr : c.mask.data();  // host copy for the reference
     ro.assign(q.size(), 0), rdq.assign(q.size(), 0), rdk.assign(k.size(), 0);
-    rdv.assign(k.size(), 0), rlse.assign(size_t(B * Hq * Nq), 0);
-    auto qi = [&](int64_t b, int64_t i, int64_t h) { return size_t(((b * Nq + i) * Hq + h) * D); };
-    auto ki = [&](int64_t b, int64_t j, int64_t h) { return size_t(((b * Nk + j) * Hkv + h) * D); };
-    const size_t nk_ = static_cast<size_t>(Nk);
-    std::vector<double> P(nk_), Z(nk_), dP(nk_);
-    std::vector<char> ok(nk_);
-    for (int64_t b = 0; b < B; ++b)
-      for (int64_t h = 0; h < Hq; ++h) {
-        const int64_t hk = h / (Hq / Hkv);
-        for (int64_t i = 0; i < Nq; ++i) {
-          double mx = -std::numeric_limits<double>::infinity();
-          for (int64_t j = 0; j < Nk; ++j) {
-            ok[size_t(j)] = attention_allowed(pm, h, i, j);
-            double s = 0;
-            for (int64_t d = 0; d < D; ++d) s += to_d(q[qi(b, i, h) + size_t(d)]) * to_d(k[ki(b, j, hk) + size_t(d)]);
-            P[size_t(j)] = s * scale;
-            if (ok[size_t(j)]) mx = std::max(mx, P[size_t(j)]);
-            Z[size_t(j)] = c.p > 0 ? (attention_dropout_keep(c.seed, c.offset, uint32_t(b), uint32_t(h),
-                                                             uint32_t(Hq), uint32_t(i), uint32_t(j), thr)
-                                          ? ks
-                                          : 0.0)
-                                   : 1.0;
-          }
-          double sum = 0;
-          for (int64_t j = 0; j < Nk; ++j) {
-            P[size_t(j)] = ok[size_t(j)] ? std::exp(P[size_t(j)] - mx) : 0.0;
-            sum += P[size_t(j)];
-          }
-          rlse[size_t((b * Hq + h) * Nq + i)] =
-              sum > 0 ? mx + std::log(sum) : -std::numeric_limits<double>::infinity();
-          double Di = 0;
-          for (int64_t j = 0; j < Nk; ++j) {
-            if (sum > 0) P[size_t(j)] /= sum;
-            double dp = 0;
-            for (int64_t d = 0; d < D; ++d) {
-              ro[qi(b, i, h) + size_t(d)] += P[size_t(j)] * Z[size_t(j)] * to_d(v[ki(b, j, hk) + size_t(d)]);
-              dp += to_d(dO[qi(b, i, h) + size_t(d)]) * to_d(v[ki(b, j, hk) + size_t(d)]);
-            }
-            dP[size_t(j)] = dp * Z[size_t(j)];
-            Di += P[size_t(j)] * dP[size_t(j)];
-          }
-          for (int64_t j = 0; j < Nk; ++j) {
-            const double ds = P[size_t(j)] * (dP[size_t(j)] - Di);
-            if (P[size_t(j)] == 0.0) continue;
-            for (int64_t d = 0; d < D; ++d) {
-              rdq[qi(b, i, h) + size_t(d)] += scale * ds * to_d(k[ki(b, j, hk) + size_t(d)]);
-              rdk[ki(b, j, hk) + size_t(d)] += scale * ds * to_d(q[qi(b, i, h) + size_t(d)]);
-              rdv[ki(b, j, hk) + size_t(d)] += P[size_t(j)] * Z[size_t(j)] * to_d(dO[qi(b, i, h) + size_t(d)]);
-            }
-          }
-        }
-      }
+    rdv.assign(k.size(), 0), rlse.assign(size_t(c.B * c.Hq * c.Nq), 0);
+    attention_reference_forward(pm, qd.data(), kd.data(), vd.data(), ro.data(), rlse.data());
+    attention_reference_backward(pm, qd.data(), kd.data(), vd.data(), dod.data(), rdq.data(),
+                                 rdk.data(), rdv.data());
   }
 };
 
