@@ -1,9 +1,17 @@
-// The raw-pointer FlashAttention entry points (CPU and CUDA), their argument check, the
-// backward workspace size and the host-side block-mask builders.
+// The one header of kernels/attention/ that other layers include: the raw-pointer
+// FlashAttention entry points (CPU and CUDA), their argument check, the backward workspace
+// size, the CUDA kernel tables, the host-side block-mask builders, and through its includes the
+// fp64 reference (cpu/reference.h) and the naive path's masks (naive/masks.h).
 //
 // Everything here works on an AttentionParams (kernels/attention/params.h, which also states
 // the exact function computed, the layouts and the masking rules). The autograd node owns the
 // tensors; these functions only read and write through the pointers.
+//
+// Folder: params.h (the maths), host.cpp (checks, workspace, block masks), dispatch.cu (the
+// kernel tables and CUDA entry points), launchers.h + instantiations.cmake (one generated file
+// per kernel variant), common/ (device pieces every CUDA family shares), simt/, sm80/, sm90/
+// (the kernel families), cpu/ (the CPU flash path and the fp64 reference), naive/ (the masks of
+// the materialising path).
 #pragma once
 #include <cstddef>
 #include <cstdint>

@@ -225,12 +225,14 @@ void flash_attention_backward_cuda(const AttentionParams& p, cudaStream_t stream
 void flash_attention_forward_cuda_with(const char* kernel, const AttentionParams& p,
                                        cudaStream_t stream) {
   check_attention_params(p, /*backward=*/false, /*cuda=*/true);
-  find(flash_attention_forward_kernels(), kernel, p, "flash_attention_forward_cuda_with").run(p, stream);
+  find(flash_attention_forward_kernels(), kernel, p, "flash_attention_forward_cuda_with")
+      .run(p, stream);
 }
 void flash_attention_backward_cuda_with(const char* kernel, const AttentionParams& p,
                                         cudaStream_t stream) {
   check_attention_params(p, /*backward=*/true, /*cuda=*/true);
-  find(flash_attention_backward_kernels(), kernel, p, "flash_attention_backward_cuda_with").run(p, stream);
+  find(flash_attention_backward_kernels(), kernel, p, "flash_attention_backward_cuda_with")
+      .run(p, stream);
 }
 
 }  // namespace fg

@@ -13,8 +13,9 @@ namespace fg {
 bool attention_cuda_supports_head_dim(int64_t D) { return D == 32 || D == 64 || D == 128; }
 
 void check_attention_params(const AttentionParams& p, bool backward, bool cuda) {
-  const char* who = backward ? (cuda ? "flash_attention_backward_cuda" : "flash_attention_backward_cpu")
-                             : (cuda ? "flash_attention_forward_cuda" : "flash_attention_forward_cpu");
+  const char* who = backward
+                        ? (cuda ? "flash_attention_backward_cuda" : "flash_attention_backward_cpu")
+                        : (cuda ? "flash_attention_forward_cuda" : "flash_attention_forward_cpu");
   FG_CHECK(p.B > 0 && p.Nq > 0 && p.Nk > 0 && p.Hq > 0 && p.Hkv > 0 && p.D > 0, who,
            ": every size must be positive, got B=", p.B, " Nq=", p.Nq, " Nk=", p.Nk, " Hq=", p.Hq,
            " Hkv=", p.Hkv, " D=", p.D, "; set all six sizes of AttentionParams");
@@ -40,8 +41,9 @@ void check_attention_params(const AttentionParams& p, bool backward, bool cuda) 
     FG_CHECK(p.do_ && p.dq && p.dk && p.dv, who,
              ": do_, dq, dk and dv must be non-null pointers");
     if (cuda)
-      FG_CHECK(p.workspace, who, ": workspace must point to flash_attention_backward_workspace_bytes(",
-               "params) = ", flash_attention_backward_workspace_bytes(p), " bytes of device memory");
+      FG_CHECK(
+          p.workspace, who, ": workspace must point to flash_attention_backward_workspace_bytes(",
+          "params) = ", flash_attention_backward_workspace_bytes(p), " bytes of device memory");
   }
   if (p.block_mask)
     FG_CHECK(p.block_mask_heads == 1 || p.block_mask_heads == p.Hq, who,

@@ -279,7 +279,8 @@ TEST_CASE("attention cpu: per-head block mask with empty rows and never-read key
   const int64_t nbq = 3, nbk = 4;
   c.mask.assign(size_t(2 * nbq * nbk), 1);
   c.mask_heads = 2;
-  for (int64_t bj = 0; bj < nbk; ++bj) c.mask[size_t((0 * nbq + 1) * nbk + bj)] = 0;  // head 0, rows 64..127
+  for (int64_t bj = 0; bj < nbk; ++bj)
+    c.mask[size_t((0 * nbq + 1) * nbk + bj)] = 0;  // head 0, rows 64..127
   for (int64_t bi = 0; bi < nbq; ++bi)
     for (int64_t h = 0; h < 2; ++h) c.mask[size_t((h * nbq + bi) * nbk + 2)] = 0;  // keys 128..191
   Problem<float> pr(c);
@@ -369,7 +370,8 @@ TEST_CASE("attention dropout keep fraction is 1 - p within 5 sigma", "[attention
     int64_t kept = 0;
     for (uint32_t h = 0; h < 4; ++h)
       for (uint32_t i = 0; i < 256; ++i)
-        for (uint32_t j = 0; j < 256; ++j) kept += attention_dropout_keep(42, 3, 1, h, 4, i, j, thr);
+        for (uint32_t j = 0; j < 256; ++j)
+          kept += attention_dropout_keep(42, 3, 1, h, 4, i, j, thr);
     const double sigma = std::sqrt(double(n) * p * (1 - p));
     INFO("p=" << p << " kept=" << kept << " expected=" << double(n) * (1 - p));
     CHECK(std::abs(double(kept) - double(n) * (1 - p)) < 5 * sigma);
@@ -382,7 +384,8 @@ TEST_CASE("attention block-mask builders", "[attention]") {
   auto m = sliding_window_block_mask(256, 256, 64, true);
   REQUIRE(m.size() == 16);
   for (int bi = 0; bi < 4; ++bi)
-    for (int bj = 0; bj < 4; ++bj) CHECK(m[size_t(bi * 4 + bj)] == ((bj == bi || bj == bi - 1) ? 1 : 0));
+    for (int bj = 0; bj < 4; ++bj)
+      CHECK(m[size_t(bi * 4 + bj)] == ((bj == bi || bj == bi - 1) ? 1 : 0));
   // Non-causal window 0 keeps only the diagonal tiles.
   m = sliding_window_block_mask(256, 256, 0, false);
   for (int bi = 0; bi < 4; ++bi)
@@ -426,7 +429,8 @@ TEST_CASE("attention reference: one key gives O = Z V, LSE = the score and zero 
   const uint32_t thr = dropout_threshold(c.p);
   std::vector<double> dv_expected(3, 0.0);
   for (int64_t i = 0; i < 5; ++i) {
-    const double z = attention_dropout_keep(c.seed, c.offset, 0, 0, 1, uint32_t(i), 0, thr) ? 2.0 : 0.0;
+    const double z =
+        attention_dropout_keep(c.seed, c.offset, 0, 0, 1, uint32_t(i), 0, thr) ? 2.0 : 0.0;
     double s = 0;
     for (int d = 0; d < 3; ++d) s += q[size_t(i * 3 + d)] * k[size_t(d)];
     CHECK(lse[size_t(i)] == Approx(s * p.softmax_scale).epsilon(1e-14));
@@ -487,7 +491,8 @@ TEST_CASE("attention argument checks say what is wrong", "[attention]") {
   AttentionParams p = pr.p;
   p.Hkv = 3;
   p.Hq = 4;
-  CHECK_THROWS_WITH(check_attention_params(p), Catch::Contains("multiple of the number of kv heads"));
+  CHECK_THROWS_WITH(check_attention_params(p),
+                    Catch::Contains("multiple of the number of kv heads"));
   p = pr.p;
   p.dropout_p = 1.0;
   CHECK_THROWS_WITH(flash_attention_forward_cpu(p), Catch::Contains("dropout probability"));
@@ -589,7 +594,8 @@ template <typename T> struct DeviceProblem {
     return CudaRun<T>{o.host(), dq.host(), dk.host(), dv.host(), lse.host()};
   }
   CudaRun<T> run_default(bool deterministic) {
-    return run(flash_attention_forward_kernel(p), flash_attention_backward_kernel(p), deterministic);
+    return run(flash_attention_forward_kernel(p), flash_attention_backward_kernel(p),
+               deterministic);
   }
 };
 

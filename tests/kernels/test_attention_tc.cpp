@@ -427,7 +427,8 @@ TEST_CASE("attention tc: repeatable, and misaligned rows fall back to SIMT",
   p = run.p;
   CHECK_FALSE(simt(flash_attention_forward_kernel(p)));
   CHECK_FALSE(simt(flash_attention_backward_kernel(p)));
-  CHECK_THROWS_WITH(flash_attention_forward_cuda_with("fast", p), Catch::Contains("no attention kernel named"));
+  CHECK_THROWS_WITH(flash_attention_forward_cuda_with("fast", p),
+                    Catch::Contains("no attention kernel named"));
 }
 
 TEST_CASE("attention tc: long sequence through the cp.async pipeline",

@@ -38,7 +38,8 @@ __global__ void bwd_dot_kernel(const AttentionParams p, typename Acc<T>::type* D
   const T* dO = p.do_head<const T>(b, h) + i * p.do_seq_stride;
   A sum = 0;
 #pragma unroll
-  for (int t = 0; t < D / 32; ++t) sum += load_acc(o + lane + 32 * t) * load_acc(dO + lane + 32 * t);
+  for (int t = 0; t < D / 32; ++t)
+    sum += load_acc(o + lane + 32 * t) * load_acc(dO + lane + 32 * t);
   sum = warp_sum(sum);
   if (lane == 0) Di[row] = sum;
 }

@@ -31,8 +31,9 @@ template <typename A> struct BackwardWorkspace {
   A* dq_accum;
   explicit BackwardWorkspace(const AttentionParams& p)
       : Di(static_cast<A*>(p.workspace)),
-        dq_accum(reinterpret_cast<A*>(static_cast<unsigned char*>(p.workspace) +
-                                      attention_workspace_pad(size_t(p.B * p.Hq * p.Nq) * sizeof(A)))) {}
+        dq_accum(
+            reinterpret_cast<A*>(static_cast<unsigned char*>(p.workspace) +
+                                 attention_workspace_pad(size_t(p.B * p.Hq * p.Nq) * sizeof(A)))) {}
 };
 
 }  // namespace attn

@@ -8,7 +8,8 @@
 //   lane_offset_b(lane)        B operand (n = rows): rows (lane & 7) + 8 (lane >> 4),
 //                              chunk (lane >> 3) & 1
 //   lane_offset_bt(lane)       B operand through .trans (k = rows), or A through .trans of a
-//                              stored transpose: rows (lane & 7) + 8 ((lane >> 3) & 1), chunk lane >> 4
+//                              stored transpose: rows (lane & 7) + 8 ((lane >> 3) & 1), chunk lane
+//                              >> 4
 // Head-dim chunk pair ks (16 elements) is then one XOR of (ks << 5) away.
 #pragma once
 #include <cstdint>

@@ -40,8 +40,8 @@ FG_ATTN_DEV void load_tile_async(uint32_t tile, const uint16_t* src, int64_t seq
 #pragma unroll
   for (int it = 0; it < kRows / kRowStep; ++it) {
     const bool valid = r0 + r + it * kRowStep < n;
-    cp_async_16(dst + uint32_t(it * kRowStep * kPitch), valid ? g + it * kRowStep * seq_stride : src,
-                valid ? 16 : 0);
+    cp_async_16(dst + uint32_t(it * kRowStep * kPitch),
+                valid ? g + it * kRowStep * seq_stride : src, valid ? 16 : 0);
   }
 }
 
@@ -133,7 +133,8 @@ template <int kBM, int kBN> struct QueryTile {
 template <int D, int kBM, int kBN, int kThreads, typename E>
 struct KeyValueStream : QueryTile<kBM, kBN> {
   static constexpr bool kF32 = std::is_same_v<E, float>;
-  static constexpr uint32_t kStageBytes = kF32 ? uint32_t(kBN * (D + 4) * 4) : uint32_t(kBN * D * 2);
+  static constexpr uint32_t kStageBytes =
+      kF32 ? uint32_t(kBN * (D + 4) * 4) : uint32_t(kBN * D * 2);
   const E* k;
   const E* v;
   uint32_t sK, sV;
@@ -147,16 +148,21 @@ struct KeyValueStream : QueryTile<kBM, kBN> {
   // cp.async of key tile kt of K and V into `stage`.
   FG_ATTN_DEV void load(const AttentionParams& p, int64_t kt, int stage) const {
     if constexpr (kF32) {
-      load_tile_f32_async<D, kBN, kThreads>(sK + stage * kStageBytes, k, p.k_seq_stride, kt * kBN, p.Nk);
-      load_tile_f32_async<D, kBN, kThreads>(sV + stage * kStageBytes, v, p.v_seq_stride, kt * kBN, p.Nk);
+      load_tile_f32_async<D, kBN, kThreads>(sK + stage * kStageBytes, k, p.k_seq_stride, kt * kBN,
+                                            p.Nk);
+      load_tile_f32_async<D, kBN, kThreads>(sV + stage * kStageBytes, v, p.v_seq_stride, kt * kBN,
+                                            p.Nk);
     } else {
-      load_tile_async<D, kBN, kThreads>(sK + stage * kStageBytes, k, p.k_seq_stride, kt * kBN, p.Nk);
-      load_tile_async<D, kBN, kThreads>(sV + stage * kStageBytes, v, p.v_seq_stride, kt * kBN, p.Nk);
+      load_tile_async<D, kBN, kThreads>(sK + stage * kStageBytes, k, p.k_seq_stride, kt * kBN,
+                                        p.Nk);
+      load_tile_async<D, kBN, kThreads>(sV + stage * kStageBytes, v, p.v_seq_stride, kt * kBN,
+                                        p.Nk);
     }
   }
   // Issues load_q() (the block's query-side tiles) as one cp.async group and the first visible
   // K/V tile as the next; returns that tile's index for for_each_key_tile.
-  template <typename LoadQ> FG_ATTN_DEV int64_t start(const AttentionParams& p, LoadQ load_q) const {
+  template <typename LoadQ>
+  FG_ATTN_DEV int64_t start(const AttentionParams& p, LoadQ load_q) const {
     load_q();
     cp_async_commit();
     return this->first_key_tile(p, [&](int64_t kt, int stage) { load(p, kt, stage); });

@@ -27,10 +27,14 @@ namespace attn {
 
 FG_ATTN_DEV void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
 FG_ATTN_DEV void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
-FG_ATTN_DEV void wgmma_wait_all() { asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory"); }
+FG_ATTN_DEV void wgmma_wait_all() {
+  asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
+}
 // Shared-memory writes of the generic proxy (st.shared, cp.async), made visible to the async
 // proxy that wgmma reads through.
-FG_ATTN_DEV void fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
+FG_ATTN_DEV void fence_proxy_async() {
+  asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+}
 // Keeps the compiler from moving accesses of an accumulator across the asynchronous wgmma.
 template <int N> FG_ATTN_DEV void fence_accumulator(float (&r)[N][4]) {
 #pragma unroll

@@ -143,7 +143,9 @@ void attention_reference_backward(const AttentionParams& p, const double* q, con
       double di = 0;
       for (int64_t j = 0; j < p.Nk; ++j) {
         const double* vrow = v + ref.vs.at(b, j, hk);
-        dP[size_t(j)] = P[size_t(j)] == 0.0 ? 0.0 : ref.dropout(b, h, i, j) * dot(dO + dos.at(b, i, h), vrow, D);
+        dP[size_t(j)] = P[size_t(j)] == 0.0
+                            ? 0.0
+                            : ref.dropout(b, h, i, j) * dot(dO + dos.at(b, i, h), vrow, D);
         di += P[size_t(j)] * dP[size_t(j)];
       }
       Di[size_t(r)] = di;

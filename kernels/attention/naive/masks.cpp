@@ -1,4 +1,4 @@
-// CPU fills of the naive attention path's masks (see naive_masks.h).
+// CPU fills of the naive attention path's masks (see masks.h).
 #include "core/dispatch.h"
 #include "kernels/attention/naive/masks.h"
 
@@ -15,7 +15,8 @@ void attention_bias_cpu(const AttentionParams& p, DType dtype, void* bias, void*
   FG_DISPATCH_FLOAT(dtype, "attention_bias", [&] {
     scalar_t* b = static_cast<scalar_t*>(bias);
     scalar_t* rv = static_cast<scalar_t*>(row_valid);
-    const scalar_t neg_inf = Convert<scalar_t>::from_double(-std::numeric_limits<double>::infinity());
+    const scalar_t neg_inf =
+        Convert<scalar_t>::from_double(-std::numeric_limits<double>::infinity());
     for (int64_t h = 0; h < heads; ++h)
       for (int64_t i = 0; i < p.Nq; ++i) {
         scalar_t* row = b + (h * p.Nq + i) * p.Nk;

@@ -1,4 +1,4 @@
-// CUDA fills of the naive attention path's masks; element for element as naive_masks.cpp.
+// CUDA fills of the naive attention path's masks; element for element as masks.cpp.
 #include <cuda_runtime.h>
 #include <math_constants.h>
 
@@ -65,9 +65,10 @@ void attention_dropout_scale_cuda(const AttentionParams& p, DType dtype, void* s
   const int64_t n = p.B * p.Hq * p.Nq * p.Nk;
   int blocks = int(std::min<int64_t>((n + 255) / 256, 65535 * 8));
   FG_DISPATCH_FLOAT(dtype, "attention_dropout_scale", [&] {
-    dropout_scale_kernel<scalar_t><<<blocks, 256>>>(
-        p, dropout_threshold(p.dropout_p), Convert<scalar_t>::from_double(1.0 / (1.0 - p.dropout_p)),
-        Convert<scalar_t>::from_double(0.0), static_cast<scalar_t*>(scale));
+    dropout_scale_kernel<scalar_t>
+        <<<blocks, 256>>>(p, dropout_threshold(p.dropout_p),
+                          Convert<scalar_t>::from_double(1.0 / (1.0 - p.dropout_p)),
+                          Convert<scalar_t>::from_double(0.0), static_cast<scalar_t*>(scale));
     FG_LAUNCH_CHECK();
   });
 }

@@ -66,8 +66,10 @@ __global__ void __launch_bounds__(Config<T, D>::kThreads)
   const bool dropout = p.dropout_p > 0.0;
   const uint32_t threshold = dropout_threshold(p.dropout_p);
   const A keep_scale = A(1.0 / (1.0 - p.dropout_p));
-  load_rows<T, A, D, kTile, D, Cfg::kThreads>(sK, p.k_head<const T>(b, hk), p.k_seq_stride, k0, p.Nk);
-  load_rows<T, A, D, kTile, D, Cfg::kThreads>(sV, p.v_head<const T>(b, hk), p.v_seq_stride, k0, p.Nk);
+  load_rows<T, A, D, kTile, D, Cfg::kThreads>(sK, p.k_head<const T>(b, hk), p.k_seq_stride, k0,
+                                              p.Nk);
+  load_rows<T, A, D, kTile, D, Cfg::kThreads>(sV, p.v_head<const T>(b, hk), p.v_seq_stride, k0,
+                                              p.Nk);
 
   A dK[R][DL], dV[R][DL];
 #pragma unroll
@@ -170,8 +172,10 @@ __global__ void __launch_bounds__(Config<T, D>::kThreads)
   const T* v = p.v_head<const T>(b, hk);
   const A* lse = p.lse_row<const A>(b, h);
   const A* Dh = Di + (b * p.Hq + h) * p.Nq;
-  load_rows<T, A, D, kTile, D, Cfg::kThreads>(sQ, p.q_head<const T>(b, h), p.q_seq_stride, q0, p.Nq);
-  load_rows<T, A, D, kTile, D, Cfg::kThreads>(sdO, p.do_head<const T>(b, h), p.do_seq_stride, q0, p.Nq);
+  load_rows<T, A, D, kTile, D, Cfg::kThreads>(sQ, p.q_head<const T>(b, h), p.q_seq_stride, q0,
+                                              p.Nq);
+  load_rows<T, A, D, kTile, D, Cfg::kThreads>(sdO, p.do_head<const T>(b, h), p.do_seq_stride, q0,
+                                              p.Nq);
 
   A row_lse[R], row_di[R], dQ[R][DL];
 #pragma unroll

@@ -47,7 +47,8 @@ template <typename T, int D> struct Config {
       sizeof(A) * size_t(kTile * D + kTile * kPad + kTile * D + kTile * kTile);
   static constexpr size_t kDkdvSmem =
       sizeof(A) * size_t(2 * kTile * D + 2 * kTile * kPad + kTile * kTile + 2 * kTile);
-  static constexpr size_t kDqSmem = sizeof(A) * size_t(2 * kTile * D + 2 * kTile * kPad + kTile * kTile);
+  static constexpr size_t kDqSmem =
+      sizeof(A) * size_t(2 * kTile * D + 2 * kTile * kPad + kTile * kTile);
 };
 
 // Copies rows [r0, r0 + kRows) of one head of a strided [*, N, H, D] tensor into shared memory

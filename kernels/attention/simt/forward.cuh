@@ -31,7 +31,8 @@ __global__ void __launch_bounds__(Config<T, D>::kThreads) forward_kernel(const A
   const bool dropout = p.dropout_p > 0.0;
   const uint32_t threshold = dropout_threshold(p.dropout_p);
   const A keep_scale = A(1.0 / (1.0 - p.dropout_p));
-  load_rows<T, A, D, kTile, D, Cfg::kThreads>(sQ, p.q_head<const T>(b, h), p.q_seq_stride, q0, p.Nq);
+  load_rows<T, A, D, kTile, D, Cfg::kThreads>(sQ, p.q_head<const T>(b, h), p.q_seq_stride, q0,
+                                              p.Nq);
 
   A m[R], l[R], acc[R][DL];
 #pragma unroll
@@ -44,8 +45,10 @@ __global__ void __launch_bounds__(Config<T, D>::kThreads) forward_kernel(const A
 
   auto visibility = [&](int64_t k0, int64_t k1) { return tile_visibility(p, h, q0, q1, k0, k1); };
   auto load = [&](int64_t k0) {
-    load_rows<T, A, D, kTile, KS, Cfg::kThreads>(sK, p.k_head<const T>(b, hk), p.k_seq_stride, k0, p.Nk);
-    load_rows<T, A, D, kTile, D, Cfg::kThreads>(sV, p.v_head<const T>(b, hk), p.v_seq_stride, k0, p.Nk);
+    load_rows<T, A, D, kTile, KS, Cfg::kThreads>(sK, p.k_head<const T>(b, hk), p.k_seq_stride, k0,
+                                                 p.Nk);
+    load_rows<T, A, D, kTile, D, Cfg::kThreads>(sV, p.v_head<const T>(b, hk), p.v_seq_stride, k0,
+                                                p.Nk);
   };
   for_each_visible_tile<kTile>(0, key_end(p, q1), p.Nk, visibility, load,
                                [&](int64_t k0, int64_t, TileVisibility vis) {

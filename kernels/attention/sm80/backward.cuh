@@ -26,7 +26,8 @@ namespace sm80 {
 
 template <typename T, int D, bool kAtomicDq>
 __global__ void __launch_bounds__(Config<D>::kBwdWarps * 32, 1)
-    dkdv_kernel(const AttentionParams p, const float* __restrict__ Di, float* __restrict__ dq_accum) {
+    dkdv_kernel(const AttentionParams p, const float* __restrict__ Di,
+                float* __restrict__ dq_accum) {
   extern __shared__ __align__(128) unsigned char tc_smem[];
   dkdv_block<T, D, MmaProducts<T, D, Config<D>::kKeepKV>, kAtomicDq>(p, Di, dq_accum, tc_smem);
 }
@@ -55,7 +56,8 @@ __global__ void __launch_bounds__(Config<D>::kDqWarps * 32, 2)
   const float scale = float(p.softmax_scale);
   const int64_t kt = kv.start(p, [&] {
     load_tile_async<D, kBM, kThreads>(sQ, p.q_head<const uint16_t>(b, h), p.q_seq_stride, q0, p.Nq);
-    load_tile_async<D, kBM, kThreads>(sdO, p.do_head<const uint16_t>(b, h), p.do_seq_stride, q0, p.Nq);
+    load_tile_async<D, kBM, kThreads>(sdO, p.do_head<const uint16_t>(b, h), p.do_seq_stride, q0,
+                                      p.Nq);
   });
 
   // This thread's rows g and g + 8 of the warp: LSE log2 e (+inf past Nq, see lse_log2) and D_i.
@@ -81,10 +83,13 @@ __global__ void __launch_bounds__(Config<D>::kDqWarps * 32, 2)
       float s[1][kNT][4], dp[1][kNT][4];
       zero(s[0]);
       zero(dp[0]);
-      mma_score_pair<T, kNT, D, kRowBytes>(s[0], dp[0], [&](int ks, uint32_t (&aq)[4], uint32_t (&ao)[4]) {
-        ldmatrix_x4(aq, (sQ + aLane) ^ uint32_t(ks << 5));
-        ldmatrix_x4(ao, (sdO + aLane) ^ uint32_t(ks << 5));
-      }, kS + bLane, vS + bLane);
+      mma_score_pair<T, kNT, D, kRowBytes>(
+          s[0], dp[0],
+          [&](int ks, uint32_t(&aq)[4], uint32_t(&ao)[4]) {
+            ldmatrix_x4(aq, (sQ + aLane) ^ uint32_t(ks << 5));
+            ldmatrix_x4(ao, (sdO + aLane) ^ uint32_t(ks << 5));
+          },
+          kS + bLane, vS + bLane);
       if (wvis == TileVisibility::partial || k1 - k0 < kBN) mask_scores(s, p, wr0, k0, g, t);
       if (sd.dropout) apply_dropout(dp, wr0, k0, g, t, kv.ph, uint32_t(p.offset), sd);  // dP Z
       // dS = scale P (dP Z - D_i), in place of dp.
@@ -112,7 +117,8 @@ void run_tc_backward(const AttentionParams& p, cudaStream_t stream, PickDkdv dkd
   auto launch_dkdv = [&](auto atomic_dq, float* Di, float* dq_accum) {
     auto kernel = dkdv(atomic_dq);
     set_smem_limit(kernel, Cfg::kBwdSmem);
-    const dim3 grid(unsigned((p.Nk + Cfg::kBwdBN - 1) / Cfg::kBwdBN), unsigned(p.Hkv), unsigned(p.B));
+    const dim3 grid(unsigned((p.Nk + Cfg::kBwdBN - 1) / Cfg::kBwdBN), unsigned(p.Hkv),
+                    unsigned(p.B));
     kernel<<<grid, Cfg::kBwdWarps * 32, Cfg::kBwdSmem, stream>>>(p, Di, dq_accum);
     FG_LAUNCH_CHECK();
   };

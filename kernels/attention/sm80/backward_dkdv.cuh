@@ -111,10 +111,10 @@ template <int D, typename S>
 FG_ATTN_DEV void load_query_tile(const S& sm, const AttentionParams& p, const float* Di,
                                  int64_t b, int64_t h, int64_t q0, int st) {
   constexpr int kBM = S::kBM, kThreads = S::kThreads;
-  load_tile_async<D, kBM, kThreads, S::kWgmma>(sm.sQ + st * S::kTileQ, p.q_head<const uint16_t>(b, h),
-                                              p.q_seq_stride, q0, p.Nq);
-  load_tile_async<D, kBM, kThreads, S::kWgmma>(sm.sdO + st * S::kTileQ, p.do_head<const uint16_t>(b, h),
-                                              p.do_seq_stride, q0, p.Nq);
+  load_tile_async<D, kBM, kThreads, S::kWgmma>(
+      sm.sQ + st * S::kTileQ, p.q_head<const uint16_t>(b, h), p.q_seq_stride, q0, p.Nq);
+  load_tile_async<D, kBM, kThreads, S::kWgmma>(
+      sm.sdO + st * S::kTileQ, p.do_head<const uint16_t>(b, h), p.do_seq_stride, q0, p.Nq);
   const int tid = int(threadIdx.x);
   if (tid < 2 * kBM) {
     const int r = tid % kBM;
@@ -137,7 +137,8 @@ FG_ATTN_DEV void ds_transposed(float (&s)[kNT][4], float (&dp)[kNT][4], const fl
 #pragma unroll
   for (int nt = 0; nt < kNT; ++nt) {
     float z[4] = {1.f, 1.f, 1.f, 1.f};
-    if (sd.dropout) dropout_factors_transposed(z, kw0, q0, nt, t, r4, a4, ph, uint32_t(p.offset), sd);
+    if (sd.dropout)
+      dropout_factors_transposed(z, kw0, q0, nt, t, r4, a4, ph, uint32_t(p.offset), sd);
     const float2 dd = *reinterpret_cast<const float2*>(di + nt * 8 + 2 * t);
 #pragma unroll
     for (int e = 0; e < 4; ++e) {
@@ -157,8 +158,9 @@ FG_ATTN_DEV void store_ds(uint32_t sdSs, int warp, int g, int t, int kk, const u
 #pragma unroll
     for (int hr = 0; hr < 2; ++hr) {
       const int nt = 2 * kk + half, row = warp * 16 + g + 8 * hr;
-      st_shared_u32(sdSs + uint32_t(row) * S::kDsRowBytes + uint32_t(((nt ^ (row & 7)) << 4) + 4 * t),
-                    da[2 * half + hr]);
+      st_shared_u32(
+          sdSs + uint32_t(row) * S::kDsRowBytes + uint32_t(((nt ^ (row & 7)) << 4) + 4 * t),
+          da[2 * half + hr]);
     }
 }
 
@@ -180,8 +182,22 @@ FG_ATTN_DEV void add_dq(float* dq_accum, const float (&dq)[kN][4], const Attenti
     if (i >= p.Nq) continue;
 #pragma unroll
     for (int n = 0; n < kN; ++n)
-      atomic_add_f32x2(dqh + i * D + split * kN * 8 + n * 8 + 2 * t, dq[n][2 * hr], dq[n][2 * hr + 1]);
+      atomic_add_f32x2(dqh + i * D + split * kN * 8 + n * 8 + 2 * t, dq[n][2 * hr],
+                       dq[n][2 * hr + 1]);
   }
+}
+
+// dQ += dS K for the query tile at q0 of head h, from the dS^T of stage st: warp w forms a
+// 16-row strip and a kDqDims slice of the head dim (Products::dq) and adds it (add_dq).
+template <int D, typename Products, typename S>
+FG_ATTN_DEV void dq_step(const Products& products, const S& sm, float* dq_accum,
+                         const AttentionParams& p, int64_t b, int64_t h, int64_t q0, int st,
+                         int warp, int g, int t) {
+  const int strip = warp % S::kDqStrips, split = warp / S::kDqStrips;
+  float dq[S::kDqDims / 8][4];
+  zero(dq);
+  products.dq(dq, sm, sm.sdS + uint32_t(st) * S::kBN * S::kDsRowBytes, strip, split);
+  add_dq<D>(dq_accum, dq, p, b, h, q0, strip, split, g, t);
 }
 
 // The mma.sync products of a warp (16 keys). kKeepKV: its K and V A-fragments stay in
@@ -238,7 +254,8 @@ template <typename T, int D, bool kKeepKV> struct MmaProducts {
   // ldmatrix.trans); store(kk, da) keeps dS^T fragment kk for the dQ step.
   template <typename StoreDs>
   FG_ATTN_DEV void dv_dk(float (&dv)[kDT][4], float (&dk)[kDT][4], const float (&s)[kNT][4],
-                         const float (&dp)[kNT][4], uint32_t sQs, uint32_t sdOs, StoreDs store) const {
+                         const float (&dp)[kNT][4], uint32_t sQs, uint32_t sdOs,
+                         StoreDs store) const {
 #pragma unroll
     for (int kk = 0; kk < S::kBM / 16; ++kk) {
       uint32_t pa[4], da[4];
@@ -303,13 +320,8 @@ FG_ATTN_DEV void dkdv_block(const AttentionParams& p, const float* __restrict__ 
   cp_async_commit();
 
   Products products(warp, lane);
-  // dQ += dS K for the query tile at q0 of head h, from the dS^T of stage st.
-  const int strip = warp % S::kDqStrips, split = warp / S::kDqStrips;
   auto dq_step = [&](int st, int64_t h, int64_t q0) {
-    float dq[S::kDqDims / 8][4];
-    zero(dq);
-    products.dq(dq, sm, sm.sdS + uint32_t(st) * kBN * S::kDsRowBytes, strip, split);
-    add_dq<D>(dq_accum, dq, p, b, h, q0, strip, split, g, t);
+    sm80::dq_step<D>(products, sm, dq_accum, p, b, h, q0, st, warp, g, t);
   };
 
   float dk[kDT][4], dv[kDT][4];
@@ -335,7 +347,8 @@ FG_ATTN_DEV void dkdv_block(const AttentionParams& p, const float* __restrict__ 
 
     const int64_t h = hk * walk.G + it.gi, q0 = it.qt * kBM;
     const int64_t q1 = q0 + kBM < p.Nq ? q0 + kBM : p.Nq;
-    const uint32_t sQs = sm.sQ + uint32_t(stage) * S::kTileQ, sdOs = sm.sdO + uint32_t(stage) * S::kTileQ;
+    const uint32_t sQs = sm.sQ + uint32_t(stage) * S::kTileQ,
+                   sdOs = sm.sdO + uint32_t(stage) * S::kTileQ;
     const uint32_t sdSs = sm.sdS + uint32_t(stage) * kBN * S::kDsRowBytes;
     const TileVisibility wvis =
         kw0 < p.Nk ? tile_visibility(p, h, q0, q1, kw0, kw1) : TileVisibility::empty;

@@ -30,8 +30,9 @@ template <int D> struct Config {
   static constexpr int kBwdWarps = 8, kBwdBM = 64;
   static constexpr int kBwdBN = kBwdWarps * 16;
   static constexpr bool kKeepKV = D == 64;
-  static constexpr size_t kBwdSmem = 2 * size_t(2 * kBwdBN * D + 2 * 2 * kBwdBM * D + 2 * kBwdBN * kBwdBM) +
-                                     4 * size_t(2 * 2 * kBwdBM) + 1024;
+  static constexpr size_t kBwdSmem =
+      2 * size_t(2 * kBwdBN * D + 2 * 2 * kBwdBM * D + 2 * kBwdBN * kBwdBM) +
+      4 * size_t(2 * 2 * kBwdBM) + 1024;
 
   // Deterministic dQ kernel: as the forward, one m16 row tile per warp. Shared memory: Q, dO,
   // 2 stages of K and V, 1 KB alignment slack.

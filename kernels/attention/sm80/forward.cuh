@@ -108,12 +108,14 @@ template <typename T, int D> void run_forward(const AttentionParams& p, cudaStre
   if constexpr (std::is_same_v<T, float>) {
     auto kernel = forward_tf32x3_kernel<D>;
     set_smem_limit(kernel, Cfg::kTf32Smem);
-    const dim3 grid(unsigned((p.Nq + Cfg::kTf32BM - 1) / Cfg::kTf32BM), unsigned(p.Hq), unsigned(p.B));
+    const dim3 grid(unsigned((p.Nq + Cfg::kTf32BM - 1) / Cfg::kTf32BM), unsigned(p.Hq),
+                    unsigned(p.B));
     kernel<<<grid, Cfg::kTf32Warps * 32, Cfg::kTf32Smem, stream>>>(p);
   } else {
     auto kernel = forward_kernel<T, D>;
     set_smem_limit(kernel, Cfg::kFwdSmem);
-    const dim3 grid(unsigned((p.Nq + Cfg::kFwdBM - 1) / Cfg::kFwdBM), unsigned(p.Hq), unsigned(p.B));
+    const dim3 grid(unsigned((p.Nq + Cfg::kFwdBM - 1) / Cfg::kFwdBM), unsigned(p.Hq),
+                    unsigned(p.B));
     kernel<<<grid, Cfg::kFwdWarps * 32, Cfg::kFwdSmem, stream>>>(p);
   }
   FG_LAUNCH_CHECK();

@@ -30,7 +30,8 @@ namespace sm80 {
 // S = Q K^T for the warp's 16 rows (qa: its Q rows in shared memory at row g, column t) and the
 // kNT * 8 keys of the tile kS, each product as three TF32 products.
 template <int D, int kNT, int kLd>
-FG_ATTN_DEV void tf32x3_scores(float (&s)[1][kNT][4], const float* qa, const float* kS, int g, int t) {
+FG_ATTN_DEV void tf32x3_scores(float (&s)[1][kNT][4], const float* qa, const float* kS, int g,
+                               int t) {
   zero(s[0]);
 #pragma unroll
   for (int ks = 0; ks < D / 8; ++ks) {
@@ -93,7 +94,8 @@ __global__ void __launch_bounds__(Config<D>::kTf32Warps * 32, 2)
   const int64_t q0 = kv.q0, h = kv.h, b = kv.b;
   const SoftmaxDropout sd(p);
   const int64_t kt = kv.start(p, [&] {
-    load_tile_f32_async<D, kBM, kThreads>(sQ, p.q_head<const float>(b, h), p.q_seq_stride, q0, p.Nq);
+    load_tile_f32_async<D, kBM, kThreads>(sQ, p.q_head<const float>(b, h), p.q_seq_stride, q0,
+                                          p.Nq);
   });
 
   float acc[1][kDT][4], m[1][2], l[1][2];

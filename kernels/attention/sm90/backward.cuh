@@ -62,7 +62,8 @@ template <typename T, int D> struct WgmmaProducts {
   // block of dV, dK (n8 tiles 8 cb .. 8 cb + 7), B through MN-major descriptors.
   template <typename StoreDs>
   FG_ATTN_DEV void dv_dk(float (&dv)[kDT][4], float (&dk)[kDT][4], const float (&s)[kNT][4],
-                         const float (&dp)[kNT][4], uint32_t sQs, uint32_t sdOs, StoreDs store) const {
+                         const float (&dp)[kNT][4], uint32_t sQs, uint32_t sdOs,
+                         StoreDs store) const {
     uint32_t pa[S::kBM / 16][4], da[S::kBM / 16][4];
 #pragma unroll
     for (int kk = 0; kk < S::kBM / 16; ++kk) {
@@ -96,7 +97,8 @@ template <typename T, int D> struct WgmmaProducts {
                       int split) const {
     constexpr int kDqDims = S::kDqDims;
     static_assert(kDqDims == 32 || kDqDims == 64, "wgmma dQ step: n32 or n64");
-    const uint32_t kB = sm.sK + uint32_t(split) * (kDqDims == 64 ? S::kBlkK : uint32_t(kDqDims * 2));
+    const uint32_t kB =
+        sm.sK + uint32_t(split) * (kDqDims == 64 ? S::kBlkK : uint32_t(kDqDims * 2));
     fence_accumulator(dq);
     wgmma_fence();
 #pragma unroll
@@ -114,7 +116,8 @@ template <typename T, int D> struct WgmmaProducts {
 
 template <typename T, int D, bool kAtomicDq>
 __global__ void __launch_bounds__(sm80::Config<D>::kBwdWarps * 32, 1)
-    dkdv_kernel(const AttentionParams p, const float* __restrict__ Di, float* __restrict__ dq_accum) {
+    dkdv_kernel(const AttentionParams p, const float* __restrict__ Di,
+                float* __restrict__ dq_accum) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   extern __shared__ __align__(128) unsigned char tc_smem[];
   sm80::dkdv_block<T, D, WgmmaProducts<T, D>, kAtomicDq>(p, Di, dq_accum, tc_smem);

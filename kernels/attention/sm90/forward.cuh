@@ -104,7 +104,8 @@ __global__ void __launch_bounds__(ForwardConfig<D>::kThreads, ForwardConfig<D>::
       wgmma_fence();
 #pragma unroll
       for (int kk = 0; kk < kBN / 16; ++kk)
-        wgmma_m64n64k16_rs<T, 1>(acc[0], pa[kk], sw128_descriptor(vS + uint32_t(kk * 16 * 128), 16));
+        wgmma_m64n64k16_rs<T, 1>(acc[0], pa[kk],
+                                 sw128_descriptor(vS + uint32_t(kk * 16 * 128), 16));
       wgmma_commit();
       wgmma_wait_all();
       fence_accumulator(acc[0]);
