@@ -51,6 +51,26 @@ template <typename T, int D> struct Config {
       sizeof(A) * size_t(2 * kTile * D + 2 * kTile * kPad + kTile * kTile);
 };
 
+// The softmax scale and dropout constants of one call, from the scalars of AttentionParams
+// (built from the values, not from a reference to the parameters, which costs registers).
+template <typename A> struct Constants {
+  A scale;
+  bool dropout;
+  uint32_t threshold;  // keep iff the Philox word >= threshold
+  A keep_scale;        // 1 / (1 - p)
+  // Whether element (b, h, i, j) survives dropout (attention_dropout_keep).
+  FG_ATTN_DEV bool keep(const AttentionParams& p, int64_t b, int64_t h, int64_t i,
+                        int64_t j) const {
+    return attention_dropout_keep(p.seed, p.offset, uint32_t(b), uint32_t(h), uint32_t(p.Hq),
+                                  uint32_t(i), uint32_t(j), threshold);
+  }
+};
+template <typename A>
+FG_ATTN_DEV Constants<A> constants(double softmax_scale, double dropout_p) {
+  return Constants<A>{A(softmax_scale), dropout_p > 0.0, dropout_threshold(dropout_p),
+                      A(1.0 / (1.0 - dropout_p))};
+}
+
 // Copies rows [r0, r0 + kRows) of one head of a strided [*, N, H, D] tensor into shared memory
 // with row stride kStride (in elements of A), converting to A; rows at or past n are zeroed so
 // that masked-out columns never multiply garbage. Consecutive threads read consecutive dims.

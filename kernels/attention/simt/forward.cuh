@@ -27,10 +27,7 @@ __global__ void __launch_bounds__(Config<T, D>::kThreads) forward_kernel(const A
   const int64_t q0 = int64_t(blockIdx.x) * kTile, h = blockIdx.y, b = blockIdx.z;
   const int64_t hk = h / (p.Hq / p.Hkv);
   const int64_t q1 = min64(q0 + kTile, p.Nq);
-  const A scale = A(p.softmax_scale);
-  const bool dropout = p.dropout_p > 0.0;
-  const uint32_t threshold = dropout_threshold(p.dropout_p);
-  const A keep_scale = A(1.0 / (1.0 - p.dropout_p));
+  const Constants<A> sd = constants<A>(p.softmax_scale, p.dropout_p);
   load_rows<T, A, D, kTile, D, Cfg::kThreads>(sQ, p.q_head<const T>(b, h), p.q_seq_stride, q0,
                                               p.Nq);
 
@@ -64,7 +61,7 @@ __global__ void __launch_bounds__(Config<T, D>::kThreads) forward_kernel(const A
 #pragma unroll
       for (int c = 0; c < C; ++c) {
         const int64_t j = k0 + lane + 32 * c;
-        s[r][c] = element_visible(p, vis, h, i, j) ? s[r][c] * scale : neg_inf<A>();
+        s[r][c] = element_visible(p, vis, h, i, j) ? s[r][c] * sd.scale : neg_inf<A>();
         tile_max = s[r][c] > tile_max ? s[r][c] : tile_max;
       }
       tile_max = warp_max(tile_max);
@@ -80,12 +77,8 @@ __global__ void __launch_bounds__(Config<T, D>::kThreads) forward_kernel(const A
       for (int c = 0; c < C; ++c) {
         A pv = exp_acc(s[r][c] - base);
         l[r] += pv;  // per-lane partial sum of the undropped probabilities
-        if (dropout && pv != A(0)) {
-          const bool keep = attention_dropout_keep(p.seed, p.offset, uint32_t(b), uint32_t(h),
-                                                   uint32_t(p.Hq), uint32_t(i),
-                                                   uint32_t(k0 + lane + 32 * c), threshold);
-          pv = keep ? pv * keep_scale : A(0);
-        }
+        if (sd.dropout && pv != A(0))
+          pv = sd.keep(p, b, h, i, k0 + lane + 32 * c) ? pv * sd.keep_scale : A(0);
         sP[(warp * R + r) * kTile + lane + 32 * c] = pv;
       }
       m[r] = m_new;
