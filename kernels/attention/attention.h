@@ -1,14 +1,24 @@
-// The raw-pointer FlashAttention entry points (CPU and CUDA), their argument check, the
-// backward workspace size and the host-side block-mask builders.
+// The one header of kernels/attention/ that other layers include: the raw-pointer
+// FlashAttention entry points (CPU and CUDA), their argument check, the backward workspace
+// size, the CUDA kernel tables, the host-side block-mask builders, and through its includes the
+// fp64 reference (cpu/reference.h) and the naive path's masks (naive/masks.h).
 //
 // Everything here works on an AttentionParams (kernels/attention/params.h, which also states
 // the exact function computed, the layouts and the masking rules). The autograd node owns the
 // tensors; these functions only read and write through the pointers.
+//
+// Folder: params.h (the maths), host.cpp (checks, workspace, block masks), dispatch.cu (the
+// kernel tables and CUDA entry points), launchers.h + instantiations.cmake (one generated file
+// per kernel variant), common/ (device pieces every CUDA family shares), simt/, sm80/, sm90/
+// (the kernel families), cpu/ (the CPU flash path and the fp64 reference), naive/ (the masks of
+// the materialising path).
 #pragma once
 #include <cstddef>
 #include <cstdint>
 #include <vector>
 
+#include "kernels/attention/cpu/reference.h"
+#include "kernels/attention/naive/masks.h"
 #include "kernels/attention/params.h"
 
 #if defined(FLASHGRAD_WITH_CUDA) || defined(__CUDACC__)
@@ -37,21 +47,36 @@ size_t flash_attention_backward_workspace_bytes(const AttentionParams& p);
 
 #if defined(FLASHGRAD_WITH_CUDA) || defined(__CUDACC__)
 // CUDA flash attention (pointers are device pointers, block_mask too). Asynchronous on `stream`.
+// Each runs the first kernel of its table below that can compute the call.
 void flash_attention_forward_cuda(const AttentionParams& p, cudaStream_t stream = 0);
 void flash_attention_backward_cuda(const AttentionParams& p, cudaStream_t stream = 0);
-// Whether flash_attention_forward_cuda(p) takes a tensor-core kernel rather than the SIMT one:
-// bf16/f16 (mma.sync) or f32 (3xTF32: about fp32 accuracy), D in {64, 128}, sm_80+, 16-byte
-// aligned rows, and FLASHGRAD_ATTENTION_SIMT unset (or 0). Queries the current device.
-bool flash_attention_forward_uses_tensor_cores(const AttentionParams& p);
-// Whether that tensor-core forward is the Hopper one (wgmma: bf16/f16, D = 64, a 9.x device, a
-// build with sm_90a code) rather than mma.sync; FLASHGRAD_ATTENTION_WGMMA=0 turns it off.
-bool flash_attention_forward_uses_wgmma(const AttentionParams& p);
-// The same for flash_attention_backward_cuda(p): bf16/f16 only, the forward's conditions, and
-// dO, dQ, dK, dV 16-byte aligned with strides that are multiples of 8 elements.
-bool flash_attention_backward_uses_tensor_cores(const AttentionParams& p);
-// Whether that backward's dK/dV kernel is the wgmma form (the forward's conditions, but D = 64
-// or 128).
-bool flash_attention_backward_uses_wgmma(const AttentionParams& p);
+
+// One CUDA attention kernel of a direction (for the backward, its whole launch sequence).
+struct AttentionKernel {
+  // "wgmma" (sm_90a warpgroup mma: bf16/f16; forward D 64, backward D 64 and 128), "mma"
+  // (mma.sync, sm_80+: bf16/f16, D 64 and 128), "3xtf32" (forward only: f32 on tensor cores,
+  // about fp32 accuracy) or "simt" (every dtype and head dim: the fallback).
+  const char* name;
+  // Whether it can compute p on the calling thread's current device: dtype, head dim,
+  // alignment of pointers and strides, compute capability.
+  bool (*usable)(const AttentionParams& p);
+  // Runs it (arguments already checked).
+  void (*run)(const AttentionParams& p, cudaStream_t stream);
+};
+// The kernels of each direction in priority order (the SIMT one last).
+const std::vector<AttentionKernel>& flash_attention_forward_kernels();
+const std::vector<AttentionKernel>& flash_attention_backward_kernels();
+// The name of the kernel flash_attention_forward_cuda(p) / _backward_cuda(p) runs: the first
+// usable one, unless the environment says otherwise (read once, at the first call:
+// FLASHGRAD_ATTENTION_SIMT=1 keeps to "simt", FLASHGRAD_ATTENTION_WGMMA=0 passes over "wgmma").
+const char* flash_attention_forward_kernel(const AttentionParams& p);
+const char* flash_attention_backward_kernel(const AttentionParams& p);
+// Runs the kernel named `kernel` (environment aside), after the same argument check; throws
+// fg::Error when no kernel has that name or it cannot compute p.
+void flash_attention_forward_cuda_with(const char* kernel, const AttentionParams& p,
+                                       cudaStream_t stream = 0);
+void flash_attention_backward_cuda_with(const char* kernel, const AttentionParams& p,
+                                        cudaStream_t stream = 0);
 #endif
 
 // Block masks, [ceil(Nq/64), ceil(Nk/64)] with head count 1 (set block_mask_heads = 1).

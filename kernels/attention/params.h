@@ -39,6 +39,7 @@
 //   dK, dV of a kv head are summed over the Hq/Hkv query heads that share it.
 #pragma once
 #include <cmath>
+#include <cstddef>
 #include <cstdint>
 
 #include "core/half.h"  // FG_HD
@@ -95,6 +96,42 @@ struct AttentionParams {
   // that dQ (and everything else) is bit-reproducible from run to run. The CPU path is always
   // deterministic.
   bool deterministic = false;
+
+  // Head h of batch b of each tensor (h is a kv head for k, v, dk, dv), as T*: the element of
+  // row i, dim d is at [i * seq_stride + d]. And the LSE row of (b, h), as A*.
+  template <typename T> FG_HD T* q_head(int64_t b, int64_t h) const {
+    return at<T>(q, q_batch_stride, q_head_stride, b, h);
+  }
+  template <typename T> FG_HD T* k_head(int64_t b, int64_t h) const {
+    return at<T>(k, k_batch_stride, k_head_stride, b, h);
+  }
+  template <typename T> FG_HD T* v_head(int64_t b, int64_t h) const {
+    return at<T>(v, v_batch_stride, v_head_stride, b, h);
+  }
+  template <typename T> FG_HD T* o_head(int64_t b, int64_t h) const {
+    return at<T>(o, o_batch_stride, o_head_stride, b, h);
+  }
+  template <typename T> FG_HD T* do_head(int64_t b, int64_t h) const {
+    return at<T>(do_, do_batch_stride, do_head_stride, b, h);
+  }
+  template <typename T> FG_HD T* dq_head(int64_t b, int64_t h) const {
+    return at<T>(dq, dq_batch_stride, dq_head_stride, b, h);
+  }
+  template <typename T> FG_HD T* dk_head(int64_t b, int64_t h) const {
+    return at<T>(dk, dk_batch_stride, dk_head_stride, b, h);
+  }
+  template <typename T> FG_HD T* dv_head(int64_t b, int64_t h) const {
+    return at<T>(dv, dv_batch_stride, dv_head_stride, b, h);
+  }
+  template <typename A> FG_HD A* lse_row(int64_t b, int64_t h) const {
+    return static_cast<A*>(lse) + (b * Hq + h) * Nq;
+  }
+
+ private:
+  template <typename T>
+  FG_HD static T* at(void* base, int64_t batch_stride, int64_t head_stride, int64_t b, int64_t h) {
+    return static_cast<T*>(base) + b * batch_stride + h * head_stride;
+  }
 };
 
 // Fills every stride for contiguous [B, Nq, Hq, D] / [B, Nk, Hkv, D] tensors (sizes must be
@@ -110,6 +147,10 @@ inline void set_contiguous_strides(AttentionParams& p) {
   p.k_head_stride = p.v_head_stride = p.dk_head_stride = p.dv_head_stride = kh;
 }
 
+// The CUDA backward's workspace holds D_i [B, Hq, Nq] and then, at the next multiple of 256
+// bytes, the dQ accumulator [B, Hq, Nq, D] (flash_attention_backward_workspace_bytes).
+inline size_t attention_workspace_pad(size_t n) { return (n + 255) / 256 * 256; }
+
 FG_HD int64_t attention_ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 // The block-mask byte for query head h and query/key tile (bi, bj) of 64.
@@ -120,10 +161,32 @@ FG_HD bool block_mask_entry(const AttentionParams& p, int64_t h, int64_t bi, int
   return p.block_mask[(hm * nbq + bi) * nbk + bj] != 0;
 }
 
+// Causal masking is aligned bottom right: query row i sees the keys j <= i + Nk - Nq, and key j
+// is seen by the query rows i >= j - (Nk - Nq). These two are the causal offset of every path
+// (rows past the ends give values outside [0, Nk) and [0, Nq)).
+FG_HD int64_t causal_last_key(const AttentionParams& p, int64_t i) { return i + p.Nk - p.Nq; }
+FG_HD int64_t causal_first_row(const AttentionParams& p, int64_t j) { return j - (p.Nk - p.Nq); }
+
+// Where the key loop of query rows below q1 stops: Nk, or under causal masking
+// min(Nk, causal_last_key(q1)) (the last key of row q1 - 1, plus one), which is <= 0 when
+// none of them sees a key.
+FG_HD int64_t key_end(const AttentionParams& p, int64_t q1) {
+  if (!p.causal) return p.Nk;
+  const int64_t end = p.Nk < causal_last_key(p, q1) ? p.Nk : causal_last_key(p, q1);
+  return end > 0 ? end : 0;
+}
+
+// Where the query loop of key j starts: 0, or under causal masking max(0, causal_first_row(j)).
+FG_HD int64_t first_query_row(const AttentionParams& p, int64_t j) {
+  if (!p.causal) return 0;
+  const int64_t first = causal_first_row(p, j);
+  return first > 0 ? first : 0;
+}
+
 // Whether query row i of query head h may attend to key j (0 <= i < Nq, 0 <= j < Nk): the
 // one element-level masking rule (causal + block mask) of every attention path.
 FG_HD bool attention_allowed(const AttentionParams& p, int64_t h, int64_t i, int64_t j) {
-  if (p.causal && j > i + p.Nk - p.Nq) return false;
+  if (p.causal && j > causal_last_key(p, i)) return false;
   if (p.block_mask && !block_mask_entry(p, h, i / kBlockMaskTileQ, j / kBlockMaskTileK))
     return false;
   return true;

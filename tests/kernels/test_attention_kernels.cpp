@@ -1,10 +1,11 @@
 // Tests of the raw-pointer attention kernels (kernels/attention/).
 //
-// The CPU flash forward and backward are compared with a naive reference written here in
-// double precision, which materialises S and P and applies the very same masking rule
-// (attention_allowed) and dropout mask (attention_dropout_keep). CUDA tests (tag [cuda], only
-// when built with CUDA) compare the CUDA kernels with the same reference and with the CPU flash
-// path, and check that deterministic mode is bit-reproducible.
+// The CPU flash forward and backward are compared with the fp64 reference of the library
+// (kernels/attention/cpu/reference.h), which applies the very same masking rule
+// (attention_allowed) and dropout mask (attention_dropout_keep); the reference itself is checked
+// on cases with a known answer. CUDA tests (tag [cuda], only when built with CUDA) run every
+// kernel of the dispatch tables that can compute a case, by name, against the same reference
+// and the CPU flash path, and check that deterministic mode is bit-reproducible.
 #include <catch2/catch.hpp>
 
 #include <algorithm>
@@ -124,69 +125,19 @@ template <typename T> struct Problem {
     reference();
   }
 
-  // Naive attention in double: materialises S and P, same mask rule and dropout mask.
+  // The fp64 reference on the (rounded) inputs.
   void reference() {
-    const int64_t B = cfg.B, Nq = cfg.Nq, Nk = cfg.Nk, Hq = cfg.Hq, Hkv = cfg.Hkv, D = cfg.D;
-    const double scale = p.softmax_scale, keep_scale = 1.0 / (1.0 - cfg.p);
-    const uint32_t thr = dropout_threshold(cfg.p);
-    ro.assign(q.size(), 0), rdq.assign(q.size(), 0), rdk.assign(k.size(), 0),
-        rdv.assign(k.size(), 0), rlse.assign(lse.size(), 0);
-    auto qi = [&](int64_t b, int64_t i, int64_t h) { return ((b * Nq + i) * Hq + h) * D; };
-    auto ki = [&](int64_t b, int64_t j, int64_t h) { return ((b * Nk + j) * Hkv + h) * D; };
-    std::vector<double> P(size_t(Nq * Nk)), Z(size_t(Nq * Nk)), dP(size_t(Nq * Nk));
-    std::vector<char> allowed(size_t(Nq * Nk));
-    for (int64_t b = 0; b < B; ++b)
-      for (int64_t h = 0; h < Hq; ++h) {
-        const int64_t hk = h / (Hq / Hkv);
-        for (int64_t i = 0; i < Nq; ++i) {
-          double mx = -std::numeric_limits<double>::infinity();
-          for (int64_t j = 0; j < Nk; ++j) {
-            const size_t e = size_t(i * Nk + j);
-            allowed[e] = attention_allowed(p, h, i, j);
-            double s = 0;
-            for (int64_t d = 0; d < D; ++d) s += to_d(q[qi(b, i, h) + d]) * to_d(k[ki(b, j, hk) + d]);
-            P[e] = s * scale;
-            if (allowed[e]) mx = std::max(mx, P[e]);
-            Z[e] = cfg.p > 0 ? (attention_dropout_keep(cfg.seed, cfg.offset, uint32_t(b), uint32_t(h),
-                                                       uint32_t(Hq), uint32_t(i), uint32_t(j), thr)
-                                    ? keep_scale
-                                    : 0.0)
-                             : 1.0;
-          }
-          double sum = 0;
-          for (int64_t j = 0; j < Nk; ++j) {
-            const size_t e = size_t(i * Nk + j);
-            P[e] = allowed[e] ? std::exp(P[e] - mx) : 0.0;
-            sum += P[e];
-          }
-          rlse[size_t((b * Hq + h) * Nq + i)] =
-              sum > 0 ? mx + std::log(sum) : -std::numeric_limits<double>::infinity();
-          for (int64_t j = 0; j < Nk; ++j) {
-            const size_t e = size_t(i * Nk + j);
-            if (sum > 0) P[e] /= sum;
-            for (int64_t d = 0; d < D; ++d)
-              ro[qi(b, i, h) + d] += P[e] * Z[e] * to_d(v[ki(b, j, hk) + d]);
-          }
-          // Backward of this row.
-          double Di = 0;
-          for (int64_t j = 0; j < Nk; ++j) {
-            const size_t e = size_t(i * Nk + j);
-            double dpd = 0;
-            for (int64_t d = 0; d < D; ++d) dpd += to_d(dO[qi(b, i, h) + d]) * to_d(v[ki(b, j, hk) + d]);
-            dP[e] = dpd * Z[e];
-            Di += P[e] * dP[e];
-          }
-          for (int64_t j = 0; j < Nk; ++j) {
-            const size_t e = size_t(i * Nk + j);
-            const double ds = P[e] * (dP[e] - Di);
-            for (int64_t d = 0; d < D; ++d) {
-              rdq[qi(b, i, h) + d] += scale * ds * to_d(k[ki(b, j, hk) + d]);
-              rdk[ki(b, j, hk) + d] += scale * ds * to_d(q[qi(b, i, h) + d]);
-              rdv[ki(b, j, hk) + d] += P[e] * Z[e] * to_d(dO[qi(b, i, h) + d]);
-            }
-          }
-        }
-      }
+    auto wide = [](const std::vector<T>& x) {
+      std::vector<double> d(x.size());
+      for (size_t e = 0; e < x.size(); ++e) d[e] = to_d(x[e]);
+      return d;
+    };
+    const std::vector<double> qd = wide(q), kd = wide(k), vd = wide(v), dod = wide(dO);
+    ro.assign(q.size(), 0), rdq.assign(q.size(), 0), rdk.assign(k.size(), 0);
+    rdv.assign(k.size(), 0), rlse.assign(lse.size(), 0);
+    attention_reference_forward(p, qd.data(), kd.data(), vd.data(), ro.data(), rlse.data());
+    attention_reference_backward(p, qd.data(), kd.data(), vd.data(), dod.data(), rdq.data(),
+                                 rdk.data(), rdv.data());
   }
 
   void check(const char* what, double tol) const {
@@ -328,7 +279,8 @@ TEST_CASE("attention cpu: per-head block mask with empty rows and never-read key
   const int64_t nbq = 3, nbk = 4;
   c.mask.assign(size_t(2 * nbq * nbk), 1);
   c.mask_heads = 2;
-  for (int64_t bj = 0; bj < nbk; ++bj) c.mask[size_t((0 * nbq + 1) * nbk + bj)] = 0;  // head 0, rows 64..127
+  for (int64_t bj = 0; bj < nbk; ++bj)
+    c.mask[size_t((0 * nbq + 1) * nbk + bj)] = 0;  // head 0, rows 64..127
   for (int64_t bi = 0; bi < nbq; ++bi)
     for (int64_t h = 0; h < 2; ++h) c.mask[size_t((h * nbq + bi) * nbk + 2)] = 0;  // keys 128..191
   Problem<float> pr(c);
@@ -418,7 +370,8 @@ TEST_CASE("attention dropout keep fraction is 1 - p within 5 sigma", "[attention
     int64_t kept = 0;
     for (uint32_t h = 0; h < 4; ++h)
       for (uint32_t i = 0; i < 256; ++i)
-        for (uint32_t j = 0; j < 256; ++j) kept += attention_dropout_keep(42, 3, 1, h, 4, i, j, thr);
+        for (uint32_t j = 0; j < 256; ++j)
+          kept += attention_dropout_keep(42, 3, 1, h, 4, i, j, thr);
     const double sigma = std::sqrt(double(n) * p * (1 - p));
     INFO("p=" << p << " kept=" << kept << " expected=" << double(n) * (1 - p));
     CHECK(std::abs(double(kept) - double(n) * (1 - p)) < 5 * sigma);
@@ -431,7 +384,8 @@ TEST_CASE("attention block-mask builders", "[attention]") {
   auto m = sliding_window_block_mask(256, 256, 64, true);
   REQUIRE(m.size() == 16);
   for (int bi = 0; bi < 4; ++bi)
-    for (int bj = 0; bj < 4; ++bj) CHECK(m[size_t(bi * 4 + bj)] == ((bj == bi || bj == bi - 1) ? 1 : 0));
+    for (int bj = 0; bj < 4; ++bj)
+      CHECK(m[size_t(bi * 4 + bj)] == ((bj == bi || bj == bi - 1) ? 1 : 0));
   // Non-causal window 0 keeps only the diagonal tiles.
   m = sliding_window_block_mask(256, 256, 0, false);
   for (int bi = 0; bi < 4; ++bi)
@@ -458,12 +412,87 @@ TEST_CASE("attention tile visibility", "[attention]") {
   CHECK(tile_visibility(p, 0, 0, 64, 136, 200) == TileVisibility::empty);
 }
 
+TEST_CASE("attention reference: one key gives O = Z V, LSE = the score and zero dQ, dK",
+          "[attention]") {
+  // With a single key, P = 1: O_i = Z_i0 / (1-p) V_0, LSE_i = scale <Q_i, K_0>,
+  // dV_0 = sum_i Z_i0 / (1-p) dO_i, and dS = P (dP Z - D) = 0.
+  Cfg c;
+  c.B = 1, c.Nq = 5, c.Nk = 1, c.Hq = c.Hkv = 1, c.D = 3, c.p = 0.5;
+  AttentionParams p = make_params(c);
+  const std::vector<double> q = {1, 2, 3, -1, 0, 2, 0.5, 0.5, 0.5, 2, -2, 1, 0, 0, 1};
+  const std::vector<double> k = {0.5, -1, 2}, v = {3, -4, 5}, dO = {1, 1, 1, 2, 0, -1, 0, 1, 0,
+                                                                   3, 3, 3, -1, 2, -3};
+  std::vector<double> o(15), lse(5), dq(15), dk(3), dv(3);
+  attention_reference_forward(p, q.data(), k.data(), v.data(), o.data(), lse.data());
+  attention_reference_backward(p, q.data(), k.data(), v.data(), dO.data(), dq.data(), dk.data(),
+                               dv.data());
+  const uint32_t thr = dropout_threshold(c.p);
+  std::vector<double> dv_expected(3, 0.0);
+  for (int64_t i = 0; i < 5; ++i) {
+    const double z =
+        attention_dropout_keep(c.seed, c.offset, 0, 0, 1, uint32_t(i), 0, thr) ? 2.0 : 0.0;
+    double s = 0;
+    for (int d = 0; d < 3; ++d) s += q[size_t(i * 3 + d)] * k[size_t(d)];
+    CHECK(lse[size_t(i)] == Approx(s * p.softmax_scale).epsilon(1e-14));
+    for (int d = 0; d < 3; ++d) {
+      CHECK(o[size_t(i * 3 + d)] == Approx(z * v[size_t(d)]).epsilon(1e-14));
+      CHECK(std::abs(dq[size_t(i * 3 + d)]) < 1e-14);
+      dv_expected[size_t(d)] += z * dO[size_t(i * 3 + d)];
+    }
+  }
+  for (int d = 0; d < 3; ++d) {
+    CHECK(std::abs(dk[size_t(d)]) < 1e-14);
+    CHECK(dv[size_t(d)] == Approx(dv_expected[size_t(d)]).epsilon(1e-14));
+  }
+}
+
+TEST_CASE("attention reference: a subset of heads gives exactly those heads' rows", "[attention]") {
+  Cfg c;
+  c.B = 2, c.Nq = 40, c.Nk = 70, c.Hq = 4, c.Hkv = 2, c.causal = true, c.p = 0.1;
+  Problem<double> full(c);  // its reference covers every head
+  // Both query heads of kv head 1 of batch 1: their O, LSE, dQ rows and the dK, dV rows of
+  // (b = 1, kv head 1) are written, and nothing else.
+  const std::vector<AttentionHead> heads = {{1, 2}, {1, 3}};
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+  std::vector<double> o(full.ro.size(), nan), lse(full.rlse.size(), nan), dq(full.rdq.size(), nan);
+  std::vector<double> dk(full.rdk.size(), nan), dv(full.rdv.size(), nan);
+  attention_reference_forward(full.p, full.q.data(), full.k.data(), full.v.data(), o.data(),
+                              lse.data(), heads);
+  attention_reference_backward(full.p, full.q.data(), full.k.data(), full.v.data(),
+                               full.dO.data(), dq.data(), dk.data(), dv.data(), heads);
+  for (int64_t b = 0; b < c.B; ++b)
+    for (int64_t i = 0; i < c.Nq; ++i)
+      for (int64_t h = 0; h < c.Hq; ++h) {
+        const bool listed = b == 1 && h >= 2;
+        const size_t r = size_t((b * c.Hq + h) * c.Nq + i);
+        CHECK((listed ? lse[r] == full.rlse[r] : std::isnan(lse[r])));
+        for (int64_t d = 0; d < c.D; ++d) {
+          const size_t e = size_t(((b * c.Nq + i) * c.Hq + h) * c.D + d);
+          CHECK((listed ? o[e] == full.ro[e] && dq[e] == full.rdq[e]
+                        : std::isnan(o[e]) && std::isnan(dq[e])));
+        }
+      }
+  for (int64_t b = 0; b < c.B; ++b)
+    for (int64_t j = 0; j < c.Nk; ++j)
+      for (int64_t hk = 0; hk < c.Hkv; ++hk)
+        for (int64_t d = 0; d < c.D; ++d) {
+          const size_t e = size_t(((b * c.Nk + j) * c.Hkv + hk) * c.D + d);
+          if (b == 1 && hk == 1) {
+            CHECK(dk[e] == Approx(full.rdk[e]).epsilon(1e-13).margin(1e-15));
+            CHECK(dv[e] == Approx(full.rdv[e]).epsilon(1e-13).margin(1e-15));
+          } else {
+            CHECK((std::isnan(dk[e]) && std::isnan(dv[e])));
+          }
+        }
+}
+
 TEST_CASE("attention argument checks say what is wrong", "[attention]") {
   Problem<float> pr(Cfg{});
   AttentionParams p = pr.p;
   p.Hkv = 3;
   p.Hq = 4;
-  CHECK_THROWS_WITH(check_attention_params(p), Catch::Contains("multiple of the number of kv heads"));
+  CHECK_THROWS_WITH(check_attention_params(p),
+                    Catch::Contains("multiple of the number of kv heads"));
   p = pr.p;
   p.dropout_p = 1.0;
   CHECK_THROWS_WITH(flash_attention_forward_cpu(p), Catch::Contains("dropout probability"));
@@ -528,40 +557,63 @@ bool have_gpu() {
   return cudaGetDeviceCount(&n) == cudaSuccess && n > 0;
 }
 
-// Runs forward + backward on the GPU for problem `pr`; results go to the returned problem copy.
 template <typename T> struct CudaRun {
   std::vector<T> o, dq, dk, dv;
   std::vector<LseT<T>> lse;
 };
 
-template <typename T> CudaRun<T> run_cuda(const Problem<T>& pr, bool deterministic) {
-  DeviceBuf<T> q(pr.q), k(pr.k), v(pr.v), dO(pr.dO);
-  DeviceBuf<T> o(pr.o.size()), dq(pr.dq.size()), dk(pr.dk.size()), dv(pr.dv.size());
-  DeviceBuf<LseT<T>> lse(pr.lse.size());
-  DeviceBuf<uint8_t> mask(pr.cfg.mask.empty() ? std::vector<uint8_t>{0} : pr.cfg.mask);
-  AttentionParams p = pr.p;
-  p.q = q.ptr, p.k = k.ptr, p.v = v.ptr, p.do_ = dO.ptr;
-  p.o = o.ptr, p.lse = lse.ptr, p.dq = dq.ptr, p.dk = dk.ptr, p.dv = dv.ptr;
-  p.block_mask = pr.cfg.mask.empty() ? nullptr : mask.ptr;
-  p.deterministic = deterministic;
-  DeviceBuf<uint8_t> ws(flash_attention_backward_workspace_bytes(p));
-  p.workspace = ws.ptr;
-  flash_attention_forward_cuda(p);
-  flash_attention_backward_cuda(p);
-  FG_CUDA_CHECK(cudaDeviceSynchronize());
-  return CudaRun<T>{o.host(), dq.host(), dk.host(), dv.host(), lse.host()};
-}
+// Problem `pr` on the GPU: its inputs uploaded once, outputs poisoned before every run.
+template <typename T> struct DeviceProblem {
+  DeviceBuf<T> q, k, v, dO, o, dq, dk, dv;
+  DeviceBuf<LseT<T>> lse;
+  DeviceBuf<uint8_t> mask;
+  AttentionParams p;
 
+  explicit DeviceProblem(const Problem<T>& pr)
+      : q(pr.q), k(pr.k), v(pr.v), dO(pr.dO), o(pr.o.size()), dq(pr.dq.size()), dk(pr.dk.size()),
+        dv(pr.dv.size()), lse(pr.lse.size()),
+        mask(pr.cfg.mask.empty() ? std::vector<uint8_t>{0} : pr.cfg.mask) {
+    p = pr.p;
+    p.q = q.ptr, p.k = k.ptr, p.v = v.ptr, p.do_ = dO.ptr;
+    p.o = o.ptr, p.lse = lse.ptr, p.dq = dq.ptr, p.dk = dk.ptr, p.dv = dv.ptr;
+    p.block_mask = pr.cfg.mask.empty() ? nullptr : mask.ptr;
+  }
+
+  // Forward with kernel `fwd`, then backward with kernel `bwd` (names of the dispatch tables).
+  CudaRun<T> run(const char* fwd, const char* bwd, bool deterministic) {
+    for (auto* buf : {&o, &dq, &dk, &dv})
+      FG_CUDA_CHECK(cudaMemset(buf->ptr, 0xFF, buf->n * sizeof(T)));  // NaN
+    FG_CUDA_CHECK(cudaMemset(lse.ptr, 0xFF, lse.n * sizeof(LseT<T>)));
+    AttentionParams pb = p;
+    pb.deterministic = deterministic;
+    DeviceBuf<uint8_t> ws(flash_attention_backward_workspace_bytes(pb));
+    pb.workspace = ws.ptr;
+    flash_attention_forward_cuda_with(fwd, pb);
+    flash_attention_backward_cuda_with(bwd, pb);
+    FG_CUDA_CHECK(cudaDeviceSynchronize());
+    return CudaRun<T>{o.host(), dq.host(), dk.host(), dv.host(), lse.host()};
+  }
+  CudaRun<T> run_default(bool deterministic) {
+    return run(flash_attention_forward_kernel(p), flash_attention_backward_kernel(p),
+               deterministic);
+  }
+};
+
+// Every kernel of the two tables that can compute the case, by name: each forward with the
+// default backward, each backward (atomic and deterministic dQ) after the default forward.
 template <typename T> void check_cuda(const Cfg& c) {
   Problem<T> pr(c);
   flash_attention_forward_cpu(pr.p);
   flash_attention_backward_cpu(pr.p);
-  for (bool det : {false, true}) {
-    CudaRun<T> r = run_cuda(pr, det);
-    INFO("cuda deterministic=" << det << " dtype=" << dtype_name(pr.p.dtype) << " Nq=" << c.Nq
-                               << " Nk=" << c.Nk << " Hq=" << c.Hq << " Hkv=" << c.Hkv
-                               << " D=" << c.D << " causal=" << c.causal << " p=" << c.p
-                               << " mask=" << !c.mask.empty());
+  DeviceProblem<T> dev(pr);
+  const char* fwd_default = flash_attention_forward_kernel(dev.p);
+  const char* bwd_default = flash_attention_backward_kernel(dev.p);
+  auto check = [&](const char* fwd, const char* bwd, bool det) {
+    const CudaRun<T> r = dev.run(fwd, bwd, det);
+    INFO("cuda forward " << fwd << ", backward " << bwd << " deterministic=" << det
+                         << " dtype=" << dtype_name(pr.p.dtype) << " Nq=" << c.Nq << " Nk=" << c.Nk
+                         << " Hq=" << c.Hq << " Hkv=" << c.Hkv << " D=" << c.D
+                         << " causal=" << c.causal << " p=" << c.p << " mask=" << !c.mask.empty());
     const double tol = tolerance<T>();
     CHECK(rel_l2(r.o, pr.ro) < tol);
     CHECK(rel_l2(r.lse, pr.rlse) < std::max(tol, 1e-6));
@@ -574,7 +626,12 @@ template <typename T> void check_cuda(const Cfg& c) {
     for (size_t e = 0; e < pr.dq.size(); ++e) cpu_dq[e] = to_d(pr.dq[e]);
     CHECK(rel_l2(r.o, cpu_o) < 2 * tol);
     CHECK(rel_l2(r.dq, cpu_dq) < 2 * tol);
-  }
+  };
+  for (const AttentionKernel& f : flash_attention_forward_kernels())
+    if (f.usable(dev.p)) check(f.name, bwd_default, false);
+  for (const AttentionKernel& b : flash_attention_backward_kernels())
+    if (b.usable(dev.p))
+      for (bool det : {false, true}) check(fwd_default, b.name, det);
 }
 
 }  // namespace
@@ -622,7 +679,8 @@ TEST_CASE("attention cuda deterministic mode is bit-reproducible", "[cuda][atten
   Cfg c;
   c.Nq = 300, c.Nk = 333, c.Hq = 4, c.Hkv = 2, c.D = 64, c.causal = true, c.p = 0.1;
   Problem<float> pr(c);
-  CudaRun<float> a = run_cuda(pr, true), b = run_cuda(pr, true);
+  DeviceProblem<float> dev(pr);
+  CudaRun<float> a = dev.run_default(true), b = dev.run_default(true);
   CHECK(std::memcmp(a.dq.data(), b.dq.data(), a.dq.size() * 4) == 0);
   CHECK(std::memcmp(a.dk.data(), b.dk.data(), a.dk.size() * 4) == 0);
   CHECK(std::memcmp(a.dv.data(), b.dv.data(), a.dv.size() * 4) == 0);

@@ -1,16 +1,16 @@
-// Tests of the tensor-core (mma.sync) attention kernels (kernels/attention/attention_tc_forward.cuh
-// and attention_tc_backward.cuh).
+// Tests of the tensor-core attention kernels (kernels/attention/sm80/, sm90/).
 //
-// Every [cuda] case builds a random problem on the host, computes a naive double-precision
-// reference here (materialising S and P, the same attention_allowed mask rule and
-// attention_dropout_keep bits as params.h defines), and runs on the GPU:
-//   - the tensor-core forward and backward (asserting that the dispatcher really took them),
-//     with dQ by atomics and, again, with the deterministic dQ pass,
-//   - the SIMT forward and backward (FLASHGRAD_ATTENTION_SIMT=1),
+// Every [cuda] case builds a random problem on the host, computes the fp64 reference of the
+// library (kernels/attention/cpu/reference.h: the same attention_allowed mask rule and
+// attention_dropout_keep bits as params.h defines), and runs on the GPU, by name:
+//   - the kernels the dispatch tables choose (asserting that they are tensor-core ones), with dQ
+//     by atomics and, again, with the deterministic dQ pass,
+//   - the SIMT forward and backward,
+//   - on a Hopper GPU, also the mma.sync kernels that wgmma ones take precedence over,
 // with poisoned (NaN) outputs, so that an element the kernel did not write fails the test.
 // Tolerances: relative L2 < 1e-2 for O, dQ, dK, dV (bf16/fp16), < 1e-4 for LSE (fp32 from exact
 // 16-bit products, so a wrong scale or a lost tile shows), and -inf / 0 exactly where a row sees
-// no key. The CPU-only cases check the dispatcher's eligibility rule.
+// no key. The CPU-only cases check the dispatch tables' eligibility rules.
 #include <catch2/catch.hpp>
 
 #include <algorithm>
@@ -19,7 +19,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <limits>
-#include <memory>
+#include <string>
 #include <random>
 #include <type_traits>
 #include <vector>
@@ -50,7 +50,7 @@ struct TcCfg {
   uint64_t seed = 99, offset = 5;
 };
 
-double rel_l2(const std::vector<double>& a, const std::vector<double>& r) {
+[[maybe_unused]] double rel_l2(const std::vector<double>& a, const std::vector<double>& r) {
   REQUIRE(a.size() == r.size());
   double num = 0, den = 0;
   for (size_t i = 0; i < a.size(); ++i) {
@@ -93,65 +93,21 @@ template <typename T> struct TcProblem {
     reference();
   }
 
+  // The fp64 reference (kernels/attention/cpu/reference.h) on the rounded inputs.
   void reference() {
-    const int64_t B = c.B, Nq = c.Nq, Nk = c.Nk, Hq = c.Hq, Hkv = c.Hkv, D = c.D;
-    const double scale = p.softmax_scale, ks = 1.0 / (1.0 - c.p);
-    const uint32_t thr = dropout_threshold(c.p);
+    auto wide = [](const std::vector<T>& x) {
+      std::vector<double> d(x.size());
+      for (size_t e = 0; e < x.size(); ++e) d[e] = to_d(x[e]);
+      return d;
+    };
+    const std::vector<double> qd = wide(q), kd = wide(k), vd = wide(v), dod = wide(dO);
     AttentionParams pm = p;
-    pm.block_mask = c.mask.empty() ? nullptr : c.mask.data();  // host copy for the rule
+    pm.block_mask = c.mask.empty() ? nullptr : c.mask.data();  // host copy for the reference
     ro.assign(q.size(), 0), rdq.assign(q.size(), 0), rdk.assign(k.size(), 0);
-    rdv.assign(k.size(), 0), rlse.assign(size_t(B * Hq * Nq), 0);
-    auto qi = [&](int64_t b, int64_t i, int64_t h) { return size_t(((b * Nq + i) * Hq + h) * D); };
-    auto ki = [&](int64_t b, int64_t j, int64_t h) { return size_t(((b * Nk + j) * Hkv + h) * D); };
-    const size_t nk_ = static_cast<size_t>(Nk);
-    std::vector<double> P(nk_), Z(nk_), dP(nk_);
-    std::vector<char> ok(nk_);
-    for (int64_t b = 0; b < B; ++b)
-      for (int64_t h = 0; h < Hq; ++h) {
-        const int64_t hk = h / (Hq / Hkv);
-        for (int64_t i = 0; i < Nq; ++i) {
-          double mx = -std::numeric_limits<double>::infinity();
-          for (int64_t j = 0; j < Nk; ++j) {
-            ok[size_t(j)] = attention_allowed(pm, h, i, j);
-            double s = 0;
-            for (int64_t d = 0; d < D; ++d) s += to_d(q[qi(b, i, h) + size_t(d)]) * to_d(k[ki(b, j, hk) + size_t(d)]);
-            P[size_t(j)] = s * scale;
-            if (ok[size_t(j)]) mx = std::max(mx, P[size_t(j)]);
-            Z[size_t(j)] = c.p > 0 ? (attention_dropout_keep(c.seed, c.offset, uint32_t(b), uint32_t(h),
-                                                             uint32_t(Hq), uint32_t(i), uint32_t(j), thr)
-                                          ? ks
-                                          : 0.0)
-                                   : 1.0;
-          }
-          double sum = 0;
-          for (int64_t j = 0; j < Nk; ++j) {
-            P[size_t(j)] = ok[size_t(j)] ? std::exp(P[size_t(j)] - mx) : 0.0;
-            sum += P[size_t(j)];
-          }
-          rlse[size_t((b * Hq + h) * Nq + i)] =
-              sum > 0 ? mx + std::log(sum) : -std::numeric_limits<double>::infinity();
-          double Di = 0;
-          for (int64_t j = 0; j < Nk; ++j) {
-            if (sum > 0) P[size_t(j)] /= sum;
-            double dp = 0;
-            for (int64_t d = 0; d < D; ++d) {
-              ro[qi(b, i, h) + size_t(d)] += P[size_t(j)] * Z[size_t(j)] * to_d(v[ki(b, j, hk) + size_t(d)]);
-              dp += to_d(dO[qi(b, i, h) + size_t(d)]) * to_d(v[ki(b, j, hk) + size_t(d)]);
-            }
-            dP[size_t(j)] = dp * Z[size_t(j)];
-            Di += P[size_t(j)] * dP[size_t(j)];
-          }
-          for (int64_t j = 0; j < Nk; ++j) {
-            const double ds = P[size_t(j)] * (dP[size_t(j)] - Di);
-            if (P[size_t(j)] == 0.0) continue;
-            for (int64_t d = 0; d < D; ++d) {
-              rdq[qi(b, i, h) + size_t(d)] += scale * ds * to_d(k[ki(b, j, hk) + size_t(d)]);
-              rdk[ki(b, j, hk) + size_t(d)] += scale * ds * to_d(q[qi(b, i, h) + size_t(d)]);
-              rdv[ki(b, j, hk) + size_t(d)] += P[size_t(j)] * Z[size_t(j)] * to_d(dO[qi(b, i, h) + size_t(d)]);
-            }
-          }
-        }
-      }
+    rdv.assign(k.size(), 0), rlse.assign(size_t(c.B * c.Hq * c.Nq), 0);
+    attention_reference_forward(pm, qd.data(), kd.data(), vd.data(), ro.data(), rlse.data());
+    attention_reference_backward(pm, qd.data(), kd.data(), vd.data(), dod.data(), rdq.data(),
+                                 rdk.data(), rdv.data());
   }
 };
 
@@ -166,16 +122,16 @@ TEST_CASE("attention tc: eligibility rule (no GPU needed for the negative cases)
   // f64 never takes a tensor-core kernel, f32 only the forward (3xTF32).
   p.dtype = DType::f64;
 #ifdef FLASHGRAD_WITH_CUDA
-  CHECK_FALSE(flash_attention_forward_uses_tensor_cores(p));
-  CHECK_FALSE(flash_attention_backward_uses_tensor_cores(p));
+  CHECK(std::string(flash_attention_forward_kernel(p)) == "simt");
+  CHECK(std::string(flash_attention_backward_kernel(p)) == "simt");
   p.dtype = DType::f32;
-  CHECK_FALSE(flash_attention_backward_uses_tensor_cores(p));
+  CHECK(std::string(flash_attention_backward_kernel(p)) == "simt");
 #endif
   p.dtype = DType::bf16;
   p.D = 32;
   set_contiguous_strides(p);
 #ifdef FLASHGRAD_WITH_CUDA
-  CHECK_FALSE(flash_attention_forward_uses_tensor_cores(p));
+  CHECK(std::string(flash_attention_forward_kernel(p)) == "simt");
 #endif
   SUCCEED();
 }
@@ -213,16 +169,11 @@ template <typename T> struct DBuf {
   }
 };
 
-// Scoped FLASHGRAD_ATTENTION_SIMT=1.
-struct ForceSimt {
-  ForceSimt() { setenv("FLASHGRAD_ATTENTION_SIMT", "1", 1); }
-  ~ForceSimt() { unsetenv("FLASHGRAD_ATTENTION_SIMT"); }
-};
-// Scoped FLASHGRAD_ATTENTION_WGMMA=0 (the mma.sync forward on a Hopper GPU).
-struct NoWgmma {
-  NoWgmma() { setenv("FLASHGRAD_ATTENTION_WGMMA", "0", 1); }
-  ~NoWgmma() { unsetenv("FLASHGRAD_ATTENTION_WGMMA"); }
-};
+bool usable(const std::vector<AttentionKernel>& table, const char* name, const AttentionParams& p) {
+  for (const AttentionKernel& k : table)
+    if (std::string(k.name) == name) return k.usable(p);
+  return false;
+}
 
 struct Outs {
   std::vector<double> o, lse, dq, dk, dv;
@@ -246,13 +197,11 @@ template <typename T> struct TcRun {
     p.block_mask = pr.c.mask.empty() ? nullptr : mask.ptr;
   }
 
-  // Forward, then optionally the backward, both on the tensor-core path or both on the SIMT
-  // one (asserting that the dispatcher took the path asked for).
-  Outs run(bool simt, bool backward, bool deterministic = false) {
+  // Forward with kernel `fwd`, then optionally the backward with kernel `bwd` (by name, as
+  // the dispatch table calls them).
+  Outs run(const char* fwd, const char* bwd, bool backward, bool deterministic = false) {
     o.poison(), lse.poison(), dq.poison(), dk.poison(), dv.poison();
-    std::unique_ptr<ForceSimt> force(simt ? new ForceSimt : nullptr);
-    REQUIRE(flash_attention_forward_uses_tensor_cores(p) == !simt);
-    flash_attention_forward_cuda(p);
+    flash_attention_forward_cuda_with(fwd, p);
     FG_CUDA_CHECK(cudaDeviceSynchronize());
     Outs r;
     if (backward) {
@@ -260,8 +209,7 @@ template <typename T> struct TcRun {
       pb.deterministic = deterministic;
       DBuf<uint8_t> ws(flash_attention_backward_workspace_bytes(pb));
       pb.workspace = ws.ptr;
-      REQUIRE(flash_attention_backward_uses_tensor_cores(pb) == !simt);
-      flash_attention_backward_cuda(pb);
+      flash_attention_backward_cuda_with(bwd, pb);
       FG_CUDA_CHECK(cudaDeviceSynchronize());
       r.dq = dq.host_d(), r.dk = dk.host_d(), r.dv = dv.host_d();
     }
@@ -294,20 +242,18 @@ template <typename T> void check_grads(const TcProblem<T>& pr, const Outs& r, co
 template <typename T> void check_tc(const TcCfg& c) {
   TcProblem<T> pr(c);
   TcRun<T> run(pr);
-  const Outs tc = run.run(/*simt=*/false, /*backward=*/true);
-  const Outs det = run.run(/*simt=*/false, /*backward=*/true, /*deterministic=*/true);
-  const Outs simt = run.run(/*simt=*/true, /*backward=*/true);
-  // On a Hopper GPU the default kernels are the wgmma ones: the backward's dK/dV kernel at D 64
-  // and 128, the forward at D 64 only. Check the mma.sync ones as well.
-  const bool wgmma = flash_attention_backward_uses_wgmma(run.p);
-  REQUIRE(flash_attention_forward_uses_wgmma(run.p) == (wgmma && c.D == 64));
+  // The default choice is a tensor-core kernel: on a Hopper GPU the wgmma ones (the forward at
+  // D 64 only), mma.sync elsewhere.
+  const bool wgmma = usable(flash_attention_backward_kernels(), "wgmma", run.p);
+  const char* fwd = flash_attention_forward_kernel(run.p);
+  const char* bwd = flash_attention_backward_kernel(run.p);
+  REQUIRE(std::string(fwd) == (wgmma && c.D == 64 ? "wgmma" : "mma"));
+  REQUIRE(std::string(bwd) == (wgmma ? "wgmma" : "mma"));
+  const Outs tc = run.run(fwd, bwd, /*backward=*/true);
+  const Outs det = run.run(fwd, bwd, /*backward=*/true, /*deterministic=*/true);
+  const Outs simt = run.run("simt", "simt", /*backward=*/true);
   Outs mma;
-  if (wgmma) {
-    NoWgmma off;
-    REQUIRE_FALSE(flash_attention_forward_uses_wgmma(run.p));
-    REQUIRE_FALSE(flash_attention_backward_uses_wgmma(run.p));
-    mma = run.run(/*simt=*/false, /*backward=*/true);
-  }
+  if (wgmma) mma = run.run("mma", "mma", /*backward=*/true);  // the mma.sync kernels as well
   INFO("dtype=" << dtype_name(pr.p.dtype) << " B=" << c.B << " Nq=" << c.Nq << " Nk=" << c.Nk
                 << " Hq=" << c.Hq << " Hkv=" << c.Hkv << " D=" << c.D << " causal=" << c.causal
                 << " p=" << c.p << " mask=" << !c.mask.empty() << " mask_heads=" << c.mask_heads);
@@ -385,7 +331,7 @@ TEST_CASE("attention tc: causal bottom-right, Nq != Nk, fully masked rows",
   c.causal = true, c.Nq = 200, c.Nk = 70, c.B = 1, c.Hq = c.Hkv = 1;
   TcProblem<bfloat16> pr(c);
   TcRun<bfloat16> run(pr);
-  const Outs r = run.run(false, false);
+  const Outs r = run.run(flash_attention_forward_kernel(run.p), nullptr, false);
   for (int64_t i = 0; i < 130; ++i) {
     REQUIRE(r.lse[size_t(i)] == -std::numeric_limits<double>::infinity());
     for (int64_t d = 0; d < c.D; ++d) REQUIRE(r.o[size_t(i * c.D + d)] == 0.0);
@@ -446,42 +392,43 @@ TEST_CASE("attention tc: repeatable, and misaligned rows fall back to SIMT",
   c.D = 128, c.Nq = 190, c.Nk = 250, c.causal = true, c.p = 0.2;
   TcProblem<bfloat16> pr(c);
   TcRun<bfloat16> run(pr);
-  const Outs a = run.run(false, false), b = run.run(false, false);
+  const char* fwd = flash_attention_forward_kernel(run.p);
+  const char* bwd = flash_attention_backward_kernel(run.p);
+  const Outs a = run.run(fwd, bwd, false), b = run.run(fwd, bwd, false);
   REQUIRE(a.o == b.o);  // no atomics in the forward: bit-identical
   REQUIRE(a.lse == b.lse);
   // The deterministic backward is bit-identical from run to run; dK and dV (no atomics in
   // either mode) are too.
-  const Outs d1 = run.run(false, true, true), d2 = run.run(false, true, true);
+  const Outs d1 = run.run(fwd, bwd, true, true), d2 = run.run(fwd, bwd, true, true);
   REQUIRE(d1.dq == d2.dq);
   REQUIRE(d1.dk == d2.dk);
   REQUIRE(d1.dv == d2.dv);
-  const Outs n1 = run.run(false, true), n2 = run.run(false, true);
+  const Outs n1 = run.run(fwd, bwd, true), n2 = run.run(fwd, bwd, true);
   REQUIRE(n1.dk == n2.dk);
   REQUIRE(n1.dv == n2.dv);
 
   // A seq stride that is not a multiple of 8 elements cannot use 16-byte cp.async: the
   // dispatcher must say so (and the SIMT path then computes the call).
+  auto simt = [](const char* name) { return std::string(name) == "simt"; };
   AttentionParams p = run.p;
   p.q_seq_stride += 1;
-  CHECK_FALSE(flash_attention_forward_uses_tensor_cores(p));
+  CHECK(simt(flash_attention_forward_kernel(p)));
   p = run.p;
   p.k = static_cast<bfloat16*>(p.k) + 4;  // 8-byte aligned only
-  CHECK_FALSE(flash_attention_forward_uses_tensor_cores(p));
+  CHECK(simt(flash_attention_forward_kernel(p)));
+  CHECK_THROWS_WITH(flash_attention_forward_cuda_with("mma", p), Catch::Contains("cannot run"));
   p = run.p;
   p.do_seq_stride += 1;  // the backward also needs dO (and dQ, dK, dV) aligned
-  CHECK(flash_attention_forward_uses_tensor_cores(p));
-  CHECK_FALSE(flash_attention_backward_uses_tensor_cores(p));
+  CHECK_FALSE(simt(flash_attention_forward_kernel(p)));
+  CHECK(simt(flash_attention_backward_kernel(p)));
   p = run.p;
   p.dv = static_cast<bfloat16*>(p.dv) + 2;
-  CHECK_FALSE(flash_attention_backward_uses_tensor_cores(p));
+  CHECK(simt(flash_attention_backward_kernel(p)));
   p = run.p;
-  CHECK(flash_attention_forward_uses_tensor_cores(p));
-  CHECK(flash_attention_backward_uses_tensor_cores(p));
-  {
-    ForceSimt force;
-    CHECK_FALSE(flash_attention_forward_uses_tensor_cores(p));
-    CHECK_FALSE(flash_attention_backward_uses_tensor_cores(p));
-  }
+  CHECK_FALSE(simt(flash_attention_forward_kernel(p)));
+  CHECK_FALSE(simt(flash_attention_backward_kernel(p)));
+  CHECK_THROWS_WITH(flash_attention_forward_cuda_with("fast", p),
+                    Catch::Contains("no attention kernel named"));
 }
 
 TEST_CASE("attention tc: long sequence through the cp.async pipeline",
@@ -507,8 +454,8 @@ void check_tf32x3(const TcCfg& c) {
   INFO("f32 B=" << c.B << " Nq=" << c.Nq << " Nk=" << c.Nk << " Hq=" << c.Hq << " Hkv=" << c.Hkv
                 << " D=" << c.D << " causal=" << c.causal << " p=" << c.p
                 << " mask=" << !c.mask.empty());
-  REQUIRE(flash_attention_forward_uses_tensor_cores(run.p));
-  REQUIRE_FALSE(flash_attention_backward_uses_tensor_cores(run.p));
+  REQUIRE(std::string(flash_attention_forward_kernel(run.p)) == "3xtf32");
+  REQUIRE(std::string(flash_attention_backward_kernel(run.p)) == "simt");
   Outs tc;
   {
     run.o.poison(), run.lse.poison(), run.dq.poison(), run.dk.poison(), run.dv.poison();
@@ -521,7 +468,7 @@ void check_tf32x3(const TcCfg& c) {
     tc.o = run.o.host_d(), tc.lse = run.lse.host_d();
     tc.dq = run.dq.host_d(), tc.dk = run.dk.host_d(), tc.dv = run.dv.host_d();
   }
-  const Outs simt = run.run(/*simt=*/true, /*backward=*/false);
+  const Outs simt = run.run("simt", nullptr, /*backward=*/false);
   if (std::getenv("FG_ATTENTION_VERBOSE"))
     std::printf("tf32x3 Nq=%lld Nk=%lld D=%lld causal=%d p=%.2f: o %.2e lse %.2e (simt o %.2e) "
                 "dq %.2e dk %.2e dv %.2e\n",

@@ -1,0 +1,40 @@
+// Host-side helpers of the attention launchers: grid limits, the shared-memory opt-in and the
+// layout of the backward workspace.
+#pragma once
+#include <cuda_runtime.h>
+
+#include <cstddef>
+
+#include "core/cuda_check.h"
+#include "core/error.h"
+#include "kernels/attention/params.h"
+
+namespace fg {
+namespace attn {
+
+// B and Hq (or Hkv) are grid dimensions y and z.
+inline void check_grid(const AttentionParams& p, const char* who) {
+  FG_CHECK(p.B <= 65535 && p.Hq <= 65535, who, ": B=", p.B, " and Hq=", p.Hq,
+           " must each be at most 65535 (they are grid dimensions); split the batch");
+}
+
+// Above 48 KB a kernel must opt in to the larger dynamic shared memory carve-out.
+template <typename Kernel> void set_smem_limit(Kernel kernel, size_t bytes) {
+  if (bytes > 48 * 1024)
+    FG_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                       int(bytes)));
+}
+
+// The backward workspace (params.h, attention_workspace_pad) in the accumulation type A.
+template <typename A> struct BackwardWorkspace {
+  A* Di;
+  A* dq_accum;
+  explicit BackwardWorkspace(const AttentionParams& p)
+      : Di(static_cast<A*>(p.workspace)),
+        dq_accum(
+            reinterpret_cast<A*>(static_cast<unsigned char*>(p.workspace) +
+                                 attention_workspace_pad(size_t(p.B * p.Hq * p.Nq) * sizeof(A)))) {}
+};
+
+}  // namespace attn
+}  // namespace fg

@@ -1,0 +1,268 @@
+// CPU FlashAttention, forward and backward, for f32, f64, bf16 and f16.
+//
+// The same algorithm as the CUDA kernels, written as plain loops: queries are processed in
+// tiles of 64 rows, keys in tiles of 64 columns, and only a 64 x 64 score tile is ever held
+// (never an Nq x Nk matrix). The forward keeps, per query row, the running max m, the running
+// sum l of exp(s - m) and the unnormalised output accumulator, rescaling both when the max
+// grows (the online softmax), and writes O = acc / l and LSE = m + log l. The backward
+// recomputes P = exp(S - LSE) tile by tile, regenerates the dropout mask from the shared
+// Philox definition and accumulates dQ, dK, dV.
+//
+// Arithmetic is in double for f64 and in float for the other dtypes. Work is split over
+// threads by (batch, head) in the forward and by (batch, kv head) in the backward; each task
+// owns its outputs, so results do not depend on the number of threads (deterministic).
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <vector>
+
+#include "core/dispatch.h"
+#include "core/error.h"
+#include "core/parallel.h"
+#include "core/philox.h"
+#include "kernels/attention/attention.h"
+#include "kernels/common/convert.h"
+
+namespace fg {
+namespace {
+
+constexpr int64_t kTileQ = 64;  // divides kBlockMaskTileQ, so block-mask tiles are skipped whole
+constexpr int64_t kTileK = 64;
+static_assert(kBlockMaskTileQ % kTileQ == 0 && kBlockMaskTileK % kTileK == 0, "tile sizes");
+
+// The softmax scale and dropout constants of one call, in the accumulation type A.
+template <typename A> struct Constants {
+  A scale;
+  bool dropout;
+  uint32_t threshold;
+  A keep_scale;  // 1 / (1 - p)
+  explicit Constants(const AttentionParams& p)
+      : scale(A(p.softmax_scale)),
+        dropout(p.dropout_p > 0.0),
+        threshold(dropout_threshold(p.dropout_p)),
+        keep_scale(A(1.0 / (1.0 - p.dropout_p))) {}
+  // Whether element (b, h, i, j) survives dropout (attention_dropout_keep).
+  bool keep(const AttentionParams& p, int64_t b, int64_t h, int64_t i, int64_t j) const {
+    return attention_dropout_keep(p.seed, p.offset, uint32_t(b), uint32_t(h), uint32_t(p.Hq),
+                                  uint32_t(i), uint32_t(j), threshold);
+  }
+};
+
+// Copies rows [r0, r1) of one head of a strided [*, N, H, D] tensor into a dense [rows, D]
+// tile in the accumulation type; rows past r1 of the tile are zeroed.
+template <typename T, typename A>
+void load_tile(const T* base, int64_t seq_stride, int64_t r0, int64_t r1, int64_t rows, int64_t D,
+               A* tile) {
+  for (int64_t r = 0; r < rows; ++r) {
+    A* dst = tile + r * D;
+    if (r0 + r < r1) {
+      const T* src = base + (r0 + r) * seq_stride;
+      for (int64_t d = 0; d < D; ++d) dst[d] = convert<A>(src[d]);
+    } else {
+      std::fill(dst, dst + D, A(0));
+    }
+  }
+}
+
+template <typename A> inline A dot(const A* a, const A* b, int64_t D) {
+  A s = 0;
+  for (int64_t d = 0; d < D; ++d) s += a[d] * b[d];
+  return s;
+}
+
+// The key tiles [k0, k1) that some of the query rows [q0, q1) of head h see, up to the causal
+// end: each is loaded from k and v (the kv head) into kt and vt, then f(k0, k1 - k0, vis) runs.
+// The other tiles are never loaded.
+template <typename T, typename A, typename F>
+void for_each_key_tile(const AttentionParams& p, int64_t h, int64_t q0, int64_t q1, const T* k,
+                       const T* v, A* kt, A* vt, F f) {
+  for (int64_t k0 = 0; k0 < key_end(p, q1); k0 += kTileK) {
+    const int64_t k1 = std::min(k0 + kTileK, p.Nk);
+    const TileVisibility vis = tile_visibility(p, h, q0, q1, k0, k1);
+    if (vis == TileVisibility::empty) continue;
+    load_tile(k, p.k_seq_stride, k0, k1, kTileK, p.D, kt);
+    load_tile(v, p.v_seq_stride, k0, k1, kTileK, p.D, vt);
+    f(k0, k1 - k0, vis);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Forward
+
+template <typename T> void forward_cpu(const AttentionParams& p) {
+  using A = typename acc_type<T>::type;
+  const int64_t D = p.D;
+  const Constants<A> sd(p);
+  const int64_t group = p.Hq / p.Hkv;
+  const A neg_inf = -std::numeric_limits<A>::infinity();
+
+  // One task per (batch, head); tasks write disjoint outputs.
+  const auto run_task = [&](int64_t task) {
+    const int64_t b = task / p.Hq, h = task % p.Hq, hk = h / group;
+    const T* q = p.q_head<const T>(b, h);
+    const T* k = p.k_head<const T>(b, hk);
+    const T* v = p.v_head<const T>(b, hk);
+    T* o = p.o_head<T>(b, h);
+    A* lse = p.lse_row<A>(b, h);
+
+    std::vector<A> qt(kTileQ * D), kt(kTileK * D), vt(kTileK * D), s(kTileK);
+    std::vector<A> acc(kTileQ * D), m(kTileQ), l(kTileQ);
+    for (int64_t q0 = 0; q0 < p.Nq; q0 += kTileQ) {
+      const int64_t q1 = std::min(q0 + kTileQ, p.Nq), nq = q1 - q0;
+      load_tile(q, p.q_seq_stride, q0, q1, kTileQ, D, qt.data());
+      std::fill(acc.begin(), acc.end(), A(0));
+      std::fill(m.begin(), m.end(), neg_inf);
+      std::fill(l.begin(), l.end(), A(0));
+
+      for_each_key_tile(p, h, q0, q1, k, v, kt.data(), vt.data(),
+                        [&](int64_t k0, int64_t nk, TileVisibility vis) {
+        for (int64_t r = 0; r < nq; ++r) {
+          const int64_t i = q0 + r;
+          A tile_max = neg_inf;
+          for (int64_t c = 0; c < nk; ++c) {
+            const bool ok = vis == TileVisibility::full || attention_allowed(p, h, i, k0 + c);
+            s[c] = ok ? sd.scale * dot(&qt[r * D], &kt[c * D], D) : neg_inf;
+            tile_max = std::max(tile_max, s[c]);
+          }
+          if (tile_max == neg_inf) continue;  // nothing visible in this tile for this row
+          const A m_new = std::max(m[r], tile_max);
+          // Rescale what was accumulated under the old max (exp(-inf) = 0 on the first tile).
+          const A alpha = std::exp(m[r] - m_new);
+          A* accr = &acc[r * D];
+          l[r] *= alpha;
+          for (int64_t d = 0; d < D; ++d) accr[d] *= alpha;
+          for (int64_t c = 0; c < nk; ++c) {
+            if (s[c] == neg_inf) continue;
+            A pc = std::exp(s[c] - m_new);
+            l[r] += pc;  // the normaliser uses the undropped probabilities
+            if (sd.dropout) {
+              if (!sd.keep(p, b, h, i, k0 + c)) continue;
+              pc *= sd.keep_scale;
+            }
+            const A* vr = &vt[c * D];
+            for (int64_t d = 0; d < D; ++d) accr[d] += pc * vr[d];
+          }
+          m[r] = m_new;
+        }
+      });
+
+      for (int64_t r = 0; r < nq; ++r) {
+        T* orow = o + (q0 + r) * p.o_seq_stride;
+        if (l[r] == A(0)) {  // fully masked row: O = 0, LSE = -inf
+          for (int64_t d = 0; d < D; ++d) orow[d] = convert<T>(A(0));
+          lse[q0 + r] = neg_inf;
+        } else {
+          const A inv = A(1) / l[r];
+          for (int64_t d = 0; d < D; ++d) orow[d] = convert<T>(acc[r * D + d] * inv);
+          lse[q0 + r] = m[r] + std::log(l[r]);
+        }
+      }
+    }
+  };
+  parallel_for(p.B * p.Hq, p.Nq * p.Nk * p.D, [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t) run_task(t);
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Backward
+
+template <typename T> void backward_cpu(const AttentionParams& p) {
+  using A = typename acc_type<T>::type;
+  const int64_t D = p.D;
+  const Constants<A> sd(p);
+  const int64_t group = p.Hq / p.Hkv;
+
+  // One task per (batch, kv head): it owns dK, dV of that kv head and dQ of the query heads
+  // sharing it, so the sum over the group needs no synchronisation.
+  const auto run_task = [&](int64_t task) {
+    const int64_t b = task / p.Hkv, hk = task % p.Hkv;
+    const T* k = p.k_head<const T>(b, hk);
+    const T* v = p.v_head<const T>(b, hk);
+    std::vector<A> dk_acc(p.Nk * D, A(0)), dv_acc(p.Nk * D, A(0));
+    std::vector<A> qt(kTileQ * D), dot_t(kTileQ * D), kt(kTileK * D), vt(kTileK * D);
+    std::vector<A> dq_t(kTileQ * D), Di(kTileQ), lse_t(kTileQ);
+
+    for (int64_t h = hk * group; h < (hk + 1) * group; ++h) {
+      const T* q = p.q_head<const T>(b, h);
+      const T* o = p.o_head<const T>(b, h);
+      const T* dO = p.do_head<const T>(b, h);
+      T* dq = p.dq_head<T>(b, h);
+      const A* lse = p.lse_row<const A>(b, h);
+
+      for (int64_t q0 = 0; q0 < p.Nq; q0 += kTileQ) {
+        const int64_t q1 = std::min(q0 + kTileQ, p.Nq), nq = q1 - q0;
+        load_tile(q, p.q_seq_stride, q0, q1, kTileQ, D, qt.data());
+        load_tile(dO, p.do_seq_stride, q0, q1, kTileQ, D, dot_t.data());
+        std::fill(dq_t.begin(), dq_t.end(), A(0));
+        for (int64_t r = 0; r < nq; ++r) {
+          // D_i = rowsum(dO * O), from the stored (rounded) O, in the accumulation type.
+          const T* orow = o + (q0 + r) * p.o_seq_stride;
+          A sum = 0;
+          for (int64_t d = 0; d < D; ++d) sum += dot_t[r * D + d] * convert<A>(orow[d]);
+          Di[r] = sum;
+          lse_t[r] = lse[q0 + r];
+        }
+
+        for_each_key_tile(p, h, q0, q1, k, v, kt.data(), vt.data(),
+                          [&](int64_t k0, int64_t nk, TileVisibility vis) {
+          for (int64_t r = 0; r < nq; ++r) {
+            const int64_t i = q0 + r;
+            const A* qr = &qt[r * D];
+            const A* dor = &dot_t[r * D];
+            A* dqr = &dq_t[r * D];
+            for (int64_t c = 0; c < nk; ++c) {
+              const int64_t j = k0 + c;
+              if (vis != TileVisibility::full && !attention_allowed(p, h, i, j)) continue;
+              const A* kc = &kt[c * D];
+              const A* vc = &vt[c * D];
+              // P = exp(S - LSE): the forward's probabilities, recomputed.
+              const A pij = std::exp(sd.scale * dot(qr, kc, D) - lse_t[r]);
+              const A dp = dot(dor, vc, D);
+              const bool keep = !sd.dropout || sd.keep(p, b, h, i, j);
+              const A zs = keep ? (sd.dropout ? sd.keep_scale : A(1)) : A(0);  // Z / (1 - p)
+              const A pd = pij * zs;
+              const A ds = pij * (dp * zs - Di[r]) * sd.scale;  // dS, the scale of S folded in
+              A* dvj = &dv_acc[j * D];
+              A* dkj = &dk_acc[j * D];
+              for (int64_t d = 0; d < D; ++d) {
+                dvj[d] += pd * dor[d];
+                dkj[d] += ds * qr[d];
+                dqr[d] += ds * kc[d];
+              }
+            }
+          }
+        });
+        for (int64_t r = 0; r < nq; ++r) {
+          T* row = dq + (q0 + r) * p.dq_seq_stride;
+          for (int64_t d = 0; d < D; ++d) row[d] = convert<T>(dq_t[r * D + d]);
+        }
+      }
+    }
+    T* dk = p.dk_head<T>(b, hk);
+    T* dv = p.dv_head<T>(b, hk);
+    for (int64_t j = 0; j < p.Nk; ++j)
+      for (int64_t d = 0; d < D; ++d) {
+        dk[j * p.dk_seq_stride + d] = convert<T>(dk_acc[j * D + d]);
+        dv[j * p.dv_seq_stride + d] = convert<T>(dv_acc[j * D + d]);
+      }
+  };
+  parallel_for(p.B * p.Hkv, p.Nq * p.Nk * p.D, [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t) run_task(t);
+  });
+}
+
+}  // namespace
+
+void flash_attention_forward_cpu(const AttentionParams& p) {
+  check_attention_params(p, /*backward=*/false, /*cuda=*/false);
+  FG_DISPATCH_FLOAT(p.dtype, "flash_attention_forward_cpu", [&] { forward_cpu<scalar_t>(p); });
+}
+
+void flash_attention_backward_cpu(const AttentionParams& p) {
+  check_attention_params(p, /*backward=*/true, /*cuda=*/false);
+  FG_DISPATCH_FLOAT(p.dtype, "flash_attention_backward_cpu", [&] { backward_cpu<scalar_t>(p); });
+}
+
+}  // namespace fg

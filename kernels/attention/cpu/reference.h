@@ -1,0 +1,39 @@
+// The fp64 attention reference: the function of params.h computed the plain way, in double,
+// every score of a row before its softmax. It is the oracle of the kernel tests and of the
+// benchmark's check (the flash kernels are checked against it, not against each other).
+//
+// Arrays are host doubles laid out as the tensors they stand for, addressed with p's strides:
+// q[b * q_batch_stride + i * q_seq_stride + h * q_head_stride + d], and so for k, v, dO (p's do_
+// strides), o, dq, dk, dv; lse is [B, Hq, Nq] contiguous. The sizes, softmax_scale, causal,
+// block_mask (host memory), dropout_p, seed and offset of p are honoured through
+// attention_allowed and attention_dropout_keep, exactly as the kernels do; p's pointers,
+// workspace and dtype are not used. A row that sees no key gets O = 0, LSE = -inf, dQ = 0.
+//
+// heads lists the (batch, query head) pairs to compute, so that a check can afford one head of
+// a large problem; empty means every head. O, LSE and dQ rows of the listed heads are written;
+// the dK and dV rows of their kv heads get the sum over the listed query heads only (list every
+// query head of a GQA group for the full gradient of its kv head). Nothing else is written.
+// The work is split over threads by rows; results do not depend on the thread count.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "kernels/attention/params.h"
+
+namespace fg {
+
+struct AttentionHead {
+  int64_t b = 0, h = 0;  // batch, query head
+};
+
+// O and LSE.
+void attention_reference_forward(const AttentionParams& p, const double* q, const double* k,
+                                 const double* v, double* o, double* lse,
+                                 const std::vector<AttentionHead>& heads = {});
+
+// dQ, dK and dV for the upstream gradient dO (the forward is recomputed).
+void attention_reference_backward(const AttentionParams& p, const double* q, const double* k,
+                                  const double* v, const double* dO, double* dq, double* dk,
+                                  double* dv, const std::vector<AttentionHead>& heads = {});
+
+}  // namespace fg

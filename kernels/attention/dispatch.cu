@@ -1,0 +1,238 @@
+// The CUDA attention kernel table and the entry points that use it.
+//
+// Each direction has one table of kernels in priority order; an entry says whether it can
+// compute a call (usable) and runs it (run: dtype and head dim to the launchers of
+// launchers.h). flash_attention_{forward,backward}_cuda take the first usable entry that the
+// environment allows; the benchmark asks which one that is (flash_attention_*_kernel) and the
+// tests run every usable entry by name (flash_attention_*_cuda_with).
+#include <cmath>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include "core/cuda_check.h"
+#include "core/cuda_device.h"
+#include "core/dispatch.h"
+#include "core/error.h"
+#include "kernels/attention/attention.h"
+#include "kernels/attention/launchers.h"
+
+namespace fg {
+
+namespace {
+
+// ---------------------------------------------------------------------------------------------
+// When a kernel can run a call
+
+bool aligned16(const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % 16 == 0; }
+
+bool all_multiples(std::initializer_list<int64_t> strides, int64_t n) {
+  for (int64_t s : strides)
+    if (s % n != 0) return false;
+  return true;
+}
+
+// The compute capability major of the calling thread's current device (cached per thread).
+int current_device_major() {
+  thread_local int device = -1, major = 0;
+  const int d = cuda_current_device();
+  if (d != device) major = cuda_device_info(d).major, device = d;
+  return major;
+}
+
+// What every tensor-core kernel needs: bf16/f16 (mma.sync m16n8k16) or f32 (3xTF32, m16n8k8),
+// D in {64, 128}, a positive softmax scale (the kernels fold it into exp2), 16-byte aligned
+// Q, K, V, O rows (cp.async moves 16-byte chunks: pointers 16-byte aligned and every stride a
+// multiple of 16 bytes), and a GPU of compute capability 8.0 or later.
+bool tensor_core_forward_usable(const AttentionParams& p) {
+  if (p.dtype != DType::bf16 && p.dtype != DType::f16 && p.dtype != DType::f32) return false;
+  if (p.D != 64 && p.D != 128) return false;
+  if (!(p.softmax_scale > 0.0) || !std::isfinite(p.softmax_scale)) return false;
+  if (!aligned16(p.q) || !aligned16(p.k) || !aligned16(p.v) || !aligned16(p.o)) return false;
+  const int64_t chunk = p.dtype == DType::f32 ? 4 : 8;  // elements per 16 bytes
+  if (!all_multiples({p.q_batch_stride, p.q_seq_stride, p.q_head_stride, p.k_batch_stride,
+                      p.k_seq_stride, p.k_head_stride, p.v_batch_stride, p.v_seq_stride,
+                      p.v_head_stride, p.o_batch_stride, p.o_seq_stride, p.o_head_stride},
+                     chunk))
+    return false;
+  return current_device_major() >= 8;
+}
+
+bool is_16bit(const AttentionParams& p) { return p.dtype == DType::bf16 || p.dtype == DType::f16; }
+
+// The tensor-core backward is 16-bit only; it also reads dO with cp.async and writes dQ, dK,
+// dV two elements at a time.
+bool tensor_core_backward_usable(const AttentionParams& p) {
+  if (!is_16bit(p) || !tensor_core_forward_usable(p)) return false;
+  if (!aligned16(p.do_) || !aligned16(p.dq) || !aligned16(p.dk) || !aligned16(p.dv)) return false;
+  return all_multiples({p.do_batch_stride, p.do_seq_stride, p.do_head_stride, p.dq_batch_stride,
+                        p.dq_seq_stride, p.dq_head_stride, p.dk_batch_stride, p.dk_seq_stride,
+                        p.dk_head_stride, p.dv_batch_stride, p.dv_seq_stride, p.dv_head_stride},
+                       8);
+}
+
+// The wgmma kernels need sm_90a machine code in the build and a compute capability 9.x device.
+bool hopper() {
+#if defined(FLASHGRAD_HAVE_SM90A)
+  return current_device_major() == 9;
+#else
+  return false;
+#endif
+}
+
+bool sm90_forward_usable(const AttentionParams& p) {
+  return is_16bit(p) && p.D == 64 && tensor_core_forward_usable(p) && hopper();
+}
+bool sm80_forward_usable(const AttentionParams& p) {
+  return is_16bit(p) && tensor_core_forward_usable(p);
+}
+bool tf32x3_forward_usable(const AttentionParams& p) {
+  return p.dtype == DType::f32 && tensor_core_forward_usable(p);
+}
+bool simt_usable(const AttentionParams&) { return true; }  // every dtype and head dim checked
+bool sm90_backward_usable(const AttentionParams& p) {
+  return tensor_core_backward_usable(p) && hopper();
+}
+
+// ---------------------------------------------------------------------------------------------
+// From the runtime dtype and head dim to the instantiated launchers
+
+// Calls f(std::integral_constant<int, D>{}) for the runtime head dim, one of Ds.
+template <int... Ds, typename F> void with_head_dim(int64_t D, F&& f) {
+  const bool found = ((D == Ds ? (f(std::integral_constant<int, Ds>{}), true) : false) || ...);
+  FG_CHECK(found, "flash attention: head dim D=", D, " has no CUDA kernel of this kind");
+}
+// Calls f(T{}) for the runtime 16-bit dtype.
+template <typename F> void with_16bit(DType dt, F&& f) {
+  if (dt == DType::bf16) f(bfloat16{});
+  else f(float16{});
+}
+
+void simt_forward(const AttentionParams& p, cudaStream_t s) {
+  FG_DISPATCH_FLOAT(p.dtype, "flash_attention_forward_cuda", [&] {
+    with_head_dim<32, 64, 128>(p.D, [&](auto d) { attn::simt::run_forward<scalar_t, d>(p, s); });
+  });
+}
+void simt_backward(const AttentionParams& p, cudaStream_t s) {
+  FG_DISPATCH_FLOAT(p.dtype, "flash_attention_backward_cuda", [&] {
+    with_head_dim<32, 64, 128>(p.D, [&](auto d) { attn::simt::run_backward<scalar_t, d>(p, s); });
+  });
+}
+void sm80_forward(const AttentionParams& p, cudaStream_t s) {
+  with_16bit(p.dtype, [&](auto t) {
+    with_head_dim<64, 128>(p.D, [&](auto d) { attn::sm80::run_forward<decltype(t), d>(p, s); });
+  });
+}
+void tf32x3_forward(const AttentionParams& p, cudaStream_t s) {
+  with_head_dim<64, 128>(p.D, [&](auto d) { attn::sm80::run_forward<float, d>(p, s); });
+}
+void sm80_backward(const AttentionParams& p, cudaStream_t s) {
+  with_16bit(p.dtype, [&](auto t) {
+    with_head_dim<64, 128>(p.D, [&](auto d) { attn::sm80::run_backward<decltype(t), d>(p, s); });
+  });
+}
+void sm90_forward(const AttentionParams& p, cudaStream_t s) {
+  with_16bit(p.dtype, [&](auto t) {
+    with_head_dim<64>(p.D, [&](auto d) { attn::sm90::run_forward<decltype(t), d>(p, s); });
+  });
+}
+void sm90_backward(const AttentionParams& p, cudaStream_t s) {
+  with_16bit(p.dtype, [&](auto t) {
+    with_head_dim<64, 128>(p.D, [&](auto d) { attn::sm90::run_backward<decltype(t), d>(p, s); });
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// The tables and the choice
+
+// Environment overrides, read once: FLASHGRAD_ATTENTION_SIMT=1 (any value but "" and "0")
+// keeps the default choice on the SIMT kernels, FLASHGRAD_ATTENTION_WGMMA=0 off the wgmma ones
+// (to compare paths). Kernels run by name ignore them.
+bool allowed_by_environment(const AttentionKernel& k) {
+  static const bool simt_only = [] {
+    const char* v = std::getenv("FLASHGRAD_ATTENTION_SIMT");
+    return v && v[0] != '\0' && std::strcmp(v, "0") != 0;
+  }();
+  static const bool no_wgmma = [] {
+    const char* v = std::getenv("FLASHGRAD_ATTENTION_WGMMA");
+    return v && std::strcmp(v, "0") == 0;
+  }();
+  if (simt_only && std::strcmp(k.name, "simt") != 0) return false;
+  return !(no_wgmma && std::strcmp(k.name, "wgmma") == 0);
+}
+
+const AttentionKernel& choose(const std::vector<AttentionKernel>& table, const AttentionParams& p) {
+  for (const AttentionKernel& k : table)
+    if (allowed_by_environment(k) && k.usable(p)) return k;
+  throw Error("flash attention: no CUDA kernel can run this call (the SIMT one always should)");
+}
+
+const AttentionKernel& find(const std::vector<AttentionKernel>& table, const char* name,
+                            const AttentionParams& p, const char* who) {
+  std::string names;
+  for (const AttentionKernel& k : table) {
+    if (std::strcmp(k.name, name) == 0) {
+      FG_CHECK(k.usable(p), who, ": kernel '", name, "' cannot run this call (dtype ",
+               dtype_name(p.dtype), ", D=", p.D, ", this device and these pointers and strides); ",
+               "flash_attention_*_kernel(params) names the one that can");
+      return k;
+    }
+    names += names.empty() ? k.name : std::string(", ") + k.name;
+  }
+  throw Error(str(who, ": no attention kernel named '", name, "' (the kernels are ", names, ")"));
+}
+
+}  // namespace
+
+const std::vector<AttentionKernel>& flash_attention_forward_kernels() {
+  static const std::vector<AttentionKernel> table = {
+      {"wgmma", sm90_forward_usable, sm90_forward},
+      {"mma", sm80_forward_usable, sm80_forward},
+      {"3xtf32", tf32x3_forward_usable, tf32x3_forward},
+      {"simt", simt_usable, simt_forward},
+  };
+  return table;
+}
+
+const std::vector<AttentionKernel>& flash_attention_backward_kernels() {
+  static const std::vector<AttentionKernel> table = {
+      {"wgmma", sm90_backward_usable, sm90_backward},
+      {"mma", tensor_core_backward_usable, sm80_backward},
+      {"simt", simt_usable, simt_backward},
+  };
+  return table;
+}
+
+const char* flash_attention_forward_kernel(const AttentionParams& p) {
+  return choose(flash_attention_forward_kernels(), p).name;
+}
+const char* flash_attention_backward_kernel(const AttentionParams& p) {
+  return choose(flash_attention_backward_kernels(), p).name;
+}
+
+void flash_attention_forward_cuda(const AttentionParams& p, cudaStream_t stream) {
+  check_attention_params(p, /*backward=*/false, /*cuda=*/true);
+  choose(flash_attention_forward_kernels(), p).run(p, stream);
+}
+void flash_attention_backward_cuda(const AttentionParams& p, cudaStream_t stream) {
+  check_attention_params(p, /*backward=*/true, /*cuda=*/true);
+  choose(flash_attention_backward_kernels(), p).run(p, stream);
+}
+
+void flash_attention_forward_cuda_with(const char* kernel, const AttentionParams& p,
+                                       cudaStream_t stream) {
+  check_attention_params(p, /*backward=*/false, /*cuda=*/true);
+  find(flash_attention_forward_kernels(), kernel, p, "flash_attention_forward_cuda_with")
+      .run(p, stream);
+}
+void flash_attention_backward_cuda_with(const char* kernel, const AttentionParams& p,
+                                        cudaStream_t stream) {
+  check_attention_params(p, /*backward=*/true, /*cuda=*/true);
+  find(flash_attention_backward_kernels(), kernel, p, "flash_attention_backward_cuda_with")
+      .run(p, stream);
+}
+
+}  // namespace fg

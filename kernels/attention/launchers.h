@@ -1,0 +1,36 @@
+// The launchers of every CUDA attention kernel family, one per (family, direction), each a
+// template over the storage type T and the head dim D.
+//
+// Each is defined in kernels/attention/<family>/<direction>.cuh and explicitly instantiated
+// for the (T, D) pairs listed in kernels/attention/instantiations.cmake, one pair per
+// generated file, so that the variants compile in parallel. dispatch.cu sees only these
+// declarations and never compiles a kernel itself.
+#pragma once
+#include <cuda_runtime.h>
+
+#include "kernels/attention/params.h"
+
+namespace fg {
+namespace attn {
+
+// SIMT kernels: every dtype (f32, f64, bf16, f16), D in {32, 64, 128}.
+namespace simt {
+template <typename T, int D> void run_forward(const AttentionParams& p, cudaStream_t stream);
+template <typename T, int D> void run_backward(const AttentionParams& p, cudaStream_t stream);
+}  // namespace simt
+
+// mma.sync kernels (sm_80 and later), D in {64, 128}: the forward for bf16, f16 and f32
+// (3xTF32), the backward for bf16 and f16.
+namespace sm80 {
+template <typename T, int D> void run_forward(const AttentionParams& p, cudaStream_t stream);
+template <typename T, int D> void run_backward(const AttentionParams& p, cudaStream_t stream);
+}  // namespace sm80
+
+// wgmma kernels (sm_90a), bf16 and f16: the forward at D = 64, the backward at D in {64, 128}.
+namespace sm90 {
+template <typename T, int D> void run_forward(const AttentionParams& p, cudaStream_t stream);
+template <typename T, int D> void run_backward(const AttentionParams& p, cudaStream_t stream);
+}  // namespace sm90
+
+}  // namespace attn
+}  // namespace fg

@@ -1,0 +1,391 @@
+// The dK/dV block of the tensor-core backward, as named steps. The mma.sync kernel (MmaProducts,
+// here) and the wgmma one (sm90/backward.cuh) are this block with their own matrix products.
+//
+// FlashAttention-2 partitioning: one block per (key tile of kBN = 16 kWarps keys, kv head,
+// batch); warp w owns keys 16w..16w+15 of the tile for the whole loop, so dK and dV stay in its
+// registers and need no reduction. K and V are loaded once; the block walks the query heads of
+// its GQA group and their query tiles of kBM rows (from the first one the causal diagonal lets
+// see the key tile), streaming Q, dO, LSE and D_i through two cp.async stages. Per query tile
+// and warp, in the transposed orientation (rows = the warp's keys j, columns = the queries i):
+//   S^T  = K Q^T,  dP^T = V dO^T                            (Products::scores)
+//   P^T  = exp2(S^T * scale * log2 e - LSE_i * log2 e)      (masked and padded entries -> 0)
+//   Z    = keep bits of attention_dropout_keep, scaled by 1 / (1 - p)
+//   dS^T = scale * P^T (dP^T Z - D_i)
+//   dV  += (P^T Z) dO,   dK += dS^T Q                       (Products::dv_dk)
+// and then, with every warp's dS^T in shared memory (16-bit, double-buffered, so the step runs
+// one iteration late, after the barrier that starts the next one: one __syncthreads per query
+// tile), the block's dQ contribution dS K for the kBM query rows (Products::dq): warp w takes a
+// 16-row strip and a kDqDims slice of the head dim, and adds it to the fp32 accumulator with
+// 8-byte atomics (float2, sm_90) or 4-byte ones before sm_90.
+#pragma once
+#include <cstdint>
+
+#include "kernels/attention/common/dropout.cuh"
+#include "kernels/attention/common/mask.cuh"
+#include "kernels/attention/common/mma.cuh"
+#include "kernels/attention/common/softmax.cuh"
+#include "kernels/attention/common/tiles.cuh"
+#include "kernels/attention/sm80/config.cuh"
+
+namespace fg {
+namespace attn {
+namespace sm80 {
+
+// The shape and shared-memory layout of a dK/dV block. kWgmma: the K, V, Q, dO tiles are read
+// by wgmma, so they are stored as 64-column blocks of 128-byte rows (load_tile_async's kBlocked;
+// the same as the plain layout at D = 64), kBlkK / kBlkQ bytes apart, and every thread fences
+// its shared-memory writes for the async proxy before the barrier that publishes them.
+template <int D, bool kWgmma_> struct DkdvShape {
+  static constexpr bool kWgmma = kWgmma_;
+  static constexpr int kWarps = Config<D>::kBwdWarps, kThreads = kWarps * 32;
+  static constexpr int kBM = Config<D>::kBwdBM;  // query rows per tile
+  static constexpr int kBN = Config<D>::kBwdBN;  // keys per block, 16 per warp
+  static constexpr int kNT = kBM / 8;            // 8-query column tiles of S^T
+  static constexpr int kDT = D / 8;              // 8-dim column tiles of dK, dV
+  static constexpr uint32_t kTileK = kBN * D * 2, kTileQ = kBM * D * 2;
+  static constexpr uint32_t kRowBytes = kWgmma ? 128 : D * 2;
+  static constexpr uint32_t kBlkK = kBN * 128, kBlkQ = kBM * 128;
+  static constexpr uint32_t kDsRowBytes = kBM * 2;
+  // dQ partition: kBM / 16 strips of 16 query rows x kDqSplit slices of the head dim.
+  static constexpr int kDqStrips = kBM / 16, kDqSplit = kWarps / kDqStrips, kDqDims = D / kDqSplit;
+  static_assert(kBM == 64, "dS^T rows must be 128 bytes (8 swizzled 16-byte chunks)");
+  static_assert(kWarps % kDqStrips == 0 && kDqDims % 16 == 0, "dQ partition");
+  // A warp's 16 keys and a query tile each lie inside one 64 x 64 block-mask tile, so inside a
+  // non-empty (warp, query tile) pair the mask is only causal + bounds.
+  static_assert(kBlockMaskTileQ % kBM == 0 && kBlockMaskTileK % 16 == 0, "block-mask tiles");
+
+  // Shared addresses: K, V; Q, dO and dS^T of 2 stages each; LSE [2][kBM], then D_i [2][kBM].
+  uint32_t base, sK, sV, sQ, sdO, sdS, sL;
+  const float* pL;
+  const float* pD;
+  FG_ATTN_DEV explicit DkdvShape(const unsigned char* smem)
+      : base(smem_u32(smem)),
+        sK(align1024(base)),
+        sV(sK + kTileK),
+        sQ(sV + kTileK),
+        sdO(sQ + 2 * kTileQ),
+        sdS(sdO + 2 * kTileQ),
+        sL(sdS + 2 * kBN * kDsRowBytes),
+        pL(reinterpret_cast<const float*>(smem + (sL - base))),
+        pD(pL + 2 * kBM) {}
+};
+
+// A position of the walk over (query head hk G + gi, query tile qt); gi = G is the end.
+struct QueryTilePos {
+  int64_t gi, qt;
+};
+
+// The walk of one key tile [k0, k1) of kv head hk over its query tiles. Causal: query row i
+// sees key k0 only if i >= causal_first_row(k0), so earlier tiles are skipped. The position is
+// stepped, not divided out of a flat index: 64-bit divisions cost as much as a tile's
+// elementwise work.
+template <int kBM> struct QueryTileWalk {
+  int64_t k0, k1, hk, G, nqt, qt_first;
+  FG_ATTN_DEV QueryTileWalk(const AttentionParams& p, int64_t k0_, int64_t k1_, int64_t hk_)
+      : k0(k0_), k1(k1_), hk(hk_), G(p.Hq / p.Hkv), nqt((p.Nq + kBM - 1) / kBM), qt_first(0) {
+    if (p.causal) {
+      const int64_t i0 = causal_first_row(p, k0_);
+      qt_first = i0 > 0 ? i0 / kBM : 0;
+    }
+  }
+
+  // The first position at or after x whose tile pair is not empty.
+  FG_ATTN_DEV QueryTilePos next_visible(const AttentionParams& p, QueryTilePos x) const {
+    while (x.gi < G) {
+      if (x.qt < qt_first) x.qt = qt_first;
+      if (x.qt >= nqt) {
+        ++x.gi, x.qt = qt_first;
+        continue;
+      }
+      const int64_t q0 = x.qt * kBM, q1 = q0 + kBM < p.Nq ? q0 + kBM : p.Nq;
+      if (tile_visibility(p, hk * G + x.gi, q0, q1, k0, k1) != TileVisibility::empty) break;
+      ++x.qt;
+    }
+    return x;
+  }
+};
+
+// cp.async of the query tile at q0 of head h into stage st: Q, dO, and the LSE and D_i of its
+// rows (zero past Nq).
+template <int D, typename S>
+FG_ATTN_DEV void load_query_tile(const S& sm, const AttentionParams& p, const float* Di,
+                                 int64_t b, int64_t h, int64_t q0, int st) {
+  constexpr int kBM = S::kBM, kThreads = S::kThreads;
+  load_tile_async<D, kBM, kThreads, S::kWgmma>(
+      sm.sQ + st * S::kTileQ, p.q_head<const uint16_t>(b, h), p.q_seq_stride, q0, p.Nq);
+  load_tile_async<D, kBM, kThreads, S::kWgmma>(
+      sm.sdO + st * S::kTileQ, p.do_head<const uint16_t>(b, h), p.do_seq_stride, q0, p.Nq);
+  const int tid = int(threadIdx.x);
+  if (tid < 2 * kBM) {
+    const int r = tid % kBM;
+    const bool is_di = tid >= kBM;
+    const int64_t row = (b * p.Hq + h) * p.Nq + q0 + r;
+    const bool valid = q0 + r < p.Nq;
+    const float* lse = static_cast<const float*>(p.lse);
+    const float* src = is_di ? Di + (valid ? row : 0) : lse + (valid ? row : 0);
+    cp_async_4(sm.sL + uint32_t(((is_di ? 2 : 0) + st) * kBM * 4 + r * 4), src, valid ? 4 : 0);
+  }
+}
+
+// dS^T = scale P^T (dP^T Z - D_i) into dp, and P^T <- P^T Z into s, for the warp's keys
+// kw0 .. and the query tile at q0 (di: its D_i in shared memory).
+template <int kNT>
+FG_ATTN_DEV void ds_transposed(float (&s)[kNT][4], float (&dp)[kNT][4], const float* di,
+                               int64_t kw0, int64_t q0, int t, uint32_t r4, uint32_t a4,
+                               uint32_t ph, const AttentionParams& p, float scale,
+                               const SoftmaxDropout& sd) {
+#pragma unroll
+  for (int nt = 0; nt < kNT; ++nt) {
+    float z[4] = {1.f, 1.f, 1.f, 1.f};
+    if (sd.dropout)
+      dropout_factors_transposed(z, kw0, q0, nt, t, r4, a4, ph, uint32_t(p.offset), sd);
+    const float2 dd = *reinterpret_cast<const float2*>(di + nt * 8 + 2 * t);
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const float pv = s[nt][e];
+      dp[nt][e] = scale * pv * (dp[nt][e] * z[e] - ((e & 1) ? dd.y : dd.x));
+      s[nt][e] = pv * z[e];
+    }
+  }
+}
+
+// Keeps A fragment kk of the warp's dS^T (16-bit, as the mma consumes it) in the stage's dS^T
+// tile for the dQ step: rows are keys, 16-byte chunk nt of a row holds queries 8 nt .. 8 nt + 7.
+template <typename S>
+FG_ATTN_DEV void store_ds(uint32_t sdSs, int warp, int g, int t, int kk, const uint32_t (&da)[4]) {
+#pragma unroll
+  for (int half = 0; half < 2; ++half)
+#pragma unroll
+    for (int hr = 0; hr < 2; ++hr) {
+      const int nt = 2 * kk + half, row = warp * 16 + g + 8 * hr;
+      st_shared_u32(
+          sdSs + uint32_t(row) * S::kDsRowBytes + uint32_t(((nt ^ (row & 7)) << 4) + 4 * t),
+          da[2 * half + hr]);
+    }
+}
+
+// A warp that sees nothing of the query tile: its keys contribute zero to dQ.
+template <typename S> FG_ATTN_DEV void zero_ds(uint32_t sdSs, int warp, int lane) {
+#pragma unroll
+  for (int c = 0; c < 16 * int(S::kDsRowBytes) / 16 / 32; ++c)
+    st_shared_zero16(sdSs + uint32_t(warp * 16) * S::kDsRowBytes + uint32_t((c * 32 + lane) * 16));
+}
+
+// dQ[i, split kDqDims + ..] += dq for the rows i = q0 + 16 strip + g (+8) of this thread.
+template <int D, int kN>
+FG_ATTN_DEV void add_dq(float* dq_accum, const float (&dq)[kN][4], const AttentionParams& p,
+                        int64_t b, int64_t h, int64_t q0, int strip, int split, int g, int t) {
+  float* dqh = dq_accum + (b * p.Hq + h) * p.Nq * D;
+#pragma unroll
+  for (int hr = 0; hr < 2; ++hr) {
+    const int64_t i = q0 + strip * 16 + g + 8 * hr;
+    if (i >= p.Nq) continue;
+#pragma unroll
+    for (int n = 0; n < kN; ++n)
+      atomic_add_f32x2(dqh + i * D + split * kN * 8 + n * 8 + 2 * t, dq[n][2 * hr],
+                       dq[n][2 * hr + 1]);
+  }
+}
+
+// dQ += dS K for the query tile at q0 of head h, from the dS^T of stage st: warp w forms a
+// 16-row strip and a kDqDims slice of the head dim (Products::dq) and adds it (add_dq).
+template <int D, typename Products, typename S>
+FG_ATTN_DEV void dq_step(const Products& products, const S& sm, float* dq_accum,
+                         const AttentionParams& p, int64_t b, int64_t h, int64_t q0, int st,
+                         int warp, int g, int t) {
+  const int strip = warp % S::kDqStrips, split = warp / S::kDqStrips;
+  float dq[S::kDqDims / 8][4];
+  zero(dq);
+  products.dq(dq, sm, sm.sdS + uint32_t(st) * S::kBN * S::kDsRowBytes, strip, split);
+  add_dq<D>(dq_accum, dq, p, b, h, q0, strip, split, g, t);
+}
+
+// The mma.sync products of a warp (16 keys). kKeepKV: its K and V A-fragments stay in
+// registers for the whole loop.
+template <typename T, int D, bool kKeepKV> struct MmaProducts {
+  using S = DkdvShape<D, false>;
+  static constexpr int kNT = S::kNT, kDT = S::kDT;
+  static constexpr uint32_t kRowBytes = S::kRowBytes;
+  uint32_t kf[kKeepKV ? D / 16 : 1][4], vf[kKeepKV ? D / 16 : 1][4];
+  bool kv_in_regs = false;
+  // Per-lane ldmatrix offsets (common/mma.cuh): A from this warp's K / V rows, B from Q / dO
+  // rows (n = query), B.trans from Q / dO / K rows (k = row), A.trans from dS^T (m = query).
+  uint32_t aLane, bLane, tLane, dsLane;
+  FG_ATTN_DEV explicit MmaProducts(int warp, int lane)
+      : aLane(lane_offset_a<kRowBytes>(lane, warp * 16)),
+        bLane(lane_offset_b<kRowBytes>(lane)),
+        tLane(lane_offset_bt<kRowBytes>(lane)),
+        dsLane(lane_offset_b<S::kDsRowBytes>(lane)) {}
+
+  FG_ATTN_DEV bool active(const AttentionParams&, int64_t, int64_t, int64_t, int64_t, int,
+                          TileVisibility wvis) const {
+    return wvis != TileVisibility::empty;
+  }
+
+  // Called at the top of every query tile, K and V in shared memory.
+  FG_ATTN_DEV void begin_tile(const S& sm) {
+    if constexpr (kKeepKV) {
+      if (!kv_in_regs) {
+#pragma unroll
+        for (int ks = 0; ks < D / 16; ++ks) {
+          ldmatrix_x4(kf[ks], (sm.sK + aLane) ^ uint32_t(ks << 5));
+          ldmatrix_x4(vf[ks], (sm.sV + aLane) ^ uint32_t(ks << 5));
+        }
+        kv_in_regs = true;
+      }
+    }
+  }
+
+  // S^T = K Q^T and dP^T = V dO^T, 16 keys x kBM queries each (s, dp zeroed by the caller).
+  FG_ATTN_DEV void scores(float (&s)[kNT][4], float (&dp)[kNT][4], const S& sm, uint32_t sQs,
+                          uint32_t sdOs, int) const {
+    mma_score_pair<T, kNT, D, kRowBytes>(s, dp, [&](int ks, uint32_t (&ak)[4], uint32_t (&av)[4]) {
+      if constexpr (kKeepKV) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) ak[e] = kf[ks][e], av[e] = vf[ks][e];
+      } else {
+        ldmatrix_x4(ak, (sm.sK + aLane) ^ uint32_t(ks << 5));
+        ldmatrix_x4(av, (sm.sV + aLane) ^ uint32_t(ks << 5));
+      }
+    }, sQs + bLane, sdOs + bLane);
+  }
+
+  // dV += (P^T Z) dO and dK += dS^T Q (A re-packed from the accumulators, B through
+  // ldmatrix.trans); store(kk, da) keeps dS^T fragment kk for the dQ step.
+  template <typename StoreDs>
+  FG_ATTN_DEV void dv_dk(float (&dv)[kDT][4], float (&dk)[kDT][4], const float (&s)[kNT][4],
+                         const float (&dp)[kNT][4], uint32_t sQs, uint32_t sdOs,
+                         StoreDs store) const {
+#pragma unroll
+    for (int kk = 0; kk < S::kBM / 16; ++kk) {
+      uint32_t pa[4], da[4];
+      pack_a<T>(s, kk, pa);
+      pack_a<T>(dp, kk, da);
+      store(kk, da);
+#pragma unroll
+      for (int dpi = 0; dpi < kDT / 2; ++dpi) {
+        uint32_t bo[4], bq[4];
+        ldmatrix_x4_trans(bo, ((sdOs + tLane) ^ uint32_t(dpi << 5)) + kk * 16 * kRowBytes);
+        ldmatrix_x4_trans(bq, ((sQs + tLane) ^ uint32_t(dpi << 5)) + kk * 16 * kRowBytes);
+        mma_16816<T>(dv[2 * dpi], pa, bo[0], bo[1]);
+        mma_16816<T>(dv[2 * dpi + 1], pa, bo[2], bo[3]);
+        mma_16816<T>(dk[2 * dpi], da, bq[0], bq[1]);
+        mma_16816<T>(dk[2 * dpi + 1], da, bq[2], bq[3]);
+      }
+    }
+  }
+
+  // dq = rows 16 strip .. of dS K (A = dS through ldmatrix.trans of the stored dS^T, B = K
+  // through ldmatrix.trans), dims split kDqDims .., over the block's kBN keys.
+  FG_ATTN_DEV void dq(float (&dq)[S::kDqDims / 8][4], const S& sm, uint32_t sdSs, int strip,
+                      int split) const {
+#pragma unroll
+    for (int kk = 0; kk < S::kBN / 16; ++kk) {
+      uint32_t a[4];
+      ldmatrix_x4_trans(a, ((sdSs + dsLane) ^ uint32_t(strip << 5)) + kk * 16 * S::kDsRowBytes);
+#pragma unroll
+      for (int dpi = 0; dpi < S::kDqDims / 16; ++dpi) {
+        const int dglob = split * (S::kDqDims / 16) + dpi;
+        uint32_t bk[4];
+        ldmatrix_x4_trans(bk, ((sm.sK + tLane) ^ uint32_t(dglob << 5)) + kk * 16 * kRowBytes);
+        mma_16816<T>(dq[2 * dpi], a, bk[0], bk[1]);
+        mma_16816<T>(dq[2 * dpi + 1], a, bk[2], bk[3]);
+      }
+    }
+  }
+};
+
+// The dK/dV block (see the file comment) with the products of Products (MmaProducts or
+// sm90::WgmmaProducts); kAtomicDq adds the dQ contributions into dq_accum.
+template <typename T, int D, typename Products, bool kAtomicDq>
+FG_ATTN_DEV void dkdv_block(const AttentionParams& p, const float* __restrict__ Di,
+                            float* __restrict__ dq_accum, const unsigned char* smem) {
+  using S = typename Products::S;
+  constexpr int kBN = S::kBN, kBM = S::kBM, kNT = S::kNT, kDT = S::kDT;
+  const S sm(smem);
+  const int tid = int(threadIdx.x), warp = tid / 32, lane = tid % 32;
+  const int g = lane >> 2, t = lane & 3;
+  const int64_t k0 = int64_t(blockIdx.x) * kBN, hk = blockIdx.y, b = blockIdx.z;
+  const int64_t k1 = k0 + kBN < p.Nk ? k0 + kBN : p.Nk;
+  const QueryTileWalk<kBM> walk(p, k0, k1, hk);
+  const float scale = float(p.softmax_scale);
+  const SoftmaxDropout sd(p);
+
+  load_tile_async<D, kBN, S::kThreads, S::kWgmma>(sm.sK, p.k_head<const uint16_t>(b, hk),
+                                                  p.k_seq_stride, k0, p.Nk);
+  load_tile_async<D, kBN, S::kThreads, S::kWgmma>(sm.sV, p.v_head<const uint16_t>(b, hk),
+                                                  p.v_seq_stride, k0, p.Nk);
+  QueryTilePos it = walk.next_visible(p, QueryTilePos{0, 0});
+  if (it.gi < walk.G) load_query_tile<D>(sm, p, Di, b, hk * walk.G + it.gi, it.qt * kBM, 0);
+  cp_async_commit();
+
+  Products products(warp, lane);
+  auto dq_step = [&](int st, int64_t h, int64_t q0) {
+    sm80::dq_step<D>(products, sm, dq_accum, p, b, h, q0, st, warp, g, t);
+  };
+
+  float dk[kDT][4], dv[kDT][4];
+  zero(dk);
+  zero(dv);
+  const int64_t kw0 = k0 + warp * 16, kw1 = kw0 + 16 < p.Nk ? kw0 + 16 : p.Nk;
+  const uint32_t r4 = uint32_t(lane >> 2) & 3u, a4 = uint32_t(lane >> 4);
+  int stage = 0;
+  int64_t prev_h = -1, prev_q0 = 0;  // the query tile whose dQ step is still due
+
+  while (it.gi < walk.G) {
+    cp_async_wait_all();
+    if constexpr (S::kWgmma) fence_proxy_async();  // the copies and dS^T stores, for wgmma
+    __syncthreads();  // tile `it` (and K, V) in; every warp done with the previous iteration
+    const QueryTilePos it_next = walk.next_visible(p, QueryTilePos{it.gi, it.qt + 1});
+    if (it_next.gi < walk.G)
+      load_query_tile<D>(sm, p, Di, b, hk * walk.G + it_next.gi, it_next.qt * kBM, stage ^ 1);
+    cp_async_commit();
+    if constexpr (kAtomicDq) {
+      if (prev_h >= 0) dq_step(stage ^ 1, prev_h, prev_q0);
+    }
+    products.begin_tile(sm);
+
+    const int64_t h = hk * walk.G + it.gi, q0 = it.qt * kBM;
+    const int64_t q1 = q0 + kBM < p.Nq ? q0 + kBM : p.Nq;
+    const uint32_t sQs = sm.sQ + uint32_t(stage) * S::kTileQ,
+                   sdOs = sm.sdO + uint32_t(stage) * S::kTileQ;
+    const uint32_t sdSs = sm.sdS + uint32_t(stage) * kBN * S::kDsRowBytes;
+    const TileVisibility wvis =
+        kw0 < p.Nk ? tile_visibility(p, h, q0, q1, kw0, kw1) : TileVisibility::empty;
+    if (products.active(p, h, q0, q1, k0, warp, wvis)) {
+      float s[kNT][4], dp[kNT][4];
+      zero(s);
+      zero(dp);
+      products.scores(s, dp, sm, sQs, sdOs, warp);
+      // Mask where this (warp, query tile) pair is partial or runs past Nk or Nq.
+      if (wvis != TileVisibility::full || kw0 + 16 > p.Nk || q0 + kBM > p.Nq)
+        mask_scores_transposed(s, p, kw0, q0, g, t);
+      probabilities_transposed(s, sm.pL + stage * kBM, t, sd.sl2);
+      const uint32_t ph = uint32_t(b) * uint32_t(p.Hq) + uint32_t(h);
+      ds_transposed(s, dp, sm.pD + stage * kBM, kw0, q0, t, r4, a4, ph, p, scale, sd);
+      products.dv_dk(dv, dk, s, dp, sQs, sdOs, [&](int kk, const uint32_t (&da)[4]) {
+        if constexpr (kAtomicDq) store_ds<S>(sdSs, warp, g, t, kk, da);
+      });
+    } else if constexpr (kAtomicDq) {
+      zero_ds<S>(sdSs, warp, lane);
+    }
+    prev_h = h, prev_q0 = q0;
+    stage ^= 1;
+    it = it_next;
+  }
+  cp_async_wait_all();  // nothing may be in flight when the block exits
+  if constexpr (kAtomicDq) {
+    if (prev_h >= 0) {
+      if constexpr (S::kWgmma) fence_proxy_async();  // the dS^T stores, for wgmma's reads
+      __syncthreads();  // every warp's dS^T of the last tile is in
+      dq_step(stage ^ 1, prev_h, prev_q0);
+    }
+  }
+
+  store_fragment_rows<T>(kw0, p.Nk, g, t, p.dk_head<T>(b, hk), p.dk_seq_stride, dk,
+                         p.dv_head<T>(b, hk), p.dv_seq_stride, dv);
+}
+
+}  // namespace sm80
+}  // namespace attn
+}  // namespace fg

@@ -1,0 +1,137 @@
+// Tensor-core backward for bf16 / fp16 on Hopper (wgmma, sm_90a), D in {64, 128}, and its
+// launcher sm90::run_backward<T, D>: the dK/dV block of sm80/backward_dkdv.cuh with wgmma
+// products, and the mma.sync dQ kernel of sm80/backward.cuh in deterministic mode.
+//
+// A warpgroup's 64 keys are one m64 tile, so S^T, dP^T (A = K, V rows, B = Q, dO tiles, all
+// K-major) and dV, dK (A = P^T, dS^T from registers, B = dO, Q through MN-major descriptors) are
+// m64n64k16 wgmma, reading each Q and dO tile once per warpgroup instead of once per warp. At
+// D = 128, dV and dK are two m64n64 accumulators each. The accumulator layout is the mma.sync
+// one, so the elementwise steps and the dQ atomics are shared. The dQ step is wgmma too:
+// warpgroup w forms columns w D/2 .. of dS K (m64, n = D/2, k = the block's keys) with A = dS
+// read from the stored dS^T as an MN-major operand and B = the K rows, MN-major. Skipping is
+// warpgroup-wide (a warp inside a visible warpgroup is at worst fully masked).
+#pragma once
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "kernels/attention/common/wgmma.cuh"
+#include "kernels/attention/sm80/backward.cuh"
+
+namespace fg {
+namespace attn {
+namespace sm90 {
+
+template <typename T, int D> struct WgmmaProducts {
+  using S = sm80::DkdvShape<D, true>;
+  static constexpr int kNT = S::kNT, kDT = S::kDT;
+  static constexpr uint32_t kRowBytes = S::kRowBytes;
+  static_assert(D % 64 == 0 && S::kWarps % 4 == 0 && kBlockMaskTileK % 64 == 0,
+                "a warpgroup's 64 keys form one m64 tile inside one block-mask tile");
+  FG_ATTN_DEV WgmmaProducts(int, int) {}
+
+  // Whether the warp's warpgroup (64 keys, inside one block-mask tile) sees the query tile.
+  FG_ATTN_DEV bool active(const AttentionParams& p, int64_t h, int64_t q0, int64_t q1, int64_t k0,
+                          int warp, TileVisibility) const {
+    const int64_t g0 = k0 + (warp / 4) * 64, g1 = g0 + 64 < p.Nk ? g0 + 64 : p.Nk;
+    return g0 < p.Nk && tile_visibility(p, h, q0, q1, g0, g1) != TileVisibility::empty;
+  }
+  FG_ATTN_DEV void begin_tile(const S&) {}
+
+  // S^T, dP^T: m64n64k16 per warpgroup, A = its 64 K (V) rows, B = the Q (dO) tile, both
+  // K-major; step ks reads 16 columns of column block ks / 4.
+  FG_ATTN_DEV void scores(float (&s)[kNT][4], float (&dp)[kNT][4], const S& sm, uint32_t sQs,
+                          uint32_t sdOs, int warp) const {
+    const uint32_t kA = sm.sK + uint32_t((warp / 4) * 64) * kRowBytes;
+    const uint32_t vA = sm.sV + uint32_t((warp / 4) * 64) * kRowBytes;
+    wgmma_fence();
+#pragma unroll
+    for (int ks = 0; ks < D / 16; ++ks) {
+      const uint32_t ka = uint32_t(ks >> 2) * S::kBlkK + uint32_t((ks & 3) * 32);
+      const uint32_t qa = uint32_t(ks >> 2) * S::kBlkQ + uint32_t((ks & 3) * 32);
+      wgmma_m64n64k16_ss<T, 0>(s, sw128_descriptor(kA + ka, 16), sw128_descriptor(sQs + qa, 16));
+      wgmma_m64n64k16_ss<T, 0>(dp, sw128_descriptor(vA + ka, 16), sw128_descriptor(sdOs + qa, 16));
+    }
+    wgmma_commit();
+    wgmma_wait_all();
+    fence_accumulator(s);
+    fence_accumulator(dp);
+  }
+
+  // dV += (P^T Z) dO and dK += dS^T Q: A from registers, one m64n64 accumulator per 64-column
+  // block of dV, dK (n8 tiles 8 cb .. 8 cb + 7), B through MN-major descriptors.
+  template <typename StoreDs>
+  FG_ATTN_DEV void dv_dk(float (&dv)[kDT][4], float (&dk)[kDT][4], const float (&s)[kNT][4],
+                         const float (&dp)[kNT][4], uint32_t sQs, uint32_t sdOs,
+                         StoreDs store) const {
+    uint32_t pa[S::kBM / 16][4], da[S::kBM / 16][4];
+#pragma unroll
+    for (int kk = 0; kk < S::kBM / 16; ++kk) {
+      pack_a<T>(s, kk, pa[kk]);
+      pack_a<T>(dp, kk, da[kk]);
+      store(kk, da[kk]);
+    }
+    fence_accumulator(dv);
+    fence_accumulator(dk);
+    wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < S::kBM / 16; ++kk)
+#pragma unroll
+      for (int cb = 0; cb < D / 64; ++cb) {
+        const uint32_t rows = uint32_t(cb) * S::kBlkQ + uint32_t(kk * 16) * kRowBytes;
+        wgmma_m64n64k16_rs<T, 1>(*reinterpret_cast<float(*)[8][4]>(&dv[8 * cb][0]), pa[kk],
+                                 sw128_descriptor(sdOs + rows, 16));
+        wgmma_m64n64k16_rs<T, 1>(*reinterpret_cast<float(*)[8][4]>(&dk[8 * cb][0]), da[kk],
+                                 sw128_descriptor(sQs + rows, 16));
+      }
+    wgmma_commit();
+    wgmma_wait_all();
+    fence_accumulator(dv);
+    fence_accumulator(dk);
+  }
+
+  // Warpgroup `split` computes dQ[:, split kDqDims ..] (64 x kDqDims, k = the kBN keys) with
+  // A = dS from the stored dS^T (MN-major: 64 queries per 128-byte row) and B = K rows
+  // (MN-major); its warps hold rows 16 strip .. of the result, as in the mma.sync split.
+  FG_ATTN_DEV void dq(float (&dq)[S::kDqDims / 8][4], const S& sm, uint32_t sdSs, int,
+                      int split) const {
+    constexpr int kDqDims = S::kDqDims;
+    static_assert(kDqDims == 32 || kDqDims == 64, "wgmma dQ step: n32 or n64");
+    const uint32_t kB =
+        sm.sK + uint32_t(split) * (kDqDims == 64 ? S::kBlkK : uint32_t(kDqDims * 2));
+    fence_accumulator(dq);
+    wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < S::kBN / 16; ++kk) {
+      const uint64_t da = sw128_descriptor(sdSs + uint32_t(kk * 16) * S::kDsRowBytes, 16);
+      const uint64_t db = sw128_descriptor(kB + uint32_t(kk * 16) * kRowBytes, 16);
+      if constexpr (kDqDims == 32) wgmma_m64n32k16_ss<T, 1, 1>(dq, da, db);
+      else wgmma_m64n64k16_ss<T, 1, 1>(dq, da, db);
+    }
+    wgmma_commit();
+    wgmma_wait_all();
+    fence_accumulator(dq);
+  }
+};
+
+template <typename T, int D, bool kAtomicDq>
+__global__ void __launch_bounds__(sm80::Config<D>::kBwdWarps * 32, 1)
+    dkdv_kernel(const AttentionParams p, const float* __restrict__ Di,
+                float* __restrict__ dq_accum) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  extern __shared__ __align__(128) unsigned char tc_smem[];
+  sm80::dkdv_block<T, D, WgmmaProducts<T, D>, kAtomicDq>(p, Di, dq_accum, tc_smem);
+#else
+  __trap();  // built without sm_90a code; the dispatcher never picks this kernel then
+#endif
+}
+
+template <typename T, int D> void run_backward(const AttentionParams& p, cudaStream_t stream) {
+  sm80::run_tc_backward<T, D>(p, stream, [](auto atomic_dq) {
+    return dkdv_kernel<T, D, decltype(atomic_dq)::value>;
+  });
+}
+
+}  // namespace sm90
+}  // namespace attn
+}  // namespace fg
