@@ -318,18 +318,10 @@ void run_bench(const BenchFlags& fl) {
 
         Result r{};
         r.D = D, r.N = N, r.B = p.B, r.H = p.Hq, r.causal = causal;
-        // Kernels taken, forward/backward: wgmma, mma (mma.sync), 3xtf32 (fp32 on tensor cores)
-        // or simt.
-        {
-          const char* fwd = flash_attention_forward_uses_wgmma(p)                 ? "wgmma"
-                            : !flash_attention_forward_uses_tensor_cores(p)       ? "simt"
-                            : dt == DType::f32                                     ? "3xtf32"
-                                                                                   : "mma";
-          const char* bwd = flash_attention_backward_uses_wgmma(p)           ? "wgmma"
-                            : flash_attention_backward_uses_tensor_cores(p) ? "mma"
-                                                                            : "simt";
-          r.path = std::string(fwd) + "/" + bwd;
-        }
+        // Kernels taken, forward/backward, as the dispatch tables name them: wgmma, mma
+        // (mma.sync), 3xtf32 (fp32 on tensor cores) or simt.
+        r.path = std::string(flash_attention_forward_kernel(p)) + "/" +
+                 flash_attention_backward_kernel(p);
         r.fwd_ms = time_ms([&] { flash_attention_forward_cuda(p); }, fl, e0, e1);
         r.bwd_ms = time_ms([&] { flash_attention_backward_cuda(p); }, fl, e0, e1);
         r.fwdbwd_ms = time_ms([&] {

@@ -50,14 +50,7 @@ std::pair<std::string, std::string> attention_kernels(DType dtype, int64_t D) {
   p.D = D;
   p.dtype = dtype;
   set_contiguous_strides(p);
-  std::string fwd = "SIMT", bwd = "SIMT";
-  if (flash_attention_forward_uses_tensor_cores(p))
-    fwd = dtype == DType::f32                             ? "3xTF32 mma.sync"
-          : flash_attention_forward_uses_wgmma(p) ? "wgmma"
-                                                  : "mma.sync";
-  if (flash_attention_backward_uses_tensor_cores(p))
-    bwd = flash_attention_backward_uses_wgmma(p) ? "wgmma" : "mma.sync";
-  return {fwd, bwd};
+  return {flash_attention_forward_kernel(p), flash_attention_backward_kernel(p)};
 }
 
 // One line per GPU; the attention table of the first one.

@@ -6,7 +6,6 @@
 #include <cmath>
 
 #include "kernels/attention/attention.h"
-#include "kernels/attention/naive_masks.h"
 #include "tensor/ops.h"
 
 // FG_ATTENTION_CALL(device, name, args...) calls name##_cuda(args...) for a CUDA device and
