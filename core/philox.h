@@ -66,7 +66,8 @@ FG_HD void philox_key(uint64_t seed, uint64_t offset, uint32_t& k0, uint32_t& k1
 // Stream tags keep the counters of different uses apart (counter word 2).
 constexpr uint32_t kPhiloxStreamUniform = 0xFFFFFFFEu;
 constexpr uint32_t kPhiloxStreamDropout = 0xFFFFFFFFu;
-// Attention dropout uses word 2 for b * Hq + h, which stays far below these tags.
+// Attention dropout uses word 2 for b * Hq + h, which check_attention_params keeps below
+// these tags (B * Hq < 2^32 - 2).
 
 // 32 random bits for element n of a flat stream: element n takes word n % 4 of block n / 4.
 // The counter is (n / 4 as 64 bits, stream, offset low half): exactly the sequence cuRAND's

@@ -48,10 +48,11 @@ void check_attention_params(const AttentionParams& p, bool backward, bool cuda) 
   if (p.block_mask)
     FG_CHECK(p.block_mask_heads == 1 || p.block_mask_heads == p.Hq, who,
              ": block_mask_heads=", p.block_mask_heads, " must be 1 or Hq=", p.Hq);
-  // The dropout counter packs b * Hq + h, i and j into 32-bit words.
+  // The dropout counter packs b * Hq + h, i and j into 32-bit words (b * Hq + h below the
+  // stream tags of core/philox.h).
   const int64_t u32 = int64_t(std::numeric_limits<uint32_t>::max());
-  FG_CHECK(p.B * p.Hq <= u32 && p.Nq <= u32 && p.Nk <= u32, who,
-           ": B*Hq, Nq and Nk must each fit in 32 bits (the dropout counter), got B*Hq=",
+  FG_CHECK(p.B * p.Hq < u32 - 1 && p.Nq <= u32 && p.Nk <= u32, who,
+           ": B*Hq must be below 2^32 - 2 and Nq, Nk must fit in 32 bits (the dropout counter), got B*Hq=",
            p.B * p.Hq, " Nq=", p.Nq, " Nk=", p.Nk);
 }
 

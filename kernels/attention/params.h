@@ -48,8 +48,9 @@
 namespace fg {
 
 // Tile size of the block mask: entry (bi, bj) covers query rows [64 bi, 64 bi + 64) and key
-// columns [64 bj, 64 bj + 64). The CPU and CUDA tiles divide these, so a masked-out entry
-// means whole kernel tiles are skipped without being loaded.
+// columns [64 bj, 64 bj + 64). Each kernel's unit of skipping (a CPU tile, a warp's or a
+// warpgroup's rows, a key tile) lies inside one entry, so a masked-out entry means that work
+// is skipped and its keys are never loaded (the kernels static_assert this).
 constexpr int64_t kBlockMaskTileQ = 64;
 constexpr int64_t kBlockMaskTileK = 64;
 
@@ -66,8 +67,9 @@ struct AttentionParams {
   void* dk = nullptr;
   void* dv = nullptr;
   // Backward scratch for the CUDA path, flash_attention_backward_workspace_bytes() bytes,
-  // allocated by the caller (contents on entry do not matter). It holds D_i and the dQ
-  // accumulator, fp32 (fp64 when dtype is f64). The CPU path does not use it (may be null).
+  // allocated by the caller (contents on entry do not matter). It holds D_i and, unless
+  // `deterministic`, the dQ accumulator, fp32 (fp64 when dtype is f64). The CPU path does not
+  // use it (may be null).
   void* workspace = nullptr;
 
   // Element strides over (batch, seq, head); the head-dim stride is 1.

@@ -12,8 +12,8 @@ FG_TEST_ALL_DEVICES("attention dropout: successive calls get new masks, a reseed
                     "[attention][dropout]") {
   const TensorOptions to = TensorOptions(DType::f32).device(device);
   Generator g(11);
-  Tensor q = rand({2, 40, 4, 16}, to, &g), k = rand({2, 40, 2, 16}, to, &g),
-         v = rand({2, 40, 2, 16}, to, &g);
+  Tensor q = rand({2, 40, 4, 32}, to, &g), k = rand({2, 40, 2, 32}, to, &g),
+         v = rand({2, 40, 2, 32}, to, &g);
   const AttentionOptions opt = AttentionOptions().dropout(0.3).causal();
 
   manual_seed(5);

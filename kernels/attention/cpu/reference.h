@@ -1,6 +1,6 @@
 // The fp64 attention reference: the function of params.h computed the plain way, in double,
 // every score of a row before its softmax. It is the oracle of the kernel tests and of the
-// benchmark's check (the flash kernels are checked against it, not against each other).
+// benchmark's check: every flash kernel is checked against it.
 //
 // Arrays are host doubles laid out as the tensors they stand for, addressed with p's strides:
 // q[b * q_batch_stride + i * q_seq_stride + h * q_head_stride + d], and so for k, v, dO (p's do_

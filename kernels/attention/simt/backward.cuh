@@ -5,7 +5,7 @@
 // GQA group and over their query tiles (from the first one the causal diagonal lets see the key
 // tile); each warp owns key rows, and dK, dV stay in its registers. The scores are formed
 // transposed (rows = keys): S^T = K Q^T and dP^T = V dO^T, then P = exp(S - LSE), dV += (P Z /
-// (1-p)) dO, dS = P (dP Z / (1-p) - D_i), dK += dS Q, and in the atomic mode dQ += dS^T K into
+// (1-p)) dO, dS = P (dP Z / (1-p) - D_i), dK += dS^T Q, and in the atomic mode dQ += dS K into
 // the accumulator.
 // dQ kernel (deterministic mode): one block per (query tile, query head, batch), laid out as
 // the forward, recomputing P and dS for its rows and summing dQ += dS K in registers.
@@ -16,7 +16,7 @@ namespace fg {
 namespace attn {
 namespace simt {
 
-// The atomic dQ step of the dK/dV kernel: dQ += dS^T K for query tile q0 of head h, from sS
+// The atomic dQ step of the dK/dV kernel: dQ += dS K for query tile q0 of head h, from sS
 // (dS * scale, [key][query]). Every warp needs every key row's dS, so the caller has waited
 // for all warps. Warp w takes query rows w, w + kWarps, ...; lanes take dims, so the adds are
 // coalesced.
@@ -126,7 +126,7 @@ __global__ void __launch_bounds__(Config<T, D>::kThreads)
           sS[(warp * R + r) * kTile + qc] = s[r][c] * (dp[r][c] - sDi[qc]) * sd.scale;
         }
       __syncwarp();
-      accumulate_rows<R, DL, kTile, QS>(dK, sS, sQ, warp, lane);  // dK += dS Q
+      accumulate_rows<R, DL, kTile, QS>(dK, sS, sQ, warp, lane);  // dK += dS^T Q (sS holds dS^T)
 
       if constexpr (kAtomicDQ) {
         __syncthreads();

@@ -1,6 +1,7 @@
 // The tile configuration of the mma.sync kernels (sm80/), also used by the wgmma backward
-// (sm90/backward.cuh), and their shared-memory sizes. All tiles divide the 64 x 64 block-mask
-// tile, so a masked-out block-mask entry skips whole tiles.
+// (sm90/backward.cuh), and their shared-memory sizes. A warp's rows and a key tile lie inside
+// one 64 x 64 block-mask tile (the kernels static_assert it), so a masked-out block-mask entry
+// skips that work whole.
 #pragma once
 #include <cstddef>
 #include <cstdint>

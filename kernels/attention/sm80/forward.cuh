@@ -8,7 +8,7 @@
 // batch), kWarps warps, each warp owning kMT * 16 consecutive query rows of the tile for the
 // whole key loop (no split of the key dimension inside a block, so no cross-warp reduction).
 // The Q tile is loaded once; K and V tiles of kBN keys stream through two cp.async stages
-// (QueryTile::for_each_key_tile).
+// (the pipeline of QueryTile::for_each_key_tile, written out in the kernel).
 //
 // Per key tile and warp: S = Q K^T with mma.sync (A = Q, B = K, both through ldmatrix);
 // masking only on tiles that need it; the online softmax in base 2 with the softmax scale folded
@@ -64,12 +64,25 @@ __global__ void __launch_bounds__(Config<D>::kFwdWarps * 32, 2)
 
   const int tid = int(threadIdx.x), warp = tid / 32, lane = tid % 32;
   const int g = lane >> 2, t = lane & 3;  // mma fragment row group and thread in group
-  const KeyValueStream<D, kBM, kBN, kThreads, uint16_t> kv(p, sK, sV);
-  const int64_t q0 = kv.q0, h = kv.h, b = kv.b;
+  const QueryTile<kBM, kBN> tile(p);
+  const int64_t q0 = tile.q0, h = tile.h, b = tile.b, hk = tile.hk, nkt = tile.nkt;
+  const uint16_t* k = p.k_head<const uint16_t>(b, hk);
+  const uint16_t* v = p.v_head<const uint16_t>(b, hk);
   const SoftmaxDropout sd(p);
-  const int64_t kt = kv.start(p, [&] {
-    load_tile_async<D, kBM, kThreads>(sQ, p.q_head<const uint16_t>(b, h), p.q_seq_stride, q0, p.Nq);
-  });
+  const uint32_t ph = uint32_t(b) * uint32_t(p.Hq) + uint32_t(h);
+
+  // The key-tile pipeline is written out here, as in the sm90 forward, rather than taken from
+  // KeyValueStream: the forwards' loop bodies are short enough for the shared form to cost
+  // a few percent.
+  load_tile_async<D, kBM, kThreads>(sQ, p.q_head<const uint16_t>(b, h), p.q_seq_stride, q0, p.Nq);
+  cp_async_commit();
+  auto next_visible = [&](int64_t kt) { return tile.next_visible(p, kt); };
+  int64_t kt = next_visible(0);
+  if (kt < nkt) {
+    load_tile_async<D, kBN, kThreads>(sK, k, p.k_seq_stride, kt * kBN, p.Nk);
+    load_tile_async<D, kBN, kThreads>(sV, v, p.v_seq_stride, kt * kBN, p.Nk);
+  }
+  cp_async_commit();
 
   float acc[kMT][kDT][4], m[kMT][2], l[kMT][2];
   softmax_init(m, l, acc);
@@ -79,8 +92,21 @@ __global__ void __launch_bounds__(Config<D>::kFwdWarps * 32, 2)
   const uint32_t kLaneOff = lane_offset_b<kRowBytes>(lane);
   const uint32_t vLaneOff = lane_offset_bt<kRowBytes>(lane);
   const int64_t wr0 = q0 + wrow, wr1 = wr0 + kRowsW < p.Nq ? wr0 + kRowsW : p.Nq;
+  int stage = 0;
 
-  kv.template for_each_key_tile<false>(p, kt, [&](int64_t k0, int64_t k1, int stage) {
+  while (kt < nkt) {
+    cp_async_wait_all();
+    __syncthreads();  // tile kt is in; every warp is done with the other stage
+    const int64_t kt_next = next_visible(kt + 1);
+    if (kt_next < nkt) {
+      load_tile_async<D, kBN, kThreads>(sK + (stage ^ 1) * kStageBytes, k, p.k_seq_stride,
+                                        kt_next * kBN, p.Nk);
+      load_tile_async<D, kBN, kThreads>(sV + (stage ^ 1) * kStageBytes, v, p.v_seq_stride,
+                                        kt_next * kBN, p.Nk);
+    }
+    cp_async_commit();
+
+    const int64_t k0 = kt * kBN, k1 = k0 + kBN < p.Nk ? k0 + kBN : p.Nk;
     const TileVisibility wvis =
         wr0 < p.Nq ? tile_visibility(p, h, wr0, wr1, k0, k1) : TileVisibility::empty;
     if (wvis != TileVisibility::empty) {  // warp-uniform
@@ -90,10 +116,13 @@ __global__ void __launch_bounds__(Config<D>::kFwdWarps * 32, 2)
       mma_scores<T, kMT, kNT, D, kRowBytes>(s, qLane, kLane);
       if (wvis == TileVisibility::partial || k1 - k0 < kBN) mask_scores(s, p, wr0, k0, g, t);
       online_softmax(s, m, l, acc, sd.sl2);
-      if (sd.dropout) apply_dropout(s, wr0, k0, g, t, kv.ph, uint32_t(p.offset), sd);
+      if (sd.dropout) apply_dropout(s, wr0, k0, g, t, ph, uint32_t(p.offset), sd);
       mma_pv<T, kMT, kNT, kDT, kRowBytes>(acc, s, vLane);
     }
-  });
+    stage ^= 1;
+    kt = kt_next;
+  }
+  cp_async_wait_all();  // nothing may be in flight when the block exits
 
   uint16_t* o = p.o_head<uint16_t>(b, h);
   float* lse = p.lse_row<float>(b, h);
