@@ -48,12 +48,13 @@ Point point_at(Scope scope, AttentionImpl impl, int64_t N) {
   return p;
 }
 
-// Runs the step once for memory (reading the counters between forward and backward), then
-// `reps` times for the clock. `forward` returns the tensor to call
-// backward on; `finish` does what follows backward (optimizer step, clearing gradients).
-template <typename Forward, typename Backward, typename Finish>
+// Runs the step once for memory (reading the counters after the forward, after the backward
+// and after `update`), then `reps` times for the clock. `forward` returns the tensor to call
+// backward on; `update` is what a training step does with the gradients (the optimizer step:
+// inside the measured peak); `clear` drops the gradients for the next run (outside it).
+template <typename Forward, typename Backward, typename Update, typename Clear>
 void measure_step(const Settings& s, Point& pt, const std::vector<Tensor>& grad_holders,
-                  Forward forward, Backward backward, Finish finish) {
+                  Forward forward, Backward backward, Update update, Clear clear) {
   const Device dev = s.device;
   synchronize(dev);
   pt.base_bytes = memory_stats(dev).allocated;
@@ -67,12 +68,14 @@ void measure_step(const Settings& s, Point& pt, const std::vector<Tensor>& grad_
     backward(out);
     synchronize(dev);
     pt.grad_bytes = grad_bytes(grad_holders);
+    update();
+    synchronize(dev);
     const MemoryStats st = memory_stats(dev);
     pt.peak_bytes = st.peak_allocated - pt.base_bytes;
     pt.peak_reserved_bytes = st.peak_reserved;
     pt.device_total_bytes = st.device_total;
     pt.device_used_bytes = st.device_total >= st.device_free ? st.device_total - st.device_free : 0;
-    finish();
+    clear();
     synchronize(dev);
   }
   const double first_ms = ms_since(t0);
@@ -83,7 +86,8 @@ void measure_step(const Settings& s, Point& pt, const std::vector<Tensor>& grad_
     {
       Tensor out = forward();
       backward(out);
-      finish();
+      update();
+      clear();
     }
     synchronize(dev);
     times.push_back(ms_since(t));
@@ -192,7 +196,7 @@ Point measure_attention(const Settings& s, AttentionImpl impl, int64_t N) {
   opt.impl(impl).causal(s.causal).dropout(s.dropout).seed(2024, 0).deterministic(s.deterministic);
   measure_step(
       s, pt, {q, k, v}, [&] { return scaled_dot_product_attention(q, k, v, opt); },
-      [&](const Tensor& o) { o.backward(dout); },
+      [&](const Tensor& o) { o.backward(dout); }, [] {},
       [&] {
         q.zero_grad();
         k.zero_grad();
@@ -233,11 +237,8 @@ Point measure_train_step(const Settings& s, AttentionImpl impl, int64_t N) {
   Tensor targets = randint(0, s.vocab, {s.train_batch, N}, ti, &gen);
   measure_step(
       s, pt, params, [&] { return model->loss(idx, targets); },
-      [&](const Tensor& loss) { loss.backward(); },
-      [&] {
-        opt.step();
-        opt.zero_grad();
-      });
+      [&](const Tensor& loss) { loss.backward(); }, [&] { opt.step(); },
+      [&] { opt.zero_grad(); });
   return pt;
 }
 
