@@ -28,6 +28,9 @@ node-reuses-offset|autograd/attention.cpp|default_generator().next_offset()|defa
 philox-nine-rounds|core/philox.h|for (int round = 0; round < 10; ++round)|for (int round = 0; round < 9; ++round)
 adamw-no-bias-correction|kernels/optim.h|adamw_div(adamw_sqrt(v), a.bias2_sqrt)|adamw_sqrt(v)
 checkpoint-hash-unchecked|train/checkpoint.cpp|if (version >= 2)|if (version >= 3)
+causal-offset-flipped|kernels/attention/params.h|{ return i + p.Nk - p.Nq; }|{ return i + p.Nq - p.Nk; }
+lse-in-input-dtype|kernels/attention/cpu/flash.cpp|lse[q0 + r] = m[r] + std::log(l[r]);|lse[q0 + r] = A(float(T(m[r] + std::log(l[r]))));
+dropout-unscaled|kernels/attention/cpu/flash.cpp|keep_scale(A(1.0 / (1.0 - p.dropout_p))) {}|keep_scale(A(1)) {}
 TABLE
 )
 
