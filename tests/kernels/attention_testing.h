@@ -320,10 +320,10 @@ struct Bounds {
 };
 
 // The CPU flash path against the reference: 3x the largest error measured over the CPU cases
-// of test_attention_kernels.cpp (GCC 13, x86-64), rounded up:
+// of test_attention_kernels.cpp (GCC 12, x86-64), rounded up:
 //   f64   O 7.1e-16  LSE 5.5e-17  dQ/dK/dV 5.9e-16
-//   f32   O 4.1e-7   LSE 1.2e-7   dQ/dK/dV 4.6e-7
-//   bf16  O 1.7e-3   LSE 5.1e-8   dQ/dK/dV 2.1e-3   (the rounding of the 16-bit outputs)
+//   f32   O 4.8e-7   LSE 1.2e-7   dQ/dK/dV 6.3e-7
+//   bf16  O 1.7e-3   LSE 5.1e-8   dQ/dK/dV 2.2e-3   (the rounding of the 16-bit outputs)
 //   f16   O 2.1e-4   LSE 5.1e-8   dQ/dK/dV 3.3e-4
 // The LSE is fp32 arithmetic for every dtype but f64, so it has one bound, 3x the worst fp32
 // case (1.2e-7: the 1 x 1 problem, one dot product): an LSE stored in a 16-bit type is off by
@@ -331,8 +331,8 @@ struct Bounds {
 inline Bounds cpu_bounds(DType t) {
   switch (t) {
     case DType::f64: return {2.1e-15, 1.7e-16, 1.8e-15};
-    case DType::f32: return {1.2e-6, 3.5e-7, 1.4e-6};
-    case DType::bf16: return {5.1e-3, 3.5e-7, 6.3e-3};
+    case DType::f32: return {1.4e-6, 3.5e-7, 1.9e-6};
+    case DType::bf16: return {5.1e-3, 3.5e-7, 6.5e-3};
     case DType::f16: return {6.4e-4, 3.5e-7, 1e-3};
     default: FAIL("no attention error bounds for dtype " << dtype_name(t)); return {0, 0, 0};
   }

@@ -37,19 +37,30 @@ TEST_CASE("attention cpu: odd sizes, all dtypes", "[attention]") {
   });
 }
 
-// Query and key lengths one short of, at, and one past the 64-wide tiles, in both layouts.
-TEST_CASE("attention cpu: lengths 63, 127, 129 and fused-QKV inputs", "[attention]") {
+// The cases of the CPU and CUDA sweeps: query lengths 63, 127, 129 (one short of, at and one past a
+// tile) against key lengths on either side, in both layouts, with causal masks that cross the
+// tiles' diagonals or leave rows without keys, dropout, GQA and MQA.
+std::vector<Case> sweep_cases(int64_t D) {
+  std::vector<Case> cases(7);
+  for (Case& c : cases) c.D = D;
+  cases[0].Nq = 63, cases[0].Nk = 127;
+  cases[1].Nq = cases[1].Nk = 129, cases[1].causal = true, cases[1].p = 0.1;
+  cases[1].layout = Layout::fused_qkv;
+  cases[2].Nq = 127, cases[2].Nk = 63, cases[2].causal = true, cases[2].Hq = 4;  // rows < 64: none
+  cases[3].Nq = cases[3].Nk = 127, cases[3].layout = Layout::fused_qkv;
+  cases[4].Nq = cases[4].Nk = 129, cases[4].Hq = 4, cases[4].Hkv = 1, cases[4].p = 0.5;
+  cases[5].Nq = cases[5].Nk = 63, cases[5].Hq = cases[5].Hkv = 3, cases[5].causal = true;
+  cases[5].p = 0.1, cases[5].layout = Layout::fused_qkv;
+  cases[6].Nq = 37, cases[6].Nk = 150, cases[6].causal = true, cases[6].B = 1;
+  return cases;
+}
+
+TEST_CASE("attention cpu: lengths 63, 127, 129 and fused-QKV inputs (the CUDA sweep's cases)",
+          "[attention]") {
   for_all_dtypes([](auto t) {
     using T = decltype(t);
-    Case c;
-    c.Nq = 63, c.Nk = 127;
-    check_cpu<T>(c);
-    c.Nq = 127, c.Nk = 63, c.causal = true, c.Hq = 4;  // rows below 64 see no key
-    check_cpu<T>(c);
-    c.Hq = 2, c.Nq = c.Nk = 129, c.p = 0.1, c.layout = Layout::fused_qkv;
-    check_cpu<T>(c);
-    c.Nq = c.Nk = 127, c.causal = false, c.p = 0.0, c.D = 64;
-    check_cpu<T>(c);
+    for (int64_t D : {32, 64, 128})
+      for (const Case& c : sweep_cases(D)) check_cpu<T>(c);
   });
 }
 
@@ -362,24 +373,6 @@ TEST_CASE("attention argument checks say what is wrong", "[attention]") {
 // CUDA
 
 #ifdef FLASHGRAD_WITH_CUDA
-
-// The cases of the sweep below: query lengths 63, 127, 129 (one short of, at and one past a
-// tile) against key lengths on either side, in both layouts, with causal masks that cross the
-// tiles' diagonals or leave rows without keys, dropout, GQA and MQA.
-std::vector<Case> sweep_cases(int64_t D) {
-  std::vector<Case> cases(7);
-  for (Case& c : cases) c.D = D;
-  cases[0].Nq = 63, cases[0].Nk = 127;
-  cases[1].Nq = cases[1].Nk = 129, cases[1].causal = true, cases[1].p = 0.1;
-  cases[1].layout = Layout::fused_qkv;
-  cases[2].Nq = 127, cases[2].Nk = 63, cases[2].causal = true, cases[2].Hq = 4;  // rows < 64: none
-  cases[3].Nq = cases[3].Nk = 127, cases[3].layout = Layout::fused_qkv;
-  cases[4].Nq = cases[4].Nk = 129, cases[4].Hq = 4, cases[4].Hkv = 1, cases[4].p = 0.5;
-  cases[5].Nq = cases[5].Nk = 63, cases[5].Hq = cases[5].Hkv = 3, cases[5].causal = true;
-  cases[5].p = 0.1, cases[5].layout = Layout::fused_qkv;
-  cases[6].Nq = 37, cases[6].Nk = 150, cases[6].causal = true, cases[6].B = 1;
-  return cases;
-}
 
 TEST_CASE("attention cuda: every kernel of the tables against the reference",
           "[cuda][attention]") {
