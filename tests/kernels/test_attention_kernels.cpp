@@ -424,6 +424,7 @@ TEST_CASE("attention cuda deterministic mode is bit-reproducible", "[cuda][atten
 }
 
 TEST_CASE("attention cuda rejects unsupported head dims", "[cuda][attention]") {
+  require_cuda_device();
   Problem<float> problem(Case{});
   HostRun<float> run(problem, Layout::contiguous);
   AttentionParams p = run.p;
