@@ -55,11 +55,12 @@ std::vector<Case> sweep_cases(int64_t D) {
   return cases;
 }
 
+// The CPU path is one code for every head dim: the smallest and the largest CUDA one.
 TEST_CASE("attention cpu: lengths 63, 127, 129 and fused-QKV inputs (the CUDA sweep's cases)",
           "[attention]") {
   for_all_dtypes([](auto t) {
     using T = decltype(t);
-    for (int64_t D : {32, 64, 128})
+    for (int64_t D : {32, 128})
       for (const Case& c : sweep_cases(D)) check_cpu<T>(c);
   });
 }
