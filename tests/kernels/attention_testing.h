@@ -479,12 +479,16 @@ template <typename T> struct DeviceProblem {
 //   mma, wgmma (bf16/f16) P and dS are rounded to 16 bits for the products: O within 1.6x
 //           of the CPU's error, dQ/dK/dV within 2.5x: 2x and 3x the CPU bounds.
 //   3xtf32  O 0.7-1.9e-6 against fp64 (NOTES): 6e-6.
-// The LSE is fp32 arithmetic in every kernel (exp2 on fp32 scores of exact products): 1e-6,
-// which the 3xTF32 forward met. To be tightened to about 3x the "measured" lines of a GPU run.
+// No bound exceeds 1e-2, which every 16-bit kernel met on the H100 under the earlier tests,
+// forward and backward. The LSE is fp32 arithmetic in every kernel (exp2 on fp32 scores of
+// exact products): 1e-6, which the 3xTF32 forward met. To be tightened to about 3x the
+// "measured" lines of a GPU run.
+inline double cuda_cap(double bound) { return std::min(bound, 1e-2); }
 inline Bounds cuda_forward_bounds(const std::string& kernel, DType t) {
   const Bounds cpu = cpu_bounds(t);
   const double lse = t == DType::f64 ? 2 * cpu.lse : 1e-6;
-  if (kernel == "simt" || kernel == "mma" || kernel == "wgmma") return {2 * cpu.o, lse, 0};
+  if (kernel == "simt" || kernel == "mma" || kernel == "wgmma")
+    return {cuda_cap(2 * cpu.o), lse, 0};
   if (kernel == "3xtf32") return {6e-6, lse, 0};
   FAIL("no error bounds for the CUDA forward kernel '" << kernel
        << "': add them to cuda_forward_bounds in tests/kernels/attention_testing.h");
@@ -492,8 +496,8 @@ inline Bounds cuda_forward_bounds(const std::string& kernel, DType t) {
 }
 inline Bounds cuda_backward_bounds(const std::string& kernel, DType t) {
   const Bounds cpu = cpu_bounds(t);
-  if (kernel == "simt") return {0, 0, 2 * cpu.grad};
-  if (kernel == "mma" || kernel == "wgmma") return {0, 0, 3 * cpu.grad};
+  if (kernel == "simt") return {0, 0, cuda_cap(2 * cpu.grad)};
+  if (kernel == "mma" || kernel == "wgmma") return {0, 0, cuda_cap(3 * cpu.grad)};
   FAIL("no error bounds for the CUDA backward kernel '" << kernel
        << "': add them to cuda_backward_bounds in tests/kernels/attention_testing.h");
   return {0, 0, 0};
@@ -547,7 +551,7 @@ template <typename T> KernelsRun check_every_kernel(const Problem<T>& pr) {
   // The forward's error reaches the gradients through D_i = rowsum(dO * O): the bounds add.
   const Bounds bf = cuda_forward_bounds(fwd, t), bb = cuda_backward_bounds(bwd, t);
   check_errors("cuda-default:" + fwd + "+" + bwd, t, c, all_errors(g, pr.ref),
-               {bf.o, bf.lse, bf.o + bb.grad});
+               {bf.o, bf.lse, cuda_cap(bf.o + bb.grad)});
   return ran;
 }
 template <typename T> KernelsRun check_every_kernel(const Case& c) {
