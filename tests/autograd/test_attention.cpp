@@ -1,5 +1,6 @@
-// The attention node: flash and naive agree (values and gradients) on every device, the flash
-// node saves O(N) bytes for backward where naive saves O(N^2), and bad input is refused.
+// The attention node: flash and naive agree (values and gradients) on every device, flash's
+// fp64 gradients match finite differences within and across tiles, the flash node saves O(N)
+// bytes for backward where naive saves O(N^2), and bad input is refused.
 #include <cstdio>
 
 #include "support/test_util.h"
@@ -163,6 +164,7 @@ TEST_CASE("CUDA attention matches CPU attention with the same dropout mask", "[a
     opt.causal().dropout(0.3).seed(99, 4);
     Grads cpu = run(q, k, v, dout, opt);
     Grads gpu = run(q.cuda(), k.cuda(), v.cuda(), dout.cuda(), opt);
+    // Provisional: the bounds an H100 met so far; to be set from the measured lines.
     require_close(gpu, cpu, dt == DType::f32 ? 1e-5 : 1e-2, "node-cuda-vs-cpu");
   }
 }
