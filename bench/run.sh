@@ -8,7 +8,8 @@
 #   BENCH_QUICK=1 bash bench/run.sh   # N 1024..8192 only
 #
 # Writes $OUT/bench.json (flashgrad + SDPA numbers and ratios) and $OUT/bench.md (the table,
-# ready for bench/RESULTS.md). Exit status 1 if flashgrad's sampled correctness check failed.
+# ready for bench/RESULTS.md). Exit status 1 if flashgrad's check against the fp64 reference
+# failed.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/out}

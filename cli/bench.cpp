@@ -1,6 +1,7 @@
 // `flashgrad bench attention`: TFLOP/s of the CUDA flash attention kernels (forward, backward,
-// forward + backward) on the standard grid, timed with CUDA events, with a sampled correctness
-// check of every configuration so that a fast but wrong kernel cannot report a number.
+// forward + backward) on the standard grid, timed with CUDA events, with a correctness check of
+// every configuration against the fp64 reference so that a fast but wrong kernel cannot report
+// a number.
 //
 //   flashgrad bench attention [--dtype bf16|fp16|fp32] [--head-dim 64,128] [--causal both|on|off]
 //                             [--min-len 512] [--max-len 16384] [--reps 30] [--json FILE]
@@ -12,15 +13,22 @@
 //
 // Timing: the kernels are called through flash_attention_{forward,backward}_cuda on device
 // buffers allocated once (q, k, v, dO hold random normal values; every configuration has the same
-// number of elements, only the shape changes). Each measurement is warmed up, then repeated
-// (`--reps` times, fewer when a single run is long, see --seconds) with a pair of events around
-// each call; the median is reported.
+// number of elements, only the shape changes). Each measurement is timed as
+// bench/compare_sdpa.py times PyTorch's SDPA: after a warm-up, a few batches (--reps, 3 to 10)
+// of back-to-back calls between two CUDA events with no synchronisation inside a batch, sized
+// to fill --seconds together; the median over the batches of each batch's mean per call. Host
+// dispatch then overlaps the GPU's work, as in a training loop, and counts only where it cannot
+// keep up, for both libraries alike.
 //
-// Check: for two (b, h) heads per configuration, a few query rows (O, LSE, dQ) and key rows
-// (dK, dV) are recomputed on the host in double precision from the same inputs (dK/dV use the
-// GPU's LSE and D_i = rowsum(dO * O) of the GPU's O, which the query rows check). The relative
-// L2 error over the sampled rows must stay below 2e-2 (bf16/fp16) or 1e-4 (fp32); a failure is
-// printed and makes the command exit with status 1.
+// Check: the last head (b = B - 1, h = H - 1) of every configuration is recomputed on the host
+// by the fp64 reference of kernels/attention (cpu/reference.h) from the same rounded inputs
+// (O(N^2 D) host work: a few seconds at N 16384 on 16 cores; --no-check skips it). At 16 query
+// rows spread over the sequence, from the first to the last, plus the first row of the last
+// 64-row tile, and at the key rows of the same indices, each row's relative error
+// ||x_i - ref_i|| / ||ref_i|| is taken (against 1e-2 of the rows' median norm where a row is
+// smaller, e.g. the causal dQ row 0, which is zero); the worst row of O, dQ, dK, dV must stay
+// below 2e-2 (bf16/fp16) or 1e-4 (fp32), and the worst LSE error |x - ref| / max(1, |ref|)
+// below 1e-4. A failure is printed and makes the command exit with status 1.
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -35,8 +43,8 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/commands.h"
-#include "kernels/attention/attention.h"
 #include "core/error.h"
+#include "kernels/attention/attention.h"
 #include "tensor/tensor.h"
 
 #ifdef FLASHGRAD_WITH_CUDA
@@ -83,7 +91,7 @@ double to_double(uint16_t bits, DType dt) {
   return double(float(x));
 }
 
-// Host values of the inputs, as doubles (for the reference) and in the storage type (to upload).
+// Host values of the inputs after rounding to the storage type, as doubles (for the reference).
 struct HostData {
   std::vector<double> q, k, v, dO;
 };
@@ -146,84 +154,83 @@ std::vector<double> fetch_head(const void* ptr, DType dt, int64_t B, int64_t N, 
   return out;
 }
 
-struct ErrAcc {
-  double num = 0, den = 0;
-  void add(double x, double ref) {
-    const double d = std::isfinite(x) ? x - ref : 1e300;
-    num += d * d;
-    den += ref * ref;
+// The query (and key) rows the check compares: 16 spread over [0, N), the last one included,
+// and the first row of the last 64-row tile.
+std::vector<int64_t> checked_rows(int64_t N) {
+  std::vector<int64_t> rows;
+  for (int64_t k = 0; k < 16; ++k) rows.push_back(k * (N - 1) / 15);
+  rows.push_back((N - 1) / 64 * 64);
+  std::sort(rows.begin(), rows.end());
+  rows.erase(std::unique(rows.begin(), rows.end()), rows.end());
+  return rows;
+}
+
+// The worst relative error over `rows` of the [N, D] rows of x against ref. A row whose
+// reference is smaller than 1e-2 of the rows' median norm is measured against that instead.
+double worst_row_error(const std::vector<double>& x, const std::vector<double>& ref,
+                       const std::vector<int64_t>& rows, int64_t D) {
+  std::vector<double> norms;
+  for (int64_t i : rows) {
+    double n = 0;
+    for (int64_t d = 0; d < D; ++d) n += ref[size_t(i * D + d)] * ref[size_t(i * D + d)];
+    norms.push_back(std::sqrt(n));
   }
-  double rel() const { return std::sqrt(num) / std::max(std::sqrt(den), 1e-300); }
+  std::vector<double> sorted = norms;
+  std::sort(sorted.begin(), sorted.end());
+  const double floor = 1e-2 * sorted[sorted.size() / 2];
+  double worst = 0;
+  for (size_t r = 0; r < rows.size(); ++r) {
+    double e = 0;
+    for (int64_t d = 0; d < D; ++d) {
+      const double diff = x[size_t(rows[r] * D + d)] - ref[size_t(rows[r] * D + d)];
+      e += std::isfinite(diff) ? diff * diff : 1e300;
+    }
+    worst = std::max(worst, std::sqrt(e) / std::max({norms[r], floor, 1e-300}));
+  }
+  return worst;
+}
+
+struct CheckErrors {
+  double o = 0, lse = 0, dq = 0, dk = 0, dv = 0;
 };
 
-// Sampled check of one configuration (see the file comment). Slabs of one head, [N, D].
-void check_head(const HostData& hd, const AttentionParams& p, int64_t b, int64_t h,
-                ErrAcc& eo, ErrAcc& else_, ErrAcc& edq, ErrAcc& edk, ErrAcc& edv) {
+// The check of head (b, h) (see the file comment); p points at the device tensors.
+CheckErrors check_head(const HostData& hd, const AttentionParams& p, int64_t b, int64_t h) {
   const int64_t N = p.Nq, D = p.D, H = p.Hq;
-  const double scale = p.softmax_scale;
-  auto idx = [&](int64_t i, int64_t d) { return size_t(((b * N + i) * H + h) * D + d); };
-  auto O = fetch_head(p.o, p.dtype, p.B, N, H, D, b, h);
-  auto dQ = fetch_head(p.dq, p.dtype, p.B, N, H, D, b, h);
-  auto dK = fetch_head(p.dk, p.dtype, p.B, N, H, D, b, h);
-  auto dV = fetch_head(p.dv, p.dtype, p.B, N, H, D, b, h);
-  std::vector<float> lse(static_cast<size_t>(N));
-  FG_CUDA_CHECK(cudaMemcpy(lse.data(), static_cast<const float*>(p.lse) + (b * H + h) * N,
-                           size_t(N) * 4, cudaMemcpyDeviceToHost));
-  auto dot = [&](const std::vector<double>& x, int64_t i, const std::vector<double>& y, int64_t j) {
-    double s = 0;
-    for (int64_t d = 0; d < D; ++d) s += x[idx(i, d)] * y[idx(j, d)];
+  auto slab = [&](const std::vector<double>& x) {
+    std::vector<double> s(size_t(N * D));
+    for (int64_t i = 0; i < N; ++i)
+      for (int64_t d = 0; d < D; ++d)
+        s[size_t(i * D + d)] = x[size_t(((b * N + i) * H + h) * D + d)];
     return s;
   };
-  // Query rows: O, LSE, dQ.
-  for (int64_t i : {int64_t(0), N / 3, N - 1 - N / 5, N - 1}) {
-    const int64_t jend = p.causal ? i + 1 : N;
-    std::vector<double> s(static_cast<size_t>(jend)), dp(static_cast<size_t>(jend));
-    double mx = -INFINITY;
-    for (int64_t j = 0; j < jend; ++j) mx = std::max(mx, s[size_t(j)] = scale * dot(hd.q, i, hd.k, j));
-    double sum = 0;
-    for (int64_t j = 0; j < jend; ++j) sum += (s[size_t(j)] = std::exp(s[size_t(j)] - mx));
-    std::vector<double> o(size_t(D), 0.0), dq(size_t(D), 0.0);
-    double Di = 0;
-    for (int64_t j = 0; j < jend; ++j) {
-      const double pj = s[size_t(j)] / sum;
-      s[size_t(j)] = pj;
-      dp[size_t(j)] = dot(hd.dO, i, hd.v, j);
-      Di += pj * dp[size_t(j)];
-      for (int64_t d = 0; d < D; ++d) o[size_t(d)] += pj * hd.v[idx(j, d)];
-    }
-    for (int64_t j = 0; j < jend; ++j) {
-      const double ds = s[size_t(j)] * (dp[size_t(j)] - Di);
-      for (int64_t d = 0; d < D; ++d) dq[size_t(d)] += scale * ds * hd.k[idx(j, d)];
-    }
-    for (int64_t d = 0; d < D; ++d) {
-      eo.add(O[size_t(i * D + d)], o[size_t(d)]);
-      edq.add(dQ[size_t(i * D + d)], dq[size_t(d)]);
-    }
-    else_.add(lse[size_t(i)], mx + std::log(sum));
+  const std::vector<double> q = slab(hd.q), k = slab(hd.k), v = slab(hd.v), dO = slab(hd.dO);
+  AttentionParams r;  // the one head, contiguous [1, N, 1, D]
+  r.B = 1, r.Nq = r.Nk = N, r.Hq = r.Hkv = 1, r.D = D;
+  set_contiguous_strides(r);
+  r.dtype = DType::f64;
+  r.softmax_scale = p.softmax_scale;
+  r.causal = p.causal;
+  std::vector<double> o(q.size()), lse(static_cast<size_t>(N)), dq(q.size()), dk(q.size()),
+      dv(q.size());
+  attention_reference_forward(r, q.data(), k.data(), v.data(), o.data(), lse.data());
+  attention_reference_backward(r, q.data(), k.data(), v.data(), dO.data(), dq.data(), dk.data(),
+                               dv.data());
+  std::vector<float> gpu_lse(static_cast<size_t>(N));
+  FG_CUDA_CHECK(cudaMemcpy(gpu_lse.data(), static_cast<const float*>(p.lse) + (b * H + h) * N,
+                           size_t(N) * 4, cudaMemcpyDeviceToHost));
+  const std::vector<int64_t> rows = checked_rows(N);
+  CheckErrors e;
+  e.o = worst_row_error(fetch_head(p.o, p.dtype, p.B, N, H, D, b, h), o, rows, D);
+  e.dq = worst_row_error(fetch_head(p.dq, p.dtype, p.B, N, H, D, b, h), dq, rows, D);
+  e.dk = worst_row_error(fetch_head(p.dk, p.dtype, p.B, N, H, D, b, h), dk, rows, D);
+  e.dv = worst_row_error(fetch_head(p.dv, p.dtype, p.B, N, H, D, b, h), dv, rows, D);
+  for (int64_t i : rows) {
+    const double diff = std::fabs(double(gpu_lse[size_t(i)]) - lse[size_t(i)]);
+    e.lse = std::max(e.lse, std::isfinite(diff) ? diff / std::max(1.0, std::fabs(lse[size_t(i)]))
+                                                : 1e300);
   }
-  // Key rows: dK, dV from the GPU's LSE and D_i = <dO_i, O_i>.
-  std::vector<double> Dvec(static_cast<size_t>(N));
-  for (int64_t i = 0; i < N; ++i) {
-    double s = 0;
-    for (int64_t d = 0; d < D; ++d) s += hd.dO[idx(i, d)] * O[size_t(i * D + d)];
-    Dvec[size_t(i)] = s;
-  }
-  for (int64_t j : {int64_t(0), N / 2 + 1, N - 1}) {
-    std::vector<double> dk(size_t(D), 0.0), dv(size_t(D), 0.0);
-    for (int64_t i = p.causal ? j : 0; i < N; ++i) {
-      const double pij = std::exp(scale * dot(hd.q, i, hd.k, j) - double(lse[size_t(i)]));
-      const double dpij = dot(hd.dO, i, hd.v, j);
-      const double ds = pij * (dpij - Dvec[size_t(i)]);
-      for (int64_t d = 0; d < D; ++d) {
-        dv[size_t(d)] += pij * hd.dO[idx(i, d)];
-        dk[size_t(d)] += scale * ds * hd.q[idx(i, d)];
-      }
-    }
-    for (int64_t d = 0; d < D; ++d) {
-      edk.add(dK[size_t(j * D + d)], dk[size_t(d)]);
-      edv.add(dV[size_t(j * D + d)], dv[size_t(d)]);
-    }
-  }
+  return e;
 }
 
 double median(std::vector<double> v) {
@@ -232,27 +239,32 @@ double median(std::vector<double> v) {
   return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
-// Median milliseconds of f() (warm-up first; repetitions bounded by the time budget).
+// Milliseconds per call of f() (see the file comment: batches of back-to-back calls between
+// two events, the median of the batches' means; bench/compare_sdpa.py's time_ms).
 template <typename F> double time_ms(F&& f, const BenchFlags& fl, cudaEvent_t e0, cudaEvent_t e1) {
-  auto once = [&] {
+  auto batch = [&](int iters) {
     FG_CUDA_CHECK(cudaEventRecord(e0));
-    f();
+    for (int i = 0; i < iters; ++i) f();
     FG_CUDA_CHECK(cudaEventRecord(e1));
     FG_CUDA_CHECK(cudaEventSynchronize(e1));
     float ms = 0;
     FG_CUDA_CHECK(cudaEventElapsedTime(&ms, e0, e1));
-    return double(ms);
+    return double(ms) / iters;
   };
-  double warm = 0;
-  for (int i = 0; i < std::max(1, fl.warmup); ++i) warm = once();
-  const int reps = std::max(3, std::min(fl.reps, int(fl.seconds * 1000.0 / std::max(warm, 1e-3))));
+  for (int i = 0; i < std::max(1, fl.warmup); ++i) f();
+  const double one = batch(1);
+  const int batches = std::max(3, std::min(fl.reps, 10));
+  const int iters = int(std::clamp(fl.seconds * 1000.0 / batches / std::max(one, 1e-3), 2.0,
+                                   1000.0));
   std::vector<double> t;
-  for (int i = 0; i < reps; ++i) t.push_back(once());
+  for (int i = 0; i < batches; ++i) t.push_back(batch(iters));
   return median(t);
 }
 
 void run_bench(const BenchFlags& fl) {
   FG_CHECK(cuda_available(), "bench attention: no CUDA device found; this benchmark needs a GPU");
+  FG_CHECK(std::isfinite(fl.seconds) && fl.seconds >= 0, "bench attention: --seconds ",
+           fl.seconds, " must be a finite time budget >= 0");
   const DType dt = fl.dtype == "bf16" ? DType::bf16 : fl.dtype == "fp16" ? DType::f16 : DType::f32;
   if (fl.simt) setenv("FLASHGRAD_ATTENTION_SIMT", "1", 1);
   FG_CHECK(fl.min_len > 0 && fl.min_len <= fl.max_len && fl.tokens % fl.max_len == 0,
@@ -286,7 +298,7 @@ void run_bench(const BenchFlags& fl) {
   cudaEvent_t e0, e1;
   FG_CUDA_CHECK(cudaEventCreate(&e0));
   FG_CUDA_CHECK(cudaEventCreate(&e1));
-  const double tol = dt == DType::f32 ? 1e-4 : 2e-2;
+  const double tol = dt == DType::f32 ? 1e-4 : 2e-2, lse_tol = 1e-4;
   std::vector<Result> results;
   bool all_ok = true;
 
@@ -336,19 +348,16 @@ void run_bench(const BenchFlags& fl) {
         r.fwdbwd_tflops = 3.5 * fwd_flop / (r.fwdbwd_ms * 1e-3) / 1e12;
         r.ok = true;
         if (fl.check) {
-          ErrAcc eo, el, edq, edk, edv;
-          check_head(hd, p, 0, 0, eo, el, edq, edk, edv);
-          check_head(hd, p, p.B - 1, p.Hq - 1, eo, el, edq, edk, edv);
-          r.err_o = eo.rel(), r.err_lse = el.rel(), r.err_dq = edq.rel(), r.err_dk = edk.rel(),
-          r.err_dv = edv.rel();
-          const double worst = std::max({r.err_o, r.err_lse, r.err_dq, r.err_dk, r.err_dv});
-          r.ok = worst < tol;  // NaN compares false: fails
+          const CheckErrors e = check_head(hd, p, p.B - 1, p.Hq - 1);
+          r.err_o = e.o, r.err_lse = e.lse, r.err_dq = e.dq, r.err_dk = e.dk, r.err_dv = e.dv;
+          const double worst = std::max({r.err_o, r.err_dq, r.err_dk, r.err_dv});
+          r.ok = worst < tol && r.err_lse < lse_tol;  // NaN compares false: fails
         }
         all_ok = all_ok && r.ok;
-        char check[96];
+        char check[128];
         if (fl.check)
-          std::snprintf(check, sizeof check, "%s (o %.1e dq %.1e dk %.1e dv %.1e)",
-                        r.ok ? "ok" : "FAIL", r.err_o, r.err_dq, r.err_dk, r.err_dv);
+          std::snprintf(check, sizeof check, "%s (o %.1e lse %.1e dq %.1e dk %.1e dv %.1e)",
+                        r.ok ? "ok" : "FAIL", r.err_o, r.err_lse, r.err_dq, r.err_dk, r.err_dv);
         else
           std::snprintf(check, sizeof check, "skipped");
         std::printf("%4lld %6s %6lld %3lld %3lld %12s | %9.3f %9.3f %9.3f | %7.1f %7.1f %7.1f | %s\n",
@@ -382,8 +391,8 @@ void run_bench(const BenchFlags& fl) {
     out << j.dump(2) << "\n";
   }
   if (!all_ok) {
-    std::printf("bench attention: some configurations FAILED the sampled check (tolerance %.0e)\n",
-                tol);
+    std::printf("bench attention: some configurations FAILED the check against the fp64 "
+                "reference (worst row %.0e, LSE %.0e)\n", tol, lse_tol);
     throw Exit{1};
   }
 }
@@ -416,13 +425,13 @@ void register_bench(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--tokens", f.tokens, "batch * N, fixed over the grid")->capture_default_str();
   cmd->add_option("--hidden", f.hidden, "H * D, fixed over the grid")->capture_default_str();
-  cmd->add_option("--reps", f.reps, "timed repetitions per measurement (at most)")
+  cmd->add_option("--reps", f.reps, "timed batches per measurement (at most; 3 to 10)")
       ->check(CLI::PositiveNumber)->capture_default_str();
   cmd->add_option("--warmup", f.warmup, "untimed runs first")->capture_default_str();
-  cmd->add_option("--seconds", f.seconds, "time budget per measurement (fewer reps, at least 3)")
+  cmd->add_option("--seconds", f.seconds, "time budget per measurement (sizes the batches)")
       ->capture_default_str();
   cmd->add_option("--json", f.json, "also write the results to this JSON file");
-  cmd->add_flag("!--no-check", f.check, "skip the sampled correctness check");
+  cmd->add_flag("!--no-check", f.check, "skip the check against the fp64 reference");
   cmd->add_flag("--simt", f.simt, "force the SIMT kernels (sets FLASHGRAD_ATTENTION_SIMT=1)");
   cmd->add_flag("--deterministic", f.deterministic, "deterministic backward (no dQ atomics)");
   cmd->callback([flags] { run_bench(*flags); });

@@ -1,8 +1,12 @@
-// The attention node: flash and naive agree (values and gradients) on every device, the flash
-// node saves O(N) bytes for backward where naive saves O(N^2), and bad input is refused.
+// The attention node: flash and naive agree (values and gradients) on every device, flash's
+// fp64 gradients match finite differences within and across tiles, the flash node saves O(N)
+// bytes for backward where naive saves O(N^2), and bad input is refused.
+#include <cstdio>
+
 #include "support/test_util.h"
 
 #include "autograd/attention.h"
+#include "autograd/attention_check.h"
 
 using namespace fg;
 using fg::test::rel_err;
@@ -22,16 +26,28 @@ Grads run(const Tensor& q0, const Tensor& k0, const Tensor& v0, const Tensor& do
   return {o, q.grad(), k.grad(), v.grad()};
 }
 
-void require_close(const Grads& a, const Grads& b, double tol) {
-  CHECK(rel_err(a.o, b.o) < tol);
-  CHECK(rel_err(a.dq, b.dq) < tol);
-  CHECK(rel_err(a.dk, b.dk) < tol);
-  CHECK(rel_err(a.dv, b.dv) < tol);
+// a against b: the relative L2 error of O, dQ, dK and dV under `bound`, each printed as a
+// "measured <what> <dtype> <tensor> rel_l2 <error> bound <bound>" line.
+void require_close(const Grads& a, const Grads& b, double bound, const char* what) {
+  const char* names[4] = {"o", "dq", "dk", "dv"};
+  const Tensor* x[4] = {&a.o, &a.dq, &a.dk, &a.dv};
+  const Tensor* y[4] = {&b.o, &b.dq, &b.dk, &b.dv};
+  for (int i = 0; i < 4; ++i) {
+    const double err = rel_err(*x[i], *y[i]);
+    std::printf("measured %s %s %s rel_l2 %.3e bound %.1e\n", what, dtype_name(x[i]->dtype()),
+                names[i], err, bound);
+    INFO(what << " " << names[i] << " rel_l2 " << err << " bound " << bound);
+    CHECK(err < bound);
+  }
 }
 
 }  // namespace
 
 FG_TEST_ALL_DEVICES("flash and naive attention agree, with every feature", "[attention]") {
+  // f32 on both sides. CPU: 3x the worst measured (4.5e-7). CUDA, provisional: the 3xTF32
+  // forward's O is within 3.4e-6 of the reference (`gradcheck attention` on an H100), so 3x
+  // that.
+  const double bound = device.is_cuda() ? 1e-5 : 1.4e-6;
   Generator g(11);
   TensorOptions o = TensorOptions(DType::f32).device(device);
   struct Case {
@@ -53,7 +69,8 @@ FG_TEST_ALL_DEVICES("flash and naive attention agree, with every feature", "[att
     if (c.mask == 2) opt.block_mask(BlockMask::global_local(c.Nq, c.Nk, 16, 32));
     Grads flash = run(q, k, v, dout, AttentionOptions(opt).impl(AttentionImpl::flash));
     Grads naive = run(q, k, v, dout, AttentionOptions(opt).impl(AttentionImpl::naive));
-    require_close(flash, naive, 1e-5);
+    require_close(flash, naive, bound, device.is_cuda() ? "node-flash-vs-naive-cuda"
+                                                         : "node-flash-vs-naive-cpu");
   }
 }
 
@@ -66,6 +83,23 @@ FG_TEST_ALL_DEVICES("gradcheck: flash attention in fp64", "[attention][gradcheck
   test::require_gradcheck(
       [&](const std::vector<Tensor>& in) { return scaled_dot_product_attention(in[0], in[1], in[2], opt); },
       {q, k, v});
+}
+
+// fp64 gradients against finite differences per 64-row tile on a causal, dropout, MQA problem
+// whose lengths (150 queries, 170 keys) cross two full tiles and a partial one on each axis
+// (autograd/attention_check.h; `flashgrad gradcheck attention` prints the same checks).
+FG_TEST_ALL_DEVICES("gradcheck: flash attention across tiles, finite differences per tile",
+                    "[attention][gradcheck]") {
+  const FiniteDifferenceResult fd = attention_finite_difference_check(device, 32);
+  REQUIRE(fd.checks.size() == 9);  // 3 query tiles for dQ, 3 key tiles for dK and dV
+  for (const FiniteDifferenceCheck& c : fd.checks) {
+    std::printf("measured node-finite-difference-%s f64 d%c[%lld:%lld] rel_error %.3e bound "
+                "%.1e\n", device.is_cuda() ? "cuda" : "cpu", c.input, (long long)c.row0,
+                (long long)c.row1, c.rel_error, fd.bound);
+    INFO("d" << c.input << " rows " << c.row0 << ".." << c.row1 << ": numeric " << c.numeric
+              << " analytic " << c.analytic << " relative error " << c.rel_error);
+    CHECK(c.rel_error <= fd.bound);
+  }
 }
 
 FG_TEST_ALL_DEVICES("attention reads q, k, v through strides of a fused projection", "[attention]") {
@@ -130,7 +164,8 @@ TEST_CASE("CUDA attention matches CPU attention with the same dropout mask", "[a
     opt.causal().dropout(0.3).seed(99, 4);
     Grads cpu = run(q, k, v, dout, opt);
     Grads gpu = run(q.cuda(), k.cuda(), v.cuda(), dout.cuda(), opt);
-    require_close(gpu, cpu, dt == DType::f32 ? 1e-5 : 1e-2);
+    // Provisional: the bounds an H100 met so far; to be set from the measured lines.
+    require_close(gpu, cpu, dt == DType::f32 ? 1e-5 : 1e-2, "node-cuda-vs-cpu");
   }
 }
 

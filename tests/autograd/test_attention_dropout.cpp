@@ -40,3 +40,35 @@ FG_TEST_ALL_DEVICES("attention dropout: successive calls get new masks, a reseed
   scaled_dot_product_attention(q, k, v, AttentionOptions(opt).seed(3, 0));
   CHECK(default_generator().offset() == at);
 }
+
+// The node saves the (seed, offset) its forward drew: its backward regenerates that mask even
+// when other calls have drawn offsets from the default generator in between.
+FG_TEST_ALL_DEVICES("attention dropout: the backward uses the forward's mask", "[attention][dropout]") {
+  const TensorOptions to = TensorOptions(DType::f32).device(device);
+  Generator g(12);
+  const Tensor q = rand({2, 70, 4, 16}, to, &g), k = rand({2, 70, 2, 16}, to, &g),
+               v = rand({2, 70, 2, 16}, to, &g), dout = rand({2, 70, 4, 16}, to, &g);
+  auto grads = [&](const AttentionOptions& opt, bool draw_in_between) {
+    Tensor ql = q.detach().set_requires_grad(true), kl = k.detach().set_requires_grad(true),
+           vl = v.detach().set_requires_grad(true);
+    Tensor o = scaled_dot_product_attention(ql, kl, vl, opt);
+    if (draw_in_between) {
+      scaled_dot_product_attention(q, k, v, opt);  // another dropout call, another offset
+      rand({16}, to);
+    }
+    o.backward(dout);
+    return std::vector<Tensor>{o, ql.grad(), kl.grad(), vl.grad()};
+  };
+  const AttentionOptions opt = AttentionOptions().dropout(0.3).causal();
+  manual_seed(9);
+  const uint64_t seed = default_generator().seed(), offset = default_generator().offset();
+  const std::vector<Tensor> drawn = grads(opt, true);
+  const std::vector<Tensor> given = grads(AttentionOptions(opt).seed(seed, offset), false);
+  const std::vector<Tensor> naive =
+      grads(AttentionOptions(opt).seed(seed, offset).impl(AttentionImpl::naive), false);
+  for (size_t i = 0; i < 4; ++i) {
+    INFO("tensor " << i << " (o, dq, dk, dv)");
+    CHECK(rel_err(drawn[i], given[i]) == 0.0);
+    CHECK(rel_err(drawn[i], naive[i]) < 1e-5);
+  }
+}

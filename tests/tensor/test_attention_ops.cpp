@@ -1,12 +1,14 @@
-// The raw attention ops (tensor/ops_attention.cpp): the flash forward and backward against a
-// host reference in double of the function kernels/attention/params.h states (GQA, Nq != Nk,
-// bottom-right causal with fully masked rows, dropout from attention_dropout_keep, strided
-// inputs), the naive path's bias and dropout scale against the element rules, and the ops'
-// argument errors, on every device.
+// The raw attention ops (tensor/ops_attention.cpp): the flash forward and backward against the
+// fp64 reference of kernels/attention/cpu/reference.h (GQA, Nq != Nk, bottom-right causal with
+// fully masked rows, dropout, strided inputs), the naive path's bias and dropout scale against
+// the element rules, and the ops' argument errors, on every device.
+#include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <limits>
 
 #include "core/philox.h"
+#include "kernels/attention/attention.h"
 #include "support/test_util.h"
 
 using namespace fg;
@@ -22,6 +24,10 @@ struct Case {
   double p;
 };
 
+struct Values {
+  std::vector<double> o, lse, dq, dk, dv;
+};
+
 bool allowed(const Case& c, int64_t i, int64_t j) { return !c.causal || j <= i + c.Nk - c.Nq; }
 
 bool kept(const Case& c, const ops::AttentionConfig& cfg, int64_t b, int64_t h, int64_t i,
@@ -30,72 +36,24 @@ bool kept(const Case& c, const ops::AttentionConfig& cfg, int64_t b, int64_t h, 
                                 uint32_t(i), uint32_t(j), dropout_threshold(cfg.dropout_p));
 }
 
-struct Reference {
-  std::vector<double> o, lse, dq, dk, dv;
-};
-
-// The forward and backward of params.h in double, from the host values of contiguous q, dout
-// [B, Nq, Hq, D] and k, v [B, Nk, Hkv, D].
-Reference reference(const Case& c, const ops::AttentionConfig& cfg, double scale,
-                    const std::vector<double>& q, const std::vector<double>& k,
-                    const std::vector<double>& v, const std::vector<double>& dout) {
-  const int64_t D = c.D, G = c.Hq / c.Hkv;
-  auto qi = [&](int64_t b, int64_t i, int64_t h) { return ((b * c.Nq + i) * c.Hq + h) * D; };
-  auto kj = [&](int64_t b, int64_t j, int64_t h) { return ((b * c.Nk + j) * c.Hkv + h) * D; };
-  auto dot = [&](const std::vector<double>& x, int64_t xo, const std::vector<double>& y,
-                 int64_t yo) {
-    double s = 0;
-    for (int64_t d = 0; d < D; ++d) s += x[size_t(xo + d)] * y[size_t(yo + d)];
-    return s;
-  };
-  Reference r;
-  r.o.assign(q.size(), 0.0);
-  r.dq.assign(q.size(), 0.0);
-  r.dk.assign(k.size(), 0.0);
-  r.dv.assign(v.size(), 0.0);
-  r.lse.assign(size_t(c.B * c.Hq * c.Nq), 0.0);
-  const double keep_scale = 1.0 / (1.0 - c.p);
-  for (int64_t b = 0; b < c.B; ++b)
-    for (int64_t h = 0; h < c.Hq; ++h)
-      for (int64_t i = 0; i < c.Nq; ++i) {
-        const int64_t hk = h / G, qo = qi(b, i, h);
-        // s: scaled scores; z: the dropout factor (0 or 1/(1-p)); pz = P * z.
-        std::vector<double> s(size_t(c.Nk), -INFINITY), z(size_t(c.Nk), 0.0), pz(size_t(c.Nk), 0.0);
-        double m = -INFINITY;
-        for (int64_t j = 0; j < c.Nk; ++j)
-          if (allowed(c, i, j)) {
-            s[size_t(j)] = scale * dot(q, qo, k, kj(b, j, hk));
-            m = std::max(m, s[size_t(j)]);
-          }
-        double l = 0;
-        for (int64_t j = 0; j < c.Nk; ++j)
-          if (allowed(c, i, j)) l += std::exp(s[size_t(j)] - m);
-        const double lse = m == -INFINITY ? -INFINITY : m + std::log(l);
-        r.lse[size_t((b * c.Hq + h) * c.Nq + i)] = lse;
-        if (lse == -INFINITY) continue;  // a fully masked row: O = 0, no gradient
-        std::vector<double> p(size_t(c.Nk), 0.0);
-        for (int64_t j = 0; j < c.Nk; ++j) {
-          if (!allowed(c, i, j)) continue;
-          p[size_t(j)] = std::exp(s[size_t(j)] - lse);
-          z[size_t(j)] = kept(c, cfg, b, h, i, j) ? keep_scale : 0.0;
-          pz[size_t(j)] = p[size_t(j)] * z[size_t(j)];
-          for (int64_t d = 0; d < D; ++d)
-            r.o[size_t(qo + d)] += pz[size_t(j)] * v[size_t(kj(b, j, hk) + d)];
-        }
-        double Di = 0;
-        for (int64_t d = 0; d < D; ++d) Di += dout[size_t(qo + d)] * r.o[size_t(qo + d)];
-        for (int64_t j = 0; j < c.Nk; ++j) {
-          if (!allowed(c, i, j)) continue;
-          const int64_t ko = kj(b, j, hk);
-          const double dp = dot(dout, qo, v, ko);
-          const double ds = p[size_t(j)] * (dp * z[size_t(j)] - Di);
-          for (int64_t d = 0; d < D; ++d) {
-            r.dv[size_t(ko + d)] += pz[size_t(j)] * dout[size_t(qo + d)];
-            r.dq[size_t(qo + d)] += scale * ds * k[size_t(ko + d)];
-            r.dk[size_t(ko + d)] += scale * ds * q[size_t(qo + d)];
-          }
-        }
-      }
+// The fp64 reference of the library (kernels/attention/cpu/reference.h) on the host values of
+// contiguous q, dout [B, Nq, Hq, D] and k, v [B, Nk, Hkv, D].
+Values reference(const Case& c, const ops::AttentionConfig& cfg, double scale,
+                 const std::vector<double>& q, const std::vector<double>& k,
+                 const std::vector<double>& v, const std::vector<double>& dout) {
+  AttentionParams p;
+  p.B = c.B, p.Nq = c.Nq, p.Nk = c.Nk, p.Hq = c.Hq, p.Hkv = c.Hkv, p.D = c.D;
+  set_contiguous_strides(p);
+  p.softmax_scale = scale;
+  p.causal = cfg.causal;
+  p.dropout_p = cfg.dropout_p;
+  p.seed = cfg.seed, p.offset = cfg.offset;
+  Values r;
+  r.o.resize(q.size()), r.dq.resize(q.size()), r.dk.resize(k.size()), r.dv.resize(v.size());
+  r.lse.resize(size_t(c.B * c.Hq * c.Nq));
+  attention_reference_forward(p, q.data(), k.data(), v.data(), r.o.data(), r.lse.data());
+  attention_reference_backward(p, q.data(), k.data(), v.data(), dout.data(), r.dq.data(),
+                               r.dk.data(), r.dv.data());
   return r;
 }
 
@@ -123,26 +81,40 @@ FG_TEST_ALL_DEVICES("flash attention ops match the reference in double", "[atten
     cfg.seed = 1234;
     cfg.offset = 7;
     const double scale = 1.0 / std::sqrt(double(c.D));
-    Reference ref = reference(c, cfg, scale, q.to_vector<double>(), k.to_vector<double>(),
-                              v.to_vector<double>(), dout.to_vector<double>());
+    // f64 rounding only: 3x the largest error measured on the CPU (relative L2 4.9e-16 for O
+    // and the gradients, 8.9e-16 absolute for the LSE); provisionally twice that on CUDA, whose
+    // f64 kernels differ in summation order and fused multiply-adds.
+    const double device_factor = device.is_cuda() ? 2 : 1;
+    auto check = [&](const char* what, double err, double cpu_bound) {
+      const double bound = device_factor * cpu_bound;
+      std::printf("measured ops-flash-%s f64 %s %.3e bound %.1e | B=%lld Nq=%lld Nk=%lld\n",
+                  device.is_cuda() ? "cuda" : "cpu", what, err, bound, (long long)c.B,
+                  (long long)c.Nq, (long long)c.Nk);
+      INFO(what << " " << err << " bound " << bound);
+      CHECK(err < bound);
+    };
+    Values ref = reference(c, cfg, scale, q.to_vector<double>(), k.to_vector<double>(),
+                           v.to_vector<double>(), dout.to_vector<double>());
 
     test::poison(device);
     ops::FlashAttentionResult f = ops::flash_attention_forward(q, k, v, cfg);
     REQUIRE(f.o.shape() == Shape{c.B, c.Nq, c.Hq, c.D});
     REQUIRE(f.lse.shape() == Shape{c.B, c.Hq, c.Nq});
     REQUIRE(f.lse.dtype() == DType::f64);
-    CHECK(rel_err(f.o, host(ref.o, f.o.shape())) < 1e-10);
+    check("o rel_l2", rel_err(f.o, host(ref.o, f.o.shape())), 1.5e-15);
     std::vector<double> lse = f.lse.to_vector<double>();
+    double lse_err = 0;
     for (size_t i = 0; i < lse.size(); ++i) {
       if (std::isinf(ref.lse[i])) CHECK(lse[i] == ref.lse[i]);
-      else CHECK(std::fabs(lse[i] - ref.lse[i]) < 1e-10);
+      else lse_err = std::max(lse_err, std::fabs(lse[i] - ref.lse[i]));
     }
+    check("lse max_abs", lse_err, 3e-15);
 
     test::poison(device);
     ops::FlashAttentionGrads g = ops::flash_attention_backward(q, k, v, f.o, f.lse, dout, cfg);
-    CHECK(rel_err(g.dq, host(ref.dq, q.shape())) < 1e-10);
-    CHECK(rel_err(g.dk, host(ref.dk, k.shape())) < 1e-10);
-    CHECK(rel_err(g.dv, host(ref.dv, v.shape())) < 1e-10);
+    check("dq rel_l2", rel_err(g.dq, host(ref.dq, q.shape())), 1.5e-15);
+    check("dk rel_l2", rel_err(g.dk, host(ref.dk, k.shape())), 1.5e-15);
+    check("dv rel_l2", rel_err(g.dv, host(ref.dv, v.shape())), 1.5e-15);
   }
 }
 
