@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "train/fileio.h"
+#include "train/json_read.h"
 #include "train/safetensors.h"
 
 namespace fg::train {
@@ -90,7 +91,7 @@ SafetensorsData read_checked(const std::string& dir, const json& entry, const ch
   FG_CHECK(name.find('/') == std::string::npos && !name.empty() && name != "." && name != "..",
            "checkpoint '", dir, "' is corrupt: bad ", what, " file name '", name, "'");
   std::string bytes = read(name, what);
-  uint64_t want = entry.at("bytes").get<uint64_t>();
+  uint64_t want = json_number<uint64_t>(entry.at("bytes"), str("checkpoint '", dir, "' is corrupt: the ", what, " file's 'bytes'"));
   FG_CHECK(bytes.size() == want, "checkpoint '", dir, "' is corrupt: '", name, "' has ", bytes.size(),
            " bytes but checkpoint.json says ", want, " (truncated?)");
   FG_CHECK(fnv1a64_hex(bytes) == entry.at("fnv1a64").get<std::string>(), "checkpoint '", dir,
@@ -172,10 +173,13 @@ Checkpoint parse_checkpoint(const std::string& dir, const std::string& text, boo
   }
   Checkpoint c;
   c.dir = dir;
+  auto field = [&](const char* name) {
+    return str("checkpoint '", dir, "' is corrupt: checkpoint.json's '", name, "'");
+  };
   try {
     FG_CHECK(j.is_object() && j.value("format", "") == kFormat, "'", json_path(dir),
              "' is not a flashgrad checkpoint");
-    const int version = j.at("version").get<int>();
+    const int version = json_number<int>(j.at("version"), field("version"));
     FG_CHECK(version == 1 || version == kVersion, "checkpoint '", dir, "' has format version ",
              version, "; this flashgrad reads versions 1 and ", kVersion);
     if (version >= 2)
@@ -193,17 +197,19 @@ Checkpoint parse_checkpoint(const std::string& dir, const std::string& text, boo
     FG_CHECK(j.at("model") == model_json(c.model), "checkpoint '", dir,
              "' is inconsistent: its model section does not match its config");
     TrainState& s = c.state;
-    s.step = j.at("step").get<int64_t>();
+    s.step = json_number<int64_t>(j.at("step"), field("step"));
     FG_CHECK(s.step >= 0, "checkpoint '", dir, "' is corrupt: negative step");
     const json& r = j.at("rng");
-    s.data_seed = r.at("data_seed").get<uint64_t>();
-    s.data_offset = r.at("data_offset").get<uint64_t>();
-    s.dropout_seed = r.at("dropout_seed").get<uint64_t>();
-    s.dropout_offset = r.at("dropout_offset").get<uint64_t>();
-    s.best_val_loss = j.at("best_val_loss").is_null() ? NAN : j.at("best_val_loss").get<double>();
-    s.best_val_step = j.at("best_val_step").get<int64_t>();
-    s.elapsed_seconds = j.value("elapsed_seconds", 0.0);
-    FG_CHECK(j.at("optimizer").at("step").get<int64_t>() == s.step, "checkpoint '", dir,
+    s.data_seed = json_number<uint64_t>(r.at("data_seed"), field("data_seed"));
+    s.data_offset = json_number<uint64_t>(r.at("data_offset"), field("data_offset"));
+    s.dropout_seed = json_number<uint64_t>(r.at("dropout_seed"), field("dropout_seed"));
+    s.dropout_offset = json_number<uint64_t>(r.at("dropout_offset"), field("dropout_offset"));
+    s.best_val_loss = j.at("best_val_loss").is_null() ? NAN : json_number<double>(j.at("best_val_loss"), field("best_val_loss"));
+    s.best_val_step = json_number<int64_t>(j.at("best_val_step"), field("best_val_step"));
+    s.elapsed_seconds = j.contains("elapsed_seconds")
+                            ? json_number<double>(j.at("elapsed_seconds"), field("elapsed_seconds"))
+                            : 0.0;
+    FG_CHECK(json_number<int64_t>(j.at("optimizer").at("step"), field("optimizer.step")) == s.step, "checkpoint '", dir,
              "' is inconsistent: optimizer step differs from the training step");
 
     c.weights = read_checked(dir, j.at("files").at("weights"), "weights", s.step, read).tensors;

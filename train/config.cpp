@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "train/json_read.h"
 
 namespace fg::train {
 
@@ -257,7 +258,12 @@ void update_from_json(TrainConfig& c, const json& j) {
   try {
     FG_CHECK(j.is_object(), "the config is not a JSON object");
     auto get = [&](const char* key, auto& field) {
-      if (j.contains(key)) field = j.at(key).get<std::decay_t<decltype(field)>>();
+      using T = std::decay_t<decltype(field)>;
+      if (!j.contains(key)) return;
+      if constexpr (std::is_arithmetic_v<T> && !std::is_same_v<T, bool>)
+        field = json_number<T>(j.at(key), str("config: '", key, "'"));
+      else
+        field = j.at(key).get<T>();
     };
     get("preset", c.preset);
     get("n_layer", c.n_layer);

@@ -7,6 +7,7 @@
 
 #include "tensor/ops.h"
 #include "train/fileio.h"
+#include "train/json_read.h"
 
 namespace fg::train {
 
@@ -111,10 +112,11 @@ SafetensorsData safetensors_parse(const std::string& bytes, const std::string& s
       std::string dts = e.at("dtype").get<std::string>();
       FG_CHECK(dtype_from_safetensors(dts, dt), where, ": tensor '", it.key(),
                "' has dtype ", dts, ", which flashgrad does not read (F32, F64, BF16, F16, I32, I64)");
-      Shape shape = e.at("shape").get<Shape>();
+      Shape shape = json_numbers<int64_t>(e.at("shape"), str(where, " is corrupt: tensor '", it.key(), "' shape"));
       for (int64_t d : shape)
         FG_CHECK(d >= 0, where, " is corrupt: tensor '", it.key(), "' has a negative size");
-      auto offs = e.at("data_offsets").get<std::vector<uint64_t>>();
+      auto offs = json_numbers<uint64_t>(e.at("data_offsets"),
+                                        str(where, " is corrupt: tensor '", it.key(), "' data_offsets"));
       FG_CHECK(offs.size() == 2 && offs[0] <= offs[1], where, " is corrupt: tensor '", it.key(),
                "' has bad data_offsets");
       FG_CHECK(offs[1] <= data_size, where, " is truncated: tensor '", it.key(), "' ends at byte ",

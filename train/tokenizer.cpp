@@ -6,6 +6,7 @@
 #include <set>
 
 #include "core/error.h"
+#include "train/json_read.h"
 
 namespace fg::train {
 
@@ -144,12 +145,13 @@ std::unique_ptr<Tokenizer> Tokenizer::from_json(const json& j) {
     if (type == "byte") {
       t = std::make_unique<ByteTokenizer>();
     } else if (type == "char") {
-      t = std::make_unique<CharTokenizer>(j.at("code_points").get<std::vector<uint32_t>>());
+      t = std::make_unique<CharTokenizer>(json_numbers<uint32_t>(j.at("code_points"), "tokenizer: code_points"));
     } else {
       throw Error(str("tokenizer: unknown type '", type, "' (expected char or byte)"));
     }
-    FG_CHECK(j.at("vocab_size").get<int64_t>() == t->vocab_size(), "tokenizer: vocab_size ",
-             j.at("vocab_size").get<int64_t>(), " does not match its ", t->vocab_size(), " entries");
+    const int64_t vocab_size = json_number<int64_t>(j.at("vocab_size"), "tokenizer: vocab_size");
+    FG_CHECK(vocab_size == t->vocab_size(), "tokenizer: vocab_size ", vocab_size,
+             " does not match its ", t->vocab_size(), " entries");
     return t;
   } catch (const json::exception& e) {
     throw Error(str("tokenizer: malformed description (", e.what(), ")"));

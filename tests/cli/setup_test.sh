@@ -40,7 +40,10 @@ fail() { echo "FAIL: $*" >&2; echo "--- output" >&2; cat "$WORK/out" >&2; exit 1
 # stderr go to $WORK/out, its exit code to $rc.
 setup() {
   : >"$STUB_LOG"
-  env PATH="$WORK/bin:$PATH" BUILD_DIR="$WORK/build" "$@" bash "$SRC/scripts/setup.sh" \
+  # The settings the test runner itself may carry (scripts/test.sh exports FLASHGRAD_CUDA=ON
+  # wherever nvcc is) are cleared, so each case sees only what it sets.
+  env -u FLASHGRAD_CUDA -u CUDA_ARCH -u FLASHGRAD_TEST_PACKAGES PATH="$WORK/bin:$PATH" \
+    BUILD_DIR="$WORK/build" "$@" bash "$SRC/scripts/setup.sh" \
     >"$WORK/out" 2>&1
   rc=$?
 }

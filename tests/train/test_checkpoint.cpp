@@ -113,6 +113,45 @@ TEST_CASE("every config field that implies a shape is checked against the weight
   REQUIRE_THROWS_WITH(load_checkpoint(t.d / "ck", false), Catch::Contains("model section"));
 }
 
+TEST_CASE("a number in checkpoint.json must fit the field that reads it", "[checkpoint]") {
+  // Found by the fuzz target: nlohmann's get<uint64_t>() of 7.57e19 is undefined behaviour, and
+  // 2.5 read as a step would silently become 2. Each edit is rehashed, so only the strict
+  // number reads (train/json_read.h) can refuse it.
+  Trained t;
+  struct Edit {
+    std::vector<std::string> path;
+    json value;
+    const char* says;
+  } edits[] = {
+      {{"rng", "data_offset"}, 7.57451e19, "'data_offset' must be a whole number"},
+      {{"rng", "dropout_seed"}, -1, "'dropout_seed' must be a whole number"},
+      {{"step"}, 2.5, "'step' must be a whole number"},
+      {{"version"}, 4294967298ull, "'version' must be a whole number"},
+      {{"best_val_loss"}, "low", "'best_val_loss' must be a number"},
+      {{"config", "n_layer"}, 1e30, "'n_layer' must be a whole number"},
+      {{"config", "seed"}, 1.5, "'seed' must be a whole number"},
+      {{"tokenizer", "vocab_size"}, 3.0, "vocab_size must be a whole number"},
+      {{"files", "weights", "bytes"}, -5, "'bytes' must be a whole number"},
+  };
+  for (const Edit& ed : edits) {
+    json e = t.j;
+    json* at = &e;
+    for (const std::string& k : ed.path) at = &(*at)[k];
+    *at = ed.value;
+    rehash(e);
+    t.write(e);
+    INFO(ed.path.back() << " = " << ed.value.dump());
+    REQUIRE_THROWS_WITH(load_checkpoint(t.d / "ck", true), Catch::Contains(ed.says));
+  }
+  // A code point outside uint32 in the tokenizer.
+  json e = t.j;
+  e["tokenizer"]["code_points"][0] = 1ull << 40;
+  rehash(e);
+  t.write(e);
+  REQUIRE_THROWS_WITH(load_checkpoint(t.d / "ck", false),
+                      Catch::Contains("code_points must be a whole number from 0 to 4294967295"));
+}
+
 TEST_CASE("gpt_parameter_shapes lists exactly GPT(config).named_parameters()", "[checkpoint]") {
   for (bool bias : {true, false})
     for (int64_t kv : {0, 1, 2}) {

@@ -447,6 +447,16 @@ TEST_CASE("safetensors: truncated or corrupt files are rejected with a reason", 
   REQUIRE_THROWS_WITH(
       safetensors_parse(with_header(R"({"a":{"dtype":"U8","shape":[16],"data_offsets":[0,16]}})"), "f"),
       Catch::Contains("U8"));
+  // Sizes and offsets are whole numbers that fit: not reals, not negative offsets.
+  REQUIRE_THROWS_WITH(
+      safetensors_parse(with_header(R"({"a":{"dtype":"F32","shape":[4.5],"data_offsets":[0,16]}})"), "f"),
+      Catch::Contains("tensor 'a' shape must be a whole number"));
+  REQUIRE_THROWS_WITH(
+      safetensors_parse(with_header(R"({"a":{"dtype":"F32","shape":[4],"data_offsets":[1e30,16]}})"), "f"),
+      Catch::Contains("tensor 'a' data_offsets must be a whole number"));
+  REQUIRE_THROWS_WITH(
+      safetensors_parse(with_header(R"({"a":{"dtype":"F32","shape":[4],"data_offsets":[-4,16]}})"), "f"),
+      Catch::Contains("tensor 'a' data_offsets must be a whole number"));
 }
 
 TEST_CASE("Training writes a checkpoint that round-trips bit-exactly", "[train]") {
