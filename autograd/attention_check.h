@@ -46,7 +46,8 @@ struct AttentionCheckResult {
 };
 
 // The bound on a row's worst rel_l2 for `dtype` on `device`'s kind of kernels: about 3x the
-// worst row of the grid on the CPU; provisional on CUDA (attention_check.cpp: the figures).
+// worst row of the grid on the CPU and on the H100/H200 kernels (attention_check.cpp: the
+// figures).
 double attention_check_bound(DType dtype, Device device);
 
 // One row on `device`, its inputs drawn from `gen` (normal values: q, k, v, then dO).

@@ -46,8 +46,8 @@ FG_TEST_ALL_DEVICES("attention dropout: successive calls get new masks, a reseed
 FG_TEST_ALL_DEVICES("attention dropout: the backward uses the forward's mask", "[attention][dropout]") {
   const TensorOptions to = TensorOptions(DType::f32).device(device);
   Generator g(12);
-  const Tensor q = rand({2, 70, 4, 16}, to, &g), k = rand({2, 70, 2, 16}, to, &g),
-               v = rand({2, 70, 2, 16}, to, &g), dout = rand({2, 70, 4, 16}, to, &g);
+  const Tensor q = rand({2, 70, 4, 32}, to, &g), k = rand({2, 70, 2, 32}, to, &g),
+               v = rand({2, 70, 2, 32}, to, &g), dout = rand({2, 70, 4, 32}, to, &g);
   auto grads = [&](const AttentionOptions& opt, bool draw_in_between) {
     Tensor ql = q.detach().set_requires_grad(true), kl = k.detach().set_requires_grad(true),
            vl = v.detach().set_requires_grad(true);

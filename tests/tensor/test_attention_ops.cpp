@@ -82,9 +82,10 @@ FG_TEST_ALL_DEVICES("flash attention ops match the reference in double", "[atten
     cfg.offset = 7;
     const double scale = 1.0 / std::sqrt(double(c.D));
     // f64 rounding only: 3x the largest error measured on the CPU (relative L2 4.9e-16 for O
-    // and the gradients, 8.9e-16 absolute for the LSE); provisionally twice that on CUDA, whose
-    // f64 kernels differ in summation order and fused multiply-adds.
-    const double device_factor = device.is_cuda() ? 2 : 1;
+    // and the gradients, 8.9e-16 absolute for the LSE). The CUDA f64 kernels sum in another
+    // order and fuse multiply-adds: their worst was 6.9e-16 for the gradients (H200,
+    // 2026-11-28), so 1.4x the CPU bounds, 3x that.
+    const double device_factor = device.is_cuda() ? 1.4 : 1;
     auto check = [&](const char* what, double err, double cpu_bound) {
       const double bound = device_factor * cpu_bound;
       std::printf("measured ops-flash-%s f64 %s %.3e bound %.1e | B=%lld Nq=%lld Nk=%lld\n",
