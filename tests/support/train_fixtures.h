@@ -67,7 +67,7 @@ inline train::TrainConfig toy_config(const std::string& data) {
   return c;
 }
 
-inline train::RunOptions quiet_run(const std::string& dir, std::ostringstream& log) {
+inline train::RunOptions quiet_run(const std::string& dir, std::ostream& log) {
   train::RunOptions r;
   r.out_dir = dir;
   r.out = &log;

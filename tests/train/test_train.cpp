@@ -2,6 +2,7 @@
 // data splits and batches, safetensors and checkpoints (bit-exact round trips, corruption),
 // exact resume, Ctrl-C, the corpus builder, sampling, and (on a GPU) CUDA AdamW and training.
 #include "support/test_util.h"
+#include "support/train_fixtures.h"
 
 #include <unistd.h>
 
@@ -30,71 +31,16 @@ namespace fs = std::filesystem;
 
 namespace {
 
-// A fresh empty directory under the system temp dir, removed at the end of the test.
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    static std::atomic<int> counter{0};
-    path = fs::temp_directory_path() /
-           ("flashgrad_test_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  std::string operator/(const std::string& name) const { return (path / name).string(); }
-};
-
-void write_text(const std::string& path, const std::string& text) {
-  std::ofstream f(path, std::ios::binary);
-  f << text;
-}
-
-// Some English-like text with structure a tiny model learns quickly.
-std::string toy_corpus() {
-  std::string s;
-  const char* lines[] = {"the cat sat on the mat.\n", "a dog ate the bone.\n",
-                         "the sun is hot and the sea is blue.\n", "we like to read good books.\n"};
-  for (int i = 0; i < 120; ++i) s += lines[(i * 7 + i / 3) % 4];
-  return s;
-}
-
-// A tiny, fast config on a toy corpus.
-TrainConfig toy_config(const std::string& data) {
-  TrainConfig c;
-  c.preset = "test";
-  c.n_layer = 1;
-  c.n_head = 2;
-  c.n_embd = 32;
-  c.block_size = 16;
-  c.batch_size = 4;
-  c.steps = 20;
-  c.warmup = 3;
-  c.lr = 3e-3;
-  c.min_lr = 3e-4;
-  c.eval_interval = 100;
-  c.eval_batches = 2;
-  c.log_interval = 100;
-  c.sample_tokens = 0;
-  c.device = "cpu";
-  c.data = data;
-  c.dropout = 0.1;  // exercises the dropout RNG in the resume test
-  return c;
-}
+using test::quiet_run;
+using test::TempDir;
+using test::toy_config;
+using test::toy_corpus;
+using test::write_text;
 
 // The toy corpus written to <d>/data.txt, and the toy config that trains on it.
 TrainConfig toy_run(const TempDir& d) {
   write_text(d / "data.txt", toy_corpus());
   return toy_config(d / "data.txt");
-}
-
-RunOptions quiet_run(const std::string& dir, std::ostream& log) {
-  RunOptions r;
-  r.out_dir = dir;
-  r.out = &log;
-  return r;
 }
 
 // A resume of the checkpoint in `dir`, with `keys` given explicitly (as flags would be).
