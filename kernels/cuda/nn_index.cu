@@ -1,0 +1,233 @@
+// CUDA kernels of the indexing ops: embedding, dropout, gather / scatter-add. Same contracts
+// and the same arithmetic as the CPU reference (kernels/cpu/nn.cpp); kernels first, launchers
+// after, all on stream 0, grid-stride loops.
+//
+// Out-of-range indices: reported through a device int64 flag as in nn_rows.cu (the first bad
+// position + 1).
+//
+// Accumulation with atomics (embedding_backward, scatter_add): f32 and f64 use atomicAdd on
+// the output directly (the order of additions, hence the last bits, varies run to run).
+// bf16 and f16 accumulate into an fp32 scratch buffer with atomicAdd and are rounded once
+// when the scratch is added to the output: more accurate than 16-bit CAS loops, and the
+// same rounding as the CPU path.
+#include "core/philox.h"
+#include "kernels/cuda/nn_common.cuh"
+
+namespace fg::cuda {
+
+namespace {
+
+// ---- embedding ----
+template <typename T, typename I>
+__global__ void embedding_kernel(int64_t rows, int64_t dim, int64_t vocab,
+                                 const T* __restrict__ weight, const I* __restrict__ idx,
+                                 T* __restrict__ out, int64_t* bad) {
+  int64_t total = rows * dim;
+  for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < total;
+       e += int64_t(gridDim.x) * blockDim.x) {
+    int64_t r = e / dim, c = e % dim;
+    int64_t i = int64_t(idx[r]);
+    if (i < 0 || i >= vocab) {
+      if (c == 0) report_bad(bad, r);
+      out[e] = T(0.f);
+      continue;
+    }
+    out[e] = weight[i * dim + c];
+  }
+}
+
+// dst += gout rows with atomics; D is T for f32 / f64 and float (the scratch) for 16-bit.
+template <typename T, typename D, typename I>
+__global__ void embedding_backward_kernel(int64_t rows, int64_t dim, int64_t vocab,
+                                          const T* __restrict__ gout, const I* __restrict__ idx,
+                                          D* dst) {
+  int64_t total = rows * dim;
+  for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < total;
+       e += int64_t(gridDim.x) * blockDim.x) {
+    int64_t r = e / dim, c = e % dim;
+    int64_t i = int64_t(idx[r]);
+    if (i < 0 || i >= vocab) continue;  // rejected by the forward
+    atomicAdd(dst + i * dim + c, D(acc_t<T>(gout[e])));
+  }
+}
+// out[i] = T(float(out[i]) + scratch[i]): folds an fp32 scratch into a 16-bit output.
+template <typename T>
+__global__ void add_scratch_kernel(int64_t n, const float* __restrict__ scratch, T* out) {
+  for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < n;
+       e += int64_t(gridDim.x) * blockDim.x)
+    out[e] = T(float(out[e]) + scratch[e]);
+}
+
+// ---- dropout ----
+template <typename T>
+__global__ void dropout_kernel(int64_t n, const T* __restrict__ x, T* __restrict__ y,
+                               uint32_t threshold, acc_t<T> scale, uint64_t seed,
+                               uint64_t offset) {
+  using A = acc_t<T>;
+  for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < n;
+       e += int64_t(gridDim.x) * blockDim.x)
+    y[e] = dropout_keep(seed, offset, uint64_t(e), threshold) ? T(A(x[e]) * scale) : T(A(0));
+}
+
+// ---- gather / scatter_add ----
+template <typename T, typename I>
+__global__ void gather_kernel(int64_t outer, int64_t len_in, int64_t len_idx, int64_t inner,
+                              const T* __restrict__ in, const I* __restrict__ index,
+                              T* __restrict__ out, int64_t* bad) {
+  int64_t total = outer * len_idx * inner;
+  for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < total;
+       e += int64_t(gridDim.x) * blockDim.x) {
+    int64_t i = e % inner, o = e / (inner * len_idx);
+    int64_t t = int64_t(index[e]);
+    if (t < 0 || t >= len_in) {
+      report_bad(bad, e);
+      out[e] = T(0);
+      continue;
+    }
+    out[e] = in[(o * len_in + t) * inner + i];
+  }
+}
+
+template <typename T, typename D, typename I>
+__global__ void scatter_add_kernel(int64_t outer, int64_t len_in, int64_t len_idx, int64_t inner,
+                                   const T* __restrict__ gout, const I* __restrict__ index,
+                                   D* dst) {
+  int64_t total = outer * len_idx * inner;
+  for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < total;
+       e += int64_t(gridDim.x) * blockDim.x) {
+    int64_t i = e % inner, o = e / (inner * len_idx);
+    int64_t t = int64_t(index[e]);
+    if (t < 0 || t >= len_in) continue;  // rejected by the forward
+    atomicAdd(dst + (o * len_in + t) * inner + i, D(acc_t<T>(gout[e])));
+  }
+}
+
+// 16-bit outputs accumulate through an fp32 buffer of n elements (rounded once at the end);
+// f32 and f64 accumulate in place and need none.
+size_t fp32_accumulator_bytes(DType dtype, int64_t n) {
+  return dtype == DType::bf16 || dtype == DType::f16 ? size_t(std::max<int64_t>(n, 1)) * sizeof(float)
+                                                     : 0;
+}
+
+// Atomic accumulation: straight into the output for f32 / f64, through the fp32 workspace
+// (zeroed here, rounded once at the end) for bf16 / f16.
+template <typename T, typename I>
+void launch_embedding_backward(int64_t rows, int64_t dim, int64_t vocab, const T* gout,
+                               const I* idx, T* gweight, float* acc) {
+  int blocks = grid_for(rows * dim);
+  if constexpr (std::is_same_v<T, float> || std::is_same_v<T, double>) {
+    embedding_backward_kernel<T, T, I><<<blocks, 256>>>(rows, dim, vocab, gout, idx, gweight);
+    FG_LAUNCH_CHECK();
+  } else {
+    FG_CUDA_CHECK(cudaMemsetAsync(acc, 0, size_t(vocab * dim) * sizeof(float), 0));
+    embedding_backward_kernel<T, float, I><<<blocks, 256>>>(rows, dim, vocab, gout, idx, acc);
+    FG_LAUNCH_CHECK();
+    add_scratch_kernel<T><<<grid_for(vocab * dim), 256>>>(vocab * dim, acc, gweight);
+    FG_LAUNCH_CHECK();
+  }
+}
+
+template <typename T, typename I>
+void launch_scatter_add(int64_t outer, int64_t len_in, int64_t len_idx, int64_t inner,
+                        const T* gout, const I* index, T* gin, float* acc) {
+  int blocks = grid_for(outer * len_idx * inner);
+  if constexpr (std::is_same_v<T, float> || std::is_same_v<T, double>) {
+    scatter_add_kernel<T, T, I><<<blocks, 256>>>(outer, len_in, len_idx, inner, gout, index,
+                                                 gin);
+    FG_LAUNCH_CHECK();
+  } else {
+    int64_t n_in = outer * len_in * inner;
+    FG_CUDA_CHECK(cudaMemsetAsync(acc, 0, size_t(n_in) * sizeof(float), 0));
+    scatter_add_kernel<T, float, I><<<blocks, 256>>>(outer, len_in, len_idx, inner, gout, index,
+                                                     acc);
+    FG_LAUNCH_CHECK();
+    add_scratch_kernel<T><<<grid_for(n_in), 256>>>(n_in, acc, gin);
+    FG_LAUNCH_CHECK();
+  }
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------
+// Launchers
+
+void embedding(DType dtype, DType idx_dtype, int64_t rows, int64_t dim, int64_t vocab,
+               const void* weight, const void* idx, void* out, int64_t* bad_index) {
+  if (rows == 0 || dim == 0) return;
+  FG_DISPATCH_FLOAT(dtype, "embedding", [&] {
+    using T = scalar_t;
+    FG_DISPATCH_INDEX(idx_dtype, "embedding", [&] {
+      embedding_kernel<T, index_t><<<grid_for(rows * dim), 256>>>(
+          rows, dim, vocab, static_cast<const T*>(weight), static_cast<const index_t*>(idx),
+          static_cast<T*>(out), bad_index);
+      FG_LAUNCH_CHECK();
+    });
+  });
+}
+
+size_t embedding_backward_workspace(DType dtype, int64_t vocab, int64_t dim) {
+  return fp32_accumulator_bytes(dtype, vocab * dim);
+}
+
+void embedding_backward(DType dtype, DType idx_dtype, int64_t rows, int64_t dim, int64_t vocab,
+                        const void* gout, const void* idx, void* gweight, void* workspace) {
+  if (rows == 0 || dim == 0) return;
+  FG_DISPATCH_FLOAT(dtype, "embedding_backward", [&] {
+    FG_DISPATCH_INDEX(idx_dtype, "embedding_backward", [&] {
+      launch_embedding_backward<scalar_t, index_t>(rows, dim, vocab,
+                                                   static_cast<const scalar_t*>(gout),
+                                                   static_cast<const index_t*>(idx),
+                                                   static_cast<scalar_t*>(gweight),
+                                                   static_cast<float*>(workspace));
+    });
+  });
+}
+
+void dropout(DType dtype, int64_t n, const void* x, void* y, double p, uint64_t seed,
+             uint64_t offset) {
+  if (n == 0) return;
+  FG_DISPATCH_FLOAT(dtype, "dropout", [&] {
+    using T = scalar_t;
+    using A = acc_t<T>;
+    // Same threshold and the same host-rounded scale as the CPU kernel: bitwise-equal output.
+    dropout_kernel<T><<<grid_for(n), 256>>>(n, static_cast<const T*>(x), static_cast<T*>(y),
+                                            dropout_threshold(p), A(1.0 / (1.0 - p)), seed,
+                                            offset);
+    FG_LAUNCH_CHECK();
+  });
+}
+
+void gather(DType dtype, DType idx_dtype, int64_t outer, int64_t len_in, int64_t len_idx,
+            int64_t inner, const void* in, const void* index, void* out, int64_t* bad_index) {
+  int64_t total = outer * len_idx * inner;
+  if (total == 0) return;
+  FG_DISPATCH_ALL(dtype, "gather", [&] {
+    using T = scalar_t;
+    FG_DISPATCH_INDEX(idx_dtype, "gather", [&] {
+      gather_kernel<T, index_t><<<grid_for(total), 256>>>(
+          outer, len_in, len_idx, inner, static_cast<const T*>(in),
+          static_cast<const index_t*>(index), static_cast<T*>(out), bad_index);
+      FG_LAUNCH_CHECK();
+    });
+  });
+}
+
+size_t scatter_add_workspace(DType dtype, int64_t n_in) {
+  return fp32_accumulator_bytes(dtype, n_in);
+}
+
+void scatter_add(DType dtype, DType idx_dtype, int64_t outer, int64_t len_in, int64_t len_idx,
+                 int64_t inner, const void* gout, const void* index, void* gin, void* workspace) {
+  if (outer * len_idx * inner == 0) return;
+  FG_DISPATCH_FLOAT(dtype, "scatter_add", [&] {
+    FG_DISPATCH_INDEX(idx_dtype, "scatter_add", [&] {
+      launch_scatter_add<scalar_t, index_t>(outer, len_in, len_idx, inner,
+                                            static_cast<const scalar_t*>(gout),
+                                            static_cast<const index_t*>(index),
+                                            static_cast<scalar_t*>(gin),
+                                            static_cast<float*>(workspace));
+    });
+  });
+}
+
+}  // namespace fg::cuda
