@@ -1,6 +1,7 @@
 // CPU kernels of the neural-network ops: softmax and log-softmax, cross-entropy, LayerNorm,
 // embedding, dropout, gather / scatter-add. They are the reference the CUDA kernels
-// (kernels/cuda/nn_rows.cu, nn_index.cu) are tested against, so they are written for clarity first.
+// (kernels/cuda/nn_rows.cu, nn_index.cu) are tested against, so they are written for clarity
+// first.
 //
 // 16-bit types compute in float, f64 in double. Row loops may run on several threads; every
 // output element is produced by one thread in a fixed order, so results are deterministic.
