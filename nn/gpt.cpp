@@ -5,6 +5,7 @@
 #include <functional>
 
 #include "autograd/functions.h"
+#include "nn/kv_cache.h"
 
 namespace fg::nn {
 
@@ -62,6 +63,30 @@ Tensor CausalSelfAttention::forward(const Tensor& x) const {
   return resid_dropout->forward(c_proj->forward(y.reshape({B, T, C})));
 }
 
+Tensor CausalSelfAttention::forward_cached(const Tensor& x, const Tensor& k_cache,
+                                           const Tensor& v_cache, const std::vector<int64_t>& lengths,
+                                           int64_t row0) const {
+  const int64_t n = x.size(0), T = x.size(1), C = options.n_embd_, H = options.n_head_;
+  const int64_t Hkv = options.n_kv_head_ > 0 ? options.n_kv_head_ : H, D = C / H;
+  Tensor qkv = c_attn->forward(x);  // [n, T, C + 2 Hkv D]
+  Tensor q = qkv.narrow(2, 0, C).view({n, T, H, D});
+  Tensor k = qkv.narrow(2, C, Hkv * D).view({n, T, Hkv, D});
+  Tensor v = qkv.narrow(2, C + Hkv * D, Hkv * D).view({n, T, Hkv, D});
+  Tensor y = empty({n, T, H, D}, TensorOptions(x.dtype()).device(x.device()));
+  AttentionOptions ao;
+  ao.impl(options.impl_).causal(true);  // bottom-right: new token t sees cached keys 0 .. L + t
+  // Row by row: the rows' cached lengths differ, and each attends to its own keys only.
+  for (int64_t r = 0; r < n; ++r) {
+    const int64_t b = row0 + r, L = lengths[size_t(b)];
+    k_cache.narrow(0, b, 1).narrow(1, L, T).copy_(k.narrow(0, r, 1));
+    v_cache.narrow(0, b, 1).narrow(1, L, T).copy_(v.narrow(0, r, 1));
+    y.narrow(0, r, 1).copy_(scaled_dot_product_attention(
+        q.narrow(0, r, 1), k_cache.narrow(0, b, 1).narrow(1, 0, L + T),
+        v_cache.narrow(0, b, 1).narrow(1, 0, L + T), ao));
+  }
+  return c_proj->forward(y.reshape({n, T, C}));  // (the residual dropout is off in inference)
+}
+
 // ---------------------------------------------------------------------------------------------
 // MLP and Block
 
@@ -91,6 +116,12 @@ Block::Block(const GPTConfig& c, Generator* gen) {
 
 Tensor Block::forward(const Tensor& x) const {
   Tensor h = x + attn->forward(ln_1->forward(x));
+  return h + mlp->forward(ln_2->forward(h));
+}
+
+Tensor Block::forward_cached(const Tensor& x, const Tensor& k_cache, const Tensor& v_cache,
+                             const std::vector<int64_t>& lengths, int64_t row0) const {
+  Tensor h = x + attn->forward_cached(ln_1->forward(x), k_cache, v_cache, lengths, row0);
   return h + mlp->forward(ln_2->forward(h));
 }
 
@@ -149,6 +180,43 @@ Tensor GPT::forward(const Tensor& idx) const {
   // The output projection is the token embedding, transposed (weight tying).
   Tensor logits = matmul(x.reshape({B * T, C}), wte->weight.transpose(0, 1));
   return logits.view({B, T, config.vocab_size_});
+}
+
+Tensor GPT::forward_cached(const Tensor& idx, KVCache& cache, int64_t row) const {
+  FG_CHECK(!is_training(), "GPT::forward_cached: the model is in training mode; call eval() "
+           "first (the cache is for inference, without dropout)");
+  FG_CHECK(idx.dim() == 2 && idx.size(1) >= 1, "GPT::forward_cached: expected token indices "
+           "[n, T] with T >= 1, got ", shape_str(idx.shape()));
+  const int64_t n = idx.size(0), T = idx.size(1), C = config.n_embd_;
+  FG_CHECK(row >= 0 && n >= 1 && row + n <= cache.batch(), "GPT::forward_cached: rows ", row,
+           " .. ", row + n - 1, " are outside the cache's batch of ", cache.batch());
+  FG_CHECK(int64_t(cache.k_.size()) == config.n_layer_ && cache.capacity() <= config.block_size_,
+           "GPT::forward_cached: the cache was made for another model (", cache.k_.size(),
+           " layers, capacity ", cache.capacity(), ")");
+  FG_CHECK(cache.k_[0].dtype() == wte->weight.dtype() && cache.k_[0].device() == idx.device() &&
+               idx.device() == wte->weight.device(),
+           "GPT::forward_cached: the cache (", dtype_name(cache.k_[0].dtype()), " on ",
+           cache.k_[0].device().str(), "), the tokens (on ", idx.device().str(),
+           ") and the model (", dtype_name(wte->weight.dtype()), " on ",
+           wte->weight.device().str(), ") must share the dtype and device");
+  std::vector<int64_t> pos(size_t(n * T));
+  for (int64_t r = 0; r < n; ++r) {
+    const int64_t L = cache.length(row + r);
+    FG_CHECK(L + T <= cache.capacity(), "GPT::forward_cached: row ", row + r, " holds ", L,
+             " tokens; ", T, " more exceed the cache's capacity ", cache.capacity(),
+             " (start a new window: clear the row and prefill its last tokens)");
+    for (int64_t t = 0; t < T; ++t) pos[size_t(r * T + t)] = L + t;
+  }
+  NoGradGuard ng;
+  const Tensor positions =
+      from_vector<int64_t>(pos, {n, T}, TensorOptions(DType::i64).device(idx.device()));
+  Tensor x = wte->forward(idx) + wpe->forward(positions);
+  for (int64_t l = 0; l < config.n_layer_; ++l)
+    x = (*blocks)[size_t(l)]->forward_cached(x, cache.k_[size_t(l)], cache.v_[size_t(l)],
+                                             cache.length_, row);
+  for (int64_t r = 0; r < n; ++r) cache.length_[size_t(row + r)] += T;
+  x = ln_f->forward(x.narrow(1, T - 1, 1).reshape({n, C}));  // only the last positions
+  return matmul(x, wte->weight.transpose(0, 1));                // [n, vocab_size]
 }
 
 Tensor GPT::loss(const Tensor& idx, const Tensor& targets) const {

@@ -21,6 +21,8 @@
 
 namespace fg::nn {
 
+class KVCache;  // nn/kv_cache.h
+
 // The architecture. Setters chain: GPTConfig().vocab_size(65).n_layer(2).n_embd(128).
 struct GPTConfig {
   int64_t vocab_size_ = 256;
@@ -71,6 +73,12 @@ class CausalSelfAttention : public Module {
  public:
   explicit CausalSelfAttention(const CausalSelfAttentionOptions& options, Generator* gen = nullptr);
   Tensor forward(const Tensor& x) const;  // [B, T, C] -> [B, T, C]
+  // Inference with a cache: x [n, T, C] holds T new tokens of cache rows row0 .. row0 + n - 1,
+  // row b having lengths[b] tokens before them. Their keys and values are written into
+  // k_cache, v_cache [batch, capacity, Hkv, D] after those, and each row's queries attend to
+  // all its cached keys (causal, bottom-right). The caller advances the lengths.
+  Tensor forward_cached(const Tensor& x, const Tensor& k_cache, const Tensor& v_cache,
+                        const std::vector<int64_t>& lengths, int64_t row0) const;
   std::string name() const override { return "CausalSelfAttention"; }
   CausalSelfAttentionOptions options;
   std::shared_ptr<Linear> c_attn, c_proj;
@@ -92,6 +100,8 @@ class Block : public Module {
  public:
   explicit Block(const GPTConfig& config, Generator* gen = nullptr);
   Tensor forward(const Tensor& x) const;
+  Tensor forward_cached(const Tensor& x, const Tensor& k_cache, const Tensor& v_cache,
+                        const std::vector<int64_t>& lengths, int64_t row0) const;
   std::string name() const override { return "Block"; }
   std::shared_ptr<LayerNorm> ln_1, ln_2;
   std::shared_ptr<CausalSelfAttention> attn;
@@ -104,6 +114,13 @@ class GPT : public Module {
   // idx (i32/i64) [B, T] with T <= block_size -> logits [B, T, vocab_size] in the
   // parameters' dtype.
   Tensor forward(const Tensor& idx) const;
+  // Inference with a KV cache (nn/kv_cache.h), without a graph: idx [n, T] holds the next T
+  // tokens of cache rows row .. row + n - 1 (a prefill: a prompt, T >= 1; a decode step: T =
+  // 1). Their keys and values join the cache and each row's length grows by T; every row must
+  // stay within the cache's capacity. Returns the logits of each row's last new token,
+  // [n, vocab_size], which equal forward() over the row's whole cached sequence at its last
+  // position (up to rounding).
+  Tensor forward_cached(const Tensor& idx, KVCache& cache, int64_t row = 0) const;
   // The mean cross-entropy of forward(idx) against targets [B, T] (fp32 scalar).
   Tensor loss(const Tensor& idx, const Tensor& targets) const;
   std::string name() const override { return "GPT"; }

@@ -52,6 +52,54 @@ if(CMAKE_SCRIPT_MODE_FILE)
       message(FATAL_ERROR "resume did not continue from step 40:\n${r_out}")
     endif()
 
+  elseif(MODE STREQUAL "sample_batch")
+    # Two prompts from a file, two samples each, as one batch: four samples, each under its
+    # header and starting with its prompt; greedy, the KV cache and --no-kv-cache print the
+    # same text (40 tokens on a context of 64 after the prompts: no window restart; 100 tokens
+    # with restarts); the summary line goes to stderr.
+    fg(t train ${tiny} --out ck --steps 30)
+    expect_ok(t)
+    file(WRITE "${WORK}/prompts.txt" "the cat\r\n\na dog\n")
+    foreach(tokens 40 100)
+      fg(c sample --ckpt ck --prompt-file prompts.txt --num-samples 2 --tokens ${tokens} --temperature 0)
+      expect_ok(c)
+      fg(n sample --ckpt ck --prompt-file prompts.txt --num-samples 2 --tokens ${tokens} --temperature 0
+         --no-kv-cache)
+      expect_ok(n)
+      if(NOT c_out STREQUAL n_out)
+        message(FATAL_ERROR "--no-kv-cache printed other text:\n${c_out}\n---- vs ----\n${n_out}")
+      endif()
+      foreach(i 1 2 3 4)
+        if(i LESS 3)
+          set(p "the cat")
+          set(k 1)
+        else()
+          set(p "a dog")
+          set(k 2)
+        endif()
+        if(NOT c_out MATCHES "--- sample ${i}/4 \\(prompt ${k}\\) ---\n${p}")
+          message(FATAL_ERROR "sample ${i} is not under its header with prompt '${p}':\n${c_out}")
+        endif()
+      endforeach()
+      if(NOT c_err MATCHES "sample: 4 sequences on cpu, KV cache on; prefill [0-9]+ tokens at [0-9.]+ tokens/s; decode [0-9]+ tokens")
+        message(FATAL_ERROR "no summary line on stderr:\n${c_err}")
+      endif()
+    endforeach()
+    if(NOT c_err MATCHES "window restarts")
+      message(FATAL_ERROR "100 tokens on a context of 64 did not restart the window:\n${c_err}")
+    endif()
+    # Repeated --prompt, one sample each, top-p.
+    fg(r sample --ckpt ck --prompt "the " --prompt "a " --tokens 10 --top-p 0.9)
+    expect_ok(r)
+    if(NOT r_out MATCHES "--- sample 2/2 \\(prompt 2\\) ---\na ")
+      message(FATAL_ERROR "repeated --prompt:\n${r_out}")
+    endif()
+    file(WRITE "${WORK}/empty.txt" "\n\n")
+    fg(e sample --ckpt ck --prompt-file empty.txt)
+    expect_refusal(e "^error: --prompt-file 'empty.txt' holds no prompt")
+    fg(f sample --ckpt ck --top-p 0)
+    expect_refusal(f "^error: --top-p must be a number in \\(0, 1\\], got 0 ")
+
   elseif(MODE STREQUAL "refuse_overwrite")
     fg(a train ${quick} --out ck)
     expect_ok(a)
@@ -294,7 +342,7 @@ if(CMAKE_SCRIPT_MODE_FILE)
 endif()
 
 set(FLASHGRAD_CLI_WORK "${CMAKE_CURRENT_BINARY_DIR}/cli_work")
-foreach(mode train_sample_resume refuse_overwrite corrupt_checkpoint other_config bad_data bad_flags
+foreach(mode train_sample_resume sample_batch refuse_overwrite corrupt_checkpoint other_config bad_data bad_flags
         refusals messages val_fraction data_loss binary_data stale_temporaries resume_schedule
         default_out info)
   add_test(NAME cli_${mode}
