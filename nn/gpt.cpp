@@ -47,16 +47,20 @@ CausalSelfAttention::CausalSelfAttention(const CausalSelfAttentionOptions& o, Ge
   resid_dropout = register_module("resid_dropout", std::make_shared<Dropout>(DropoutOptions(o.dropout_)));
 }
 
-Tensor CausalSelfAttention::forward(const Tensor& x) const {
+CausalSelfAttention::QKV CausalSelfAttention::project(const Tensor& x) const {
   FG_CHECK(x.dim() == 3 && x.size(2) == options.n_embd_, "CausalSelfAttention: expected input [B, T, ",
            options.n_embd_, "], got ", shape_str(x.shape()));
   const int64_t B = x.size(0), T = x.size(1), C = options.n_embd_, H = options.n_head_;
   const int64_t Hkv = options.n_kv_head_ > 0 ? options.n_kv_head_ : H, D = C / H;
   Tensor qkv = c_attn->forward(x);  // [B, T, C + 2 Hkv D]
   // Strided views into qkv: the attention node reads them in place.
-  Tensor q = qkv.narrow(2, 0, C).view({B, T, H, D});
-  Tensor k = qkv.narrow(2, C, Hkv * D).view({B, T, Hkv, D});
-  Tensor v = qkv.narrow(2, C + Hkv * D, Hkv * D).view({B, T, Hkv, D});
+  return {qkv.narrow(2, 0, C).view({B, T, H, D}), qkv.narrow(2, C, Hkv * D).view({B, T, Hkv, D}),
+          qkv.narrow(2, C + Hkv * D, Hkv * D).view({B, T, Hkv, D})};
+}
+
+Tensor CausalSelfAttention::forward(const Tensor& x) const {
+  const auto [q, k, v] = project(x);
+  const int64_t B = x.size(0), T = x.size(1), C = options.n_embd_;
   AttentionOptions ao;
   ao.impl(options.impl_).causal(true).dropout(is_training() ? options.dropout_ : 0.0);
   Tensor y = scaled_dot_product_attention(q, k, v, ao);  // [B, T, H, D]
@@ -66,13 +70,9 @@ Tensor CausalSelfAttention::forward(const Tensor& x) const {
 Tensor CausalSelfAttention::forward_cached(const Tensor& x, const Tensor& k_cache,
                                            const Tensor& v_cache, const std::vector<int64_t>& lengths,
                                            int64_t row0) const {
-  const int64_t n = x.size(0), T = x.size(1), C = options.n_embd_, H = options.n_head_;
-  const int64_t Hkv = options.n_kv_head_ > 0 ? options.n_kv_head_ : H, D = C / H;
-  Tensor qkv = c_attn->forward(x);  // [n, T, C + 2 Hkv D]
-  Tensor q = qkv.narrow(2, 0, C).view({n, T, H, D});
-  Tensor k = qkv.narrow(2, C, Hkv * D).view({n, T, Hkv, D});
-  Tensor v = qkv.narrow(2, C + Hkv * D, Hkv * D).view({n, T, Hkv, D});
-  Tensor y = empty({n, T, H, D}, TensorOptions(x.dtype()).device(x.device()));
+  const auto [q, k, v] = project(x);
+  const int64_t n = x.size(0), T = x.size(1), C = options.n_embd_;
+  Tensor y = empty(q.shape(), TensorOptions(x.dtype()).device(x.device()));
   AttentionOptions ao;
   ao.impl(options.impl_).causal(true);  // bottom-right: new token t sees cached keys 0 .. L + t
   // Row by row: the rows' cached lengths differ, and each attends to its own keys only.

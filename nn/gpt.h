@@ -83,6 +83,13 @@ class CausalSelfAttention : public Module {
   CausalSelfAttentionOptions options;
   std::shared_ptr<Linear> c_attn, c_proj;
   std::shared_ptr<Dropout> resid_dropout;
+
+ private:
+  // c_attn(x) as Q [B, T, H, D], K and V [B, T, Hkv, D]: strided views of one output.
+  struct QKV {
+    Tensor q, k, v;
+  };
+  QKV project(const Tensor& x) const;
 };
 
 // c_fc (C -> 4C), GELU, c_proj (4C -> C), dropout.
