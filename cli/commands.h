@@ -18,7 +18,8 @@ void register_train(CLI::App& app);       // cli/train.cpp
 void register_sample(CLI::App& app);      // cli/sample.cpp
 void register_gradcheck(CLI::App& app);   // cli/gradcheck.cpp
 void register_memprofile(CLI::App& app);  // cli/memprofile.cpp
-void register_bench(CLI::App& app);       // cli/bench.cpp
+void register_bench(CLI::App& app);       // cli/bench.cpp (bench attention)
+void register_bench_decode(CLI::App& bench);  // cli/bench_decode.cpp (bench decode)
 void register_info(CLI::App& app);        // cli/info.cpp
 
 }  // namespace fg::cli

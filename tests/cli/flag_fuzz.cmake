@@ -92,6 +92,8 @@ if(CMAKE_SCRIPT_MODE_FILE)
   set(base_memprofile --device cpu --lengths 16 --heads 1 --head-dim 4 --reps 0 --no-warmup
       --layers 1 --width 8 --gpt-heads 1 --vocab 16)
   set(base_gradcheck_attention --device cpu --quick)
+  set(base_bench_decode --device cpu --dtype fp32 --n-layer 1 --n-embd 32 --n-head 2
+      --block-size 16 --vocab 20 --batch 1 --prompt-len 2 --tokens 2)
   set(base "")
   string(REPLACE ";" "_" key "${SUBCOMMAND}")
   if(DEFINED base_${key})
@@ -173,6 +175,9 @@ if(CMAKE_SCRIPT_MODE_FILE)
       set(values "${float_values}")
     else()
       set(values "${text_values}")
+      if(flag STREQUAL "--json")  # an output file: never the binary under test
+        list(REMOVE_ITEM values "${FG}")
+      endif()
     endif()
     list(LENGTH values count)
     set(cases "")
@@ -231,7 +236,7 @@ endif()
 string(RANDOM LENGTH 6 ALPHABET 0123456789 FLASHGRAD_FLAG_FUZZ_SEED)
 set(FLASHGRAD_FLAG_FUZZ_SEED ${FLASHGRAD_FLAG_FUZZ_SEED} CACHE STRING
     "seed of the generated flag values of the cli_flags_* tests")
-foreach(command info train sample memprofile "gradcheck;attention" "bench;attention")
+foreach(command info train sample memprofile "gradcheck;attention" "bench;attention" "bench;decode")
   string(REPLACE ";" "_" name "${command}")
   add_test(NAME cli_flags_${name}
            COMMAND ${CMAKE_COMMAND} -DFG=$<TARGET_FILE:flashgrad_cli> "-DSUBCOMMAND=${command}"
