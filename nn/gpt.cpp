@@ -72,17 +72,27 @@ Tensor CausalSelfAttention::forward_cached(const Tensor& x, const Tensor& k_cach
                                            int64_t row0) const {
   const auto [q, k, v] = project(x);
   const int64_t n = x.size(0), T = x.size(1), C = options.n_embd_;
-  Tensor y = empty(q.shape(), TensorOptions(x.dtype()).device(x.device()));
   AttentionOptions ao;
   ao.impl(options.impl_).causal(true);  // bottom-right: new token t sees cached keys 0 .. L + t
-  // Row by row: the rows' cached lengths differ, and each attends to its own keys only.
-  for (int64_t r = 0; r < n; ++r) {
-    const int64_t b = row0 + r, L = lengths[size_t(b)];
-    k_cache.narrow(0, b, 1).narrow(1, L, T).copy_(k.narrow(0, r, 1));
-    v_cache.narrow(0, b, 1).narrow(1, L, T).copy_(v.narrow(0, r, 1));
-    y.narrow(0, r, 1).copy_(scaled_dot_product_attention(
-        q.narrow(0, r, 1), k_cache.narrow(0, b, 1).narrow(1, 0, L + T),
-        v_cache.narrow(0, b, 1).narrow(1, 0, L + T), ao));
+  // Cache rows first .. first + count - 1 (x's rows r0 ..), each holding L tokens: their new
+  // keys and values join the cache, and their queries attend to all of it.
+  auto attend = [&](int64_t first, int64_t count, int64_t L, int64_t r0) {
+    Tensor kc = k_cache.narrow(0, first, count), vc = v_cache.narrow(0, first, count);
+    kc.narrow(1, L, T).copy_(k.narrow(0, r0, count));
+    vc.narrow(1, L, T).copy_(v.narrow(0, r0, count));
+    return scaled_dot_product_attention(q.narrow(0, r0, count), kc.narrow(1, 0, L + T),
+                                        vc.narrow(1, 0, L + T), ao);
+  };
+  const int64_t L0 = lengths[size_t(row0)];
+  bool same = true;
+  for (int64_t r = 1; r < n; ++r) same = same && lengths[size_t(row0 + r)] == L0;
+  Tensor y;
+  if (same) {  // one prompt, or prompts of one length: every row in one call
+    y = attend(row0, n, L0, 0);
+  } else {     // row by row: each attends to its own keys only
+    y = empty(q.shape(), TensorOptions(x.dtype()).device(x.device()));
+    for (int64_t r = 0; r < n; ++r)
+      y.narrow(0, r, 1).copy_(attend(row0 + r, 1, lengths[size_t(row0 + r)], r));
   }
   return c_proj->forward(y.reshape({n, T, C}));  // (the residual dropout is off in inference)
 }

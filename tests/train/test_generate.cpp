@@ -95,10 +95,15 @@ FG_TEST_ALL_DEVICES("generation gives the same tokens with and without the KV ca
   // Context 16: 40 new tokens restart the window several times.
   auto m = trained_gpt(device);
   REQUIRE(m->config.block_size_ == 16);
-  const std::vector<std::vector<int32_t>> prompts = {{1, 2, 3}, {4, 5, 6, 7, 8, 9, 10, 11, 12},
-                                                     {3, 1, 4, 1, 5, 9, 2, 6, 5, 3, 5, 8, 9, 7, 9, 3,
-                                                      2, 3, 8, 4}};  // longer than the context
-  for (double temperature : {0.0, 0.8}) {
+  // Prompts of different lengths (the cached forward goes row by row), one longer than the
+  // context; then prompts of one length (one attention call for the whole batch).
+  const std::vector<std::vector<int32_t>> mixed = {{1, 2, 3}, {4, 5, 6, 7, 8, 9, 10, 11, 12},
+                                                   {3, 1, 4, 1, 5, 9, 2, 6, 5, 3, 5, 8, 9, 7, 9, 3,
+                                                    2, 3, 8, 4}};
+  const std::vector<std::vector<int32_t>> equal = {{1, 2, 3}, {7, 5, 3}, {2, 2, 9}};
+  for (int c = 0; c < 4; ++c) {
+    const std::vector<std::vector<int32_t>>& prompts = c < 2 ? mixed : equal;
+    const double temperature = c % 2 ? 0.8 : 0.0;
     SampleOptions o;
     o.max_new_tokens = 40;
     o.temperature = temperature;
@@ -109,7 +114,8 @@ FG_TEST_ALL_DEVICES("generation gives the same tokens with and without the KV ca
     const auto cached = generate_batch(*m, prompts, o, {}, &cached_stats);
     o.kv_cache = false;
     const auto plain = generate_batch(*m, prompts, o);
-    INFO("temperature " << temperature);
+    INFO("temperature " << temperature << ", first prompt of " << prompts[0].size() << ", second of "
+                        << prompts[1].size());
     REQUIRE(cached.size() == 3);
     for (size_t r = 0; r < 3; ++r) {
       INFO("row " << r);
