@@ -25,7 +25,7 @@ namespace fg::cli {
 namespace {
 
 struct SampleFlags {
-  std::string ckpt, prompt_file, device = "auto";
+  std::string ckpt, prompt_file, device = "auto", dtype = "fp32";
   std::vector<std::string> prompts;
   int64_t tokens = 200, top_k = 40, num_samples = 1;
   double temperature = 0.8, top_p = 1.0;
@@ -66,6 +66,7 @@ void run_sample(const SampleFlags& f) {
   train::Checkpoint ckpt = train::load_checkpoint(f.ckpt, /*with_optimizer=*/false);
   std::shared_ptr<nn::GPT> model = train::model_from_checkpoint(ckpt);
   model->to(device_from_string(f.device));
+  model->to(dtype_from_string(f.dtype));  // the KV cache takes the model's dtype
   std::vector<std::vector<int32_t>> prompts;  // each prompt num_samples times
   std::vector<int64_t> prompt_of;
   for (size_t p = 0; p < texts.size(); ++p) {
@@ -113,7 +114,8 @@ void run_sample(const SampleFlags& f) {
     std::cout << std::flush;
   }
   std::cerr << "sample: " << n << (n == 1 ? " sequence" : " sequences") << " on "
-            << model->wte->weight.device().str() << ", KV cache " << (so.kv_cache ? "on" : "off")
+            << model->wte->weight.device().str() << " in " << f.dtype << ", KV cache "
+            << (so.kv_cache ? "on" : "off")
             << "; prefill " << st.prefill_tokens << " tokens at " << rate(st.prefill_tokens, st.prefill_seconds)
             << " tokens/s; decode " << st.decode_tokens << " tokens at "
             << rate(st.decode_tokens, st.decode_seconds) << " tokens/s";
@@ -158,6 +160,8 @@ void register_sample(CLI::App& app) {
       ->transform(in_range(Range::unsigned_whole("--seed")))->capture_default_str();
   cmd->add_option("--device", f.device, "auto, cpu or cuda")
       ->check(CLI::IsMember({"auto", "cpu", "cuda", "cuda:0"}))->capture_default_str();
+  cmd->add_option("--dtype", f.dtype, "compute and KV-cache dtype: fp32 or bf16")
+      ->check(CLI::IsMember({"fp32", "bf16"}))->capture_default_str();
   cmd->add_flag("--no-kv-cache", f.no_kv_cache,
                 "recompute the whole context for every token (slow; the cache's oracle)");
   cmd->callback([flags] { run_sample(*flags); });
