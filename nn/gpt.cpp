@@ -70,7 +70,8 @@ Tensor CausalSelfAttention::forward(const Tensor& x) const {
 Tensor CausalSelfAttention::forward_cached(const Tensor& x, const Tensor& k_cache,
                                            const Tensor& v_cache, const std::vector<int64_t>& lengths,
                                            int64_t row0) const {
-  const auto [q, k, v] = project(x);
+  const QKV qkv = project(x);  // named members: the lambda below captures them (C++17)
+  const Tensor &q = qkv.q, &k = qkv.k, &v = qkv.v;
   const int64_t n = x.size(0), T = x.size(1), C = options.n_embd_;
   AttentionOptions ao;
   ao.impl(options.impl_).causal(true);  // bottom-right: new token t sees cached keys 0 .. L + t
