@@ -66,17 +66,31 @@ double seconds_since(Clock::time_point t) {
   return std::chrono::duration<double>(Clock::now() - t).count();
 }
 
+// Tokens as i64 [rows, size / rows] on the model's device.
+Tensor token_tensor(const nn::GPT& model, const std::vector<int32_t>& tokens, int64_t rows) {
+  return from_vector<int64_t>(std::vector<int64_t>(tokens.begin(), tokens.end()),
+                              {rows, int64_t(tokens.size()) / rows},
+                              TensorOptions(DType::i64).device(model.wte->weight.device()));
+}
+
+// The rows of logits [n, V] on the host, in one copy.
+std::vector<std::vector<float>> host_rows(const Tensor& logits) {
+  const std::vector<float> all = logits.to_vector<float>();
+  const size_t V = size_t(logits.size(1));
+  std::vector<std::vector<float>> out;
+  for (size_t r = 0; r < size_t(logits.size(0)); ++r)
+    out.emplace_back(all.begin() + r * V, all.begin() + (r + 1) * V);
+  return out;
+}
+
 // The logits of the last token of each window, one forward pass per row over the whole
 // window: today's path, and the oracle of the cached one.
 std::vector<std::vector<float>> logits_uncached(nn::GPT& model,
                                                 const std::vector<std::vector<int32_t>>& windows) {
-  const Device device = model.wte->weight.device();
   std::vector<std::vector<float>> out;
   for (const std::vector<int32_t>& w : windows) {
     const int64_t T = int64_t(w.size());
-    Tensor idx = from_vector<int64_t>(std::vector<int64_t>(w.begin(), w.end()), {1, T},
-                                      TensorOptions(DType::i64).device(device));
-    out.push_back(model.forward(idx).select(1, T - 1).select(0, 0).to_vector<float>());
+    out.push_back(host_rows(model.forward(token_tensor(model, w, 1)).select(1, T - 1))[0]);
   }
   return out;
 }
@@ -85,10 +99,7 @@ std::vector<std::vector<float>> logits_uncached(nn::GPT& model,
 std::vector<float> prefill(nn::GPT& model, nn::KVCache& cache, int64_t r,
                            const std::vector<int32_t>& window) {
   cache.clear(r);
-  const int64_t T = int64_t(window.size());
-  Tensor idx = from_vector<int64_t>(std::vector<int64_t>(window.begin(), window.end()), {1, T},
-                                    TensorOptions(DType::i64).device(model.wte->weight.device()));
-  return model.forward_cached(idx, cache, r).select(0, 0).to_vector<float>();
+  return host_rows(model.forward_cached(token_tensor(model, window, 1), cache, r))[0];
 }
 
 }  // namespace
@@ -157,18 +168,14 @@ std::vector<std::vector<int32_t>> generate_batch(
     if (!o.kv_cache) {
       logits = logits_uncached(model, windows);
     } else if (!any_restart) {  // the common step: one token for every row, one batch
-      Tensor idx = from_vector<int64_t>(std::vector<int64_t>(next.begin(), next.end()), {B, 1},
-                                        TensorOptions(DType::i64).device(model.wte->weight.device()));
-      Tensor l = model.forward_cached(idx, *cache, 0);
-      for (int64_t r = 0; r < B; ++r) logits[size_t(r)] = l.select(0, r).to_vector<float>();
+      logits = host_rows(model.forward_cached(token_tensor(model, next, B), *cache, 0));
     } else {
       for (int64_t r = 0; r < B; ++r) {
         if (restarted[size_t(r)]) {
           logits[size_t(r)] = prefill(model, *cache, r, windows[size_t(r)]);
         } else {
-          Tensor idx = from_vector<int64_t>({int64_t(next[size_t(r)])}, {1, 1},
-                                            TensorOptions(DType::i64).device(model.wte->weight.device()));
-          logits[size_t(r)] = model.forward_cached(idx, *cache, r).select(0, 0).to_vector<float>();
+          logits[size_t(r)] =
+              host_rows(model.forward_cached(token_tensor(model, {next[size_t(r)]}, 1), *cache, r))[0];
         }
       }
     }
