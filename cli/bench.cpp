@@ -413,6 +413,7 @@ void register_bench(CLI::App& app) {
   auto flags = std::make_shared<BenchFlags>();
   BenchFlags& f = *flags;
   register_bench_decode(*bench);
+  register_bench_decode_attention(*bench);
   CLI::App* cmd = bench->add_subcommand(
       "attention", "TFLOP/s of the CUDA flash attention forward/backward on the standard grid");
   cmd->add_option("--dtype", f.dtype, "bf16, fp16 or fp32")

@@ -20,6 +20,7 @@ void register_gradcheck(CLI::App& app);   // cli/gradcheck.cpp
 void register_memprofile(CLI::App& app);  // cli/memprofile.cpp
 void register_bench(CLI::App& app);       // cli/bench.cpp (bench attention)
 void register_bench_decode(CLI::App& bench);  // cli/bench_decode.cpp (bench decode)
+void register_bench_decode_attention(CLI::App& bench);  // cli/bench_decode_attention.cpp
 void register_info(CLI::App& app);        // cli/info.cpp
 
 }  // namespace fg::cli

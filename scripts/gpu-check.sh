@@ -66,20 +66,27 @@ if [ $SANITIZE -eq 1 ]; then
     summary+=("memcheck $name: ${errs:-no summary} (rc $rc)")
     [ $rc -ne 0 ] && status=1 && tail -30 "$LOGS/memcheck-$name.log"
   done
-  if [ -x build/tests/test_attention_kernels ]; then
-    compute-sanitizer --tool racecheck --error-exitcode 9 build/tests/test_attention_kernels "[cuda][racecheck]" \
-      > "$LOGS/racecheck-attention.log" 2>&1
-    rc=$?
-    summary+=("racecheck attention: $(grep -E 'RACECHECK SUMMARY|ERROR SUMMARY' "$LOGS/racecheck-attention.log" | tail -1) (rc $rc)")
-    [ $rc -ne 0 ] && status=1 && tail -30 "$LOGS/racecheck-attention.log"
-  fi
-  if [ -x build/tests/test_attention_tc ]; then
-    compute-sanitizer --tool racecheck --error-exitcode 9 build/tests/test_attention_tc "[cuda][racecheck]" \
-      > "$LOGS/racecheck-attention-tc.log" 2>&1
-    rc=$?
-    summary+=("racecheck attention tc: $(grep -E 'RACECHECK SUMMARY|ERROR SUMMARY' "$LOGS/racecheck-attention-tc.log" | tail -1) (rc $rc)")
-    [ $rc -ne 0 ] && status=1 && tail -30 "$LOGS/racecheck-attention-tc.log"
-  fi
+  # Racecheck on every test case tagged [racecheck], one process per case, all in parallel
+  # (racecheck is slow: a whole binary at once runs for many minutes).
+  pids=()
+  for exe in build/tests/test_*; do
+    name=$(basename "$exe")
+    [ -n "$ONLY" ] && ! echo "$name" | grep -qE "$ONLY" && continue
+    while IFS= read -r tc; do
+      [ -z "$tc" ] && continue
+      log="$LOGS/racecheck-$name-$(echo "$tc" | tr -c 'A-Za-z0-9' '_').log"
+      ( compute-sanitizer --tool racecheck --error-exitcode 9 "$exe" "$tc" > "$log" 2>&1
+        echo "rc $?" >> "$log" ) &
+      pids+=($!)
+    done < <("$exe" "[cuda][racecheck]" --list-test-names-only 2>/dev/null)
+  done
+  for pid in "${pids[@]}"; do wait "$pid"; done
+  for log in "$LOGS"/racecheck-*.log; do
+    [ -e "$log" ] || continue
+    rc=$(tail -1 "$log" | sed 's/rc //')
+    summary+=("$(basename "$log" .log): $(grep -E 'RACECHECK SUMMARY|ERROR SUMMARY' "$log" | tail -1) (rc $rc)")
+    [ "$rc" != "0" ] && status=1 && tail -30 "$log"
+  done
 fi
 
 if [ $BENCH -eq 1 ] && [ -x bench/run.sh ]; then

@@ -151,6 +151,13 @@ FlashAttentionResult flash_attention_forward(const Tensor& q_in, const Tensor& k
   AttentionParams p = flash_params(s, q, k, v, cfg);
   p.o = bind(r.o, p.o_batch_stride, p.o_seq_stride, p.o_head_stride);
   p.lse = r.lse.data_ptr();
+  Tensor scratch;  // the split-KV decode kernel's partial results
+#ifdef FLASHGRAD_WITH_CUDA
+  if (q.is_cuda()) {
+    scratch = workspace(q.device(), flash_attention_forward_workspace_bytes(p));
+    p.split_workspace = scratch.defined() ? scratch.data_ptr() : nullptr;
+  }
+#endif
   FG_ATTENTION_CALL(q.device(), flash_attention_forward, p);
   return r;
 }

@@ -84,22 +84,56 @@ std::vector<std::vector<float>> host_rows(const Tensor& logits) {
 }
 
 // The logits of the last token of each window, one forward pass per row over the whole
-// window: today's path, and the oracle of the cached one.
-std::vector<std::vector<float>> logits_uncached(nn::GPT& model,
-                                                const std::vector<std::vector<int32_t>>& windows) {
-  std::vector<std::vector<float>> out;
-  for (const std::vector<int32_t>& w : windows) {
+// window: today's path, and the oracle of the cached one. [rows, V] on the model's device.
+Tensor logits_uncached(nn::GPT& model, const std::vector<std::vector<int32_t>>& windows) {
+  const int64_t V = model.config.vocab_size_, n = int64_t(windows.size());
+  Tensor out = empty({n, V}, TensorOptions(model.wte->weight.dtype()).device(model.wte->weight.device()));
+  for (int64_t r = 0; r < n; ++r) {
+    const std::vector<int32_t>& w = windows[size_t(r)];
     const int64_t T = int64_t(w.size());
-    out.push_back(host_rows(model.forward(token_tensor(model, w, 1)).select(1, T - 1))[0]);
+    out.narrow(0, r, 1).copy_(model.forward(token_tensor(model, w, 1)).select(1, T - 1));
   }
   return out;
 }
 
-// Row r's window run through the model into row r of the cache (emptied first).
-std::vector<float> prefill(nn::GPT& model, nn::KVCache& cache, int64_t r,
-                           const std::vector<int32_t>& window) {
-  cache.clear(r);
-  return host_rows(model.forward_cached(token_tensor(model, window, 1), cache, r))[0];
+// Rows `rows` of the cache emptied and their windows run through the model into them, as few
+// forward passes as there are runs of consecutive rows with windows of one length; their last
+// logits go to the same rows of `logits` [B, V].
+void prefill(nn::GPT& model, nn::KVCache& cache, const std::vector<int64_t>& rows,
+             const std::vector<std::vector<int32_t>>& windows, Tensor& logits) {
+  for (size_t a = 0; a < rows.size();) {
+    size_t e = a + 1;
+    const size_t len = windows[size_t(rows[a])].size();
+    while (e < rows.size() && rows[e] == rows[e - 1] + 1 && windows[size_t(rows[e])].size() == len) ++e;
+    std::vector<int32_t> tokens;
+    for (size_t i = a; i < e; ++i) {
+      cache.clear(rows[i]);
+      const std::vector<int32_t>& w = windows[size_t(rows[i])];
+      tokens.insert(tokens.end(), w.begin(), w.end());
+    }
+    const int64_t n = int64_t(e - a);
+    logits.narrow(0, rows[a], n).copy_(model.forward_cached(token_tensor(model, tokens, n), cache, rows[a]));
+    a = e;
+  }
+}
+
+// The next token of every row from its logits [B, V]: greedy as one argmax on the logits'
+// device (B integers come back, not B x V logits); otherwise the host samples each row.
+std::vector<int32_t> next_tokens(const Tensor& logits, const SampleOptions& o, const Generator& gen,
+                                 int64_t step) {
+  const int64_t B = logits.size(0);
+  std::vector<int32_t> next(static_cast<size_t>(B));
+  if (o.temperature == 0) {
+    const std::vector<int64_t> best = logits.argmax(1).to_vector<int64_t>();
+    for (int64_t r = 0; r < B; ++r) next[size_t(r)] = int32_t(best[size_t(r)]);
+    return next;
+  }
+  std::vector<std::vector<float>> rows = host_rows(logits);
+  for (int64_t r = 0; r < B; ++r) {
+    const double u = gen.random_uniform(uint64_t(r), uint64_t(step));
+    next[size_t(r)] = sample_from_logits(std::move(rows[size_t(r)]), o.temperature, o.top_k, u, o.top_p);
+  }
+  return next;
 }
 
 }  // namespace
@@ -128,13 +162,15 @@ std::vector<std::vector<int32_t>> generate_batch(
   SampleStats st;
   const Generator gen(o.seed);
   std::unique_ptr<nn::KVCache> cache;
-  std::vector<std::vector<float>> logits;
+  std::vector<int64_t> all_rows(static_cast<size_t>(B));
+  std::iota(all_rows.begin(), all_rows.end(), int64_t(0));
+  Tensor logits;  // [B, V], each row's next-token logits
   auto t0 = Clock::now();
   if (o.kv_cache) {
-    cache = std::make_unique<nn::KVCache>(model.config, B, ctx,
-                                          TensorOptions(model.wte->weight.dtype())
-                                              .device(model.wte->weight.device()));
-    for (int64_t r = 0; r < B; ++r) logits.push_back(prefill(model, *cache, r, windows[size_t(r)]));
+    const TensorOptions opts = TensorOptions(model.wte->weight.dtype()).device(model.wte->weight.device());
+    cache = std::make_unique<nn::KVCache>(model.config, B, ctx, opts);
+    logits = empty({B, V}, opts);
+    prefill(model, *cache, all_rows, windows, logits);
   } else {
     logits = logits_uncached(model, windows);
   }
@@ -142,48 +178,46 @@ std::vector<std::vector<int32_t>> generate_batch(
   st.prefill_seconds += seconds_since(t0);
 
   std::vector<std::vector<int32_t>> out(static_cast<size_t>(B));
+  bool from_prefill = true;  // whether the logits at hand came from a prefill or a decode step
   for (int64_t n = 0; n < o.max_new_tokens; ++n) {
     if (o.stop && o.stop()) break;
-    std::vector<int32_t> next(static_cast<size_t>(B));
+    // Drawing the tokens waits for the GPU work that made the logits: it counts with that work.
+    t0 = Clock::now();
+    const std::vector<int32_t> next = next_tokens(logits, o, gen, n);
+    (from_prefill ? st.prefill_seconds : st.decode_seconds) += seconds_since(t0);
     for (int64_t r = 0; r < B; ++r) {
-      const double u = gen.random_uniform(uint64_t(r), uint64_t(n));
-      next[size_t(r)] = sample_from_logits(std::move(logits[size_t(r)]), o.temperature, o.top_k, u, o.top_p);
       out[size_t(r)].push_back(next[size_t(r)]);
       if (on_token) on_token(r, next[size_t(r)]);
     }
     if (n + 1 == o.max_new_tokens) break;  // the last token's logits are not needed
     // Each window takes its new token, or restarts from its last `keep` tokens when full.
-    std::vector<bool> restarted(static_cast<size_t>(B), false);
+    std::vector<int64_t> restarted, stepped;
     for (int64_t r = 0; r < B; ++r) {
       std::vector<int32_t>& w = windows[size_t(r)];
       w.push_back(next[size_t(r)]);
       if (int64_t(w.size()) > ctx) {
         w.erase(w.begin(), w.end() - keep);
-        restarted[size_t(r)] = true;
+        restarted.push_back(r);
         ++st.window_restarts;
+      } else {
+        stepped.push_back(r);
       }
     }
     t0 = Clock::now();
-    const bool any_restart = std::find(restarted.begin(), restarted.end(), true) != restarted.end();
     if (!o.kv_cache) {
       logits = logits_uncached(model, windows);
-    } else if (!any_restart) {  // the common step: one token for every row, one batch
-      logits = host_rows(model.forward_cached(token_tensor(model, next, B), *cache, 0));
+    } else if (restarted.empty()) {  // the common step: one token for every row, one batch
+      logits = model.forward_cached(token_tensor(model, next, B), *cache, 0);
     } else {
-      for (int64_t r = 0; r < B; ++r) {
-        if (restarted[size_t(r)]) {
-          logits[size_t(r)] = prefill(model, *cache, r, windows[size_t(r)]);
-        } else {
-          logits[size_t(r)] =
-              host_rows(model.forward_cached(token_tensor(model, {next[size_t(r)]}, 1), *cache, r))[0];
-        }
-      }
+      prefill(model, *cache, restarted, windows, logits);
+      for (int64_t r : stepped)
+        logits.narrow(0, r, 1).copy_(
+            model.forward_cached(token_tensor(model, {next[size_t(r)]}, 1), *cache, r));
     }
     const double dt = seconds_since(t0);
-    if (any_restart) {
-      int64_t refilled = 0;
-      for (int64_t r = 0; r < B; ++r) refilled += restarted[size_t(r)] ? keep : 1;
-      st.prefill_tokens += refilled;
+    from_prefill = !restarted.empty();
+    if (!restarted.empty()) {
+      st.prefill_tokens += int64_t(restarted.size()) * keep + int64_t(stepped.size());
       st.prefill_seconds += dt;
     } else {
       st.decode_tokens += B;

@@ -49,11 +49,15 @@ size_t flash_attention_backward_workspace_bytes(const AttentionParams& p);
 // CUDA flash attention (pointers are device pointers, block_mask too). Asynchronous on `stream`.
 // Each runs the first kernel of its table below that can compute the call.
 void flash_attention_forward_cuda(const AttentionParams& p, cudaStream_t stream = 0);
+// Bytes of device memory the forward can use in p.split_workspace: non-zero only for calls the
+// split-KV decode kernel takes and splits (sizes, dtype and pointers set; they decide).
+size_t flash_attention_forward_workspace_bytes(const AttentionParams& p);
 void flash_attention_backward_cuda(const AttentionParams& p, cudaStream_t stream = 0);
 
 // One CUDA attention kernel of a direction (for the backward, its whole launch sequence).
 struct AttentionKernel {
-  // "wgmma" (sm_90a warpgroup mma: bf16/f16; forward D 64, backward D 64 and 128), "mma"
+  // "splitkv" (forward only: decode shapes, a few query rows against a long cache, keys split
+  // across blocks), "wgmma" (sm_90a warpgroup mma: bf16/f16; forward D 64, backward D 64 and 128), "mma"
   // (mma.sync, sm_80+: bf16/f16, D 64 and 128), "3xtf32" (forward only: f32 on tensor cores,
   // about fp32 accuracy) or "simt" (every dtype and head dim: the fallback).
   const char* name;

@@ -18,6 +18,7 @@
 #include "core/dispatch.h"
 #include "core/error.h"
 #include "kernels/attention/attention.h"
+#include "kernels/attention/decode/splits.h"
 #include "kernels/attention/launchers.h"
 
 namespace fg {
@@ -92,6 +93,22 @@ bool sm80_forward_usable(const AttentionParams& p) {
 bool tf32x3_forward_usable(const AttentionParams& p) {
   return p.dtype == DType::f32 && tensor_core_forward_usable(p);
 }
+// The split-KV decode kernel: forward calls with few query rows per kv head (decode_rows:
+// new tokens x the heads of a GQA group, at most 4 row chunks of 8) and no more than 8 new
+// tokens, no dropout and no block mask, 16-byte aligned Q, K, V rows (it reads 16 bytes per
+// lane) and a fp32/bf16/f16 dtype. It comes first in the table: for such shapes the tiled
+// kernels would spend most of each 64- or 128-row query tile on padding.
+bool decode_usable(const AttentionParams& p) {
+  if (p.dtype != DType::bf16 && p.dtype != DType::f16 && p.dtype != DType::f32) return false;
+  if (p.dropout_p != 0.0 || p.block_mask != nullptr) return false;
+  if (p.Nq > 8 || attn::decode::decode_rows(p) > 4 * attn::decode::kRowsPerBlock) return false;
+  if (!aligned16(p.q) || !aligned16(p.k) || !aligned16(p.v)) return false;
+  const int64_t chunk = p.dtype == DType::f32 ? 4 : 8;
+  return all_multiples({p.q_batch_stride, p.q_seq_stride, p.q_head_stride, p.k_batch_stride,
+                        p.k_seq_stride, p.k_head_stride, p.v_batch_stride, p.v_seq_stride,
+                        p.v_head_stride},
+                       chunk);
+}
 bool simt_usable(const AttentionParams&) { return true; }  // every dtype and head dim checked
 bool sm90_backward_usable(const AttentionParams& p) {
   return tensor_core_backward_usable(p) && hopper();
@@ -115,6 +132,13 @@ void simt_forward(const AttentionParams& p, cudaStream_t s) {
   FG_DISPATCH_FLOAT(p.dtype, "flash_attention_forward_cuda", [&] {
     with_head_dim<32, 64, 128>(p.D, [&](auto d) { attn::simt::run_forward<scalar_t, d>(p, s); });
   });
+}
+void decode_forward(const AttentionParams& p, cudaStream_t s) {
+  auto d3 = [&](auto t) {
+    with_head_dim<32, 64, 128>(p.D, [&](auto d) { attn::decode::run_forward<decltype(t), d>(p, s); });
+  };
+  if (p.dtype == DType::f32) d3(float{});
+  else with_16bit(p.dtype, d3);
 }
 void simt_backward(const AttentionParams& p, cudaStream_t s) {
   FG_DISPATCH_FLOAT(p.dtype, "flash_attention_backward_cuda", [&] {
@@ -189,6 +213,7 @@ const AttentionKernel& find(const std::vector<AttentionKernel>& table, const cha
 
 const std::vector<AttentionKernel>& flash_attention_forward_kernels() {
   static const std::vector<AttentionKernel> table = {
+      {"splitkv", decode_usable, decode_forward},
       {"wgmma", sm90_forward_usable, sm90_forward},
       {"mma", sm80_forward_usable, sm80_forward},
       {"3xtf32", tf32x3_forward_usable, tf32x3_forward},
@@ -211,6 +236,14 @@ const char* flash_attention_forward_kernel(const AttentionParams& p) {
 }
 const char* flash_attention_backward_kernel(const AttentionParams& p) {
   return choose(flash_attention_backward_kernels(), p).name;
+}
+
+size_t flash_attention_forward_workspace_bytes(const AttentionParams& p) {
+  if (!p.q || !decode_usable(p) || std::strcmp(flash_attention_forward_kernel(p), "splitkv") != 0)
+    return 0;
+  const attn::decode::Split sp =
+      attn::decode::decode_split(p, cuda_current_device_info().sm_count, true);
+  return attn::decode::decode_workspace_bytes(p, sp);
 }
 
 void flash_attention_forward_cuda(const AttentionParams& p, cudaStream_t stream) {

@@ -32,5 +32,11 @@ template <typename T, int D> void run_forward(const AttentionParams& p, cudaStre
 template <typename T, int D> void run_backward(const AttentionParams& p, cudaStream_t stream);
 }  // namespace sm90
 
+// Split-KV decode kernel (forward only): f32, bf16 and f16, D in {32, 64, 128}, a few query
+// rows per kv head against a long cache.
+namespace decode {
+template <typename T, int D> void run_forward(const AttentionParams& p, cudaStream_t stream);
+}  // namespace decode
+
 }  // namespace attn
 }  // namespace fg

@@ -71,6 +71,10 @@ struct AttentionParams {
   // `deterministic`, the dQ accumulator, fp32 (fp64 when dtype is f64). The CPU path does not
   // use it (may be null).
   void* workspace = nullptr;
+  // Forward scratch for the CUDA split-KV decode kernel (few query rows, long key cache),
+  // flash_attention_forward_workspace_bytes() bytes (0 for calls it would not split), allocated
+  // by the caller. Optional: without it that kernel runs one block per kv head, unsplit.
+  void* split_workspace = nullptr;
 
   // Element strides over (batch, seq, head); the head-dim stride is 1.
   int64_t q_batch_stride = 0, q_seq_stride = 0, q_head_stride = 0;

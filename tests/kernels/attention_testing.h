@@ -443,10 +443,14 @@ template <typename T> struct DeviceProblem {
     p.block_mask = pr.c.mask.empty() ? nullptr : mask.ptr;
   }
 
-  // O and LSE from forward kernel `kernel` (by its name in the table).
-  Values forward(const char* kernel) {
+  // O and LSE from forward kernel `kernel` (by its name in the table), given the split-KV
+  // workspace the node would give it (`split`: the decode kernel then divides the keys).
+  Values forward(const char* kernel, bool split = true) {
     o.poison(), lse.poison();
-    flash_attention_forward_cuda_with(kernel, p);
+    AttentionParams pf = p;
+    DeviceBuffer<uint8_t> ws(split ? flash_attention_forward_workspace_bytes(pf) : 0);
+    pf.split_workspace = ws.n ? ws.ptr : nullptr;
+    flash_attention_forward_cuda_with(kernel, pf);
     FG_CUDA_CHECK(cudaDeviceSynchronize());
     Values r;
     r.o = widen(o.host()), r.lse = widen(lse.host());
@@ -489,7 +493,8 @@ template <typename T> struct DeviceProblem {
 // bounds are under 1e-6, and an LSE stored in a 16-bit type (off by about 1e-3) fails at once.
 inline Bounds cuda_forward_bounds(const std::string& kernel, DType t) {
   const bool tc16 = kernel == "mma" || kernel == "wgmma";
-  if (kernel == "simt") {
+  // The split-KV decode kernel computes in fp32 like the SIMT one: the same bounds.
+  if (kernel == "simt" || (kernel == "splitkv" && t != DType::f64)) {
     switch (t) {
       case DType::f64: return {2.7e-15, 3.3e-16, 0};
       case DType::f32: return {1.4e-6, 1.4e-7, 0};

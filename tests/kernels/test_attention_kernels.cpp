@@ -41,7 +41,7 @@ TEST_CASE("attention cpu: odd sizes, all dtypes", "[attention]") {
 // tile) against key lengths on either side, in both layouts, with causal masks that cross the
 // tiles' diagonals or leave rows without keys, dropout, GQA and MQA.
 std::vector<Case> sweep_cases(int64_t D) {
-  std::vector<Case> cases(7);
+  std::vector<Case> cases(8);
   for (Case& c : cases) c.D = D;
   cases[0].Nq = 63, cases[0].Nk = 127;
   cases[1].Nq = cases[1].Nk = 129, cases[1].causal = true, cases[1].p = 0.1;
@@ -52,6 +52,7 @@ std::vector<Case> sweep_cases(int64_t D) {
   cases[5].Nq = cases[5].Nk = 63, cases[5].Hq = cases[5].Hkv = 3, cases[5].causal = true;
   cases[5].p = 0.1, cases[5].layout = Layout::fused_qkv;
   cases[6].Nq = 37, cases[6].Nk = 150, cases[6].causal = true, cases[6].B = 1;
+  cases[7].Nq = 1, cases[7].Nk = 150, cases[7].causal = true, cases[7].Hq = 4;  // a decode step
   return cases;
 }
 
@@ -399,7 +400,7 @@ TEST_CASE("attention cuda: every kernel of the tables against the reference",
   }
 }
 
-TEST_CASE("attention cuda block masks", "[cuda][attention][racecheck]") {
+TEST_CASE("attention cuda block masks", "[cuda][attention]") {
   require_cuda_device();
   for_all_dtypes([](auto t) {
     using T = decltype(t);
@@ -416,12 +417,47 @@ TEST_CASE("attention cuda block masks", "[cuda][attention][racecheck]") {
 
 // A longer causal GQA case with dropout for the sanitizer's race check of the SIMT backward,
 // deterministic dQ pass included (check_every_kernel runs it twice and compares the bits;
-// the tensor-core ones are race-checked by test_attention_tc).
+// the tensor-core ones are race-checked by the "race check" cases below).
 TEST_CASE("attention cuda deterministic mode is bit-reproducible", "[cuda][attention][racecheck]") {
   require_cuda_device();
   Case c;
   c.Nq = 300, c.Nk = 333, c.Hq = 4, c.Hkv = 2, c.D = 64, c.causal = true, c.p = 0.1;
   check_every_kernel<float>(c);
+}
+
+// The race check (scripts/gpu-check.sh runs compute-sanitizer racecheck on every [racecheck]
+// case, one process each, in parallel): every kernel of both tables on one small case that
+// still takes every branch of the tile loops (partial query and key tiles, the causal diagonal,
+// a block mask that hides whole tiles, a per-head mask that empties some warps of a tile,
+// dropout, GQA), per dtype. The larger cases above run in ctest and under memcheck; under
+// racecheck they take many minutes each.
+template <typename T> void race_case() {
+  for (int64_t D : {32, 64, 128}) {
+    Case c;
+    c.B = 1, c.Nq = 130, c.Nk = 140, c.Hq = 2, c.Hkv = 1, c.D = D, c.causal = true, c.p = 0.1;
+    c.mask = sliding_window_block_mask(c.Nq, c.Nk, 40, true);
+    check_every_kernel<T>(c);
+    if (D == 32) continue;
+    // Head 0 loses query rows 64..127 (half of a 128-row tile), head 1 loses key tile 2.
+    c.p = 0.0, c.causal = false, c.mask_heads = 2;
+    c.mask.assign(size_t(2 * 3 * 3), 1);
+    for (int64_t bj = 0; bj < 3; ++bj) c.mask[size_t((0 * 3 + 1) * 3 + bj)] = 0;
+    for (int64_t bi = 0; bi < 3; ++bi) c.mask[size_t((1 * 3 + bi) * 3 + 2)] = 0;
+    check_every_kernel<T>(c);
+  }
+}
+TEST_CASE("attention cuda race check: bf16", "[cuda][attention][racecheck]") {
+  require_cuda_device();
+  race_case<bfloat16>();
+}
+TEST_CASE("attention cuda race check: f16", "[cuda][attention][racecheck]") {
+  require_cuda_device();
+  race_case<float16>();
+}
+TEST_CASE("attention cuda race check: f32 and f64", "[cuda][attention][racecheck]") {
+  require_cuda_device();
+  race_case<float>();
+  race_case<double>();
 }
 
 TEST_CASE("attention cuda rejects unsupported head dims", "[cuda][attention]") {

@@ -141,7 +141,7 @@ TEST_CASE("attention tc: dropout, GQA and MQA", "[cuda][attention]") {
   });
 }
 
-TEST_CASE("attention tc: block masks", "[cuda][attention][racecheck]") {
+TEST_CASE("attention tc: block masks", "[cuda][attention]") {
   require_cuda_device(8);
   for_tc_types([](auto t, int64_t D) {
     using T = decltype(t);
@@ -227,7 +227,7 @@ TEST_CASE("attention tc: long sequence through the cp.async pipeline",
 // fp32 forward on tensor cores (3xTF32): fp32-level accuracy against the double reference
 // (plain TF32, with its 11-bit mantissa, would miss the bounds by orders of magnitude), the
 // same masks and dropout bits as the SIMT forward; the backward is the SIMT one.
-TEST_CASE("attention tc: fp32 forward (3xTF32)", "[cuda][attention][racecheck]") {
+TEST_CASE("attention tc: fp32 forward (3xTF32)", "[cuda][attention]") {
   require_cuda_device(8);
   for (int64_t D : {64, 128}) {
     std::vector<Case> cases(6);

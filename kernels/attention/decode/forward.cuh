@@ -1,0 +1,246 @@
+// Split-KV decode attention and its launcher decode::run_forward<T, D>: a few query rows (the
+// new token of each sequence, or a few) against a long key/value cache, memory-bound.
+//
+// Grid (split, kv head x row chunk, batch). A block takes keys_per_split consecutive keys of
+// one kv head and serves every query row of that head's GQA group with them (up to
+// kRowsPerBlock rows: Nq new tokens x Hq/Hkv query heads), so each key and value is read from
+// memory once for the whole group. Within a block, D / kVec lanes share one key (each holds
+// 16 bytes of it, of K and of V), and the block walks its keys kGroups at a time, four keys per
+// lane group in flight. Each lane group keeps its own online softmax (running max m, sum l and
+// output slice, in the log2 domain: the queries are pre-scaled by softmax_scale * log2 e); at
+// the end the groups are merged through shared memory. An unsplit call writes O and LSE
+// directly; a split one writes each part's normalised output and log2-sum-exp to the
+// workspace, and combine_kernel merges the parts: LSE = log2 sum_s 2^lse_s,
+// O = sum_s 2^(lse_s - LSE) O_s.
+//
+// Masking: causal (bottom right: row i of Nq sees keys j <= i + Nk - Nq); no block mask and no
+// dropout (dispatch.cu sends those calls elsewhere). A row that sees no key gets O = 0 and
+// LSE = -infinity, as in every path.
+#pragma once
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <type_traits>
+
+#include "core/cuda_device.h"
+#include "kernels/attention/common/launch.h"
+#include "kernels/attention/common/numeric.cuh"
+#include "kernels/attention/decode/splits.h"
+
+namespace fg {
+namespace attn {
+namespace decode {
+
+template <typename T, int D> struct Shape {
+  static constexpr int kVec = 16 / int(sizeof(T));          // elements per 16-byte load
+  static constexpr int kLanesPerKey = D / kVec;             // lanes that share one key
+  static constexpr int kGroups = kThreads / kLanesPerKey;   // keys a block reads at once
+  static constexpr int kUnroll = 4;                         // keys per lane group in flight
+  static_assert(kLanesPerKey >= 1 && kLanesPerKey <= 32 && 32 % kLanesPerKey == 0,
+                "a key's lanes must lie within one warp");
+};
+
+// Eight 16-bit or four 32-bit elements of a 16-byte word, as float.
+template <typename T, int N> FG_ATTN_DEV void unpack(const uint4& w, float (&out)[N]) {
+  if constexpr (std::is_same_v<T, float>) {
+    out[0] = __uint_as_float(w.x), out[1] = __uint_as_float(w.y);
+    out[2] = __uint_as_float(w.z), out[3] = __uint_as_float(w.w);
+  } else {
+    const uint32_t words[4] = {w.x, w.y, w.z, w.w};
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      if constexpr (std::is_same_v<T, float16>) {
+        out[2 * i] = __half2float(__ushort_as_half(uint16_t(words[i] & 0xffffu)));
+        out[2 * i + 1] = __half2float(__ushort_as_half(uint16_t(words[i] >> 16)));
+      } else {  // bf16: the high half of an fp32
+        out[2 * i] = __uint_as_float(words[i] << 16);
+        out[2 * i + 1] = __uint_as_float(words[i] & 0xffff0000u);
+      }
+    }
+  }
+}
+
+// Row r (0 .. decode_rows - 1) of kv head hk: new token qi of query head h.
+struct Row {
+  int64_t h, qi;
+};
+FG_ATTN_DEV Row row_of(const AttentionParams& p, int64_t hk, int64_t r) {
+  const int64_t group = p.Hq / p.Hkv;
+  return {hk * group + r % group, r / group};
+}
+
+template <typename T, int D, int ROWS>
+__global__ void __launch_bounds__(kThreads)
+    split_kernel(const AttentionParams p, const Split split, float* part_o, float* part_lse) {
+  using S = Shape<T, D>;
+  constexpr int V = S::kVec, LPK = S::kLanesPerKey, G = S::kGroups, U = S::kUnroll;
+  __shared__ float s_m[G][ROWS], s_l[G][ROWS];
+  __shared__ __align__(16) float s_acc[G][ROWS][D];
+
+  const int64_t hk = blockIdx.y / split.row_chunks, chunk = blockIdx.y % split.row_chunks;
+  const int64_t b = blockIdx.z, s = blockIdx.x;
+  const int group = int(threadIdx.x) / LPK, sub = int(threadIdx.x) % LPK;
+  // The lanes of this key group, for the shuffles of a dot product.
+  const unsigned lanes =
+      LPK == 32 ? 0xffffffffu : ((1u << LPK) - 1u) << ((int(threadIdx.x) % 32) / LPK * LPK);
+  const int64_t rows = decode_rows(p), row0 = chunk * ROWS;
+  constexpr float kLog2e = 1.4426950408889634f;
+  const float scale = float(p.softmax_scale) * kLog2e;
+
+  // This lane's slice of each query row, pre-scaled, and the last key each row may see.
+  float q[ROWS][V];
+  int64_t last[ROWS];
+  int64_t k_end = 0;
+#pragma unroll
+  for (int r = 0; r < ROWS; ++r) {
+    last[r] = -1;
+#pragma unroll
+    for (int e = 0; e < V; ++e) q[r][e] = 0.f;
+    if (row0 + r >= rows) continue;
+    const Row row = row_of(p, hk, row0 + r);
+    const T* qp = p.q_head<const T>(b, row.h) + row.qi * p.q_seq_stride + sub * V;
+    unpack<T>(*reinterpret_cast<const uint4*>(qp), q[r]);
+#pragma unroll
+    for (int e = 0; e < V; ++e) q[r][e] *= scale;
+    last[r] = p.causal ? min64(causal_last_key(p, row.qi), p.Nk - 1) : p.Nk - 1;
+    k_end = max64(k_end, last[r] + 1);
+  }
+  const int64_t k_begin = s * split.keys_per_split;
+  k_end = min64(k_end, k_begin + split.keys_per_split);
+
+  float m[ROWS], l[ROWS], acc[ROWS][V];
+#pragma unroll
+  for (int r = 0; r < ROWS; ++r) {
+    m[r] = neg_inf<float>(), l[r] = 0.f;
+#pragma unroll
+    for (int e = 0; e < V; ++e) acc[r][e] = 0.f;
+  }
+  const T* kp = p.k_head<const T>(b, hk) + sub * V;
+  const T* vp = p.v_head<const T>(b, hk) + sub * V;
+  for (int64_t j0 = k_begin + group; j0 < k_end; j0 += int64_t(G) * U) {
+    uint4 kw[U], vw[U];  // all loads first: U keys per lane in flight
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const int64_t j = j0 + int64_t(u) * G;
+      if (j < k_end) {
+        kw[u] = *reinterpret_cast<const uint4*>(kp + j * p.k_seq_stride);
+        vw[u] = *reinterpret_cast<const uint4*>(vp + j * p.v_seq_stride);
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const int64_t j = j0 + int64_t(u) * G;
+      if (j >= k_end) break;  // the same for every lane of the group
+      float kf[V], vf[V];
+      unpack<T>(kw[u], kf);
+      unpack<T>(vw[u], vf);
+#pragma unroll
+      for (int r = 0; r < ROWS; ++r) {
+        float x = 0.f;
+#pragma unroll
+        for (int e = 0; e < V; ++e) x = fmaf(q[r][e], kf[e], x);
+#pragma unroll
+        for (int o = LPK / 2; o > 0; o /= 2) x += __shfl_xor_sync(lanes, x, o);
+        if (j > last[r]) continue;  // masked (or a padding row)
+        const float m_new = fmaxf(m[r], x);
+        const float alpha = exp2f(m[r] - m_new), pj = exp2f(x - m_new);
+        l[r] = l[r] * alpha + pj;
+#pragma unroll
+        for (int e = 0; e < V; ++e) acc[r][e] = fmaf(pj, vf[e], acc[r][e] * alpha);
+        m[r] = m_new;
+      }
+    }
+  }
+
+  // Merge the lane groups: each writes its state, then every thread finishes some (row, d).
+#pragma unroll
+  for (int r = 0; r < ROWS; ++r) {
+    if (sub == 0) s_m[group][r] = m[r], s_l[group][r] = l[r];
+#pragma unroll
+    for (int e = 0; e < V; ++e) s_acc[group][r][sub * V + e] = acc[r][e];
+  }
+  __syncthreads();
+  for (int idx = int(threadIdx.x); idx < ROWS * D; idx += kThreads) {
+    const int r = idx / D, d = idx % D;
+    if (row0 + r >= rows) break;
+    float mx = neg_inf<float>();
+    for (int g = 0; g < G; ++g) mx = fmaxf(mx, s_m[g][r]);
+    float sum = 0.f, out = 0.f;
+    if (mx != neg_inf<float>()) {
+      for (int g = 0; g < G; ++g) {
+        const float w = exp2f(s_m[g][r] - mx);
+        sum = fmaf(s_l[g][r], w, sum);
+        out = fmaf(s_acc[g][r][d], w, out);
+      }
+    }
+    const float o = sum > 0.f ? out / sum : 0.f;
+    const float lse2 = sum > 0.f ? mx + log2f(sum) : neg_inf<float>();
+    const Row row = row_of(p, hk, row0 + r);
+    if (split.splits == 1) {
+      store_acc(p.o_head<T>(b, row.h) + row.qi * p.o_seq_stride + d, o);
+      if (d == 0) p.lse_row<float>(b, row.h)[row.qi] = lse2 / kLog2e;
+    } else {
+      const int64_t at = ((s * p.B + b) * p.Hq + row.h) * p.Nq + row.qi;
+      part_o[at * D + d] = o;
+      if (d == 0) part_lse[at] = lse2;
+    }
+  }
+}
+
+// One block of D threads per (batch, query head, query row): merges the splits' parts.
+template <typename T, int D>
+__global__ void __launch_bounds__(D)
+    combine_kernel(const AttentionParams p, int64_t splits, const float* part_o,
+                   const float* part_lse) {
+  const int64_t row = blockIdx.x, qi = row % p.Nq, h = (row / p.Nq) % p.Hq, b = row / (p.Nq * p.Hq);
+  const int64_t stride = p.B * p.Hq * p.Nq;
+  const int d = int(threadIdx.x);
+  float mx = neg_inf<float>();
+  for (int64_t s = 0; s < splits; ++s) mx = fmaxf(mx, part_lse[s * stride + row]);
+  float sum = 0.f, out = 0.f;
+  if (mx != neg_inf<float>()) {
+    for (int64_t s = 0; s < splits; ++s) {
+      const float w = exp2f(part_lse[s * stride + row] - mx);
+      sum += w;
+      out = fmaf(w, part_o[(s * stride + row) * D + d], out);
+    }
+  }
+  store_acc(p.o_head<T>(b, h) + qi * p.o_seq_stride + d, sum > 0.f ? out / sum : 0.f);
+  constexpr float kLn2 = 0.6931471805599453f;
+  if (d == 0) p.lse_row<float>(b, h)[qi] = sum > 0.f ? (mx + log2f(sum)) * kLn2 : neg_inf<float>();
+}
+
+template <typename T, int D, int ROWS>
+void launch(const AttentionParams& p, const Split& sp, float* part_o, float* part_lse,
+            cudaStream_t stream) {
+  const dim3 grid(unsigned(sp.splits), unsigned(p.Hkv * sp.row_chunks), unsigned(p.B));
+  split_kernel<T, D, ROWS><<<grid, kThreads, 0, stream>>>(p, sp, part_o, part_lse);
+  FG_LAUNCH_CHECK();
+  if (sp.splits > 1) {
+    combine_kernel<T, D><<<unsigned(p.B * p.Hq * p.Nq), D, 0, stream>>>(p, sp.splits, part_o,
+                                                                       part_lse);
+    FG_LAUNCH_CHECK();
+  }
+}
+
+template <typename T, int D> void run_forward(const AttentionParams& p, cudaStream_t stream) {
+  const Split sp = decode_split(p, cuda_current_device_info().sm_count, p.split_workspace != nullptr);
+  FG_CHECK(p.B <= 65535 && p.Hkv * sp.row_chunks <= 65535, "flash_attention_forward_cuda: B=",
+           p.B, " and Hkv=", p.Hkv, " are too large for the decode kernel's grid");
+  float* part_o = static_cast<float*>(p.split_workspace);
+  float* part_lse = nullptr;
+  if (sp.splits > 1)
+    part_lse = reinterpret_cast<float*>(
+        static_cast<unsigned char*>(p.split_workspace) +
+        attention_workspace_pad(size_t(sp.splits * p.B * p.Hq * p.Nq) * size_t(D) * 4));
+  // The fewest rows per block that cover the group (a block of 8 rows reads as much as one of 1).
+  const int64_t rows = std::min<int64_t>(decode_rows(p), kRowsPerBlock);
+  if (rows <= 1) launch<T, D, 1>(p, sp, part_o, part_lse, stream);
+  else if (rows <= 2) launch<T, D, 2>(p, sp, part_o, part_lse, stream);
+  else if (rows <= 4) launch<T, D, 4>(p, sp, part_o, part_lse, stream);
+  else launch<T, D, 8>(p, sp, part_o, part_lse, stream);
+}
+
+}  // namespace decode
+}  // namespace attn
+}  // namespace fg

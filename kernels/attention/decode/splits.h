@@ -1,0 +1,60 @@
+// How the split-KV decode kernel (decode/forward.cuh) divides a call: host-side arithmetic
+// shared by the launcher and by flash_attention_forward_workspace_bytes (dispatch.cu), so that
+// the workspace the caller allocates always matches the split the kernel makes.
+//
+// A decode call has few query rows (one new token per sequence, times the query heads of a GQA
+// group) against a long key cache. One thread block per (batch, kv head) would leave most of
+// the GPU idle at batch 1, so the keys are split across blocks as well: each block reads
+// keys_per_split consecutive keys once for every query row of its kv head, and a second kernel
+// combines the partial results with their log-sum-exps.
+#pragma once
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+
+#include "kernels/attention/params.h"
+
+namespace fg {
+namespace attn {
+namespace decode {
+
+constexpr int kThreads = 128;      // four warps per block
+constexpr int kRowsPerBlock = 8;   // query rows one block serves (heads of a group x new tokens)
+constexpr int kMaxSplits = 128;    // the workspace grows with this
+constexpr int64_t kMinKeysPerSplit = 64;
+
+struct Split {
+  int64_t row_chunks = 1;      // blocks over the query rows of one kv head
+  int64_t splits = 1;          // blocks over the keys
+  int64_t keys_per_split = 0;  // keys per block (the last one may hold fewer)
+};
+
+// The query rows a kv head serves: every new token of every query head in its group.
+FG_HD int64_t decode_rows(const AttentionParams& p) { return p.Nq * (p.Hq / p.Hkv); }
+
+// Enough blocks to fill the GPU about four times over, at most kMaxSplits, each holding at least
+// kMinKeysPerSplit keys; no split at all (one block per kv head and row chunk) when the batch
+// alone fills the GPU or there is no workspace to combine the parts in.
+inline Split decode_split(const AttentionParams& p, int sm_count, bool have_workspace) {
+  Split s;
+  s.row_chunks = (decode_rows(p) + kRowsPerBlock - 1) / kRowsPerBlock;
+  const int64_t blocks = p.B * p.Hkv * s.row_chunks;
+  const int64_t want = (4 * int64_t(sm_count) + blocks - 1) / blocks;
+  const int64_t most = (p.Nk + kMinKeysPerSplit - 1) / kMinKeysPerSplit;
+  s.splits = have_workspace ? std::max<int64_t>(1, std::min({want, most, int64_t(kMaxSplits)})) : 1;
+  s.keys_per_split = (p.Nk + s.splits - 1) / s.splits;
+  s.splits = (p.Nk + s.keys_per_split - 1) / s.keys_per_split;  // no empty block at the end
+  return s;
+}
+
+// Workspace: the partial outputs [splits, B, Hq, Nq, D] and their log2-sum-exps
+// [splits, B, Hq, Nq], fp32; nothing when the call is not split.
+inline size_t decode_workspace_bytes(const AttentionParams& p, const Split& s) {
+  if (s.splits <= 1) return 0;
+  const size_t rows = size_t(s.splits * p.B * p.Hq * p.Nq);
+  return attention_workspace_pad(rows * size_t(p.D) * 4) + attention_workspace_pad(rows * 4);
+}
+
+}  // namespace decode
+}  // namespace attn
+}  // namespace fg
