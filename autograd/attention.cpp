@@ -117,7 +117,87 @@ Tensor naive_path(const Tensor& q, const Tensor& k, const Tensor& v, const Atten
   return matmul(prob, vh).permute({0, 2, 1, 3}).contiguous();
 }
 
+// Sequence s of a packed tensor [total, H, D] with offsets cu: rows cu[s] .. cu[s + 1] - 1, as
+// a batch of one [1, n, H, D].
+Tensor sequence(const Tensor& t, const std::vector<int64_t>& cu, size_t s) {
+  return t.narrow(0, cu[s], cu[s + 1] - cu[s]).unsqueeze(0);
+}
+
+void check_offsets(const char* op, const char* name, const std::vector<int64_t>& cu,
+                   int64_t total) {
+  FG_CHECK(cu.size() >= 2 && cu.front() == 0 && cu.back() == total, op, ": ", name,
+           " must hold one offset per sequence plus one, from 0 to the packed length ", total,
+           " (got ", cu.size(), " entries", cu.empty() ? "" : str(", from ", cu.front(), " to ", cu.back()),
+           ")");
+  for (size_t s = 0; s + 1 < cu.size(); ++s)
+    FG_CHECK(cu[s + 1] >= cu[s], op, ": ", name, " must not decrease, but entry ", s + 1, " (",
+             cu[s + 1], ") is below entry ", s, " (", cu[s], ")");
+}
+
 }  // namespace
+
+Tensor varlen_attention(const Tensor& q, const Tensor& k, const Tensor& v,
+                        const std::vector<int64_t>& cu_seqlens_q,
+                        const std::vector<int64_t>& cu_seqlens_k, const AttentionOptions& opt) {
+  const char* op = "varlen_attention";
+  FG_CHECK(q.defined() && k.defined() && v.defined(), op, ": q, k and v must be defined");
+  FG_CHECK(q.dim() == 3 && k.dim() == 3 && v.dim() == 3, op,
+           ": expected packed q [total_q, Hq, D] and k, v [total_k, Hkv, D], got q ",
+           shape_str(q.shape()), ", k ", shape_str(k.shape()), ", v ", shape_str(v.shape()));
+  FG_CHECK(opt.impl_ == AttentionImpl::flash, op,
+           ": packed sequences take the flash implementation only");
+  FG_CHECK(!opt.block_mask_, op, ": block masks are not supported with packed sequences");
+  FG_CHECK(cu_seqlens_q.size() == cu_seqlens_k.size(), op, ": cu_seqlens_q (",
+           cu_seqlens_q.size(), " entries) and cu_seqlens_k (", cu_seqlens_k.size(),
+           ") must describe the same number of sequences");
+  check_offsets(op, "cu_seqlens_q", cu_seqlens_q, q.size(0));
+  check_offsets(op, "cu_seqlens_k", cu_seqlens_k, k.size(0));
+  // The packed tensors checked as one batch (dtype, device, heads, head dim), the dropout seed
+  // and offset drawn once for the whole call.
+  const ops::AttentionConfig cfg =
+      resolve(q.unsqueeze(0), k.unsqueeze(0), v.unsqueeze(0), opt, true).cfg;
+  const size_t S = cu_seqlens_q.size() - 1;
+  std::vector<int64_t> cu_q = cu_seqlens_q, cu_k = cu_seqlens_k;
+  // Each sequence is a call of its own (batch index s in the dropout counter): no tile crosses
+  // a sequence boundary. A sequence without keys leaves its rows of O at 0.
+  Tensor o = zeros(q.shape(), TensorOptions(q.dtype()).device(q.device()));
+  std::vector<Tensor> saved{q, k, v, o};
+  std::vector<int64_t> lse_of(S, -1);  // index in `saved` of sequence s's LSE
+  {
+    NoGradGuard ng;
+    for (size_t s = 0; s < S; ++s) {
+      if (cu_q[s + 1] == cu_q[s] || cu_k[s + 1] == cu_k[s]) continue;
+      ops::AttentionConfig c = cfg;
+      c.batch_index_base = int64_t(s);
+      ops::FlashAttentionResult r = ops::flash_attention_forward(
+          sequence(q, cu_q, s), sequence(k, cu_k, s), sequence(v, cu_k, s), c);
+      sequence(o, cu_q, s).copy_(r.o);
+      lse_of[s] = int64_t(saved.size());
+      saved.push_back(r.lse);
+    }
+  }
+  return record(
+      "VarlenAttentionBackward", {q, k, v}, o, saved,
+      [cfg, cu_q, cu_k, lse_of](const std::vector<Tensor>& g, const std::vector<Tensor>& sv,
+                                const std::vector<bool>&) {
+        const Tensor &q = sv[0], &k = sv[1], &v = sv[2], &o = sv[3];
+        Tensor dq = zeros(q.shape(), TensorOptions(q.dtype()).device(q.device()));
+        Tensor dk = zeros(k.shape(), TensorOptions(k.dtype()).device(k.device()));
+        Tensor dv = zeros(v.shape(), TensorOptions(v.dtype()).device(v.device()));
+        for (size_t s = 0; s < lse_of.size(); ++s) {
+          if (lse_of[s] < 0) continue;
+          ops::AttentionConfig c = cfg;
+          c.batch_index_base = int64_t(s);
+          ops::FlashAttentionGrads d = ops::flash_attention_backward(
+              sequence(q, cu_q, s), sequence(k, cu_k, s), sequence(v, cu_k, s),
+              sequence(o, cu_q, s), sv[size_t(lse_of[s])], sequence(g[0], cu_q, s), c);
+          sequence(dq, cu_q, s).copy_(d.dq);
+          sequence(dk, cu_k, s).copy_(d.dk);
+          sequence(dv, cu_k, s).copy_(d.dv);
+        }
+        return std::vector<Tensor>{dq, dk, dv};
+      });
+}
 
 Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tensor& v,
                                     const AttentionOptions& options) {

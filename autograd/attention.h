@@ -57,6 +57,21 @@ struct AttentionOptions {
 Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tensor& v,
                                     const AttentionOptions& options = {});
 
+// Variable-length attention, as flash-attn's varlen API: sequences of different lengths
+// packed along the first axis, q [total_q, Hq, D], k and v [total_k, Hkv, D]. Sequence s owns
+// query rows cu_seqlens_q[s] .. cu_seqlens_q[s + 1] - 1 and key rows cu_seqlens_k[s] ..
+// cu_seqlens_k[s + 1] - 1 (host offsets, from 0 to the packed lengths, non-decreasing; a
+// sequence may be empty). It computes, for every s, scaled_dot_product_attention of its rows
+// alone, with causal masking bottom-right within the sequence, GQA, and dropout by the same
+// Philox rule with batch index s: exactly what a batched call over sequences of equal lengths
+// computes for batch entry s. Returns o [total_q, Hq, D]; rows of a sequence without keys are 0.
+// The flash implementation only, without block masks. It runs the fused kernels once per
+// sequence (so no tile ever crosses a sequence boundary).
+Tensor varlen_attention(const Tensor& q, const Tensor& k, const Tensor& v,
+                        const std::vector<int64_t>& cu_seqlens_q,
+                        const std::vector<int64_t>& cu_seqlens_k,
+                        const AttentionOptions& options = {});
+
 // The flash forward alone, returning o and the log-sum-exp [B, Hq, Nq] (fp32; fp64 for f64
 // inputs): ops::flash_attention_forward with the options resolved as the node resolves them.
 // No graph is recorded. For tests and benchmarks.

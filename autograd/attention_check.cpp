@@ -43,8 +43,23 @@ std::vector<AttentionCheckRow> attention_check_grid(bool quick) {
     row(dt, 64, 200, 200, 2, 2, false, 0.0, AttentionCheckMask::sliding_window);
     row(dt, 64, 200, 200, 2, 2, true, 0.1, AttentionCheckMask::sliding_window);
     row(dt, 64, 150, 230, 4, 2, false, 0.0, AttentionCheckMask::global_local);
+    for (int set : {1, 2}) {
+      row(dt, set == 1 ? 64 : 32, attention_check_varlen_offsets(set, false).back(),
+          attention_check_varlen_offsets(set, true).back(), set == 1 ? 4 : 2, set == 1 ? 2 : 1,
+          set == 1, set == 1 ? 0.2 : 0.0, none);
+      rows.back().varlen = set;
+    }
   }
   return rows;
+}
+
+std::vector<int64_t> attention_check_varlen_offsets(int set, bool keys) {
+  const std::vector<int64_t> lens =
+      set == 1 ? (keys ? std::vector<int64_t>{53, 40, 64, 9, 0} : std::vector<int64_t>{37, 1, 64, 0, 20})
+               : (keys ? std::vector<int64_t>{100, 5} : std::vector<int64_t>{16, 70});
+  std::vector<int64_t> cu{0};
+  for (int64_t n : lens) cu.push_back(cu.back() + n);
+  return cu;
 }
 
 // The CPU bounds are about 3x the worst row's rel_l2 over the full grid (the rows' inputs come
@@ -137,10 +152,65 @@ AttentionCheckError compare(const std::vector<double>& x, const std::vector<doub
   return e;
 }
 
+// A varlen row: varlen_attention in the row's dtype against the fp64 reference run on each
+// sequence alone (batch index s in the dropout counter), for every dtype.
+AttentionCheckResult varlen_row(const AttentionCheckRow& r, Device device, Generator& gen) {
+  const std::vector<int64_t> cq = attention_check_varlen_offsets(r.varlen, false),
+                             ck = attention_check_varlen_offsets(r.varlen, true);
+  const TensorOptions o = TensorOptions(DType::f64).device(device);
+  Tensor q = randn({cq.back(), r.Hq, r.D}, o, &gen), k = randn({ck.back(), r.Hkv, r.D}, o, &gen),
+         v = randn({ck.back(), r.Hkv, r.D}, o, &gen), dout = randn({cq.back(), r.Hq, r.D}, o, &gen);
+  q = q.to(r.dtype).to(DType::f64), k = k.to(r.dtype).to(DType::f64);
+  v = v.to(r.dtype).to(DType::f64), dout = dout.to(r.dtype).to(DType::f64);
+  const AttentionOptions opt = options_for(r, AttentionImpl::flash);
+  Outputs flash;
+  {
+    Tensor qx = q.to(r.dtype).detach().set_requires_grad(true);
+    Tensor kx = k.to(r.dtype).detach().set_requires_grad(true);
+    Tensor vx = v.to(r.dtype).detach().set_requires_grad(true);
+    Tensor out = varlen_attention(qx, kx, vx, cq, ck, opt);
+    out.backward(dout.to(r.dtype));
+    flash = {{out.to_vector<double>(), qx.grad().to_vector<double>(),
+              kx.grad().to_vector<double>(), vx.grad().to_vector<double>()}};
+  }
+  const std::vector<double> qh = q.to_vector<double>(), kh = k.to_vector<double>(),
+                            vh = v.to_vector<double>(), dh = dout.to_vector<double>();
+  Outputs ref;
+  for (int i = 0; i < 4; ++i) ref.t[i].assign(i < 2 ? qh.size() : kh.size(), 0.0);
+  const int64_t qrow = r.Hq * r.D, krow = r.Hkv * r.D;
+  for (size_t s = 0; s + 1 < cq.size(); ++s) {
+    AttentionParams p;
+    p.B = 1, p.Nq = cq[s + 1] - cq[s], p.Nk = ck[s + 1] - ck[s], p.Hq = r.Hq, p.Hkv = r.Hkv;
+    p.D = r.D;
+    if (p.Nq == 0 || p.Nk == 0) continue;  // no rows, or rows that see nothing: all zero
+    set_contiguous_strides(p);
+    p.dtype = DType::f64;
+    p.softmax_scale = 1.0 / std::sqrt(double(r.D));
+    p.causal = r.causal, p.dropout_p = r.dropout;
+    p.seed = opt.seed_, p.offset = opt.offset_, p.batch_index_base = int64_t(s);
+    const size_t qo = size_t(cq[s] * qrow), ko = size_t(ck[s] * krow);
+    std::vector<double> lse(size_t(p.Hq * p.Nq));
+    attention_reference_forward(p, qh.data() + qo, kh.data() + ko, vh.data() + ko,
+                                ref.t[0].data() + qo, lse.data());
+    attention_reference_backward(p, qh.data() + qo, kh.data() + ko, vh.data() + ko,
+                                 dh.data() + qo, ref.t[1].data() + qo, ref.t[2].data() + ko,
+                                 ref.t[3].data() + ko);
+  }
+  AttentionCheckResult res;
+  for (int i = 0; i < 4; ++i) {
+    res.flash[i] = compare(flash.t[i], ref.t[i]);
+    res.worst = std::max(res.worst, res.flash[i].rel_l2);
+  }
+  res.bound = attention_check_bound(r.dtype, device);
+  res.ok = res.worst <= res.bound;
+  return res;
+}
+
 }  // namespace
 
 AttentionCheckResult attention_check_row(const AttentionCheckRow& r, Device device,
                                          Generator& gen) {
+  if (r.varlen) return varlen_row(r, device, gen);
   const int64_t B = 2;
   const TensorOptions o = TensorOptions(DType::f64).device(device);
   Tensor q = randn({B, r.Nq, r.Hq, r.D}, o, &gen), k = randn({B, r.Nk, r.Hkv, r.D}, o, &gen),

@@ -25,11 +25,21 @@ struct AttentionCheckRow {
   bool causal = false;
   double dropout = 0.0;
   AttentionCheckMask mask = AttentionCheckMask::none;
+  // 0: a batch of 2 of [N, H, D]. 1 or 2: packed sequences of different lengths through
+  // varlen_attention (attention_check_varlen_offsets), against the fp64 reference run on each
+  // sequence alone; Nq and Nk are then the packed totals.
+  int varlen = 0;
 };
+
+// The cumulative offsets of a varlen row's queries (keys = false) or keys: set 1 holds five
+// sequences of query lengths 37, 1, 64, 0, 20 and key lengths 53, 40, 64, 9, 0 (a single new
+// token, an empty query, a sequence without keys); set 2 two of 16 x 100 and 70 x 5.
+std::vector<int64_t> attention_check_varlen_offsets(int set, bool keys);
 
 // Every dtype (f64, f32, bf16, f16) x head dim (32, 64, 128) x {64 x 64; causal 37 x 53;
 // causal 77 x 45 with dropout and GQA; 100 x 100 MQA with dropout}, then per dtype three block
-// mask rows at D 64 (sliding window, causal window with dropout, global + local with GQA).
+// mask rows at D 64 (sliding window, causal window with dropout, global + local with GQA), and
+// two varlen rows (set 1: D 64, causal, dropout, GQA; set 2: D 32, MQA).
 // `quick` keeps head dims 32 and 128 to the first row.
 std::vector<AttentionCheckRow> attention_check_grid(bool quick);
 

@@ -21,7 +21,8 @@ int gradcheck_attention(const std::string& device_name, bool quick) {
   std::printf("errors of O, dQ, dK, dV: rel_l2 = ||x - ref|| / ||ref|| and max_rel = max |x - "
               "ref| / max |ref|. Reference: f64, f32 the naive node in that dtype; bf16, f16 "
               "the fp64 reference, beside which the naive node in that dtype is measured "
-              "(naive). A row passes when its worst rel_l2 <= bound: f64 %.1e, f32 %.1e, bf16 "
+              "(naive); varlen rows (packed sequences, Nq and Nk their totals) the fp64 "
+              "reference on each sequence alone. A row passes when its worst rel_l2 <= bound: f64 %.1e, f32 %.1e, bf16 "
               "%.1e, f16 %.1e\n",
               attention_check_bound(DType::f64, dev), attention_check_bound(DType::f32, dev),
               attention_check_bound(DType::bf16, dev), attention_check_bound(DType::f16, dev));
@@ -37,13 +38,14 @@ int gradcheck_attention(const std::string& device_name, bool quick) {
     std::snprintf(hq, sizeof hq, "%lld/%lld", (long long)r.Hq, (long long)r.Hkv);
     std::printf("%-5s %4lld %5lld %5lld %6s %5s %5.2f %-8s |", dtype_name(r.dtype),
                 (long long)r.D, (long long)r.Nq, (long long)r.Nk, hq, r.causal ? "yes" : "no",
-                r.dropout, attention_check_mask_name(r.mask));
+                r.dropout, r.varlen ? (r.varlen == 1 ? "varlen1" : "varlen2")
+                                    : attention_check_mask_name(r.mask));
     for (const AttentionCheckError& e : res.flash)
       std::printf(" %8.1e/%8.1e ", e.rel_l2, e.max_rel);
     const bool low = r.dtype == DType::bf16 || r.dtype == DType::f16;
     double naive = 0;
     for (const AttentionCheckError& e : res.naive) naive = std::max(naive, e.rel_l2);
-    if (low) std::printf("| %8.1e ", naive);
+    if (low && !r.varlen) std::printf("| %8.1e ", naive);
     else std::printf("| %8s ", "-");
     std::printf("%8.1e | %s\n", res.bound, res.ok ? "PASS" : "FAIL");
     std::fflush(stdout);

@@ -117,6 +117,7 @@ struct AttentionConfig {
   uint64_t seed = 0, offset = 0;  // the dropout mask's Philox seed and offset
   AttentionBlockMask block_mask;  // optional, on the inputs' device
   bool deterministic = false;     // CUDA backward without atomics (bit-reproducible)
+  int64_t batch_index_base = 0;   // the dropout counter's index of batch 0 (params.h)
 };
 
 struct AttentionSizes {

@@ -105,6 +105,7 @@ AttentionParams make_params(const AttentionSizes& s, DType dtype, const Attentio
     p.block_mask_heads = cfg.block_mask.heads;
   }
   p.deterministic = cfg.deterministic;
+  p.batch_index_base = cfg.batch_index_base;
   return p;
 }
 

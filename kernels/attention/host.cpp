@@ -51,7 +51,9 @@ void check_attention_params(const AttentionParams& p, bool backward, bool cuda) 
   // The dropout counter packs b * Hq + h, i and j into 32-bit words (b * Hq + h below the
   // stream tags of core/philox.h).
   const int64_t u32 = int64_t(std::numeric_limits<uint32_t>::max());
-  FG_CHECK(p.B * p.Hq < u32 - 1 && p.Nq <= u32 && p.Nk <= u32, who,
+  FG_CHECK(p.batch_index_base >= 0, who, ": batch_index_base=", p.batch_index_base,
+           " must be >= 0");
+  FG_CHECK((p.batch_index_base + p.B) * p.Hq < u32 - 1 && p.Nq <= u32 && p.Nk <= u32, who,
            ": B*Hq must be below 2^32 - 2 and Nq, Nk must fit in 32 bits (the dropout counter), got B*Hq=",
            p.B * p.Hq, " Nq=", p.Nq, " Nk=", p.Nk);
 }

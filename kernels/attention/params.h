@@ -19,7 +19,8 @@
 //   S_ij             = scale * <Q_i, K_j>                   over allowed keys j only
 //   LSE_i            = log sum_j exp(S_ij)                  (natural log, of the scaled scores)
 //   P_ij             = exp(S_ij - LSE_i)
-//   Z_ij             = attention_dropout_keep(seed, offset, b, h, Hq, i, j, threshold(p))
+//   Z_ij             = attention_dropout_keep(seed, offset, batch_index_base + b, h, Hq, i, j,
+//                                            threshold(p))
 //   O_i              = sum_j P_ij * Z_ij / (1 - p) * V_j    (dropout keeps with prob 1 - p)
 // Masking:
 //   causal           bottom-right aligned, as in flash-attn 2: query i sees keys j <= i + Nk - Nq.
@@ -94,6 +95,11 @@ struct AttentionParams {
   bool causal = false;         // bottom-right aligned
   double dropout_p = 0.0;      // probability of dropping, in [0, 1)
   uint64_t seed = 0, offset = 0;
+
+  // The dropout counter's batch index of batch b is batch_index_base + b. 0 for an ordinary
+  // call; a variable-length call runs its sequences one by one and gives sequence s index s,
+  // so that its dropout is the batched call's, sequence for batch entry.
+  int64_t batch_index_base = 0;
 
   const uint8_t* block_mask = nullptr;  // nullable, see above
   int64_t block_mask_heads = 1;         // 1 or Hq

@@ -54,15 +54,18 @@ bool usable(const std::vector<AttentionKernel>& table, const char* name, const A
 }
 
 // The kernels the tables choose for a 16-bit case are tensor-core ones: wgmma on a Hopper GPU
-// (its forward at D 64 only), mma.sync elsewhere; then every kernel against the reference.
+// (its forward at D 64 only), mma.sync elsewhere, except that a decode shape (a few query rows,
+// no dropout or mask) takes the split-KV forward; then every kernel against the reference.
 template <typename T> void check_tc(const Problem<T>& pr) {
   const Case& c = pr.c;
   {
     DeviceProblem<T> dev(pr);
     const bool wgmma = usable(flash_attention_backward_kernels(), "wgmma", dev.p);
+    const bool decode = usable(flash_attention_forward_kernels(), "splitkv", dev.p);
     INFO(describe(c));
+    CHECK(decode == (c.Nq <= 8 && c.p == 0 && c.mask.empty()));
     REQUIRE(std::string(flash_attention_forward_kernel(dev.p)) ==
-            (wgmma && c.D == 64 ? "wgmma" : "mma"));
+            (decode ? "splitkv" : wgmma && c.D == 64 ? "wgmma" : "mma"));
     REQUIRE(std::string(flash_attention_backward_kernel(dev.p)) == (wgmma ? "wgmma" : "mma"));
   }
   check_every_kernel(pr);

@@ -78,7 +78,7 @@ template <int kBM, int kBN> struct QueryTile {
     h = blockIdx.y, b = blockIdx.z;
     hk = h / (p.Hq / p.Hkv);
     nkt = (key_end(p, q1) + kBN - 1) / kBN;
-    ph = uint32_t(b) * uint32_t(p.Hq) + uint32_t(h);
+    ph = uint32_t(p.batch_index_base + b) * uint32_t(p.Hq) + uint32_t(h);
   }
 
   // The first key tile at or after kt that causal and block masks leave visible to some row

@@ -45,7 +45,7 @@ struct Reference {
   // Z_ij / (1 - p): the dropout factor of element (b, h, i, j).
   double dropout(int64_t b, int64_t h, int64_t i, int64_t j) const {
     if (p.dropout_p == 0.0) return 1.0;
-    return attention_dropout_keep(p.seed, p.offset, uint32_t(b), uint32_t(h), uint32_t(p.Hq),
+    return attention_dropout_keep(p.seed, p.offset, uint32_t(p.batch_index_base + b), uint32_t(h), uint32_t(p.Hq),
                                   uint32_t(i), uint32_t(j), threshold)
                ? keep_scale
                : 0.0;

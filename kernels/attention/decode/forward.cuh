@@ -35,7 +35,6 @@ template <typename T, int D> struct Shape {
   static constexpr int kVec = 16 / int(sizeof(T));          // elements per 16-byte load
   static constexpr int kLanesPerKey = D / kVec;             // lanes that share one key
   static constexpr int kGroups = kThreads / kLanesPerKey;   // keys a block reads at once
-  static constexpr int kUnroll = 4;                         // keys per lane group in flight
   static_assert(kLanesPerKey >= 1 && kLanesPerKey <= 32 && 32 % kLanesPerKey == 0,
                 "a key's lanes must lie within one warp");
 };
@@ -73,7 +72,10 @@ template <typename T, int D, int ROWS>
 __global__ void __launch_bounds__(kThreads)
     split_kernel(const AttentionParams p, const Split split, float* part_o, float* part_lse) {
   using S = Shape<T, D>;
-  constexpr int V = S::kVec, LPK = S::kLanesPerKey, G = S::kGroups, U = S::kUnroll;
+  constexpr int V = S::kVec, LPK = S::kLanesPerKey, G = S::kGroups;
+  // Keys per lane group and step: all loaded first (in flight together), then scored, then one
+  // online-softmax update per row for the whole step. Fewer when many rows share the registers.
+  constexpr int U = ROWS <= 2 ? 8 : 4;
   __shared__ float s_m[G][ROWS], s_l[G][ROWS];
   __shared__ __align__(16) float s_acc[G][ROWS][D];
 
@@ -122,33 +124,62 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
     for (int u = 0; u < U; ++u) {
       const int64_t j = j0 + int64_t(u) * G;
+      kw[u] = vw[u] = make_uint4(0u, 0u, 0u, 0u);
       if (j < k_end) {
         kw[u] = *reinterpret_cast<const uint4*>(kp + j * p.k_seq_stride);
         vw[u] = *reinterpret_cast<const uint4*>(vp + j * p.v_seq_stride);
       }
     }
+    // Scores of the U keys for every row: partial dot products, then the shuffle trees, all
+    // independent of one another. Every lane of a group runs the same code (the keys of a
+    // group are the same), so the group's shuffles are convergent.
+    float x[U][ROWS];
 #pragma unroll
     for (int u = 0; u < U; ++u) {
-      const int64_t j = j0 + int64_t(u) * G;
-      if (j >= k_end) break;  // the same for every lane of the group
-      float kf[V], vf[V];
+      float kf[V];
       unpack<T>(kw[u], kf);
-      unpack<T>(vw[u], vf);
 #pragma unroll
       for (int r = 0; r < ROWS; ++r) {
-        float x = 0.f;
+        x[u][r] = 0.f;
 #pragma unroll
-        for (int e = 0; e < V; ++e) x = fmaf(q[r][e], kf[e], x);
-#pragma unroll
-        for (int o = LPK / 2; o > 0; o /= 2) x += __shfl_xor_sync(lanes, x, o);
-        if (j > last[r]) continue;  // masked (or a padding row)
-        const float m_new = fmaxf(m[r], x);
-        const float alpha = exp2f(m[r] - m_new), pj = exp2f(x - m_new);
-        l[r] = l[r] * alpha + pj;
-#pragma unroll
-        for (int e = 0; e < V; ++e) acc[r][e] = fmaf(pj, vf[e], acc[r][e] * alpha);
-        m[r] = m_new;
+        for (int e = 0; e < V; ++e) x[u][r] = fmaf(q[r][e], kf[e], x[u][r]);
       }
+    }
+#pragma unroll
+    for (int o = LPK / 2; o > 0; o /= 2)
+#pragma unroll
+      for (int u = 0; u < U; ++u)
+#pragma unroll
+        for (int r = 0; r < ROWS; ++r) x[u][r] += __shfl_xor_sync(lanes, x[u][r], o);
+    // Masked keys (past the row's causal limit, past the split, or a padding row) score -inf.
+#pragma unroll
+    for (int u = 0; u < U; ++u)
+#pragma unroll
+      for (int r = 0; r < ROWS; ++r)
+        if (j0 + int64_t(u) * G > last[r] || j0 + int64_t(u) * G >= k_end) x[u][r] = neg_inf<float>();
+    // One online-softmax update per row for the U keys.
+    float vf[U][V];
+#pragma unroll
+    for (int u = 0; u < U; ++u) unpack<T>(vw[u], vf[u]);
+#pragma unroll
+    for (int r = 0; r < ROWS; ++r) {
+      float mx = x[0][r];
+#pragma unroll
+      for (int u = 1; u < U; ++u) mx = fmaxf(mx, x[u][r]);
+      if (mx == neg_inf<float>()) continue;  // nothing visible to this row in this step
+      const float m_new = fmaxf(m[r], mx), alpha = exp2f(m[r] - m_new);
+      float pj[U], sum = 0.f;
+#pragma unroll
+      for (int u = 0; u < U; ++u) sum += (pj[u] = exp2f(x[u][r] - m_new));
+      l[r] = l[r] * alpha + sum;
+#pragma unroll
+      for (int e = 0; e < V; ++e) {
+        float a = acc[r][e] * alpha;
+#pragma unroll
+        for (int u = 0; u < U; ++u) a = fmaf(pj[u], vf[u][e], a);
+        acc[r][e] = a;
+      }
+      m[r] = m_new;
     }
   }
 

@@ -45,7 +45,7 @@ void attention_dropout_scale_cpu(const AttentionParams& p, DType dtype, void* sc
         for (int64_t i = 0; i < p.Nq; ++i) {
           scalar_t* row = s + ((b * p.Hq + h) * p.Nq + i) * p.Nk;
           for (int64_t j = 0; j < p.Nk; ++j)
-            row[j] = attention_dropout_keep(p.seed, p.offset, uint32_t(b), uint32_t(h),
+            row[j] = attention_dropout_keep(p.seed, p.offset, uint32_t(p.batch_index_base + b), uint32_t(h),
                                             uint32_t(p.Hq), uint32_t(i), uint32_t(j), threshold)
                          ? kept
                          : dropped;

@@ -42,7 +42,7 @@ __global__ void dropout_scale_kernel(AttentionParams p, uint32_t threshold, T ke
     int64_t i = rest % p.Nq;
     rest /= p.Nq;
     int64_t h = rest % p.Hq, b = rest / p.Hq;
-    scale[e] = attention_dropout_keep(p.seed, p.offset, uint32_t(b), uint32_t(h), uint32_t(p.Hq),
+    scale[e] = attention_dropout_keep(p.seed, p.offset, uint32_t(p.batch_index_base + b), uint32_t(h), uint32_t(p.Hq),
                                       uint32_t(i), uint32_t(j), threshold)
                    ? kept
                    : dropped;

@@ -203,7 +203,7 @@ __global__ void __launch_bounds__(Config<T, D>::kThreads)
           const A pv = exp_acc(s[r][c] * scale - row_lse[r]);
           A zs = 1;
           if (dropout)
-            zs = attention_dropout_keep(p.seed, p.offset, uint32_t(b), uint32_t(h), uint32_t(p.Hq),
+            zs = attention_dropout_keep(p.seed, p.offset, uint32_t(p.batch_index_base + b), uint32_t(h), uint32_t(p.Hq),
                                         uint32_t(i), uint32_t(j), threshold)
                      ? keep_scale
                      : A(0);

@@ -61,7 +61,7 @@ template <typename A> struct Constants {
   // Whether element (b, h, i, j) survives dropout (attention_dropout_keep).
   FG_ATTN_DEV bool keep(const AttentionParams& p, int64_t b, int64_t h, int64_t i,
                         int64_t j) const {
-    return attention_dropout_keep(p.seed, p.offset, uint32_t(b), uint32_t(h), uint32_t(p.Hq),
+    return attention_dropout_keep(p.seed, p.offset, uint32_t(p.batch_index_base + b), uint32_t(h), uint32_t(p.Hq),
                                   uint32_t(i), uint32_t(j), threshold);
   }
 };

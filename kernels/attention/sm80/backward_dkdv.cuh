@@ -361,7 +361,7 @@ FG_ATTN_DEV void dkdv_block(const AttentionParams& p, const float* __restrict__ 
       if (wvis != TileVisibility::full || kw0 + 16 > p.Nk || q0 + kBM > p.Nq)
         mask_scores_transposed(s, p, kw0, q0, g, t);
       probabilities_transposed(s, sm.pL + stage * kBM, t, sd.sl2);
-      const uint32_t ph = uint32_t(b) * uint32_t(p.Hq) + uint32_t(h);
+      const uint32_t ph = uint32_t(p.batch_index_base + b) * uint32_t(p.Hq) + uint32_t(h);
       ds_transposed(s, dp, sm.pD + stage * kBM, kw0, q0, t, r4, a4, ph, p, scale, sd);
       products.dv_dk(dv, dk, s, dp, sQs, sdOs, [&](int kk, const uint32_t (&da)[4]) {
         if constexpr (kAtomicDq) store_ds<S>(sdSs, warp, g, t, kk, da);

@@ -69,7 +69,7 @@ __global__ void __launch_bounds__(Config<D>::kFwdWarps * 32, 2)
   const uint16_t* k = p.k_head<const uint16_t>(b, hk);
   const uint16_t* v = p.v_head<const uint16_t>(b, hk);
   const SoftmaxDropout sd(p);
-  const uint32_t ph = uint32_t(b) * uint32_t(p.Hq) + uint32_t(h);
+  const uint32_t ph = uint32_t(p.batch_index_base + b) * uint32_t(p.Hq) + uint32_t(h);
 
   // The key-tile pipeline is written out here, as in the sm90 forward, rather than taken from
   // KeyValueStream: the forwards' loop bodies are short enough for the shared form to cost

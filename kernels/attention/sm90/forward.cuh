@@ -63,7 +63,7 @@ __global__ void __launch_bounds__(ForwardConfig<D>::kThreads, ForwardConfig<D>::
   const uint16_t* k = p.k_head<const uint16_t>(b, hk);
   const uint16_t* v = p.v_head<const uint16_t>(b, hk);
   const SoftmaxDropout sd(p);
-  const uint32_t ph = uint32_t(b) * uint32_t(p.Hq) + uint32_t(h);
+  const uint32_t ph = uint32_t(p.batch_index_base + b) * uint32_t(p.Hq) + uint32_t(h);
 
   // The key-tile pipeline is written out here rather than taken from KeyValueStream: the
   // shared form costs this kernel about 4% (it is the shortest loop body of the family).
