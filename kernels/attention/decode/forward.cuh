@@ -74,8 +74,9 @@ __global__ void __launch_bounds__(kThreads)
   using S = Shape<T, D>;
   constexpr int V = S::kVec, LPK = S::kLanesPerKey, G = S::kGroups;
   // Keys per lane group and step: all loaded first (in flight together), then scored, then one
-  // online-softmax update per row for the whole step. Fewer when many rows share the registers.
-  constexpr int U = ROWS <= 2 ? 8 : 4;
+  // online-softmax update per row for the whole step. Four keys (eight at one row measured
+  // slower: their registers cost occupancy); eight at two rows, which have registers to spare.
+  constexpr int U = ROWS == 2 ? 8 : 4;
   __shared__ float s_m[G][ROWS], s_l[G][ROWS];
   __shared__ __align__(16) float s_acc[G][ROWS][D];
 
