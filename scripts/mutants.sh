@@ -35,6 +35,7 @@ causal-offset-flipped|kernels/attention/params.h|{ return i + p.Nk - p.Nq; }|{ r
 lse-in-input-dtype|kernels/attention/cpu/flash.cpp|lse[q0 + r] = m[r] + std::log(l[r]);|lse[q0 + r] = A(float(T(m[r] + std::log(l[r]))));
 dropout-unscaled|kernels/attention/cpu/flash.cpp|keep_scale(A(1.0 / (1.0 - p.dropout_p))) {}|keep_scale(A(1)) {}
 kv-cache-positions-from-zero|nn/gpt.cpp|pos[size_t(r * T + t)] = L + t;|pos[size_t(r * T + t)] = t;
+varlen-dropout-ignores-sequence|kernels/attention/cpu/flash.cpp|uint32_t(p.batch_index_base + b)|uint32_t(b)
 TABLE
 )
 
