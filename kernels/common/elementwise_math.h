@@ -80,8 +80,11 @@ FG_HD C unary_apply(C x) {
     C e = std::exp(x);
     return e / (C(1) + e);
   } else if constexpr (OP == UnaryOp::gelu) {
-    C inner = C(kGeluK) * (x + C(kGeluC) * x * x * x);
-    return C(0.5) * x * (C(1) + std::tanh(inner));
+    // 0.5 x (1 + tanh u) = x sigmoid(2u) = x / (1 + e^(-2u)): one exp instead of a tanh (a
+    // libm tanhf costs several expf on the CPU), and no cancellation in 1 + tanh u for x < 0.
+    // e^(-2u) overflows to inf for large negative x, giving x / inf = -0, the limit.
+    C u = C(kGeluK) * (x + C(kGeluC) * x * x * x);
+    return x / (C(1) + std::exp(C(-2) * u));
   } else {
     static_assert(OP == UnaryOp::neg, "unhandled UnaryOp");
     return x;
@@ -113,10 +116,12 @@ FG_HD C binary_apply(C a, C b) {
   else if constexpr (OP == BinaryOp::gelu_backward) {
     // d/dx [0.5 x (1 + tanh(u))], u = k (x + c x^3):
     //   0.5 (1 + tanh u) + 0.5 x (1 - tanh^2 u) k (1 + 3 c x^2)
+    // With s = sigmoid(2u) = 0.5 (1 + tanh u), 1 - tanh^2 u = 4 s (1 - s):
+    //   s (1 + 2 x (1 - s) u'),  u' = k (1 + 3 c x^2).
     C x = b;
-    C t = std::tanh(C(kGeluK) * (x + C(kGeluC) * x * x * x));
+    C s = C(1) / (C(1) + std::exp(C(-2) * C(kGeluK) * (x + C(kGeluC) * x * x * x)));
     C du = C(kGeluK) * (C(1) + C(3 * kGeluC) * x * x);
-    return a * (C(0.5) * (C(1) + t) + C(0.5) * x * (C(1) - t * t) * du);
+    return a * s * (C(1) + C(2) * x * (C(1) - s) * du);
   } else {
     static_assert(OP == BinaryOp::add, "unhandled BinaryOp");
     return a;

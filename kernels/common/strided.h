@@ -4,6 +4,7 @@
 // the indexer gives every operand's element offset from its own strides. A broadcast operand
 // has stride 0 in the broadcast dims, so broadcasting and non-contiguous views need no copies.
 #pragma once
+#include <algorithm>
 #include <cstdint>
 
 #include "core/half.h"
@@ -32,5 +33,28 @@ struct StridedIndexer {
     }
   }
 };
+
+// For the CPU loops: calls run(off, step, len) for each stretch of [begin, end) that lies along
+// the innermost dimension, with off[a] the element offset of operand a at the stretch's start
+// and step[a] its stride along that dimension (all 1 when every operand is contiguous: one
+// stretch). The div/mod of offsets() is paid once per stretch instead of once per element, and
+// the loop inside a stretch is a plain strided loop the compiler can vectorise.
+template <int NARGS, typename F>
+inline void for_each_run(const StridedIndexer<NARGS>& idx, int64_t begin, int64_t end, F&& run) {
+  int64_t off[NARGS], step[NARGS];
+  if (idx.contiguous || idx.ndim == 0) {
+    for (int a = 0; a < NARGS; ++a) off[a] = idx.ndim == 0 ? 0 : begin, step[a] = 1;
+    run(off, step, idx.ndim == 0 ? std::min<int64_t>(end - begin, 1) : end - begin);
+    return;
+  }
+  const int64_t inner = idx.sizes[idx.ndim - 1];
+  for (int a = 0; a < NARGS; ++a) step[a] = idx.strides[a][idx.ndim - 1];
+  for (int64_t i = begin; i < end;) {
+    idx.offsets(i, off);
+    const int64_t len = std::min(end - i, inner - i % inner);
+    run(off, step, len);
+    i += len;
+  }
+}
 
 }  // namespace fg

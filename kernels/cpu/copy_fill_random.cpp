@@ -3,6 +3,7 @@
 
 #include "kernels/common/convert.h"
 #include "core/philox.h"
+#include "core/parallel.h"
 #include "kernels/kernels.h"
 #include "core/error.h"
 
@@ -11,15 +12,18 @@ namespace fg::cpu {
 namespace {
 template <typename Dst, typename Src>
 void copy_typed(int64_t n, const StridedIndexer<2>& idx, const Src* src, Dst* dst) {
-  if (idx.contiguous) {
-    for (int64_t i = 0; i < n; ++i) dst[i] = convert<Dst>(src[i]);
-    return;
-  }
-  int64_t off[2];
-  for (int64_t i = 0; i < n; ++i) {
-    idx.offsets(i, off);
-    dst[off[0]] = convert<Dst>(src[off[1]]);
-  }
+  // By stretches along the innermost dimension (for_each_run), on the thread pool.
+  parallel_for(n, 1, [&](int64_t begin, int64_t end) {
+    for_each_run(idx, begin, end, [&](const int64_t* off, const int64_t* st, int64_t len) {
+      Dst* d = dst + off[0];
+      const Src* s = src + off[1];
+      if (st[0] == 1 && st[1] == 1) {
+        for (int64_t j = 0; j < len; ++j) d[j] = convert<Dst>(s[j]);
+      } else {
+        for (int64_t j = 0; j < len; ++j) d[j * st[0]] = convert<Dst>(s[j * st[1]]);
+      }
+    });
+  });
 }
 }  // namespace
 
@@ -37,11 +41,11 @@ void fill(DType dtype, int64_t n, const StridedIndexer<1>& idx, void* out, doubl
   FG_DISPATCH_ALL(dtype, "fill", [&] {
     scalar_t v = Convert<scalar_t>::from_double(value);
     scalar_t* p = static_cast<scalar_t*>(out);
-    int64_t off[1];
-    for (int64_t i = 0; i < n; ++i) {
-      idx.offsets(i, off);
-      p[off[0]] = v;
-    }
+    parallel_for(n, 1, [&](int64_t begin, int64_t end) {
+      for_each_run(idx, begin, end, [&](const int64_t* off, const int64_t* st, int64_t len) {
+        for (int64_t j = 0; j < len; ++j) p[off[0] + j * st[0]] = v;
+      });
+    });
   });
 }
 

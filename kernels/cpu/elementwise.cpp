@@ -62,15 +62,23 @@ namespace cpu {
 namespace {
 
 
+// The loops below walk stretches along the innermost dimension (for_each_run): the common
+// cases (every operand contiguous, or the second operand broadcast along the stretch, as a
+// bias is) get plain loops the compiler vectorises; any other strides a strided loop.
 template <typename T, UnaryOp OP>
 void unary_loop(int64_t n, const StridedIndexer<2>& idx, const T* in, T* out) {
   using C = compute_t<T>;
   parallel_for(n, 1, [&](int64_t begin, int64_t end) {
-    int64_t off[2];
-    for (int64_t i = begin; i < end; ++i) {
-      idx.offsets(i, off);
-      out[off[0]] = store_as<T>(unary_apply<OP, C>(load_as<C>(in[off[1]])));
-    }
+    for_each_run(idx, begin, end, [&](const int64_t* off, const int64_t* st, int64_t len) {
+      T* o = out + off[0];
+      const T* x = in + off[1];
+      if (st[0] == 1 && st[1] == 1) {
+        for (int64_t j = 0; j < len; ++j) o[j] = store_as<T>(unary_apply<OP, C>(load_as<C>(x[j])));
+      } else {
+        for (int64_t j = 0; j < len; ++j)
+          o[j * st[0]] = store_as<T>(unary_apply<OP, C>(load_as<C>(x[j * st[1]])));
+      }
+    });
   });
 }
 
@@ -78,11 +86,25 @@ template <typename T, BinaryOp OP>
 void binary_loop(int64_t n, const StridedIndexer<3>& idx, const T* a, const T* b, T* out) {
   using C = compute_t<T>;
   parallel_for(n, 1, [&](int64_t begin, int64_t end) {
-    int64_t off[3];
-    for (int64_t i = begin; i < end; ++i) {
-      idx.offsets(i, off);
-      out[off[0]] = store_as<T>(binary_apply<OP, C>(load_as<C>(a[off[1]]), load_as<C>(b[off[2]])));
-    }
+    for_each_run(idx, begin, end, [&](const int64_t* off, const int64_t* st, int64_t len) {
+      T* o = out + off[0];
+      const T* x = a + off[1];
+      const T* y = b + off[2];
+      if (st[0] == 1 && st[1] == 1 && st[2] == 1) {
+        for (int64_t j = 0; j < len; ++j)
+          o[j] = store_as<T>(binary_apply<OP, C>(load_as<C>(x[j]), load_as<C>(y[j])));
+      } else if (st[0] == 1 && st[1] == 1 && st[2] == 0) {
+        const C yv = load_as<C>(y[0]);
+        for (int64_t j = 0; j < len; ++j) o[j] = store_as<T>(binary_apply<OP, C>(load_as<C>(x[j]), yv));
+      } else if (st[0] == 1 && st[1] == 0 && st[2] == 1) {
+        const C xv = load_as<C>(x[0]);
+        for (int64_t j = 0; j < len; ++j) o[j] = store_as<T>(binary_apply<OP, C>(xv, load_as<C>(y[j])));
+      } else {
+        for (int64_t j = 0; j < len; ++j)
+          o[j * st[0]] = store_as<T>(
+              binary_apply<OP, C>(load_as<C>(x[j * st[1]]), load_as<C>(y[j * st[2]])));
+      }
+    });
   });
 }
 
@@ -92,13 +114,18 @@ void binary_scalar_loop(int64_t n, const StridedIndexer<2>& idx, const T* a, dou
   using C = compute_t<T>;
   const C sc = C(s);
   parallel_for(n, 1, [&](int64_t begin, int64_t end) {
-    int64_t off[2];
-    for (int64_t i = begin; i < end; ++i) {
-      idx.offsets(i, off);
-      C x = load_as<C>(a[off[1]]);
-      C r = scalar_first ? binary_apply<OP, C>(sc, x) : binary_apply<OP, C>(x, sc);
-      out[off[0]] = store_as<T>(r);
-    }
+    for_each_run(idx, begin, end, [&](const int64_t* off, const int64_t* st, int64_t len) {
+      T* o = out + off[0];
+      const T* x = a + off[1];
+      if (st[0] == 1 && st[1] == 1 && !scalar_first) {
+        for (int64_t j = 0; j < len; ++j) o[j] = store_as<T>(binary_apply<OP, C>(load_as<C>(x[j]), sc));
+      } else {
+        for (int64_t j = 0; j < len; ++j) {
+          const C v = load_as<C>(x[j * st[1]]);
+          o[j * st[0]] = store_as<T>(scalar_first ? binary_apply<OP, C>(sc, v) : binary_apply<OP, C>(v, sc));
+        }
+      }
+    });
   });
 }
 

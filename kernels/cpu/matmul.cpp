@@ -19,6 +19,8 @@
 
 #ifdef FLASHGRAD_HAVE_CBLAS
 #include <cblas.h>
+// OpenBLAS's own thread count (absent from other BLAS libraries: a weak reference).
+extern "C" void openblas_set_num_threads(int) __attribute__((weak));
 #endif
 
 namespace fg::cpu {
@@ -157,14 +159,34 @@ bool try_blas(bool ta, bool tb, int64_t M, int64_t N, int64_t K, double alpha, c
   if (!blas_ld(ldc, M, N)) return false;
   auto TA = ta ? CblasTrans : CblasNoTrans;
   auto TB = tb ? CblasTrans : CblasNoTrans;
-  for (int64_t b = 0; b < batch; ++b) {
+  // The BLAS runs single-threaded and flashgrad's pool splits the product: OpenBLAS's own
+  // threads spin (sched_yield) between calls, and on a small machine they take the cores the
+  // rest of a training step needs (measured: a third of a CPU step went to that spinning).
+  static const bool single = [] {
+    if (openblas_set_num_threads) openblas_set_num_threads(1);
+    return true;
+  }();
+  (void)single;
+  // Rows [m0, m1) of product b: op(A)'s rows are A's rows, or its columns when transposed.
+  auto product = [&](int64_t b, int64_t m0, int64_t m1) {
+    const T* a = A + b * stride_a + (ta ? m0 : m0 * lda);
+    T* c = C + b * stride_c + m0 * ldc;
     if constexpr (std::is_same_v<T, float>) {
-      cblas_sgemm(CblasRowMajor, TA, TB, int(M), int(N), int(K), float(alpha), A + b * stride_a,
-                  int(lda), B + b * stride_b, int(ldb), float(beta), C + b * stride_c, int(ldc));
+      cblas_sgemm(CblasRowMajor, TA, TB, int(m1 - m0), int(N), int(K), float(alpha), a, int(lda),
+                  B + b * stride_b, int(ldb), float(beta), c, int(ldc));
     } else {
-      cblas_dgemm(CblasRowMajor, TA, TB, int(M), int(N), int(K), alpha, A + b * stride_a,
-                  int(lda), B + b * stride_b, int(ldb), beta, C + b * stride_c, int(ldc));
+      cblas_dgemm(CblasRowMajor, TA, TB, int(m1 - m0), int(N), int(K), alpha, a, int(lda),
+                  B + b * stride_b, int(ldb), beta, c, int(ldc));
     }
+  };
+  if (batch >= cpu_thread_count()) {  // whole products per thread
+    parallel_for(batch, M * N * K, [&](int64_t b0, int64_t b1) {
+      for (int64_t b = b0; b < b1; ++b) product(b, 0, M);
+    });
+  } else {  // every product split by rows
+    parallel_for(M, batch * N * K, [&](int64_t m0, int64_t m1) {
+      for (int64_t b = 0; b < batch; ++b) product(b, m0, m1);
+    });
   }
   return true;
 }

@@ -6,8 +6,9 @@
 // against. Max/min are exact in any accumulator. Each output is summed left to right by one
 // thread, so results do not depend on the thread count.
 #include <algorithm>
-#include <thread>
 #include <vector>
+
+#include "core/parallel.h"
 
 #include "kernels/common/elementwise_math.h"
 #include "kernels/kernels.h"
@@ -20,37 +21,39 @@ namespace {
 template <typename T>
 using cpu_acc_t = std::conditional_t<std::is_integral<T>::value, int64_t, double>;
 
-// Splits [0, outputs) over threads when there is enough work (work = outputs * len).
-template <typename F>
-void parallel_outputs(int64_t outputs, int64_t len, F fn) {
-  int64_t hw = std::max<int64_t>(1, int64_t(std::thread::hardware_concurrency()));
-  int64_t chunks = std::min<int64_t>(hw, std::min<int64_t>(outputs, (outputs * len) >> 16));
-  if (chunks <= 1) {
-    fn(int64_t(0), outputs);
-    return;
-  }
-  std::vector<std::thread> threads;
-  int64_t step = (outputs + chunks - 1) / chunks;
-  for (int64_t c = 1; c < chunks; ++c) {
-    int64_t b = c * step, e = std::min(outputs, b + step);
-    if (b < e) threads.emplace_back([=] { fn(b, e); });
-  }
-  fn(int64_t(0), std::min(outputs, step));
-  for (auto& t : threads) t.join();
-}
-
 template <typename T, ReduceOp OP>
 void reduce_impl(int64_t outer, int64_t len, int64_t inner, const T* in, T* out) {
   using A = cpu_acc_t<T>;
-  parallel_outputs(outer * inner, len, [&](int64_t begin, int64_t end) {
-    for (int64_t k = begin; k < end; ++k) {
-      int64_t o = k / inner, i = k % inner;
-      const T* p = in + o * len * inner + i;
-      A acc = reduce_identity<OP, A>();
-      for (int64_t j = 0; j < len; ++j) acc = reduce_combine<OP, A>(acc, load_as<A>(p[j * inner]));
-      // 16-bit types go through float on the way back (their only conversion).
-      if constexpr (std::is_integral<T>::value) out[k] = T(acc);
-      else out[k] = store_as<T>(compute_t<T>(acc));
+  auto store = [&](int64_t k, A acc) {
+    // 16-bit types go through float on the way back (their only conversion).
+    if constexpr (std::is_integral<T>::value) out[k] = T(acc);
+    else out[k] = store_as<T>(compute_t<T>(acc));
+  };
+  // Outputs split over the thread pool; each output summed over j in order by one thread.
+  parallel_for(outer * inner, len, [&](int64_t begin, int64_t end) {
+    if (inner == 1) {  // rows: each output reads one contiguous row
+      for (int64_t k = begin; k < end; ++k) {
+        const T* p = in + k * len;
+        A acc = reduce_identity<OP, A>();
+        for (int64_t j = 0; j < len; ++j) acc = reduce_combine<OP, A>(acc, load_as<A>(p[j]));
+        store(k, acc);
+      }
+      return;
+    }
+    // Columns: the outputs [i0, i1) of one outer index together, row by row, so that the reads
+    // are contiguous (the same order of combination per output as one column at a time).
+    std::vector<A> acc;
+    for (int64_t k = begin; k < end;) {
+      const int64_t o = k / inner, i0 = k % inner, i1 = std::min(inner, i0 + (end - k));
+      acc.assign(size_t(i1 - i0), reduce_identity<OP, A>());
+      const T* p = in + o * len * inner;
+      for (int64_t j = 0; j < len; ++j) {
+        const T* row = p + j * inner;
+        for (int64_t i = i0; i < i1; ++i)
+          acc[size_t(i - i0)] = reduce_combine<OP, A>(acc[size_t(i - i0)], load_as<A>(row[i]));
+      }
+      for (int64_t i = i0; i < i1; ++i) store(o * inner + i, acc[size_t(i - i0)]);
+      k += i1 - i0;
     }
   });
 }
@@ -58,7 +61,7 @@ void reduce_impl(int64_t outer, int64_t len, int64_t inner, const T* in, T* out)
 template <typename T>
 void argmax_impl(int64_t outer, int64_t len, int64_t inner, const T* in, int64_t* out) {
   using C = compute_t<T>;
-  parallel_outputs(outer * inner, len, [&](int64_t begin, int64_t end) {
+  parallel_for(outer * inner, len, [&](int64_t begin, int64_t end) {
     for (int64_t k = begin; k < end; ++k) {
       int64_t o = k / inner, i = k % inner;
       const T* p = in + o * len * inner + i;

@@ -65,10 +65,23 @@ void load_tile(const T* base, int64_t seq_stride, int64_t r0, int64_t r1, int64_
   }
 }
 
-template <typename A> inline A dot(const A* a, const A* b, int64_t D) {
-  A s = 0;
-  for (int64_t d = 0; d < D; ++d) s += a[d] * b[d];
-  return s;
+// A tile transposed: tileT[d * cols + r] = tile[r * D + d], for the row-times-tile products.
+template <typename A> void transpose_tile(const A* tile, int64_t rows, int64_t D, A* tileT) {
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t d = 0; d < D; ++d) tileT[d * rows + r] = tile[r * D + d];
+}
+
+// out[c] = <a, tile row c> for c < n, from the transposed tile (cols rows wide): the loop over
+// c is innermost, so it vectorises across keys, while each out[c] still sums over d in order
+// (the same additions as a dot product, hence the same bits).
+template <typename A>
+inline void row_times_tile(const A* a, const A* tileT, int64_t cols, int64_t n, int64_t D, A* out) {
+  std::fill(out, out + n, A(0));
+  for (int64_t d = 0; d < D; ++d) {
+    const A ad = a[d];
+    const A* t = tileT + d * cols;
+    for (int64_t c = 0; c < n; ++c) out[c] += ad * t[c];
+  }
 }
 
 // The key tiles [k0, k1) that some of the query rows [q0, q1) of head h see, up to the causal
@@ -106,7 +119,7 @@ template <typename T> void forward_cpu(const AttentionParams& p) {
     T* o = p.o_head<T>(b, h);
     A* lse = p.lse_row<A>(b, h);
 
-    std::vector<A> qt(kTileQ * D), kt(kTileK * D), vt(kTileK * D), s(kTileK);
+    std::vector<A> qt(kTileQ * D), kt(kTileK * D), vt(kTileK * D), ktT(kTileK * D), s(kTileK);
     std::vector<A> acc(kTileQ * D), m(kTileQ), l(kTileQ);
     for (int64_t q0 = 0; q0 < p.Nq; q0 += kTileQ) {
       const int64_t q1 = std::min(q0 + kTileQ, p.Nq), nq = q1 - q0;
@@ -117,12 +130,14 @@ template <typename T> void forward_cpu(const AttentionParams& p) {
 
       for_each_key_tile(p, h, q0, q1, k, v, kt.data(), vt.data(),
                         [&](int64_t k0, int64_t nk, TileVisibility vis) {
+        transpose_tile(kt.data(), kTileK, D, ktT.data());
         for (int64_t r = 0; r < nq; ++r) {
           const int64_t i = q0 + r;
           A tile_max = neg_inf;
+          row_times_tile(&qt[r * D], ktT.data(), kTileK, nk, D, s.data());
           for (int64_t c = 0; c < nk; ++c) {
             const bool ok = vis == TileVisibility::full || attention_allowed(p, h, i, k0 + c);
-            s[c] = ok ? sd.scale * dot(&qt[r * D], &kt[c * D], D) : neg_inf;
+            s[c] = ok ? sd.scale * s[c] : neg_inf;
             tile_max = std::max(tile_max, s[c]);
           }
           if (tile_max == neg_inf) continue;  // nothing visible in this tile for this row
@@ -183,6 +198,7 @@ template <typename T> void backward_cpu(const AttentionParams& p) {
     std::vector<A> dk_acc(p.Nk * D, A(0)), dv_acc(p.Nk * D, A(0));
     std::vector<A> qt(kTileQ * D), dot_t(kTileQ * D), kt(kTileK * D), vt(kTileK * D);
     std::vector<A> dq_t(kTileQ * D), Di(kTileQ), lse_t(kTileQ);
+    std::vector<A> ktT(kTileK * D), vtT(kTileK * D), srow(kTileK), dprow(kTileK);
 
     for (int64_t h = hk * group; h < (hk + 1) * group; ++h) {
       const T* q = p.q_head<const T>(b, h);
@@ -207,19 +223,22 @@ template <typename T> void backward_cpu(const AttentionParams& p) {
 
         for_each_key_tile(p, h, q0, q1, k, v, kt.data(), vt.data(),
                           [&](int64_t k0, int64_t nk, TileVisibility vis) {
+          transpose_tile(kt.data(), kTileK, D, ktT.data());
+          transpose_tile(vt.data(), kTileK, D, vtT.data());
           for (int64_t r = 0; r < nq; ++r) {
             const int64_t i = q0 + r;
             const A* qr = &qt[r * D];
             const A* dor = &dot_t[r * D];
             A* dqr = &dq_t[r * D];
+            row_times_tile(qr, ktT.data(), kTileK, nk, D, srow.data());    // S, unscaled
+            row_times_tile(dor, vtT.data(), kTileK, nk, D, dprow.data());  // dP = dO V^T
             for (int64_t c = 0; c < nk; ++c) {
               const int64_t j = k0 + c;
               if (vis != TileVisibility::full && !attention_allowed(p, h, i, j)) continue;
               const A* kc = &kt[c * D];
-              const A* vc = &vt[c * D];
               // P = exp(S - LSE): the forward's probabilities, recomputed.
-              const A pij = std::exp(sd.scale * dot(qr, kc, D) - lse_t[r]);
-              const A dp = dot(dor, vc, D);
+              const A pij = std::exp(sd.scale * srow[c] - lse_t[r]);
+              const A dp = dprow[c];
               const bool keep = !sd.dropout || sd.keep(p, b, h, i, j);
               const A zs = keep ? (sd.dropout ? sd.keep_scale : A(1)) : A(0);  // Z / (1 - p)
               const A pd = pij * zs;
