@@ -31,13 +31,13 @@ thread_local bool in_pool_task = false;  // set on the pool's threads and while 
 
 class Pool {
  public:
-  explicit Pool(int64_t workers) {
+  explicit Pool(int64_t workers) : workers_(workers) {
     for (int64_t w = 0; w < workers; ++w) std::thread([this, w] { loop(w); }).detach();
-    workers_ = workers;
   }
 
   // Runs task(1 .. n - 1) on the workers (worker w takes w + 1, w + 1 + workers, ...) while the
-  // caller runs task(0) and then helps with nothing else: the chunks are as many as threads.
+  // caller runs task(0). parallel_for makes at most as many tasks as threads, one each.
+  // (A process that forks must not use the pool in the child: its threads do not follow.)
   bool try_run(int64_t n, const std::function<void(int64_t)>& task) {
     std::unique_lock<std::mutex> busy(run_mutex_, std::try_to_lock);
     if (!busy.owns_lock()) return false;
@@ -97,11 +97,12 @@ class Pool {
     }
   }
 
+  int64_t workers_;
   std::mutex run_mutex_;  // one parallel_run at a time
   std::mutex m_;
   std::condition_variable wake_, done_;
   const std::function<void(int64_t)>* task_ = nullptr;
-  int64_t n_ = 0, remaining_ = 0, workers_ = 0;
+  int64_t n_ = 0, remaining_ = 0;
   uint64_t generation_ = 0;
   std::exception_ptr error_;
 };
