@@ -7,6 +7,7 @@
 #include <exception>
 #include <mutex>
 #include <string>
+#include <system_error>
 #include <thread>
 #include <vector>
 
@@ -31,9 +32,17 @@ thread_local bool in_pool_task = false;  // set on the pool's threads and while 
 
 class Pool {
  public:
-  explicit Pool(int64_t workers) : workers_(workers) {
-    for (int64_t w = 0; w < workers; ++w) std::thread([this, w] { loop(w); }).detach();
+  // Starts up to `workers` threads; if the system refuses one, the pool runs with those it got
+  // (none: every loop runs on its caller).
+  explicit Pool(int64_t workers) {
+    int64_t started = 0;
+    try {
+      for (; started < workers; ++started) std::thread([this, started] { loop(started); }).detach();
+    } catch (const std::system_error&) {
+    }
+    workers_ = started;  // before any task is posted (posting takes m_, as the workers do)
   }
+  int64_t workers() const { return workers_; }
 
   // Runs task(1 .. n - 1) on the workers (worker w takes w + 1, w + 1 + workers, ...) while the
   // caller runs task(0). parallel_for makes at most as many tasks as threads, one each.
@@ -97,7 +106,7 @@ class Pool {
     }
   }
 
-  int64_t workers_;
+  int64_t workers_ = 0;
   std::mutex run_mutex_;  // one parallel_run at a time
   std::mutex m_;
   std::condition_variable wake_, done_;
@@ -117,7 +126,9 @@ Pool& pool() {
 
 void parallel_run(int64_t n, const std::function<void(int64_t)>& task) {
   if (n <= 0) return;
-  if (n > 1 && !in_pool_task && cpu_thread_count() > 1 && pool().try_run(n, task)) return;
+  if (n > 1 && !in_pool_task && cpu_thread_count() > 1 && pool().workers() > 0 &&
+      pool().try_run(n, task))
+    return;
   for (int64_t i = 0; i < n; ++i) task(i);  // nested, busy, or one chunk
 }
 

@@ -123,6 +123,10 @@ std::vector<int32_t> next_tokens(const Tensor& logits, const SampleOptions& o, c
                                  int64_t step) {
   const int64_t B = logits.size(0);
   std::vector<int32_t> next(static_cast<size_t>(B));
+  // The checks of sample_from_logits, for the greedy path too.
+  FG_CHECK(o.temperature >= 0, "sample: temperature must be >= 0, got ", o.temperature);
+  FG_CHECK(o.top_k >= 0, "sample: top-k must be >= 0, got ", o.top_k);
+  FG_CHECK(o.top_p > 0 && o.top_p <= 1, "sample: top-p must be in (0, 1], got ", o.top_p);
   if (o.temperature == 0) {
     const std::vector<int64_t> best = logits.argmax(1).to_vector<int64_t>();
     for (int64_t r = 0; r < B; ++r) next[size_t(r)] = int32_t(best[size_t(r)]);

@@ -100,6 +100,8 @@ bool tf32x3_forward_usable(const AttentionParams& p) {
 // kernels would spend most of each 64- or 128-row query tile on padding.
 bool decode_usable(const AttentionParams& p) {
   if (p.dtype != DType::bf16 && p.dtype != DType::f16 && p.dtype != DType::f32) return false;
+  if (p.B <= 0 || p.Nq <= 0 || p.Nk <= 0 || p.Hq <= 0 || p.Hkv <= 0 || p.Hq % p.Hkv != 0)
+    return false;  // (the argument check names the problem)
   if (p.dropout_p != 0.0 || p.block_mask != nullptr) return false;
   if (p.Nq > 8 || attn::decode::decode_rows(p) > 4 * attn::decode::kRowsPerBlock) return false;
   if (!aligned16(p.q) || !aligned16(p.k) || !aligned16(p.v)) return false;

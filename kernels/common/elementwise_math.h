@@ -120,6 +120,10 @@ FG_HD C binary_apply(C a, C b) {
     //   s (1 + 2 x (1 - s) u'),  u' = k (1 + 3 c x^2).
     C x = b;
     C s = C(1) / (C(1) + std::exp(C(-2) * C(kGeluK) * (x + C(kGeluC) * x * x * x)));
+    // s rounds to 0 or 1 far out on either side, where the second term would be 0 * inf for
+    // |x| past about 1e13 (x^2 overflows); there the derivative is exactly 0 or 1.
+    if (s == C(0)) return a * C(0);
+    if (s == C(1)) return a;
     C du = C(kGeluK) * (C(1) + C(3 * kGeluC) * x * x);
     return a * s * (C(1) + C(2) * x * (C(1) - s) * du);
   } else {

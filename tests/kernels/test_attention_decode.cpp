@@ -129,6 +129,11 @@ TEST_CASE("attention decode: the key split covers every key once", "[attention]"
         if (s.splits > 1) CHECK(s.keys_per_split >= attn::decode::kMinKeysPerSplit / 2);
         CHECK((s.splits > 1) == (attn::decode::decode_workspace_bytes(p, s) > 0));
       }
+  // An empty cache (refused by the argument check, but the workspace is sized before it):
+  // no split, and no division by zero.
+  p.Nk = 0;
+  CHECK(attn::decode::decode_split(p, 132, true).splits == 1);
+  CHECK(attn::decode::decode_workspace_bytes(p, attn::decode::decode_split(p, 132, true)) == 0);
   p.Nk = 8192, p.B = 1;
   CHECK(attn::decode::decode_split(p, 132, true).splits == 44);  // 4 x 132 blocks over 12 heads
   p.B = 64;

@@ -505,3 +505,21 @@ FG_TEST_ALL_DEVICES("gradcheck: where and masked_fill", "[elementwise][autograd]
   fg::sum(fg::masked_fill(t2, mask, -1e9)).backward();
   REQUIRE(t2.grad().to_vector<double>() == std::vector<double>{1, 0, 0, 1, 1, 1, 0, 0, 1, 1});
 }
+
+// GELU far out on both sides, f32: the forward tends to 0 and x, the gradient to 0 and 1, with
+// no NaN where x^2 or x^3 overflow (the gradient multiplies a vanishing sigmoid by a huge
+// slope there).
+TEST_CASE("gelu and its gradient stay finite far out", "[elementwise]") {
+  const std::vector<float> xs{-2e30f, -2e13f, -1e6f, -20.f, 20.f, 1e6f, 2e13f, 2e30f};
+  Tensor x = from_vector<float>(xs, {int64_t(xs.size())}).set_requires_grad(true);
+  Tensor y = fg::gelu(x);
+  y.sum().backward();
+  const std::vector<float> yv = y.to_vector<float>(), gv = x.grad().to_vector<float>();
+  for (size_t i = 0; i < xs.size(); ++i) {
+    INFO("x = " << xs[i] << ": gelu " << yv[i] << ", gradient " << gv[i]);
+    CHECK(std::isfinite(yv[i]));
+    CHECK(std::isfinite(gv[i]));
+    CHECK(yv[i] == (xs[i] < 0 ? 0.f : xs[i]));
+    CHECK(gv[i] == (xs[i] < 0 ? 0.f : 1.f));
+  }
+}

@@ -37,6 +37,8 @@ FG_HD int64_t decode_rows(const AttentionParams& p) { return p.Nq * (p.Hq / p.Hk
 // alone fills the GPU or there is no workspace to combine the parts in.
 inline Split decode_split(const AttentionParams& p, int sm_count, bool have_workspace) {
   Split s;
+  if (p.B <= 0 || p.Nq <= 0 || p.Nk <= 0 || p.Hq <= 0 || p.Hkv <= 0 || p.Hq % p.Hkv != 0)
+    return s;  // not a call the kernel runs (the argument check refuses it): no split, no keys
   s.row_chunks = (decode_rows(p) + kRowsPerBlock - 1) / kRowsPerBlock;
   const int64_t blocks = p.B * p.Hkv * s.row_chunks;
   const int64_t want = (4 * int64_t(sm_count) + blocks - 1) / blocks;
