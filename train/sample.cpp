@@ -11,13 +11,20 @@
 
 namespace fg::train {
 
+namespace {
+// The sampling options every draw checks, greedy or not.
+void check_sampling(double temperature, int64_t top_k, double top_p) {
+  FG_CHECK(temperature >= 0, "sample: temperature must be >= 0, got ", temperature);
+  FG_CHECK(top_k >= 0, "sample: top-k must be >= 0, got ", top_k);
+  FG_CHECK(top_p > 0 && top_p <= 1, "sample: top-p must be in (0, 1], got ", top_p);
+}
+}  // namespace
+
 int32_t sample_from_logits(std::vector<float> logits, double temperature, int64_t top_k, double u,
                            double top_p) {
   const int64_t V = int64_t(logits.size());
   FG_CHECK(V > 0, "sample: no logits");
-  FG_CHECK(temperature >= 0, "sample: temperature must be >= 0, got ", temperature);
-  FG_CHECK(top_k >= 0, "sample: top-k must be >= 0, got ", top_k);
-  FG_CHECK(top_p > 0 && top_p <= 1, "sample: top-p must be in (0, 1], got ", top_p);
+  check_sampling(temperature, top_k, top_p);
   if (temperature == 0)
     return int32_t(std::max_element(logits.begin(), logits.end()) - logits.begin());
   // Keep the k largest: everything below the k-th largest value is dropped.
@@ -66,6 +73,11 @@ double seconds_since(Clock::time_point t) {
   return std::chrono::duration<double>(Clock::now() - t).count();
 }
 
+// The model's dtype on the model's device: the options of the logits and of the KV cache.
+TensorOptions model_options(const nn::GPT& model) {
+  return TensorOptions(model.wte->weight.dtype()).device(model.wte->weight.device());
+}
+
 // Tokens as i64 [rows, size / rows] on the model's device.
 Tensor token_tensor(const nn::GPT& model, const std::vector<int32_t>& tokens, int64_t rows) {
   return from_vector<int64_t>(std::vector<int64_t>(tokens.begin(), tokens.end()),
@@ -87,7 +99,7 @@ std::vector<std::vector<float>> host_rows(const Tensor& logits) {
 // window: today's path, and the oracle of the cached one. [rows, V] on the model's device.
 Tensor logits_uncached(nn::GPT& model, const std::vector<std::vector<int32_t>>& windows) {
   const int64_t V = model.config.vocab_size_, n = int64_t(windows.size());
-  Tensor out = empty({n, V}, TensorOptions(model.wte->weight.dtype()).device(model.wte->weight.device()));
+  Tensor out = empty({n, V}, model_options(model));
   for (int64_t r = 0; r < n; ++r) {
     const std::vector<int32_t>& w = windows[size_t(r)];
     const int64_t T = int64_t(w.size());
@@ -123,10 +135,7 @@ std::vector<int32_t> next_tokens(const Tensor& logits, const SampleOptions& o, c
                                  int64_t step) {
   const int64_t B = logits.size(0);
   std::vector<int32_t> next(static_cast<size_t>(B));
-  // The checks of sample_from_logits, for the greedy path too.
-  FG_CHECK(o.temperature >= 0, "sample: temperature must be >= 0, got ", o.temperature);
-  FG_CHECK(o.top_k >= 0, "sample: top-k must be >= 0, got ", o.top_k);
-  FG_CHECK(o.top_p > 0 && o.top_p <= 1, "sample: top-p must be in (0, 1], got ", o.top_p);
+  check_sampling(o.temperature, o.top_k, o.top_p);  // the greedy path checks them too
   if (o.temperature == 0) {
     const std::vector<int64_t> best = logits.argmax(1).to_vector<int64_t>();
     for (int64_t r = 0; r < B; ++r) next[size_t(r)] = int32_t(best[size_t(r)]);
@@ -171,7 +180,7 @@ std::vector<std::vector<int32_t>> generate_batch(
   Tensor logits;  // [B, V], each row's next-token logits
   auto t0 = Clock::now();
   if (o.kv_cache) {
-    const TensorOptions opts = TensorOptions(model.wte->weight.dtype()).device(model.wte->weight.device());
+    const TensorOptions opts = model_options(model);
     cache = std::make_unique<nn::KVCache>(model.config, B, ctx, opts);
     logits = empty({B, V}, opts);
     prefill(model, *cache, all_rows, windows, logits);

@@ -241,8 +241,8 @@ const char* flash_attention_backward_kernel(const AttentionParams& p) {
 }
 
 size_t flash_attention_forward_workspace_bytes(const AttentionParams& p) {
-  if (!p.q || !decode_usable(p) || std::strcmp(flash_attention_forward_kernel(p), "splitkv") != 0)
-    return 0;
+  // The kernel the call will take (its usable() rule, and the environment) decides.
+  if (!p.q || std::strcmp(flash_attention_forward_kernel(p), "splitkv") != 0) return 0;
   const attn::decode::Split sp =
       attn::decode::decode_split(p, cuda_current_device_info().sm_count, true);
   return attn::decode::decode_workspace_bytes(p, sp);
