@@ -6,8 +6,9 @@ GELU (tanh) MLP, biases, dropout, fused QKV projection, causal scaled-dot-produc
 and trains it as `flashgrad train` does: AdamW (betas 0.9/0.99, eps 1e-8, weight decay 0.1 on
 matrices and embeddings only), gradient clipping at 1.0, random batches of the corpus. It
 times steps after a warm-up (eager, and torch.compile where this PyTorch has it); it runs
-`flashgrad train` with the same config for the same number of steps first (which also builds
-the default corpus if it is missing) and reads its tokens/s, and prints both with the ratio.
+`flashgrad bench train` with the same config, vocabulary and step counts (the same step on
+random token ids, timed the same way) and prints both with the ratios, peak memory, and
+flashgrad's model FLOP utilisation and time split.
 
   python3 bench/compare_train.py --preset tiny --device cpu            # the README's default run
   python3 bench/compare_train.py --preset gpt12 --device cuda --dtype bf16 --modes eager,compile
@@ -130,6 +131,8 @@ def train_pytorch(data, vocab, c, a, mode):
         opt.step()
         return loss.item()  # flashgrad reads its loss every step too
 
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
     for _ in range(a.warmup):
         step()
     if dev.type == "cuda":
@@ -137,32 +140,31 @@ def train_pytorch(data, vocab, c, a, mode):
     t0 = time.perf_counter()
     for _ in range(a.steps):
         loss = step()
+    if dev.type == "cuda":
+        torch.cuda.synchronize()  # the last step's backward and update count too
     dt = time.perf_counter() - t0
+    mem = torch.cuda.max_memory_allocated() if dev.type == "cuda" else 0
     return {"mode": mode, "tokens_per_s": B * T * a.steps / dt, "ms_per_step": 1e3 * dt / a.steps,
-            "last_loss": loss}
+            "last_loss": loss, "peak_memory_bytes": mem}
 
 
-def train_flashgrad(c, a, preset):
+def train_flashgrad(c, a, preset, vocab):
     binary = a.flashgrad
     if not os.path.exists(binary):
         return {"error": f"{binary} not found (build first, or pass --flashgrad)"}
     with tempfile.TemporaryDirectory() as out:
-        cmd = [binary, "train", "--preset", preset if preset in ("tiny", "small") else "tiny",
-               "--n-layer", str(c["n_layer"]), "--n-head", str(c["n_head"]), "--n-embd", str(c["n_embd"]),
-               "--block-size", str(c["block_size"]), "--batch-size", str(c["batch"]),
-               "--dropout", str(c["dropout"]), "--steps", str(a.steps + a.warmup),
-               "--eval-interval", str(10 ** 6), "--sample-tokens", "0", "--device", a.device,
-               "--dtype", a.dtype, "--out", os.path.join(out, "run")]
-        t0 = time.perf_counter()
-        # From the repository root, where flashgrad finds (or first builds) data/fortunes.txt.
-        p = subprocess.run(cmd, capture_output=True, text=True,
-                           cwd=os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-        wall = time.perf_counter() - t0
-    m = re.search(r"done: .*\(([\d.]+)(k|M)? tok/s\)", p.stdout)
-    if p.returncode != 0 or not m:
-        return {"error": f"exit {p.returncode}: {(p.stderr or p.stdout).strip()[-300:]}", "command": " ".join(cmd)}
-    scale = {"k": 1e3, "M": 1e6, None: 1}[m.group(2)]
-    return {"tokens_per_s": float(m.group(1)) * scale, "wall_s": wall, "command": " ".join(cmd)}
+        js = os.path.join(out, "bench.json")
+        cmd = [binary, "bench", "train", "--preset", preset, "--vocab", str(vocab),
+               "--steps", str(a.steps), "--warmup", str(a.warmup), "--device", a.device,
+               "--dtype", a.dtype, "--json", js]
+        p = subprocess.run(cmd, capture_output=True, text=True)
+        if p.returncode != 0 or not os.path.exists(js):
+            return {"error": f"exit {p.returncode}: {(p.stderr or p.stdout).strip()[-300:]}", "command": " ".join(cmd)}
+        with open(js) as f:
+            r = json.load(f)
+    r["command"] = " ".join(cmd)
+    r["output"] = p.stdout.strip()
+    return r
 
 
 def main():
@@ -183,9 +185,8 @@ def main():
     if a.torch_threads > 0:
         torch.set_num_threads(a.torch_threads)
     c = PRESETS[a.preset]
-    # flashgrad first: its first run builds the default corpus the PyTorch side then reads.
-    fg = None if a.no_flashgrad else train_flashgrad(c, a, a.preset)
     data, vocab = corpus(a.data)
+    fg = None if a.no_flashgrad else train_flashgrad(c, a, a.preset, vocab)
     res = {"preset": a.preset, "config": c, "device": a.device, "dtype": a.dtype, "vocab": vocab,
            "torch": torch.__version__, "threads": torch.get_num_threads(), "date": time.strftime("%Y-%m-%d"),
            "pytorch": [], "flashgrad": None}
@@ -194,7 +195,8 @@ def main():
     for mode in a.modes.split(","):
         try:
             r = train_pytorch(data, vocab, c, a, mode)
-            print(f"  pytorch {mode:8s} {r['tokens_per_s']:10.0f} tok/s  {r['ms_per_step']:8.2f} ms/step", flush=True)
+            print(f"  pytorch {mode:8s} {r['tokens_per_s']:10.0f} tok/s  {r['ms_per_step']:8.2f} ms/step"
+                  f"  {r['peak_memory_bytes'] / 2**30:6.2f} GiB peak", flush=True)
         except Exception as e:  # one mode failing must not lose the others
             r = {"mode": mode, "error": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300]}
             print(f"  pytorch {mode:8s} failed: {r['error']}", flush=True)
@@ -207,7 +209,14 @@ def main():
         else:
             best = max((r["tokens_per_s"] for r in res["pytorch"] if "tokens_per_s" in r), default=0)
             ratio = f["tokens_per_s"] / best if best else float("nan")
-            print(f"  flashgrad        {f['tokens_per_s']:10.0f} tok/s  (ratio to the best PyTorch mode {ratio:.2f})", flush=True)
+            mem = f.get("peak_memory_bytes", 0) / 2**30
+            print(f"  flashgrad        {f['tokens_per_s']:10.0f} tok/s  {f['ms_per_step']:8.2f} ms/step"
+                  f"  {mem:6.2f} GiB peak  MFU {100 * f.get('mfu', 0):.1f}%  matmul {100 * f['matmul_share']:.0f}%"
+                  f" attention {100 * f['attention_share']:.0f}% other {100 * f['other_share']:.0f}%", flush=True)
+            for r in res["pytorch"]:
+                if "tokens_per_s" in r:
+                    print(f"  flashgrad / pytorch {r['mode']}: {f['tokens_per_s'] / r['tokens_per_s']:.2f}x", flush=True)
+            print(f"  (ratio to the best PyTorch mode {ratio:.2f})", flush=True)
             res["ratio_to_best_pytorch"] = ratio
     if a.out_json:
         with open(a.out_json, "w") as fo:

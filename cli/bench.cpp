@@ -414,6 +414,8 @@ void register_bench(CLI::App& app) {
   BenchFlags& f = *flags;
   register_bench_decode(*bench);
   register_bench_decode_attention(*bench);
+  register_bench_train(*bench);
+  register_bench_ops(*bench);
   CLI::App* cmd = bench->add_subcommand(
       "attention", "TFLOP/s of the CUDA flash attention forward/backward on the standard grid");
   cmd->add_option("--dtype", f.dtype, "bf16, fp16 or fp32")

@@ -21,6 +21,8 @@ void register_memprofile(CLI::App& app);  // cli/memprofile.cpp
 void register_bench(CLI::App& app);       // cli/bench.cpp (bench attention)
 void register_bench_decode(CLI::App& bench);  // cli/bench_decode.cpp (bench decode)
 void register_bench_decode_attention(CLI::App& bench);  // cli/bench_decode_attention.cpp
+void register_bench_train(CLI::App& bench);  // cli/bench_train.cpp
+void register_bench_ops(CLI::App& bench);    // cli/bench_ops.cpp
 void register_info(CLI::App& app);        // cli/info.cpp
 
 }  // namespace fg::cli

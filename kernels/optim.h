@@ -81,13 +81,43 @@ FG_HD void adamw_update(float& p, float g, float& m, float& v, const AdamWArgs& 
   p = adamw_add(p, -adamw_mul(a.step_size, adamw_div(m, denom)));
 }
 
-// Updates n contiguous elements. param and grad have param_dtype (f32, bf16 or f16);
+// One parameter tensor of a multi-tensor AdamW update: n contiguous elements of each.
+struct AdamWTensor {
+  void* param;
+  float* master;  // null for f32 parameters
+  const void* grad;
+  float* exp_avg;
+  float* exp_avg_sq;
+  int64_t n;
+};
+
+// One tensor of a multi-tensor sum of squares.
+struct SquaresTensor {
+  const void* data;
+  int64_t n;
+};
+
+// Elements per block in the multi-tensor kernels (and per fp32 partial sum in sum_squares, on
+// both devices: the same partial sums, added in a fixed order).
+constexpr int64_t kMultiTensorChunk = 8192;
+
+// adamw: updates n contiguous elements. param and grad have param_dtype (f32, bf16 or f16);
 // exp_avg and exp_avg_sq are fp32. For f32 parameters `master` must be null and param is
 // updated directly; for 16-bit parameters `master` (fp32) is updated and param receives it
 // rounded to param_dtype.
+// adamw_multi: the same update for `count` tensors of one dtype and one args, in one launch
+// per batch of tensors on CUDA (not one per tensor); bit-identical to calling adamw on each.
+// sum_squares: the sum of squares of every element of `count` tensors of one dtype, each
+// chunk of kMultiTensorChunk elements summed in float and the chunks' sums in double, into
+// *out (a device pointer on CUDA). workspace: sum_squares_workspace() bytes.
 #define FG_DECLARE_OPTIM_KERNELS                                                             \
   void adamw(DType param_dtype, int64_t n, void* param, float* master, const void* grad,     \
-             float* exp_avg, float* exp_avg_sq, const AdamWArgs& args);
+             float* exp_avg, float* exp_avg_sq, const AdamWArgs& args);                      \
+  void adamw_multi(DType param_dtype, int count, const AdamWTensor* tensors,                 \
+                   const AdamWArgs& args);                                                   \
+  size_t sum_squares_workspace(int count, const SquaresTensor* tensors);                     \
+  void sum_squares(DType dtype, int count, const SquaresTensor* tensors, double* out,        \
+                   void* workspace);
 
 namespace cpu {
 FG_DECLARE_OPTIM_KERNELS

@@ -165,6 +165,20 @@ Tensor attention_dropout_scale(const Tensor& q, const Tensor& k, const Attention
 void adamw_(Tensor& param, Tensor& master, const Tensor& grad, Tensor& exp_avg,
             Tensor& exp_avg_sq, const AdamWArgs& args);
 
+// One parameter of a multi-tensor AdamW step: the tensors of adamw_ above.
+struct AdamWSlot {
+  Tensor param, master, grad, exp_avg, exp_avg_sq;
+};
+// adamw_ on every slot with the same args, in one kernel launch per batch of tensors on CUDA.
+// All slots share the parameters' dtype and device; each is checked as adamw_ checks it.
+void adamw_multi_(std::vector<AdamWSlot>& slots, const AdamWArgs& args);
+
+// The sum of the squares of every element of `ts` (one floating dtype, one device), as an f64
+// scalar on that device: the squared global norm of gradient clipping, in two launches on
+// CUDA whatever the number of tensors. Each chunk of 8192 elements is summed in float (double
+// for f64), the chunks' sums in double.
+Tensor sum_squares(const std::vector<Tensor>& ts);
+
 // ---- helpers for implementing ops ----
 // Throws "<op>: expected all tensors on one device, got cpu and cuda:0 (shapes ...)".
 void check_same_device(const char* op, const std::vector<Tensor>& ts);

@@ -7,6 +7,7 @@
 
 #include "kernels/attention/attention.h"
 #include "tensor/ops.h"
+#include "tensor/phase_timer.h"
 
 // FG_ATTENTION_CALL(device, name, args...) calls name##_cuda(args...) for a CUDA device and
 // name##_cpu(args...) otherwise; the CUDA entry points exist only in CUDA builds.
@@ -159,7 +160,10 @@ FlashAttentionResult flash_attention_forward(const Tensor& q_in, const Tensor& k
     p.split_workspace = scratch.defined() ? scratch.data_ptr() : nullptr;
   }
 #endif
-  FG_ATTENTION_CALL(q.device(), flash_attention_forward, p);
+  {
+    PhaseScope timing(Phase::attention, q.device());
+    FG_ATTENTION_CALL(q.device(), flash_attention_forward, p);
+  }
   return r;
 }
 
@@ -199,7 +203,10 @@ FlashAttentionGrads flash_attention_backward(const Tensor& q_in, const Tensor& k
     scratch = workspace(q.device(), flash_attention_backward_workspace_bytes(p));
     p.workspace = scratch.defined() ? scratch.data_ptr() : nullptr;
   }
-  FG_ATTENTION_CALL(q.device(), flash_attention_backward, p);
+  {
+    PhaseScope timing(Phase::attention, q.device());
+    FG_ATTENTION_CALL(q.device(), flash_attention_backward, p);
+  }
   return g;
 }
 

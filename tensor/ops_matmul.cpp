@@ -10,6 +10,7 @@
 #include <algorithm>
 
 #include "tensor/ops.h"
+#include "tensor/phase_timer.h"
 
 namespace fg::ops {
 
@@ -123,6 +124,7 @@ Tensor matmul(const Tensor& a_in, const Tensor& b_in) {
   DType dt = a.dtype();
   Tensor out = empty(out_shape, TensorOptions(dt).device(dev));
   if (out.numel() == 0) return view(out, final_shape);
+  PhaseScope timing(Phase::matmul, dev);  // (bench train's split of the step time)
 
   if (b_batch.empty() && !a_batch.empty()) {
     // [..., M, K] @ [K, N]: fold the batch into the rows, one GEMM of (batch * M) x N.

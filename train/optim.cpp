@@ -2,6 +2,8 @@
 #include "train/optim.h"
 
 #include <cmath>
+#include <map>
+#include <tuple>
 
 #include "autograd/node.h"
 #include "tensor/ops.h"
@@ -33,6 +35,8 @@ AdamW::AdamW(const NamedTensors& params, const AdamWOptions& o) : options_(o) {
 
 void AdamW::step(double grad_scale) {
   ++step_;
+  // Parameters grouped by (dtype, device, decay): one multi-tensor update per group.
+  std::map<std::tuple<DType, std::string, bool>, std::vector<ops::AdamWSlot>> groups;
   for (auto& s : states_) {
     Tensor g = s.param.grad();
     if (!g.defined()) continue;
@@ -45,9 +49,14 @@ void AdamW::step(double grad_scale) {
     FG_CHECK(s.exp_avg.device() == s.param.device(), "AdamW: parameter '", s.name,
              "' moved to ", s.param.device().str(), " after the optimizer was made; make it after "
              "moving the model");
-    ops::adamw_(s.param, s.master, g, s.exp_avg, s.exp_avg_sq,
-                AdamWArgs::make(options_.lr_, options_.beta1_, options_.beta2_, options_.eps_,
-                                s.decay ? options_.weight_decay_ : 0.0, step_, grad_scale));
+    groups[{s.param.dtype(), s.param.device().str(), s.decay}].push_back(
+        {s.param, s.master, g, s.exp_avg, s.exp_avg_sq});
+  }
+  for (auto& [key, slots] : groups) {
+    const bool decay = std::get<2>(key);
+    ops::adamw_multi_(slots, AdamWArgs::make(options_.lr_, options_.beta1_, options_.beta2_,
+                                             options_.eps_, decay ? options_.weight_decay_ : 0.0,
+                                             step_, grad_scale));
   }
 }
 
@@ -125,16 +134,16 @@ double LRSchedule::at(int64_t step) const {
 
 double grad_norm(const std::vector<Tensor>& params) {
   NoGradGuard ng;
-  Tensor total;
+  // One multi-tensor sum of squares per (dtype, device) group, added on the host: one device
+  // sync per group (one in a model of one dtype).
+  std::map<std::pair<DType, std::string>, std::vector<Tensor>> groups;
   for (auto& p : params) {
     Tensor g = p.grad();
-    if (!g.defined()) continue;
-    if (g.dtype() != DType::f32 && g.dtype() != DType::f64) g = ops::to_dtype(g, DType::f32);
-    Tensor sq = ops::sum(ops::mul(g, g));
-    if (sq.dtype() != DType::f64) sq = ops::to_dtype(sq, DType::f64);
-    total = total.defined() ? ops::add(total, sq) : sq;  // one device sync at the end
+    if (g.defined()) groups[{g.dtype(), g.device().str()}].push_back(g);
   }
-  return total.defined() ? std::sqrt(total.item()) : 0.0;
+  double total = 0;
+  for (auto& [key, grads] : groups) total += ops::sum_squares(grads).item();
+  return std::sqrt(total);
 }
 
 double clip_coefficient(double norm, double max_norm) {

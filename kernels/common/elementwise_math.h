@@ -37,11 +37,11 @@ template <> FG_HD float16 store_as<float16, float>(float v) { return float16(v);
 // ---- which ops integers support ----
 // Integer tensors get the ops with an exact integer meaning; the rest are float-only and the
 // launchers reject integer dtypes with an error naming the op.
-inline bool unary_supports_int(UnaryOp op) {
+constexpr bool unary_supports_int(UnaryOp op) {
   return op == UnaryOp::neg || op == UnaryOp::abs || op == UnaryOp::relu ||
          op == UnaryOp::square || op == UnaryOp::sign;
 }
-inline bool binary_supports_int(BinaryOp op) {
+constexpr bool binary_supports_int(BinaryOp op) {
   switch (op) {
     case BinaryOp::add: case BinaryOp::sub: case BinaryOp::mul:
     case BinaryOp::maximum: case BinaryOp::minimum:

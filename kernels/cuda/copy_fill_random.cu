@@ -3,6 +3,7 @@
 #include "kernels/common/convert.h"
 #include "core/philox.h"
 #include "core/cuda_check.h"
+#include "kernels/cuda/elementwise_launch.cuh"
 #include "kernels/kernels.h"
 
 namespace fg::cuda {
@@ -16,24 +17,15 @@ inline int blocks_for(int64_t n) {
 }
 
 template <typename Dst, typename Src>
-__global__ void copy_kernel(int64_t n, StridedIndexer<2> idx, const Src* src, Dst* dst) {
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
-       i += int64_t(gridDim.x) * blockDim.x) {
-    int64_t off[2];
-    idx.offsets(i, off);
-    dst[off[0]] = convert<Dst>(src[off[1]]);
-  }
-}
+struct ConvertFn {
+  __device__ Dst operator()(Src x) const { return convert<Dst>(x); }
+};
 
 template <typename T>
-__global__ void fill_kernel(int64_t n, StridedIndexer<1> idx, T* out, T v) {
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
-       i += int64_t(gridDim.x) * blockDim.x) {
-    int64_t off[1];
-    idx.offsets(i, off);
-    out[off[0]] = v;
-  }
-}
+struct ConstantFn {
+  T v;
+  __device__ T operator()() const { return v; }
+};
 
 template <typename T>
 __global__ void uniform_kernel(int64_t n, uint64_t seed, uint64_t offset, double low, double high,
@@ -82,9 +74,8 @@ void copy(DType dst_dtype, DType src_dtype, int64_t n, const StridedIndexer<2>& 
   FG_DISPATCH_ALL(dst_dtype, "copy", [&] {
     using D = scalar_t;
     FG_DISPATCH_ALL(src_dtype, "copy", [&] {
-      copy_kernel<D, scalar_t><<<blocks_for(n), kThreads>>>(
-          n, idx, static_cast<const scalar_t*>(src), static_cast<D*>(dst));
-      FG_LAUNCH_CHECK();
+      launch_elementwise(n, idx, ConvertFn<D, scalar_t>{}, static_cast<D*>(dst),
+                         static_cast<const scalar_t*>(src));
     });
   });
 }
@@ -92,9 +83,16 @@ void copy(DType dst_dtype, DType src_dtype, int64_t n, const StridedIndexer<2>& 
 void fill(DType dtype, int64_t n, const StridedIndexer<1>& idx, void* out, double value) {
   if (n == 0) return;
   FG_DISPATCH_ALL(dtype, "fill", [&] {
-    fill_kernel<scalar_t><<<blocks_for(n), kThreads>>>(n, idx, static_cast<scalar_t*>(out),
-                                                       Convert<scalar_t>::from_double(value));
-    FG_LAUNCH_CHECK();
+    const scalar_t v = Convert<scalar_t>::from_double(value);
+    // All-zero bits (0.0, not -0.0) on a contiguous tensor: the driver's memset.
+    const unsigned char* bytes = reinterpret_cast<const unsigned char*>(&v);
+    bool zero = true;
+    for (size_t i = 0; i < sizeof(v); ++i) zero = zero && bytes[i] == 0;
+    if (zero && idx.contiguous) {
+      FG_CUDA_CHECK(cudaMemsetAsync(out, 0, size_t(n) * sizeof(v), 0));
+      return;
+    }
+    launch_elementwise(n, idx, ConstantFn<scalar_t>{v}, static_cast<scalar_t*>(out));
   });
 }
 

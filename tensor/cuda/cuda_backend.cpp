@@ -9,6 +9,7 @@
 #include <map>
 #include <mutex>
 #include <unordered_map>
+#include <vector>
 
 #include "core/cuda_check.h"
 
@@ -144,5 +145,58 @@ void copy(void* dst, bool dst_cuda, const void* src, bool src_cuda, size_t nbyte
 }
 
 void synchronize() { FG_CUDA_CHECK(cudaDeviceSynchronize()); }
+
+namespace {
+struct PhaseEvents {
+  std::mutex mu;
+  struct Slot {
+    cudaEvent_t start = nullptr, stop = nullptr;
+    int phase = 0;
+  };
+  std::vector<Slot> slots;  // [0, used) are this round's pairs; the rest wait for reuse
+  size_t used = 0;
+};
+PhaseEvents& phase_events() {
+  static PhaseEvents* e = new PhaseEvents();  // never destroyed: events outlive static teardown
+  return *e;
+}
+}  // namespace
+
+int phase_event_begin(int phase) {
+  auto& e = phase_events();
+  std::lock_guard<std::mutex> lock(e.mu);
+  if (e.used == e.slots.size()) {
+    PhaseEvents::Slot s;
+    FG_CUDA_CHECK(cudaEventCreate(&s.start));
+    FG_CUDA_CHECK(cudaEventCreate(&s.stop));
+    e.slots.push_back(s);
+  }
+  PhaseEvents::Slot& s = e.slots[e.used];
+  s.phase = phase;
+  FG_CUDA_CHECK(cudaEventRecord(s.start, 0));
+  return int(e.used++);
+}
+
+void phase_event_end(int slot) {
+  auto& e = phase_events();
+  std::lock_guard<std::mutex> lock(e.mu);
+  FG_CUDA_CHECK(cudaEventRecord(e.slots[size_t(slot)].stop, 0));
+}
+
+void take_phase_events(double* ms, int64_t* calls, int num_phases) {
+  auto& e = phase_events();
+  std::lock_guard<std::mutex> lock(e.mu);
+  if (e.used == 0) return;
+  FG_CUDA_CHECK(cudaEventSynchronize(e.slots[e.used - 1].stop));
+  for (size_t i = 0; i < e.used; ++i) {
+    float t = 0;
+    FG_CUDA_CHECK(cudaEventElapsedTime(&t, e.slots[i].start, e.slots[i].stop));
+    if (e.slots[i].phase < num_phases) {
+      ms[e.slots[i].phase] += double(t);
+      calls[e.slots[i].phase]++;
+    }
+  }
+  e.used = 0;
+}
 
 }  // namespace fg::cuda_backend

@@ -74,3 +74,77 @@ FG_TEST_ALL_DEVICES("adamw_ refuses state that does not fit the parameter", "[op
   // Nothing was written by the refused calls.
   CHECK(f.param.unsafe_impl()->version == version);
 }
+
+// Sizes around the multi-tensor chunk (8192) and more tensors than one launch's batch (40).
+static std::vector<int64_t> multi_sizes() {
+  std::vector<int64_t> n;
+  for (int i = 0; i < 45; ++i) n.push_back(1 + (i * 977) % 3000);
+  for (int64_t big : {8191, 8192, 8193, 3 * 8192 + 5}) n.push_back(big);
+  return n;
+}
+
+FG_TEST_ALL_DEVICES("adamw_multi_ is adamw_ on each tensor, bit for bit", "[optim]") {
+  const AdamWArgs args = AdamWArgs::make(3e-3, 0.9, 0.95, 1e-8, 0.1, 5, 0.6);
+  for (DType dt : {DType::f32, DType::bf16}) {
+    INFO(dtype_name(dt));
+    std::vector<AdamWState> one, multi;
+    std::vector<ops::AdamWSlot> slots;
+    for (int64_t n : multi_sizes()) {
+      one.push_back(make_state(n, dt, device));
+      AdamWState c{ops::clone(one.back().param),
+                    one.back().master.defined() ? ops::clone(one.back().master) : Tensor(),
+                    ops::clone(one.back().grad), ops::clone(one.back().exp_avg),
+                    ops::clone(one.back().exp_avg_sq)};
+      multi.push_back(c);
+      slots.push_back({c.param, c.master, c.grad, c.exp_avg, c.exp_avg_sq});
+    }
+    for (AdamWState& s : one) ops::adamw_(s.param, s.master, s.grad, s.exp_avg, s.exp_avg_sq, args);
+    const uint64_t version = multi[0].param.unsafe_impl()->version;
+    ops::adamw_multi_(slots, args);
+    CHECK(multi[0].param.unsafe_impl()->version == version + 1);
+    for (size_t i = 0; i < one.size(); ++i) {
+      INFO("tensor " << i << " of " << one[i].param.numel() << " elements");
+      CHECK(multi[i].param.to_vector<float>() == one[i].param.to_vector<float>());
+      CHECK(multi[i].exp_avg.to_vector<float>() == one[i].exp_avg.to_vector<float>());
+      CHECK(multi[i].exp_avg_sq.to_vector<float>() == one[i].exp_avg_sq.to_vector<float>());
+      if (dt != DType::f32)
+        CHECK(multi[i].master.to_vector<float>() == one[i].master.to_vector<float>());
+    }
+  }
+}
+
+FG_TEST_ALL_DEVICES("adamw_multi_ refuses mixed dtypes and bad state", "[optim]") {
+  const AdamWArgs args = AdamWArgs::make(1e-3, 0.9, 0.999, 1e-8, 0.0, 1);
+  AdamWState a = make_state(8, DType::f32, device), b = make_state(8, DType::bf16, device);
+  std::vector<ops::AdamWSlot> mixed{{a.param, a.master, a.grad, a.exp_avg, a.exp_avg_sq},
+                                    {b.param, b.master, b.grad, b.exp_avg, b.exp_avg_sq}};
+  REQUIRE_THROWS_WITH(ops::adamw_multi_(mixed, args), Contains("group the parameters"));
+  std::vector<ops::AdamWSlot> no_master{{b.param, Tensor(), b.grad, b.exp_avg, b.exp_avg_sq}};
+  REQUIRE_THROWS_WITH(ops::adamw_multi_(no_master, args), Contains("master copy"));
+}
+
+FG_TEST_ALL_DEVICES("sum_squares adds the squares of many tensors", "[optim]") {
+  for (DType dt : {DType::f32, DType::bf16, DType::f64}) {
+    INFO(dtype_name(dt));
+    std::vector<Tensor> ts;
+    double expected = 0;
+    int seed = 10;
+    for (int64_t n : multi_sizes()) {
+      ts.push_back(rnd({n}, dt, device, seed++));
+      for (double v : ts.back().to_vector<double>()) expected += v * v;
+    }
+    // A strided view is read as its elements, not its storage.
+    ts.push_back(ops::transpose(rnd({37, 29}, dt, device, 99), 0, 1));
+    for (double v : ts.back().to_vector<double>()) expected += v * v;
+    Tensor s = ops::sum_squares(ts);
+    CHECK(s.dtype() == DType::f64);
+    CHECK(s.device() == device);
+    CHECK(s.dim() == 0);
+    const double tol = dt == DType::f64 ? 1e-12 : 1e-5;  // float partial sums of 8192 squares
+    CHECK(std::abs(s.item() - expected) <= tol * expected);
+  }
+  REQUIRE_THROWS_WITH(ops::sum_squares({rnd({4}, DType::f32, device, 1),
+                                        rnd({4}, DType::bf16, device, 2)}),
+                      Contains("sum_squares"));
+  REQUIRE_THROWS_WITH(ops::sum_squares({}), Contains("no tensors"));
+}
