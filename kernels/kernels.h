@@ -40,6 +40,15 @@ const char* binary_op_name(BinaryOp op);
 // The GELU of flashgrad is the tanh approximation used by GPT-2:
 //   gelu(x) = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
 
+// The result dtypes reduce() supports: the input's, or f32 for a sum of 16-bit values.
+inline void check_reduce_out_dtype(ReduceOp op, DType dtype, DType out_dtype) {
+  const bool widen = op == ReduceOp::sum && (dtype == DType::bf16 || dtype == DType::f16) &&
+                     out_dtype == DType::f32;
+  FG_CHECK(out_dtype == dtype || widen, "reduce: a ", dtype_name(dtype),
+           " reduction cannot produce ", dtype_name(out_dtype),
+           " (only its own dtype, or f32 for a sum of bf16/f16)");
+}
+
 #define FG_DECLARE_KERNELS                                                                     \
   /* out[i] = src[i] converted from src_dtype to dst_dtype; idx: [0] dst, [1] src */           \
   void copy(DType dst_dtype, DType src_dtype, int64_t n, const StridedIndexer<2>& idx,         \
@@ -57,9 +66,12 @@ const char* binary_op_name(BinaryOp op);
   /* out = cond != 0 ? a : b; idx: [0] out, [1] cond, [2] a, [3] b */                           \
   void where(DType dtype, DType cond_dtype, int64_t n, const StridedIndexer<4>& idx,           \
              const void* cond, const void* a, const void* b, void* out);                        \
-  /* in is contiguous [outer, len, inner]; out is contiguous [outer, inner] */                  \
-  void reduce(ReduceOp op, DType dtype, int64_t outer, int64_t len, int64_t inner,              \
-              const void* in, void* out);                                                       \
+  /* in is contiguous [outer, len, inner]; out is contiguous [outer, inner] of out_dtype: the  \
+     input's dtype, or f32 for a sum of bf16/f16 (the float accumulator, not rounded to 16      \
+     bits). workspace: reduce_workspace() bytes (CUDA: the partial results of a split len) */   \
+  size_t reduce_workspace(ReduceOp op, DType dtype, int64_t outer, int64_t len, int64_t inner); \
+  void reduce(ReduceOp op, DType dtype, DType out_dtype, int64_t outer, int64_t len,            \
+              int64_t inner, const void* in, void* out, void* workspace);                       \
   /* out (int64) is contiguous [outer, inner]: index of the first maximum along len */          \
   void argmax(DType dtype, int64_t outer, int64_t len, int64_t inner, const void* in,          \
               int64_t* out);                                                                    \

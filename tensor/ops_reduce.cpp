@@ -5,8 +5,9 @@
 // array. A multi-dim reduction makes the input contiguous once, merges runs of adjacent
 // reduced dims into one `len`, and reduces those runs one after the other, last first; each
 // step leaves a contiguous result with size-1 dims in place of the reduced ones, so the next
-// step needs no copy. 16-bit inputs are widened to f32 for multi-step sums and for mean so
-// that partial sums are never rounded to 16 bits; the result is rounded once at the end.
+// step needs no copy. Sums and means of 16-bit inputs keep f32 results between steps (the
+// kernel returns its float accumulator), so partial sums are never rounded to 16 bits; the
+// result is rounded once at the end.
 #include <algorithm>
 #include <cmath>
 
@@ -59,8 +60,12 @@ Tensor reduce_masked(const Tensor& t, const std::vector<bool>& mask, ReduceOp op
     else runs.push_back({d, d + 1});
   }
   Tensor cur = contiguous(t);
-  if (widen_16bit && is_16bit(t.dtype()) && op == ReduceOp::sum) cur = to_dtype(cur, DType::f32);
-  if (runs.empty()) return cur.same_storage(t) ? clone(cur) : cur;  // nothing to reduce: a copy
+  // A 16-bit sum keeps its float accumulator: the first step writes f32, the rest read it.
+  const bool widen = widen_16bit && is_16bit(t.dtype()) && op == ReduceOp::sum;
+  if (runs.empty()) {  // nothing to reduce: a copy
+    if (widen) return to_dtype(cur, DType::f32);
+    return cur.same_storage(t) ? clone(cur) : cur;
+  }
 
   // Last run first, so the earlier runs' positions stay valid in the shrinking shape.
   for (auto it = runs.rbegin(); it != runs.rend(); ++it) {
@@ -71,9 +76,12 @@ Tensor reduce_masked(const Tensor& t, const std::vector<bool>& mask, ReduceOp op
     for (int64_t d = it->second; d < int64_t(s.size()); ++d) inner *= s[size_t(d)];
     Shape out_shape = s;
     for (int64_t d = it->first; d < it->second; ++d) out_shape[size_t(d)] = 1;
-    Tensor out = empty(out_shape, TensorOptions(cur.dtype()).device(cur.device()));
-    FG_CALL_KERNEL(cur.device(), reduce, op, cur.dtype(), outer, len, inner, cur.data_ptr(),
-                   out.data_ptr());
+    const DType out_dtype = widen ? DType::f32 : cur.dtype();
+    Tensor out = empty(out_shape, TensorOptions(out_dtype).device(cur.device()));
+    Tensor ws = workspace(cur.device(), FG_CALL_KERNEL(cur.device(), reduce_workspace, op,
+                                                       cur.dtype(), outer, len, inner));
+    FG_CALL_KERNEL(cur.device(), reduce, op, cur.dtype(), out_dtype, outer, len, inner,
+                   cur.data_ptr(), out.data_ptr(), ws.defined() ? ws.data_ptr() : nullptr);
     cur = out;
   }
   return cur;

@@ -21,13 +21,13 @@ namespace {
 template <typename T>
 using cpu_acc_t = std::conditional_t<std::is_integral<T>::value, int64_t, double>;
 
-template <typename T, ReduceOp OP>
-void reduce_impl(int64_t outer, int64_t len, int64_t inner, const T* in, T* out) {
+template <typename T, ReduceOp OP, typename Out>
+void reduce_impl(int64_t outer, int64_t len, int64_t inner, const T* in, Out* out) {
   using A = cpu_acc_t<T>;
   auto store = [&](int64_t k, A acc) {
     // 16-bit types go through float on the way back (their only conversion).
-    if constexpr (std::is_integral<T>::value) out[k] = T(acc);
-    else out[k] = store_as<T>(compute_t<T>(acc));
+    if constexpr (std::is_integral<T>::value) out[k] = Out(acc);
+    else out[k] = store_as<Out>(compute_t<Out>(acc));
   };
   // Outputs split over the thread pool; each output summed over j in order by one thread.
   parallel_for(outer * inner, len, [&](int64_t begin, int64_t end) {
@@ -81,15 +81,24 @@ void argmax_impl(int64_t outer, int64_t len, int64_t inner, const T* in, int64_t
 
 }  // namespace
 
-void reduce(ReduceOp op, DType dtype, int64_t outer, int64_t len, int64_t inner, const void* in,
-            void* out) {
+size_t reduce_workspace(ReduceOp, DType, int64_t, int64_t, int64_t) { return 0; }
+
+void reduce(ReduceOp op, DType dtype, DType out_dtype, int64_t outer, int64_t len, int64_t inner,
+            const void* in, void* out, void*) {
   FG_CHECK(outer >= 0 && len >= 0 && inner >= 0, "reduce: negative size");
   FG_CHECK(len > 0 || op == ReduceOp::sum, "reduce: max/min over an empty dim (len 0) has no value");
+  check_reduce_out_dtype(op, dtype, out_dtype);
   if (outer * inner == 0) return;
   FG_DISPATCH_ALL(dtype, "reduce", [&] {
     FG_DISPATCH_REDUCE_OP(op, [&] {
-      reduce_impl<scalar_t, kOp>(outer, len, inner, static_cast<const scalar_t*>(in),
-                                 static_cast<scalar_t*>(out));
+      if (out_dtype == DType::f32 && dtype != DType::f32) {
+        if constexpr (std::is_same_v<compute_t<scalar_t>, float>)
+          reduce_impl<scalar_t, kOp>(outer, len, inner, static_cast<const scalar_t*>(in),
+                                     static_cast<float*>(out));
+      } else {
+        reduce_impl<scalar_t, kOp>(outer, len, inner, static_cast<const scalar_t*>(in),
+                                   static_cast<scalar_t*>(out));
+      }
     });
   });
 }

@@ -64,9 +64,21 @@ __global__ void dropout_kernel(int64_t n, const T* __restrict__ x, T* __restrict
                                uint32_t threshold, acc_t<T> scale, uint64_t seed,
                                uint64_t offset) {
   using A = acc_t<T>;
-  for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < n;
-       e += int64_t(gridDim.x) * blockDim.x)
-    y[e] = dropout_keep(seed, offset, uint64_t(e), threshold) ? T(A(x[e]) * scale) : T(A(0));
+  // Elements 4q .. 4q + 3 share one Philox call (dropout_keep's counter is n / 4, its word
+  // n % 4): a thread takes such a group, so each call is made once, not four times.
+  uint32_t k0, k1;
+  philox_key(seed, offset, k0, k1);
+  const int64_t groups = (n + 3) / 4;
+  for (int64_t q = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; q < groups;
+       q += int64_t(gridDim.x) * blockDim.x) {
+    const Philox4 r = philox4x32_10(uint32_t(q), uint32_t(uint64_t(q) >> 32), kPhiloxStreamDropout,
+                                    uint32_t(offset), k0, k1);
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      const int64_t e = 4 * q + j;
+      if (e < n) y[e] = r.x[j] >= threshold ? T(A(x[e]) * scale) : T(A(0));
+    }
+  }
 }
 
 // ---- gather / scatter_add ----
@@ -190,7 +202,7 @@ void dropout(DType dtype, int64_t n, const void* x, void* y, double p, uint64_t 
     using T = scalar_t;
     using A = acc_t<T>;
     // Same threshold and the same host-rounded scale as the CPU kernel: bitwise-equal output.
-    dropout_kernel<T><<<grid_for(n), 256>>>(n, static_cast<const T*>(x), static_cast<T*>(y),
+    dropout_kernel<T><<<grid_for((n + 3) / 4), 256>>>(n, static_cast<const T*>(x), static_cast<T*>(y),
                                             dropout_threshold(p), A(1.0 / (1.0 - p)), seed,
                                             offset);
     FG_LAUNCH_CHECK();
