@@ -523,3 +523,53 @@ TEST_CASE("gelu and its gradient stay finite far out", "[elementwise]") {
     CHECK(gv[i] == (xs[i] < 0 ? 0.f : 1.f));
   }
 }
+
+// Small integers (exact in every floating dtype) laid out so that each form of the CUDA
+// launcher runs: contiguous sizes with and without a tail of n % V elements, views whose first
+// element is not 16-byte aligned (the 32-bit strided form), a bias broadcast along rows with a
+// row length that is a multiple of the vector width (vectorised in two dims) and one that is
+// not, and a transposed operand. Every result is exact, so it is compared for equality.
+static Tensor small_ints(const Shape& s, DType dt, Device d, int64_t salt) {
+  const int64_t n = shape_numel(s);
+  std::vector<double> v(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) v[size_t(i)] = double((i * 7 + salt) % 19 - 9);
+  return from_vector<double>(v, s, TensorOptions(DType::f64)).to(d).to(dt);
+}
+
+FG_TEST_ALL_DEVICES("every layout form of the elementwise kernels gives exact results",
+                    "[elementwise]") {
+  for (DType dt : {DType::bf16, DType::f32, DType::f64}) {
+    INFO(dtype_name(dt));
+    auto check_add = [&](const Tensor& a, const Tensor& b) {
+      std::vector<double> ha = a.contiguous().to_vector<double>();
+      std::vector<double> hb = ops::expand(b, a.shape()).contiguous().to_vector<double>();
+      std::vector<double> want(ha.size());
+      for (size_t i = 0; i < ha.size(); ++i) want[i] = ha[i] + hb[i];
+      CHECK(ops::add(a, b).to_vector<double>() == want);
+      std::vector<double> twice(ha.size());
+      for (size_t i = 0; i < ha.size(); ++i) twice[i] = 2 * ha[i];
+      CHECK(ops::mul_scalar(a, 2.0).to_vector<double>() == twice);
+      CHECK(ops::to_dtype(a, DType::f32).to_vector<double>() == ha);
+    };
+    for (int64_t n : {1, 7, 8, 9, 1031, 70001}) {
+      INFO("contiguous n=" << n);
+      check_add(small_ints({n}, dt, device, 1), small_ints({n}, dt, device, 2));
+    }
+    Tensor big = small_ints({1001}, dt, device, 3), other = small_ints({1001}, dt, device, 4);
+    for (int64_t off : {1, 3}) {
+      INFO("view at element " << off);
+      check_add(big.narrow(0, off, 900), other.narrow(0, off, 900));
+    }
+    for (int64_t c : {64, 65}) {
+      INFO("bias over rows of " << c);
+      check_add(small_ints({37, c}, dt, device, 5), small_ints({c}, dt, device, 6));
+    }
+    check_add(small_ints({40, 24}, dt, device, 7).transpose(0, 1), small_ints({24, 40}, dt, device, 8));
+    Tensor f = small_ints({3, 301}, dt, device, 9).narrow(1, 1, 300);
+    ops::fill_(f, 5.0);
+    for (double v : f.contiguous().to_vector<double>()) REQUIRE(v == 5.0);
+    Tensor z = small_ints({257}, dt, device, 10);
+    ops::fill_(z, 0.0);
+    for (double v : z.to_vector<double>()) REQUIRE(v == 0.0);
+  }
+}

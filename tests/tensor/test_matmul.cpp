@@ -6,6 +6,7 @@
 #include <string>
 
 #include "support/test_util.h"
+#include "tensor/phase_timer.h"
 
 using namespace fg;
 using Catch::Matchers::Contains;
@@ -316,4 +317,20 @@ FG_TEST_ALL_DEVICES("matmul backward matches the reference products", "[matmul][
   Tensor gb_ref = ref_matmul(ops::contiguous(ops::transpose(a2, 0, 1)), g2);
   REQUIRE(rel_err(a.grad(), ga_ref) < 1e-5);
   REQUIRE(rel_err(b.grad(), gb_ref) < 1e-5);
+}
+
+FG_TEST_ALL_DEVICES("the phase timer counts matrix products only while it is on", "[matmul]") {
+  Tensor a = test::rnd({64, 32}, DType::f32, device, 1), b = test::rnd({32, 48}, DType::f32, device, 2);
+  take_phase_times();
+  ops::matmul(a, b);  // off: not counted
+  set_phase_timing(true);
+  ops::matmul(a, b);
+  ops::matmul(ops::reshape(a, {2, 32, 32}), b);
+  ops::add(a, a);  // not a phase
+  set_phase_timing(false);
+  const PhaseTimes t = take_phase_times();
+  CHECK(t.calls[int(Phase::matmul)] == 2);
+  CHECK(t.calls[int(Phase::attention)] == 0);
+  CHECK(t.ms[int(Phase::matmul)] > 0);
+  CHECK(take_phase_times().calls[int(Phase::matmul)] == 0);  // taken: starts over
 }

@@ -289,3 +289,41 @@ FG_TEST_ALL_DEVICES("gradcheck: max along a dim", "[reduce][autograd]") {
   REQUIRE(a.to_vector<int64_t>() == std::vector<int64_t>{1, 0});
   REQUIRE(fg::argmax(t, 1, true).shape() == Shape{2, 1});
 }
+
+// Shapes with too few rows or column tiles to fill a GPU, where the CUDA kernels split the
+// reduced dim into slices and reduce the slices' partial results in a second pass. Small
+// integer data keeps every sum exact in float, so the results are compared for equality.
+FG_TEST_ALL_DEVICES("reductions over a long dim split across the GPU", "[reduce]") {
+  auto ints = [&](const Shape& s, DType dt) {
+    const int64_t n = shape_numel(s);
+    std::vector<double> v(static_cast<size_t>(n));
+    for (int64_t i = 0; i < n; ++i) v[size_t(i)] = double((i * 13) % 7 - 3);
+    return std::make_pair(from_vector<double>(v, s, TensorOptions(DType::f64)).to(device).to(dt), v);
+  };
+  for (DType dt : {DType::f32, DType::bf16, DType::f64, DType::i64}) {
+    INFO(dtype_name(dt));
+    {  // one long row: sum, max, min
+      auto [x, v] = ints({1, 200003}, dt);
+      double sum = 0;
+      for (double e : v) sum += e;
+      auto want = from_vector<double>({sum}, {1}, TensorOptions(DType::f64)).to(dt).to_vector<double>();
+      CHECK(ops::sum(x, {1}).to_vector<double>() == want);
+      CHECK(ops::amax(x, {1}).to_vector<double>() == std::vector<double>{3});
+      CHECK(ops::argmax(x, 1).to_vector<double>()[0] == 1);  // the first 3: (1 * 13) % 7 - 3
+    }
+    for (Shape s : {Shape{30001, 3}, Shape{2, 9001, 70}, Shape{16384, 96}}) {  // tall columns
+      INFO(shape_str(s));
+      auto [x, v] = ints(s, dt);
+      const int64_t outer = s.size() == 3 ? s[0] : 1, len = s[s.size() - 2], inner = s.back();
+      std::vector<double> want(size_t(outer * inner), 0);
+      for (int64_t o = 0; o < outer; ++o)
+        for (int64_t j = 0; j < len; ++j)
+          for (int64_t i = 0; i < inner; ++i)
+            want[size_t(o * inner + i)] += v[size_t((o * len + j) * inner + i)];
+      Tensor w = from_vector<double>(want, {outer * inner}, TensorOptions(DType::f64)).to(dt);
+      Tensor got = ops::sum(x, {int64_t(s.size()) - 2});
+      CHECK(got.dtype() == dt);
+      CHECK(got.contiguous().to_vector<double>() == w.to_vector<double>());
+    }
+  }
+}
