@@ -210,8 +210,9 @@ def main():
             best = max((r["tokens_per_s"] for r in res["pytorch"] if "tokens_per_s" in r), default=0)
             ratio = f["tokens_per_s"] / best if best else float("nan")
             mem = f.get("peak_memory_bytes", 0) / 2**30
+            mfu = f"{100 * f['mfu']:.1f}%" if f.get("mfu") else "n/a"
             print(f"  flashgrad        {f['tokens_per_s']:10.0f} tok/s  {f['ms_per_step']:8.2f} ms/step"
-                  f"  {mem:6.2f} GiB peak  MFU {100 * f.get('mfu', 0):.1f}%  matmul {100 * f['matmul_share']:.0f}%"
+                  f"  {mem:6.2f} GiB peak  MFU {mfu}  matmul {100 * f['matmul_share']:.0f}%"
                   f" attention {100 * f['attention_share']:.0f}% other {100 * f['other_share']:.0f}%", flush=True)
             for r in res["pytorch"]:
                 if "tokens_per_s" in r:
