@@ -53,6 +53,23 @@ constexpr bool binary_supports_int(BinaryOp op) {
   }
 }
 
+// The kernels' entry check (the same on both devices): `what` is "unary", "binary" or
+// "binary_scalar", `name` the op's name.
+inline void check_elementwise_dtype(const char* what, const char* name, bool supports_int,
+                                    DType dtype) {
+  FG_CHECK(is_floating(dtype) || supports_int, what, " ", name, ": dtype ", dtype_name(dtype),
+           " is not supported (floating only); convert with .to(f32)");
+}
+// Whether op has a kernel for element type T (the CUDA files instantiate only these).
+template <typename T>
+constexpr bool unary_has_kernel(UnaryOp op) {
+  return !std::is_integral_v<T> || unary_supports_int(op);
+}
+template <typename T>
+constexpr bool binary_has_kernel(BinaryOp op) {
+  return !std::is_integral_v<T> || binary_supports_int(op);
+}
+
 // ---- unary ----
 constexpr double kGeluK = 0.7978845608028654;  // sqrt(2 / pi)
 constexpr double kGeluC = 0.044715;

@@ -146,8 +146,7 @@ void where_loop(int64_t n, const StridedIndexer<4>& idx, const CondT* cond, cons
 
 void unary(UnaryOp op, DType dtype, int64_t n, const StridedIndexer<2>& idx, const void* in,
            void* out) {
-  FG_CHECK(is_floating(dtype) || unary_supports_int(op), "unary ", unary_op_name(op),
-           ": dtype ", dtype_name(dtype), " is not supported (floating only); convert with .to(f32)");
+  check_elementwise_dtype("unary", unary_op_name(op), unary_supports_int(op), dtype);
   if (n == 0) return;
   FG_DISPATCH_ALL(dtype, "unary", [&] {
     FG_DISPATCH_UNARY_OP(op, [&] {
@@ -159,8 +158,7 @@ void unary(UnaryOp op, DType dtype, int64_t n, const StridedIndexer<2>& idx, con
 
 void binary(BinaryOp op, DType dtype, int64_t n, const StridedIndexer<3>& idx, const void* a,
             const void* b, void* out) {
-  FG_CHECK(is_floating(dtype) || binary_supports_int(op), "binary ", binary_op_name(op),
-           ": dtype ", dtype_name(dtype), " is not supported (floating only); convert with .to(f32)");
+  check_elementwise_dtype("binary", binary_op_name(op), binary_supports_int(op), dtype);
   if (n == 0) return;
   FG_DISPATCH_ALL(dtype, "binary", [&] {
     FG_DISPATCH_BINARY_OP(op, [&] {
@@ -172,8 +170,7 @@ void binary(BinaryOp op, DType dtype, int64_t n, const StridedIndexer<3>& idx, c
 
 void binary_scalar(BinaryOp op, DType dtype, int64_t n, const StridedIndexer<2>& idx,
                    const void* a, double s, bool scalar_first, void* out) {
-  FG_CHECK(is_floating(dtype) || binary_supports_int(op), "binary_scalar ", binary_op_name(op),
-           ": dtype ", dtype_name(dtype), " is not supported (floating only); convert with .to(f32)");
+  check_elementwise_dtype("binary_scalar", binary_op_name(op), binary_supports_int(op), dtype);
   if (n == 0) return;
   FG_DISPATCH_ALL(dtype, "binary_scalar", [&] {
     FG_DISPATCH_BINARY_OP(op, [&] {

@@ -1,6 +1,6 @@
-// The fused AdamW update on CUDA, per tensor and over many tensors at once, and the
-// multi-tensor sum of squares behind gradient-norm clipping. The per-element arithmetic is the
-// CPU kernel's (kernels/optim.h), so AdamW results are bit-identical.
+// The fused AdamW update on CUDA over many tensors at once (one tensor is a batch of one), and
+// the multi-tensor sum of squares behind gradient-norm clipping. The per-element arithmetic is
+// the CPU kernel's (kernels/optim.h), so AdamW results are bit-identical.
 //
 // The multi-tensor kernels take a table of tensors as a kernel argument (a batch of up to
 // kBatch tensors per launch, so the table stays under the 4 KB argument limit): block b works
@@ -18,38 +18,6 @@
 namespace fg::cuda {
 
 namespace {
-
-__global__ void adamw_f32_kernel(int64_t n, float* __restrict__ p, const float* __restrict__ g,
-                                 float* __restrict__ m, float* __restrict__ v, AdamWArgs a) {
-  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
-       i += int64_t(gridDim.x) * blockDim.x) {
-    float pi = p[i], mi = m[i], vi = v[i];
-    adamw_update(pi, g[i], mi, vi, a);
-    p[i] = pi;
-    m[i] = mi;
-    v[i] = vi;
-  }
-}
-
-template <typename T>
-__global__ void adamw_half_kernel(int64_t n, T* __restrict__ p, float* __restrict__ master,
-                                  const T* __restrict__ g, float* __restrict__ m,
-                                  float* __restrict__ v, AdamWArgs a) {
-  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
-       i += int64_t(gridDim.x) * blockDim.x) {
-    float pi = master[i], mi = m[i], vi = v[i];
-    adamw_update(pi, float(g[i]), mi, vi, a);
-    master[i] = pi;
-    p[i] = T(pi);
-    m[i] = mi;
-    v[i] = vi;
-  }
-}
-
-unsigned grid_for(int64_t n, int threads) {
-  int64_t blocks = (n + threads - 1) / threads;
-  return unsigned(blocks < 65535 ? (blocks > 0 ? blocks : 1) : 65535);
-}
 
 constexpr int kBatch = 40;
 constexpr int kMultiThreads = 256;
@@ -100,7 +68,7 @@ template <typename T>
 __global__ void __launch_bounds__(kMultiThreads)
     squares_kernel(Batch<SquaresTensor> batch, int partial_base, double* partials) {
   using Acc = std::conditional_t<std::is_same_v<T, double>, double, float>;
-  __shared__ Acc warp_sums[kMultiThreads / 32];
+  __shared__ Acc buf[32];
   const int t = tensor_of(batch, blockIdx.x);
   const SquaresTensor& e = batch.t[t];
   const int64_t begin = int64_t(blockIdx.x - batch.block_start[t]) * kMultiTensorChunk;
@@ -111,30 +79,18 @@ __global__ void __launch_bounds__(kMultiThreads)
     const Acc v = Acc(p[i]);
     s += v * v;
   }
-  s = warp_sum(s);
-  if ((threadIdx.x & 31) == 0) warp_sums[threadIdx.x >> 5] = s;
-  __syncthreads();
-  if (threadIdx.x < 32) {
-    s = threadIdx.x < kMultiThreads / 32 ? warp_sums[threadIdx.x] : Acc(0);
-    s = warp_sum(s);
-    if (threadIdx.x == 0) partials[partial_base + blockIdx.x] = double(s);
-  }
+  s = block_sum(s, buf);
+  if (threadIdx.x == 0) partials[partial_base + blockIdx.x] = double(s);
 }
 
 // The partials in a fixed order: thread i adds i, i + 256, ..., then a tree over threads.
 __global__ void __launch_bounds__(kMultiThreads) sum_partials_kernel(int n, const double* partials,
                                                                      double* out) {
-  __shared__ double warp_sums[kMultiThreads / 32];
+  __shared__ double buf[32];
   double s = 0;
   for (int i = threadIdx.x; i < n; i += kMultiThreads) s += partials[i];
-  s = warp_sum(s);
-  if ((threadIdx.x & 31) == 0) warp_sums[threadIdx.x >> 5] = s;
-  __syncthreads();
-  if (threadIdx.x < 32) {
-    s = threadIdx.x < kMultiThreads / 32 ? warp_sums[threadIdx.x] : 0.0;
-    s = warp_sum(s);
-    if (threadIdx.x == 0) *out = s;
-  }
+  s = block_sum(s, buf);
+  if (threadIdx.x == 0) *out = s;
 }
 
 int64_t chunks_of(int64_t n) { return (n + kMultiTensorChunk - 1) / kMultiTensorChunk; }
@@ -171,10 +127,16 @@ int64_t for_each_batch(int count, const Entry* tensors, Launch&& launch) {
 }  // namespace
 
 void adamw_multi(DType param_dtype, int count, const AdamWTensor* tensors, const AdamWArgs& args) {
-  for (int i = 0; i < count; ++i)
-    FG_CHECK((param_dtype == DType::f32) == (tensors[i].master == nullptr), "adamw_multi: ",
-             param_dtype == DType::f32 ? "fp32 parameters are their own master copy"
-                                       : "16-bit parameters need an fp32 master copy");
+  FG_CHECK(param_dtype == DType::f32 || param_dtype == DType::bf16 || param_dtype == DType::f16,
+           "adamw: parameter dtype ", dtype_name(param_dtype),
+           " is not supported (use f32, or bf16/f16 with an fp32 master copy)");
+  for (int i = 0; i < count; ++i) {
+    if (param_dtype == DType::f32)
+      FG_CHECK(tensors[i].master == nullptr, "adamw: fp32 parameters are their own master copy");
+    else
+      FG_CHECK(tensors[i].master != nullptr, "adamw: ", dtype_name(param_dtype),
+               " parameters need an fp32 master copy");
+  }
   auto run = [&](auto zero) {
     using T = decltype(zero);
     for_each_batch(count, tensors, [&](const Batch<AdamWTensor>& b, int) {
@@ -182,14 +144,16 @@ void adamw_multi(DType param_dtype, int count, const AdamWTensor* tensors, const
       FG_LAUNCH_CHECK();
     });
   };
-  switch (param_dtype) {
-    case DType::f32: run(float()); break;
-    case DType::bf16: run(bfloat16()); break;
-    case DType::f16: run(float16()); break;
-    default:
-      throw Error(str("adamw_multi: parameter dtype ", dtype_name(param_dtype),
-                      " is not supported (use f32, or bf16/f16 with an fp32 master copy)"));
-  }
+  if (param_dtype == DType::f32) run(float());
+  else if (param_dtype == DType::bf16) run(bfloat16());
+  else run(float16());
+}
+
+// One tensor is a batch of one.
+void adamw(DType param_dtype, int64_t n, void* param, float* master, const void* grad,
+           float* exp_avg, float* exp_avg_sq, const AdamWArgs& args) {
+  const AdamWTensor t{param, master, grad, exp_avg, exp_avg_sq, n};
+  adamw_multi(param_dtype, 1, &t, args);
 }
 
 size_t sum_squares_workspace(int count, const SquaresTensor* tensors) {
@@ -210,37 +174,6 @@ void sum_squares(DType dtype, int count, const SquaresTensor* tensors, double* o
   });
   FG_CHECK(total < (int64_t(1) << 31), "sum_squares: too many elements");
   sum_partials_kernel<<<1, kMultiThreads>>>(int(total), partials, out);
-  FG_LAUNCH_CHECK();
-}
-
-void adamw(DType param_dtype, int64_t n, void* param, float* master, const void* grad,
-           float* exp_avg, float* exp_avg_sq, const AdamWArgs& args) {
-  if (n == 0) return;
-  constexpr int threads = 256;
-  const unsigned grid = grid_for(n, threads);
-  switch (param_dtype) {
-    case DType::f32:
-      FG_CHECK(master == nullptr, "adamw: fp32 parameters are their own master copy");
-      adamw_f32_kernel<<<grid, threads>>>(n, static_cast<float*>(param),
-                                          static_cast<const float*>(grad), exp_avg, exp_avg_sq,
-                                          args);
-      break;
-    case DType::bf16:
-      FG_CHECK(master != nullptr, "adamw: bf16 parameters need an fp32 master copy");
-      adamw_half_kernel<bfloat16><<<grid, threads>>>(n, static_cast<bfloat16*>(param), master,
-                                                     static_cast<const bfloat16*>(grad), exp_avg,
-                                                     exp_avg_sq, args);
-      break;
-    case DType::f16:
-      FG_CHECK(master != nullptr, "adamw: f16 parameters need an fp32 master copy");
-      adamw_half_kernel<float16><<<grid, threads>>>(n, static_cast<float16*>(param), master,
-                                                    static_cast<const float16*>(grad), exp_avg,
-                                                    exp_avg_sq, args);
-      break;
-    default:
-      throw Error(str("adamw: parameter dtype ", dtype_name(param_dtype),
-                      " is not supported (use f32, or bf16/f16 with an fp32 master copy)"));
-  }
   FG_LAUNCH_CHECK();
 }
 

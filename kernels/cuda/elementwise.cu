@@ -6,8 +6,6 @@
 // template parameter so the inner loop has no switch in it. kernels/cuda/elementwise_launch.cuh
 // picks the kernel form (128-bit vectorised, 32-bit strided or 64-bit strided) from the
 // operands' layout.
-#include <type_traits>
-
 #include "kernels/common/elementwise_math.h"
 #include "kernels/cuda/elementwise_launch.cuh"
 #include "kernels/kernels.h"
@@ -34,13 +32,12 @@ struct WhereFn {
 
 void unary(UnaryOp op, DType dtype, int64_t n, const StridedIndexer<2>& idx, const void* in,
            void* out) {
-  FG_CHECK(is_floating(dtype) || unary_supports_int(op), "unary ", unary_op_name(op),
-           ": dtype ", dtype_name(dtype), " is not supported (floating only); convert with .to(f32)");
+  check_elementwise_dtype("unary", unary_op_name(op), unary_supports_int(op), dtype);
   if (n == 0) return;
   FG_DISPATCH_ALL(dtype, "unary", [&] {
     FG_DISPATCH_UNARY_OP(op, [&] {
       // (Integer kernels only for the ops that have them: the check above threw for the rest.)
-      if constexpr (std::is_floating_point_v<compute_t<scalar_t>> || unary_supports_int(kOp))
+      if constexpr (unary_has_kernel<scalar_t>(kOp))
         launch_elementwise(n, idx, UnaryFn<scalar_t, kOp>{}, static_cast<scalar_t*>(out),
                            static_cast<const scalar_t*>(in));
     });

@@ -1,7 +1,5 @@
 // CUDA binary elementwise kernels: two tensors, numpy broadcasting (zero strides). Functors as
 // in elementwise.cu; the launcher picks the kernel form.
-#include <type_traits>
-
 #include "kernels/common/elementwise_math.h"
 #include "kernels/cuda/elementwise_launch.cuh"
 #include "kernels/kernels.h"
@@ -21,12 +19,11 @@ struct BinaryFn {
 
 void binary(BinaryOp op, DType dtype, int64_t n, const StridedIndexer<3>& idx, const void* a,
             const void* b, void* out) {
-  FG_CHECK(is_floating(dtype) || binary_supports_int(op), "binary ", binary_op_name(op),
-           ": dtype ", dtype_name(dtype), " is not supported (floating only); convert with .to(f32)");
+  check_elementwise_dtype("binary", binary_op_name(op), binary_supports_int(op), dtype);
   if (n == 0) return;
   FG_DISPATCH_ALL(dtype, "binary", [&] {
     FG_DISPATCH_BINARY_OP(op, [&] {
-      if constexpr (std::is_floating_point_v<compute_t<scalar_t>> || binary_supports_int(kOp))
+      if constexpr (binary_has_kernel<scalar_t>(kOp))
         launch_elementwise(n, idx, BinaryFn<scalar_t, kOp>{}, static_cast<scalar_t*>(out),
                            static_cast<const scalar_t*>(a), static_cast<const scalar_t*>(b));
     });

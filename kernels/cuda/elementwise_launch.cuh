@@ -22,6 +22,7 @@
 #include <utility>
 
 #include "core/cuda_check.h"
+#include "core/cuda_device.h"
 #include "kernels/common/strided.h"
 
 namespace fg::cuda {
@@ -35,12 +36,7 @@ constexpr int kElementwiseThreads = 256;
 
 // Blocks enough for two full waves of the GPU; the grid-stride loop covers the rest.
 inline int elementwise_grid(int64_t units) {
-  static const int max_blocks = [] {
-    int dev = 0, sms = 0;
-    FG_CUDA_CHECK(cudaGetDevice(&dev));
-    FG_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
-    return std::max(1, sms) * 16;
-  }();
+  const int64_t max_blocks = 16 * int64_t(std::max(1, cuda_current_device_info().sm_count));
   int64_t blocks = (units + kElementwiseThreads - 1) / kElementwiseThreads;
   return int(std::max<int64_t>(1, std::min<int64_t>(blocks, max_blocks)));
 }

@@ -1,7 +1,5 @@
 // CUDA binary elementwise kernels with a scalar operand: out = op(a, s), or op(s, a). Functors
 // as in elementwise.cu; the launcher picks the kernel form.
-#include <type_traits>
-
 #include "kernels/common/elementwise_math.h"
 #include "kernels/cuda/elementwise_launch.cuh"
 #include "kernels/kernels.h"
@@ -24,12 +22,11 @@ struct BinaryScalarFn {
 
 void binary_scalar(BinaryOp op, DType dtype, int64_t n, const StridedIndexer<2>& idx,
                    const void* a, double s, bool scalar_first, void* out) {
-  FG_CHECK(is_floating(dtype) || binary_supports_int(op), "binary_scalar ", binary_op_name(op),
-           ": dtype ", dtype_name(dtype), " is not supported (floating only); convert with .to(f32)");
+  check_elementwise_dtype("binary_scalar", binary_op_name(op), binary_supports_int(op), dtype);
   if (n == 0) return;
   FG_DISPATCH_ALL(dtype, "binary_scalar", [&] {
     FG_DISPATCH_BINARY_OP(op, [&] {
-      if constexpr (std::is_floating_point_v<compute_t<scalar_t>> || binary_supports_int(kOp))
+      if constexpr (binary_has_kernel<scalar_t>(kOp))
         launch_elementwise(n, idx, BinaryScalarFn<scalar_t, kOp>{compute_t<scalar_t>(s), scalar_first},
                            static_cast<scalar_t*>(out), static_cast<const scalar_t*>(a));
     });

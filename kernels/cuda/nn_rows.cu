@@ -6,6 +6,7 @@
 // Out-of-range targets: the launcher gets a device int64 flag (zeroed by the caller); a kernel
 // that meets a bad position p stores min(current, p + 1) into it with a compare-and-swap loop,
 // so the flag ends as the first bad position + 1, as on the CPU.
+#include "kernels/cuda/elementwise_launch.cuh"
 #include "kernels/cuda/nn_common.cuh"
 
 namespace fg::cuda {
@@ -188,9 +189,7 @@ template <typename T>
 constexpr int ln_vec() { return int(16 / sizeof(T)); }
 
 template <typename T>
-struct alignas(16) LnVec {
-  T v[ln_vec<T>()];
-};
+using LnVec = Vec<T, ln_vec<T>()>;  // 16 bytes, aligned (elementwise_launch.cuh)
 
 template <typename T>
 __global__ void __launch_bounds__(32 * kLnWarps)

@@ -20,6 +20,7 @@
 
 #include "kernels/common/elementwise_math.h"
 #include "core/cuda_check.h"
+#include "core/cuda_device.h"
 #include "core/cuda_reduce.cuh"
 #include "kernels/kernels.h"
 
@@ -146,21 +147,11 @@ __global__ void reduce_cols(int64_t outer, int64_t len, int64_t inner, int64_t S
   }
 }
 
-int max_blocks() {
-  static int blocks = [] {
-    int dev = 0, sms = 0;
-    FG_CUDA_CHECK(cudaGetDevice(&dev));
-    FG_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
-    return std::max(1, sms) * 16;
-  }();
-  return blocks;
-}
+int num_sms() { return std::max(1, cuda_current_device_info().sm_count); }
 
 int clamp_grid(int64_t want) {
-  return int(std::max<int64_t>(1, std::min<int64_t>(want, max_blocks())));
+  return int(std::max<int64_t>(1, std::min<int64_t>(want, 16 * int64_t(num_sms()))));
 }
-
-int num_sms() { return max_blocks() / 16; }
 
 // Slices of len for a split reduction: enough work items for about four per SM, each slice
 // long enough to be worth a block (2048 elements of a row, 256 rows of a column tile). 1: none.
