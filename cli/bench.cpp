@@ -50,6 +50,7 @@
 #ifdef FLASHGRAD_WITH_CUDA
 #include <cuda_runtime.h>
 
+#include "cli/bench_timing.h"
 #include "core/cuda_check.h"
 #endif
 
@@ -233,32 +234,10 @@ CheckErrors check_head(const HostData& hd, const AttentionParams& p, int64_t b, 
   return e;
 }
 
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  const size_t n = v.size();
-  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
-
-// Milliseconds per call of f() (see the file comment: batches of back-to-back calls between
-// two events, the median of the batches' means; bench/compare_sdpa.py's time_ms).
-template <typename F> double time_ms(F&& f, const BenchFlags& fl, cudaEvent_t e0, cudaEvent_t e1) {
-  auto batch = [&](int iters) {
-    FG_CUDA_CHECK(cudaEventRecord(e0));
-    for (int i = 0; i < iters; ++i) f();
-    FG_CUDA_CHECK(cudaEventRecord(e1));
-    FG_CUDA_CHECK(cudaEventSynchronize(e1));
-    float ms = 0;
-    FG_CUDA_CHECK(cudaEventElapsedTime(&ms, e0, e1));
-    return double(ms) / iters;
-  };
-  for (int i = 0; i < std::max(1, fl.warmup); ++i) f();
-  const double one = batch(1);
-  const int batches = std::max(3, std::min(fl.reps, 10));
-  const int iters = int(std::clamp(fl.seconds * 1000.0 / batches / std::max(one, 1e-3), 2.0,
-                                   1000.0));
-  std::vector<double> t;
-  for (int i = 0; i < batches; ++i) t.push_back(batch(iters));
-  return median(t);
+// Milliseconds per call of f() (see the file comment and cli/bench_timing.h).
+template <typename F> double time_ms(F&& f, const BenchFlags& fl, EventTimer& timer) {
+  return cli::time_ms(timer, f, std::max(1, fl.warmup), std::max(3, std::min(fl.reps, 10)),
+                      fl.seconds, 1000);
 }
 
 void run_bench(const BenchFlags& fl) {
@@ -295,9 +274,7 @@ void run_bench(const BenchFlags& fl) {
   upload(hd.q, dt, q.data_ptr()), upload(hd.k, dt, k.data_ptr());
   upload(hd.v, dt, v.data_ptr()), upload(hd.dO, dt, dO.data_ptr());
 
-  cudaEvent_t e0, e1;
-  FG_CUDA_CHECK(cudaEventCreate(&e0));
-  FG_CUDA_CHECK(cudaEventCreate(&e1));
+  EventTimer timer;
   const double tol = dt == DType::f32 ? 1e-4 : 2e-2, lse_tol = 1e-4;
   std::vector<Result> results;
   bool all_ok = true;
@@ -334,12 +311,12 @@ void run_bench(const BenchFlags& fl) {
         // (mma.sync), 3xtf32 (fp32 on tensor cores) or simt.
         r.path = std::string(flash_attention_forward_kernel(p)) + "/" +
                  flash_attention_backward_kernel(p);
-        r.fwd_ms = time_ms([&] { flash_attention_forward_cuda(p); }, fl, e0, e1);
-        r.bwd_ms = time_ms([&] { flash_attention_backward_cuda(p); }, fl, e0, e1);
+        r.fwd_ms = time_ms([&] { flash_attention_forward_cuda(p); }, fl, timer);
+        r.bwd_ms = time_ms([&] { flash_attention_backward_cuda(p); }, fl, timer);
         r.fwdbwd_ms = time_ms([&] {
           flash_attention_forward_cuda(p);
           flash_attention_backward_cuda(p);
-        }, fl, e0, e1);
+        }, fl, timer);
         FG_CUDA_CHECK(cudaDeviceSynchronize());
         const double fwd_flop = 4.0 * double(p.B) * double(p.Hq) * double(N) * double(N) *
                                 double(D) * (causal ? 0.5 : 1.0);
@@ -367,8 +344,6 @@ void run_bench(const BenchFlags& fl) {
         std::fflush(stdout);
         results.push_back(r);
       }
-  FG_CUDA_CHECK(cudaEventDestroy(e0));
-  FG_CUDA_CHECK(cudaEventDestroy(e1));
 
   if (!fl.json.empty()) {
     nlohmann::json j;

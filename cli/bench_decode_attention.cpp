@@ -20,6 +20,7 @@
 #include "kernels/attention/attention.h"
 #include "train/fileio.h"
 #ifdef FLASHGRAD_WITH_CUDA
+#include "cli/bench_timing.h"
 #include "core/cuda_check.h"
 #include "core/cuda_device.h"
 #endif
@@ -65,29 +66,10 @@ float bf16_to_float(uint16_t b) {
   return f;
 }
 
-// Milliseconds per call: batches of back-to-back calls between two events, median of 5.
+// Milliseconds per call: 3 warm-up calls, then the median of 5 batches (cli/bench_timing.h).
 template <typename F> double time_ms(F&& f, double seconds) {
-  cudaEvent_t e0, e1;
-  FG_CUDA_CHECK(cudaEventCreate(&e0));
-  FG_CUDA_CHECK(cudaEventCreate(&e1));
-  auto batch = [&](int iters) {
-    FG_CUDA_CHECK(cudaEventRecord(e0));
-    for (int i = 0; i < iters; ++i) f();
-    FG_CUDA_CHECK(cudaEventRecord(e1));
-    FG_CUDA_CHECK(cudaEventSynchronize(e1));
-    float ms = 0;
-    FG_CUDA_CHECK(cudaEventElapsedTime(&ms, e0, e1));
-    return double(ms) / iters;
-  };
-  for (int i = 0; i < 3; ++i) f();
-  const double one = batch(1);
-  const int iters = int(std::clamp(seconds * 1000.0 / 5 / std::max(one, 1e-3), 2.0, 2000.0));
-  std::vector<double> t;
-  for (int i = 0; i < 5; ++i) t.push_back(batch(iters));
-  std::sort(t.begin(), t.end());
-  FG_CUDA_CHECK(cudaEventDestroy(e0));
-  FG_CUDA_CHECK(cudaEventDestroy(e1));
-  return t[2];
+  EventTimer timer;
+  return cli::time_ms(timer, f, 3, 5, seconds, 2000);
 }
 
 void run(const Flags& f) {

@@ -22,6 +22,7 @@
 #ifdef FLASHGRAD_WITH_CUDA
 #include <cuda_runtime.h>
 
+#include "cli/bench_timing.h"
 #include "core/cuda_check.h"
 #endif
 
@@ -40,23 +41,10 @@ struct OpsBenchFlags {
 // The median over 5 batches of `reps` back-to-back calls of each batch's mean, in microseconds.
 double time_us(const std::function<void()>& fn, int reps) {
   for (int i = 0; i < 3; ++i) fn();
-  cudaEvent_t a, b;
-  FG_CUDA_CHECK(cudaEventCreate(&a));
-  FG_CUDA_CHECK(cudaEventCreate(&b));
+  EventTimer timer;
   std::vector<double> us;
-  for (int batch = 0; batch < 5; ++batch) {
-    FG_CUDA_CHECK(cudaEventRecord(a, 0));
-    for (int i = 0; i < reps; ++i) fn();
-    FG_CUDA_CHECK(cudaEventRecord(b, 0));
-    FG_CUDA_CHECK(cudaEventSynchronize(b));
-    float ms = 0;
-    FG_CUDA_CHECK(cudaEventElapsedTime(&ms, a, b));
-    us.push_back(1e3 * double(ms) / reps);
-  }
-  FG_CUDA_CHECK(cudaEventDestroy(a));
-  FG_CUDA_CHECK(cudaEventDestroy(b));
-  std::sort(us.begin(), us.end());
-  return us[2];
+  for (int batch = 0; batch < 5; ++batch) us.push_back(1e3 * timer.batch_ms(fn, reps));
+  return median(us);
 }
 
 void run_bench_ops(const OpsBenchFlags& f) {

@@ -31,7 +31,7 @@
 #include "train/optim.h"
 
 #ifdef FLASHGRAD_WITH_CUDA
-#include <cuda_runtime.h>
+#include "core/cuda_device.h"
 #endif
 
 namespace fg::cli {
@@ -60,12 +60,9 @@ double device_peak_tflops(Device d, double flag) {
   if (flag > 0) return flag;
 #ifdef FLASHGRAD_WITH_CUDA
   if (d.is_cuda()) {
-    cudaDeviceProp prop{};
-    if (cudaGetDeviceProperties(&prop, int(d.index)) == cudaSuccess) {
-      const std::string name = prop.name;
-      if (name.find("H100") != std::string::npos || name.find("H200") != std::string::npos)
-        return 989.4;
-    }
+    const std::string& name = cuda_device_info(d.index).name;
+    if (name.find("H100") != std::string::npos || name.find("H200") != std::string::npos)
+      return 989.4;
   }
 #endif
   return 0;  // unknown: no utilisation figure
