@@ -91,11 +91,23 @@ Tensor log_softmax(const Tensor& x, int64_t dim = -1);  // dim must be the last 
 // targets i32/i64 of the leading shape. Returns an fp32 scalar.
 Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore_index = -100);
 // Over the last dim; weight and bias [C] may be undefined.
+// A linear layer, y = x weight^T + bias (bias may be undefined), then GELU when gelu: one node
+// and, on CUDA, one GEMM with the bias and GELU in its epilogue. x [..., in], weight [out, in].
+Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias, bool gelu = false);
+// linear(gelu(linear(x, w1, b1)), w2, b2), a transformer's MLP, as one node: its backward folds
+// the GELU's derivative and b1's gradient into the GEMM of the hidden gradient (on CUDA, the
+// cuBLASLt DGELU_BGRAD epilogue). Biases may be undefined.
+Tensor linear_gelu_linear(const Tensor& x, const Tensor& w1, const Tensor& b1, const Tensor& w2,
+                          const Tensor& b2);
 Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps = 1e-5);
 Tensor embedding(const Tensor& weight, const Tensor& indices);
 // Inverted dropout with the Philox mask of core/philox.h; identity when p == 0 or
 // !training. The (seed, offset) pair comes from `gen` (default generator when null).
 Tensor dropout(const Tensor& x, double p, bool training = true, Generator* gen = nullptr);
+// residual + dropout(x, p) as one node and one pass (the residual connection after a dropout);
+// residual + x when p == 0 or !training. Draws its (seed, offset) as dropout does.
+Tensor dropout_add(const Tensor& x, const Tensor& residual, double p, bool training = true,
+                   Generator* gen = nullptr);
 Tensor gather(const Tensor& t, int64_t dim, const Tensor& index);
 
 }  // namespace fg

@@ -114,6 +114,56 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore
                 });
 }
 
+// ---- linear ----
+// The backward takes the GELU's derivative at the saved pre-activation (gp = dL/d(x w^T + b)),
+// then gx = gp weight, and gw = gp^T x with gb in the same GEMM (its bias-gradient epilogue).
+Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias, bool gelu) {
+  ops::LinearResult r = ops::linear(x, weight, bias, gelu);
+  return record(gelu ? "LinearGeluBackward" : "LinearBackward", {x, weight, bias}, r.y,
+                {x, weight, r.pre},
+                [gelu](const std::vector<Tensor>& g, const std::vector<Tensor>& saved,
+                       const std::vector<bool>& needs) {
+                  const Tensor& x = saved[0];
+                  const Tensor& w = saved[1];
+                  Tensor gp = gelu ? ops::binary(BinaryOp::gelu_backward, g[0], saved[2]) : g[0];
+                  Tensor gx, gw, gb;
+                  if (needs[0]) gx = ops::linear_input_grad(gp, w, Tensor(), false).gx;
+                  if (needs[1] || needs[2]) {
+                    ops::LinearGrads lg = ops::linear_weight_grad(gp, x, needs[2]);
+                    if (needs[1]) gw = lg.gw;
+                    if (needs[2]) gb = lg.gb;
+                  }
+                  return std::vector<Tensor>{gx, gw, gb};
+                });
+}
+
+// Saved: x, w1, w2, the hidden h = gelu(pre) (w2's gradient reads it) and pre.
+Tensor linear_gelu_linear(const Tensor& x, const Tensor& w1, const Tensor& b1, const Tensor& w2,
+                          const Tensor& b2) {
+  ops::LinearResult hidden = ops::linear(x, w1, b1, /*gelu=*/true);
+  ops::LinearResult out = ops::linear(hidden.y, w2, b2, /*gelu=*/false);
+  return record("LinearGeluLinearBackward", {x, w1, b1, w2, b2}, out.y,
+                {x, w1, w2, hidden.y, hidden.pre},
+                [](const std::vector<Tensor>& g, const std::vector<Tensor>& saved,
+                   const std::vector<bool>& needs) {
+                  const Tensor &x = saved[0], &w1 = saved[1], &w2 = saved[2];
+                  const Tensor &h = saved[3], &pre = saved[4];
+                  std::vector<Tensor> grads(5);
+                  if (needs[3] || needs[4]) {
+                    ops::LinearGrads l2 = ops::linear_weight_grad(g[0], h, needs[4]);
+                    grads[3] = needs[3] ? l2.gw : Tensor();
+                    grads[4] = needs[4] ? l2.gb : Tensor();
+                  }
+                  if (!needs[0] && !needs[1] && !needs[2]) return grads;
+                  // dL/dpre = (g w2) gelu'(pre), with b1's gradient from the same GEMM.
+                  ops::LinearInputGrads gp = ops::linear_input_grad(g[0], w2, pre, needs[2]);
+                  if (needs[2]) grads[2] = gp.gb;
+                  if (needs[0]) grads[0] = ops::matmul(gp.gx, w1);
+                  if (needs[1]) grads[1] = ops::linear_weight_grad(gp.gx, x, false).gw;
+                  return grads;
+                });
+}
+
 // ---- layer_norm ----
 Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps) {
   ops::LayerNormResult r = ops::layer_norm(x, weight, bias, eps);
@@ -154,6 +204,24 @@ Tensor dropout(const Tensor& x, double p, bool training, Generator* gen) {
                 [p, seed, offset](const std::vector<Tensor>& grads, const std::vector<Tensor>&,
                                   const std::vector<bool>&) {
                   return std::vector<Tensor>{ops::dropout(grads[0], p, seed, offset)};
+                });
+}
+
+// residual + dropout(x): the gradient reaches the residual unchanged and x through the mask.
+Tensor dropout_add(const Tensor& x, const Tensor& residual, double p, bool training,
+                   Generator* gen) {
+  FG_CHECK(x.defined() && residual.defined(), "dropout_add: an input tensor is undefined");
+  FG_CHECK(p >= 0.0 && p < 1.0, "dropout_add: drop probability must be in [0, 1), got ", p);
+  if (p == 0.0 || !training) return add(residual, x);
+  Generator& g = gen ? *gen : default_generator();
+  uint64_t seed = g.seed(), offset = g.next_offset();
+  Tensor y = ops::dropout_add(x, residual, p, seed, offset);
+  return record("DropoutAddBackward", {x, residual}, y, {},
+                [p, seed, offset](const std::vector<Tensor>& grads, const std::vector<Tensor>&,
+                                  const std::vector<bool>& needs) {
+                  return std::vector<Tensor>{
+                      needs[0] ? ops::dropout(grads[0], p, seed, offset) : Tensor(),
+                      needs[1] ? grads[0] : Tensor()};
                 });
 }
 

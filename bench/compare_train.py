@@ -15,7 +15,7 @@ flashgrad's model FLOP utilisation and time split.
 
 Presets: tiny (2 layers, 4 heads, width 128, context 64, batch 16: flashgrad's default),
 small (6, 6, 384, 256, batch 64), gpt12 (12, 12, 768, 1024, batch 16, dropout 0.1), gpt24
-(24, 16, 1024, 1024, batch 8, dropout 0.1). Tokens/s = batch x context / the mean step time over
+(24, 16, 1024, 1024, batch 8, dropout 0.1); --batch N overrides the batch on both sides. Tokens/s = batch x context / the mean step time over
 the timed steps (each step synchronised; the loss is read as flashgrad reads it). The vocabulary
 is the corpus's characters, as flashgrad's char tokenizer builds it.
 """
@@ -156,7 +156,7 @@ def train_flashgrad(c, a, preset, vocab):
         js = os.path.join(out, "bench.json")
         cmd = [binary, "bench", "train", "--preset", preset, "--vocab", str(vocab),
                "--steps", str(a.steps), "--warmup", str(a.warmup), "--device", a.device,
-               "--dtype", a.dtype, "--json", js]
+               "--dtype", a.dtype, "--batch-size", str(c["batch"]), "--json", js]
         p = subprocess.run(cmd, capture_output=True, text=True)
         if p.returncode != 0 or not os.path.exists(js):
             return {"error": f"exit {p.returncode}: {(p.stderr or p.stdout).strip()[-300:]}", "command": " ".join(cmd)}
@@ -173,6 +173,7 @@ def main():
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"])
     ap.add_argument("--modes", default="eager,compile")
+    ap.add_argument("--batch", type=int, default=0, help="sequences per step (0: the preset's)")
     ap.add_argument("--steps", type=int, default=100, help="timed steps")
     ap.add_argument("--warmup", type=int, default=10)
     ap.add_argument("--data", default=os.path.join(os.path.dirname(__file__), "..", "data", "fortunes.txt"))
@@ -184,7 +185,9 @@ def main():
     a = ap.parse_args()
     if a.torch_threads > 0:
         torch.set_num_threads(a.torch_threads)
-    c = PRESETS[a.preset]
+    c = dict(PRESETS[a.preset])
+    if a.batch > 0:
+        c["batch"] = a.batch
     data, vocab = corpus(a.data)
     fg = None if a.no_flashgrad else train_flashgrad(c, a, a.preset, vocab)
     res = {"preset": a.preset, "config": c, "device": a.device, "dtype": a.dtype, "vocab": vocab,

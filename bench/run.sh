@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Attention benchmarks: flashgrad's CUDA kernels against PyTorch SDPA (flash and cuDNN backends,
-# and the memory-efficient one for fp32), in one device call. Builds nothing: expects the
+# Benchmarks for one device call: flashgrad's attention kernels against PyTorch SDPA (flash and
+# cuDNN backends, and the memory-efficient one for fp32), then `bench ops` (elementwise, fused
+# and reduction kernels against a copy; the GEMM epilogues) and `bench train` at gpt12. Builds nothing: expects the
 # `flashgrad` binary of a CUDA build in ./build (or $FLASHGRAD_BIN). Called by
 # scripts/gpu-check.sh when it exists.
 #
@@ -41,4 +42,8 @@ else
   cp "$TMP/bf16.json" "$OUT/bench.json" 2>/dev/null
 fi
 rm -rf "$TMP"
+echo "== flashgrad bench ops =="
+"$BIN" bench ops || status=1
+echo "== flashgrad bench train (gpt12) =="
+"$BIN" bench train --preset gpt12 --steps 10 --warmup 3 || status=1
 exit $status

@@ -13,6 +13,7 @@
 // kernel gets.
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 #include <functional>
 #include <vector>
 
@@ -92,6 +93,7 @@ void run_bench_ops(const OpsBenchFlags& f) {
       {"gelu", s_rh, 2 * rh * es, [&] { ops::unary(UnaryOp::gelu, h); }},
       {"gelu backward", s_rh, 3 * rh * es, [&] { ops::binary(BinaryOp::gelu_backward, gh, h); }},
       {"dropout", s_rc, 2 * rc * es, [&] { ops::dropout(x, 0.1, 1, 2); }},
+      {"dropout + residual add", s_rc, 3 * rc * es, [&] { ops::dropout_add(x, y, 0.1, 1, 2); }},
       {"to f32", s_rc, rc * (es + 4), [&] { ops::to_dtype(x, DType::f32); }},
       {"from f32", s_rc, rc * (es + 4), [&] { ops::to_dtype(xf, dt); }},
       {"fill 1", s_rc, rc * es, [&] { Tensor t = x; ops::fill_(t, 1.0); }},
@@ -117,6 +119,34 @@ void run_bench_ops(const OpsBenchFlags& f) {
                 100 * gbs / copy_gbs);
     std::fflush(stdout);
   }
+  // The GEMM epilogues of ops::linear (the MLP's c_fc shape): each form against the plain
+  // product; the extra time is the epilogue's cost (the GELU form also writes pre, R x 4C).
+  Tensor wfc = randn({4 * C, C}, opts), bfc = randn({4 * C}, opts);
+  const double t_plain = time_us([&] { ops::linear(x, wfc, Tensor(), false); }, f.reps);
+  const double t_bias = time_us([&] { ops::linear(x, wfc, bfc, false); }, f.reps);
+  const double t_gelu = time_us([&] { ops::linear(x, wfc, bfc, true); }, f.reps);
+  const double t_wg = time_us([&] { ops::linear_weight_grad(gh, x, false); }, f.reps);
+  const double t_wgb = time_us([&] { ops::linear_weight_grad(gh, x, true); }, f.reps);
+  std::printf("GEMM epilogues, x [%lld, %lld] w [%lld, %lld]: us, and the cost over the plain "
+              "product\n", (long long)R, (long long)C, (long long)(4 * C), (long long)C);
+  std::printf("  %-34s | %10.1f |\n", "y = x w^T", t_plain);
+  std::printf("  %-34s | %10.1f | %+8.1f\n", "y = x w^T + b", t_bias, t_bias - t_plain);
+  std::printf("  %-34s | %10.1f | %+8.1f (%.0f GB/s for writing pre)\n",
+              "y = gelu(x w^T + b), pre saved", t_gelu, t_gelu - t_plain,
+              rh * es / std::max(1e-3, (t_gelu - t_plain)) / 1e3);
+  std::printf("  %-34s | %10.1f |\n", "gw = gy^T x", t_wg);
+  std::printf("  %-34s | %10.1f | %+8.1f (%.0f GB/s reading gy)\n", "gw = gy^T x, gb = sum gy",
+              t_wgb, t_wgb - t_wg, rh * es / std::max(1e-3, (t_wgb - t_wg)) / 1e3);
+  // The hidden gradient of the MLP: c_proj's input gradient with the GELU folded in.
+  Tensor wpr = randn({C, 4 * C}, opts);
+  const double t_dx = time_us([&] { ops::linear_input_grad(x, wpr, Tensor(), false); }, f.reps);
+  const double t_dg = time_us([&] { ops::linear_input_grad(x, wpr, h, true); }, f.reps);
+  std::printf("  %-34s | %10.1f |\n", "gh = gy w", t_dx);
+  // (kernels/cuda/linear.cu takes the DGELU_BGRAD epilogue only with this variable at 1.)
+  const char* dgelu = std::getenv("FLASHGRAD_DGELU_EPILOGUE");
+  std::printf("  %-34s | %10.1f | %+8.1f (%s)\n", "gh = (gy w) gelu'(pre), gb = sum", t_dg,
+              t_dg - t_dx, dgelu && dgelu[0] == '1' ? "cuBLASLt DGELU_BGRAD epilogue"
+                                                    : "gemm, gelu backward, column sum");
 }
 
 #else

@@ -152,9 +152,11 @@ void run_bench_train(TrainBenchFlags f) {
   const double peak = device_peak_tflops(device, f.peak_tflops);
   const double mfu = peak > 0 ? flops_per_token * tok_s / (peak * 1e12) : 0;
   const size_t peak_mem = memory_stats(device).peak_allocated;
+  char mfu_text[32] = "n/a (unknown peak)";
+  if (peak > 0) std::snprintf(mfu_text, sizeof mfu_text, "%.1f%%", 100 * mfu);
   std::printf("  ms/step %.2f | tokens/s %.0f | MFU %s | peak memory %s | matmul %.1f%%, "
               "attention %.1f%%, other %.1f%% (%lld + %lld calls in %lld steps) | loss %.4f\n",
-              ms, tok_s, peak > 0 ? str(100 * mfu, "%").c_str() : "n/a (unknown peak)",
+              ms, tok_s, mfu_text,
               format_bytes(peak_mem).c_str(), 100 * mm, 100 * at, 100 * (1 - mm - at),
               (long long)pt.calls[0], (long long)pt.calls[1], (long long)split_steps, last_loss);
   if (!f.json.empty()) {

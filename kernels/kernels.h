@@ -82,6 +82,22 @@ inline void check_reduce_out_dtype(ReduceOp op, DType dtype, DType out_dtype) {
             double alpha, const void* A, int64_t lda, int64_t stride_a, const void* B,         \
             int64_t ldb, int64_t stride_b, double beta, void* C, int64_t ldc, int64_t stride_c, \
             int64_t batch);                                                                     \
+  /* A linear layer on contiguous row-major operands: y [M, N] = x [M, K] w^T + bias, w being  \
+     [N, K] and bias [N] (or null), then GELU when gelu; pre [M, N] (may be null; with gelu)   \
+     receives the GELU's input. Bias and GELU act on the fp32 product before its one rounding. \
+     workspace: linear_workspace() bytes (CUDA: cuBLASLt's scratch). */                        \
+  size_t linear_workspace(DType dtype, int64_t M, int64_t N, int64_t K);                        \
+  void linear(DType dtype, int64_t M, int64_t N, int64_t K, const void* x, const void* w,      \
+              const void* bias, bool gelu, void* y, void* pre, void* workspace);                \
+  /* Its weight gradient: gw [N, K] = gy^T x for gy [M, N], x [M, K]; gb [N] (may be null) is  \
+     the column sums of gy. Both overwritten. workspace: linear_workspace() bytes. */          \
+  void linear_weight_grad(DType dtype, int64_t M, int64_t N, int64_t K, const void* gy,         \
+                          const void* x, void* gw, void* gb, void* workspace);                  \
+  /* Its input gradient: gx [M, K] = gy [M, N] w [N, K]. With pre [M, K] (not null), the GELU   \
+     that made the layer's input is folded in: gx = (gy w) gelu'(pre), and gb [K] (may be      \
+     null; only with pre) gets gx's column sums, the bias gradient of the layer before. */     \
+  void linear_input_grad(DType dtype, int64_t M, int64_t N, int64_t K, const void* gy,          \
+                         const void* w, const void* pre, void* gx, void* gb, void* workspace);  \
   /* Softmax (or log-softmax) over the last dim of contiguous [rows, cols] */                   \
   void softmax(DType dtype, int64_t rows, int64_t cols, const void* in, void* out, bool log);   \
   /* gx from y = softmax(x) (or log-softmax) and gy */                                          \
@@ -119,10 +135,10 @@ inline void check_reduce_out_dtype(ReduceOp op, DType dtype, DType out_dtype) {
   void embedding_backward(DType dtype, DType idx_dtype, int64_t rows, int64_t dim,              \
                           int64_t vocab, const void* gout, const void* idx, void* gweight,      \
                           void* workspace);                                                     \
-  /* y[i] = keep(i) ? x[i] / (1 - p) : 0 with keep from fg::dropout_keep (philox.h);          \
-     x, y contiguous */                                                                         \
-  void dropout(DType dtype, int64_t n, const void* x, void* y, double p, uint64_t seed,        \
-               uint64_t offset);                                                                \
+  /* y[i] = keep(i) ? x[i] / (1 - p) : 0 with keep from fg::dropout_keep (philox.h), plus     \
+     residual[i] when residual is not null (one rounding); x, residual, y contiguous */         \
+  void dropout(DType dtype, int64_t n, const void* x, const void* residual, void* y, double p,  \
+               uint64_t seed, uint64_t offset);                                                 \
   /* Along the middle dim of contiguous in [outer, len_in, inner] and index [outer, len_idx,  \
      inner] (i32/i64): out[o, j, i] = in[o, index[o, j, i], i]. Bad indices via *bad_index.  */ \
   void gather(DType dtype, DType idx_dtype, int64_t outer, int64_t len_in, int64_t len_idx,     \

@@ -53,18 +53,29 @@ CausalSelfAttention::QKV CausalSelfAttention::project(const Tensor& x) const {
   const int64_t B = x.size(0), T = x.size(1), C = options.n_embd_, H = options.n_head_;
   const int64_t Hkv = options.n_kv_head_ > 0 ? options.n_kv_head_ : H, D = C / H;
   Tensor qkv = c_attn->forward(x);  // [B, T, C + 2 Hkv D]
-  // Strided views into qkv: the attention node reads them in place.
-  return {qkv.narrow(2, 0, C).view({B, T, H, D}), qkv.narrow(2, C, Hkv * D).view({B, T, Hkv, D}),
-          qkv.narrow(2, C + Hkv * D, Hkv * D).view({B, T, Hkv, D})};
+  // Strided views into qkv: the attention node reads them in place. One split node (not three
+  // narrows) so that the backward writes the three gradients into one buffer, with no zero
+  // fills and no additions.
+  std::vector<Tensor> parts = split(qkv, {C, Hkv * D, Hkv * D}, 2);
+  return {parts[0].view({B, T, H, D}), parts[1].view({B, T, Hkv, D}),
+          parts[2].view({B, T, Hkv, D})};
 }
 
-Tensor CausalSelfAttention::forward(const Tensor& x) const {
+Tensor CausalSelfAttention::branch(const Tensor& x) const {
   const auto [q, k, v] = project(x);
   const int64_t B = x.size(0), T = x.size(1), C = options.n_embd_;
   AttentionOptions ao;
   ao.impl(options.impl_).causal(true).dropout(is_training() ? options.dropout_ : 0.0);
   Tensor y = scaled_dot_product_attention(q, k, v, ao);  // [B, T, H, D]
-  return resid_dropout->forward(c_proj->forward(y.reshape({B, T, C})));
+  return c_proj->forward(y.reshape({B, T, C}));
+}
+
+Tensor CausalSelfAttention::forward(const Tensor& x) const {
+  return resid_dropout->forward(branch(x));
+}
+
+Tensor CausalSelfAttention::forward(const Tensor& x, const Tensor& residual) const {
+  return resid_dropout->forward_add(branch(x), residual);
 }
 
 Tensor CausalSelfAttention::forward_cached(const Tensor& x, const Tensor& k_cache,
@@ -103,13 +114,19 @@ Tensor CausalSelfAttention::forward_cached(const Tensor& x, const Tensor& k_cach
 
 MLP::MLP(int64_t n_embd, double dropout, bool bias, Generator* gen) {
   c_fc = register_module("c_fc", std::make_shared<Linear>(LinearOptions(n_embd, 4 * n_embd).bias(bias), gen));
-  act = register_module("act", std::make_shared<GELU>());
   c_proj = register_module("c_proj", std::make_shared<Linear>(LinearOptions(4 * n_embd, n_embd).bias(bias), gen));
   drop = register_module("drop", std::make_shared<Dropout>(DropoutOptions(dropout)));
 }
 
+// c_proj(gelu(c_fc(x))) as one node (fg::linear_gelu_linear): the GELU rides in the GEMMs'
+// epilogues, forward and backward.
 Tensor MLP::forward(const Tensor& x) const {
-  return drop->forward(c_proj->forward(act->forward(c_fc->forward(x))));
+  return drop->forward(linear_gelu_linear(x, c_fc->weight, c_fc->bias, c_proj->weight, c_proj->bias));
+}
+
+Tensor MLP::forward(const Tensor& x, const Tensor& residual) const {
+  return drop->forward_add(
+      linear_gelu_linear(x, c_fc->weight, c_fc->bias, c_proj->weight, c_proj->bias), residual);
 }
 
 Block::Block(const GPTConfig& c, Generator* gen) {
@@ -126,8 +143,8 @@ Block::Block(const GPTConfig& c, Generator* gen) {
 }
 
 Tensor Block::forward(const Tensor& x) const {
-  Tensor h = x + attn->forward(ln_1->forward(x));
-  return h + mlp->forward(ln_2->forward(h));
+  Tensor h = attn->forward(ln_1->forward(x), /*residual=*/x);  // x + attn(ln_1(x))
+  return mlp->forward(ln_2->forward(h), /*residual=*/h);        // h + mlp(ln_2(h))
 }
 
 Tensor Block::forward_cached(const Tensor& x, const Tensor& k_cache, const Tensor& v_cache,

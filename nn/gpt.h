@@ -73,6 +73,8 @@ class CausalSelfAttention : public Module {
  public:
   explicit CausalSelfAttention(const CausalSelfAttentionOptions& options, Generator* gen = nullptr);
   Tensor forward(const Tensor& x) const;  // [B, T, C] -> [B, T, C]
+  // residual + forward(x), the residual dropout and the addition fused (Block's form).
+  Tensor forward(const Tensor& x, const Tensor& residual) const;
   // Inference with a cache: x [n, T, C] holds T new tokens of cache rows row0 .. row0 + n - 1,
   // row b having lengths[b] tokens before them. Their keys and values are written into
   // k_cache, v_cache [batch, capacity, Hkv, D] after those, and each row's queries attend to
@@ -90,16 +92,18 @@ class CausalSelfAttention : public Module {
     Tensor q, k, v;
   };
   QKV project(const Tensor& x) const;
+  // Projection, attention and c_proj: forward() without the residual dropout.
+  Tensor branch(const Tensor& x) const;
 };
 
-// c_fc (C -> 4C), GELU, c_proj (4C -> C), dropout.
+// c_fc (C -> 4C), GELU, c_proj (4C -> C) as one fused node, then dropout.
 class MLP : public Module {
  public:
   MLP(int64_t n_embd, double dropout, bool bias, Generator* gen = nullptr);
   Tensor forward(const Tensor& x) const;
+  Tensor forward(const Tensor& x, const Tensor& residual) const;  // residual + forward(x), fused
   std::string name() const override { return "MLP"; }
   std::shared_ptr<Linear> c_fc, c_proj;
-  std::shared_ptr<GELU> act;
   std::shared_ptr<Dropout> drop;
 };
 

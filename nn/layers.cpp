@@ -26,12 +26,7 @@ Linear::Linear(const LinearOptions& o, Generator* gen) : options(o) {
 Tensor Linear::forward(const Tensor& x) const {
   FG_CHECK(x.dim() >= 1 && x.size(-1) == options.in_features_, "Linear: input ",
            shape_str(x.shape()), " does not end in in_features=", options.in_features_);
-  Shape out_shape = x.shape();
-  out_shape.back() = options.out_features_;
-  // One 2-D product [rows, in] x [in, out]: the transposed weight is a view, not a copy.
-  Tensor y = matmul(x.reshape({-1, options.in_features_}), weight.transpose(0, 1));
-  if (bias.defined()) y = y + bias;
-  return y.view(out_shape);
+  return linear(x, weight, bias);
 }
 
 Embedding::Embedding(const EmbeddingOptions& o, Generator* gen) : options(o) {
@@ -65,6 +60,10 @@ Dropout::Dropout(const DropoutOptions& o) : options(o) {
 Tensor Dropout::forward(const Tensor& x) const {
   if (!is_training() || options.p_ == 0) return x;
   return dropout(x, options.p_, true);
+}
+
+Tensor Dropout::forward_add(const Tensor& x, const Tensor& residual) const {
+  return dropout_add(x, residual, options.p_, is_training());
 }
 
 Tensor GELU::forward(const Tensor& x) const { return gelu(x); }

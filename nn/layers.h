@@ -77,6 +77,8 @@ class Dropout : public Module {
  public:
   explicit Dropout(const DropoutOptions& options = DropoutOptions());
   Tensor forward(const Tensor& x) const;
+  // residual + forward(x) as one node and one pass (a residual connection after the dropout).
+  Tensor forward_add(const Tensor& x, const Tensor& residual) const;
   std::string name() const override { return "Dropout"; }
   DropoutOptions options;
 };

@@ -64,6 +64,29 @@ Tensor sum_to(const Tensor& t, const Shape& shape);
 // ---- linear algebra (tensor/ops_matmul.cpp) ----
 // a [..., M, K] @ b [..., K, N] with broadcast batch dims; 1-D operands as in numpy.
 Tensor matmul(const Tensor& a, const Tensor& b);
+// A linear layer: y = x w^T + b for x [..., K], w [N, K], b [N] (or undefined), then GELU when
+// gelu; pre (with gelu) is the GELU's input, which its backward needs. One GEMM with the bias
+// and GELU in its epilogue on CUDA (cuBLASLt); bias and GELU act before the one rounding.
+struct LinearResult {
+  Tensor y, pre;  // [..., N]
+};
+LinearResult linear(const Tensor& x, const Tensor& w, const Tensor& b, bool gelu);
+// The weight (and bias) gradient of a linear layer: gw [N, K] = gy^T x over all leading dims
+// of gy [..., N] and x [..., K]; gb [N] = gy summed over them (when need_bias).
+struct LinearGrads {
+  Tensor gw, gb;
+};
+LinearGrads linear_weight_grad(const Tensor& gy, const Tensor& x, bool need_bias);
+// The input gradient of a linear layer, gx = gy w for gy [..., N], w [N, K]. With pre (the
+// saved input of a GELU whose output the layer took, [..., K]) the GELU's derivative is
+// folded in, gx = (gy w) gelu'(pre), and gb [K] = gx summed over the leading dims (when
+// need_bias: the bias gradient of the layer before the GELU). One GEMM with its epilogue on
+// CUDA.
+struct LinearInputGrads {
+  Tensor gx, gb;
+};
+LinearInputGrads linear_input_grad(const Tensor& gy, const Tensor& w, const Tensor& pre,
+                                   bool need_bias);
 
 // ---- neural-network ops (tensor/ops_nn.cpp) ----
 Tensor softmax(const Tensor& x);      // over the last dim
@@ -87,6 +110,9 @@ LayerNormGrads layer_norm_backward(const Tensor& gy, const Tensor& x, const Tens
 Tensor embedding(const Tensor& weight, const Tensor& idx);  // [V, D], [...] -> [..., D]
 Tensor embedding_backward(const Tensor& gout, const Tensor& idx, int64_t vocab);
 Tensor dropout(const Tensor& x, double p, uint64_t seed, uint64_t offset);
+// residual + dropout(x) in one pass, rounded once (residual: x's shape, dtype and device).
+Tensor dropout_add(const Tensor& x, const Tensor& residual, double p, uint64_t seed,
+                   uint64_t offset);
 Tensor gather(const Tensor& t, int64_t dim, const Tensor& index);
 Tensor scatter_add_zeros(const Tensor& gout, int64_t dim, const Tensor& index,
                          const Shape& in_shape);  // adjoint of gather
@@ -184,6 +210,8 @@ Tensor sum_squares(const std::vector<Tensor>& ts);
 void check_same_device(const char* op, const std::vector<Tensor>& ts);
 void check_same_dtype(const char* op, const std::vector<Tensor>& ts);
 void check_floating(const char* op, const Tensor& t);
+// The options of a new tensor with t's dtype and device.
+inline TensorOptions like(const Tensor& t) { return TensorOptions(t.dtype()).device(t.device()); }
 // Scratch memory for a kernel on `d`: at least `bytes` bytes, 256-byte aligned, counted by the
 // allocator like any tensor and released when the returned tensor goes. Undefined (null
 // data) when bytes is 0.

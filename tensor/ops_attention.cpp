@@ -23,7 +23,6 @@ namespace fg::ops {
 
 namespace {
 
-TensorOptions like(const Tensor& t) { return TensorOptions(t.dtype()).device(t.device()); }
 
 // The log-sum-exp is kept in fp32, or in fp64 for f64 inputs (exact gradient checks).
 DType lse_dtype(DType t) { return t == DType::f64 ? DType::f64 : DType::f32; }

@@ -146,3 +146,112 @@ Tensor matmul(const Tensor& a_in, const Tensor& b_in) {
 }
 
 }  // namespace fg::ops
+
+namespace fg::ops {
+
+namespace {
+
+// The product of all dims but the last.
+int64_t leading_rows(const Tensor& x) {
+  return shape_numel(Shape(x.shape().begin(), x.shape().end() - 1));
+}
+
+// x [..., cols] as a contiguous [rows, cols] matrix.
+Tensor as_matrix(const Tensor& x) { return contiguous(reshape(x, {leading_rows(x), x.size(-1)})); }
+
+}  // namespace
+
+LinearResult linear(const Tensor& x, const Tensor& w, const Tensor& b, bool gelu) {
+  const char* op = "linear";
+  FG_CHECK(x.defined() && w.defined(), op, ": the input or the weight is undefined");
+  check_same_device(op, {x, w, b});
+  check_same_dtype(op, {x, w});
+  check_floating(op, x);
+  FG_CHECK(w.dim() == 2, op, ": weight must be [out_features, in_features], got ",
+           shape_str(w.shape()));
+  const int64_t N = w.size(0), K = w.size(1);
+  FG_CHECK(x.dim() >= 1 && x.size(-1) == K, op, ": input ", shape_str(x.shape()),
+           " does not end in in_features=", K, " of weight ", shape_str(w.shape()));
+  if (b.defined()) {
+    FG_CHECK(b.dtype() == w.dtype(), op, ": bias dtype ", dtype_name(b.dtype()),
+             " differs from the weight's ", dtype_name(w.dtype()));
+    FG_CHECK(b.dim() == 1 && b.size(0) == N, op, ": bias must be [", N, "], got ",
+             shape_str(b.shape()));
+  }
+  Shape out_shape = x.shape();
+  out_shape.back() = N;
+  LinearResult r;
+  r.y = empty(out_shape, like(x));
+  if (gelu) r.pre = empty(out_shape, like(x));
+  const int64_t M = leading_rows(x);
+  if (r.y.numel() == 0) return r;
+  Tensor xm = as_matrix(x), wc = contiguous(w), bc = b.defined() ? contiguous(b) : Tensor();
+  Device dev = x.device();
+  PhaseScope timing(Phase::matmul, dev);
+  Tensor ws = workspace(dev, FG_CALL_KERNEL(dev, linear_workspace, x.dtype(), M, N, K));
+  FG_CALL_KERNEL(dev, linear, x.dtype(), M, N, K, xm.data_ptr(), wc.data_ptr(),
+                 bc.defined() ? bc.data_ptr() : nullptr, gelu, r.y.data_ptr(),
+                 gelu ? r.pre.data_ptr() : nullptr, ws.defined() ? ws.data_ptr() : nullptr);
+  return r;
+}
+
+LinearGrads linear_weight_grad(const Tensor& gy, const Tensor& x, bool need_bias) {
+  const char* op = "linear_weight_grad";
+  FG_CHECK(gy.defined() && x.defined(), op, ": the gradient or the input is undefined");
+  check_same_device(op, {gy, x});
+  check_same_dtype(op, {gy, x});
+  check_floating(op, x);
+  FG_CHECK(gy.dim() >= 1 && x.dim() >= 1, op, ": operands must have at least 1 dim");
+  const int64_t N = gy.size(-1), K = x.size(-1);
+  Shape lead_g(gy.shape().begin(), gy.shape().end() - 1);
+  Shape lead_x(x.shape().begin(), x.shape().end() - 1);
+  FG_CHECK(lead_g == lead_x, op, ": gradient ", shape_str(gy.shape()), " and input ",
+           shape_str(x.shape()), " must agree in all dims but the last");
+  const int64_t M = shape_numel(lead_x);
+  LinearGrads g;
+  g.gw = empty({N, K}, like(x));
+  if (need_bias) g.gb = empty({N}, like(x));
+  if (N == 0) return g;
+  Tensor gm = as_matrix(gy), xm = as_matrix(x);
+  Device dev = x.device();
+  PhaseScope timing(Phase::matmul, dev);
+  Tensor ws = workspace(dev, FG_CALL_KERNEL(dev, linear_workspace, x.dtype(), M, N, K));
+  FG_CALL_KERNEL(dev, linear_weight_grad, x.dtype(), M, N, K, gm.data_ptr(), xm.data_ptr(),
+                 g.gw.data_ptr(), need_bias ? g.gb.data_ptr() : nullptr,
+                 ws.defined() ? ws.data_ptr() : nullptr);
+  return g;
+}
+
+LinearInputGrads linear_input_grad(const Tensor& gy, const Tensor& w, const Tensor& pre,
+                                   bool need_bias) {
+  const char* op = "linear_input_grad";
+  FG_CHECK(gy.defined() && w.defined(), op, ": the gradient or the weight is undefined");
+  check_same_device(op, {gy, w, pre});
+  check_same_dtype(op, {gy, w, pre});
+  check_floating(op, gy);
+  FG_CHECK(w.dim() == 2 && gy.dim() >= 1 && gy.size(-1) == w.size(0), op, ": gradient ",
+           shape_str(gy.shape()), " and weight ", shape_str(w.shape()),
+           " do not fit: the weight must be [N, K] with N the gradient's last dim");
+  FG_CHECK(pre.defined() || !need_bias, op, ": a bias gradient needs the GELU's input (pre)");
+  const int64_t N = w.size(0), K = w.size(1);
+  Shape out_shape = gy.shape();
+  out_shape.back() = K;
+  if (pre.defined())
+    FG_CHECK(pre.shape() == out_shape, op, ": pre ", shape_str(pre.shape()), " must be ",
+             shape_str(out_shape), ", the input gradient's shape");
+  const int64_t M = leading_rows(gy);
+  LinearInputGrads g;
+  g.gx = empty(out_shape, like(gy));
+  if (need_bias) g.gb = empty({K}, like(gy));
+  if (K == 0) return g;
+  Tensor gm = as_matrix(gy), wc = contiguous(w), pc = pre.defined() ? as_matrix(pre) : Tensor();
+  Device dev = gy.device();
+  PhaseScope timing(Phase::matmul, dev);
+  Tensor ws = workspace(dev, FG_CALL_KERNEL(dev, linear_workspace, gy.dtype(), M, K, N));
+  FG_CALL_KERNEL(dev, linear_input_grad, gy.dtype(), M, N, K, gm.data_ptr(), wc.data_ptr(),
+                 pc.defined() ? pc.data_ptr() : nullptr, g.gx.data_ptr(),
+                 need_bias ? g.gb.data_ptr() : nullptr, ws.defined() ? ws.data_ptr() : nullptr);
+  return g;
+}
+
+}  // namespace fg::ops

@@ -17,7 +17,6 @@ namespace fg::ops {
 
 namespace {
 
-TensorOptions like(const Tensor& t) { return TensorOptions(t.dtype()).device(t.device()); }
 
 void check_defined(const char* op, const Tensor& t, const char* which) {
   FG_CHECK(t.defined(), op, ": the ", which, " tensor is undefined");
@@ -320,15 +319,28 @@ Tensor embedding_backward(const Tensor& gout, const Tensor& idx, int64_t vocab) 
 // dropout
 
 Tensor dropout(const Tensor& x, double p, uint64_t seed, uint64_t offset) {
-  const char* op = "dropout";
+  return dropout_add(x, Tensor(), p, seed, offset);
+}
+
+Tensor dropout_add(const Tensor& x, const Tensor& residual, double p, uint64_t seed,
+                   uint64_t offset) {
+  const char* op = residual.defined() ? "dropout_add" : "dropout";
   check_defined(op, x, "input");
   check_floating(op, x);
   FG_CHECK(p >= 0.0 && p < 1.0, op, ": drop probability must be in [0, 1), got ", p);
+  Tensor rc;
+  if (residual.defined()) {
+    check_same_device(op, {x, residual});
+    check_same_dtype(op, {x, residual});
+    FG_CHECK(residual.shape() == x.shape(), op, ": residual ", shape_str(residual.shape()),
+             " and input ", shape_str(x.shape()), " must have the same shape");
+    rc = contiguous(residual);
+  }
   Tensor xc = contiguous(x);
   Tensor y = empty(x.shape(), like(x));
   if (x.numel() == 0) return y;
-  FG_CALL_KERNEL(x.device(), dropout, x.dtype(), x.numel(), xc.data_ptr(), y.data_ptr(), p, seed,
-             offset);
+  FG_CALL_KERNEL(x.device(), dropout, x.dtype(), x.numel(), xc.data_ptr(),
+                 rc.defined() ? rc.data_ptr() : nullptr, y.data_ptr(), p, seed, offset);
   return y;
 }
 

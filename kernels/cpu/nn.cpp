@@ -381,21 +381,23 @@ void embedding_backward(DType dtype, DType idx_dtype, int64_t rows, int64_t dim,
   });
 }
 
-void dropout(DType dtype, int64_t n, const void* x, void* y, double p, uint64_t seed,
-             uint64_t offset) {
+void dropout(DType dtype, int64_t n, const void* x, const void* residual, void* y, double p,
+             uint64_t seed, uint64_t offset) {
   FG_DISPATCH_FLOAT(dtype, "dropout", [&] {
     using T = scalar_t;
     using A = acc_t<T>;
     const T* xp = static_cast<const T*>(x);
+    const T* rp = static_cast<const T*>(residual);
     T* yp = static_cast<T*>(y);
     uint32_t threshold = dropout_threshold(p);
     // The scale is rounded to A once on the host; the CUDA kernel multiplies by the same
     // value, so the two devices give bitwise-equal results.
     A scale = A(1.0 / (1.0 - p));
     parallel_for(n, 16, [&](int64_t i0, int64_t i1) {
-      for (int64_t i = i0; i < i1; ++i)
-        yp[i] = dropout_keep(seed, offset, uint64_t(i), threshold) ? T(A(xp[i]) * scale)
-                                                                   : T(A(0));
+      for (int64_t i = i0; i < i1; ++i) {
+        const A d = dropout_keep(seed, offset, uint64_t(i), threshold) ? A(xp[i]) * scale : A(0);
+        yp[i] = rp ? T(A(rp[i]) + d) : T(d);
+      }
     });
   });
 }

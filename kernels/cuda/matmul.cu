@@ -18,25 +18,9 @@
 #include <mutex>
 
 #include "core/cuda_check.h"
+#include "kernels/cuda/cublas_common.cuh"
 #include "kernels/kernels.h"
 #include "core/error.h"
-
-namespace fg {
-[[noreturn]] inline void throw_cublas_error(cublasStatus_t s, const char* what, const char* file,
-                                            int line) {
-  throw Error(str("cuBLAS error: ", cublasGetStatusName(s), " (", cublasGetStatusString(s),
-                  ") in ", what, " at ", file, ":", line));
-}
-}  // namespace fg
-
-// Every cuBLAS call goes through this: on failure it throws fg::Error with the status name,
-// the call and file:line.
-#define FG_CUBLAS_CHECK(CALL)                                                           \
-  do {                                                                                  \
-    cublasStatus_t fg_st_ = (CALL);                                                     \
-    if (fg_st_ != CUBLAS_STATUS_SUCCESS)                                                \
-      ::fg::throw_cublas_error(fg_st_, #CALL, __FILE__, __LINE__);                      \
-  } while (0)
 
 namespace fg::cuda {
 
@@ -56,13 +40,6 @@ cublasHandle_t cublas_handle() {
   return handle;
 }
 
-bool allow_tf32() {
-  static const bool on = [] {
-    const char* v = std::getenv("FLASHGRAD_ALLOW_TF32");
-    return v && v[0] == '1';
-  }();
-  return on;
-}
 
 // C = beta * C (0 when beta == 0): the result of a product with K == 0.
 template <typename T, typename A>
@@ -93,6 +70,14 @@ int checked_ld(int64_t ld, int64_t stored_rows, int64_t stored_cols, const char*
 }
 
 }  // namespace
+
+bool allow_tf32() {
+  static const bool on = [] {
+    const char* v = std::getenv("FLASHGRAD_ALLOW_TF32");
+    return v && v[0] == '1';
+  }();
+  return on;
+}
 
 void gemm(DType dtype, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K,
           double alpha, const void* A, int64_t lda, int64_t stride_a, const void* B,

@@ -11,6 +11,7 @@
 // when the scratch is added to the output: more accurate than 16-bit CAS loops, and the
 // same rounding as the CPU path.
 #include "core/philox.h"
+#include "kernels/cuda/elementwise_launch.cuh"
 #include "kernels/cuda/nn_common.cuh"
 
 namespace fg::cuda {
@@ -59,13 +60,26 @@ __global__ void add_scratch_kernel(int64_t n, const float* __restrict__ scratch,
 }
 
 // ---- dropout ----
+// x * scale rounded on its own (no contraction into an FMA with the residual's add), as the
+// CPU computes it: the two devices stay bitwise equal.
+__device__ __forceinline__ float mul_rn(float a, float b) { return __fmul_rn(a, b); }
+__device__ __forceinline__ double mul_rn(double a, double b) { return __dmul_rn(a, b); }
+
 template <typename T>
-__global__ void dropout_kernel(int64_t n, const T* __restrict__ x, T* __restrict__ y,
-                               uint32_t threshold, acc_t<T> scale, uint64_t seed,
-                               uint64_t offset) {
+__device__ __forceinline__ T dropout_one(T x, const T* res, uint32_t bits, uint32_t threshold,
+                                         acc_t<T> scale) {
   using A = acc_t<T>;
-  // Elements 4q .. 4q + 3 share one Philox call (dropout_keep's counter is n / 4, its word
-  // n % 4): a thread takes such a group, so each call is made once, not four times.
+  const A d = bits >= threshold ? mul_rn(A(x), scale) : A(0);
+  return res ? T(A(*res) + d) : T(d);
+}
+
+// Elements 4q .. 4q + 3 share one Philox call (dropout_keep's counter is n / 4, its word n % 4):
+// a thread takes such a group, so each call is made once, not four times, and moves it with
+// one vector load and store per operand when VEC (aligned pointers, n a multiple of 4).
+template <typename T, bool VEC>
+__global__ void dropout_kernel(int64_t n, const T* __restrict__ x, const T* __restrict__ res,
+                               T* __restrict__ y, uint32_t threshold, acc_t<T> scale,
+                               uint64_t seed, uint64_t offset) {
   uint32_t k0, k1;
   philox_key(seed, offset, k0, k1);
   const int64_t groups = (n + 3) / 4;
@@ -73,10 +87,20 @@ __global__ void dropout_kernel(int64_t n, const T* __restrict__ x, T* __restrict
        q += int64_t(gridDim.x) * blockDim.x) {
     const Philox4 r = philox4x32_10(uint32_t(q), uint32_t(uint64_t(q) >> 32), kPhiloxStreamDropout,
                                     uint32_t(offset), k0, k1);
+    if constexpr (VEC) {
+      const Vec<T, 4> xv = reinterpret_cast<const Vec<T, 4>*>(x)[q];
+      Vec<T, 4> rv{}, yv;
+      if (res) rv = reinterpret_cast<const Vec<T, 4>*>(res)[q];
 #pragma unroll
-    for (int j = 0; j < 4; ++j) {
-      const int64_t e = 4 * q + j;
-      if (e < n) y[e] = r.x[j] >= threshold ? T(A(x[e]) * scale) : T(A(0));
+      for (int j = 0; j < 4; ++j)
+        yv.v[j] = dropout_one<T>(xv.v[j], res ? &rv.v[j] : nullptr, r.x[j], threshold, scale);
+      reinterpret_cast<Vec<T, 4>*>(y)[q] = yv;
+    } else {
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        const int64_t e = 4 * q + j;
+        if (e < n) y[e] = dropout_one<T>(x[e], res ? res + e : nullptr, r.x[j], threshold, scale);
+      }
     }
   }
 }
@@ -195,16 +219,27 @@ void embedding_backward(DType dtype, DType idx_dtype, int64_t rows, int64_t dim,
   });
 }
 
-void dropout(DType dtype, int64_t n, const void* x, void* y, double p, uint64_t seed,
-             uint64_t offset) {
+void dropout(DType dtype, int64_t n, const void* x, const void* residual, void* y, double p,
+             uint64_t seed, uint64_t offset) {
   if (n == 0) return;
   FG_DISPATCH_FLOAT(dtype, "dropout", [&] {
     using T = scalar_t;
     using A = acc_t<T>;
+    const T* xp = static_cast<const T*>(x);
+    const T* rp = static_cast<const T*>(residual);
+    T* yp = static_cast<T*>(y);
+    auto aligned = [](const void* p) {
+      return p == nullptr || reinterpret_cast<uintptr_t>(p) % (4 * sizeof(T)) == 0;
+    };
+    const bool vec = n % 4 == 0 && aligned(xp) && aligned(rp) && aligned(yp);
     // Same threshold and the same host-rounded scale as the CPU kernel: bitwise-equal output.
-    dropout_kernel<T><<<grid_for((n + 3) / 4), 256>>>(n, static_cast<const T*>(x), static_cast<T*>(y),
-                                            dropout_threshold(p), A(1.0 / (1.0 - p)), seed,
-                                            offset);
+    const uint32_t threshold = dropout_threshold(p);
+    const A scale = A(1.0 / (1.0 - p));
+    const int grid = elementwise_grid((n + 3) / 4);
+    if (vec)
+      dropout_kernel<T, true><<<grid, 256>>>(n, xp, rp, yp, threshold, scale, seed, offset);
+    else
+      dropout_kernel<T, false><<<grid, 256>>>(n, xp, rp, yp, threshold, scale, seed, offset);
     FG_LAUNCH_CHECK();
   });
 }

@@ -290,6 +290,24 @@ bool ln_warp_rows(int64_t cols, std::initializer_list<const void*> ptrs) {
 // chunk of rows (8 rows in flight, reduced through shared memory in a fixed order) into
 // partial[chunk][col]. Stage 2 sums the chunks in order. No atomics: deterministic.
 constexpr int kLnCols = 32, kLnRowsInFlight = 8;
+// The column sums of a (kLnCols, kLnRowsInFlight) block: row ty holds (aw, ab) for column
+// threadIdx.x; the rows meet in shared memory in order, and row 0 ends with the totals (true
+// there). Every thread of the block must call it.
+template <typename A>
+__device__ bool tile_column_sums(A& aw, A& ab) {
+  __shared__ A sw[kLnRowsInFlight][kLnCols + 1];
+  __shared__ A sb[kLnRowsInFlight][kLnCols + 1];
+  sw[threadIdx.y][threadIdx.x] = aw;
+  sb[threadIdx.y][threadIdx.x] = ab;
+  __syncthreads();
+  if (threadIdx.y != 0) return false;
+  for (int k = 1; k < kLnRowsInFlight; ++k) {
+    aw += sw[k][threadIdx.x];
+    ab += sb[k][threadIdx.x];
+  }
+  return true;
+}
+
 template <typename T>
 __global__ void layer_norm_backward_wb_partial_kernel(int64_t rows, int64_t cols,
                                                       int64_t rows_per_chunk,
@@ -300,8 +318,6 @@ __global__ void layer_norm_backward_wb_partial_kernel(int64_t rows, int64_t cols
                                                       acc_t<T>* __restrict__ part_w,
                                                       acc_t<T>* __restrict__ part_b) {
   using A = acc_t<T>;
-  __shared__ A sw[kLnRowsInFlight][kLnCols + 1];
-  __shared__ A sb[kLnRowsInFlight][kLnCols + 1];
   int64_t c = int64_t(blockIdx.x) * kLnCols + threadIdx.x;
   int64_t r0 = int64_t(blockIdx.y) * rows_per_chunk;
   int64_t r1 = min(rows, r0 + rows_per_chunk);
@@ -313,34 +329,120 @@ __global__ void layer_norm_backward_wb_partial_kernel(int64_t rows, int64_t cols
       ab += g;
     }
   }
-  sw[threadIdx.y][threadIdx.x] = aw;
-  sb[threadIdx.y][threadIdx.x] = ab;
-  __syncthreads();
-  if (threadIdx.y == 0 && c < cols) {
-    for (int k = 1; k < kLnRowsInFlight; ++k) {
-      aw += sw[k][threadIdx.x];
-      ab += sb[k][threadIdx.x];
-    }
+  if (tile_column_sums(aw, ab) && c < cols) {
     part_w[int64_t(blockIdx.y) * cols + c] = aw;
     part_b[int64_t(blockIdx.y) * cols + c] = ab;
   }
 }
 
+// gx as layer_norm_backward_gx_warp_kernel does it and, in the same pass over gy and x, the
+// block's share of gw = sum_r gy xhat and gb = sum_r gy: each lane keeps the sums of its NV
+// vectors' columns in registers over the rows its warp takes (r = blockIdx.x * kLnWarps + warp,
+// strided by the grid), then the warps add theirs into shared memory one after another (a
+// fixed order: deterministic) and the block writes part_w/part_b[blockIdx.x]. For rows of at
+// most 32 NV vectors; dynamic shared memory: 2 cols accumulators.
+template <typename T, int NV>
+__global__ void __launch_bounds__(32 * kLnWarps)
+    layer_norm_backward_fused_kernel(int64_t rows, int64_t cols, const T* __restrict__ gy,
+                                     const T* __restrict__ x, const T* __restrict__ w,
+                                     const float* __restrict__ mean,
+                                     const float* __restrict__ rstd, T* __restrict__ gx,
+                                     acc_t<T>* __restrict__ part_w, acc_t<T>* __restrict__ part_b) {
+  using A = acc_t<T>;
+  constexpr int V = ln_vec<T>();
+  extern __shared__ __align__(16) unsigned char ln_smem[];
+  A* sw = reinterpret_cast<A*>(ln_smem);
+  A* sb = sw + cols;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int64_t nv = cols / V;
+  A aw[NV][V], ab[NV][V];
+#pragma unroll
+  for (int i = 0; i < NV; ++i)
+#pragma unroll
+    for (int j = 0; j < V; ++j) aw[i][j] = ab[i][j] = A(0);
+  for (int64_t r = int64_t(blockIdx.x) * kLnWarps + warp; r < rows;
+       r += int64_t(gridDim.x) * kLnWarps) {
+    const LnVec<T>* xr = reinterpret_cast<const LnVec<T>*>(x + r * cols);
+    const LnVec<T>* gr = reinterpret_cast<const LnVec<T>*>(gy + r * cols);
+    const A mu = A(mean[r]), rs = A(rstd[r]);
+    LnVec<T> a[NV], g[NV];
+    A s1 = 0, s2 = 0;
+#pragma unroll
+    for (int i = 0; i < NV; ++i) {
+      const int64_t k = lane + 32 * i;
+      if (k >= nv) continue;
+      a[i] = xr[k];
+      g[i] = gr[k];
+#pragma unroll
+      for (int j = 0; j < V; ++j) {
+        const A gv = A(g[i].v[j]), xh = (A(a[i].v[j]) - mu) * rs;
+        const A dxh = gv * (w ? A(w[k * V + j]) : A(1));
+        s1 += dxh;
+        s2 += dxh * xh;
+        aw[i][j] += gv * xh;
+        ab[i][j] += gv;
+      }
+    }
+    s1 = warp_sum(s1) / A(cols);
+    s2 = warp_sum(s2) / A(cols);
+    LnVec<T>* out = reinterpret_cast<LnVec<T>*>(gx + r * cols);
+#pragma unroll
+    for (int i = 0; i < NV; ++i) {
+      const int64_t k = lane + 32 * i;
+      if (k >= nv) continue;
+      LnVec<T> o;
+#pragma unroll
+      for (int j = 0; j < V; ++j) {
+        const A dxh = A(g[i].v[j]) * (w ? A(w[k * V + j]) : A(1));
+        const A xh = (A(a[i].v[j]) - mu) * rs;
+        o.v[j] = T(rs * (dxh - s1 - xh * s2));
+      }
+      out[k] = o;
+    }
+  }
+  for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) sw[c] = sb[c] = A(0);
+  __syncthreads();
+  for (int turn = 0; turn < kLnWarps; ++turn) {
+    if (warp == turn) {
+#pragma unroll
+      for (int i = 0; i < NV; ++i) {
+        const int64_t k = lane + 32 * i;
+        if (k >= nv) continue;
+#pragma unroll
+        for (int j = 0; j < V; ++j) {
+          sw[k * V + j] += aw[i][j];
+          sb[k * V + j] += ab[i][j];
+        }
+      }
+    }
+    __syncthreads();
+  }
+  for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) {
+    part_w[int64_t(blockIdx.x) * cols + c] = sw[c];
+    part_b[int64_t(blockIdx.x) * cols + c] = sb[c];
+  }
+}
+
+// gw, gb = the sums of the chunks' partials, in chunk order: block (32, 8) takes 32 columns,
+// row ty of the block chunks ty, ty + 8, ..., and the 8 meet in shared memory in order.
 template <typename T>
 __global__ void layer_norm_backward_wb_final_kernel(int64_t cols, int64_t chunks,
                                                     const acc_t<T>* __restrict__ part_w,
                                                     const acc_t<T>* __restrict__ part_b,
                                                     T* __restrict__ gw, T* __restrict__ gb) {
   using A = acc_t<T>;
-  int64_t c = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
-  if (c >= cols) return;
+  const int64_t c = int64_t(blockIdx.x) * kLnCols + threadIdx.x;
   A aw = 0, ab = 0;
-  for (int64_t k = 0; k < chunks; ++k) {
-    aw += part_w[k * cols + c];
-    ab += part_b[k * cols + c];
+  if (c < cols) {
+    for (int64_t k = threadIdx.y; k < chunks; k += kLnRowsInFlight) {
+      aw += part_w[k * cols + c];
+      ab += part_b[k * cols + c];
+    }
   }
-  if (gw) gw[c] = T(aw);
-  if (gb) gb[c] = T(ab);
+  if (tile_column_sums(aw, ab) && c < cols) {
+    if (gw) gw[c] = T(aw);
+    if (gb) gb[c] = T(ab);
+  }
 }
 
 }  // namespace
@@ -436,12 +538,27 @@ LnChunks layer_norm_chunks(int64_t rows, int64_t cols) {
   c.chunks = std::max<int64_t>(1, (rows + c.rows_per_chunk - 1) / c.rows_per_chunk);
   return c;
 }
+
+// The fused backward's grid: two blocks per SM (what its registers allow), fewer for few rows.
+int64_t ln_fused_blocks(int64_t rows) {
+  const int64_t sms = std::max(1, cuda_current_device_info().sm_count);
+  return std::max<int64_t>(1, std::min<int64_t>(2 * sms, (rows + kLnWarps - 1) / kLnWarps));
+}
+
+// Vectors per lane of the fused backward (0: the row is too long for it).
+template <typename T>
+int ln_fused_nv(int64_t cols) {
+  const int64_t nv = (cols / ln_vec<T>() + 31) / 32;
+  return nv <= 4 ? int(nv) : 0;
+}
 }  // namespace
 
 size_t layer_norm_backward_workspace(DType dtype, int64_t rows, int64_t cols) {
   if (cols == 0) return 0;
   const size_t acc = dtype == DType::f64 ? sizeof(double) : sizeof(float);
-  return 2 * size_t(layer_norm_chunks(rows, cols).chunks * cols) * acc;  // gw and gb partials
+  // gw and gb partials: per chunk of rows (the column-tile kernel) or per block (the fused one).
+  const int64_t parts = std::max(layer_norm_chunks(rows, cols).chunks, ln_fused_blocks(rows));
+  return 2 * size_t(parts * cols) * acc;
 }
 
 void layer_norm_backward(DType dtype, int64_t rows, int64_t cols, const void* gy, const void* x,
@@ -452,7 +569,33 @@ void layer_norm_backward(DType dtype, int64_t rows, int64_t cols, const void* gy
   FG_DISPATCH_FLOAT(dtype, "layer_norm_backward", [&] {
     using T = scalar_t;
     using A = acc_t<T>;
-    if (rows > 0 && ln_warp_rows<T>(cols, {gy, x, gx})) {
+    A* part_w = static_cast<A*>(workspace);
+    const bool warp_rows = rows > 0 && ln_warp_rows<T>(cols, {gy, x, gx});
+    const int nv = ln_fused_nv<T>(cols);
+    if (warp_rows && (gw || gb) && nv > 0) {
+      // One pass: gx and the per-block partial sums of gw, gb; then their sum.
+      const int64_t blocks = ln_fused_blocks(rows);
+      A* part_b = part_w + blocks * cols;
+      const size_t smem = 2 * size_t(cols) * sizeof(A);
+      auto launch = [&](auto kernel) {
+        kernel<<<unsigned(blocks), 32 * kLnWarps, smem>>>(
+            rows, cols, static_cast<const T*>(gy), static_cast<const T*>(x),
+            static_cast<const T*>(w), mean, rstd, static_cast<T*>(gx), part_w, part_b);
+      };
+      switch (nv) {
+        case 1: launch(layer_norm_backward_fused_kernel<T, 1>); break;
+        case 2: launch(layer_norm_backward_fused_kernel<T, 2>); break;
+        case 3: launch(layer_norm_backward_fused_kernel<T, 3>); break;
+        default: launch(layer_norm_backward_fused_kernel<T, 4>); break;
+      }
+      FG_LAUNCH_CHECK();
+      layer_norm_backward_wb_final_kernel<T>
+          <<<unsigned((cols + kLnCols - 1) / kLnCols), dim3(kLnCols, kLnRowsInFlight)>>>(
+              cols, blocks, part_w, part_b, static_cast<T*>(gw), static_cast<T*>(gb));
+      FG_LAUNCH_CHECK();
+      return;
+    }
+    if (warp_rows) {
       layer_norm_backward_gx_warp_kernel<T>
           <<<unsigned((rows + kLnWarps - 1) / kLnWarps), 32 * kLnWarps>>>(
               rows, cols, static_cast<const T*>(gy), static_cast<const T*>(x),
@@ -466,7 +609,6 @@ void layer_norm_backward(DType dtype, int64_t rows, int64_t cols, const void* gy
     }
     if (!gw && !gb) return;
     const LnChunks c = layer_norm_chunks(rows, cols);
-    A* part_w = static_cast<A*>(workspace);
     A* part_b = part_w + c.chunks * cols;
     dim3 grid{static_cast<unsigned>(c.col_tiles), static_cast<unsigned>(c.chunks)};
     dim3 block{unsigned(kLnCols), unsigned(kLnRowsInFlight)};
@@ -474,8 +616,9 @@ void layer_norm_backward(DType dtype, int64_t rows, int64_t cols, const void* gy
         rows, cols, c.rows_per_chunk, static_cast<const T*>(gy), static_cast<const T*>(x), mean,
         rstd, part_w, part_b);
     FG_LAUNCH_CHECK();
-    layer_norm_backward_wb_final_kernel<T><<<grid_for(cols), 256>>>(
-        cols, c.chunks, part_w, part_b, static_cast<T*>(gw), static_cast<T*>(gb));
+    layer_norm_backward_wb_final_kernel<T>
+        <<<unsigned((cols + kLnCols - 1) / kLnCols), dim3(kLnCols, kLnRowsInFlight)>>>(
+            cols, c.chunks, part_w, part_b, static_cast<T*>(gw), static_cast<T*>(gb));
     FG_LAUNCH_CHECK();
   });
 }

@@ -348,7 +348,10 @@ LnRef ref_layer_norm(const std::vector<double>& x, const std::vector<double>* w,
 
 FG_TEST_ALL_DEVICES("layer_norm forward and backward match the reference, with and without affine",
                     "[nn][layer_norm]") {
-  const Shape shapes[] = {{5, 37}, {2, 3, 64}, {3, 1000}, {300, 24}};
+  // CUDA: {4500, 768} makes the fused backward's warps take several rows each (its grid is
+  // two blocks per SM); {40, 2048} is past its row length in 16-bit types, so the gx and
+  // column-tile kernels run instead; {5, 37} takes the block-per-row kernels.
+  const Shape shapes[] = {{5, 37}, {2, 3, 64}, {3, 1000}, {300, 24}, {4500, 768}, {40, 2048}};
   for (DType dt : kDTypes)
     for (const Shape& s : shapes)
       for (bool affine : {true, false}) {
@@ -553,6 +556,65 @@ FG_TEST_ALL_DEVICES("dropout autograd: identity cases, generator offsets, gradie
     Generator g2(5);
     return fg::dropout(v[0], 0.3, true, &g2);
   }, {leaf({4, 5}, device, DType::f64, 3)});
+}
+
+FG_TEST_ALL_DEVICES("dropout_add: residual + dropout(x) rounded once, the mask of dropout, "
+                    "every kernel path", "[nn][dropout]") {
+  // Lengths a multiple of 4 take the vector path on CUDA; 4099 and the views one element in
+  // (unaligned) the scalar one. The CPU kernel is the reference: bitwise-equal results.
+  for (DType dt : {DType::f32, DType::bf16, DType::f64, DType::f16})
+    for (int64_t n : {int64_t(4096), int64_t(4099)})
+      for (bool offset_view : {false, true}) {
+        Tensor xb = rnd({n + 1}, dt, device, 1, 0.5, 2.0), rb = rnd({n + 1}, dt, device, 2);
+        Tensor x = offset_view ? xb.narrow(0, 1, n) : xb.narrow(0, 0, n);
+        Tensor r = offset_view ? rb.narrow(0, 1, n) : rb.narrow(0, 0, n);
+        poison(device);
+        Tensor y = ops::dropout_add(x, r, 0.25, 42, 3);
+        Tensor d = ops::dropout(x, 0.25, 42, 3);
+        Tensor yc = ops::dropout_add(ops::to_device(x, Device::cpu()),
+                                     ops::to_device(r, Device::cpu()), 0.25, 42, 3);
+        INFO(dtype_name(dt) << " n " << n << " offset view " << offset_view);
+        REQUIRE(test::max_abs_diff(y, yc) == 0.0);
+        REQUIRE(test::max_abs_diff(d, ops::dropout(ops::to_device(x, Device::cpu()), 0.25, 42, 3)) ==
+                0.0);
+        // Against the double reference: r + x / (1 - p) where kept, r where dropped.
+        auto xv = x.to_vector<double>(), rv = r.to_vector<double>(), yv = y.to_vector<double>();
+        const uint32_t th = dropout_threshold(0.25);
+        double num = 0, den = 0;
+        for (int64_t i = 0; i < n; ++i) {
+          const bool keep = dropout_keep(42, 3, uint64_t(i), th);
+          const double ref = rv[size_t(i)] + (keep ? xv[size_t(i)] / 0.75 : 0.0);
+          num += (yv[size_t(i)] - ref) * (yv[size_t(i)] - ref);
+          den += ref * ref;
+          if (!keep) REQUIRE(yv[size_t(i)] == rv[size_t(i)]);
+        }
+        REQUIRE(std::sqrt(num / den) < test::tol(dt));
+      }
+  Tensor x = rnd({4, 4}, DType::f32, device, 3);
+  REQUIRE_THROWS_WITH(ops::dropout_add(x, rnd({4, 5}, DType::f32, device, 4), 0.1, 1, 1),
+                      Contains("dropout_add") && Contains("same shape"));
+  REQUIRE_THROWS_WITH(ops::dropout_add(x, rnd({4, 4}, DType::f64, device, 4), 0.1, 1, 1),
+                      Contains("dropout_add"));
+}
+
+FG_TEST_ALL_DEVICES("dropout_add autograd: the residual's gradient passes, x's is masked",
+                    "[nn][dropout][grad]") {
+  Tensor x = leaf({6, 8}, device, DType::f32, 1), r = leaf({6, 8}, device, DType::f32, 2);
+  Generator gen(9);
+  Tensor y = fg::dropout_add(x, r, 0.4, true, &gen);
+  REQUIRE(gen.offset() == 1);
+  REQUIRE(test::max_abs_diff(y, ops::dropout_add(x, r, 0.4, 9, 0)) == 0.0);
+  Tensor g = rnd({6, 8}, DType::f32, device, 3);
+  y.backward(g);
+  REQUIRE(test::max_abs_diff(r.grad(), g) == 0.0);
+  REQUIRE(test::max_abs_diff(x.grad(), ops::dropout(g, 0.4, 9, 0)) == 0.0);
+  // Evaluation mode and p == 0: the plain sum.
+  REQUIRE(test::max_abs_diff(fg::dropout_add(x, r, 0.4, false), ops::add(x, r)) == 0.0);
+  REQUIRE(test::max_abs_diff(fg::dropout_add(x, r, 0.0), ops::add(x, r)) == 0.0);
+  require_gradcheck([](const std::vector<Tensor>& v) {
+    Generator g2(5);
+    return fg::dropout_add(v[0], v[1], 0.3, true, &g2);
+  }, {leaf({4, 5}, device, DType::f64, 3), leaf({4, 5}, device, DType::f64, 4)});
 }
 
 // =======================================================================================

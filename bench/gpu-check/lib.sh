@@ -1,0 +1,19 @@
+# What every device-call script of bench/gpu-check shares (source it from the repository root):
+# $FINAL (the call's $OUT) gets summary.txt and logs.tgz; logs go to $L; el prints a line with
+# the seconds since the start; pack tars the logs (files beyond the first few do not come back
+# one by one); build configures and builds the given targets (all when none) for sm_90a.
+set -o pipefail
+FINAL=$OUT; L=$FINAL/l; mkdir -p "$L"
+T0=$(date +%s)
+el() { echo "[$(( $(date +%s) - T0 ))s] $*" | tee -a "$FINAL/summary.txt"; }
+pack() { tar czf "$FINAL/logs.tgz" -C "$FINAL" l; }
+build() {
+  local targets=""
+  for t in "$@"; do targets="$targets --target $t"; done
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee -a "$FINAL/summary.txt"
+  cmake -B build -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90a \
+    -DCMAKE_PREFIX_PATH="$PWD/.deps/usr" > "$L/build.log" 2>&1 &&
+    cmake --build build -j 16 $targets >> "$L/build.log" 2>&1
+  el "build rc $?"
+  grep -E "error|FAILED" "$L/build.log" | head -10 | tee -a "$FINAL/summary.txt"
+}

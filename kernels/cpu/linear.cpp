@@ -1,0 +1,147 @@
+// CPU linear layer: y = x w^T + bias, optionally followed by GELU, its weight gradient, and its
+// input gradient with the GELU before it folded in (the reference of kernels/cuda/linear.cu).
+//
+// Contract (kernels/kernels.h). The bias and the GELU are applied to the fp32 (f64) product
+// before it is rounded, as the CUDA epilogue does: 16-bit operands are widened to float, the
+// product runs in float through gemm, and each output is rounded once. pre, the GELU's input,
+// is that sum rounded to the dtype.
+#include <type_traits>
+#include <vector>
+
+#include "core/parallel.h"
+#include "kernels/common/convert.h"
+#include "kernels/common/elementwise_math.h"
+#include "kernels/kernels.h"
+
+namespace fg::cpu {
+
+namespace {
+
+template <typename T>
+using acc_t = typename acc_type<T>::type;
+
+template <typename T>
+std::vector<acc_t<T>> widen(const T* p, int64_t n) {
+  std::vector<acc_t<T>> out(size_t(n > 0 ? n : 0));
+  for (int64_t i = 0; i < n; ++i) out[size_t(i)] = acc_t<T>(p[i]);
+  return out;
+}
+
+template <typename T>
+void linear_impl(DType dtype, int64_t M, int64_t N, int64_t K, const T* x, const T* w,
+                 const T* bias, bool gelu, T* y, T* pre) {
+  using A = acc_t<T>;
+  constexpr bool kWide = !std::is_same_v<T, A>;
+  // The product in the accumulation type: straight into y for f32 / f64, into a float buffer
+  // for 16-bit types (so that bias and GELU see the unrounded sum).
+  std::vector<A> buf;
+  A* prod = nullptr;
+  if constexpr (kWide) {
+    std::vector<A> xf = widen(x, M * K), wf = widen(w, N * K);
+    buf.resize(size_t(M * N));
+    prod = buf.data();
+    gemm(DType::f32, false, true, M, N, K, 1.0, xf.data(), K, 0, wf.data(), K, 0, 0.0, prod, N,
+         0, 1);
+  } else {
+    prod = y;
+    gemm(dtype, false, true, M, N, K, 1.0, x, K, 0, w, K, 0, 0.0, prod, N, 0, 1);
+  }
+  if (!bias && !gelu && !kWide) return;
+  parallel_for(M, N * (gelu ? 8 : 1), [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      for (int64_t c = 0; c < N; ++c) {
+        A v = prod[r * N + c];
+        if (bias) v += A(bias[c]);
+        if (gelu) {
+          if (pre) pre[r * N + c] = T(v);
+          v = unary_apply<UnaryOp::gelu, A>(v);
+        }
+        y[r * N + c] = T(v);
+      }
+    }
+  });
+}
+
+template <typename T>
+void weight_grad_impl(DType dtype, int64_t M, int64_t N, int64_t K, const T* gy, const T* x,
+                      T* gw, T* gb) {
+  using A = acc_t<T>;
+  gemm(dtype, true, false, N, K, M, 1.0, gy, N, 0, x, K, 0, 0.0, gw, K, 0, 1);
+  if (!gb) return;
+  // Column sums of gy [M, N], each column summed over the rows in order (deterministic).
+  parallel_for(N, M, [&](int64_t c0, int64_t c1) {
+    std::vector<A> acc(size_t(c1 - c0), A(0));
+    for (int64_t r = 0; r < M; ++r)
+      for (int64_t c = c0; c < c1; ++c) acc[size_t(c - c0)] += A(gy[r * N + c]);
+    for (int64_t c = c0; c < c1; ++c) gb[c] = T(acc[size_t(c - c0)]);
+  });
+}
+
+template <typename T>
+void input_grad_impl(int64_t M, int64_t N, int64_t K, const T* gy, const T* w, const T* pre,
+                     T* gx, T* gb) {
+  using A = acc_t<T>;
+  // gy w in the accumulation type (16-bit operands widened first), then the GELU's
+  // derivative on the unrounded product.
+  std::vector<A> gyf, wf, prod(size_t(M * K));
+  const A* gyp = reinterpret_cast<const A*>(gy);
+  const A* wp = reinterpret_cast<const A*>(w);
+  if constexpr (!std::is_same_v<T, A>) {
+    gyf = widen(gy, M * N);
+    wf = widen(w, N * K);
+    gyp = gyf.data();
+    wp = wf.data();
+  }
+  gemm(std::is_same_v<A, double> ? DType::f64 : DType::f32, false, false, M, K, N, 1.0, gyp, N,
+       0, wp, K, 0, 0.0, prod.data(), K, 0, 1);
+  if (pre)
+    parallel_for(M, K * 8, [&](int64_t r0, int64_t r1) {
+      for (int64_t i = r0 * K; i < r1 * K; ++i)
+        prod[size_t(i)] = binary_apply<BinaryOp::gelu_backward, A>(prod[size_t(i)], A(pre[i]));
+    });
+  for (int64_t i = 0; i < M * K; ++i) gx[i] = T(prod[size_t(i)]);
+  if (!gb) return;
+  parallel_for(K, M, [&](int64_t c0, int64_t c1) {
+    std::vector<A> acc(size_t(c1 - c0), A(0));
+    for (int64_t r = 0; r < M; ++r)
+      for (int64_t c = c0; c < c1; ++c) acc[size_t(c - c0)] += prod[size_t(r * K + c)];
+    for (int64_t c = c0; c < c1; ++c) gb[c] = T(acc[size_t(c - c0)]);
+  });
+}
+
+}  // namespace
+
+size_t linear_workspace(DType, int64_t, int64_t, int64_t) { return 0; }
+
+void linear(DType dtype, int64_t M, int64_t N, int64_t K, const void* x, const void* w,
+            const void* bias, bool gelu, void* y, void* pre, void*) {
+  if (M == 0 || N == 0) return;
+  FG_DISPATCH_FLOAT(dtype, "linear", [&] {
+    linear_impl<scalar_t>(dtype, M, N, K, static_cast<const scalar_t*>(x),
+                          static_cast<const scalar_t*>(w), static_cast<const scalar_t*>(bias),
+                          gelu, static_cast<scalar_t*>(y), static_cast<scalar_t*>(pre));
+  });
+}
+
+void linear_weight_grad(DType dtype, int64_t M, int64_t N, int64_t K, const void* gy,
+                        const void* x, void* gw, void* gb, void*) {
+  if (N == 0) return;
+  FG_DISPATCH_FLOAT(dtype, "linear_weight_grad", [&] {
+    weight_grad_impl<scalar_t>(dtype, M, N, K, static_cast<const scalar_t*>(gy),
+                               static_cast<const scalar_t*>(x), static_cast<scalar_t*>(gw),
+                               static_cast<scalar_t*>(gb));
+  });
+}
+
+void linear_input_grad(DType dtype, int64_t M, int64_t N, int64_t K, const void* gy,
+                       const void* w, const void* pre, void* gx, void* gb, void*) {
+  FG_CHECK(pre || !gb, "linear_input_grad: a bias gradient needs the GELU's input (pre)");
+  if (K == 0) return;
+  FG_DISPATCH_FLOAT(dtype, "linear_input_grad", [&] {
+    input_grad_impl<scalar_t>(M, N, K, static_cast<const scalar_t*>(gy),
+                              static_cast<const scalar_t*>(w), static_cast<const scalar_t*>(pre),
+                              static_cast<scalar_t*>(gx), static_cast<scalar_t*>(gb));
+  });
+}
+
+}  // namespace fg::cpu

@@ -1,0 +1,314 @@
+// CUDA linear layer through cuBLASLt, with the bias, the GELU and the bias gradient done by the
+// GEMM's epilogue instead of separate passes over the output.
+//
+// Contract (kernels/kernels.h): y [M, N] = x [M, K] w^T + bias, then GELU (pre = its input);
+// gw [N, K] = gy^T x and gb = column sums of gy. All operands contiguous row-major.
+//
+// cuBLASLt is column-major, so each row-major matrix is read as its transpose (same pointer,
+// ld = its row length):
+//   forward      y^T (N x M) = op_T(w: K x N stored) * x^T (K x M stored)
+//                epilogue BIAS / GELU_BIAS / GELU_AUX_BIAS: bias[N] per output feature, aux
+//                (= pre) the GELU's input
+//   weight grad  gw^T (K x N) = x^T (K x M stored) * op_T(gy: N x M stored)
+//                epilogue BGRADB: gb[N] = op(B) summed over the k (= M) dimension
+//   input grad   gx^T (K x M) = w (K x N stored) * gy^T (N x M stored)
+//                epilogue DGELU / DGELU_BGRAD: times gelu'(aux = pre), and gb[K] = the
+//                result summed over its M columns (the previous layer's bias gradient)
+// cuBLASLt's GELU is the tanh approximation, flashgrad's GELU (kernels/kernels.h). Bias and
+// GELU act on the fp32 accumulator; y, pre and gb are rounded once.
+//
+// A plan (descriptors, layouts and the heuristic's algorithm) is made once per shape, dtype,
+// epilogue and operand alignment and kept for the process; a call sets the pointers and runs.
+// cuBLASLt runs only the products with an epilogue; plain ones go to gemm() (cuBLAS). When
+// cuBLASLt has no algorithm for a case (f64, a pre row length not a multiple of 8, ...) the
+// product goes through gemm() and a small kernel applies bias and GELU (or the elementwise
+// gelu_backward); bias gradients then come from reduce().
+#include <cublasLt.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <climits>
+#include <cstdlib>
+#include <cstdint>
+#include <map>
+#include <mutex>
+#include <tuple>
+
+#include "core/cuda_check.h"
+#include "core/cuda_device.h"
+#include "kernels/common/elementwise_math.h"
+#include "kernels/cuda/cublas_common.cuh"
+#include "kernels/kernels.h"
+
+namespace fg::cuda {
+
+namespace {
+
+constexpr size_t kLtWorkspace = size_t(32) << 20;  // cuBLAS's recommendation for Hopper
+
+cublasLtHandle_t lt_handle() {
+  static cublasLtHandle_t handle = [] {
+    cublasLtHandle_t h = nullptr;
+    FG_CUBLAS_CHECK(cublasLtCreate(&h));
+    return h;
+  }();
+  return handle;
+}
+
+// The input gradient's GELU derivative and bias gradient go to cuBLASLt's DGELU_BGRAD epilogue
+// only with FLASHGRAD_DGELU_EPILOGUE=1 (read once). Measured on an H200 (bench/RESULTS.md), it
+// made the gpt12 step 37.2 ms against 34.2 ms with gemm(), the elementwise gelu_backward and a
+// column sum, which is therefore the default.
+bool dgelu_epilogue() {
+  static const bool on = [] {
+    const char* v = std::getenv("FLASHGRAD_DGELU_EPILOGUE");
+    return v && v[0] == '1';
+  }();
+  return on;
+}
+
+enum class Epi : int { none, bias, gelu, gelu_bias, gelu_aux, gelu_aux_bias, bgradb, dgelu,
+                       dgelu_bgrad };
+
+cublasLtEpilogue_t lt_epilogue(Epi e) {
+  switch (e) {
+    case Epi::bias: return CUBLASLT_EPILOGUE_BIAS;
+    case Epi::gelu: return CUBLASLT_EPILOGUE_GELU;
+    case Epi::gelu_bias: return CUBLASLT_EPILOGUE_GELU_BIAS;
+    case Epi::gelu_aux: return CUBLASLT_EPILOGUE_GELU_AUX;
+    case Epi::gelu_aux_bias: return CUBLASLT_EPILOGUE_GELU_AUX_BIAS;
+    case Epi::bgradb: return CUBLASLT_EPILOGUE_BGRADB;
+    case Epi::dgelu: return CUBLASLT_EPILOGUE_DGELU;
+    case Epi::dgelu_bgrad: return CUBLASLT_EPILOGUE_DGELU_BGRAD;
+    default: return CUBLASLT_EPILOGUE_DEFAULT;
+  }
+}
+
+bool has_bias_pointer(Epi e) {
+  return e == Epi::bias || e == Epi::gelu_bias || e == Epi::gelu_aux_bias || e == Epi::bgradb ||
+         e == Epi::dgelu_bgrad;
+}
+bool has_aux(Epi e) {
+  return e == Epi::gelu_aux || e == Epi::gelu_aux_bias || e == Epi::dgelu || e == Epi::dgelu_bgrad;
+}
+
+// The largest power of two (up to 256) dividing the address: what the heuristic may assume.
+int alignment(const void* p) {
+  uintptr_t a = reinterpret_cast<uintptr_t>(p);
+  int al = 256;
+  while (al > 1 && (a % uintptr_t(al)) != 0) al /= 2;
+  return al;
+}
+
+// One column-major problem D (m x n) = op(A) op(B) with an epilogue.
+struct Problem {
+  DType dtype;
+  Epi epi;
+  bool trans_a, trans_b;
+  int64_t m, n, k;
+  int64_t lda, ldb, ldd;
+  int align_a, align_b, align_d, align_v;  // v: bias / aux vector or matrix
+  auto key() const {
+    return std::make_tuple(int(dtype), int(epi), trans_a, trans_b, m, n, k, lda, ldb, ldd,
+                           align_a, align_b, align_d, align_v);
+  }
+};
+
+struct Plan {
+  bool ok = false;  // false: no cuBLASLt algorithm; use the fallback
+  cublasLtMatmulDesc_t desc = nullptr;
+  cublasLtMatrixLayout_t a = nullptr, b = nullptr, d = nullptr;
+  cublasLtMatmulAlgo_t algo{};
+};
+
+cudaDataType_t lt_type(DType dt) {
+  switch (dt) {
+    case DType::bf16: return CUDA_R_16BF;
+    case DType::f16: return CUDA_R_16F;
+    default: return CUDA_R_32F;
+  }
+}
+
+// Builds the plan, or returns one with ok = false when cuBLASLt cannot run the case.
+Plan make_plan(const Problem& p) {
+  Plan plan;
+  if (p.dtype != DType::bf16 && p.dtype != DType::f16 && p.dtype != DType::f32) return plan;
+  if (p.m > INT_MAX || p.n > INT_MAX || p.k > INT_MAX) return plan;
+  // cuBLASLt wants the aux matrix's leading dimension a multiple of 8.
+  if (has_aux(p.epi) && p.ldd % 8 != 0) return plan;
+  // Bias, bias-gradient and aux pointers have no alignment preference: ask for 16 bytes.
+  if (p.epi != Epi::none && p.align_v < 16) return plan;
+  const cudaDataType_t type = lt_type(p.dtype);
+  const cublasComputeType_t compute =
+      p.dtype == DType::f32 && allow_tf32() ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
+  FG_CUBLAS_CHECK(cublasLtMatmulDescCreate(&plan.desc, compute, CUDA_R_32F));
+  cublasOperation_t ta = p.trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
+  cublasOperation_t tb = p.trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
+  FG_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(plan.desc, CUBLASLT_MATMUL_DESC_TRANSA, &ta,
+                                                 sizeof(ta)));
+  FG_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(plan.desc, CUBLASLT_MATMUL_DESC_TRANSB, &tb,
+                                                 sizeof(tb)));
+  cublasLtEpilogue_t epi = lt_epilogue(p.epi);
+  FG_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(plan.desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi,
+                                                 sizeof(epi)));
+  if (has_bias_pointer(p.epi)) {
+    int32_t bt = int32_t(type);
+    FG_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(
+        plan.desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bt, sizeof(bt)));
+  }
+  if (has_aux(p.epi)) {
+    int64_t ld = p.ldd;
+    FG_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(
+        plan.desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD, &ld, sizeof(ld)));
+  }
+  // Stored (pre-op) shapes, column-major.
+  FG_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&plan.a, type, p.trans_a ? p.k : p.m,
+                                             p.trans_a ? p.m : p.k, p.lda));
+  FG_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&plan.b, type, p.trans_b ? p.n : p.k,
+                                             p.trans_b ? p.k : p.n, p.ldb));
+  FG_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&plan.d, type, p.m, p.n, p.ldd));
+
+  cublasLtMatmulPreference_t pref = nullptr;
+  FG_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
+  size_t ws = kLtWorkspace;
+  FG_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
+      pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof(ws)));
+  uint32_t al[4] = {uint32_t(p.align_a), uint32_t(p.align_b), uint32_t(p.align_d),
+                    uint32_t(p.align_d)};
+  FG_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
+      pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &al[0], sizeof(uint32_t)));
+  FG_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
+      pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &al[1], sizeof(uint32_t)));
+  FG_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
+      pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &al[2], sizeof(uint32_t)));
+  FG_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
+      pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &al[3], sizeof(uint32_t)));
+  cublasLtMatmulHeuristicResult_t result{};
+  int found = 0;
+  cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(lt_handle(), plan.desc, plan.a, plan.b,
+                                                     plan.d, plan.d, pref, 1, &result, &found);
+  cublasLtMatmulPreferenceDestroy(pref);
+  if (st == CUBLAS_STATUS_SUCCESS && found > 0 && result.state == CUBLAS_STATUS_SUCCESS) {
+    plan.algo = result.algo;
+    plan.ok = true;
+  }
+  return plan;
+}
+
+// Runs p through its cached plan; false when cuBLASLt has none for it (nothing launched).
+// vec: the bias (or bias gradient) pointer; aux: the GELU input matrix.
+bool run_lt(const Problem& p, const void* A, const void* B, void* D, const void* vec, void* aux,
+            void* workspace) {
+  static std::mutex mu;
+  static std::map<decltype(p.key()), Plan> plans;
+  std::lock_guard<std::mutex> lock(mu);
+  auto it = plans.find(p.key());
+  if (it == plans.end()) it = plans.emplace(p.key(), make_plan(p)).first;
+  const Plan& plan = it->second;
+  if (!plan.ok) return false;
+  if (has_bias_pointer(p.epi))
+    FG_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(
+        plan.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &vec, sizeof(vec)));
+  if (has_aux(p.epi))
+    FG_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(
+        plan.desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, &aux, sizeof(aux)));
+  const float alpha = 1.0f, beta = 0.0f;
+  FG_CUBLAS_CHECK(cublasLtMatmul(lt_handle(), plan.desc, &alpha, A, plan.a, B, plan.b, &beta, D,
+                                 plan.d, D, plan.d, &plan.algo, workspace, kLtWorkspace, 0));
+  return true;
+}
+
+// The fallback epilogue over y [M, N] holding the plain product.
+template <typename T>
+__global__ void bias_gelu_kernel(int64_t total, int64_t N, const T* bias, bool gelu, T* y,
+                                 T* pre) {
+  using A = typename acc_type<T>::type;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total;
+       i += int64_t(gridDim.x) * blockDim.x) {
+    A v = A(y[i]);
+    if (bias) v += A(bias[i % N]);
+    if (gelu) {
+      if (pre) pre[i] = T(v);
+      v = unary_apply<UnaryOp::gelu, A>(v);
+    }
+    y[i] = T(v);
+  }
+}
+
+int grid_for(int64_t total) {
+  int64_t blocks = (total + 255) / 256;
+  int64_t cap = 16 * int64_t(std::max(1, cuda_current_device_info().sm_count));
+  return int(std::max<int64_t>(1, std::min(blocks, cap)));
+}
+
+}  // namespace
+
+size_t linear_workspace(DType dtype, int64_t M, int64_t N, int64_t) {
+  size_t red = reduce_workspace(ReduceOp::sum, dtype, 1, M, N);
+  return std::max(kLtWorkspace, red);
+}
+
+void linear(DType dtype, int64_t M, int64_t N, int64_t K, const void* x, const void* w,
+            const void* bias, bool gelu, void* y, void* pre, void* workspace) {
+  if (M == 0 || N == 0) return;
+  if (K > 0 && (bias || gelu)) {  // cuBLASLt only for an epilogue; plain products go to gemm()
+    Epi epi = gelu ? (pre ? (bias ? Epi::gelu_aux_bias : Epi::gelu_aux)
+                          : (bias ? Epi::gelu_bias : Epi::gelu))
+                   : (bias ? Epi::bias : Epi::none);
+    const void* v = has_aux(epi) ? static_cast<const void*>(pre) : bias;
+    Problem p{dtype, epi, true, false, N, M, K, K, K, N,
+              alignment(w), alignment(x), alignment(y), alignment(v)};
+    if (bias && has_aux(epi)) p.align_v = std::min(alignment(bias), alignment(pre));
+    if (run_lt(p, w, x, y, bias, pre, workspace)) return;
+  }
+  // Fallback: the product, then bias and GELU in one pass.
+  gemm(dtype, false, true, M, N, K, 1.0, x, K, 0, w, K, 0, 0.0, y, N, 0, 1);
+  if (!bias && !gelu) return;
+  FG_DISPATCH_FLOAT(dtype, "linear", [&] {
+    bias_gelu_kernel<scalar_t><<<grid_for(M * N), 256>>>(
+        M * N, N, static_cast<const scalar_t*>(bias), gelu, static_cast<scalar_t*>(y),
+        static_cast<scalar_t*>(pre));
+    FG_LAUNCH_CHECK();
+  });
+}
+
+void linear_weight_grad(DType dtype, int64_t M, int64_t N, int64_t K, const void* gy,
+                        const void* x, void* gw, void* gb, void* workspace) {
+  if (N == 0) return;
+  if (M > 0 && K > 0 && gb) {
+    Problem p{dtype, Epi::bgradb, false, true, K, N, M, K, N, K,
+              alignment(x), alignment(gy), alignment(gw), gb ? alignment(gb) : 256};
+    if (run_lt(p, x, gy, gw, gb, nullptr, workspace)) return;
+  }
+  gemm(dtype, true, false, N, K, M, 1.0, gy, N, 0, x, K, 0, 0.0, gw, K, 0, 1);
+  if (gb) reduce(ReduceOp::sum, dtype, dtype, 1, M, N, gy, gb, workspace);
+}
+
+void linear_input_grad(DType dtype, int64_t M, int64_t N, int64_t K, const void* gy,
+                       const void* w, const void* pre, void* gx, void* gb, void* workspace) {
+  FG_CHECK(pre || !gb, "linear_input_grad: a bias gradient needs the GELU's input (pre)");
+  if (M == 0 || K == 0) {
+    if (gb && K > 0) FG_CUDA_CHECK(cudaMemsetAsync(gb, 0, size_t(K) * dtype_size(dtype), 0));
+    return;
+  }
+  if (N > 0 && pre && dgelu_epilogue()) {
+    // Column-major gx^T (K x M) = w (K x N stored, no transpose) * gy^T (N x M stored).
+    Epi epi = gb ? Epi::dgelu_bgrad : Epi::dgelu;
+    Problem p{dtype, epi, false, false, K, M, N, K, N, K,
+              alignment(w), alignment(gy), alignment(gx),
+              pre ? std::min(alignment(pre), gb ? alignment(gb) : 256) : 256};
+    if (run_lt(p, w, gy, gx, gb, const_cast<void*>(pre), workspace)) return;
+  }
+  gemm(dtype, false, false, M, K, N, 1.0, gy, N, 0, w, K, 0, 0.0, gx, K, 0, 1);
+  if (!pre) return;
+  // gx = gelu_backward(gx, pre) in place through the elementwise launcher, then the sums.
+  StridedIndexer<3> idx;
+  idx.ndim = 1;
+  idx.sizes[0] = M * K;
+  idx.strides[0][0] = idx.strides[1][0] = idx.strides[2][0] = 1;
+  idx.contiguous = true;
+  binary(BinaryOp::gelu_backward, dtype, M * K, idx, gx, pre, gx);
+  if (gb) reduce(ReduceOp::sum, dtype, dtype, 1, M, K, gx, gb, workspace);
+}
+
+}  // namespace fg::cuda
