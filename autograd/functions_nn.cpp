@@ -118,7 +118,8 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore
 // The backward takes the GELU's derivative at the saved pre-activation (gp = dL/d(x w^T + b)),
 // then gx = gp weight, and gw = gp^T x with gb in the same GEMM (its bias-gradient epilogue).
 Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias, bool gelu) {
-  ops::LinearResult r = ops::linear(x, weight, bias, gelu);
+  // pre only where a backward will read it (not under no_grad, e.g. when sampling).
+  ops::LinearResult r = ops::linear(x, weight, bias, gelu, any_requires_grad({x, weight, bias}));
   return record(gelu ? "LinearGeluBackward" : "LinearBackward", {x, weight, bias}, r.y,
                 {x, weight, r.pre},
                 [gelu](const std::vector<Tensor>& g, const std::vector<Tensor>& saved,
@@ -137,13 +138,16 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias, bool ge
                 });
 }
 
-// Saved: x, w1, w2, the hidden h = gelu(pre) (w2's gradient reads it) and pre.
+// Saved: x, w1 and pre = x w1^T + b1 where x, w1 or b1 need a gradient; w2; the hidden
+// h = gelu(pre) where w2 needs one.
 Tensor linear_gelu_linear(const Tensor& x, const Tensor& w1, const Tensor& b1, const Tensor& w2,
                           const Tensor& b2) {
-  ops::LinearResult hidden = ops::linear(x, w1, b1, /*gelu=*/true);
+  const bool grad_in = any_requires_grad({x, w1, b1}), grad_w2 = any_requires_grad({w2});
+  ops::LinearResult hidden = ops::linear(x, w1, b1, /*gelu=*/true, /*keep_pre=*/grad_in);
   ops::LinearResult out = ops::linear(hidden.y, w2, b2, /*gelu=*/false);
   return record("LinearGeluLinearBackward", {x, w1, b1, w2, b2}, out.y,
-                {x, w1, w2, hidden.y, hidden.pre},
+                {grad_in ? x : Tensor(), grad_in ? w1 : Tensor(), w2,
+                 grad_w2 ? hidden.y : Tensor(), hidden.pre},
                 [](const std::vector<Tensor>& g, const std::vector<Tensor>& saved,
                    const std::vector<bool>& needs) {
                   const Tensor &x = saved[0], &w1 = saved[1], &w2 = saved[2];
@@ -158,7 +162,7 @@ Tensor linear_gelu_linear(const Tensor& x, const Tensor& w1, const Tensor& b1, c
                   // dL/dpre = (g w2) gelu'(pre), with b1's gradient from the same GEMM.
                   ops::LinearInputGrads gp = ops::linear_input_grad(g[0], w2, pre, needs[2]);
                   if (needs[2]) grads[2] = gp.gb;
-                  if (needs[0]) grads[0] = ops::matmul(gp.gx, w1);
+                  if (needs[0]) grads[0] = ops::linear_input_grad(gp.gx, w1, Tensor(), false).gx;
                   if (needs[1]) grads[1] = ops::linear_weight_grad(gp.gx, x, false).gw;
                   return grads;
                 });
@@ -210,8 +214,14 @@ Tensor dropout(const Tensor& x, double p, bool training, Generator* gen) {
 // residual + dropout(x): the gradient reaches the residual unchanged and x through the mask.
 Tensor dropout_add(const Tensor& x, const Tensor& residual, double p, bool training,
                    Generator* gen) {
-  FG_CHECK(x.defined() && residual.defined(), "dropout_add: an input tensor is undefined");
+  FG_CHECK(x.defined(), "dropout_add: the input tensor x is undefined");
+  FG_CHECK(residual.defined(), "dropout_add: the residual tensor is undefined");
   FG_CHECK(p >= 0.0 && p < 1.0, "dropout_add: drop probability must be in [0, 1), got ", p);
+  // The same rules in evaluation as in training (no broadcasting, no type promotion).
+  FG_CHECK(x.shape() == residual.shape() && x.dtype() == residual.dtype(),
+           "dropout_add: x ", dtype_name(x.dtype()), " ", shape_str(x.shape()), " and residual ",
+           dtype_name(residual.dtype()), " ", shape_str(residual.shape()),
+           " must have the same shape and dtype");
   if (p == 0.0 || !training) return add(residual, x);
   Generator& g = gen ? *gen : default_generator();
   uint64_t seed = g.seed(), offset = g.next_offset();

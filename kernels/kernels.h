@@ -85,17 +85,22 @@ inline void check_reduce_out_dtype(ReduceOp op, DType dtype, DType out_dtype) {
   /* A linear layer on contiguous row-major operands: y [M, N] = x [M, K] w^T + bias, w being  \
      [N, K] and bias [N] (or null), then GELU when gelu; pre [M, N] (may be null; with gelu)   \
      receives the GELU's input. Bias and GELU act on the fp32 product before its one rounding. \
-     workspace: linear_workspace() bytes (CUDA: cuBLASLt's scratch). */                        \
-  size_t linear_workspace(DType dtype, int64_t M, int64_t N, int64_t K);                        \
+     workspace: linear_workspace() bytes for the same arguments (CUDA: cuBLASLt's scratch). */ \
+  size_t linear_workspace(DType dtype, int64_t M, int64_t N, int64_t K, bool bias, bool gelu);  \
   void linear(DType dtype, int64_t M, int64_t N, int64_t K, const void* x, const void* w,      \
               const void* bias, bool gelu, void* y, void* pre, void* workspace);                \
   /* Its weight gradient: gw [N, K] = gy^T x for gy [M, N], x [M, K]; gb [N] (may be null) is  \
-     the column sums of gy. Both overwritten. workspace: linear_workspace() bytes. */          \
+     the column sums of gy. Both overwritten. workspace: linear_weight_grad_workspace(). */    \
+  size_t linear_weight_grad_workspace(DType dtype, int64_t M, int64_t N, int64_t K, bool gb);   \
   void linear_weight_grad(DType dtype, int64_t M, int64_t N, int64_t K, const void* gy,         \
                           const void* x, void* gw, void* gb, void* workspace);                  \
   /* Its input gradient: gx [M, K] = gy [M, N] w [N, K]. With pre [M, K] (not null), the GELU   \
      that made the layer's input is folded in: gx = (gy w) gelu'(pre), and gb [K] (may be      \
-     null; only with pre) gets gx's column sums, the bias gradient of the layer before. */     \
+     null; only with pre) gets gx's column sums, the bias gradient of the layer before: of the \
+     fp32 values (CPU, cuBLASLt epilogue) or of gx as rounded (CUDA default), within rounding. \
+     workspace: linear_input_grad_workspace(). */                                             \
+  size_t linear_input_grad_workspace(DType dtype, int64_t M, int64_t N, int64_t K, bool pre,    \
+                                     bool gb);                                                  \
   void linear_input_grad(DType dtype, int64_t M, int64_t N, int64_t K, const void* gy,          \
                          const void* w, const void* pre, void* gx, void* gb, void* workspace);  \
   /* Softmax (or log-softmax) over the last dim of contiguous [rows, cols] */                   \
@@ -163,6 +168,8 @@ FG_DECLARE_KERNELS
 }
 namespace cuda {
 FG_DECLARE_KERNELS
+// For tests: how many products have run through cuBLASLt epilogues in this process.
+uint64_t linear_epilogue_launches();
 }
 
 }  // namespace fg

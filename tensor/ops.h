@@ -65,12 +65,14 @@ Tensor sum_to(const Tensor& t, const Shape& shape);
 // a [..., M, K] @ b [..., K, N] with broadcast batch dims; 1-D operands as in numpy.
 Tensor matmul(const Tensor& a, const Tensor& b);
 // A linear layer: y = x w^T + b for x [..., K], w [N, K], b [N] (or undefined), then GELU when
-// gelu; pre (with gelu) is the GELU's input, which its backward needs. One GEMM with the bias
-// and GELU in its epilogue on CUDA (cuBLASLt); bias and GELU act before the one rounding.
+// gelu; pre (with gelu and keep_pre) is the GELU's input, which its backward needs. One GEMM
+// with the bias and GELU in its epilogue on CUDA (cuBLASLt); bias and GELU act before the one
+// rounding.
 struct LinearResult {
   Tensor y, pre;  // [..., N]
 };
-LinearResult linear(const Tensor& x, const Tensor& w, const Tensor& b, bool gelu);
+LinearResult linear(const Tensor& x, const Tensor& w, const Tensor& b, bool gelu,
+                    bool keep_pre = true);
 // The weight (and bias) gradient of a linear layer: gw [N, K] = gy^T x over all leading dims
 // of gy [..., N] and x [..., K]; gb [N] = gy summed over them (when need_bias).
 struct LinearGrads {

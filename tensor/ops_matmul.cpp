@@ -145,10 +145,6 @@ Tensor matmul(const Tensor& a_in, const Tensor& b_in) {
   return view(out, final_shape);
 }
 
-}  // namespace fg::ops
-
-namespace fg::ops {
-
 namespace {
 
 // The product of all dims but the last.
@@ -161,7 +157,7 @@ Tensor as_matrix(const Tensor& x) { return contiguous(reshape(x, {leading_rows(x
 
 }  // namespace
 
-LinearResult linear(const Tensor& x, const Tensor& w, const Tensor& b, bool gelu) {
+LinearResult linear(const Tensor& x, const Tensor& w, const Tensor& b, bool gelu, bool keep_pre) {
   const char* op = "linear";
   FG_CHECK(x.defined() && w.defined(), op, ": the input or the weight is undefined");
   check_same_device(op, {x, w, b});
@@ -174,7 +170,8 @@ LinearResult linear(const Tensor& x, const Tensor& w, const Tensor& b, bool gelu
            " does not end in in_features=", K, " of weight ", shape_str(w.shape()));
   if (b.defined()) {
     FG_CHECK(b.dtype() == w.dtype(), op, ": bias dtype ", dtype_name(b.dtype()),
-             " differs from the weight's ", dtype_name(w.dtype()));
+             " differs from the weight's ", dtype_name(w.dtype()),
+             "; convert the bias to the weight's dtype");
     FG_CHECK(b.dim() == 1 && b.size(0) == N, op, ": bias must be [", N, "], got ",
              shape_str(b.shape()));
   }
@@ -182,16 +179,18 @@ LinearResult linear(const Tensor& x, const Tensor& w, const Tensor& b, bool gelu
   out_shape.back() = N;
   LinearResult r;
   r.y = empty(out_shape, like(x));
-  if (gelu) r.pre = empty(out_shape, like(x));
+  if (gelu && keep_pre) r.pre = empty(out_shape, like(x));
   const int64_t M = leading_rows(x);
   if (r.y.numel() == 0) return r;
   Tensor xm = as_matrix(x), wc = contiguous(w), bc = b.defined() ? contiguous(b) : Tensor();
   Device dev = x.device();
   PhaseScope timing(Phase::matmul, dev);
-  Tensor ws = workspace(dev, FG_CALL_KERNEL(dev, linear_workspace, x.dtype(), M, N, K));
+  Tensor ws = workspace(dev, FG_CALL_KERNEL(dev, linear_workspace, x.dtype(), M, N, K,
+                                            bc.defined(), gelu));
   FG_CALL_KERNEL(dev, linear, x.dtype(), M, N, K, xm.data_ptr(), wc.data_ptr(),
                  bc.defined() ? bc.data_ptr() : nullptr, gelu, r.y.data_ptr(),
-                 gelu ? r.pre.data_ptr() : nullptr, ws.defined() ? ws.data_ptr() : nullptr);
+                 r.pre.defined() ? r.pre.data_ptr() : nullptr,
+                 ws.defined() ? ws.data_ptr() : nullptr);
   return r;
 }
 
@@ -201,7 +200,8 @@ LinearGrads linear_weight_grad(const Tensor& gy, const Tensor& x, bool need_bias
   check_same_device(op, {gy, x});
   check_same_dtype(op, {gy, x});
   check_floating(op, x);
-  FG_CHECK(gy.dim() >= 1 && x.dim() >= 1, op, ": operands must have at least 1 dim");
+  FG_CHECK(gy.dim() >= 1 && x.dim() >= 1, op, ": gradient ", shape_str(gy.shape()),
+           " and input ", shape_str(x.shape()), " must have at least 1 dim each");
   const int64_t N = gy.size(-1), K = x.size(-1);
   Shape lead_g(gy.shape().begin(), gy.shape().end() - 1);
   Shape lead_x(x.shape().begin(), x.shape().end() - 1);
@@ -215,7 +215,8 @@ LinearGrads linear_weight_grad(const Tensor& gy, const Tensor& x, bool need_bias
   Tensor gm = as_matrix(gy), xm = as_matrix(x);
   Device dev = x.device();
   PhaseScope timing(Phase::matmul, dev);
-  Tensor ws = workspace(dev, FG_CALL_KERNEL(dev, linear_workspace, x.dtype(), M, N, K));
+  Tensor ws = workspace(dev, FG_CALL_KERNEL(dev, linear_weight_grad_workspace, x.dtype(), M, N,
+                                            K, need_bias));
   FG_CALL_KERNEL(dev, linear_weight_grad, x.dtype(), M, N, K, gm.data_ptr(), xm.data_ptr(),
                  g.gw.data_ptr(), need_bias ? g.gb.data_ptr() : nullptr,
                  ws.defined() ? ws.data_ptr() : nullptr);
@@ -232,7 +233,8 @@ LinearInputGrads linear_input_grad(const Tensor& gy, const Tensor& w, const Tens
   FG_CHECK(w.dim() == 2 && gy.dim() >= 1 && gy.size(-1) == w.size(0), op, ": gradient ",
            shape_str(gy.shape()), " and weight ", shape_str(w.shape()),
            " do not fit: the weight must be [N, K] with N the gradient's last dim");
-  FG_CHECK(pre.defined() || !need_bias, op, ": a bias gradient needs the GELU's input (pre)");
+  FG_CHECK(pre.defined() || !need_bias, op,
+           ": a bias gradient needs the GELU's input (pre); pass pre, or need_bias = false");
   const int64_t N = w.size(0), K = w.size(1);
   Shape out_shape = gy.shape();
   out_shape.back() = K;
@@ -247,7 +249,8 @@ LinearInputGrads linear_input_grad(const Tensor& gy, const Tensor& w, const Tens
   Tensor gm = as_matrix(gy), wc = contiguous(w), pc = pre.defined() ? as_matrix(pre) : Tensor();
   Device dev = gy.device();
   PhaseScope timing(Phase::matmul, dev);
-  Tensor ws = workspace(dev, FG_CALL_KERNEL(dev, linear_workspace, gy.dtype(), M, K, N));
+  Tensor ws = workspace(dev, FG_CALL_KERNEL(dev, linear_input_grad_workspace, gy.dtype(), M, N,
+                                            K, pre.defined(), need_bias));
   FG_CALL_KERNEL(dev, linear_input_grad, gy.dtype(), M, N, K, gm.data_ptr(), wc.data_ptr(),
                  pc.defined() ? pc.data_ptr() : nullptr, g.gx.data_ptr(),
                  need_bias ? g.gb.data_ptr() : nullptr, ws.defined() ? ws.data_ptr() : nullptr);

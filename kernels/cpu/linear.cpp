@@ -27,6 +27,18 @@ std::vector<acc_t<T>> widen(const T* p, int64_t n) {
   return out;
 }
 
+// out[c] = the sum of column c of m [rows, cols] in the accumulation type A, each column summed
+// over the rows in order (deterministic), rounded once.
+template <typename A, typename S, typename T>
+void column_sums(int64_t rows, int64_t cols, const S* m, T* out) {
+  parallel_for(cols, rows, [&](int64_t c0, int64_t c1) {
+    std::vector<A> acc(size_t(c1 - c0), A(0));
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t c = c0; c < c1; ++c) acc[size_t(c - c0)] += A(m[r * cols + c]);
+    for (int64_t c = c0; c < c1; ++c) out[c] = T(acc[size_t(c - c0)]);
+  });
+}
+
 template <typename T>
 void linear_impl(DType dtype, int64_t M, int64_t N, int64_t K, const T* x, const T* w,
                  const T* bias, bool gelu, T* y, T* pre) {
@@ -68,13 +80,7 @@ void weight_grad_impl(DType dtype, int64_t M, int64_t N, int64_t K, const T* gy,
   using A = acc_t<T>;
   gemm(dtype, true, false, N, K, M, 1.0, gy, N, 0, x, K, 0, 0.0, gw, K, 0, 1);
   if (!gb) return;
-  // Column sums of gy [M, N], each column summed over the rows in order (deterministic).
-  parallel_for(N, M, [&](int64_t c0, int64_t c1) {
-    std::vector<A> acc(size_t(c1 - c0), A(0));
-    for (int64_t r = 0; r < M; ++r)
-      for (int64_t c = c0; c < c1; ++c) acc[size_t(c - c0)] += A(gy[r * N + c]);
-    for (int64_t c = c0; c < c1; ++c) gb[c] = T(acc[size_t(c - c0)]);
-  });
+  column_sums<A>(M, N, gy, gb);
 }
 
 template <typename T>
@@ -100,18 +106,14 @@ void input_grad_impl(int64_t M, int64_t N, int64_t K, const T* gy, const T* w, c
         prod[size_t(i)] = binary_apply<BinaryOp::gelu_backward, A>(prod[size_t(i)], A(pre[i]));
     });
   for (int64_t i = 0; i < M * K; ++i) gx[i] = T(prod[size_t(i)]);
-  if (!gb) return;
-  parallel_for(K, M, [&](int64_t c0, int64_t c1) {
-    std::vector<A> acc(size_t(c1 - c0), A(0));
-    for (int64_t r = 0; r < M; ++r)
-      for (int64_t c = c0; c < c1; ++c) acc[size_t(c - c0)] += prod[size_t(r * K + c)];
-    for (int64_t c = c0; c < c1; ++c) gb[c] = T(acc[size_t(c - c0)]);
-  });
+  if (gb) column_sums<A>(M, K, prod.data(), gb);
 }
 
 }  // namespace
 
-size_t linear_workspace(DType, int64_t, int64_t, int64_t) { return 0; }
+size_t linear_workspace(DType, int64_t, int64_t, int64_t, bool, bool) { return 0; }
+size_t linear_weight_grad_workspace(DType, int64_t, int64_t, int64_t, bool) { return 0; }
+size_t linear_input_grad_workspace(DType, int64_t, int64_t, int64_t, bool, bool) { return 0; }
 
 void linear(DType dtype, int64_t M, int64_t N, int64_t K, const void* x, const void* w,
             const void* bias, bool gelu, void* y, void* pre, void*) {

@@ -27,6 +27,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <atomic>
 #include <climits>
 #include <cstdlib>
 #include <cstdint>
@@ -35,9 +36,9 @@
 #include <tuple>
 
 #include "core/cuda_check.h"
-#include "core/cuda_device.h"
 #include "kernels/common/elementwise_math.h"
 #include "kernels/cuda/cublas_common.cuh"
+#include "kernels/cuda/elementwise_launch.cuh"
 #include "kernels/kernels.h"
 
 namespace fg::cuda {
@@ -45,6 +46,10 @@ namespace fg::cuda {
 namespace {
 
 constexpr size_t kLtWorkspace = size_t(32) << 20;  // cuBLAS's recommendation for Hopper
+constexpr size_t kMaxPlans = 512;
+std::atomic<uint64_t> g_lt_launches{0};
+
+bool lt_dtype(DType dt) { return dt == DType::bf16 || dt == DType::f16 || dt == DType::f32; }
 
 cublasLtHandle_t lt_handle() {
   static cublasLtHandle_t handle = [] {
@@ -67,7 +72,7 @@ bool dgelu_epilogue() {
   return on;
 }
 
-enum class Epi : int { none, bias, gelu, gelu_bias, gelu_aux, gelu_aux_bias, bgradb, dgelu,
+enum class Epi : int { bias, gelu, gelu_bias, gelu_aux, gelu_aux_bias, bgradb, dgelu,
                        dgelu_bgrad };
 
 cublasLtEpilogue_t lt_epilogue(Epi e) {
@@ -114,11 +119,32 @@ struct Problem {
   }
 };
 
+// The descriptors are the plan's own: destroyed with it (also when make_plan throws half-way).
 struct Plan {
   bool ok = false;  // false: no cuBLASLt algorithm; use the fallback
   cublasLtMatmulDesc_t desc = nullptr;
   cublasLtMatrixLayout_t a = nullptr, b = nullptr, d = nullptr;
   cublasLtMatmulAlgo_t algo{};
+
+  Plan() = default;
+  Plan(const Plan&) = delete;
+  Plan& operator=(const Plan&) = delete;
+  Plan(Plan&& o) noexcept { *this = std::move(o); }
+  Plan& operator=(Plan&& o) noexcept {
+    std::swap(ok, o.ok);
+    std::swap(desc, o.desc);
+    std::swap(a, o.a);
+    std::swap(b, o.b);
+    std::swap(d, o.d);
+    std::swap(algo, o.algo);
+    return *this;
+  }
+  ~Plan() {
+    if (a) cublasLtMatrixLayoutDestroy(a);
+    if (b) cublasLtMatrixLayoutDestroy(b);
+    if (d) cublasLtMatrixLayoutDestroy(d);
+    if (desc) cublasLtMatmulDescDestroy(desc);
+  }
 };
 
 cudaDataType_t lt_type(DType dt) {
@@ -132,12 +158,12 @@ cudaDataType_t lt_type(DType dt) {
 // Builds the plan, or returns one with ok = false when cuBLASLt cannot run the case.
 Plan make_plan(const Problem& p) {
   Plan plan;
-  if (p.dtype != DType::bf16 && p.dtype != DType::f16 && p.dtype != DType::f32) return plan;
+  if (!lt_dtype(p.dtype)) return plan;
   if (p.m > INT_MAX || p.n > INT_MAX || p.k > INT_MAX) return plan;
   // cuBLASLt wants the aux matrix's leading dimension a multiple of 8.
   if (has_aux(p.epi) && p.ldd % 8 != 0) return plan;
   // Bias, bias-gradient and aux pointers have no alignment preference: ask for 16 bytes.
-  if (p.epi != Epi::none && p.align_v < 16) return plan;
+  if (p.align_v < 16) return plan;
   const cudaDataType_t type = lt_type(p.dtype);
   const cublasComputeType_t compute =
       p.dtype == DType::f32 && allow_tf32() ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
@@ -170,6 +196,10 @@ Plan make_plan(const Problem& p) {
 
   cublasLtMatmulPreference_t pref = nullptr;
   FG_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
+  struct PrefGuard {
+    cublasLtMatmulPreference_t p;
+    ~PrefGuard() { cublasLtMatmulPreferenceDestroy(p); }
+  } pref_guard{pref};
   size_t ws = kLtWorkspace;
   FG_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
       pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof(ws)));
@@ -187,8 +217,11 @@ Plan make_plan(const Problem& p) {
   int found = 0;
   cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(lt_handle(), plan.desc, plan.a, plan.b,
                                                      plan.d, plan.d, pref, 1, &result, &found);
-  cublasLtMatmulPreferenceDestroy(pref);
-  if (st == CUBLAS_STATUS_SUCCESS && found > 0 && result.state == CUBLAS_STATUS_SUCCESS) {
+  // No algorithm for the case: the fallback. Any other failure is a bug here: say so.
+  if (st == CUBLAS_STATUS_NOT_SUPPORTED || (st == CUBLAS_STATUS_SUCCESS && found == 0))
+    return plan;
+  FG_CUBLAS_CHECK(st);
+  if (result.state == CUBLAS_STATUS_SUCCESS) {
     plan.algo = result.algo;
     plan.ok = true;
   }
@@ -203,7 +236,12 @@ bool run_lt(const Problem& p, const void* A, const void* B, void* D, const void*
   static std::map<decltype(p.key()), Plan> plans;
   std::lock_guard<std::mutex> lock(mu);
   auto it = plans.find(p.key());
-  if (it == plans.end()) it = plans.emplace(p.key(), make_plan(p)).first;
+  if (it == plans.end()) {
+    // A training run needs a few dozen plans; generation adds one per new row count. Past a
+    // bound the cache starts over rather than grow without end.
+    if (plans.size() >= kMaxPlans) plans.clear();
+    it = plans.emplace(p.key(), make_plan(p)).first;
+  }
   const Plan& plan = it->second;
   if (!plan.ok) return false;
   if (has_bias_pointer(p.epi))
@@ -215,6 +253,7 @@ bool run_lt(const Problem& p, const void* A, const void* B, void* D, const void*
   const float alpha = 1.0f, beta = 0.0f;
   FG_CUBLAS_CHECK(cublasLtMatmul(lt_handle(), plan.desc, &alpha, A, plan.a, B, plan.b, &beta, D,
                                  plan.d, D, plan.d, &plan.algo, workspace, kLtWorkspace, 0));
+  g_lt_launches.fetch_add(1, std::memory_order_relaxed);
   return true;
 }
 
@@ -235,17 +274,26 @@ __global__ void bias_gelu_kernel(int64_t total, int64_t N, const T* bias, bool g
   }
 }
 
-int grid_for(int64_t total) {
-  int64_t blocks = (total + 255) / 256;
-  int64_t cap = 16 * int64_t(std::max(1, cuda_current_device_info().sm_count));
-  return int(std::max<int64_t>(1, std::min(blocks, cap)));
-}
 
 }  // namespace
 
-size_t linear_workspace(DType dtype, int64_t M, int64_t N, int64_t) {
-  size_t red = reduce_workspace(ReduceOp::sum, dtype, 1, M, N);
-  return std::max(kLtWorkspace, red);
+uint64_t linear_epilogue_launches() { return g_lt_launches.load(); }
+
+// cuBLASLt's scratch where an epilogue may run; the reduction's where a fallback may sum.
+size_t linear_workspace(DType dtype, int64_t, int64_t, int64_t K, bool bias, bool gelu) {
+  return lt_dtype(dtype) && K > 0 && (bias || gelu) ? kLtWorkspace : 0;
+}
+
+size_t linear_weight_grad_workspace(DType dtype, int64_t M, int64_t N, int64_t, bool gb) {
+  if (!gb) return 0;
+  return std::max(lt_dtype(dtype) ? kLtWorkspace : 0,
+                  reduce_workspace(ReduceOp::sum, dtype, 1, M, N));
+}
+
+size_t linear_input_grad_workspace(DType dtype, int64_t M, int64_t, int64_t K, bool pre,
+                                   bool gb) {
+  const size_t lt = pre && lt_dtype(dtype) && dgelu_epilogue() ? kLtWorkspace : 0;
+  return std::max(lt, gb ? reduce_workspace(ReduceOp::sum, dtype, 1, M, K) : 0);
 }
 
 void linear(DType dtype, int64_t M, int64_t N, int64_t K, const void* x, const void* w,
@@ -254,7 +302,7 @@ void linear(DType dtype, int64_t M, int64_t N, int64_t K, const void* x, const v
   if (K > 0 && (bias || gelu)) {  // cuBLASLt only for an epilogue; plain products go to gemm()
     Epi epi = gelu ? (pre ? (bias ? Epi::gelu_aux_bias : Epi::gelu_aux)
                           : (bias ? Epi::gelu_bias : Epi::gelu))
-                   : (bias ? Epi::bias : Epi::none);
+                   : Epi::bias;
     const void* v = has_aux(epi) ? static_cast<const void*>(pre) : bias;
     Problem p{dtype, epi, true, false, N, M, K, K, K, N,
               alignment(w), alignment(x), alignment(y), alignment(v)};
@@ -265,7 +313,7 @@ void linear(DType dtype, int64_t M, int64_t N, int64_t K, const void* x, const v
   gemm(dtype, false, true, M, N, K, 1.0, x, K, 0, w, K, 0, 0.0, y, N, 0, 1);
   if (!bias && !gelu) return;
   FG_DISPATCH_FLOAT(dtype, "linear", [&] {
-    bias_gelu_kernel<scalar_t><<<grid_for(M * N), 256>>>(
+    bias_gelu_kernel<scalar_t><<<elementwise_grid(M * N), kElementwiseThreads>>>(
         M * N, N, static_cast<const scalar_t*>(bias), gelu, static_cast<scalar_t*>(y),
         static_cast<scalar_t*>(pre));
     FG_LAUNCH_CHECK();
@@ -277,7 +325,7 @@ void linear_weight_grad(DType dtype, int64_t M, int64_t N, int64_t K, const void
   if (N == 0) return;
   if (M > 0 && K > 0 && gb) {
     Problem p{dtype, Epi::bgradb, false, true, K, N, M, K, N, K,
-              alignment(x), alignment(gy), alignment(gw), gb ? alignment(gb) : 256};
+              alignment(x), alignment(gy), alignment(gw), alignment(gb)};
     if (run_lt(p, x, gy, gw, gb, nullptr, workspace)) return;
   }
   gemm(dtype, true, false, N, K, M, 1.0, gy, N, 0, x, K, 0, 0.0, gw, K, 0, 1);
@@ -296,7 +344,7 @@ void linear_input_grad(DType dtype, int64_t M, int64_t N, int64_t K, const void*
     Epi epi = gb ? Epi::dgelu_bgrad : Epi::dgelu;
     Problem p{dtype, epi, false, false, K, M, N, K, N, K,
               alignment(w), alignment(gy), alignment(gx),
-              pre ? std::min(alignment(pre), gb ? alignment(gb) : 256) : 256};
+              gb ? std::min(alignment(pre), alignment(gb)) : alignment(pre)};
     if (run_lt(p, w, gy, gx, gb, const_cast<void*>(pre), workspace)) return;
   }
   gemm(dtype, false, false, M, K, N, 1.0, gy, N, 0, w, K, 0, 0.0, gx, K, 0, 1);

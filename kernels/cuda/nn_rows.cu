@@ -539,17 +539,39 @@ LnChunks layer_norm_chunks(int64_t rows, int64_t cols) {
   return c;
 }
 
-// The fused backward's grid: two blocks per SM (what its registers allow), fewer for few rows.
-int64_t ln_fused_blocks(int64_t rows) {
-  const int64_t sms = std::max(1, cuda_current_device_info().sm_count);
-  return std::max<int64_t>(1, std::min<int64_t>(2 * sms, (rows + kLnWarps - 1) / kLnWarps));
-}
-
 // Vectors per lane of the fused backward (0: the row is too long for it).
 template <typename T>
 int ln_fused_nv(int64_t cols) {
   const int64_t nv = (cols / ln_vec<T>() + 31) / 32;
   return nv <= 4 ? int(nv) : 0;
+}
+
+// The fused kernel with NV vectors per lane, and how many of its blocks fit on one SM (its
+// registers decide: one block at NV = 4 in 16-bit types, two below), asked once.
+template <typename T, int NV>
+auto ln_fused_kernel() { return layer_norm_backward_fused_kernel<T, NV>; }
+
+template <typename T, int NV>
+int ln_fused_blocks_per_sm() {
+  static const int n = [] {
+    int blocks = 0;
+    const size_t smem = 2 * size_t(32 * NV * ln_vec<T>()) * sizeof(acc_t<T>);
+    FG_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, ln_fused_kernel<T, NV>(),
+                                                                32 * kLnWarps, smem));
+    return std::max(1, blocks);
+  }();
+  return n;
+}
+
+// The fused backward's grid: one full wave of the GPU, fewer blocks for few rows.
+template <typename T>
+int64_t ln_fused_blocks(int64_t rows, int nv) {
+  const int per_sm = nv == 1   ? ln_fused_blocks_per_sm<T, 1>()
+                     : nv == 2 ? ln_fused_blocks_per_sm<T, 2>()
+                     : nv == 3 ? ln_fused_blocks_per_sm<T, 3>()
+                               : ln_fused_blocks_per_sm<T, 4>();
+  const int64_t sms = std::max(1, cuda_current_device_info().sm_count);
+  return std::max<int64_t>(1, std::min<int64_t>(per_sm * sms, (rows + kLnWarps - 1) / kLnWarps));
 }
 }  // namespace
 
@@ -557,7 +579,11 @@ size_t layer_norm_backward_workspace(DType dtype, int64_t rows, int64_t cols) {
   if (cols == 0) return 0;
   const size_t acc = dtype == DType::f64 ? sizeof(double) : sizeof(float);
   // gw and gb partials: per chunk of rows (the column-tile kernel) or per block (the fused one).
-  const int64_t parts = std::max(layer_norm_chunks(rows, cols).chunks, ln_fused_blocks(rows));
+  int64_t parts = layer_norm_chunks(rows, cols).chunks;
+  FG_DISPATCH_FLOAT(dtype, "layer_norm_backward", [&] {
+    const int nv = ln_fused_nv<scalar_t>(cols);
+    if (nv > 0) parts = std::max(parts, ln_fused_blocks<scalar_t>(rows, nv));
+  });
   return 2 * size_t(parts * cols) * acc;
 }
 
@@ -574,7 +600,7 @@ void layer_norm_backward(DType dtype, int64_t rows, int64_t cols, const void* gy
     const int nv = ln_fused_nv<T>(cols);
     if (warp_rows && (gw || gb) && nv > 0) {
       // One pass: gx and the per-block partial sums of gw, gb; then their sum.
-      const int64_t blocks = ln_fused_blocks(rows);
+      const int64_t blocks = ln_fused_blocks<T>(rows, nv);
       A* part_b = part_w + blocks * cols;
       const size_t smem = 2 * size_t(cols) * sizeof(A);
       auto launch = [&](auto kernel) {
@@ -583,10 +609,10 @@ void layer_norm_backward(DType dtype, int64_t rows, int64_t cols, const void* gy
             static_cast<const T*>(w), mean, rstd, static_cast<T*>(gx), part_w, part_b);
       };
       switch (nv) {
-        case 1: launch(layer_norm_backward_fused_kernel<T, 1>); break;
-        case 2: launch(layer_norm_backward_fused_kernel<T, 2>); break;
-        case 3: launch(layer_norm_backward_fused_kernel<T, 3>); break;
-        default: launch(layer_norm_backward_fused_kernel<T, 4>); break;
+        case 1: launch(ln_fused_kernel<T, 1>()); break;
+        case 2: launch(ln_fused_kernel<T, 2>()); break;
+        case 3: launch(ln_fused_kernel<T, 3>()); break;
+        default: launch(ln_fused_kernel<T, 4>()); break;
       }
       FG_LAUNCH_CHECK();
       layer_norm_backward_wb_final_kernel<T>

@@ -6,6 +6,8 @@
 // length cuBLASLt's aux rule refuses, unaligned operands); gradchecks; the fused node against
 // the unfused chain matmul + add + gelu; errors.
 #include <cmath>
+#include <cstdlib>
+#include <functional>
 
 #include "support/test_util.h"
 
@@ -94,7 +96,8 @@ FG_TEST_ALL_DEVICES("linear: GELU without a saved input, and K == 0", "[linear]"
   for (DType dt : {DType::f32, DType::bf16}) {
     Tensor x = rnd({6, 24}, dt, device, 4), w = rnd({16, 24}, dt, device, 5), b = rnd({16}, dt, device, 6);
     Tensor y = empty({6, 16}, TensorOptions(dt).device(device));
-    Tensor ws = ops::workspace(device, FG_CALL_KERNEL(device, linear_workspace, dt, 6, 16, 24));
+    Tensor ws = ops::workspace(device,
+                               FG_CALL_KERNEL(device, linear_workspace, dt, 6, 16, 24, true, true));
     FG_CALL_KERNEL(device, linear, dt, 6, 16, 24, x.data_ptr(), w.data_ptr(), b.data_ptr(), true,
                    y.data_ptr(), nullptr, ws.defined() ? ws.data_ptr() : nullptr);
     REQUIRE(rel_err(y, ref_linear(x, w, b, true).y) < tol(dt));
@@ -112,13 +115,16 @@ FG_TEST_ALL_DEVICES("linear: operands at unaligned addresses", "[linear]") {
   for (DType dt : {DType::f32, DType::bf16}) {
     Tensor xb = rnd({11, 24}, dt, device, 8), wb = rnd({33, 24}, dt, device, 9);
     Tensor bb = rnd({41}, dt, device, 10);
-    Tensor x = xb.narrow(0, 1, 10), w = wb.narrow(0, 1, 32), b = bb.narrow(0, 1, 32);
-    for (bool gelu : {false, true}) {
-      ops::LinearResult r = ops::linear(x, w, b, gelu);
-      Ref ref = ref_linear(x, w, b, gelu);
-      INFO(dtype_name(dt) << " gelu " << gelu);
-      REQUIRE(rel_err(r.y, ref.y) < tol(dt));
-    }
+    Tensor x = xb.narrow(0, 1, 10), w = wb.narrow(0, 1, 32);
+    // The bias one element in (refused by the epilogue's 16-byte rule: the fallback), and an
+    // aligned one (the epilogue, with x and w one row in).
+    for (Tensor b : {bb.narrow(0, 1, 32), bb.narrow(0, 0, 32)})
+      for (bool gelu : {false, true}) {
+        ops::LinearResult r = ops::linear(x, w, b, gelu);
+        Ref ref = ref_linear(x, w, b, gelu);
+        INFO(dtype_name(dt) << " gelu " << gelu);
+        REQUIRE(rel_err(r.y, ref.y) < tol(dt));
+      }
     Tensor gyb = rnd({10 * 32 + 1}, dt, device, 11);
     Tensor gy = gyb.narrow(0, 1, 320).view({10, 32});
     ops::LinearGrads g = ops::linear_weight_grad(gy, x, true);
@@ -127,6 +133,43 @@ FG_TEST_ALL_DEVICES("linear: operands at unaligned addresses", "[linear]") {
     REQUIRE(rel_err(g.gb, ref.pre) < tol(dt));
   }
 }
+
+#ifdef FLASHGRAD_WITH_CUDA
+TEST_CASE("linear on CUDA takes cuBLASLt's epilogues where it can, the fallback elsewhere",
+          "[linear][cuda]") {
+  // The number of products run through cuBLASLt epilogues, before and after each call.
+  const Device dev = Device::cuda(0);
+  auto runs_epilogue = [](const std::function<void()>& fn) {
+    const uint64_t before = cuda::linear_epilogue_launches();
+    fn();
+    return cuda::linear_epilogue_launches() > before;
+  };
+  for (DType dt : {DType::bf16, DType::f32}) {
+    INFO(dtype_name(dt));
+    Tensor x = rnd({6, 24}, dt, dev, 1), b40 = rnd({40}, dt, dev, 2), b13 = rnd({13}, dt, dev, 3);
+    Tensor w40 = rnd({40, 24}, dt, dev, 4), w13 = rnd({13, 24}, dt, dev, 5);
+    REQUIRE(runs_epilogue([&] { ops::linear(x, w40, b40, false); }));
+    REQUIRE(runs_epilogue([&] { ops::linear(x, w40, b40, true); }));
+    REQUIRE(runs_epilogue([&] { ops::linear(x, w13, b13, false); }));
+    REQUIRE(!runs_epilogue([&] { ops::linear(x, w13, b13, true); }));  // aux rows of 13
+    REQUIRE(!runs_epilogue([&] { ops::linear(x, w40, Tensor(), false); }));  // plain: cuBLAS
+    Tensor gy = rnd({6, 40}, dt, dev, 6);
+    REQUIRE(runs_epilogue([&] { ops::linear_weight_grad(gy, x, true); }));
+    REQUIRE(!runs_epilogue([&] { ops::linear_weight_grad(gy, x, false); }));
+    REQUIRE(!runs_epilogue([&] { ops::linear_input_grad(gy, w40, Tensor(), false); }));
+  }
+  // f64 has no cuBLASLt epilogue here.
+  Tensor xd = rnd({6, 24}, DType::f64, dev, 7), wd = rnd({40, 24}, DType::f64, dev, 8);
+  REQUIRE(!runs_epilogue([&] { ops::linear(xd, wd, rnd({40}, DType::f64, dev, 9), true); }));
+  // The hidden gradient's DGELU epilogue only with FLASHGRAD_DGELU_EPILOGUE=1 (ctest runs this
+  // binary's [cuda] cases once more with it: linear_dgelu_cuda).
+  const char* env = std::getenv("FLASHGRAD_DGELU_EPILOGUE");
+  const bool dgelu = env && env[0] == '1';
+  Tensor gy = rnd({6, 40}, DType::bf16, dev, 10), w = rnd({40, 24}, DType::bf16, dev, 11);
+  Tensor pre = rnd({6, 24}, DType::bf16, dev, 12);
+  REQUIRE(runs_epilogue([&] { ops::linear_input_grad(gy, w, pre, true); }) == dgelu);
+}
+#endif
 
 FG_TEST_ALL_DEVICES("linear weight gradient and bias gradient in every float dtype", "[linear]") {
   struct Case { Shape lead; int64_t N, K; };
@@ -156,8 +199,9 @@ FG_TEST_ALL_DEVICES("linear weight gradient and bias gradient in every float dty
 
 FG_TEST_ALL_DEVICES("linear input gradient, with the GELU before the layer folded in",
                     "[linear]") {
-  // gx = (gy w) gelu'(pre) and gb = its column sums; K = 40 takes cuBLASLt's DGELU epilogues
-  // on CUDA, K = 13 (aux rows not a multiple of 8) the fallback kernels.
+  // gx = (gy w) gelu'(pre) and gb = its column sums. On CUDA: gemm, gelu backward and a column
+  // sum by default; with FLASHGRAD_DGELU_EPILOGUE=1 (ctest's linear_dgelu_cuda) K = 40 takes
+  // cuBLASLt's DGELU epilogues and K = 13 (aux rows not a multiple of 8) still the fallback.
   struct Case { Shape lead; int64_t N, K; };
   const Case cases[] = {{{3, 7}, 24, 40}, {{11}, 9, 13}, {{1}, 16, 64}};
   for (DType dt : {DType::f32, DType::f64, DType::bf16, DType::f16})

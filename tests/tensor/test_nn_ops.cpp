@@ -348,10 +348,13 @@ LnRef ref_layer_norm(const std::vector<double>& x, const std::vector<double>* w,
 
 FG_TEST_ALL_DEVICES("layer_norm forward and backward match the reference, with and without affine",
                     "[nn][layer_norm]") {
-  // CUDA: {4500, 768} makes the fused backward's warps take several rows each (its grid is
-  // two blocks per SM); {40, 2048} is past its row length in 16-bit types, so the gx and
-  // column-tile kernels run instead; {5, 37} takes the block-per-row kernels.
-  const Shape shapes[] = {{5, 37}, {2, 3, 64}, {3, 1000}, {300, 24}, {4500, 768}, {40, 2048}};
+  // CUDA: the fused backward (gx and the weight/bias partial sums in one pass) with 1 to 4
+  // vectors per lane and warps that take several rows each: {4500, 768} (16-bit: 3 vectors),
+  // {1030, 256} (bf16 1, f32 2, f64 4), {2000, 512} (bf16 2, f32 4); {40, 2048} is past its
+  // row length in 16-bit types, so the gx and column-tile kernels run; {5, 37} takes the
+  // block-per-row kernels.
+  const Shape shapes[] = {{5, 37},    {2, 3, 64},  {3, 1000},  {300, 24},
+                          {4500, 768}, {40, 2048}, {1030, 256}, {2000, 512}};
   for (DType dt : kDTypes)
     for (const Shape& s : shapes)
       for (bool affine : {true, false}) {
@@ -611,6 +614,11 @@ FG_TEST_ALL_DEVICES("dropout_add autograd: the residual's gradient passes, x's i
   // Evaluation mode and p == 0: the plain sum.
   REQUIRE(test::max_abs_diff(fg::dropout_add(x, r, 0.4, false), ops::add(x, r)) == 0.0);
   REQUIRE(test::max_abs_diff(fg::dropout_add(x, r, 0.0), ops::add(x, r)) == 0.0);
+  // The same shape and dtype rules in evaluation as in training: no broadcasting.
+  Tensor row = leaf({1, 8}, device, DType::f32, 4);
+  REQUIRE_THROWS_WITH(fg::dropout_add(row, r, 0.4, false), Contains("dropout_add") &&
+                                                               Contains("same shape and dtype"));
+  REQUIRE_THROWS_WITH(fg::dropout_add(row, r, 0.4, true), Contains("dropout_add"));
   require_gradcheck([](const std::vector<Tensor>& v) {
     Generator g2(5);
     return fg::dropout_add(v[0], v[1], 0.3, true, &g2);
