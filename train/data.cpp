@@ -74,15 +74,17 @@ TextSplits split_tokens(const std::vector<int32_t>& tokens, int64_t block_size,
 }
 
 Batch get_batch(const std::vector<int32_t>& tokens, int64_t B, int64_t T, Generator& gen,
-                Device device) {
+                Device device, int64_t rank, int64_t world) {
   const int64_t n = int64_t(tokens.size());
   FG_CHECK(B > 0 && T > 0 && n >= T + 1, "get_batch: need B > 0, T > 0 and at least T + 1 = ",
            T + 1, " tokens, got B=", B, " T=", T, " and ", n, " tokens");
+  FG_CHECK(world >= 1 && rank >= 0 && rank < world, "get_batch: rank ", rank,
+           " is not one of the ", world, " ranks (0 .. world - 1)");
   const uint64_t starts = uint64_t(n - T);  // windows [s, s + T] with s in [0, n - T - 1]
   const uint64_t offset = gen.next_offset();
   std::vector<int64_t> x(size_t(B * T)), y(size_t(B * T));
   for (int64_t b = 0; b < B; ++b) {
-    const int64_t s = int64_t(gen.random_u64(offset, uint64_t(b)) % starts);
+    const int64_t s = int64_t(gen.random_u64(offset, uint64_t(rank * B + b)) % starts);
     for (int64_t t = 0; t < T; ++t) {
       x[size_t(b * T + t)] = tokens[size_t(s + t)];
       y[size_t(b * T + t)] = tokens[size_t(s + t + 1)];

@@ -30,7 +30,12 @@ struct Batch {
 };
 
 // B windows of T + 1 tokens at uniform random starts, drawn with one offset of `gen`.
+//
+// Data parallel: rank r of `world` ranks, each with the same generator state, takes windows
+// r B .. r B + B - 1 of the step's global batch of world x B windows. The ranks' batches put
+// side by side are exactly the batch of one process with batch world x B (and world 1), so
+// N GPUs at batch B see what one GPU sees at batch N B, step for step.
 Batch get_batch(const std::vector<int32_t>& tokens, int64_t B, int64_t T, Generator& gen,
-                Device device);
+                Device device, int64_t rank = 0, int64_t world = 1);
 
 }  // namespace fg::train

@@ -1,0 +1,109 @@
+// Tests of the pieces of data-parallel training that need no GPU: the rank-aware batches (the
+// ranks' batches side by side are one process's batch of world x B) and the gradient bucket
+// planner (grouping in gradient order, sizes, alignment, errors).
+#include "support/test_util.h"
+
+#include <numeric>
+#include <set>
+
+#include "train/data.h"
+#include "train/grad_buckets.h"
+
+using namespace fg;
+using namespace fg::train;
+using Catch::Matchers::Contains;
+
+TEST_CASE("rank batches put side by side are the single-process batch of world x B",
+          "[train][data_parallel]") {
+  std::vector<int32_t> tokens(5000);
+  std::iota(tokens.begin(), tokens.end(), 0);
+  const int64_t B = 3, T = 16;
+  for (int64_t world : {1, 2, 4}) {
+    Generator one(11);
+    std::vector<Generator> ranks(size_t(world), Generator(11));
+    for (int step = 0; step < 3; ++step) {  // consecutive steps stay in lockstep
+      Batch all = get_batch(tokens, world * B, T, one, Device::cpu());
+      auto ax = all.x.to_vector<int64_t>(), ay = all.y.to_vector<int64_t>();
+      for (int64_t r = 0; r < world; ++r) {
+        Batch mine = get_batch(tokens, B, T, ranks[size_t(r)], Device::cpu(), r, world);
+        INFO("world " << world << " step " << step << " rank " << r);
+        REQUIRE(mine.x.shape() == Shape{B, T});
+        auto mx = mine.x.to_vector<int64_t>(), my = mine.y.to_vector<int64_t>();
+        REQUIRE(std::equal(mx.begin(), mx.end(), ax.begin() + r * B * T));
+        REQUIRE(std::equal(my.begin(), my.end(), ay.begin() + r * B * T));
+        REQUIRE(ranks[size_t(r)].offset() == one.offset());
+      }
+    }
+  }
+  // Different ranks read different windows.
+  Generator g0(3), g1(3);
+  Batch b0 = get_batch(tokens, 8, T, g0, Device::cpu(), 0, 2);
+  Batch b1 = get_batch(tokens, 8, T, g1, Device::cpu(), 1, 2);
+  REQUIRE(b0.x.to_vector<int64_t>() != b1.x.to_vector<int64_t>());
+  Generator g(3);
+  REQUIRE_THROWS_WITH(get_batch(tokens, 8, T, g, Device::cpu(), 2, 2),
+                      Contains("rank 2") && Contains("2 ranks"));
+  REQUIRE_THROWS_WITH(get_batch(tokens, 8, T, g, Device::cpu(), 0, 0), Contains("get_batch"));
+}
+
+TEST_CASE("gradient buckets: gradient order, sizes, alignment", "[train][data_parallel]") {
+  // Parameters of 1000, 10, 3000, 50, 50 and 7000 elements; gradients ready in reverse order.
+  const std::vector<int64_t> numels = {1000, 10, 3000, 50, 50, 7000};
+  const std::vector<int64_t> order = {5, 4, 3, 2, 1, 0};
+  // fp32 buckets of 16 KB (4096 elements), entries aligned to 64 elements.
+  std::vector<Bucket> b = plan_buckets(numels, order, 16384, 4, 64);
+  REQUIRE(b.size() == 2);
+  // Parameter 5 alone exceeds the size: a bucket of its own.
+  REQUIRE(b[0].entries.size() == 1);
+  REQUIRE(b[0].entries[0].param == 5);
+  REQUIRE(b[0].numel == 7000);
+  // Then 4, 3, 2 at 0, 64 and 128 (ending at 3128), 1 at 3136 and 0 at 3200: past 4096 only
+  // with the last one, so all five share the second bucket.
+  REQUIRE(b[1].entries.size() == 5);
+  std::vector<int64_t> got;
+  for (const BucketEntry& e : b[1].entries) {
+    got.push_back(e.param);
+    REQUIRE(e.offset % 64 == 0);
+    REQUIRE(e.numel == numels[size_t(e.param)]);
+  }
+  REQUIRE(got == std::vector<int64_t>{4, 3, 2, 1, 0});
+  REQUIRE(b[1].entries[1].offset == 64);
+  REQUIRE(b[1].entries[2].offset == 128);
+  REQUIRE(b[1].entries[3].offset == 3136);
+  REQUIRE(b[1].entries[4].offset == 3200);
+  REQUIRE(b[1].numel == 4200);
+  // Entries never overlap, and every parameter is in exactly one bucket.
+  std::set<int64_t> all;
+  for (const Bucket& k : b)
+    for (size_t i = 0; i < k.entries.size(); ++i) {
+      all.insert(k.entries[i].param);
+      if (i > 0)
+        REQUIRE(k.entries[i].offset >= k.entries[i - 1].offset + k.entries[i - 1].numel);
+    }
+  REQUIRE(all.size() == numels.size());
+
+  // bf16 buffers hold twice the elements per byte: a 16 KB bucket closes at 8192 elements.
+  std::vector<Bucket> h = plan_buckets(numels, order, 16384, 2, 64);
+  // Parameter 5's 7000 stay under that; 4, 3 and 2 join it (2 ends at 10168) and close it.
+  REQUIRE(h.size() == 2);
+  REQUIRE(h[0].entries.size() == 4);
+  // A huge bucket: everything in one. A bucket of 1 byte: one parameter per bucket.
+  REQUIRE(plan_buckets(numels, order, int64_t(1) << 40, 4).size() == 1);
+  REQUIRE(plan_buckets(numels, order, 1, 4).size() == numels.size());
+  // No parameters: no buckets.
+  REQUIRE(plan_buckets({}, {}, 1024, 4).empty());
+}
+
+TEST_CASE("gradient buckets: a bad order or size is refused, naming it", "[train][data_parallel]") {
+  const std::vector<int64_t> numels = {10, 20, 30};
+  REQUIRE_THROWS_WITH(plan_buckets(numels, {0, 1, 3}, 1024, 4),
+                      Contains("index 3") && Contains("3 parameters"));
+  REQUIRE_THROWS_WITH(plan_buckets(numels, {0, 1, 1}, 1024, 4),
+                      Contains("parameter 1 appears twice"));
+  REQUIRE_THROWS_WITH(plan_buckets(numels, {0, 2}, 1024, 4),
+                      Contains("parameter 1 is missing"));
+  REQUIRE_THROWS_WITH(plan_buckets({10, -1}, {0, 1}, 1024, 4),
+                      Contains("parameter 1 has a negative size"));
+  REQUIRE_THROWS_WITH(plan_buckets(numels, {0, 1, 2}, 0, 4), Contains("bucket size"));
+  REQUIRE_THROWS_WITH(plan_buckets(numels, {0, 1, 2}, 1024, 0), Contains("element size"));
+}
