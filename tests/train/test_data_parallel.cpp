@@ -1,12 +1,17 @@
 // Tests of the pieces of data-parallel training that need no GPU: the rank-aware batches (the
-// ranks' batches side by side are one process's batch of world x B) and the gradient bucket
-// planner (grouping in gradient order, sizes, alignment, errors).
+// ranks' batches side by side are one process's batch of world x B), the gradient bucket
+// planner (grouping in gradient order, sizes, alignment, errors), and the torchrun / Slurm
+// environment a worker reads its place from.
 #include "support/test_util.h"
 
+#include <functional>
+#include <map>
 #include <numeric>
 #include <set>
+#include <string>
 
 #include "train/data.h"
+#include "train/dist_env.h"
 #include "train/grad_buckets.h"
 
 using namespace fg;
@@ -106,4 +111,73 @@ TEST_CASE("gradient buckets: a bad order or size is refused, naming it", "[train
                       Contains("parameter 1 has a negative size"));
   REQUIRE_THROWS_WITH(plan_buckets(numels, {0, 1, 2}, 0, 4), Contains("bucket size"));
   REQUIRE_THROWS_WITH(plan_buckets(numels, {0, 1, 2}, 1024, 0), Contains("element size"));
+}
+
+namespace {
+// A fake environment for dist_env_from.
+struct Env {
+  std::map<std::string, std::string> vars;
+  std::function<const char*(const char*)> fn() const {
+    return [this](const char* k) -> const char* {
+      auto it = vars.find(k);
+      return it == vars.end() ? nullptr : it->second.c_str();
+    };
+  }
+};
+}  // namespace
+
+TEST_CASE("the data-parallel environment of torchrun and Slurm", "[train][data_parallel]") {
+  // Nothing set: one process.
+  DistEnv none = dist_env_from(Env{}.fn());
+  REQUIRE(none.source == "none");
+  REQUIRE((none.rank == 0 && none.world == 1 && none.local_rank == 0));
+  // torchrun.
+  Env t{{{"RANK", "5"}, {"WORLD_SIZE", "8"}, {"LOCAL_RANK", "1"}, {"MASTER_ADDR", "node0"},
+         {"MASTER_PORT", "29500"}}};
+  DistEnv te = dist_env_from(t.fn());
+  REQUIRE(te.source == "torchrun");
+  REQUIRE((te.rank == 5 && te.world == 8 && te.local_rank == 1));
+  REQUIRE((te.master_addr == "node0" && te.port == 29500));
+  // Slurm, and torchrun's variables winning over it.
+  Env s{{{"SLURM_PROCID", "3"}, {"SLURM_NTASKS", "4"}, {"SLURM_LOCALID", "3"},
+         {"MASTER_ADDR", "10.0.0.1"}, {"MASTER_PORT", "1234"}}};
+  DistEnv se = dist_env_from(s.fn());
+  REQUIRE(se.source == "slurm");
+  REQUIRE((se.rank == 3 && se.world == 4 && se.local_rank == 3));
+  s.vars["RANK"] = "0";
+  s.vars["WORLD_SIZE"] = "2";
+  REQUIRE(dist_env_from(s.fn()).source == "torchrun");
+  // A world of one needs no rendezvous address.
+  REQUIRE(dist_env_from(Env{{{"RANK", "0"}, {"WORLD_SIZE", "1"}}}.fn()).world == 1);
+}
+
+TEST_CASE("a bad data-parallel environment is refused, naming the variable",
+          "[train][data_parallel]") {
+  auto err = [](std::map<std::string, std::string> v) {
+    Env e{std::move(v)};
+    return dist_env_from(e.fn());
+  };
+  const std::map<std::string, std::string> ok = {{"RANK", "1"}, {"WORLD_SIZE", "2"},
+                                                 {"MASTER_ADDR", "h"}, {"MASTER_PORT", "29500"}};
+  auto with = [&](const std::string& k, const std::string& v) {
+    auto m = ok;
+    m[k] = v;
+    return m;
+  };
+  auto without = [&](const std::string& k) {
+    auto m = ok;
+    m.erase(k);
+    return m;
+  };
+  REQUIRE_NOTHROW(err(ok));
+  REQUIRE_THROWS_WITH(err(with("RANK", "2")), Contains("RANK=2") && Contains("out of range [0, 1]"));
+  REQUIRE_THROWS_WITH(err(with("RANK", "x1")), Contains("RANK=\"x1\" is not a whole number"));
+  REQUIRE_THROWS_WITH(err(with("WORLD_SIZE", "")), Contains("WORLD_SIZE"));
+  REQUIRE_THROWS_WITH(err(with("WORLD_SIZE", "0")), Contains("WORLD_SIZE=0"));
+  REQUIRE_THROWS_WITH(err(with("MASTER_PORT", "70000")), Contains("MASTER_PORT=70000"));
+  REQUIRE_THROWS_WITH(err(without("MASTER_ADDR")), Contains("MASTER_ADDR is unset"));
+  REQUIRE_THROWS_WITH(err(without("MASTER_PORT")), Contains("MASTER_PORT is unset"));
+  REQUIRE_THROWS_WITH(err(without("WORLD_SIZE")), Contains("WORLD_SIZE is unset while RANK is set"));
+  REQUIRE_THROWS_WITH(err({{"SLURM_PROCID", "4"}, {"SLURM_NTASKS", "4"}}),
+                      Contains("SLURM_PROCID=4"));
 }
