@@ -150,7 +150,7 @@ Tensor Block::forward(const Tensor& x) const {
 Tensor Block::forward_cached(const Tensor& x, const Tensor& k_cache, const Tensor& v_cache,
                              const std::vector<int64_t>& lengths, int64_t row0) const {
   Tensor h = x + attn->forward_cached(ln_1->forward(x), k_cache, v_cache, lengths, row0);
-  return h + mlp->forward(ln_2->forward(h));
+  return mlp->forward(ln_2->forward(h), /*residual=*/h);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -39,9 +39,25 @@ void column_sums(int64_t rows, int64_t cols, const S* m, T* out) {
   });
 }
 
+// c [M, N] (row stride N) = op(a) op(b) in the accumulation type: 16-bit operands are widened
+// to float first, so the product is never rounded to 16 bits; f32 and f64 go straight to gemm.
+// na, nb: the operands' element counts.
 template <typename T>
-void linear_impl(DType dtype, int64_t M, int64_t N, int64_t K, const T* x, const T* w,
-                 const T* bias, bool gelu, T* y, T* pre) {
+void product_in_acc(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const T* a, int64_t lda,
+                    int64_t na, const T* b, int64_t ldb, int64_t nb, acc_t<T>* c) {
+  using A = acc_t<T>;
+  const DType dt = std::is_same_v<A, double> ? DType::f64 : DType::f32;
+  if constexpr (std::is_same_v<T, A>) {
+    gemm(dt, ta, tb, M, N, K, 1.0, a, lda, 0, b, ldb, 0, 0.0, c, N, 0, 1);
+  } else {
+    std::vector<A> af = widen(a, na), bf = widen(b, nb);
+    gemm(dt, ta, tb, M, N, K, 1.0, af.data(), lda, 0, bf.data(), ldb, 0, 0.0, c, N, 0, 1);
+  }
+}
+
+template <typename T>
+void linear_impl(int64_t M, int64_t N, int64_t K, const T* x, const T* w, const T* bias,
+                 bool gelu, T* y, T* pre) {
   using A = acc_t<T>;
   constexpr bool kWide = !std::is_same_v<T, A>;
   // The product in the accumulation type: straight into y for f32 / f64, into a float buffer
@@ -49,15 +65,12 @@ void linear_impl(DType dtype, int64_t M, int64_t N, int64_t K, const T* x, const
   std::vector<A> buf;
   A* prod = nullptr;
   if constexpr (kWide) {
-    std::vector<A> xf = widen(x, M * K), wf = widen(w, N * K);
     buf.resize(size_t(M * N));
     prod = buf.data();
-    gemm(DType::f32, false, true, M, N, K, 1.0, xf.data(), K, 0, wf.data(), K, 0, 0.0, prod, N,
-         0, 1);
   } else {
     prod = y;
-    gemm(dtype, false, true, M, N, K, 1.0, x, K, 0, w, K, 0, 0.0, prod, N, 0, 1);
   }
+  product_in_acc(false, true, M, N, K, x, K, M * K, w, K, N * K, prod);
   if (!bias && !gelu && !kWide) return;
   parallel_for(M, N * (gelu ? 8 : 1), [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
@@ -87,26 +100,26 @@ template <typename T>
 void input_grad_impl(int64_t M, int64_t N, int64_t K, const T* gy, const T* w, const T* pre,
                      T* gx, T* gb) {
   using A = acc_t<T>;
-  // gy w in the accumulation type (16-bit operands widened first), then the GELU's
-  // derivative on the unrounded product.
-  std::vector<A> gyf, wf, prod(size_t(M * K));
-  const A* gyp = reinterpret_cast<const A*>(gy);
-  const A* wp = reinterpret_cast<const A*>(w);
-  if constexpr (!std::is_same_v<T, A>) {
-    gyf = widen(gy, M * N);
-    wf = widen(w, N * K);
-    gyp = gyf.data();
-    wp = wf.data();
+  constexpr bool kWide = !std::is_same_v<T, A>;
+  // gy w in the accumulation type (into gx for f32 / f64, a float buffer for 16-bit types),
+  // then the GELU's derivative on the unrounded product.
+  std::vector<A> buf;
+  A* prod = nullptr;
+  if constexpr (kWide) {
+    buf.resize(size_t(M * K));
+    prod = buf.data();
+  } else {
+    prod = gx;
   }
-  gemm(std::is_same_v<A, double> ? DType::f64 : DType::f32, false, false, M, K, N, 1.0, gyp, N,
-       0, wp, K, 0, 0.0, prod.data(), K, 0, 1);
+  product_in_acc(false, false, M, K, N, gy, N, M * N, w, K, N * K, prod);
   if (pre)
     parallel_for(M, K * 8, [&](int64_t r0, int64_t r1) {
       for (int64_t i = r0 * K; i < r1 * K; ++i)
-        prod[size_t(i)] = binary_apply<BinaryOp::gelu_backward, A>(prod[size_t(i)], A(pre[i]));
+        prod[i] = binary_apply<BinaryOp::gelu_backward, A>(prod[i], A(pre[i]));
     });
-  for (int64_t i = 0; i < M * K; ++i) gx[i] = T(prod[size_t(i)]);
-  if (gb) column_sums<A>(M, K, prod.data(), gb);
+  if constexpr (kWide)
+    for (int64_t i = 0; i < M * K; ++i) gx[i] = T(prod[i]);
+  if (gb) column_sums<A>(M, K, prod, gb);
 }
 
 }  // namespace
@@ -119,7 +132,7 @@ void linear(DType dtype, int64_t M, int64_t N, int64_t K, const void* x, const v
             const void* bias, bool gelu, void* y, void* pre, void*) {
   if (M == 0 || N == 0) return;
   FG_DISPATCH_FLOAT(dtype, "linear", [&] {
-    linear_impl<scalar_t>(dtype, M, N, K, static_cast<const scalar_t*>(x),
+    linear_impl<scalar_t>(M, N, K, static_cast<const scalar_t*>(x),
                           static_cast<const scalar_t*>(w), static_cast<const scalar_t*>(bias),
                           gelu, static_cast<scalar_t*>(y), static_cast<scalar_t*>(pre));
   });

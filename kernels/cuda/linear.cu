@@ -29,8 +29,9 @@
 #include <algorithm>
 #include <atomic>
 #include <climits>
-#include <cstdlib>
 #include <cstdint>
+#include <cstdlib>
+#include <initializer_list>
 #include <map>
 #include <mutex>
 #include <tuple>
@@ -102,6 +103,15 @@ int alignment(const void* p) {
   uintptr_t a = reinterpret_cast<uintptr_t>(p);
   int al = 256;
   while (al > 1 && (a % uintptr_t(al)) != 0) al /= 2;
+  return al;
+}
+
+// The alignment every non-null pointer of ps has (256 when all are null): the epilogue
+// vectors' (bias, bias gradient) and aux matrix's.
+int alignment(std::initializer_list<const void*> ps) {
+  int al = 256;
+  for (const void* p : ps)
+    if (p) al = std::min(al, alignment(p));
   return al;
 }
 
@@ -303,10 +313,8 @@ void linear(DType dtype, int64_t M, int64_t N, int64_t K, const void* x, const v
     Epi epi = gelu ? (pre ? (bias ? Epi::gelu_aux_bias : Epi::gelu_aux)
                           : (bias ? Epi::gelu_bias : Epi::gelu))
                    : Epi::bias;
-    const void* v = has_aux(epi) ? static_cast<const void*>(pre) : bias;
     Problem p{dtype, epi, true, false, N, M, K, K, K, N,
-              alignment(w), alignment(x), alignment(y), alignment(v)};
-    if (bias && has_aux(epi)) p.align_v = std::min(alignment(bias), alignment(pre));
+              alignment(w), alignment(x), alignment(y), alignment({bias, pre})};
     if (run_lt(p, w, x, y, bias, pre, workspace)) return;
   }
   // Fallback: the product, then bias and GELU in one pass.
@@ -343,8 +351,7 @@ void linear_input_grad(DType dtype, int64_t M, int64_t N, int64_t K, const void*
     // Column-major gx^T (K x M) = w (K x N stored, no transpose) * gy^T (N x M stored).
     Epi epi = gb ? Epi::dgelu_bgrad : Epi::dgelu;
     Problem p{dtype, epi, false, false, K, M, N, K, N, K,
-              alignment(w), alignment(gy), alignment(gx),
-              gb ? std::min(alignment(pre), alignment(gb)) : alignment(pre)};
+              alignment(w), alignment(gy), alignment(gx), alignment({pre, gb})};
     if (run_lt(p, w, gy, gx, gb, const_cast<void*>(pre), workspace)) return;
   }
   gemm(dtype, false, false, M, K, N, 1.0, gy, N, 0, w, K, 0, 0.0, gx, K, 0, 1);
