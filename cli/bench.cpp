@@ -65,6 +65,7 @@ struct BenchFlags {
   int64_t min_len = 512, max_len = 16384, tokens = 16384, hidden = 2048;
   int reps = 30, warmup = 3;
   double seconds = 2.0;  // time budget per measurement, after warm-up
+  double dropout = 0.0;  // attention dropout probability (seed 1234, offset 0)
   std::string json;
   bool check = true, simt = false, deterministic = false;
 };
@@ -212,17 +213,23 @@ CheckErrors check_head(const HostData& hd, const AttentionParams& p, int64_t b, 
   r.dtype = DType::f64;
   r.softmax_scale = p.softmax_scale;
   r.causal = p.causal;
+  // The same dropout mask: element (b, h) of the call is counter word b H + h, which the
+  // one-head reference reaches through batch_index_base.
+  r.dropout_p = p.dropout_p, r.seed = p.seed, r.offset = p.offset;
+  r.batch_index_base = (p.batch_index_base + b) * H + h;
   std::vector<double> o(q.size()), lse(static_cast<size_t>(N)), dq(q.size()), dk(q.size()),
       dv(q.size());
   attention_reference_forward(r, q.data(), k.data(), v.data(), o.data(), lse.data());
+  // D_i from the kernel's own (rounded) output, as the kernels form it: see reference.h.
+  const std::vector<double> o_gpu = fetch_head(p.o, p.dtype, p.B, N, H, D, b, h);
   attention_reference_backward(r, q.data(), k.data(), v.data(), dO.data(), dq.data(), dk.data(),
-                               dv.data());
+                               dv.data(), {}, o_gpu.data());
   std::vector<float> gpu_lse(static_cast<size_t>(N));
   FG_CUDA_CHECK(cudaMemcpy(gpu_lse.data(), static_cast<const float*>(p.lse) + (b * H + h) * N,
                            size_t(N) * 4, cudaMemcpyDeviceToHost));
   const std::vector<int64_t> rows = checked_rows(N);
   CheckErrors e;
-  e.o = worst_row_error(fetch_head(p.o, p.dtype, p.B, N, H, D, b, h), o, rows, D);
+  e.o = worst_row_error(o_gpu, o, rows, D);
   e.dq = worst_row_error(fetch_head(p.dq, p.dtype, p.B, N, H, D, b, h), dq, rows, D);
   e.dk = worst_row_error(fetch_head(p.dk, p.dtype, p.B, N, H, D, b, h), dk, rows, D);
   e.dv = worst_row_error(fetch_head(p.dv, p.dtype, p.B, N, H, D, b, h), dv, rows, D);
@@ -244,6 +251,8 @@ void run_bench(const BenchFlags& fl) {
   FG_CHECK(cuda_available(), "bench attention: no CUDA device found; this benchmark needs a GPU");
   FG_CHECK(std::isfinite(fl.seconds) && fl.seconds >= 0, "bench attention: --seconds ",
            fl.seconds, " must be a finite time budget >= 0");
+  FG_CHECK(fl.dropout >= 0 && fl.dropout < 1, "bench attention: --dropout ", fl.dropout,
+           " must be a probability in [0, 1)");
   const DType dt = fl.dtype == "bf16" ? DType::bf16 : fl.dtype == "fp16" ? DType::f16 : DType::f32;
   if (fl.simt) setenv("FLASHGRAD_ATTENTION_SIMT", "1", 1);
   FG_CHECK(fl.min_len > 0 && fl.min_len <= fl.max_len && fl.tokens % fl.max_len == 0,
@@ -279,8 +288,8 @@ void run_bench(const BenchFlags& fl) {
   std::vector<Result> results;
   bool all_ok = true;
 
-  std::printf("flashgrad bench attention: %s, %s, hidden %lld, %lld tokens per batch\n", prop.name,
-              dtype_name(dt), (long long)fl.hidden, (long long)fl.tokens);
+  std::printf("flashgrad bench attention: %s, %s, hidden %lld, %lld tokens per batch, dropout %g\n",
+              prop.name, dtype_name(dt), (long long)fl.hidden, (long long)fl.tokens, fl.dropout);
   std::printf("%4s %6s %6s %3s %3s %12s | %9s %9s %9s | %7s %7s %7s | %s\n", "D", "causal", "N", "B",
               "H", "path", "fwd ms", "bwd ms", "f+b ms", "fwd TF", "bwd TF", "f+b TF", "check");
   for (int64_t D : fl.head_dims)
@@ -294,6 +303,7 @@ void run_bench(const BenchFlags& fl) {
         p.softmax_scale = 1.0 / std::sqrt(double(D));
         p.causal = causal;
         p.deterministic = fl.deterministic;
+        p.dropout_p = fl.dropout, p.seed = 1234, p.offset = 0;
         p.q = q.data_ptr(), p.k = k.data_ptr(), p.v = v.data_ptr(), p.do_ = dO.data_ptr();
         p.o = o.data_ptr(), p.lse = lse.data_ptr();
         p.dq = dq.data_ptr(), p.dk = dk.data_ptr(), p.dv = dv.data_ptr();
@@ -353,6 +363,7 @@ void run_bench(const BenchFlags& fl) {
     j["tokens"] = fl.tokens;
     j["flop_convention"] = "fwd 4*B*H*N^2*D (x0.5 causal), bwd 2.5x, fwd+bwd 3.5x";
     j["deterministic"] = fl.deterministic;
+    j["dropout"] = fl.dropout;
     for (const Result& r : results)
       j["results"].push_back({{"D", r.D}, {"causal", r.causal}, {"N", r.N}, {"B", r.B},
                               {"H", r.H}, {"path", r.path}, {"fwd_ms", r.fwd_ms},
@@ -413,6 +424,8 @@ void register_bench(CLI::App& app) {
   cmd->add_flag("!--no-check", f.check, "skip the check against the fp64 reference");
   cmd->add_flag("--simt", f.simt, "force the SIMT kernels (sets FLASHGRAD_ATTENTION_SIMT=1)");
   cmd->add_flag("--deterministic", f.deterministic, "deterministic backward (no dQ atomics)");
+  cmd->add_option("--dropout", f.dropout, "attention dropout probability (seed 1234)")
+      ->capture_default_str();
   cmd->callback([flags] { run_bench(*flags); });
 }
 

@@ -105,17 +105,41 @@ FG_HD bool dropout_keep(uint64_t seed, uint64_t offset, uint64_t n, uint32_t thr
   return philox_bits(seed, offset, kPhiloxStreamDropout, n) >= threshold;
 }
 
+// Attention dropout draws 8 random bits per element, so that one Philox call serves 16
+// elements (as flash-attn does): the rate is rounded to a multiple of 1/256 and the kept
+// elements are scaled by the inverse of the rounded keep rate, so the expected output is
+// exactly the undropped one. p = 0.1 drops 26/256 = 0.1016; a rate below 1/512 drops nothing;
+// one above 511/512 drops everything (and the kept scale is then 0, nothing being kept).
+//
+// The threshold a byte must reach to be kept: round(p * 256), in [0, 256].
+FG_HD uint32_t attention_dropout_threshold(double p) {
+  const double t = p * 256.0 + 0.5;
+  return t <= 0.0 ? 0u : t >= 256.0 ? 256u : uint32_t(t);
+}
+// The rate attention dropout actually applies for a requested p: threshold / 256.
+FG_HD double attention_dropout_rate(double p) { return attention_dropout_threshold(p) / 256.0; }
+// The factor on kept elements: 1 / (1 - rate), or 0 when nothing can be kept.
+FG_HD double attention_dropout_keep_scale(double p) {
+  const uint32_t t = attention_dropout_threshold(p);
+  return t >= 256u ? 0.0 : 256.0 / double(256u - t);
+}
+
 // The attention dropout definition, shared by the CPU flash path, the CUDA kernels and the
 // naive path: element (b, h, i, j) of the probability matrix (batch b, query head h of Hq,
-// query row i, key column j) is kept iff this returns true. Four consecutive columns share
-// one Philox call: counter (j / 4, i, b * Hq + h, offset_lo), word j % 4.
+// query row i, key column j) is kept iff this returns true. Sixteen consecutive columns share
+// one Philox call: counter (j / 16, i, b * Hq + h, offset_lo); column j takes byte j % 16 of
+// the call's 16 bytes (byte k is bits 8 (k % 4) .. 8 (k % 4) + 7 of word k / 4), and is kept
+// iff that byte >= threshold (attention_dropout_threshold).
+FG_HD uint32_t attention_dropout_byte(const Philox4& r, uint32_t j) {
+  return (r.x[(j >> 2) & 3u] >> (8u * (j & 3u))) & 0xFFu;
+}
 FG_HD bool attention_dropout_keep(uint64_t seed, uint64_t offset, uint32_t b, uint32_t h,
                                   uint32_t num_heads, uint32_t i, uint32_t j,
                                   uint32_t threshold) {
   uint32_t k0, k1;
   philox_key(seed, offset, k0, k1);
-  Philox4 r = philox4x32_10(j >> 2, i, b * num_heads + h, uint32_t(offset), k0, k1);
-  return r.x[j & 3] >= threshold;
+  Philox4 r = philox4x32_10(j >> 4, i, b * num_heads + h, uint32_t(offset), k0, k1);
+  return attention_dropout_byte(r, j) >= threshold;
 }
 
 }  // namespace fg

@@ -1,7 +1,8 @@
 # What every device-call script of bench/gpu-check shares (source it from the repository root):
 # $FINAL (the call's $OUT) gets summary.txt and logs.tgz; logs go to $L; el prints a line with
 # the seconds since the start; pack tars the logs (files beyond the first few do not come back
-# one by one); build configures and builds the given targets (all when none) for sm_90a.
+# one by one); build configures and builds the given targets (all when none) for sm_90a;
+# run_compare NAME ARGS... runs bench/compare_train.py beside PyTorch (eager, torch.compile).
 set -o pipefail
 FINAL=$OUT; L=$FINAL/l; mkdir -p "$L"
 T0=$(date +%s)
@@ -16,4 +17,11 @@ build() {
     cmake --build build -j 16 $targets >> "$L/build.log" 2>&1
   el "build rc $?"
   grep -E "error|FAILED" "$L/build.log" | head -10 | tee -a "$FINAL/summary.txt"
+}
+run_compare() {  # name, then compare_train.py's arguments
+  local name=$1; shift
+  timeout 170 python3 bench/compare_train.py --device cuda --dtype bf16 --modes eager,compile \
+    --flashgrad build/flashgrad --out-json "$L/train-$name.json" "$@" > "$L/train-$name.log" 2>&1
+  el "compare_train $name rc $?"; grep -v -i warn "$L/train-$name.log" | tail -7 | tee -a "$FINAL/summary.txt"
+  pack
 }

@@ -21,7 +21,8 @@
 //   P_ij             = exp(S_ij - LSE_i)
 //   Z_ij             = attention_dropout_keep(seed, offset, batch_index_base + b, h, Hq, i, j,
 //                                            threshold(p))
-//   O_i              = sum_j P_ij * Z_ij / (1 - p) * V_j    (dropout keeps with prob 1 - p)
+//   O_i              = sum_j P_ij * Z_ij / (1 - p) * V_j    (dropout keeps with prob 1 - p;
+//                                            p rounded to 1/256: attention_dropout_rate)
 // Masking:
 //   causal           bottom-right aligned, as in flash-attn 2: query i sees keys j <= i + Nk - Nq.
 //                    With Nq > Nk the first Nq - Nk rows therefore see no key at all.

@@ -206,20 +206,21 @@ TEST_CASE("attention cpu: fused QKV inputs give bit-identical results", "[attent
   CHECK(a.dv == b.dv);
 }
 
-TEST_CASE("attention dropout keep fraction is 1 - p within 5 sigma", "[attention]") {
+TEST_CASE("attention dropout keep fraction is 1 - rate within 5 sigma", "[attention]") {
   for (double p : {0.1, 0.5, 0.9}) {
-    const uint32_t thr = dropout_threshold(p);
+    const uint32_t thr = attention_dropout_threshold(p);
+    const double q = 1 - attention_dropout_rate(p);  // p rounded to 1/256
     const int64_t n = 256 * 256 * 4;
     int64_t kept = 0;
     for (uint32_t h = 0; h < 4; ++h)
       for (uint32_t i = 0; i < 256; ++i)
         for (uint32_t j = 0; j < 256; ++j)
           kept += attention_dropout_keep(42, 3, 1, h, 4, i, j, thr);
-    const double sigma = std::sqrt(double(n) * p * (1 - p));
-    INFO("p=" << p << " kept=" << kept << " expected=" << double(n) * (1 - p));
-    CHECK(std::abs(double(kept) - double(n) * (1 - p)) < 5 * sigma);
+    const double sigma = std::sqrt(double(n) * q * (1 - q));
+    INFO("p=" << p << " kept=" << kept << " expected=" << double(n) * q);
+    CHECK(std::abs(double(kept) - double(n) * q) < 5 * sigma);
   }
-  CHECK(dropout_threshold(0.0) == 0u);
+  CHECK(attention_dropout_threshold(0.0) == 0u);
 }
 
 TEST_CASE("attention block-mask builders", "[attention]") {
@@ -269,7 +270,7 @@ TEST_CASE("attention reference: one key gives O = Z V, LSE = the score and zero 
   attention_reference_forward(p, q.data(), k.data(), v.data(), o.data(), lse.data());
   attention_reference_backward(p, q.data(), k.data(), v.data(), dO.data(), dq.data(), dk.data(),
                                dv.data());
-  const uint32_t thr = dropout_threshold(c.p);
+  const uint32_t thr = attention_dropout_threshold(c.p);
   std::vector<double> dv_expected(3, 0.0);
   for (int64_t i = 0; i < 5; ++i) {
     const double z =
@@ -287,6 +288,44 @@ TEST_CASE("attention reference: one key gives O = Z V, LSE = the score and zero 
     CHECK(std::abs(dk[size_t(d)]) < 1e-14);
     CHECK(dv[size_t(d)] == Approx(dv_expected[size_t(d)]).epsilon(1e-14));
   }
+}
+
+TEST_CASE("attention reference: D_i from a stored output", "[attention]") {
+  // With the exact output, o_stored changes nothing (to rounding); with a perturbed one, a
+  // row that sees a single key gets dQ_i = scale (dP_i0 Z - D_i) K_0 with D_i = <dO_i, o_i>.
+  Case c;
+  c.B = 1, c.Nq = c.Nk = 4, c.Hq = c.Hkv = 1, c.D = 3, c.causal = true, c.p = 0.3;
+  AttentionParams p = Problem<double>(c).p;
+  const std::vector<double> q = {1, 2, 3, -1, 0, 2, 0.5, 0.5, 0.5, 2, -2, 1};
+  const std::vector<double> k = {0.5, -1, 2, 1, 1, 0, -2, 0.5, 1, 0, 3, -1};
+  const std::vector<double> v = {3, -4, 5, 1, 2, 3, 0, -1, 2, 4, 0, -2};
+  const std::vector<double> dO = {1, 1, 1, 2, 0, -1, 0, 1, 0, 3, 3, 3};
+  std::vector<double> o(12), lse(4), dq(12), dk(12), dv(12), dq2(12), dk2(12), dv2(12);
+  attention_reference_forward(p, q.data(), k.data(), v.data(), o.data(), lse.data());
+  attention_reference_backward(p, q.data(), k.data(), v.data(), dO.data(), dq.data(), dk.data(),
+                               dv.data());
+  attention_reference_backward(p, q.data(), k.data(), v.data(), dO.data(), dq2.data(),
+                               dk2.data(), dv2.data(), {}, o.data());
+  for (size_t e = 0; e < 12; ++e) {
+    CHECK(dq2[e] == Approx(dq[e]).margin(1e-13));
+    CHECK(dk2[e] == Approx(dk[e]).margin(1e-13));
+    CHECK(dv2[e] == dv[e]);  // dV does not use D
+  }
+  std::vector<double> o_rounded = o;
+  o_rounded[0] += 1e-3, o_rounded[1] -= 2e-3;  // row 0 (one key) as if stored with rounding
+  attention_reference_backward(p, q.data(), k.data(), v.data(), dO.data(), dq2.data(),
+                               dk2.data(), dv2.data(), {}, o_rounded.data());
+  const double z = attention_dropout_keep(c.seed, c.offset, 0, 0, 1, 0, 0,
+                                          attention_dropout_threshold(c.p))
+                       ? attention_dropout_keep_scale(c.p)
+                       : 0.0;
+  const double dp = z * (dO[0] * v[0] + dO[1] * v[1] + dO[2] * v[2]);
+  const double di = dO[0] * o_rounded[0] + dO[1] * o_rounded[1] + dO[2] * o_rounded[2];
+  for (int d = 0; d < 3; ++d) {
+    CHECK(std::abs(dq[size_t(d)]) < 1e-14);
+    CHECK(dq2[size_t(d)] == Approx(p.softmax_scale * (dp - di) * k[size_t(d)]).epsilon(1e-12));
+  }
+  CHECK(std::abs(dq2[0]) > 1e-5);
 }
 
 TEST_CASE("attention reference: a subset of heads gives exactly those heads' rows", "[attention]") {

@@ -16,13 +16,17 @@ using namespace fg;
 
 namespace {
 
-// The documented rule (core/philox.h), written out again: counter (j / 4, i, b * Hq + h,
-// offset low half), key (seed low, seed high ^ offset high), word j % 4, kept iff >= threshold.
+// The documented rule (core/philox.h), written out again: counter (j / 16, i, b * Hq + h,
+// offset low half), key (seed low, seed high ^ offset high), byte j % 16 of the four words
+// read as 16 little-endian bytes, kept iff >= threshold.
 bool keep_by_definition(uint64_t seed, uint64_t offset, uint32_t b, uint32_t h, uint32_t Hq,
                         uint32_t i, uint32_t j, uint32_t threshold) {
-  Philox4 r = philox4x32_10(j / 4, i, b * Hq + h, uint32_t(offset), uint32_t(seed),
+  Philox4 r = philox4x32_10(j / 16, i, b * Hq + h, uint32_t(offset), uint32_t(seed),
                             uint32_t(seed >> 32) ^ uint32_t(offset >> 32));
-  return r.x[j % 4] >= threshold;
+  uint8_t bytes[16];
+  for (int w = 0; w < 4; ++w)
+    for (int k = 0; k < 4; ++k) bytes[4 * w + k] = uint8_t(r.x[w] >> (8 * k));
+  return bytes[j % 16] >= threshold;
 }
 
 struct MaskArgs {
@@ -32,7 +36,7 @@ struct MaskArgs {
 constexpr int kN = 128;  // rows and columns of the masks compared below
 
 std::vector<uint8_t> mask(const MaskArgs& a, double p) {
-  const uint32_t thr = dropout_threshold(p);
+  const uint32_t thr = attention_dropout_threshold(p);
   std::vector<uint8_t> m(size_t(kN * kN));
   for (int i = 0; i < kN; ++i)
     for (int j = 0; j < kN; ++j)
@@ -50,7 +54,7 @@ double disagreement(const std::vector<uint8_t>& x, const std::vector<uint8_t>& y
 }  // namespace
 
 TEST_CASE("attention_dropout_keep follows the documented counter layout", "[dropout]") {
-  const uint32_t thr = dropout_threshold(0.3);
+  const uint32_t thr = attention_dropout_threshold(0.3);
   for (uint64_t seed : {1ull, 0xabcdef0123456789ull})
     for (uint64_t offset : {0ull, 3ull, 0x500000001ull})
       for (uint32_t b = 0; b < 3; ++b)
@@ -86,8 +90,8 @@ TEST_CASE("dropout masks differ across batch, head, seed and offset", "[dropout]
   CHECK(disagreement(mask(x, p), mask(y, p)) > 0.47);
 }
 
-TEST_CASE("dropout keep rates are balanced over rows, columns and block words", "[dropout]") {
-  const double p = 0.3, q = 1 - p;
+TEST_CASE("dropout keep rates are balanced over rows, columns and block bytes", "[dropout]") {
+  const double p = 0.3, q = 1 - attention_dropout_rate(p);
   const std::vector<uint8_t> m = mask(MaskArgs{}, p);
   // Per row and per column: 128 draws, sd = sqrt(q p / 128) = 0.041; 5 sd.
   const double row_sd = std::sqrt(q * p / kN);
@@ -101,13 +105,13 @@ TEST_CASE("dropout keep rates are balanced over rows, columns and block words", 
     CHECK(std::fabs(r / kN - q) < 5 * row_sd);
   }
   for (int j = 0; j < kN; ++j) CHECK(std::fabs(col[size_t(j)] / kN - q) < 5 * row_sd);
-  // Per word of the Philox block (j % 4): 4096 draws each, sd = 0.0072; 5 sd.
-  const double word_sd = std::sqrt(q * p / (kN * kN / 4));
-  for (int w = 0; w < 4; ++w) {
+  // Per byte of the Philox block (j % 16): 1024 draws each, sd = 0.014; 5 sd.
+  const double byte_sd = std::sqrt(q * p / (kN * kN / 16));
+  for (int w = 0; w < 16; ++w) {
     double s = 0;
     for (int i = 0; i < kN; ++i)
-      for (int j = w; j < kN; j += 4) s += m[size_t(i * kN + j)];
-    CHECK(std::fabs(s / (kN * kN / 4) - q) < 5 * word_sd);
+      for (int j = w; j < kN; j += 16) s += m[size_t(i * kN + j)];
+    CHECK(std::fabs(s / (kN * kN / 16) - q) < 5 * byte_sd);
   }
   // Neighbouring rows are not copies of each other (a counter that ignored i would make them so).
   for (int i = 0; i + 1 < kN; ++i) {
@@ -158,4 +162,24 @@ TEST_CASE("attention dropout is unbiased: the mean over seeds approaches the pla
   INFO("relative error of the mean: 16 seeds " << e16 << ", 256 seeds " << e256);
   CHECK(e256 < e16 / 2.5);
   CHECK(e256 < 0.1);
+}
+
+TEST_CASE("attention dropout rounds the rate to 1/256 and keeps the expectation exact", "[dropout]") {
+  // The threshold is the nearest multiple of 1/256; the kept scale is 1 / (1 - that rate).
+  CHECK(attention_dropout_threshold(0.0) == 0u);
+  CHECK(attention_dropout_threshold(0.1) == 26u);  // 25.6 rounds up: rate 0.1016
+  CHECK(attention_dropout_threshold(0.5) == 128u);
+  CHECK(attention_dropout_threshold(1.0 / 1024) == 0u);  // below 1/512: nothing dropped
+  CHECK(attention_dropout_threshold(0.999) == 256u);     // above 511/512: everything dropped
+  CHECK(attention_dropout_keep_scale(0.999) == 0.0);
+  for (double p : {0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9}) {
+    INFO("p " << p);
+    CHECK(std::fabs(attention_dropout_rate(p) - p) <= 1.0 / 512 + 1e-12);
+    CHECK(attention_dropout_keep_scale(p) * (1.0 - attention_dropout_rate(p)) == Approx(1.0));
+  }
+  // A threshold of 256 keeps no byte; 0 keeps every byte.
+  for (uint32_t j = 0; j < 64; ++j) {
+    CHECK_FALSE(attention_dropout_keep(5, 0, 0, 0, 1, 3, j, 256u));
+    CHECK(attention_dropout_keep(5, 0, 0, 0, 1, 3, j, 0u));
+  }
 }

@@ -33,7 +33,8 @@ bool allowed(const Case& c, int64_t i, int64_t j) { return !c.causal || j <= i +
 bool kept(const Case& c, const ops::AttentionConfig& cfg, int64_t b, int64_t h, int64_t i,
           int64_t j) {
   return attention_dropout_keep(cfg.seed, cfg.offset, uint32_t(b), uint32_t(h), uint32_t(c.Hq),
-                                uint32_t(i), uint32_t(j), dropout_threshold(cfg.dropout_p));
+                                uint32_t(i), uint32_t(j),
+                                attention_dropout_threshold(cfg.dropout_p));
 }
 
 // The fp64 reference of the library (kernels/attention/cpu/reference.h) on the host values of
@@ -147,7 +148,7 @@ FG_TEST_ALL_DEVICES("the naive path's bias and dropout scale follow the element 
   Tensor scale = ops::attention_dropout_scale(q, k, cfg);
   REQUIRE(scale.shape() == Shape{c.B, c.Hq, c.Nq, c.Nk});
   std::vector<float> sv = scale.to_vector<float>();
-  const float keep = float(1.0 / (1.0 - c.p));
+  const float keep = float(attention_dropout_keep_scale(c.p));
   int64_t n_kept = 0;
   for (int64_t b = 0; b < c.B; ++b)
     for (int64_t h = 0; h < c.Hq; ++h)

@@ -27,8 +27,8 @@ struct SoftmaxDropout {
   FG_ATTN_DEV explicit SoftmaxDropout(const AttentionParams& p)
       : sl2(float(p.softmax_scale * kLog2e)),
         dropout(p.dropout_p > 0.0),
-        threshold(dropout_threshold(p.dropout_p)),
-        keep_scale(float(1.0 / (1.0 - p.dropout_p))) {
+        threshold(attention_dropout_threshold(p.dropout_p)),
+        keep_scale(float(attention_dropout_keep_scale(p.dropout_p))) {
     philox_key(p.seed, p.offset, pk0, pk1);
   }
 };

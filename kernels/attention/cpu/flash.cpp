@@ -40,8 +40,8 @@ template <typename A> struct Constants {
   explicit Constants(const AttentionParams& p)
       : scale(A(p.softmax_scale)),
         dropout(p.dropout_p > 0.0),
-        threshold(dropout_threshold(p.dropout_p)),
-        keep_scale(A(1.0 / (1.0 - p.dropout_p))) {}
+        threshold(attention_dropout_threshold(p.dropout_p)),
+        keep_scale(A(attention_dropout_keep_scale(p.dropout_p))) {}
   // Whether element (b, h, i, j) survives dropout (attention_dropout_keep).
   bool keep(const AttentionParams& p, int64_t b, int64_t h, int64_t i, int64_t j) const {
     return attention_dropout_keep(p.seed, p.offset, uint32_t(p.batch_index_base + b), uint32_t(h), uint32_t(p.Hq),

@@ -37,8 +37,8 @@ struct Reference {
   Strided qs{p.q_batch_stride, p.q_seq_stride, p.q_head_stride};
   Strided ks{p.k_batch_stride, p.k_seq_stride, p.k_head_stride};
   Strided vs{p.v_batch_stride, p.v_seq_stride, p.v_head_stride};
-  uint32_t threshold = dropout_threshold(p.dropout_p);
-  double keep_scale = 1.0 / (1.0 - p.dropout_p);
+  uint32_t threshold = attention_dropout_threshold(p.dropout_p);
+  double keep_scale = attention_dropout_keep_scale(p.dropout_p);
 
   int64_t kv_head(int64_t h) const { return h / (p.Hq / p.Hkv); }
 
@@ -120,19 +120,21 @@ void attention_reference_forward(const AttentionParams& p, const double* q, cons
 
 void attention_reference_backward(const AttentionParams& p, const double* q, const double* k,
                                   const double* v, const double* dO, double* dq, double* dk,
-                                  double* dv, const std::vector<AttentionHead>& heads_in) {
+                                  double* dv, const std::vector<AttentionHead>& heads_in,
+                                  const double* o_stored) {
   const char* who = "attention_reference_backward";
   check(p, who);
   const std::vector<AttentionHead> heads = all_heads(p, heads_in, who);
   const Reference ref{p, q, k, v};
   const Strided dos{p.do_batch_stride, p.do_seq_stride, p.do_head_stride};
+  const Strided os{p.o_batch_stride, p.o_seq_stride, p.o_head_stride};
   const Strided dqs{p.dq_batch_stride, p.dq_seq_stride, p.dq_head_stride};
   const Strided dks{p.dk_batch_stride, p.dk_seq_stride, p.dk_head_stride};
   const Strided dvs{p.dv_batch_stride, p.dv_seq_stride, p.dv_head_stride};
   const int64_t D = p.D, n = int64_t(heads.size());
 
-  // Query rows: LSE_i, D_i = sum_j P_ij dP_ij Z_ij and dQ_i = scale sum_j dS_ij K_j, with
-  // dS_ij = P_ij (dP_ij Z_ij - D_i).
+  // Query rows: LSE_i, D_i = sum_j P_ij dP_ij Z_ij (or rowsum(dO_i * o_stored_i)) and
+  // dQ_i = scale sum_j dS_ij K_j, with dS_ij = P_ij (dP_ij Z_ij - D_i).
   std::vector<double> lse(size_t(n * p.Nq)), Di(size_t(n * p.Nq));
   parallel_for(n * p.Nq, p.Nk * D * 3, [&](int64_t r0, int64_t r1) {
     std::vector<double> P, dP(size_t(p.Nk));
@@ -148,6 +150,7 @@ void attention_reference_backward(const AttentionParams& p, const double* q, con
                             : ref.dropout(b, h, i, j) * dot(dO + dos.at(b, i, h), vrow, D);
         di += P[size_t(j)] * dP[size_t(j)];
       }
+      if (o_stored) di = dot(dO + dos.at(b, i, h), o_stored + os.at(b, i, h), D);
       Di[size_t(r)] = di;
       double* dqrow = dq + dqs.at(b, i, h);
       for (int64_t d = 0; d < D; ++d) dqrow[d] = 0;

@@ -31,9 +31,14 @@ void attention_reference_forward(const AttentionParams& p, const double* q, cons
                                  const double* v, double* o, double* lse,
                                  const std::vector<AttentionHead>& heads = {});
 
-// dQ, dK and dV for the upstream gradient dO (the forward is recomputed).
+// dQ, dK and dV for the upstream gradient dO (the forward is recomputed). D_i is the exact
+// sum_j P_ij dP_ij Z_ij, unless o_stored is given (addressed like o): then D_i = rowsum(dO_i *
+// o_stored_i), as the kernels form it from the output they stored. A check of a 16-bit kernel
+// passes its own output there: where D_i cancels dP exactly (a row that sees one key: dQ_i = 0),
+// the output's rounding is all that dQ_i holds, and the exact sum would call that an error.
 void attention_reference_backward(const AttentionParams& p, const double* q, const double* k,
                                   const double* v, const double* dO, double* dq, double* dk,
-                                  double* dv, const std::vector<AttentionHead>& heads = {});
+                                  double* dv, const std::vector<AttentionHead>& heads = {},
+                                  const double* o_stored = nullptr);
 
 }  // namespace fg

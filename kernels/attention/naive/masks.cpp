@@ -34,8 +34,8 @@ void attention_bias_cpu(const AttentionParams& p, DType dtype, void* bias, void*
 }
 
 void attention_dropout_scale_cpu(const AttentionParams& p, DType dtype, void* scale) {
-  const uint32_t threshold = dropout_threshold(p.dropout_p);
-  const double keep_scale = 1.0 / (1.0 - p.dropout_p);
+  const uint32_t threshold = attention_dropout_threshold(p.dropout_p);
+  const double keep_scale = attention_dropout_keep_scale(p.dropout_p);
   FG_DISPATCH_FLOAT(dtype, "attention_dropout_scale", [&] {
     scalar_t* s = static_cast<scalar_t*>(scale);
     const scalar_t kept = Convert<scalar_t>::from_double(keep_scale);

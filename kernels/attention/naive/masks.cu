@@ -66,8 +66,8 @@ void attention_dropout_scale_cuda(const AttentionParams& p, DType dtype, void* s
   int blocks = int(std::min<int64_t>((n + 255) / 256, 65535 * 8));
   FG_DISPATCH_FLOAT(dtype, "attention_dropout_scale", [&] {
     dropout_scale_kernel<scalar_t>
-        <<<blocks, 256>>>(p, dropout_threshold(p.dropout_p),
-                          Convert<scalar_t>::from_double(1.0 / (1.0 - p.dropout_p)),
+        <<<blocks, 256>>>(p, attention_dropout_threshold(p.dropout_p),
+                          Convert<scalar_t>::from_double(attention_dropout_keep_scale(p.dropout_p)),
                           Convert<scalar_t>::from_double(0.0), static_cast<scalar_t*>(scale));
     FG_LAUNCH_CHECK();
   });

@@ -161,8 +161,8 @@ __global__ void __launch_bounds__(Config<T, D>::kThreads)
   // in this kernel (f32, D 32: 208 -> 230).
   const A scale = A(p.softmax_scale);
   const bool dropout = p.dropout_p > 0.0;
-  const uint32_t threshold = dropout_threshold(p.dropout_p);
-  const A keep_scale = A(1.0 / (1.0 - p.dropout_p));
+  const uint32_t threshold = attention_dropout_threshold(p.dropout_p);
+  const A keep_scale = A(attention_dropout_keep_scale(p.dropout_p));
   const T* k = p.k_head<const T>(b, hk);
   const T* v = p.v_head<const T>(b, hk);
   const A* lse = p.lse_row<const A>(b, h);

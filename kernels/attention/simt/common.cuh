@@ -67,8 +67,8 @@ template <typename A> struct Constants {
 };
 template <typename A>
 FG_ATTN_DEV Constants<A> constants(double softmax_scale, double dropout_p) {
-  return Constants<A>{A(softmax_scale), dropout_p > 0.0, dropout_threshold(dropout_p),
-                      A(1.0 / (1.0 - dropout_p))};
+  return Constants<A>{A(softmax_scale), dropout_p > 0.0, attention_dropout_threshold(dropout_p),
+                      A(attention_dropout_keep_scale(dropout_p))};
 }
 
 // Copies rows [r0, r0 + kRows) of one head of a strided [*, N, H, D] tensor into shared memory

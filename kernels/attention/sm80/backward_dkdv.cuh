@@ -9,7 +9,7 @@
 // and warp, in the transposed orientation (rows = the warp's keys j, columns = the queries i):
 //   S^T  = K Q^T,  dP^T = V dO^T                            (Products::scores)
 //   P^T  = exp2(S^T * scale * log2 e - LSE_i * log2 e)      (masked and padded entries -> 0)
-//   Z    = keep bits of attention_dropout_keep, scaled by 1 / (1 - p)
+//   Z    = keep bits of attention_dropout_keep, scaled by attention_dropout_keep_scale(p)
 //   dS^T = scale * P^T (dP^T Z - D_i)
 //   dV  += (P^T Z) dO,   dK += dS^T Q                       (Products::dv_dk)
 // and then, with every warp's dS^T in shared memory (16-bit, double-buffered, so the step runs
@@ -131,20 +131,24 @@ FG_ATTN_DEV void load_query_tile(const S& sm, const AttentionParams& p, const fl
 // kw0 .. and the query tile at q0 (di: its D_i in shared memory).
 template <int kNT>
 FG_ATTN_DEV void ds_transposed(float (&s)[kNT][4], float (&dp)[kNT][4], const float* di,
-                               int64_t kw0, int64_t q0, int t, uint32_t r4, uint32_t a4,
-                               uint32_t ph, const AttentionParams& p, float scale,
-                               const SoftmaxDropout& sd) {
+                               int64_t kw0, int64_t q0, int g, int t, uint32_t ph,
+                               const AttentionParams& p, float scale, const SoftmaxDropout& sd) {
+  static_assert(kNT % 4 == 0, "dropout works on chunks of four 8-query column tiles");
 #pragma unroll
-  for (int nt = 0; nt < kNT; ++nt) {
-    float z[4] = {1.f, 1.f, 1.f, 1.f};
-    if (sd.dropout)
-      dropout_factors_transposed(z, kw0, q0, nt, t, r4, a4, ph, uint32_t(p.offset), sd);
-    const float2 dd = *reinterpret_cast<const float2*>(di + nt * 8 + 2 * t);
+  for (int c = 0; c < kNT / 4; ++c) {
+    uint32_t w[4] = {0u, 0u, 0u, 0u};
+    if (sd.dropout) dropout_words_transposed(w, kw0, q0, c, g, t, ph, uint32_t(p.offset), sd);
 #pragma unroll
-    for (int e = 0; e < 4; ++e) {
-      const float pv = s[nt][e];
-      dp[nt][e] = scale * pv * (dp[nt][e] * z[e] - ((e & 1) ? dd.y : dd.x));
-      s[nt][e] = pv * z[e];
+    for (int m = 0; m < 4; ++m) {
+      const int nt = 4 * c + m;
+      const float2 dd = *reinterpret_cast<const float2*>(di + nt * 8 + 2 * t);
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const float z = sd.dropout ? dropout_factor_transposed(w, m, e, sd) : 1.f;
+        const float pv = s[nt][e];
+        dp[nt][e] = scale * pv * (dp[nt][e] * z - ((e & 1) ? dd.y : dd.x));
+        s[nt][e] = pv * z;
+      }
     }
   }
 }
@@ -328,7 +332,6 @@ FG_ATTN_DEV void dkdv_block(const AttentionParams& p, const float* __restrict__ 
   zero(dk);
   zero(dv);
   const int64_t kw0 = k0 + warp * 16, kw1 = kw0 + 16 < p.Nk ? kw0 + 16 : p.Nk;
-  const uint32_t r4 = uint32_t(lane >> 2) & 3u, a4 = uint32_t(lane >> 4);
   int stage = 0;
   int64_t prev_h = -1, prev_q0 = 0;  // the query tile whose dQ step is still due
 
@@ -362,7 +365,7 @@ FG_ATTN_DEV void dkdv_block(const AttentionParams& p, const float* __restrict__ 
         mask_scores_transposed(s, p, kw0, q0, g, t);
       probabilities_transposed(s, sm.pL + stage * kBM, t, sd.sl2);
       const uint32_t ph = uint32_t(p.batch_index_base + b) * uint32_t(p.Hq) + uint32_t(h);
-      ds_transposed(s, dp, sm.pD + stage * kBM, kw0, q0, t, r4, a4, ph, p, scale, sd);
+      ds_transposed(s, dp, sm.pD + stage * kBM, kw0, q0, g, t, ph, p, scale, sd);
       products.dv_dk(dv, dk, s, dp, sQs, sdOs, [&](int kk, const uint32_t (&da)[4]) {
         if constexpr (kAtomicDq) store_ds<S>(sdSs, warp, g, t, kk, da);
       });

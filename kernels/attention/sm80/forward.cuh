@@ -13,9 +13,10 @@
 // Per key tile and warp: S = Q K^T with mma.sync (A = Q, B = K, both through ldmatrix);
 // masking only on tiles that need it; the online softmax in base 2 with the softmax scale folded
 // into one FFMA per element; dropout from attention_dropout_keep's Philox counter, one Philox
-// call per 4 columns shared between the two threads that hold them; then O += P V where P is
-// re-packed straight from the S accumulators into A fragments (no shared-memory round trip) and
-// V comes through ldmatrix.trans. The row sums stay per-thread partial sums until the end.
+// call per 16 elements handed to the lanes that hold them (common/dropout.cuh); then O += P V
+// where P is re-packed straight from the S accumulators into A fragments (no shared-memory
+// round trip) and V comes through ldmatrix.trans. The row sums stay per-thread partial sums
+// until the end.
 //
 // Tile skipping: a key tile whose TileVisibility (causal + block mask) is empty for the whole
 // query tile is never loaded; one that is empty for a warp's rows is skipped by that warp; the
