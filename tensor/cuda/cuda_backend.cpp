@@ -8,6 +8,7 @@
 
 #include <map>
 #include <mutex>
+#include <string>
 #include <unordered_map>
 #include <vector>
 
@@ -97,20 +98,32 @@ CachingAllocator& allocator() {
 
 }  // namespace
 
-bool available() {
-  static const bool ok = [] {
+namespace {
+// Why there is no CUDA device ("" when there is one), asked once.
+const std::string& unavailable_reason() {
+  static const std::string reason = [] {
     int n = 0;
     cudaError_t e = cudaGetDeviceCount(&n);
     if (e != cudaSuccess) {
       cudaGetLastError();
-      return false;
+      return std::string(cudaGetErrorString(e));
     }
-    return n > 0;
+    return n > 0 ? std::string() : std::string("the driver reports no device");
   }();
-  return ok;
+  return reason;
 }
+}  // namespace
 
-void* alloc(size_t nbytes) { return allocator().alloc(nbytes); }
+bool available() { return unavailable_reason().empty(); }
+
+void* alloc(size_t nbytes) {
+  // Without a device every cudaMalloc fails; say so, rather than report an out-of-memory.
+  if (!available())
+    throw Error(str("no usable CUDA device for a tensor of ", format_bytes(nbytes), " (",
+                    unavailable_reason(), "); check the GPU and its driver with nvidia-smi, or "
+                    "run on the CPU (--device cpu)"));
+  return allocator().alloc(nbytes);
+}
 void free(void* p, size_t nbytes) { allocator().free(p, nbytes); }
 
 MemoryStats stats() {
