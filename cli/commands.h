@@ -8,11 +8,19 @@
 #pragma once
 #include <CLI/CLI.hpp>
 
+#include <string>
+#include <vector>
+
 namespace fg::cli {
 
 struct Exit {
   int code;
 };
+
+// The command line as main() received it (for `train --gpus N`, which starts its workers with
+// the same arguments).
+void set_program_args(int argc, char** argv);
+const std::vector<std::string>& program_args();
 
 void register_train(CLI::App& app);       // cli/train.cpp
 void register_sample(CLI::App& app);      // cli/sample.cpp

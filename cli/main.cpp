@@ -3,6 +3,7 @@
 // stderr with a non-zero exit code.
 #include <CLI/CLI.hpp>
 
+#include <cstdlib>
 #include <exception>
 #include <iostream>
 #include <new>
@@ -10,6 +11,7 @@
 #include <vector>
 
 #include "cli/commands.h"
+#include "train/launch.h"
 
 namespace {
 
@@ -65,7 +67,30 @@ std::string parse_message(const CLI::ParseError& e) {
 
 }  // namespace
 
+namespace fg::cli {
+namespace {
+std::vector<std::string>& args_storage() {
+  static std::vector<std::string> args;
+  return args;
+}
+}  // namespace
+void set_program_args(int argc, char** argv) { args_storage().assign(argv, argv + argc); }
+const std::vector<std::string>& program_args() { return args_storage(); }
+}  // namespace fg::cli
+
 int main(int argc, char** argv) {
+  fg::cli::set_program_args(argc, argv);
+  // Under torchrun or Slurm, a `train` worker takes its LOCAL_RANK's GPU as cuda:0, which must
+  // be settled before anything starts CUDA.
+  if (argc > 1 && std::string(argv[1]) == "train") {
+    try {
+      fg::train::select_local_gpu([](const char* n) { return std::getenv(n); },
+                                  [](const char* n, const char* v) { ::setenv(n, v, 1); });
+    } catch (const std::exception& e) {
+      std::cerr << "error: " << e.what() << "\n";
+      return 1;
+    }
+  }
   CLI::App app{"flashgrad: a small C++/CUDA training library built around FlashAttention"};
   app.require_subcommand(1);
   // A flag given twice takes its last value, so that flags appended to a command override it.

@@ -15,6 +15,7 @@
 // them, and --overwrite without --out replaces out/<preset>.
 #include <unistd.h>
 
+#include <cstdlib>
 #include <filesystem>
 #include <iostream>
 #include <nlohmann/json.hpp>
@@ -22,6 +23,8 @@
 #include "cli/commands.h"
 #include "cli/flags.h"
 #include "train/checkpoint.h"
+#include "train/comm.h"
+#include "train/launch.h"
 #include "train/trainer.h"
 
 namespace fg::cli {
@@ -36,6 +39,7 @@ struct TrainFlags {
   std::string out;
   bool resume = false, overwrite = false;
   int64_t stop_at = 0;
+  int64_t gpus = 1;  // data-parallel workers (train/launch.h); 1: this process alone
 };
 
 // A flag bound to the config key `key`, checked against the key's range when it has one.
@@ -80,6 +84,28 @@ std::string default_out_dir(const TrainFlags& f) {
   return numbered(k);
 }
 
+// `--gpus N` (N > 1) in the process the user started: the N workers, with the resolved --out
+// appended (each worker would otherwise pick its own out/<preset>-k), and their exit code.
+void launch_workers(const TrainFlags& f, const train::TrainConfig& cfg, const std::string& out) {
+  FG_CHECK(train::nccl_available(), "--gpus ", f.gpus, ": this flashgrad was built without NCCL; "
+           "install it (Debian/Ubuntu: libnccl-dev; the CUDA container images ship it) and "
+           "rebuild, or train on one GPU");
+  FG_CHECK(cfg.device != "cpu", "--gpus ", f.gpus, " trains on GPUs; drop --device cpu");
+  const int devices = cuda_device_count();
+  FG_CHECK(devices >= f.gpus, "--gpus ", f.gpus, ": this machine shows ", devices,
+           " CUDA device(s)", devices > 0 ? "; lower --gpus" : "; check nvidia-smi");
+  std::vector<std::string> args = program_args();
+  std::error_code ec;
+  const std::filesystem::path self = std::filesystem::read_symlink("/proc/self/exe", ec);
+  if (!ec) args[0] = self.string();
+  args.push_back("--out");
+  args.push_back(out);
+  std::cout << "flashgrad train: " << f.gpus << " workers, one per GPU; rank 0 prints\n"
+            << std::flush;
+  const int code = train::run_workers(args, f.gpus, train::free_tcp_port(), std::cerr);
+  if (code != 0) throw Exit{code};
+}
+
 void run_train(TrainFlags& f) {
   // The preset first, then the flags given on the command line.
   train::TrainConfig cfg = train::preset(f.preset);
@@ -95,12 +121,30 @@ void run_train(TrainFlags& f) {
   train::update_from_json(cfg, merged);
 
   train::RunOptions run;
+  const bool worker = std::getenv("FLASHGRAD_WORKER") != nullptr;
+  const train::DistEnv env = train::dist_env_from([](const char* n) { return std::getenv(n); });
+  // Under torchrun or Slurm every rank picks its --out alone: they must be told the same one.
+  FG_CHECK(env.world == 1 || worker || !f.out.empty(), "data parallel (", env.world,
+           " processes from ", env.source, "): give --out DIR, the same on every rank");
   run.out_dir = f.out.empty() ? default_out_dir(f) : f.out;
+  if (f.gpus > 1 && !worker) return launch_workers(f, cfg, run.out_dir);
   run.resume = f.resume;
   run.overwrite = f.overwrite;
   run.stop_at = f.stop_at;
   run.explicit_keys = explicit_keys;
   run.live = ::isatty(STDOUT_FILENO) != 0;
+
+  // A data-parallel worker: started by --gpus, torchrun or Slurm (train/dist_env.h).
+  FG_CHECK(f.gpus == 1 || env.world == f.gpus, "--gpus ", f.gpus, " but this worker's world "
+           "has ", env.world, " process(es) (", env.source, ")");
+  std::unique_ptr<train::Communicator> comm;
+  if (env.world > 1) {
+    FG_CHECK(cfg.device != "cpu", "data parallel (", env.world, " processes) trains on GPUs; "
+             "drop --device cpu");
+    comm = train::Communicator::create(env);
+    run.comm = comm.get();
+    if (!comm->lead()) run.live = false;
+  }
 
   train::SigintGuard ctrl_c;
   train::TrainResult r = train::train(cfg, run);
@@ -133,6 +177,10 @@ void register_train(CLI::App& app) {
   cmd->add_flag("--resume", f.resume, "continue the checkpoint in --out (default: the latest "
                 "out/<preset>*) exactly where it stopped");
   cmd->add_flag("--overwrite", f.overwrite, "replace a checkpoint already in --out");
+  cmd->add_option("--gpus", f.gpus,
+                  "data parallel: one worker process per GPU, gradients averaged over NCCL "
+                  "(batch is per GPU)")
+      ->transform(in_range(train::NumberRange::whole("--gpus", 1, 1024)));
   cmd->add_option("--stop-at", f.stop_at,
                   "stop after this step with a checkpoint, as if paused (resume later with the "
                   "same --steps: the run continues exactly as if never stopped)")

@@ -114,6 +114,14 @@ bool cuda_available() {
 #endif
 }
 
+int cuda_device_count() {
+#ifdef FLASHGRAD_WITH_CUDA
+  return cuda_backend::device_count();
+#else
+  return 0;
+#endif
+}
+
 Device device_from_string(const std::string& s) {
   if (s == "cpu") return Device::cpu();
   if (s == "auto") return cuda_available() ? Device::cuda(0) : Device::cpu();

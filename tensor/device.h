@@ -22,6 +22,8 @@ struct Device {
 
 // True when flashgrad was built with CUDA and a CUDA device is present.
 bool cuda_available();
+// How many CUDA devices this process sees (0 without CUDA or without a driver).
+int cuda_device_count();
 // Parses "cpu", "cuda", "cuda:0", or "auto" (cuda when available, else cpu).
 Device device_from_string(const std::string& s);
 

@@ -17,6 +17,7 @@
 #include "autograd/functions.h"
 #include "kernels/attention/attention.h"
 #include "train/checkpoint.h"
+#include "train/comm.h"
 #include "train/corpus.h"
 #include "train/data.h"
 #include "train/fileio.h"
@@ -169,12 +170,27 @@ double seconds_since(clock::time_point t) {
   return std::chrono::duration<double>(clock::now() - t).count();
 }
 
+// Where the ranks other than 0 of a data-parallel run print: nowhere.
+std::ostream& null_stream() {
+  static std::ostream s(nullptr);
+  return s;
+}
+
 struct Run {
   Run(TrainConfig config, const RunOptions& options)
-      : cfg(std::move(config)), options(options), out(options.out ? *options.out : std::cout) {}
+      : cfg(std::move(config)),
+        options(options),
+        comm(options.comm),
+        rank(comm ? comm->rank() : 0),
+        world(comm ? comm->world() : 1),
+        lead(rank == 0),
+        out(!lead ? null_stream() : options.out ? *options.out : std::cout) {}
 
   TrainConfig cfg;
   const RunOptions& options;
+  Communicator* comm;         // null: a single process
+  int64_t rank, world;        // this worker's place in the data-parallel group
+  bool lead;                  // rank 0: prints, locks out_dir, writes checkpoints
   std::ostream& out;
   Device device = Device::cpu();
   std::unique_ptr<DirectoryLock> lock;  // on options.out_dir, for the whole run
@@ -293,7 +309,7 @@ std::unique_ptr<Checkpoint> check_settings(Run& r) {
     std::error_code ec;
     FG_CHECK(std::filesystem::exists(o.out_dir, ec), "--resume: '", o.out_dir, "' does not "
              "exist, so there is nothing to resume; train without --resume first");
-    lock_out_dir(r);
+    if (r.lead) lock_out_dir(r);
     ckpt = std::make_unique<Checkpoint>(load_checkpoint(o.out_dir, true));
     r.cfg = resume_config(ckpt->config, r.cfg, o.explicit_keys, o.out_dir);
     r.cfg.validate();
@@ -302,10 +318,10 @@ std::unique_ptr<Checkpoint> check_settings(Run& r) {
              "'; give a later step");
     r.saved_step = ckpt->state.step;
     explain_resumed_schedule(r, ckpt->config, ckpt->state.step);
-  } else {
+  } else if (r.lead) {
     check_fresh_out_dir(r, /*locked=*/false);  // and again once locked, in train()
-    if (r.cfg.lr_decay_steps == 0) r.cfg.lr_decay_steps = r.cfg.steps;
   }
+  if (!o.resume && r.cfg.lr_decay_steps == 0) r.cfg.lr_decay_steps = r.cfg.steps;
   r.device = device_from_string(r.cfg.device);
   const int64_t head_dim = r.cfg.n_embd / r.cfg.n_head;
   FG_CHECK(!r.device.is_cuda() || r.cfg.attn != "flash" || attention_cuda_supports_head_dim(head_dim),
@@ -397,11 +413,14 @@ void build_model(Run& r, std::unique_ptr<Checkpoint> ckpt) {
   }
   r.data_gen = Generator(r.state.data_seed);
   r.data_gen.set_offset(r.state.data_offset);
-  default_generator().manual_seed(r.state.dropout_seed);
+  // Each rank its own dropout masks (the checkpoint keeps rank 0's seed; the offsets advance
+  // alike on every rank).
+  default_generator().manual_seed(r.state.dropout_seed +
+                                  0x9E3779B97F4A7C15ull * uint64_t(r.rank));
   default_generator().set_offset(r.state.dropout_offset);
   r.params = r.model->parameters();
   r.schedule = LRSchedule{cfg.lr, cfg.min_lr, cfg.warmup, cfg.schedule_steps()};
-  r.tokens_per_step = cfg.batch_size * cfg.block_size * cfg.grad_accum;
+  r.tokens_per_step = cfg.batch_size * cfg.block_size * cfg.grad_accum * r.world;
   r.end_step = r.options.stop_at > 0 ? std::min(r.options.stop_at, cfg.steps) : cfg.steps;
 }
 
@@ -420,6 +439,9 @@ void print_header(Run& r) {
       << r.tokenizer->type() << " vocabulary of " << r.tokenizer->vocab_size() << " | train "
       << format_count(double(r.splits.train.size())) << ", val "
       << format_count(double(r.splits.val.size())) << "\n";
+  if (r.world > 1)
+    out << "data parallel: " << r.world << " GPUs (one process each, NCCL), batch "
+        << cfg.batch_size << " per GPU, " << cfg.batch_size * r.world << " in all\n";
   out << "optimisation: batch " << cfg.batch_size << " x " << cfg.block_size << " tokens x "
       << cfg.grad_accum << " accumulation | " << cfg.steps << " steps | lr " << sci(cfg.lr)
       << " -> " << sci(cfg.min_lr) << ", warm-up " << cfg.warmup
@@ -460,6 +482,15 @@ bool interrupted(Run& r) {
   return r.result.interrupted;
 }
 
+// The same, agreed by every rank of a data-parallel run (a collective: every rank calls it at
+// the same points of the loop), so that they all stop after the same step.
+bool interrupted_everywhere(Run& r) {
+  const bool local = interrupted(r);
+  if (r.world == 1) return local;
+  r.result.interrupted = r.comm->any(local);
+  return r.result.interrupted;
+}
+
 struct StepStats {
   double loss, lr;
 };
@@ -489,12 +520,19 @@ StepStats train_step(Run& r) {
   r.opt->set_lr(lr);
   double loss_sum = 0;
   for (int64_t micro = 0; micro < cfg.grad_accum; ++micro) {
-    Batch b = get_batch(r.splits.train, cfg.batch_size, cfg.block_size, r.data_gen, r.device);
+    Batch b = get_batch(r.splits.train, cfg.batch_size, cfg.block_size, r.data_gen, r.device,
+                        r.rank, r.world);
     Tensor loss = r.model->loss(b.x, b.y);
     loss_sum += loss.item();
     (cfg.grad_accum > 1 ? loss * (1.0 / double(cfg.grad_accum)) : loss).backward();
   }
-  const double loss = loss_sum / double(cfg.grad_accum);
+  double loss = loss_sum / double(cfg.grad_accum);
+  if (r.world > 1) {  // the mean over the ranks, of the gradients and of the loss
+    std::vector<Tensor> grads;
+    for (const Tensor& p : r.params) grads.push_back(p.grad());
+    r.comm->all_reduce_mean(grads);
+    loss = r.comm->all_reduce_sum(loss) / double(r.world);
+  }
   const double norm = grad_norm(r.params);
   if (!std::isfinite(loss) || !std::isfinite(norm)) throw Error(diverged(r, loss, norm));
   r.opt->step(clip_coefficient(norm, cfg.grad_clip));
@@ -550,11 +588,12 @@ Losses evaluate_splits(Run& r) {
 }
 
 void save(Run& r) {
+  r.saved_step = r.state.step;
+  if (!r.lead) return;  // rank 0 writes; the others hold the same weights
   r.state.data_offset = r.data_gen.offset();
   r.state.dropout_offset = default_generator().offset();
   r.state.elapsed_seconds = r.elapsed_before + r.elapsed();
   save_checkpoint(r.options.out_dir, r.cfg, *r.tokenizer, *r.opt, r.state);
-  r.saved_step = r.state.step;
 }
 
 // Records the best val loss, saves the checkpoint, prints the eval line.
@@ -601,7 +640,13 @@ void print_summary(Run& r) {
   out << "done: " << steps_run << " steps in " << format_duration(r.result.seconds);
   if (steps_run > 0)
     out << " (" << format_count(double(r.tokens_per_step) * double(r.steps_timed) / r.step_seconds)
-        << " tok/s) | loss " << fixed(r.result.first_loss, 4) << " -> "
+        << " tok/s"
+        << (r.world > 1 ? str(" on ", r.world, " GPUs, ",
+                              format_count(double(r.tokens_per_step) * double(r.steps_timed) /
+                                           r.step_seconds / double(r.world)),
+                              " per GPU")
+                        : std::string())
+        << ") | loss " << fixed(r.result.first_loss, 4) << " -> "
         << fixed(r.result.last_loss, 4);
   if (!std::isnan(r.state.best_val_loss))
     out << " | best val loss " << fixed(r.state.best_val_loss, 4) << " at step "
@@ -651,12 +696,13 @@ namespace {
 // The steps, the evaluations and checkpoints, and the report, once the run is set up.
 void run_steps(Run& run) {
   start_clock(run);
-  while (run.state.step < run.end_step && !interrupted(run)) {
+  while (run.state.step < run.end_step && !interrupted_everywhere(run)) {
     const StepStats step = train_step(run);
     print_progress(run, step);
     if (evaluation_due(run)) {
       const Losses losses = evaluate_splits(run);
-      if (interrupted(run)) break;  // Ctrl-C during evaluation: the last checkpoint stays
+      // Ctrl-C during evaluation: the last checkpoint stays.
+      if (interrupted_everywhere(run)) break;
       checkpoint_evaluation(run, losses);
     } else if (run.state.step == run.options.stop_at) {
       checkpoint_at_stop(run);
@@ -669,7 +715,7 @@ void run_steps(Run& run) {
     return;
   }
   print_summary(run);
-  if (run.cfg.sample_tokens > 0 && run.state.step >= run.cfg.steps) print_sample(run);
+  if (run.cfg.sample_tokens > 0 && run.state.step >= run.cfg.steps && run.lead) print_sample(run);
   run.out.flush();
 }
 
@@ -689,7 +735,8 @@ TrainResult train(TrainConfig config, const RunOptions& options) {
   std::unique_ptr<Checkpoint> ckpt = check_settings(run);
   load_data(run, ckpt.get());
   check_memory(run);
-  if (!run.lock) {  // a fresh run: its directory is created only once every check has passed
+  // A fresh run: its directory is created (by rank 0) only once every check has passed.
+  if (run.lead && !run.lock) {
     lock_out_dir(run);
     check_fresh_out_dir(run, /*locked=*/true);
   }

@@ -13,6 +13,8 @@
 
 namespace fg::train {
 
+class Communicator;  // train/comm.h
+
 struct RunOptions {
   std::string out_dir = "out";
   bool resume = false;     // continue the checkpoint in out_dir
@@ -27,6 +29,11 @@ struct RunOptions {
   std::set<std::string> explicit_keys;
   std::ostream* out = nullptr;  // progress and summary; null = std::cout
   bool live = false;            // rewrite the progress line in place (stdout is a terminal)
+  // Data parallel (train/comm.h): this worker's group, or null for a single process. Each rank
+  // trains on its own batches (get_batch's rank and world), the gradients and the loss are
+  // averaged over the ranks after the backward, and every rank keeps identical weights; rank 0
+  // alone prints, locks out_dir and writes checkpoints. Every rank evaluates the same batches.
+  Communicator* comm = nullptr;
 };
 
 struct TrainResult {

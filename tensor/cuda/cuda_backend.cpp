@@ -116,6 +116,15 @@ const std::string& unavailable_reason() {
 
 bool available() { return unavailable_reason().empty(); }
 
+int device_count() {
+  int n = 0;
+  if (cudaGetDeviceCount(&n) != cudaSuccess) {
+    cudaGetLastError();
+    return 0;
+  }
+  return n;
+}
+
 void* alloc(size_t nbytes) {
   // Without a device every cudaMalloc fails; say so, rather than report an out-of-memory.
   if (!available())

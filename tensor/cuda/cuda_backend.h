@@ -7,6 +7,7 @@
 
 namespace fg::cuda_backend {
 bool available();
+int device_count();
 void* alloc(size_t nbytes);
 void free(void* p, size_t nbytes);
 MemoryStats stats();

@@ -1,18 +1,25 @@
 // Tests of the pieces of data-parallel training that need no GPU: the rank-aware batches (the
 // ranks' batches side by side are one process's batch of world x B), the gradient bucket
-// planner (grouping in gradient order, sizes, alignment, errors), and the torchrun / Slurm
-// environment a worker reads its place from.
+// planner (grouping in gradient order, sizes, alignment, errors), the torchrun / Slurm
+// environment a worker reads its place from, the `--gpus` launcher (worker environments,
+// failures stopping the rest), the TCP hand-out of the NCCL id, and the one-process
+// communicator that the single-GPU path runs through.
 #include "support/test_util.h"
 
+#include <chrono>
 #include <functional>
 #include <map>
 #include <numeric>
 #include <set>
+#include <sstream>
 #include <string>
+#include <thread>
 
+#include "train/comm.h"
 #include "train/data.h"
 #include "train/dist_env.h"
 #include "train/grad_buckets.h"
+#include "train/launch.h"
 
 using namespace fg;
 using namespace fg::train;
@@ -180,4 +187,136 @@ TEST_CASE("a bad data-parallel environment is refused, naming the variable",
   REQUIRE_THROWS_WITH(err(without("WORLD_SIZE")), Contains("WORLD_SIZE is unset while RANK is set"));
   REQUIRE_THROWS_WITH(err({{"SLURM_PROCID", "4"}, {"SLURM_NTASKS", "4"}}),
                       Contains("SLURM_PROCID=4"));
+}
+
+// ---- the launcher, the id hand-out and the single-process communicator ----
+
+TEST_CASE("worker environments: torchrun's variables, one GPU each", "[train][data_parallel]") {
+  auto as_map = [](const std::vector<std::pair<std::string, std::string>>& v) {
+    return std::map<std::string, std::string>(v.begin(), v.end());
+  };
+  auto e = as_map(worker_env(1, 4, 29511, ""));
+  CHECK(e["RANK"] == "1");
+  CHECK(e["WORLD_SIZE"] == "4");
+  CHECK(e["LOCAL_RANK"] == "1");
+  CHECK(e["MASTER_ADDR"] == "127.0.0.1");
+  CHECK(e["MASTER_PORT"] == "29511");
+  CHECK(e["FLASHGRAD_ID_PORT"] == "29511");
+  CHECK(e["FLASHGRAD_WORKER"] == "1");
+  CHECK(e["CUDA_VISIBLE_DEVICES"] == "1");
+  // The launcher's own list is honoured: worker r takes its r-th entry.
+  CHECK(as_map(worker_env(2, 3, 1, "5,6,7"))["CUDA_VISIBLE_DEVICES"] == "7");
+  CHECK_THROWS_WITH(worker_env(0, 3, 1, "5,6"), Contains("lists 2 device") && Contains("--gpus"));
+  // What a worker reads back from it.
+  auto env = as_map(worker_env(2, 3, 4000, ""));
+  auto get = [&](const char* n) -> const char* {
+    auto it = env.find(n);
+    return it == env.end() ? nullptr : it->second.c_str();
+  };
+  DistEnv d = dist_env_from(get);
+  CHECK(d.rank == 2);
+  CHECK(d.world == 3);
+  CHECK(id_port(d, get) == 4000);
+}
+
+TEST_CASE("torchrun workers take their LOCAL_RANK's GPU", "[train][data_parallel]") {
+  std::map<std::string, std::string> env = {{"RANK", "3"}, {"WORLD_SIZE", "4"},
+                                            {"LOCAL_RANK", "1"}, {"MASTER_ADDR", "h"},
+                                            {"MASTER_PORT", "500"}};
+  auto get = [&](const char* n) -> const char* {
+    auto it = env.find(n);
+    return it == env.end() ? nullptr : it->second.c_str();
+  };
+  auto set = [&](const char* n, const char* v) { env[n] = v; };
+  CHECK(select_local_gpu(get, set));
+  CHECK(env["CUDA_VISIBLE_DEVICES"] == "1");
+  env["CUDA_VISIBLE_DEVICES"] = "4,6";
+  CHECK(select_local_gpu(get, set));
+  CHECK(env["CUDA_VISIBLE_DEVICES"] == "6");
+  CHECK(id_port(dist_env_from(get), get) == 501);  // MASTER_PORT + 1 without FLASHGRAD_ID_PORT
+  env["FLASHGRAD_ID_PORT"] = "70000";
+  CHECK_THROWS_WITH(id_port(dist_env_from(get), get), Contains("FLASHGRAD_ID_PORT"));
+  env["FLASHGRAD_WORKER"] = "1";  // started by --gpus: the launcher already chose
+  CHECK_FALSE(select_local_gpu(get, set));
+  std::map<std::string, std::string> single;
+  auto get1 = [&](const char* n) -> const char* {
+    auto it = single.find(n);
+    return it == single.end() ? nullptr : it->second.c_str();
+  };
+  CHECK_FALSE(select_local_gpu(get1, set));
+}
+
+TEST_CASE("run_workers: every worker runs with its rank; a failure stops the rest",
+          "[train][data_parallel]") {
+  const int port = free_tcp_port();
+  CHECK(port > 0);
+  std::ostringstream err;
+  // Each worker checks its own environment.
+  CHECK(run_workers({"/bin/sh", "-c",
+                     "[ \"$WORLD_SIZE\" = 3 ] && [ \"$LOCAL_RANK\" = \"$RANK\" ] && "
+                     "[ \"$CUDA_VISIBLE_DEVICES\" = \"$RANK\" ] && [ \"$FLASHGRAD_WORKER\" = 1 ]"},
+                    3, port, err) == 0);
+  CHECK(err.str().empty());
+  // Rank 1 fails at once while the others would sleep for a minute: the launcher returns its
+  // code after stopping them (SIGTERM), long before the minute is up, and names the rank.
+  // (`exec`: the worker is the sleeping process itself, as a flashgrad worker is.)
+  const auto t0 = std::chrono::steady_clock::now();
+  const int code = run_workers(
+      {"/bin/sh", "-c", "if [ \"$RANK\" = 1 ]; then exit 3; fi; exec sleep 60"}, 3, port, err,
+      2.0);
+  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  CHECK(code == 3);
+  CHECK(s < 20);
+  CHECK_THAT(err.str(), Contains("worker rank 1 of 3 exited with code 3"));
+  // A worker that ignores SIGTERM is killed after the grace period.
+  std::ostringstream err2;
+  const auto t1 = std::chrono::steady_clock::now();
+  const int code2 = run_workers(
+      {"/bin/sh", "-c", "if [ \"$RANK\" = 0 ]; then exit 5; fi; trap '' TERM; exec sleep 60"}, 2,
+      port, err2, 1.0);
+  const double s2 = std::chrono::duration<double>(std::chrono::steady_clock::now() - t1).count();
+  CHECK(code2 == 5);
+  CHECK(s2 < 20);
+  // A program that cannot be started.
+  std::ostringstream err3;
+  CHECK(run_workers({"/nonexistent/flashgrad"}, 2, port, err3) == 127);
+}
+
+TEST_CASE("the NCCL id hand-out: rank 0 serves, the others fetch", "[train][data_parallel]") {
+  const int port = free_tcp_port();
+  const std::string id(128, '\x5a');
+  std::vector<std::string> got(4);
+  std::vector<std::thread> ranks;
+  // The other ranks start first: they retry until rank 0 listens.
+  for (int64_t r = 3; r >= 0; --r)
+    ranks.emplace_back([&, r] {
+      got[size_t(r)] = exchange_bytes(r, 4, "127.0.0.1", port, r == 0 ? id : "", 20);
+    });
+  for (auto& t : ranks) t.join();
+  for (const std::string& g : got) CHECK(g == id);
+  // Nobody listening: a clear error naming the address, after the timeout.
+  CHECK_THROWS_WITH(exchange_bytes(1, 2, "127.0.0.1", free_tcp_port(), "", 0.3),
+                    Contains("rank 1") && Contains("127.0.0.1:") && Contains("MASTER_ADDR"));
+  // Rank 0 alone, waiting for a rank that never comes.
+  CHECK_THROWS_WITH(exchange_bytes(0, 2, "127.0.0.1", free_tcp_port(), id, 0.3),
+                    Contains("0 of 1 other ranks connected"));
+}
+
+TEST_CASE("a one-process communicator is the single-GPU path: nothing to exchange",
+          "[train][data_parallel]") {
+  auto comm = Communicator::create(DistEnv{});
+  CHECK(comm->rank() == 0);
+  CHECK(comm->world() == 1);
+  CHECK(comm->lead());
+  Tensor g = from_vector<float>({1, 2, 3}, {3});
+  comm->all_reduce_mean({g, Tensor()});
+  CHECK(g.to_vector<float>() == std::vector<float>{1, 2, 3});
+  CHECK(comm->all_reduce_sum(2.5) == 2.5);
+  CHECK(comm->any(true));
+  CHECK_FALSE(comm->any(false));
+  if (!nccl_available()) {
+    DistEnv two;
+    two.world = 2, two.master_addr = "127.0.0.1", two.port = 1;
+    CHECK_THROWS_WITH(Communicator::create(two), Contains("NCCL") && Contains("libnccl-dev"));
+  }
 }

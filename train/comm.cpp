@@ -1,0 +1,254 @@
+// The data-parallel communicator (train/comm.h): the NCCL group and the TCP hand-out of its id.
+#include "train/comm.h"
+
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <thread>
+
+#include "core/error.h"
+
+#if defined(FLASHGRAD_WITH_NCCL)
+#include <cuda_runtime.h>
+#include <nccl.h>
+#endif
+
+namespace fg::train {
+
+namespace {
+
+using steady = std::chrono::steady_clock;
+
+double seconds_left(steady::time_point deadline) {
+  return std::chrono::duration<double>(deadline - steady::now()).count();
+}
+
+// Closes a socket when it goes out of scope.
+struct Fd {
+  int fd = -1;
+  explicit Fd(int f = -1) : fd(f) {}
+  ~Fd() {
+    if (fd >= 0) ::close(fd);
+  }
+  Fd(const Fd&) = delete;
+  Fd& operator=(const Fd&) = delete;
+};
+
+// Waits until fd is readable, or the deadline; false on timeout.
+bool wait_readable(int fd, steady::time_point deadline) {
+  for (;;) {
+    const double left = seconds_left(deadline);
+    if (left <= 0) return false;
+    pollfd p{fd, POLLIN, 0};
+    const int r = ::poll(&p, 1, int(std::min(left, 1.0) * 1000) + 1);
+    if (r > 0) return true;
+    if (r < 0 && errno != EINTR) return false;
+  }
+}
+
+void send_all(int fd, const void* data, size_t n, const std::string& who) {
+  const char* p = static_cast<const char*>(data);
+  while (n > 0) {
+    const ssize_t k = ::send(fd, p, n, MSG_NOSIGNAL);
+    if (k < 0 && errno == EINTR) continue;
+    FG_CHECK(k > 0, who, ": sending failed (", std::strerror(errno), ")");
+    p += k;
+    n -= size_t(k);
+  }
+}
+
+void recv_all(int fd, void* data, size_t n, steady::time_point deadline, const std::string& who) {
+  char* p = static_cast<char*>(data);
+  while (n > 0) {
+    FG_CHECK(wait_readable(fd, deadline), who, ": timed out waiting for data");
+    const ssize_t k = ::recv(fd, p, n, 0);
+    if (k < 0 && errno == EINTR) continue;
+    FG_CHECK(k > 0, who, ": the connection closed early",
+             k < 0 ? std::string(" (") + std::strerror(errno) + ")" : std::string());
+    p += k;
+    n -= size_t(k);
+  }
+}
+
+}  // namespace
+
+std::string exchange_bytes(int64_t rank, int64_t world, const std::string& host, int port,
+                           const std::string& payload, double timeout_s) {
+  if (world <= 1) return payload;
+  const auto deadline = steady::now() + std::chrono::duration_cast<steady::duration>(
+                                            std::chrono::duration<double>(timeout_s));
+  const std::string where = host + ":" + std::to_string(port);
+  if (rank == 0) {
+    const std::string who = "data parallel: rank 0 handing out the NCCL id on port " +
+                            std::to_string(port);
+    Fd s(::socket(AF_INET, SOCK_STREAM, 0));
+    FG_CHECK(s.fd >= 0, who, ": socket() failed (", std::strerror(errno), ")");
+    const int one = 1;
+    ::setsockopt(s.fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_ANY);
+    a.sin_port = htons(uint16_t(port));
+    FG_CHECK(::bind(s.fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0, who,
+             ": cannot listen there (", std::strerror(errno), "); choose another port with "
+             "FLASHGRAD_ID_PORT or MASTER_PORT");
+    FG_CHECK(::listen(s.fd, int(world)) == 0, who, ": listen() failed (", std::strerror(errno),
+             ")");
+    const uint32_t n = htonl(uint32_t(payload.size()));
+    for (int64_t served = 1; served < world; ++served) {
+      FG_CHECK(wait_readable(s.fd, deadline), who, ": only ", served - 1, " of ", world - 1,
+               " other ranks connected within ", timeout_s, " s; check that every rank started "
+               "and can reach this host");
+      Fd c(::accept(s.fd, nullptr, nullptr));
+      FG_CHECK(c.fd >= 0, who, ": accept() failed (", std::strerror(errno), ")");
+      send_all(c.fd, &n, sizeof n, who);
+      send_all(c.fd, payload.data(), payload.size(), who);
+    }
+    return payload;
+  }
+  const std::string who = "data parallel: rank " + std::to_string(rank) +
+                          " fetching the NCCL id from rank 0 at " + where;
+  addrinfo hints{}, *res = nullptr;
+  hints.ai_family = AF_INET;
+  hints.ai_socktype = SOCK_STREAM;
+  const int gai = ::getaddrinfo(host.c_str(), std::to_string(port).c_str(), &hints, &res);
+  FG_CHECK(gai == 0 && res, who, ": cannot resolve '", host, "' (", ::gai_strerror(gai),
+           "); set MASTER_ADDR to rank 0's host name or address");
+  std::string last_error = "no attempt";
+  for (;;) {
+    Fd s(::socket(AF_INET, SOCK_STREAM, 0));
+    if (s.fd >= 0 && ::connect(s.fd, res->ai_addr, res->ai_addrlen) == 0) {
+      ::freeaddrinfo(res);
+      uint32_t n = 0;
+      recv_all(s.fd, &n, sizeof n, deadline, who);
+      std::string out(size_t(ntohl(n)), '\0');
+      recv_all(s.fd, out.data(), out.size(), deadline, who);
+      return out;
+    }
+    last_error = std::strerror(errno);
+    if (seconds_left(deadline) <= 0) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  ::freeaddrinfo(res);
+  throw Error(str(who, ": rank 0 could not be reached within ", timeout_s, " s (last attempt: ",
+                  last_error, "); check MASTER_ADDR and MASTER_PORT, and that rank 0 started"));
+}
+
+int id_port(const DistEnv& env, const std::function<const char*(const char*)>& getenv) {
+  if (const char* v = getenv("FLASHGRAD_ID_PORT")) {
+    char* end = nullptr;
+    const long p = std::strtol(v, &end, 10);
+    FG_CHECK(*v && end && *end == '\0' && p >= 1 && p <= 65535, "data parallel: "
+             "FLASHGRAD_ID_PORT=\"", v, "\" is not a TCP port (1 to 65535)");
+    return int(p);
+  }
+  FG_CHECK(env.port >= 1 && env.port < 65535, "data parallel: MASTER_PORT=", env.port,
+           " leaves no port above it for the NCCL id (MASTER_PORT + 1); set FLASHGRAD_ID_PORT");
+  return env.port + 1;
+}
+
+// ---- NCCL ----
+
+#if defined(FLASHGRAD_WITH_NCCL)
+
+bool nccl_available() { return true; }
+
+namespace {
+
+void nccl_check(ncclResult_t r, const char* what) {
+  FG_CHECK(r == ncclSuccess, "data parallel: ", what, " failed: ", ncclGetErrorString(r),
+           " (NCCL_DEBUG=WARN in the environment shows NCCL's own account)");
+}
+
+ncclDataType_t nccl_type(DType d) {
+  switch (d) {
+    case DType::f32: return ncclFloat32;
+    case DType::f64: return ncclFloat64;
+    case DType::bf16: return ncclBfloat16;
+    case DType::f16: return ncclFloat16;
+    default: break;
+  }
+  throw Error(str("data parallel: cannot all-reduce a ", dtype_name(d),
+                  " tensor (f32, f64, bf16 or f16)"));
+}
+
+}  // namespace
+
+struct Communicator::Nccl {
+  ncclComm_t comm = nullptr;
+  ~Nccl() {
+    if (comm) ncclCommDestroy(comm);
+  }
+};
+
+std::unique_ptr<Communicator> Communicator::create(const DistEnv& env, double timeout_s) {
+  std::unique_ptr<Communicator> c(new Communicator(env.rank, env.world));
+  if (env.world == 1) return c;
+  ncclUniqueId id{};
+  if (env.rank == 0) nccl_check(ncclGetUniqueId(&id), "ncclGetUniqueId");
+  const int port = id_port(env, [](const char* n) { return std::getenv(n); });
+  const std::string got =
+      exchange_bytes(env.rank, env.world, env.master_addr, port,
+                     std::string(reinterpret_cast<const char*>(&id), sizeof id), timeout_s);
+  FG_CHECK(got.size() == sizeof id, "data parallel: the NCCL id from rank 0 has ", got.size(),
+           " bytes, not ", sizeof id, " (flashgrad builds with different NCCL versions?)");
+  std::memcpy(&id, got.data(), sizeof id);
+  c->nccl_ = std::make_unique<Nccl>();
+  nccl_check(ncclCommInitRank(&c->nccl_->comm, int(env.world), id, int(env.rank)),
+             "ncclCommInitRank");
+  return c;
+}
+
+void Communicator::all_reduce_mean(const std::vector<Tensor>& tensors) {
+  if (world_ == 1) return;
+  nccl_check(ncclGroupStart(), "ncclGroupStart");
+  for (const Tensor& t : tensors) {
+    if (!t.defined()) continue;
+    FG_CHECK(t.device().is_cuda() && t.is_contiguous(), "data parallel: all_reduce_mean takes "
+             "contiguous CUDA tensors, got one on ", t.device().str());
+    nccl_check(ncclAllReduce(t.data_ptr(), t.data_ptr(), size_t(t.numel()), nccl_type(t.dtype()),
+                             ncclAvg, nccl_->comm, /*stream=*/0),
+               "ncclAllReduce");
+  }
+  nccl_check(ncclGroupEnd(), "ncclGroupEnd");
+}
+
+double Communicator::all_reduce_sum(double x) {
+  if (world_ == 1) return x;
+  Tensor t = from_vector<double>({x}, {1}, TensorOptions(DType::f64).device(Device::cuda()));
+  nccl_check(ncclAllReduce(t.data_ptr(), t.data_ptr(), 1, ncclFloat64, ncclSum, nccl_->comm,
+                           /*stream=*/0),
+             "ncclAllReduce");
+  return t.item();
+}
+
+#else  // no NCCL in this build
+
+bool nccl_available() { return false; }
+
+struct Communicator::Nccl {};
+
+std::unique_ptr<Communicator> Communicator::create(const DistEnv& env, double) {
+  FG_CHECK(env.world == 1, "data-parallel training over ", env.world, " processes needs NCCL, "
+           "and this flashgrad was built without it: install NCCL (Debian/Ubuntu: libnccl-dev; "
+           "the CUDA container images ship it) and rebuild");
+  return std::unique_ptr<Communicator>(new Communicator(0, 1));
+}
+
+void Communicator::all_reduce_mean(const std::vector<Tensor>&) {}
+double Communicator::all_reduce_sum(double x) { return x; }
+
+#endif
+
+Communicator::Communicator(int64_t rank, int64_t world) : rank_(rank), world_(world) {}
+Communicator::~Communicator() = default;
+
+}  // namespace fg::train

@@ -1,0 +1,72 @@
+// The data-parallel group of one worker process: NCCL across GPUs, one process per GPU, as
+// PyTorch DDP and llm.c do it.
+//
+//   DistEnv env = dist_env_from(getenv);              // train/dist_env.h
+//   auto comm = Communicator::create(env);            // world 1: every call does nothing
+//   ... backward ...
+//   comm->all_reduce_mean(grads);                     // every rank now holds the mean
+//
+// How the ranks meet: rank 0 makes the NCCL unique id and hands it to the others over TCP
+// (exchange_bytes below) at MASTER_ADDR, port FLASHGRAD_ID_PORT when set, else MASTER_PORT + 1
+// (torchrun's own rendezvous store already listens on MASTER_PORT). `flashgrad train --gpus N`
+// sets all of these for the workers it starts (train/launch.h).
+//
+// A world of one process is the single-GPU (or CPU) path through the same code: no NCCL, no
+// sockets. A larger world needs a CUDA build with NCCL; without it create() says what to
+// install. Every collective must be called by every rank, with the same tensors (shapes,
+// dtypes, order): a rank that skips one leaves the others waiting.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "tensor/tensor.h"
+#include "train/dist_env.h"
+
+namespace fg::train {
+
+// Whether this build can run data-parallel over several GPUs (CUDA and NCCL found by CMake).
+bool nccl_available();
+
+class Communicator {
+ public:
+  // The group of `env` (its rank and world). Throws naming what is missing: NCCL in this
+  // build, rank 0 at the rendezvous address within timeout_s, or NCCL's own error.
+  static std::unique_ptr<Communicator> create(const DistEnv& env, double timeout_s = 300);
+  ~Communicator();
+  Communicator(const Communicator&) = delete;
+  Communicator& operator=(const Communicator&) = delete;
+
+  int64_t rank() const { return rank_; }
+  int64_t world() const { return world_; }
+  bool lead() const { return rank_ == 0; }  // the rank that prints and writes
+
+  // Replaces each tensor (contiguous, on the GPU; f32, f64, bf16 or f16) by its mean over
+  // the ranks, in place, all of them in one grouped NCCL launch. Undefined tensors are skipped
+  // (on every rank alike: the list must match).
+  void all_reduce_mean(const std::vector<Tensor>& tensors);
+  // The sum of x over the ranks (a host value, through a one-element device buffer).
+  double all_reduce_sum(double x);
+  // Whether any rank passes true (Ctrl-C seen by one rank stops them all at the same step).
+  bool any(bool flag) { return world_ > 1 ? all_reduce_sum(flag ? 1.0 : 0.0) > 0.5 : flag; }
+
+ private:
+  Communicator(int64_t rank, int64_t world);
+  struct Nccl;
+  int64_t rank_ = 0, world_ = 1;
+  std::unique_ptr<Nccl> nccl_;
+};
+
+// Rank 0 sends `payload` to every other rank over TCP and returns it; the other ranks connect
+// to host:port (retrying until timeout_s, since rank 0 may start later) and return what they
+// receive. Throws naming the address and the reason when rank 0 cannot be reached, or when
+// rank 0 does not hear from every rank, within timeout_s.
+std::string exchange_bytes(int64_t rank, int64_t world, const std::string& host, int port,
+                           const std::string& payload, double timeout_s);
+
+// The port rank 0 hands the NCCL id out on: FLASHGRAD_ID_PORT when set (1..65535), else
+// env.port + 1. `getenv` as in dist_env_from.
+int id_port(const DistEnv& env, const std::function<const char*(const char*)>& getenv);
+
+}  // namespace fg::train

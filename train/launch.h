@@ -1,0 +1,45 @@
+// `flashgrad train --gpus N` on one host: the launcher starts N copies of the same command as
+// worker processes, one per GPU, with the environment torchrun would give them, waits for
+// them, and stops them all together.
+//
+//   worker r:  RANK=r WORLD_SIZE=N LOCAL_RANK=r LOCAL_WORLD_SIZE=N MASTER_ADDR=127.0.0.1
+//              MASTER_PORT=P FLASHGRAD_ID_PORT=P FLASHGRAD_WORKER=1
+//              CUDA_VISIBLE_DEVICES=<entry r of the launcher's list, or r>
+//
+// so that every worker sees its one GPU as cuda:0. When a worker fails (a non-zero exit or a
+// signal), the launcher sends the others SIGTERM, then SIGKILL after a grace period, reaps
+// them all (no orphans) and returns the failed worker's code. Ctrl-C reaches every process of
+// the terminal's group: the workers stop after the current step (together: see
+// Communicator::any) and the launcher waits for them.
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <iosfwd>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace fg::train {
+
+// A TCP port that was free on 127.0.0.1 a moment ago (bound to port 0, read back, released).
+int free_tcp_port();
+
+// The environment of worker `rank` of `world` on this host, as listed above. `visible`: the
+// launcher's CUDA_VISIBLE_DEVICES ("" when unset). Throws when `visible` lists fewer than
+// `world` devices.
+std::vector<std::pair<std::string, std::string>> worker_env(int64_t rank, int64_t world, int port,
+                                                            const std::string& visible);
+
+// Runs `argv` (argv[0] a path to the program) as `world` workers with worker_env, and returns
+// 0 when all exit 0, or the first failing worker's exit code (128 + signal for a signal), after
+// stopping and reaping the rest; a line on `err` names the failed rank.
+int run_workers(const std::vector<std::string>& argv, int64_t world, int port,
+                std::ostream& err, double grace_s = 10);
+
+// Under torchrun or Slurm (RANK / LOCAL_RANK set, more than one process, not started by
+// run_workers): narrows CUDA_VISIBLE_DEVICES to this process's LOCAL_RANK entry before CUDA
+// starts, so that the worker's GPU is cuda:0 as it is under `--gpus`. Returns whether it did.
+bool select_local_gpu(const std::function<const char*(const char*)>& getenv,
+                      const std::function<void(const char*, const char*)>& setenv);
+
+}  // namespace fg::train
