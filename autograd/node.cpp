@@ -104,6 +104,15 @@ std::vector<std::shared_ptr<Storage>> FunctionNode::saved_storages() const {
   return r;
 }
 
+namespace {
+thread_local GradReadyHook g_grad_ready_hook;
+}  // namespace
+
+GradReadyHookGuard::GradReadyHookGuard(GradReadyHook hook) : prev_(std::move(g_grad_ready_hook)) {
+  g_grad_ready_hook = std::move(hook);
+}
+GradReadyHookGuard::~GradReadyHookGuard() { g_grad_ready_hook = std::move(prev_); }
+
 std::vector<Tensor> AccumulateGrad::apply(const std::vector<Tensor>& grads) {
   std::shared_ptr<TensorImpl> impl = leaf_.lock();
   if (!impl || !grads[0].defined()) return {};
@@ -116,6 +125,7 @@ std::vector<Tensor> AccumulateGrad::apply(const std::vector<Tensor>& grads) {
   Tensor sum = prev.defined() ? ops::add(prev, g) : ops::contiguous(detached_alias(g));
   if (sum.dtype() != leaf.dtype()) sum = ops::to_dtype(sum, leaf.dtype());
   leaf.set_grad(sum);
+  if (g_grad_ready_hook) g_grad_ready_hook(leaf);
   return {};
 }
 

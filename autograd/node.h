@@ -41,6 +41,24 @@ struct AccumulateGrad : Node {
   std::weak_ptr<TensorImpl> leaf_;
 };
 
+// ---- gradient-ready hook ----
+// Called with each leaf once a backward pass has finished its gradient (once per leaf and pass,
+// right after its .grad holds the sum), while the pass goes on with the rest of the graph:
+// data-parallel training starts averaging gradients across GPUs there, overlapping the rest of
+// the backward. Per thread; set for a scope by GradReadyHookGuard (nested guards restore the
+// outer hook).
+using GradReadyHook = std::function<void(const Tensor& leaf)>;
+class GradReadyHookGuard {
+ public:
+  explicit GradReadyHookGuard(GradReadyHook hook);
+  ~GradReadyHookGuard();
+  GradReadyHookGuard(const GradReadyHookGuard&) = delete;
+  GradReadyHookGuard& operator=(const GradReadyHookGuard&) = delete;
+
+ private:
+  GradReadyHook prev_;
+};
+
 // ---- grad mode ----
 bool grad_enabled();
 void set_grad_enabled(bool on);

@@ -13,6 +13,14 @@ flashgrad's model FLOP utilisation and time split.
   python3 bench/compare_train.py --preset tiny --device cpu            # the README's default run
   python3 bench/compare_train.py --preset gpt12 --device cuda --dtype bf16 --modes eager,compile
 
+Under torchrun (WORLD_SIZE > 1) the PyTorch side trains data-parallel with DistributedDataParallel
+over NCCL, one process per GPU, --batch per GPU, each rank its own batches; tokens/s counts every
+rank's tokens, rank 0 prints and writes the JSON, and flashgrad is not run (time `flashgrad
+train --gpus N` beside it):
+
+  torchrun --standalone --nproc-per-node 2 bench/compare_train.py --preset gpt12 --device cuda \
+      --dtype bf16 --modes eager,compile --no-flashgrad
+
 Presets: tiny (2 layers, 4 heads, width 128, context 64, batch 16: flashgrad's default),
 small (6, 6, 384, 256, batch 64), gpt12 (12, 12, 768, 1024, batch 16, dropout 0.1), gpt24
 (24, 16, 1024, 1024, batch 8, dropout 0.1); --batch N overrides the batch on both sides. Tokens/s = batch x context / the mean step time over
@@ -96,9 +104,21 @@ def corpus(path):
     return torch.tensor([index[ch] for ch in text], dtype=torch.long), len(chars)
 
 
+def world_rank():
+    return int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0"))
+
+
 def train_pytorch(data, vocab, c, a, mode):
     torch.manual_seed(1337)
+    world, rank = world_rank()
     dev = torch.device(a.device)
+    if world > 1:  # DDP: one process per GPU (torchrun)
+        import torch.distributed as dist
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local)
+        dev = torch.device("cuda", local)
+        if not dist.is_initialized():
+            dist.init_process_group("nccl")
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[a.dtype]
     model = GPT(vocab, c).to(dev)
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
@@ -107,12 +127,15 @@ def train_pytorch(data, vocab, c, a, mode):
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": rest, "weight_decay": 0.0}],
                             lr=3e-3, betas=(0.9, 0.99), eps=1e-8, **kw)
     step_fn = model
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+        step_fn = DistributedDataParallel(model, device_ids=[dev.index])
     if mode == "compile":
         if not hasattr(torch, "compile"):
             raise RuntimeError(f"torch {torch.__version__} has no torch.compile")
-        step_fn = torch.compile(model)
+        step_fn = torch.compile(step_fn)
     B, T = c["batch"], c["block_size"]
-    g = torch.Generator().manual_seed(7)
+    g = torch.Generator().manual_seed(7 + rank)
 
     def batch():
         ix = torch.randint(len(data) - T - 1, (B,), generator=g)
@@ -144,8 +167,9 @@ def train_pytorch(data, vocab, c, a, mode):
         torch.cuda.synchronize()  # the last step's backward and update count too
     dt = time.perf_counter() - t0
     mem = torch.cuda.max_memory_allocated() if dev.type == "cuda" else 0
-    return {"mode": mode, "tokens_per_s": B * T * a.steps / dt, "ms_per_step": 1e3 * dt / a.steps,
-            "last_loss": loss, "peak_memory_bytes": mem}
+    return {"mode": mode, "tokens_per_s": world * B * T * a.steps / dt,
+            "ms_per_step": 1e3 * dt / a.steps, "last_loss": loss, "peak_memory_bytes": mem,
+            "gpus": world}
 
 
 def train_flashgrad(c, a, preset, vocab):
@@ -189,11 +213,15 @@ def main():
     if a.batch > 0:
         c["batch"] = a.batch
     data, vocab = corpus(a.data)
-    fg = None if a.no_flashgrad else train_flashgrad(c, a, a.preset, vocab)
+    world, rank = world_rank()
+    if rank != 0:  # DDP: rank 0 reports
+        sys.stdout = open(os.devnull, "w")
+    fg = None if a.no_flashgrad or world > 1 else train_flashgrad(c, a, a.preset, vocab)
     res = {"preset": a.preset, "config": c, "device": a.device, "dtype": a.dtype, "vocab": vocab,
            "torch": torch.__version__, "threads": torch.get_num_threads(), "date": time.strftime("%Y-%m-%d"),
-           "pytorch": [], "flashgrad": None}
-    print(f"{a.preset}: {c}, vocab {vocab}, {a.device} {a.dtype}, torch {torch.__version__} "
+           "pytorch": [], "flashgrad": None, "gpus": world}
+    print(f"{a.preset}: {c}, vocab {vocab}, {a.device} {a.dtype}"
+          f"{f', DDP on {world} GPUs (batch per GPU)' if world > 1 else ''}, torch {torch.__version__} "
           f"({torch.get_num_threads()} threads), {a.steps} timed steps after {a.warmup}", flush=True)
     for mode in a.modes.split(","):
         try:
@@ -222,9 +250,13 @@ def main():
                     print(f"  flashgrad / pytorch {r['mode']}: {f['tokens_per_s'] / r['tokens_per_s']:.2f}x", flush=True)
             print(f"  (ratio to the best PyTorch mode {ratio:.2f})", flush=True)
             res["ratio_to_best_pytorch"] = ratio
-    if a.out_json:
+    if a.out_json and rank == 0:
         with open(a.out_json, "w") as fo:
             json.dump(res, fo, indent=2)
+    if world > 1:
+        import torch.distributed as dist
+        if dist.is_initialized():
+            dist.destroy_process_group()
 
 
 if __name__ == "__main__":

@@ -40,6 +40,7 @@ struct TrainFlags {
   bool resume = false, overwrite = false;
   int64_t stop_at = 0;
   int64_t gpus = 1;  // data-parallel workers (train/launch.h); 1: this process alone
+  int64_t bucket_mb = 25;  // data parallel: gradient bucket size (RunOptions::bucket_bytes)
 };
 
 // A flag bound to the config key `key`, checked against the key's range when it has one.
@@ -133,6 +134,7 @@ void run_train(TrainFlags& f) {
   run.stop_at = f.stop_at;
   run.explicit_keys = explicit_keys;
   run.live = ::isatty(STDOUT_FILENO) != 0;
+  run.bucket_bytes = f.bucket_mb << 20;
 
   // A data-parallel worker: started by --gpus, torchrun or Slurm (train/dist_env.h).
   FG_CHECK(f.gpus == 1 || env.world == f.gpus, "--gpus ", f.gpus, " but this worker's world "
@@ -181,6 +183,10 @@ void register_train(CLI::App& app) {
                   "data parallel: one worker process per GPU, gradients averaged over NCCL "
                   "(batch is per GPU)")
       ->transform(in_range(train::NumberRange::whole("--gpus", 1, 1024)));
+  cmd->add_option("--bucket-mb", f.bucket_mb,
+                  "data parallel: average gradients in buckets of this many MiB while the "
+                  "backward runs (0: once, after it)")
+      ->transform(in_range(train::NumberRange::whole("--bucket-mb", 0, 4096)));
   cmd->add_option("--stop-at", f.stop_at,
                   "stop after this step with a checkpoint, as if paused (resume later with the "
                   "same --steps: the run continues exactly as if never stopped)")

@@ -180,14 +180,45 @@ ncclDataType_t nccl_type(DType d) {
                   " tensor (f32, f64, bf16 or f16)"));
 }
 
+void cuda_check(cudaError_t e, const char* what) {
+  FG_CHECK(e == cudaSuccess, "data parallel: ", what, " failed: ", cudaGetErrorString(e));
+}
+
 }  // namespace
 
+// The NCCL communicator, and the stream and events of the overlapped averaging: the stream
+// does not synchronise with the legacy default stream the kernels run on (non-blocking), so
+// NCCL runs beside the backward; events order the two where the data demands it.
 struct Communicator::Nccl {
   ncclComm_t comm = nullptr;
+  cudaStream_t stream = nullptr;
+  cudaEvent_t ready = nullptr, done = nullptr;
+  bool pending = false;
   ~Nccl() {
     if (comm) ncclCommDestroy(comm);
+    if (ready) cudaEventDestroy(ready);
+    if (done) cudaEventDestroy(done);
+    if (stream) cudaStreamDestroy(stream);
   }
 };
+
+namespace {
+
+// One grouped NCCL launch averaging `tensors` in place on `stream`.
+void mean_in_place(ncclComm_t comm, const std::vector<Tensor>& tensors, cudaStream_t stream) {
+  nccl_check(ncclGroupStart(), "ncclGroupStart");
+  for (const Tensor& t : tensors) {
+    if (!t.defined()) continue;
+    FG_CHECK(t.device().is_cuda() && t.is_contiguous(), "data parallel: averaging takes "
+             "contiguous CUDA tensors, got one on ", t.device().str());
+    nccl_check(ncclAllReduce(t.data_ptr(), t.data_ptr(), size_t(t.numel()), nccl_type(t.dtype()),
+                             ncclAvg, comm, stream),
+               "ncclAllReduce");
+  }
+  nccl_check(ncclGroupEnd(), "ncclGroupEnd");
+}
+
+}  // namespace
 
 std::unique_ptr<Communicator> Communicator::create(const DistEnv& env, double timeout_s) {
   std::unique_ptr<Communicator> c(new Communicator(env.rank, env.world));
@@ -204,21 +235,32 @@ std::unique_ptr<Communicator> Communicator::create(const DistEnv& env, double ti
   c->nccl_ = std::make_unique<Nccl>();
   nccl_check(ncclCommInitRank(&c->nccl_->comm, int(env.world), id, int(env.rank)),
              "ncclCommInitRank");
+  cuda_check(cudaStreamCreateWithFlags(&c->nccl_->stream, cudaStreamNonBlocking),
+             "cudaStreamCreateWithFlags");
+  cuda_check(cudaEventCreateWithFlags(&c->nccl_->ready, cudaEventDisableTiming), "cudaEventCreate");
+  cuda_check(cudaEventCreateWithFlags(&c->nccl_->done, cudaEventDisableTiming), "cudaEventCreate");
   return c;
 }
 
 void Communicator::all_reduce_mean(const std::vector<Tensor>& tensors) {
   if (world_ == 1) return;
-  nccl_check(ncclGroupStart(), "ncclGroupStart");
-  for (const Tensor& t : tensors) {
-    if (!t.defined()) continue;
-    FG_CHECK(t.device().is_cuda() && t.is_contiguous(), "data parallel: all_reduce_mean takes "
-             "contiguous CUDA tensors, got one on ", t.device().str());
-    nccl_check(ncclAllReduce(t.data_ptr(), t.data_ptr(), size_t(t.numel()), nccl_type(t.dtype()),
-                             ncclAvg, nccl_->comm, /*stream=*/0),
-               "ncclAllReduce");
-  }
-  nccl_check(ncclGroupEnd(), "ncclGroupEnd");
+  mean_in_place(nccl_->comm, tensors, /*stream=*/0);
+}
+
+void Communicator::start_mean(const std::vector<Tensor>& tensors) {
+  if (world_ == 1) return;
+  // The averaging starts once the default stream has produced the tensors.
+  cuda_check(cudaEventRecord(nccl_->ready, 0), "cudaEventRecord");
+  cuda_check(cudaStreamWaitEvent(nccl_->stream, nccl_->ready, 0), "cudaStreamWaitEvent");
+  mean_in_place(nccl_->comm, tensors, nccl_->stream);
+  nccl_->pending = true;
+}
+
+void Communicator::finish_means() {
+  if (world_ == 1 || !nccl_->pending) return;
+  cuda_check(cudaEventRecord(nccl_->done, nccl_->stream), "cudaEventRecord");
+  cuda_check(cudaStreamWaitEvent(0, nccl_->done, 0), "cudaStreamWaitEvent");
+  nccl_->pending = false;
 }
 
 double Communicator::all_reduce_sum(double x) {
@@ -244,6 +286,8 @@ std::unique_ptr<Communicator> Communicator::create(const DistEnv& env, double) {
 }
 
 void Communicator::all_reduce_mean(const std::vector<Tensor>&) {}
+void Communicator::start_mean(const std::vector<Tensor>&) {}
+void Communicator::finish_means() {}
 double Communicator::all_reduce_sum(double x) { return x; }
 
 #endif

@@ -46,6 +46,12 @@ class Communicator {
   // the ranks, in place, all of them in one grouped NCCL launch. Undefined tensors are skipped
   // (on every rank alike: the list must match).
   void all_reduce_mean(const std::vector<Tensor>& tensors);
+  // The same, overlapped: start_mean queues the averaging of `tensors` on the communicator's
+  // own CUDA stream, behind everything queued so far on the default stream (so call it once
+  // the tensors are final), and returns at once; finish_means makes the default stream wait
+  // for every averaging started. Between the two, nothing may write those tensors.
+  void start_mean(const std::vector<Tensor>& tensors);
+  void finish_means();
   // The sum of x over the ranks (a host value, through a one-element device buffer).
   double all_reduce_sum(double x);
   // Whether any rank passes true (Ctrl-C seen by one rank stops them all at the same step).

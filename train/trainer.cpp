@@ -511,6 +511,28 @@ std::string diverged(const Run& r, double loss, double norm) {
              norm, "; try ", remedies, "; ", checkpoint_status(r));
 }
 
+// Gradients gathered, as the backward finishes them, into buckets of about `bytes`, each
+// handed to the communicator to average as soon as it is full.
+struct GradBuckets {
+  GradBuckets(Communicator* c, int64_t b) : comm(c), bytes(b) {}
+  Communicator* comm;
+  int64_t bytes;
+  std::vector<Tensor> current;
+  int64_t filled = 0;
+  void add(const Tensor& g) {
+    if (!g.defined()) return;
+    current.push_back(g);
+    filled += int64_t(g.nbytes());
+    if (filled >= bytes) flush();
+  }
+  void flush() {
+    if (current.empty()) return;
+    comm->start_mean(current);
+    current.clear();
+    filled = 0;
+  }
+};
+
 // One optimizer step: grad_accum micro-batches forward and backward, the gradient norm
 // (a non-finite loss or norm stops the run before anything is saved), clipping, AdamW.
 StepStats train_step(Run& r) {
@@ -519,18 +541,35 @@ StepStats train_step(Run& r) {
   const double lr = r.schedule.at(r.state.step);
   r.opt->set_lr(lr);
   double loss_sum = 0;
+  const bool overlap = r.world > 1 && r.options.bucket_bytes > 0;
   for (int64_t micro = 0; micro < cfg.grad_accum; ++micro) {
     Batch b = get_batch(r.splits.train, cfg.batch_size, cfg.block_size, r.data_gen, r.device,
                         r.rank, r.world);
     Tensor loss = r.model->loss(b.x, b.y);
     loss_sum += loss.item();
-    (cfg.grad_accum > 1 ? loss * (1.0 / double(cfg.grad_accum)) : loss).backward();
+    Tensor scaled = cfg.grad_accum > 1 ? loss * (1.0 / double(cfg.grad_accum)) : loss;
+    if (overlap && micro + 1 == cfg.grad_accum) {
+      // Data parallel, the last micro-batch: each bucket of finished gradients starts its
+      // averaging across the GPUs while the backward goes on (every rank finishes them in the
+      // same order, so the buckets match).
+      GradBuckets buckets(r.comm, r.options.bucket_bytes);
+      {
+        GradReadyHookGuard hook([&](const Tensor& leaf) { buckets.add(leaf.grad()); });
+        scaled.backward();
+      }
+      buckets.flush();
+      r.comm->finish_means();
+    } else {
+      scaled.backward();
+    }
   }
   double loss = loss_sum / double(cfg.grad_accum);
-  if (r.world > 1) {  // the mean over the ranks, of the gradients and of the loss
-    std::vector<Tensor> grads;
-    for (const Tensor& p : r.params) grads.push_back(p.grad());
-    r.comm->all_reduce_mean(grads);
+  if (r.world > 1) {  // the mean over the ranks, of the gradients (unless done above) and loss
+    if (!overlap) {
+      std::vector<Tensor> grads;
+      for (const Tensor& p : r.params) grads.push_back(p.grad());
+      r.comm->all_reduce_mean(grads);
+    }
     loss = r.comm->all_reduce_sum(loss) / double(r.world);
   }
   const double norm = grad_norm(r.params);

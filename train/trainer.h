@@ -34,6 +34,10 @@ struct RunOptions {
   // averaged over the ranks after the backward, and every rank keeps identical weights; rank 0
   // alone prints, locks out_dir and writes checkpoints. Every rank evaluates the same batches.
   Communicator* comm = nullptr;
+  // Data parallel: gradients are averaged in buckets of about this many bytes, each started as
+  // soon as the backward has finished its gradients (in the order it finishes them), on
+  // NCCL's own stream while the backward goes on; 0: one averaging after the backward.
+  int64_t bucket_bytes = int64_t(25) << 20;
 };
 
 struct TrainResult {

@@ -115,3 +115,29 @@ TEST_CASE("gradients flow across devices", "[autograd][cuda]") {
   for (double v : x.grad().to_vector<double>()) CHECK(v == Approx(2.0));
 }
 #endif
+
+TEST_CASE("the gradient-ready hook sees each leaf once, with its final gradient, in the order "
+          "the backward finishes them", "[autograd]") {
+  Tensor a = leaf({3}, Device::cpu(), DType::f64, 1), b = leaf({3}, Device::cpu(), DType::f64, 2);
+  Tensor unused = leaf({3}, Device::cpu(), DType::f64, 3);
+  std::vector<std::pair<TensorImpl*, std::vector<double>>> seen;
+  {
+    GradReadyHookGuard guard([&](const Tensor& l) {
+      seen.emplace_back(l.impl_ptr().get(), l.grad().to_vector<double>());
+    });
+    // a is used early and twice (its gradient is the sum of two), b only at the end: b's
+    // gradient is finished first.
+    Tensor h = a * a + a;
+    Tensor y = (h * b).sum();
+    y.backward();
+  }
+  REQUIRE(seen.size() == 2);
+  CHECK(seen[0].first == b.impl_ptr().get());
+  CHECK(seen[1].first == a.impl_ptr().get());
+  CHECK(seen[0].second == b.grad().to_vector<double>());
+  CHECK(seen[1].second == a.grad().to_vector<double>());
+  CHECK_FALSE(unused.grad().defined());
+  // The guard restored "no hook": a later backward reports nothing.
+  (a * b).sum().backward();
+  CHECK(seen.size() == 2);
+}
