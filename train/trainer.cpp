@@ -138,24 +138,33 @@ TrainConfig resume_config(const TrainConfig& checkpoint, const TrainConfig& requ
   return c;
 }
 
-double evaluate(nn::GPT& model, const std::vector<int32_t>& tokens, int64_t batch_size,
-                int64_t batches, uint64_t seed) {
+LossSum evaluate_share(nn::GPT& model, const std::vector<int32_t>& tokens, int64_t batch_size,
+                       int64_t batches, uint64_t seed, int64_t rank, int64_t world) {
   DefaultGeneratorGuard keep_rng;
   const bool was_training = model.is_training();
   model.eval();
   NoGradGuard ng;
   Generator gen(seed);
   const Device device = model.wte->weight.device();
-  double total = 0;
-  int64_t done = 0;
+  LossSum s;
   for (int64_t i = 0; i < batches; ++i) {
+    if (i % world != rank) {  // another rank's batch: only move past its draw
+      gen.set_offset(gen.offset() + 1);
+      continue;
+    }
     Batch b = get_batch(tokens, batch_size, model.config.block_size_, gen, device);
-    total += model.loss(b.x, b.y).item();
-    ++done;
+    s.sum += model.loss(b.x, b.y).item();
+    ++s.count;
     if (stop_requested()) break;
   }
   model.train(was_training);
-  return done > 0 ? total / double(done) : NAN;
+  return s;
+}
+
+double evaluate(nn::GPT& model, const std::vector<int32_t>& tokens, int64_t batch_size,
+                int64_t batches, uint64_t seed) {
+  const LossSum s = evaluate_share(model, tokens, batch_size, batches, seed, 0, 1);
+  return s.count > 0 ? s.sum / double(s.count) : NAN;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -616,13 +625,21 @@ struct Losses {
   double train, val;
 };
 
-// The mean losses over eval_batches batches of each split; the same batches every time.
+// The mean losses over eval_batches batches of each split; the same batches every time. Data
+// parallel: each rank evaluates its share of them, and the sums meet.
 Losses evaluate_splits(Run& r) {
   const uint64_t eval_seed = r.cfg.seed + 7;
-  const double train_loss =
-      evaluate(*r.model, r.splits.train, r.cfg.batch_size, r.cfg.eval_batches, eval_seed);
-  const double val_loss =
-      evaluate(*r.model, r.splits.val, r.cfg.batch_size, r.cfg.eval_batches, eval_seed);
+  auto mean = [&](const std::vector<int32_t>& split) {
+    LossSum s = evaluate_share(*r.model, split, r.cfg.batch_size, r.cfg.eval_batches, eval_seed,
+                               r.rank, r.world);
+    if (r.world > 1) {
+      s.sum = r.comm->all_reduce_sum(s.sum);
+      s.count = int64_t(std::llround(r.comm->all_reduce_sum(double(s.count))));
+    }
+    return s.count > 0 ? s.sum / double(s.count) : NAN;
+  };
+  const double train_loss = mean(r.splits.train);
+  const double val_loss = mean(r.splits.val);
   return {train_loss, val_loss};
 }
 

@@ -32,7 +32,8 @@ struct RunOptions {
   // Data parallel (train/comm.h): this worker's group, or null for a single process. Each rank
   // trains on its own batches (get_batch's rank and world), the gradients and the loss are
   // averaged over the ranks after the backward, and every rank keeps identical weights; rank 0
-  // alone prints, locks out_dir and writes checkpoints. Every rank evaluates the same batches.
+  // alone prints, locks out_dir and writes checkpoints. Evaluation splits its batches over the
+  // ranks (evaluate_share) and averages them.
   Communicator* comm = nullptr;
   // Data parallel: gradients are averaged in buckets of about this many bytes, each started as
   // soon as the backward has finished its gradients (in the order it finishes them), on
@@ -70,6 +71,16 @@ TrainResult train(TrainConfig config, const RunOptions& run);
 // the default generator's state are restored afterwards.
 double evaluate(nn::GPT& model, const std::vector<int32_t>& tokens, int64_t batch_size,
                 int64_t batches, uint64_t seed);
+
+// Data parallel: rank `rank` of `world` takes the batches i (of the same `batches` evaluate()
+// draws) with i % world == rank, and returns their loss sum and count; summed over the ranks
+// they give evaluate()'s mean.
+struct LossSum {
+  double sum = 0;
+  int64_t count = 0;
+};
+LossSum evaluate_share(nn::GPT& model, const std::vector<int32_t>& tokens, int64_t batch_size,
+                       int64_t batches, uint64_t seed, int64_t rank, int64_t world);
 
 // Resolves a resumed run's config: the checkpoint's, with the explicitly given keys of
 // `requested` on top, and the checkpoint's schedule length fixed (lr_decay_steps, or its

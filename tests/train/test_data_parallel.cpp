@@ -20,6 +20,7 @@
 #include "train/dist_env.h"
 #include "train/grad_buckets.h"
 #include "train/launch.h"
+#include "train/trainer.h"
 
 using namespace fg;
 using namespace fg::train;
@@ -318,5 +319,25 @@ TEST_CASE("a one-process communicator is the single-GPU path: nothing to exchang
     DistEnv two;
     two.world = 2, two.master_addr = "127.0.0.1", two.port = 1;
     CHECK_THROWS_WITH(Communicator::create(two), Contains("NCCL") && Contains("libnccl-dev"));
+  }
+}
+
+TEST_CASE("evaluation split over ranks: the shares add up to the one-process mean",
+          "[train][data_parallel]") {
+  nn::GPT m(nn::GPTConfig().vocab_size(9).block_size(6).n_layer(1).n_head(2).n_embd(16));
+  std::vector<int32_t> tokens(400);
+  for (size_t i = 0; i < tokens.size(); ++i) tokens[i] = int32_t((i * 7 + i / 5) % 9);
+  const double one = evaluate(m, tokens, 3, 7, 99);
+  for (int64_t world : {2, 3, 7, 8}) {
+    double sum = 0;
+    int64_t count = 0;
+    for (int64_t r = 0; r < world; ++r) {
+      const LossSum s = evaluate_share(m, tokens, 3, 7, 99, r, world);
+      sum += s.sum;
+      count += s.count;
+    }
+    INFO("world " << world);
+    CHECK(count == 7);
+    CHECK(sum / double(count) == Approx(one).epsilon(1e-12));
   }
 }
