@@ -121,8 +121,12 @@ std::vector<Tensor> AccumulateGrad::apply(const std::vector<Tensor>& grads) {
   FG_CHECK(g.shape() == leaf.shape(), "AccumulateGrad: gradient of shape ", shape_str(g.shape()),
            " for a leaf of shape ", shape_str(leaf.shape()));
   Tensor prev = leaf.grad();
-  // Out of place, so that a gradient tensor handed to the user is never changed later.
-  Tensor sum = prev.defined() ? ops::add(prev, g) : ops::contiguous(detached_alias(g));
+  // Out of place, so that a gradient tensor handed to the user is never changed later. With a
+  // gradient-ready hook, .grad is a copy even when it could alias g: the hook's owner may
+  // change it in place (data parallel averages it) while the pass still reads g elsewhere.
+  Tensor sum = prev.defined()         ? ops::add(prev, g)
+               : g_grad_ready_hook    ? ops::clone(detached_alias(g))
+                                      : ops::contiguous(detached_alias(g));
   if (sum.dtype() != leaf.dtype()) sum = ops::to_dtype(sum, leaf.dtype());
   leaf.set_grad(sum);
   if (g_grad_ready_hook) g_grad_ready_hook(leaf);

@@ -139,6 +139,9 @@ void run_train(TrainFlags& f) {
   // A data-parallel worker: started by --gpus, torchrun or Slurm (train/dist_env.h).
   FG_CHECK(f.gpus == 1 || env.world == f.gpus, "--gpus ", f.gpus, " but this worker's world "
            "has ", env.world, " process(es) (", env.source, ")");
+  // Ctrl-C from here on stops after the current step (every rank at the same one), also when
+  // it comes while the ranks are still meeting.
+  train::SigintGuard ctrl_c;
   std::unique_ptr<train::Communicator> comm;
   if (env.world > 1) {
     FG_CHECK(cfg.device != "cpu", "data parallel (", env.world, " processes) trains on GPUs; "
@@ -147,8 +150,6 @@ void run_train(TrainFlags& f) {
     run.comm = comm.get();
     if (!comm->lead()) run.live = false;
   }
-
-  train::SigintGuard ctrl_c;
   train::TrainResult r = train::train(cfg, run);
   if (r.interrupted) throw Exit{130};
 }

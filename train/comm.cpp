@@ -27,6 +27,12 @@ namespace {
 
 using steady = std::chrono::steady_clock;
 
+// The hand-out's protocol: a rank sends (magic, its rank) as two big-endian 32-bit words; rank
+// 0 answers with the payload's length (32 bits) and the payload.
+constexpr uint32_t kHelloMagic = 0x46474944u;  // "FGID"
+constexpr uint32_t kMaxPayload = 1u << 20;
+constexpr auto kHelloWait = std::chrono::seconds(5);
+
 double seconds_left(steady::time_point deadline) {
   return std::chrono::duration<double>(deadline - steady::now()).count();
 }
@@ -103,14 +109,28 @@ std::string exchange_bytes(int64_t rank, int64_t world, const std::string& host,
     FG_CHECK(::listen(s.fd, int(world)) == 0, who, ": listen() failed (", std::strerror(errno),
              ")");
     const uint32_t n = htonl(uint32_t(payload.size()));
-    for (int64_t served = 1; served < world; ++served) {
-      FG_CHECK(wait_readable(s.fd, deadline), who, ": only ", served - 1, " of ", world - 1,
+    std::vector<bool> served(size_t(world), false);
+    for (int64_t count = 1; count < world;) {
+      FG_CHECK(wait_readable(s.fd, deadline), who, ": only ", count - 1, " of ", world - 1,
                " other ranks connected within ", timeout_s, " s; check that every rank started "
                "and can reach this host");
       Fd c(::accept(s.fd, nullptr, nullptr));
+      if (c.fd < 0 && (errno == EINTR || errno == ECONNABORTED)) continue;
       FG_CHECK(c.fd >= 0, who, ": accept() failed (", std::strerror(errno), ")");
+      // A rank says who it is first; anything else that connects (a port scan, a health
+      // check, a rank asking twice) is dropped and not counted.
+      uint32_t hello[2] = {0, 0};
+      try {
+        recv_all(c.fd, hello, sizeof hello, std::min(deadline, steady::now() + kHelloWait), who);
+      } catch (const Error&) {
+        continue;
+      }
+      const uint32_t r = ntohl(hello[1]);
+      if (ntohl(hello[0]) != kHelloMagic || r == 0 || r >= uint64_t(world) || served[r]) continue;
       send_all(c.fd, &n, sizeof n, who);
       send_all(c.fd, payload.data(), payload.size(), who);
+      served[r] = true;
+      ++count;
     }
     return payload;
   }
@@ -126,20 +146,30 @@ std::string exchange_bytes(int64_t rank, int64_t world, const std::string& host,
   for (;;) {
     Fd s(::socket(AF_INET, SOCK_STREAM, 0));
     if (s.fd >= 0 && ::connect(s.fd, res->ai_addr, res->ai_addrlen) == 0) {
-      ::freeaddrinfo(res);
-      uint32_t n = 0;
-      recv_all(s.fd, &n, sizeof n, deadline, who);
-      std::string out(size_t(ntohl(n)), '\0');
-      recv_all(s.fd, out.data(), out.size(), deadline, who);
-      return out;
+      try {
+        const uint32_t hello[2] = {htonl(kHelloMagic), htonl(uint32_t(rank))};
+        send_all(s.fd, hello, sizeof hello, who);
+        uint32_t n = 0;
+        recv_all(s.fd, &n, sizeof n, deadline, who);
+        FG_CHECK(ntohl(n) <= kMaxPayload, who, ": the server there sent a length of ", ntohl(n),
+                 " bytes, which is no NCCL id; is that port another service?");
+        std::string out(size_t(ntohl(n)), '\0');
+        recv_all(s.fd, out.data(), out.size(), deadline, who);
+        ::freeaddrinfo(res);
+        return out;
+      } catch (const Error& e) {
+        last_error = e.what();  // dropped by rank 0, or not rank 0 at all: try again
+      }
+    } else {
+      last_error = std::strerror(errno);
     }
-    last_error = std::strerror(errno);
     if (seconds_left(deadline) <= 0) break;
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
   ::freeaddrinfo(res);
   throw Error(str(who, ": rank 0 could not be reached within ", timeout_s, " s (last attempt: ",
-                  last_error, "); check MASTER_ADDR and MASTER_PORT, and that rank 0 started"));
+                  last_error, "); check MASTER_ADDR, the port (FLASHGRAD_ID_PORT, else "
+                  "MASTER_PORT + 1) and that rank 0 started"));
 }
 
 int id_port(const DistEnv& env, const std::function<const char*(const char*)>& getenv) {
@@ -206,11 +236,15 @@ namespace {
 
 // One grouped NCCL launch averaging `tensors` in place on `stream`.
 void mean_in_place(ncclComm_t comm, const std::vector<Tensor>& tensors, cudaStream_t stream) {
-  nccl_check(ncclGroupStart(), "ncclGroupStart");
-  for (const Tensor& t : tensors) {
+  for (const Tensor& t : tensors) {  // checked before the group opens: nothing left half-done
     if (!t.defined()) continue;
     FG_CHECK(t.device().is_cuda() && t.is_contiguous(), "data parallel: averaging takes "
              "contiguous CUDA tensors, got one on ", t.device().str());
+    nccl_type(t.dtype());
+  }
+  nccl_check(ncclGroupStart(), "ncclGroupStart");
+  for (const Tensor& t : tensors) {
+    if (!t.defined()) continue;
     nccl_check(ncclAllReduce(t.data_ptr(), t.data_ptr(), size_t(t.numel()), nccl_type(t.dtype()),
                              ncclAvg, comm, stream),
                "ncclAllReduce");

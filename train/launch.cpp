@@ -4,6 +4,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -39,11 +40,15 @@ std::vector<std::string> split_commas(const std::string& s) {
 // The workers, for the SIGTERM handler: a launcher told to stop passes it on to them.
 constexpr int kMaxWorkers = 1024;
 volatile sig_atomic_t g_workers = 0;
-pid_t g_worker_pids[kMaxWorkers];
+volatile sig_atomic_t g_terminated = 0;  // the launcher got SIGTERM
+volatile pid_t g_worker_pids[kMaxWorkers];
 
 extern "C" void forward_sigterm(int) {
+  const int saved = errno;
+  g_terminated = 1;
   for (int i = 0; i < g_workers; ++i)
     if (g_worker_pids[i] > 0) ::kill(g_worker_pids[i], SIGTERM);
+  errno = saved;
 }
 
 // Exit code of a wait status: the code, or 128 + the signal.
@@ -99,37 +104,65 @@ int run_workers(const std::vector<std::string>& argv, int64_t world, int port,
            "run_workers: no command, or not 1 to ", kMaxWorkers, " workers");
   const char* v = std::getenv("CUDA_VISIBLE_DEVICES");
   const std::string visible = v ? v : "";
-  std::vector<std::vector<std::pair<std::string, std::string>>> envs;
-  for (int64_t r = 0; r < world; ++r) envs.push_back(worker_env(r, world, port, visible));
+  // Everything a child needs is built before fork: the child only calls async-signal-safe
+  // functions (the launcher may have threads, e.g. the CUDA driver's, whose locks a child
+  // must not wait for).
+  std::vector<std::vector<std::string>> env_text(static_cast<size_t>(world));
+  std::vector<std::vector<char*>> envp(static_cast<size_t>(world));
+  for (int64_t r = 0; r < world; ++r) {
+    const auto vars = worker_env(r, world, port, visible);
+    std::vector<std::string>& text = env_text[size_t(r)];
+    for (char** e = environ; *e; ++e) {
+      const std::string kv = *e;
+      const std::string key = kv.substr(0, kv.find('='));
+      bool replaced = false;
+      for (const auto& [k, val] : vars) replaced = replaced || k == key;
+      if (!replaced) text.push_back(kv);
+    }
+    for (const auto& [k, val] : vars) text.push_back(k + "=" + val);
+    for (std::string& t : text) envp[size_t(r)].push_back(t.data());
+    envp[size_t(r)].push_back(nullptr);
+  }
   std::vector<char*> args;
   for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
   args.push_back(nullptr);
+  const std::string exec_failed = "error: a worker could not start '" + argv[0] + "'\n";
 
-  // The launcher outlives its workers: Ctrl-C (sent to the whole group) is theirs to act on.
-  struct sigaction ignore {}, old_int {}, forward {}, old_term {};
+  // The launcher outlives its workers: Ctrl-C (sent to the whole group) is theirs to act on;
+  // SIGTERM is passed on to them; SIGCHLD must not be ignored, or waitpid finds nobody.
+  struct sigaction ignore {}, dfl {}, forward {}, old_int {}, old_term {}, old_chld {};
   ignore.sa_handler = SIG_IGN;
-  sigemptyset(&ignore.sa_mask);
-  sigaction(SIGINT, &ignore, &old_int);
+  dfl.sa_handler = SIG_DFL;
   forward.sa_handler = forward_sigterm;
+  sigemptyset(&ignore.sa_mask);
+  sigemptyset(&dfl.sa_mask);
   sigemptyset(&forward.sa_mask);
   g_workers = 0;
+  g_terminated = 0;
+  sigaction(SIGINT, &ignore, &old_int);
   sigaction(SIGTERM, &forward, &old_term);
+  sigaction(SIGCHLD, &dfl, &old_chld);
   auto restore = [&] {
     g_workers = 0;
     sigaction(SIGINT, &old_int, nullptr);
     sigaction(SIGTERM, &old_term, nullptr);
+    sigaction(SIGCHLD, &old_chld, nullptr);
   };
 
+  const pid_t launcher = ::getpid();
   std::vector<pid_t> pids;
   for (int64_t r = 0; r < world; ++r) {
     const pid_t pid = ::fork();
     if (pid == 0) {
       sigaction(SIGINT, &old_int, nullptr);
       sigaction(SIGTERM, &old_term, nullptr);
-      for (const auto& [k, val] : envs[size_t(r)]) ::setenv(k.c_str(), val.c_str(), 1);
-      ::execv(args[0], args.data());
-      std::fprintf(stderr, "error: worker %lld could not start '%s': %s\n", (long long)r, args[0],
-                   std::strerror(errno));
+      sigaction(SIGCHLD, &old_chld, nullptr);
+      // A launcher that dies (even by SIGKILL) takes its workers with it.
+      ::prctl(PR_SET_PDEATHSIG, SIGTERM);
+      if (::getppid() != launcher) ::_exit(1);
+      ::execve(args[0], args.data(), envp[size_t(r)].data());
+      const ssize_t ignored = ::write(STDERR_FILENO, exec_failed.data(), exec_failed.size());
+      (void)ignored;
       ::_exit(127);
     }
     if (pid < 0) {
@@ -145,55 +178,74 @@ int run_workers(const std::vector<std::string>& argv, int64_t world, int port,
     g_workers = int(r + 1);
   }
 
-  auto rank_of = [&](pid_t p) {
-    for (size_t r = 0; r < pids.size(); ++r)
-      if (pids[r] == p) return int64_t(r);
-    return int64_t(-1);
-  };
+  // Wait. The first failure stops the rest at once (SIGTERM, then SIGKILL after grace_s); a
+  // Ctrl-C exit (130) gives the others 3 grace_s to finish their step and stop themselves.
+  using steady = std::chrono::steady_clock;
+  auto after = [](double s) { return steady::now() + std::chrono::milliseconds(int64_t(s * 1000)); };
   int64_t running = world, failed_rank = -1;
-  int result = 0;
-  std::chrono::steady_clock::time_point kill_at{};
-  bool terminating = false;
+  int failed_code = 0;
+  bool interrupted = false, stopping = false, termed = false;
+  steady::time_point term_at{}, kill_at{};
+  auto stop_others = [&](double delay) {
+    const steady::time_point t = after(delay);
+    if (!stopping || t < term_at) term_at = t, kill_at = after(delay + grace_s);
+    stopping = true;
+  };
   while (running > 0) {
     int status = 0;
-    const pid_t p = ::waitpid(-1, &status, terminating ? WNOHANG : 0);
+    const pid_t p = ::waitpid(-1, &status, stopping ? WNOHANG : 0);
     if (p < 0) {
       if (errno == EINTR) continue;
-      break;  // no children left
+      break;  // nobody left to wait for (running > 0 then: see below)
     }
-    if (p == 0) {  // terminating, nobody exited yet
-      if (std::chrono::steady_clock::now() >= kill_at) {
+    if (p == 0) {  // stopping, and nobody exited yet
+      const steady::time_point now = steady::now();
+      if (!termed && now >= term_at) {
+        for (pid_t q : pids)
+          if (q > 0) ::kill(q, SIGTERM);
+        termed = true;
+      }
+      if (now >= kill_at)
         for (pid_t q : pids)
           if (q > 0) ::kill(q, SIGKILL);
-      }
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
       continue;
     }
-    const int64_t r = rank_of(p);
+    int64_t r = -1;
+    for (size_t i = 0; i < pids.size(); ++i)
+      if (pids[i] == p) r = int64_t(i);
     if (r < 0) continue;
-    pids[size_t(r)] = -1;
     g_worker_pids[r] = -1;
+    pids[size_t(r)] = -1;
     --running;
     const int code = exit_code(status);
-    if (code != 0 && failed_rank < 0) {
-      failed_rank = r;
-      result = code;
-      // 130: Ctrl-C, which every worker saw; they stop together after the current step.
-      if (running > 0 && code != 130) {
-        for (pid_t q : pids)
-          if (q > 0) ::kill(q, SIGTERM);
-        terminating = true;
-        kill_at = std::chrono::steady_clock::now() +
-                  std::chrono::milliseconds(int64_t(grace_s * 1000));
-      }
+    if (code == 0 || termed) continue;  // codes after our own SIGTERM are ours
+    if (code == 130) {
+      interrupted = true;
+      if (running > 0) stop_others(3 * grace_s);
+    } else {
+      if (failed_rank < 0) failed_rank = r, failed_code = code;
+      if (running > 0) stop_others(0);
     }
   }
   restore();
-  if (failed_rank >= 0 && result != 130)
+  if (g_terminated) {
+    err << "error: data parallel: the launcher got SIGTERM and stopped its " << world
+        << " workers\n";
+    return 128 + SIGTERM;
+  }
+  if (running > 0) {
+    err << "error: data parallel: lost track of " << running << " worker(s) (waitpid: "
+        << std::strerror(errno) << ")\n";
+    return 1;
+  }
+  if (failed_rank >= 0) {
     err << "error: data parallel: worker rank " << failed_rank << " of " << world
-        << " exited with code " << result
+        << " exited with code " << failed_code
         << (world > 1 ? "; the other workers were stopped" : "") << "\n";
-  return result;
+    return failed_code;
+  }
+  return interrupted ? 130 : 0;
 }
 
 bool select_local_gpu(const std::function<const char*(const char*)>& getenv,
@@ -205,6 +257,8 @@ bool select_local_gpu(const std::function<const char*(const char*)>& getenv,
   std::string device = std::to_string(env.local_rank);
   if (v && *v) {
     const std::vector<std::string> list = split_commas(v);
+    // One entry: the scheduler already gave this task its GPU (Slurm's per-task binding).
+    if (list.size() == 1) return false;
     FG_CHECK(env.local_rank < int64_t(list.size()), "data parallel: local rank ", env.local_rank,
              " but CUDA_VISIBLE_DEVICES=\"", v, "\" lists ", list.size(), " device(s)");
     device = list[size_t(env.local_rank)];

@@ -31,14 +31,17 @@ std::vector<std::pair<std::string, std::string>> worker_env(int64_t rank, int64_
                                                             const std::string& visible);
 
 // Runs `argv` (argv[0] a path to the program) as `world` workers with worker_env, and returns
-// 0 when all exit 0, or the first failing worker's exit code (128 + signal for a signal), after
-// stopping and reaping the rest; a line on `err` names the failed rank.
+// 0 when all exit 0; the first failing worker's exit code (128 + signal for a signal) after
+// stopping and reaping the rest, with a line on `err` naming its rank; 130 when the workers
+// stopped for Ctrl-C (those still running 3 grace_s later are stopped); 143 when the launcher
+// itself got SIGTERM (passed on to the workers). Workers die with a launcher that dies.
 int run_workers(const std::vector<std::string>& argv, int64_t world, int port,
                 std::ostream& err, double grace_s = 10);
 
 // Under torchrun or Slurm (RANK / LOCAL_RANK set, more than one process, not started by
 // run_workers): narrows CUDA_VISIBLE_DEVICES to this process's LOCAL_RANK entry before CUDA
-// starts, so that the worker's GPU is cuda:0 as it is under `--gpus`. Returns whether it did.
+// starts, so that the worker's GPU is cuda:0 as it is under `--gpus`; a list of one entry is
+// left alone (the scheduler bound the task to its GPU). Returns whether it changed it.
 bool select_local_gpu(const std::function<const char*(const char*)>& getenv,
                       const std::function<void(const char*, const char*)>& setenv);
 

@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cmath>
 #include <csignal>
+#include <exception>
 #include <cstdio>
 #include <filesystem>
 #include <iomanip>
@@ -643,13 +644,30 @@ Losses evaluate_splits(Run& r) {
   return {train_loss, val_loss};
 }
 
+// Data parallel: every rank calls this at the same point (a collective). A rank that failed
+// (error set) rethrows its error; when another rank failed, this one stops with an error
+// naming `where`, instead of waiting for ever in its next collective.
+void agree(Run& r, std::exception_ptr error, const char* where) {
+  if (r.world > 1 && r.comm->any(error != nullptr) && !error)
+    throw Error(str("data parallel: another rank failed ", where, " (its own error says why); "
+                    "rank ", r.rank, " stops too"));
+  if (error) std::rethrow_exception(error);
+}
+
 void save(Run& r) {
   r.saved_step = r.state.step;
-  if (!r.lead) return;  // rank 0 writes; the others hold the same weights
-  r.state.data_offset = r.data_gen.offset();
-  r.state.dropout_offset = default_generator().offset();
-  r.state.elapsed_seconds = r.elapsed_before + r.elapsed();
-  save_checkpoint(r.options.out_dir, r.cfg, *r.tokenizer, *r.opt, r.state);
+  std::exception_ptr error;
+  if (r.lead) {  // rank 0 writes; the others hold the same weights
+    try {
+      r.state.data_offset = r.data_gen.offset();
+      r.state.dropout_offset = default_generator().offset();
+      r.state.elapsed_seconds = r.elapsed_before + r.elapsed();
+      save_checkpoint(r.options.out_dir, r.cfg, *r.tokenizer, *r.opt, r.state);
+    } catch (...) {
+      error = std::current_exception();
+    }
+  }
+  agree(r, error, "writing the checkpoint");
 }
 
 // Records the best val loss, saves the checkpoint, prints the eval line.
@@ -788,14 +806,21 @@ Error out_of_memory(const Run& r, const std::string& what) {
 
 TrainResult train(TrainConfig config, const RunOptions& options) {
   Run run(std::move(config), options);
-  std::unique_ptr<Checkpoint> ckpt = check_settings(run);
-  load_data(run, ckpt.get());
-  check_memory(run);
-  // A fresh run: its directory is created (by rank 0) only once every check has passed.
-  if (run.lead && !run.lock) {
-    lock_out_dir(run);
-    check_fresh_out_dir(run, /*locked=*/true);
+  std::unique_ptr<Checkpoint> ckpt;
+  std::exception_ptr setup_error;  // data parallel: the ranks fail their set-up together
+  try {
+    ckpt = check_settings(run);
+    load_data(run, ckpt.get());
+    check_memory(run);
+    // A fresh run: its directory is created (by rank 0) only once every check has passed.
+    if (run.lead && !run.lock) {
+      lock_out_dir(run);
+      check_fresh_out_dir(run, /*locked=*/true);
+    }
+  } catch (...) {
+    setup_error = std::current_exception();
   }
+  agree(run, setup_error, "its set-up");
   try {
     build_model(run, std::move(ckpt));
     print_header(run);

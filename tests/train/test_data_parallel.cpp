@@ -6,6 +6,12 @@
 // communicator that the single-GPU path runs through.
 #include "support/test_util.h"
 
+#include <arpa/inet.h>
+#include <signal.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <chrono>
 #include <functional>
 #include <map>
@@ -340,4 +346,106 @@ TEST_CASE("evaluation split over ranks: the shares add up to the one-process mea
     CHECK(count == 7);
     CHECK(sum / double(count) == Approx(one).epsilon(1e-12));
   }
+}
+
+TEST_CASE("run_workers: Ctrl-C exits, a failure after one, and a launcher told to stop",
+          "[train][data_parallel]") {
+  const int port = free_tcp_port();
+  // Every worker stops for Ctrl-C (130): the launcher says 130 and names nobody.
+  std::ostringstream a;
+  CHECK(run_workers({"/bin/sh", "-c", "exit 130"}, 3, port, a, 1.0) == 130);
+  CHECK(a.str().empty());
+  // Rank 0 stops for Ctrl-C, rank 1 then fails for real: its code wins and it is named; rank 2
+  // (asleep) is stopped well before its minute is up.
+  std::ostringstream b;
+  const auto t0 = std::chrono::steady_clock::now();
+  CHECK(run_workers({"/bin/sh", "-c",
+                     "case $RANK in 0) exit 130;; 1) sleep 0.3; exit 4;; *) exec sleep 60;; esac"},
+                    3, port, b, 1.0) == 4);
+  CHECK(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() < 20);
+  CHECK_THAT(b.str(), Contains("worker rank 1 of 3 exited with code 4"));
+  // A worker that stops for Ctrl-C while another hangs: the hung one is stopped after 3 grace.
+  std::ostringstream c;
+  const auto t1 = std::chrono::steady_clock::now();
+  CHECK(run_workers({"/bin/sh", "-c", "if [ \"$RANK\" = 0 ]; then exit 130; fi; exec sleep 60"},
+                    2, port, c, 0.5) == 130);
+  CHECK(std::chrono::duration<double>(std::chrono::steady_clock::now() - t1).count() < 20);
+  // The workers see the launcher's other variables too, with their own on top.
+  ::setenv("FLASHGRAD_TEST_MARK", "kept", 1);
+  ::setenv("RANK", "99", 1);
+  std::ostringstream d;
+  CHECK(run_workers({"/bin/sh", "-c",
+                     "[ \"$FLASHGRAD_TEST_MARK\" = kept ] && [ \"$RANK\" != 99 ]"}, 2, port, d) == 0);
+  ::unsetenv("FLASHGRAD_TEST_MARK");
+  ::unsetenv("RANK");
+}
+
+TEST_CASE("the id hand-out ignores connections that are not ranks", "[train][data_parallel]") {
+  const int port = free_tcp_port();
+  const std::string id(128, '\x21');
+  std::string got0;
+  std::thread rank0([&] { got0 = exchange_bytes(0, 3, "127.0.0.1", port, id, 20); });
+  // A stranger connects first and says something else: it gets nothing and is not counted.
+  auto stranger = [&](const std::string& words) {
+    for (int attempt = 0; attempt < 200; ++attempt) {
+      const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+      sockaddr_in a{};
+      a.sin_family = AF_INET;
+      a.sin_port = htons(uint16_t(port));
+      a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+      if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0) {
+        if (!words.empty()) CHECK(::send(fd, words.data(), words.size(), 0) == ssize_t(words.size()));
+        char buf[8];
+        const ssize_t n = ::recv(fd, buf, sizeof buf, 0);  // closed by rank 0: 0 or an error
+        ::close(fd);
+        return n;
+      }
+      ::close(fd);
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    return ssize_t(-2);
+  };
+  CHECK(stranger("GET / HTTP") <= 0);
+  CHECK(stranger(std::string("\x46\x47\x49\x44\x00\x00\x00\x07", 8)) <= 0);  // rank 7 of 3
+  std::string got1, got2;
+  std::thread r1([&] { got1 = exchange_bytes(1, 3, "127.0.0.1", port, "", 20); });
+  std::thread r2([&] { got2 = exchange_bytes(2, 3, "127.0.0.1", port, "", 20); });
+  r1.join();
+  r2.join();
+  rank0.join();
+  CHECK(got0 == id);
+  CHECK(got1 == id);
+  CHECK(got2 == id);
+}
+
+TEST_CASE("run_workers: SIGCHLD ignored by the caller, SIGTERM to the launcher, and a "
+          "scheduler's one-GPU binding", "[train][data_parallel]") {
+  const int port = free_tcp_port();
+  // An inherited SIG_IGN for SIGCHLD would make waitpid find nobody; the launcher resets it.
+  struct sigaction ign {}, old {};
+  ign.sa_handler = SIG_IGN;
+  sigemptyset(&ign.sa_mask);
+  sigaction(SIGCHLD, &ign, &old);
+  std::ostringstream a;
+  CHECK(run_workers({"/bin/sh", "-c", "exit 6"}, 2, port, a) == 6);
+  sigaction(SIGCHLD, &old, nullptr);
+  // SIGTERM to the launcher goes on to the workers, and the launcher says it was stopped.
+  std::ostringstream b;
+  int code = -1;
+  std::thread launcher([&] { code = run_workers({"/bin/sh", "-c", "exec sleep 60"}, 2, port, b); });
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  ::kill(::getpid(), SIGTERM);  // handled by run_workers' handler while it runs
+  launcher.join();
+  CHECK(code == 143);
+  CHECK_THAT(b.str(), Contains("got SIGTERM"));
+  // Slurm with per-task binding: CUDA_VISIBLE_DEVICES already names this task's one GPU.
+  std::map<std::string, std::string> env = {{"SLURM_PROCID", "3"}, {"SLURM_NTASKS", "4"},
+                                            {"SLURM_LOCALID", "1"}, {"MASTER_ADDR", "h"},
+                                            {"MASTER_PORT", "500"}, {"CUDA_VISIBLE_DEVICES", "5"}};
+  auto get = [&](const char* n) -> const char* {
+    auto it = env.find(n);
+    return it == env.end() ? nullptr : it->second.c_str();
+  };
+  CHECK_FALSE(select_local_gpu(get, [&](const char* n, const char* v) { env[n] = v; }));
+  CHECK(env["CUDA_VISIBLE_DEVICES"] == "5");
 }
