@@ -142,4 +142,17 @@ FG_HD bool attention_dropout_keep(uint64_t seed, uint64_t offset, uint32_t b, ui
   return attention_dropout_byte(r, j) >= threshold;
 }
 
+// The same rule for the 16 columns 16 g .. 16 g + 15 of row i at once, from their one Philox
+// call: bit k is whether column 16 g + k is kept (for code that walks a row, as the CPU does).
+FG_HD uint32_t attention_dropout_keep16(uint64_t seed, uint64_t offset, uint32_t b, uint32_t h,
+                                        uint32_t num_heads, uint32_t i, uint32_t g,
+                                        uint32_t threshold) {
+  uint32_t k0, k1;
+  philox_key(seed, offset, k0, k1);
+  Philox4 r = philox4x32_10(g, i, b * num_heads + h, uint32_t(offset), k0, k1);
+  uint32_t bits = 0;
+  for (uint32_t k = 0; k < 16; ++k) bits |= uint32_t(attention_dropout_byte(r, k) >= threshold) << k;
+  return bits;
+}
+
 }  // namespace fg

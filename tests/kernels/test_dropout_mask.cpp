@@ -65,6 +65,19 @@ TEST_CASE("attention_dropout_keep follows the documented counter layout", "[drop
                       keep_by_definition(seed, offset, b, h, 3, i, j, thr));
 }
 
+TEST_CASE("attention_dropout_keep16 gives the bits of 16 columns by the same rule", "[dropout]") {
+  for (double p : {0.0, 0.1, 0.5, 0.97})
+    for (uint64_t seed : {3ull, 0xfeedbeef12345678ull})
+      for (uint32_t i = 0; i < 40; i += 7)
+        for (uint32_t g = 0; g < 5; ++g) {
+          const uint32_t thr = attention_dropout_threshold(p);
+          const uint32_t bits = attention_dropout_keep16(seed, 0x300000005ull, 2, 1, 3, i, g, thr);
+          for (uint32_t k = 0; k < 16; ++k)
+            REQUIRE(((bits >> k) & 1u) ==
+                    uint32_t(attention_dropout_keep(seed, 0x300000005ull, 2, 1, 3, i, 16 * g + k, thr)));
+        }
+}
+
 TEST_CASE("dropout masks differ across batch, head, seed and offset", "[dropout]") {
   // Two independent masks with keep probability q disagree on a fraction 2q(1-q) of places:
   // 0.5 at p = 0.5, with a standard deviation of 0.5/128 over 128 x 128 places.

@@ -30,6 +30,7 @@ namespace {
 constexpr int64_t kTileQ = 64;  // divides kBlockMaskTileQ, so block-mask tiles are skipped whole
 constexpr int64_t kTileK = 64;
 static_assert(kBlockMaskTileQ % kTileQ == 0 && kBlockMaskTileK % kTileK == 0, "tile sizes");
+static_assert(kTileK <= 64 && kTileK % 16 == 0, "a key tile's dropout bits fit one uint64_t");
 
 // The softmax scale and dropout constants of one call, in the accumulation type A.
 template <typename A> struct Constants {
@@ -42,10 +43,17 @@ template <typename A> struct Constants {
         dropout(p.dropout_p > 0.0),
         threshold(attention_dropout_threshold(p.dropout_p)),
         keep_scale(A(attention_dropout_keep_scale(p.dropout_p))) {}
-  // Whether element (b, h, i, j) survives dropout (attention_dropout_keep).
-  bool keep(const AttentionParams& p, int64_t b, int64_t h, int64_t i, int64_t j) const {
-    return attention_dropout_keep(p.seed, p.offset, uint32_t(p.batch_index_base + b), uint32_t(h), uint32_t(p.Hq),
-                                  uint32_t(i), uint32_t(j), threshold);
+  // Which of columns k0 .. k0 + nk - 1 of row i survive dropout (bit c: column k0 + c), by
+  // attention_dropout_keep's rule, one Philox call per 16 columns (k0 is a multiple of 16).
+  uint64_t keep_mask(const AttentionParams& p, int64_t b, int64_t h, int64_t i, int64_t k0,
+                     int64_t nk) const {
+    uint64_t bits = 0;
+    for (int64_t g = 0; 16 * g < nk; ++g)
+      bits |= uint64_t(attention_dropout_keep16(p.seed, p.offset, uint32_t(p.batch_index_base + b),
+                                                uint32_t(h), uint32_t(p.Hq), uint32_t(i),
+                                                uint32_t(k0 / 16 + g), threshold))
+              << (16 * g);
+    return bits;
   }
 };
 
@@ -147,12 +155,13 @@ template <typename T> void forward_cpu(const AttentionParams& p) {
           A* accr = &acc[r * D];
           l[r] *= alpha;
           for (int64_t d = 0; d < D; ++d) accr[d] *= alpha;
+          const uint64_t kept = sd.dropout ? sd.keep_mask(p, b, h, i, k0, nk) : ~uint64_t(0);
           for (int64_t c = 0; c < nk; ++c) {
             if (s[c] == neg_inf) continue;
             A pc = std::exp(s[c] - m_new);
             l[r] += pc;  // the normaliser uses the undropped probabilities
             if (sd.dropout) {
-              if (!sd.keep(p, b, h, i, k0 + c)) continue;
+              if (!((kept >> c) & 1u)) continue;
               pc *= sd.keep_scale;
             }
             const A* vr = &vt[c * D];
@@ -232,6 +241,7 @@ template <typename T> void backward_cpu(const AttentionParams& p) {
             A* dqr = &dq_t[r * D];
             row_times_tile(qr, ktT.data(), kTileK, nk, D, srow.data());    // S, unscaled
             row_times_tile(dor, vtT.data(), kTileK, nk, D, dprow.data());  // dP = dO V^T
+            const uint64_t kept = sd.dropout ? sd.keep_mask(p, b, h, i, k0, nk) : ~uint64_t(0);
             for (int64_t c = 0; c < nk; ++c) {
               const int64_t j = k0 + c;
               if (vis != TileVisibility::full && !attention_allowed(p, h, i, j)) continue;
@@ -239,7 +249,7 @@ template <typename T> void backward_cpu(const AttentionParams& p) {
               // P = exp(S - LSE): the forward's probabilities, recomputed.
               const A pij = std::exp(sd.scale * srow[c] - lse_t[r]);
               const A dp = dprow[c];
-              const bool keep = !sd.dropout || sd.keep(p, b, h, i, j);
+              const bool keep = ((kept >> c) & 1u) != 0;
               const A zs = keep ? (sd.dropout ? sd.keep_scale : A(1)) : A(0);  // Z / (1 - p)
               const A pd = pij * zs;
               const A ds = pij * (dp * zs - Di[r]) * sd.scale;  // dS, the scale of S folded in
