@@ -2,13 +2,8 @@
 # Device call (session 3, call 4, short): the split-KV kernel with four keys per step at one
 # row (fewer registers); its tests, its bandwidth, and `bench decode` twice for the spread.
 #   bash bench/gpu-check/device-call-2026-11-28-f.sh     (repository root, .deps carried)
-set -o pipefail
-FINAL=$OUT; L=$FINAL/l; mkdir -p $L
-T0=$(date +%s)
-el() { echo "[$(( $(date +%s) - T0 ))s] $*" | tee -a $FINAL/summary.txt; }
-C="-G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90a -DCMAKE_PREFIX_PATH=$PWD/.deps/usr"
-cmake -B build $C > $L/build.log 2>&1 && cmake --build build -j 16 --target flashgrad_cli test_attention_decode test_generate >> $L/build.log 2>&1; el "build rc $?"
-grep -E "error|FAILED" $L/build.log | head -10 | tee -a $FINAL/summary.txt
+source bench/gpu-check/lib.sh
+build flashgrad_cli test_attention_decode test_generate
 build/tests/test_attention_decode "[cuda]" > $L/t1.log 2>&1; el "test_attention_decode cuda rc $? $(tail -2 $L/t1.log | head -1)"
 build/tests/test_generate "[cuda]" > $L/t2.log 2>&1; el "test_generate cuda rc $? $(tail -2 $L/t2.log | head -1)"
 timeout 30 build/flashgrad bench decode-attention 2>&1 | tee -a $FINAL/summary.txt

@@ -4,14 +4,8 @@
 # had not run on a GPU), then bench/compare_train.py (flashgrad `train` beside PyTorch eager and
 # torch.compile, bf16) on the small, gpt12 and gpt24 presets.
 #   bash bench/gpu-check/device-call-2026-11-28-g.sh     (repository root, .deps carried)
-set -o pipefail
-FINAL=$OUT; L=$FINAL/l; mkdir -p $L
-T0=$(date +%s)
-el() { echo "[$(( $(date +%s) - T0 ))s] $*" | tee -a $FINAL/summary.txt; }
-C="-G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90a -DCMAKE_PREFIX_PATH=$PWD/.deps/usr"
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee -a $FINAL/summary.txt
-cmake -B build $C > $L/build.log 2>&1 && cmake --build build -j 16 --target flashgrad_cli test_elementwise test_nn test_nn_ops >> $L/build.log 2>&1; el "build rc $?"
-grep -E "error|FAILED" $L/build.log | head -10 | tee -a $FINAL/summary.txt
+source bench/gpu-check/lib.sh
+build flashgrad_cli test_elementwise test_nn test_nn_ops
 build/tests/test_elementwise "[cuda]" > $L/t1.log 2>&1; el "test_elementwise cuda rc $? $(tail -2 $L/t1.log | head -1)"
 build/tests/test_nn "[cuda]" > $L/t2.log 2>&1; el "test_nn cuda rc $? $(tail -2 $L/t2.log | head -1)"
 build/tests/test_nn_ops "[cuda]" > $L/t3.log 2>&1; el "test_nn_ops cuda rc $? $(tail -2 $L/t3.log | head -1)"

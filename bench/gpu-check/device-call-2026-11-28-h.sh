@@ -3,15 +3,8 @@
 # bench/compare_train.py (flashgrad `bench train` beside PyTorch eager and torch.compile, bf16)
 # on small, gpt12 and gpt24; the `cuda` tests; memcheck on the tests of the changed kernels.
 #   bash bench/gpu-check/device-call-2026-11-28-h.sh     (repository root; carry .deps and data)
-set -o pipefail
-FINAL=$OUT; L=$FINAL/l; mkdir -p $L
-T0=$(date +%s)
-el() { echo "[$(( $(date +%s) - T0 ))s] $*" | tee -a $FINAL/summary.txt; }
-pack() { tar czf $FINAL/logs.tgz -C $FINAL l; }
-C="-G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90a -DCMAKE_PREFIX_PATH=$PWD/.deps/usr"
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee -a $FINAL/summary.txt
-cmake -B build $C > $L/build.log 2>&1 && cmake --build build -j 16 >> $L/build.log 2>&1; el "build rc $?"
-grep -E "error|FAILED" $L/build.log | head -10 | tee -a $FINAL/summary.txt
+source bench/gpu-check/lib.sh
+build
 timeout 60 build/flashgrad bench ops 2>&1 | tee -a $FINAL/summary.txt; el "bench ops rc $?"
 for p in small gpt12 gpt24; do
   timeout 150 python3 bench/compare_train.py --preset $p --device cuda --dtype bf16 --modes eager,compile \
@@ -19,13 +12,8 @@ for p in small gpt12 gpt24; do
   el "compare_train $p rc $?"; grep -v -i warn $L/train-$p.log | tail -8 | tee -a $FINAL/summary.txt
   pack
 done
-timeout 150 ctest --test-dir build -L cuda -j 4 --output-on-failure > $L/ctest.log 2>&1
-el "ctest -L cuda rc $? $(grep -E 'tests passed|tests failed' $L/ctest.log)"
-grep -E "Failed|\*\*\*" $L/ctest.log | head -20 | tee -a $FINAL/summary.txt
+ctest_cuda 150
 pack
-for t in test_elementwise test_adamw test_reduce test_tensor test_nn_ops; do
-  timeout 60 compute-sanitizer --tool memcheck --error-exitcode 9 build/tests/$t "[cuda]" > $L/mc-$t.log 2>&1
-  el "memcheck $t rc $? $(grep -E 'ERROR SUMMARY' $L/mc-$t.log | tail -1)"
-done
+memcheck 60 test_elementwise test_adamw test_reduce test_tensor test_nn_ops
 pack
 el done

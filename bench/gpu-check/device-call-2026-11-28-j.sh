@@ -2,13 +2,8 @@
 # Device call (session 4, call 4, short): the new tests of every elementwise kernel form, the
 # split reductions and the phase timer, on the GPU and under memcheck.
 #   bash bench/gpu-check/device-call-2026-11-28-j.sh     (repository root, .deps carried)
-set -o pipefail
-FINAL=$OUT; L=$FINAL/l; mkdir -p $L
-T0=$(date +%s)
-el() { echo "[$(( $(date +%s) - T0 ))s] $*" | tee -a $FINAL/summary.txt; }
-C="-G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90a -DCMAKE_PREFIX_PATH=$PWD/.deps/usr"
-cmake -B build $C > $L/build.log 2>&1 && cmake --build build -j 16 --target test_elementwise test_reduce test_matmul >> $L/build.log 2>&1; el "build rc $?"
-grep -E "error|FAILED" $L/build.log | head -10 | tee -a $FINAL/summary.txt
+source bench/gpu-check/lib.sh
+build test_elementwise test_reduce test_matmul
 for t in test_elementwise test_reduce test_matmul; do
   build/tests/$t "[cuda]" > $L/t-$t.log 2>&1; el "$t cuda rc $? $(tail -2 $L/t-$t.log | head -1)"
   grep -A12 FAILED $L/t-$t.log | head -30 | tee -a $FINAL/summary.txt

@@ -4,13 +4,8 @@
 # launcher's Vec, one event timer for the benchmarks). The changed kernels' tests and memcheck,
 # and each benchmark that now times through cli/bench_timing.h.
 #   bash bench/gpu-check/device-call-2026-11-28-k.sh     (repository root, .deps carried)
-set -o pipefail
-FINAL=$OUT; L=$FINAL/l; mkdir -p $L
-T0=$(date +%s)
-el() { echo "[$(( $(date +%s) - T0 ))s] $*" | tee -a $FINAL/summary.txt; }
-C="-G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90a -DCMAKE_PREFIX_PATH=$PWD/.deps/usr"
-cmake -B build $C > $L/build.log 2>&1 && cmake --build build -j 16 --target flashgrad_cli test_adamw test_elementwise test_reduce test_nn_ops test_nn >> $L/build.log 2>&1; el "build rc $?"
-grep -E "error|FAILED" $L/build.log | head -10 | tee -a $FINAL/summary.txt
+source bench/gpu-check/lib.sh
+build flashgrad_cli test_adamw test_elementwise test_reduce test_nn_ops test_nn
 for t in test_adamw test_elementwise test_reduce test_nn_ops test_nn; do
   build/tests/$t "[cuda]" > $L/t-$t.log 2>&1; el "$t cuda rc $? $(tail -2 $L/t-$t.log | head -1)"
   grep -A12 FAILED $L/t-$t.log | head -30 | tee -a $FINAL/summary.txt

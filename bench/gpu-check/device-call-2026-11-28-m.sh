@@ -3,13 +3,8 @@
 # saved input, bias gradient). Its tests and memcheck on CUDA, the GPT tests, and bench train
 # at gpt12 and small against the figures of call l (41.64 ms/step at gpt12).
 #   bash bench/gpu-check/device-call-2026-11-28-m.sh     (repository root, .deps carried)
-set -o pipefail
-FINAL=$OUT; L=$FINAL/l; mkdir -p $L
-T0=$(date +%s)
-el() { echo "[$(( $(date +%s) - T0 ))s] $*" | tee -a $FINAL/summary.txt; }
-C="-G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90a -DCMAKE_PREFIX_PATH=$PWD/.deps/usr"
-cmake -B build $C > $L/build.log 2>&1 && cmake --build build -j 16 --target flashgrad_cli test_linear test_matmul test_nn >> $L/build.log 2>&1; el "build rc $?"
-grep -E "error|FAILED" $L/build.log | head -10 | tee -a $FINAL/summary.txt
+source bench/gpu-check/lib.sh
+build flashgrad_cli test_linear test_matmul test_nn
 for t in test_linear test_matmul test_nn; do
   build/tests/$t "[cuda]" > $L/t-$t.log 2>&1; el "$t cuda rc $? $(tail -2 $L/t-$t.log | head -1)"
   grep -B3 -A14 FAILED $L/t-$t.log | head -40 | tee -a $FINAL/summary.txt

@@ -7,15 +7,10 @@
 #   bash bench/gpu-check/device-call-2026-11-28-q.sh     (repository root; carry .deps and data)
 source bench/gpu-check/lib.sh
 build
-timeout 200 ctest --test-dir build -L cuda -j 4 --output-on-failure > $L/ctest.log 2>&1
-el "ctest -L cuda rc $? $(grep -E 'tests passed|tests failed' $L/ctest.log)"
-grep -E "Failed|\*\*\*" $L/ctest.log | head -20 | tee -a $FINAL/summary.txt
+ctest_cuda 200
 FLASHGRAD_DGELU_EPILOGUE=1 build/tests/test_linear "[cuda]" > $L/t-linear-1.log 2>&1
 el "test_linear cuda (DGELU epilogue) rc $? $(tail -2 $L/t-linear-1.log | head -1)"
-for t in test_linear test_nn_ops test_nn; do
-  timeout 70 compute-sanitizer --tool memcheck --error-exitcode 9 build/tests/$t "[cuda]" > $L/mc-$t.log 2>&1
-  el "memcheck $t rc $? $(grep -E 'ERROR SUMMARY' $L/mc-$t.log | tail -1)"
-done
+memcheck 70 test_linear test_nn_ops test_nn
 pack
 timeout 60 build/flashgrad bench ops 2>&1 | tee -a $FINAL/summary.txt; el "bench ops rc $?"
 FLASHGRAD_DGELU_EPILOGUE=1 timeout 60 build/flashgrad bench ops 2>&1 | tail -2 | tee -a $FINAL/summary.txt

@@ -8,13 +8,8 @@
 #   bash bench/gpu-check/device-call-2026-11-28-t.sh     (repository root; carry .deps and data)
 source bench/gpu-check/lib.sh
 build
-timeout 200 ctest --test-dir build -L cuda -j 4 --output-on-failure > $L/ctest.log 2>&1
-el "ctest -L cuda rc $? $(grep -E 'tests passed|tests failed' $L/ctest.log)"
-grep -E "Failed|\*\*\*" $L/ctest.log | head -20 | tee -a $FINAL/summary.txt
-for t in test_attention_dropout test_attention_tc test_linear; do
-  timeout 150 compute-sanitizer --tool memcheck --error-exitcode 9 build/tests/$t "[cuda]" > $L/mc-$t.log 2>&1
-  el "memcheck $t rc $? $(grep -E 'ERROR SUMMARY' $L/mc-$t.log | tail -1)"
-done
+ctest_cuda 200
+memcheck 150 test_attention_dropout test_attention_tc test_linear
 pack
 for pd in 0 0.1; do
   timeout 60 build/flashgrad bench attention --head-dim 64 --causal on --min-len 1024 --max-len 1024 \

@@ -9,9 +9,7 @@
 #   bash bench/gpu-check/device-call-2026-11-28-u.sh     (repository root; carry .deps and data)
 source bench/gpu-check/lib.sh
 build
-timeout 200 ctest --test-dir build -L cuda -j 4 --output-on-failure > $L/ctest.log 2>&1
-el "ctest -L cuda rc $? $(grep -E 'tests passed|tests failed' $L/ctest.log)"
-grep -E "Failed|\*\*\*" $L/ctest.log | head -20 | tee -a $FINAL/summary.txt
+ctest_cuda 200
 for pd in 0 0.1; do
   timeout 90 build/flashgrad bench attention --head-dim 64,128 --causal both --min-len 1024 \
     --max-len 2048 --tokens 16384 --hidden 768 --seconds 1 --dropout $pd \

@@ -2,7 +2,9 @@
 # $FINAL (the call's $OUT) gets summary.txt and logs.tgz; logs go to $L; el prints a line with
 # the seconds since the start; pack tars the logs (files beyond the first few do not come back
 # one by one); build configures and builds the given targets (all when none) for sm_90a;
-# run_compare NAME ARGS... runs bench/compare_train.py beside PyTorch (eager, torch.compile).
+# run_compare NAME ARGS... runs bench/compare_train.py beside PyTorch (eager, torch.compile);
+# ctest_cuda LIMIT runs the `cuda` tests; memcheck LIMIT TEST... runs compute-sanitizer's
+# memcheck on the `[cuda]` cases of each test binary (LIMIT: seconds, per test binary).
 set -o pipefail
 FINAL=$OUT; L=$FINAL/l; mkdir -p "$L"
 T0=$(date +%s)
@@ -24,4 +26,16 @@ run_compare() {  # name, then compare_train.py's arguments
     --flashgrad build/flashgrad --out-json "$L/train-$name.json" "$@" > "$L/train-$name.log" 2>&1
   el "compare_train $name rc $?"; grep -v -i warn "$L/train-$name.log" | tail -7 | tee -a "$FINAL/summary.txt"
   pack
+}
+ctest_cuda() {
+  timeout "$1" ctest --test-dir build -L cuda -j 4 --output-on-failure > "$L/ctest.log" 2>&1
+  el "ctest -L cuda rc $? $(grep -E 'tests passed|tests failed' "$L/ctest.log")"
+  grep -E "Failed|\*\*\*" "$L/ctest.log" | head -20 | tee -a "$FINAL/summary.txt"
+}
+memcheck() {
+  local limit=$1 t; shift
+  for t in "$@"; do
+    timeout "$limit" compute-sanitizer --tool memcheck --error-exitcode 9 build/tests/$t "[cuda]" > "$L/mc-$t.log" 2>&1
+    el "memcheck $t rc $? $(grep -E 'ERROR SUMMARY' "$L/mc-$t.log" | tail -1)"
+  done
 }
