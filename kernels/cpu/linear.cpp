@@ -39,6 +39,18 @@ void column_sums(int64_t rows, int64_t cols, const S* m, T* out) {
   });
 }
 
+// Where a product in the accumulation type goes: `out` itself for f32 / f64, else `buf` (sized
+// n) for 16-bit types, so that what follows (bias, GELU, its derivative) sees the unrounded sums.
+template <typename T>
+acc_t<T>* acc_output(T* out, int64_t n, std::vector<acc_t<T>>& buf) {
+  if constexpr (std::is_same_v<T, acc_t<T>>) {
+    return out;
+  } else {
+    buf.resize(size_t(n));
+    return buf.data();
+  }
+}
+
 // c [M, N] (row stride N) = op(a) op(b) in the accumulation type: 16-bit operands are widened
 // to float first, so the product is never rounded to 16 bits; f32 and f64 go straight to gemm.
 // na, nb: the operands' element counts.
@@ -60,16 +72,8 @@ void linear_impl(int64_t M, int64_t N, int64_t K, const T* x, const T* w, const 
                  bool gelu, T* y, T* pre) {
   using A = acc_t<T>;
   constexpr bool kWide = !std::is_same_v<T, A>;
-  // The product in the accumulation type: straight into y for f32 / f64, into a float buffer
-  // for 16-bit types (so that bias and GELU see the unrounded sum).
   std::vector<A> buf;
-  A* prod = nullptr;
-  if constexpr (kWide) {
-    buf.resize(size_t(M * N));
-    prod = buf.data();
-  } else {
-    prod = y;
-  }
+  A* prod = acc_output(y, M * N, buf);
   product_in_acc(false, true, M, N, K, x, K, M * K, w, K, N * K, prod);
   if (!bias && !gelu && !kWide) return;
   parallel_for(M, N * (gelu ? 8 : 1), [&](int64_t r0, int64_t r1) {
@@ -101,16 +105,9 @@ void input_grad_impl(int64_t M, int64_t N, int64_t K, const T* gy, const T* w, c
                      T* gx, T* gb) {
   using A = acc_t<T>;
   constexpr bool kWide = !std::is_same_v<T, A>;
-  // gy w in the accumulation type (into gx for f32 / f64, a float buffer for 16-bit types),
-  // then the GELU's derivative on the unrounded product.
+  // gy w in the accumulation type, then the GELU's derivative on the unrounded product.
   std::vector<A> buf;
-  A* prod = nullptr;
-  if constexpr (kWide) {
-    buf.resize(size_t(M * K));
-    prod = buf.data();
-  } else {
-    prod = gx;
-  }
+  A* prod = acc_output(gx, M * K, buf);
   product_in_acc(false, false, M, K, N, gy, N, M * N, w, K, N * K, prod);
   if (pre)
     parallel_for(M, K * 8, [&](int64_t r0, int64_t r1) {
