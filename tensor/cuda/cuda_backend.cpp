@@ -99,37 +99,37 @@ CachingAllocator& allocator() {
 }  // namespace
 
 namespace {
-// The devices this process sees, asked once: how many, and why there is none ("" when there
-// is one).
-struct Devices {
-  int count = 0;
-  std::string unavailable;
-};
-const Devices& devices() {
-  static const Devices d = [] {
-    Devices r;
-    cudaError_t e = cudaGetDeviceCount(&r.count);
+// Why there is no CUDA device ("" when there is one), asked once.
+const std::string& unavailable_reason() {
+  static const std::string reason = [] {
+    int n = 0;
+    cudaError_t e = cudaGetDeviceCount(&n);
     if (e != cudaSuccess) {
       cudaGetLastError();
-      r.count = 0;
-      r.unavailable = cudaGetErrorString(e);
-    } else if (r.count == 0) {
-      r.unavailable = "the driver reports no device";
+      return std::string(cudaGetErrorString(e));
     }
-    return r;
+    return n > 0 ? std::string() : std::string("the driver reports no device");
   }();
-  return d;
+  return reason;
 }
 }  // namespace
 
-bool available() { return devices().unavailable.empty(); }
-int device_count() { return devices().count; }
+bool available() { return unavailable_reason().empty(); }
+
+int device_count() {
+  int n = 0;
+  if (cudaGetDeviceCount(&n) != cudaSuccess) {
+    cudaGetLastError();
+    return 0;
+  }
+  return n;
+}
 
 void* alloc(size_t nbytes) {
   // Without a device every cudaMalloc fails; say so, rather than report an out-of-memory.
   if (!available())
     throw Error(str("no usable CUDA device for a tensor of ", format_bytes(nbytes), " (",
-                    devices().unavailable, "); check the GPU and its driver with nvidia-smi, or "
+                    unavailable_reason(), "); check the GPU and its driver with nvidia-smi, or "
                     "run on the CPU (--device cpu)"));
   return allocator().alloc(nbytes);
 }
