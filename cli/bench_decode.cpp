@@ -9,7 +9,7 @@
 // one decode step per token for the whole batch, the host reading each step's logits (as a
 // sampler must). A short untimed generation comes first. Decode tokens/s = B * steps / the
 // steps' time; prefill tokens/s likewise for the prompts. --no-kv-cache measures the
-// recomputing path instead.
+// recomputing path instead, --no-cuda-graph the decode step launched kernel by kernel.
 #include <cstdio>
 #include <nlohmann/json.hpp>
 
@@ -28,7 +28,7 @@ struct DecodeFlags {
   int64_t n_layer = 12, n_head = 12, n_embd = 768, block_size = 1024, vocab = 50304;
   std::vector<int64_t> batches{1, 8, 64};
   int64_t prompt_len = 16, tokens = 1000;
-  bool no_kv_cache = false;
+  bool no_kv_cache = false, no_cuda_graph = false;
 };
 
 void run_bench_decode(const DecodeFlags& f) {
@@ -51,11 +51,12 @@ void run_bench_decode(const DecodeFlags& f) {
   model.eval();
   std::printf("flashgrad bench decode on %s: %lld layers, width %lld, %lld heads, context %lld, "
               "vocab %lld, %s, %lld parameters; prompts of %lld tokens, %lld new tokens, greedy, "
-              "KV cache %s\n",
+              "KV cache %s, CUDA graph %s\n",
               device.str().c_str(), (long long)f.n_layer, (long long)f.n_embd, (long long)f.n_head,
               (long long)f.block_size, (long long)f.vocab, dtype_name(dtype),
               (long long)model.num_parameters(), (long long)f.prompt_len, (long long)f.tokens,
-              f.no_kv_cache ? "off" : "on");
+              f.no_kv_cache ? "off" : "on",
+              f.no_kv_cache || !device.is_cuda() ? "n/a" : f.no_cuda_graph ? "off" : "on");
   std::printf("  batch | prefill tok/s | decode tok/s | ms per step | window restarts\n");
   nlohmann::json rows = nlohmann::json::array();
   Generator gen(7);
@@ -67,6 +68,7 @@ void run_bench_decode(const DecodeFlags& f) {
     train::SampleOptions o;
     o.temperature = 0;
     o.kv_cache = !f.no_kv_cache;
+    o.cuda_graph = !f.no_cuda_graph;
     o.max_new_tokens = std::min<int64_t>(f.tokens, 8);
     train::generate_batch(model, prompts, o);  // warm-up: allocator, kernels, libraries
     o.max_new_tokens = f.tokens;
@@ -87,7 +89,9 @@ void run_bench_decode(const DecodeFlags& f) {
                         {"n_layer", f.n_layer}, {"n_embd", f.n_embd}, {"n_head", f.n_head},
                         {"block_size", f.block_size}, {"vocab", f.vocab},
                         {"prompt_len", f.prompt_len}, {"tokens", f.tokens},
-                        {"kv_cache", !f.no_kv_cache}, {"results", rows}};
+                        {"kv_cache", !f.no_kv_cache},
+                    {"cuda_graph", !f.no_kv_cache && device.is_cuda() && !f.no_cuda_graph},
+                    {"results", rows}};
     train::write_file_atomic(f.json, j.dump(2) + "\n");
   }
 }
@@ -121,6 +125,8 @@ void register_bench_decode(CLI::App& bench) {
   cmd->add_option("--tokens", f.tokens, "new tokens per sequence")
       ->transform(in_range(Range::whole("--tokens", 1, 1000000)))->capture_default_str();
   cmd->add_flag("--no-kv-cache", f.no_kv_cache, "recompute the whole context for every token");
+  cmd->add_flag("--no-cuda-graph", f.no_cuda_graph,
+                "launch each decode step kernel by kernel instead of replaying a CUDA graph");
   cmd->add_option("--json", f.json, "also write the results to this JSON file");
   cmd->callback([flags] { run_bench_decode(*flags); });
 }

@@ -30,7 +30,7 @@ struct SampleFlags {
   int64_t tokens = 200, top_k = 40, num_samples = 1;
   double temperature = 0.8, top_p = 1.0;
   uint64_t seed = 42;
-  bool no_kv_cache = false;
+  bool no_kv_cache = false, no_cuda_graph = false;
 };
 
 // The prompts: --prompt values, then the lines of --prompt-file; a newline when none.
@@ -87,6 +87,7 @@ void run_sample(const SampleFlags& f) {
   so.top_p = f.top_p;
   so.seed = f.seed;
   so.kv_cache = !f.no_kv_cache;
+  so.cuda_graph = !f.no_cuda_graph;
   so.stop = [] { return train::stop_requested(); };
   train::SigintGuard ctrl_c;
   train::SampleStats st;
@@ -115,7 +116,7 @@ void run_sample(const SampleFlags& f) {
   }
   std::cerr << "sample: " << n << (n == 1 ? " sequence" : " sequences") << " on "
             << model->wte->weight.device().str() << " in " << f.dtype << ", KV cache "
-            << (so.kv_cache ? "on" : "off")
+            << (so.kv_cache ? "on" : "off") << (st.cuda_graph ? ", decode step as a CUDA graph" : "")
             << "; prefill " << st.prefill_tokens << " tokens at " << rate(st.prefill_tokens, st.prefill_seconds)
             << " tokens/s; decode " << st.decode_tokens << " tokens at "
             << rate(st.decode_tokens, st.decode_seconds) << " tokens/s";
@@ -164,6 +165,9 @@ void register_sample(CLI::App& app) {
       ->check(CLI::IsMember({"fp32", "bf16"}))->capture_default_str();
   cmd->add_flag("--no-kv-cache", f.no_kv_cache,
                 "recompute the whole context for every token (slow; the cache's oracle)");
+  cmd->add_flag("--no-cuda-graph", f.no_cuda_graph,
+                "on a GPU, launch each decode step kernel by kernel instead of replaying it as "
+                "one CUDA graph (same tokens, slower)");
   cmd->callback([flags] { run_sample(*flags); });
 }
 

@@ -109,6 +109,19 @@ Tensor CausalSelfAttention::forward_cached(const Tensor& x, const Tensor& k_cach
   return c_proj->forward(y.reshape({n, T, C}));  // (the residual dropout is off in inference)
 }
 
+Tensor CausalSelfAttention::forward_step(const Tensor& x, const Tensor& k_cache,
+                                         const Tensor& v_cache, const Tensor& positions,
+                                         const Tensor& seqused) const {
+  const QKV qkv = project(x);
+  const int64_t n = x.size(0), T = x.size(1), C = options.n_embd_;
+  ops::kv_cache_write(k_cache, qkv.k, positions);
+  ops::kv_cache_write(v_cache, qkv.v, positions);
+  ops::AttentionConfig cfg;
+  cfg.causal = true;  // bottom-right at each row's own length: the new token sees all its keys
+  const Tensor y = ops::kv_cache_attention(qkv.q, k_cache, v_cache, seqused, cfg);
+  return c_proj->forward(y.reshape({n, T, C}));
+}
+
 // ---------------------------------------------------------------------------------------------
 // MLP and Block
 
@@ -150,6 +163,12 @@ Tensor Block::forward(const Tensor& x) const {
 Tensor Block::forward_cached(const Tensor& x, const Tensor& k_cache, const Tensor& v_cache,
                              const std::vector<int64_t>& lengths, int64_t row0) const {
   Tensor h = x + attn->forward_cached(ln_1->forward(x), k_cache, v_cache, lengths, row0);
+  return mlp->forward(ln_2->forward(h), /*residual=*/h);
+}
+
+Tensor Block::forward_step(const Tensor& x, const Tensor& k_cache, const Tensor& v_cache,
+                           const Tensor& positions, const Tensor& seqused) const {
+  Tensor h = x + attn->forward_step(ln_1->forward(x), k_cache, v_cache, positions, seqused);
   return mlp->forward(ln_2->forward(h), /*residual=*/h);
 }
 
@@ -245,6 +264,34 @@ Tensor GPT::forward_cached(const Tensor& idx, KVCache& cache, int64_t row) const
   for (int64_t r = 0; r < n; ++r) cache.length_[size_t(row + r)] += T;
   x = ln_f->forward(x.narrow(1, T - 1, 1).reshape({n, C}));  // only the last positions
   return matmul(x, wte->weight.transpose(0, 1));                // [n, vocab_size]
+}
+
+Tensor GPT::decode_step(const Tensor& tokens, const Tensor& positions, const Tensor& seqused,
+                        const KVCache& cache) const {
+  FG_CHECK(!is_training(), "GPT::decode_step: the model is in training mode; call eval() first");
+  const int64_t B = cache.batch(), C = config.n_embd_;
+  for (auto [name, t] : {std::pair<const char*, const Tensor*>{"tokens", &tokens},
+                         {"positions", &positions}, {"seqused", &seqused}})
+    FG_CHECK(t->defined() && t->dtype() == DType::i32 && t->dim() == 1 && t->size(0) == B &&
+                 t->device() == wte->weight.device(),
+             "GPT::decode_step: ", name, " must be i32 [", B, "] (one per cache row) on ",
+             wte->weight.device().str(), ", got ",
+             t->defined() ? str(dtype_name(t->dtype()), " ", shape_str(t->shape()), " on ",
+                                t->device().str())
+                          : std::string("an undefined tensor"));
+  FG_CHECK(int64_t(cache.k_.size()) == config.n_layer_ && cache.capacity() <= config.block_size_ &&
+               cache.k_[0].dtype() == wte->weight.dtype() &&
+               cache.k_[0].device() == wte->weight.device(),
+           "GPT::decode_step: the cache was made for another model (", cache.k_.size(),
+           " layers, capacity ", cache.capacity(), ", ", dtype_name(cache.k_[0].dtype()), " on ",
+           cache.k_[0].device().str(), ")");
+  NoGradGuard ng;
+  Tensor x = wte->forward(tokens.view({B, 1})) + wpe->forward(positions.view({B, 1}));
+  for (int64_t l = 0; l < config.n_layer_; ++l)
+    x = (*blocks)[size_t(l)]->forward_step(x, cache.k_[size_t(l)], cache.v_[size_t(l)],
+                                           positions, seqused);
+  x = ln_f->forward(x.reshape({B, C}));
+  return matmul(x, wte->weight.transpose(0, 1));  // [B, vocab_size]
 }
 
 Tensor GPT::loss(const Tensor& idx, const Tensor& targets) const {

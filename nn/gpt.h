@@ -81,6 +81,11 @@ class CausalSelfAttention : public Module {
   // all its cached keys (causal, bottom-right). The caller advances the lengths.
   Tensor forward_cached(const Tensor& x, const Tensor& k_cache, const Tensor& v_cache,
                         const std::vector<int64_t>& lengths, int64_t row0) const;
+  // One decode step with its lengths on the device (GPT::decode_step): x [B, 1, C] holds the
+  // newest token of every cache row; its key and value go to position positions[b] of row b,
+  // whose queries then attend to its first seqused[b] = positions[b] + 1 keys.
+  Tensor forward_step(const Tensor& x, const Tensor& k_cache, const Tensor& v_cache,
+                      const Tensor& positions, const Tensor& seqused) const;
   std::string name() const override { return "CausalSelfAttention"; }
   CausalSelfAttentionOptions options;
   std::shared_ptr<Linear> c_attn, c_proj;
@@ -113,6 +118,8 @@ class Block : public Module {
   Tensor forward(const Tensor& x) const;
   Tensor forward_cached(const Tensor& x, const Tensor& k_cache, const Tensor& v_cache,
                         const std::vector<int64_t>& lengths, int64_t row0) const;
+  Tensor forward_step(const Tensor& x, const Tensor& k_cache, const Tensor& v_cache,
+                      const Tensor& positions, const Tensor& seqused) const;
   std::string name() const override { return "Block"; }
   std::shared_ptr<LayerNorm> ln_1, ln_2;
   std::shared_ptr<CausalSelfAttention> attn;
@@ -132,6 +139,16 @@ class GPT : public Module {
   // [n, vocab_size], which equal forward() over the row's whole cached sequence at its last
   // position (up to rounding).
   Tensor forward_cached(const Tensor& idx, KVCache& cache, int64_t row = 0) const;
+  // A decode step for every row of the cache at once, with no host work that depends on the
+  // data, so that a CUDA graph can capture it (train/sample.cpp does). On the model's device:
+  // tokens i32 [B], each row's newest token (not yet in the cache); positions i32 [B], each
+  // row's length before it (cache.length(b)); seqused i32 [B], positions + 1. Writes the
+  // tokens' keys and values at those positions and returns the next-token logits [B, V], as
+  // forward_cached(tokens as [B, 1]) would; rows may hold different lengths. The cache's host
+  // lengths are left alone: the caller advances them (KVCache::advance). Positions past the
+  // capacity are an error, found by the kernels (and not checked while a graph is captured).
+  Tensor decode_step(const Tensor& tokens, const Tensor& positions, const Tensor& seqused,
+                     const KVCache& cache) const;
   // The mean cross-entropy of forward(idx) against targets [B, T] (fp32 scalar).
   Tensor loss(const Tensor& idx, const Tensor& targets) const;
   std::string name() const override { return "GPT"; }

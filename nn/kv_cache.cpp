@@ -19,6 +19,15 @@ KVCache::KVCache(const GPTConfig& config, int64_t batch, int64_t capacity, Tenso
   }
 }
 
+void KVCache::advance(int64_t row, int64_t n) {
+  FG_CHECK(row >= 0 && row < batch(), "KVCache::advance: row ", row, " is outside the batch of ",
+           batch());
+  int64_t& len = length_[size_t(row)];
+  FG_CHECK(n >= 0 && len + n <= capacity_, "KVCache::advance: row ", row, " holds ", len,
+           " tokens; ", n, " more exceed the capacity ", capacity_);
+  len += n;
+}
+
 size_t KVCache::nbytes() const {
   size_t n = 0;
   for (size_t l = 0; l < k_.size(); ++l) n += k_[l].nbytes() + v_[l].nbytes();

@@ -28,6 +28,9 @@ class KVCache {
   int64_t length(int64_t row) const { return length_.at(size_t(row)); }
   // Forgets row `row`'s tokens (its buffers are overwritten by the next prefill).
   void clear(int64_t row) { length_.at(size_t(row)) = 0; }
+  // Counts n more tokens in row `row`, after GPT::decode_step wrote them (forward_cached
+  // counts its own). Throws past the capacity.
+  void advance(int64_t row, int64_t n);
   // Layer l's keys and values, [batch, capacity, kv_heads, head_dim].
   const Tensor& keys(int64_t layer) const { return k_.at(size_t(layer)); }
   const Tensor& values(int64_t layer) const { return v_.at(size_t(layer)); }

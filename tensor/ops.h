@@ -111,6 +111,11 @@ LayerNormGrads layer_norm_backward(const Tensor& gy, const Tensor& x, const Tens
                                    const Tensor& mean, const Tensor& rstd, bool need_wb);
 Tensor embedding(const Tensor& weight, const Tensor& idx);  // [V, D], [...] -> [..., D]
 Tensor embedding_backward(const Tensor& gout, const Tensor& idx, int64_t vocab);
+// cache[b, positions[b] + t] = src[b, t] for every entry b and new row t: appends T rows to
+// each entry of a KV cache at its own position. cache [B, capacity, H, D] contiguous, src
+// [B, T, H, D] of its dtype, positions i32 [B] on the same device (read there, so a captured
+// CUDA graph replays with new positions). Rows past the capacity are an error (not written).
+void kv_cache_write(const Tensor& cache, const Tensor& src, const Tensor& positions);
 Tensor dropout(const Tensor& x, double p, uint64_t seed, uint64_t offset);
 // residual + dropout(x) in one pass, rounded once (residual: x's shape, dtype and device).
 Tensor dropout_add(const Tensor& x, const Tensor& residual, double p, uint64_t seed,
@@ -165,6 +170,14 @@ struct FlashAttentionResult {
 };
 FlashAttentionResult flash_attention_forward(const Tensor& q, const Tensor& k, const Tensor& v,
                                              const AttentionConfig& cfg);
+// Attention of a few new tokens against a KV cache whose entries hold different numbers of
+// keys: q [B, Nq, Hq, D], k_cache and v_cache [B, capacity, Hkv, D], seqused_k i32 [B] on q's
+// device; entry b attends to its first seqused_k[b] keys (causal: bottom-right at that length).
+// Forward only, no dropout or block mask; returns o [B, Nq, Hq, D]. The counts are read where
+// the kernel runs (on CUDA, the split-KV decode kernel), so a captured CUDA graph replays with
+// new counts (tensor/graph.h).
+Tensor kv_cache_attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
+                          const Tensor& seqused_k, const AttentionConfig& cfg);
 struct FlashAttentionGrads {
   Tensor dq, dk, dv;
 };

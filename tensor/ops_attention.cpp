@@ -142,9 +142,12 @@ AttentionSizes check_attention(const char* op, const Tensor& q, const Tensor& k,
   return check_inputs(op, q, k, &v, cfg, flash);
 }
 
-FlashAttentionResult flash_attention_forward(const Tensor& q_in, const Tensor& k_in,
-                                             const Tensor& v_in, const AttentionConfig& cfg) {
-  const AttentionSizes s = check_inputs("flash_attention_forward", q_in, k_in, &v_in, cfg, true);
+namespace {
+// The fused forward, with per-entry key lengths when seqused_k is defined (kv_cache_attention).
+FlashAttentionResult forward(const char* op, const Tensor& q_in, const Tensor& k_in,
+                             const Tensor& v_in, const Tensor& seqused_k,
+                             const AttentionConfig& cfg) {
+  const AttentionSizes s = check_inputs(op, q_in, k_in, &v_in, cfg, true);
   Tensor q = unit_last_stride(q_in), k = unit_last_stride(k_in), v = unit_last_stride(v_in);
   FlashAttentionResult r;
   r.o = empty({s.B, s.Nq, s.Hq, s.D}, like(q));
@@ -152,6 +155,7 @@ FlashAttentionResult flash_attention_forward(const Tensor& q_in, const Tensor& k
   AttentionParams p = flash_params(s, q, k, v, cfg);
   p.o = bind(r.o, p.o_batch_stride, p.o_seq_stride, p.o_head_stride);
   p.lse = r.lse.data_ptr();
+  if (seqused_k.defined()) p.seqused_k = seqused_k.data<int32_t>();
   Tensor scratch;  // the split-KV decode kernel's partial results
 #ifdef FLASHGRAD_WITH_CUDA
   if (q.is_cuda()) {
@@ -164,6 +168,28 @@ FlashAttentionResult flash_attention_forward(const Tensor& q_in, const Tensor& k
     FG_ATTENTION_CALL(q.device(), flash_attention_forward, p);
   }
   return r;
+}
+}  // namespace
+
+FlashAttentionResult flash_attention_forward(const Tensor& q, const Tensor& k, const Tensor& v,
+                                             const AttentionConfig& cfg) {
+  return forward("flash_attention_forward", q, k, v, Tensor(), cfg);
+}
+
+Tensor kv_cache_attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
+                          const Tensor& seqused_k, const AttentionConfig& cfg) {
+  const char* op = "kv_cache_attention";
+  FG_CHECK(seqused_k.defined() && seqused_k.dtype() == DType::i32 && seqused_k.dim() == 1, op,
+           ": seqused_k must be an i32 vector [B] of key counts, got ",
+           seqused_k.defined() ? str(dtype_name(seqused_k.dtype()), " ", shape_str(seqused_k.shape()))
+                               : std::string("an undefined tensor"));
+  FG_CHECK(q.defined() && seqused_k.size(0) == q.size(0) && seqused_k.device() == q.device(), op,
+           ": seqused_k ", shape_str(seqused_k.shape()), " on ", seqused_k.device().str(),
+           " must hold one count per batch entry of q ",
+           q.defined() ? shape_str(q.shape()) : std::string("(undefined)"), ", on q's device");
+  FG_CHECK(cfg.dropout_p == 0.0 && !cfg.block_mask.defined(), op,
+           ": no dropout or block mask here (inference against a cache)");
+  return forward(op, q, k_cache, v_cache, contiguous(seqused_k), cfg).o;
 }
 
 FlashAttentionGrads flash_attention_backward(const Tensor& q_in, const Tensor& k_in,

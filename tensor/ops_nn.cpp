@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <numeric>
 
+#include "tensor/graph.h"
 #include "tensor/ops.h"
 
 namespace fg::ops {
@@ -42,28 +43,31 @@ void check_floating_and_indices(const char* op, const Tensor& t, const char* whi
 // The int64 flag the kernels report the first bad position into (position + 1; 0 = none).
 class BadFlag {
  public:
+  // On CUDA the flag is zeroed by a kernel (queued, not a host copy: a CUDA graph can hold it).
   explicit BadFlag(Device d) : dev_(d) {
     if (dev_.is_cuda()) {
-      ptr_ = static_cast<int64_t*>(raw_alloc(dev_, sizeof(int64_t)));
-      copy_bytes(ptr_, dev_, &host_, Device::cpu(), sizeof(int64_t));
+      flag_ = zeros({1}, TensorOptions(DType::i64).device(dev_));
+      ptr_ = flag_.data<int64_t>();
     } else {
       ptr_ = &host_;
     }
   }
-  ~BadFlag() {
-    if (dev_.is_cuda()) raw_free(dev_, ptr_, sizeof(int64_t));
-  }
   BadFlag(const BadFlag&) = delete;
   BadFlag& operator=(const BadFlag&) = delete;
   int64_t* ptr() { return ptr_; }
-  // The first bad position, or -1 when none (waits for the kernel on CUDA).
+  // The first bad position, or -1 when none (waits for the kernel on CUDA). While a CUDA graph
+  // is being captured nothing can be read back, so the check is skipped (tensor/graph.h).
   int64_t first_bad() {
-    if (dev_.is_cuda()) copy_bytes(&host_, Device::cpu(), ptr_, dev_, sizeof(int64_t));
+    if (dev_.is_cuda()) {
+      if (cuda_graph_capturing()) return -1;
+      copy_bytes(&host_, Device::cpu(), ptr_, dev_, sizeof(int64_t));
+    }
     return host_ - 1;
   }
 
  private:
   Device dev_;
+  Tensor flag_;
   int64_t host_ = 0;
   int64_t* ptr_ = nullptr;
 };
@@ -294,6 +298,39 @@ Tensor embedding(const Tensor& weight, const Tensor& idx) {
                     " is out of range [0, ", vocab, ") for weight ", shape_str(weight.shape()),
                     "; ids must be below the vocabulary size"));
   return out;
+}
+
+void kv_cache_write(const Tensor& cache, const Tensor& src, const Tensor& positions) {
+  const char* op = "kv_cache_write";
+  check_defined(op, cache, "cache");
+  check_defined(op, src, "new rows");
+  check_defined(op, positions, "positions");
+  check_same_device(op, {cache, src, positions});
+  FG_CHECK(cache.dim() == 4 && cache.is_contiguous(), op,
+           ": the cache must be a contiguous [batch, capacity, heads, head_dim] tensor, got ",
+           shape_str(cache.shape()));
+  const int64_t B = cache.size(0), cap = cache.size(1), row = cache.size(2) * cache.size(3);
+  FG_CHECK(src.dim() == 4 && src.size(0) == B && src.size(2) == cache.size(2) &&
+               src.size(3) == cache.size(3) && src.dtype() == cache.dtype(),
+           op, ": new rows ", dtype_name(src.dtype()), " ", shape_str(src.shape()),
+           " do not fit the cache ", dtype_name(cache.dtype()), " ", shape_str(cache.shape()),
+           " (expected [", B, ", T, ", cache.size(2), ", ", cache.size(3), "] of its dtype)");
+  FG_CHECK(positions.dtype() == DType::i32 && positions.dim() == 1 && positions.size(0) == B, op,
+           ": positions must be i32 [", B, "], got ", dtype_name(positions.dtype()), " ",
+           shape_str(positions.shape()));
+  // Each new row's heads must be contiguous (a view of a fused projection is).
+  const bool rows_ok = src.stride(3) == 1 && src.stride(2) == src.size(3);
+  const Tensor s = rows_ok ? src : contiguous(src), pos = contiguous(positions);
+  const int64_t T = s.size(1);
+  if (B == 0 || T == 0 || row == 0) return;
+  BadFlag bad(cache.device());
+  FG_CALL_KERNEL(cache.device(), kv_cache_write, cache.dtype(), B, T, row, cap, s.data_ptr(),
+                 s.stride(0), s.stride(1), pos.data<int32_t>(), cache.data_ptr(), bad.ptr());
+  const int64_t first = bad.first_bad();
+  if (first >= 0)
+    throw Error(str(op, ": entry ", first, " writes ", T, " rows at position ",
+                    index_value_at(pos, first), ", outside the cache's capacity ", cap,
+                    "; start a new window or use a larger cache"));
 }
 
 Tensor embedding_backward(const Tensor& gout, const Tensor& idx, int64_t vocab) {

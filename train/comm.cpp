@@ -217,7 +217,7 @@ void cuda_check(cudaError_t e, const char* what) {
 }  // namespace
 
 // The NCCL communicator, and the stream and events of the overlapped averaging: the stream
-// does not synchronise with the legacy default stream the kernels run on (non-blocking), so
+// is its own (non-blocking), apart from the per-thread default stream the kernels run on, so
 // NCCL runs beside the backward; events order the two where the data demands it.
 struct Communicator::Nccl {
   ncclComm_t comm = nullptr;

@@ -6,8 +6,11 @@
 #include <cmath>
 #include <numeric>
 
+#include <cstdio>
+
 #include "autograd/functions.h"
 #include "nn/kv_cache.h"
+#include "tensor/graph.h"
 
 namespace fg::train {
 
@@ -149,6 +152,61 @@ std::vector<int32_t> next_tokens(const Tensor& logits, const SampleOptions& o, c
   return next;
 }
 
+// The common decode step of generate_batch: every row's newest token through
+// GPT::decode_step, whose inputs sit in one i32 buffer [3, B] on the model's device (tokens,
+// positions, positions + 1), filled by one copy per step. On a CUDA device (unless turned off)
+// the step is captured as a CUDA graph on its second use, the first having run it kernel by
+// kernel so that every lazily made plan, handle and cached block exists before the capture,
+// and replayed from then on: one launch per step, with the lengths read on the device.
+class DecodeStep {
+ public:
+  DecodeStep(const nn::GPT& model, nn::KVCache& cache, bool graph)
+      : model_(model), cache_(cache), use_graph_(graph && model.wte->weight.is_cuda()),
+        io_(empty({3, cache.batch()}, TensorOptions(DType::i32).device(model.wte->weight.device()))) {}
+
+  // The logits [B, V] after each row's next token; the cache's lengths advance by one.
+  Tensor operator()(const std::vector<int32_t>& tokens) {
+    const int64_t B = cache_.batch();
+    std::vector<int32_t> host(size_t(3 * B));
+    for (int64_t r = 0; r < B; ++r) {
+      host[size_t(r)] = tokens[size_t(r)];
+      host[size_t(B + r)] = int32_t(cache_.length(r));
+      host[size_t(2 * B + r)] = int32_t(cache_.length(r) + 1);
+    }
+    io_.copy_(from_vector<int32_t>(host, {3, B}, TensorOptions(DType::i32)));
+    auto step = [&] {
+      logits_ = model_.decode_step(io_.select(0, 0), io_.select(0, 1), io_.select(0, 2), cache_);
+    };
+    if (graph_.captured()) {
+      graph_.replay();
+    } else if (use_graph_ && uses_ > 0) {
+      try {
+        graph_.capture(step);
+        graph_.replay();
+      } catch (const Error& e) {  // never silently: say so once, then go on without the graph
+        std::fprintf(stderr, "flashgrad: the decode step could not be captured as a CUDA graph "
+                     "(%s); decoding kernel by kernel\n", e.what());
+        use_graph_ = false;
+        step();
+      }
+    } else {
+      step();
+    }
+    ++uses_;
+    for (int64_t r = 0; r < B; ++r) cache_.advance(r, 1);
+    return logits_;
+  }
+  bool graphed() const { return graph_.captured(); }
+
+ private:
+  const nn::GPT& model_;
+  nn::KVCache& cache_;
+  bool use_graph_;
+  Tensor io_, logits_;
+  CudaGraph graph_;
+  int64_t uses_ = 0;
+};
+
 }  // namespace
 
 std::vector<std::vector<int32_t>> generate_batch(
@@ -175,6 +233,7 @@ std::vector<std::vector<int32_t>> generate_batch(
   SampleStats st;
   const Generator gen(o.seed);
   std::unique_ptr<nn::KVCache> cache;
+  std::unique_ptr<DecodeStep> decode;
   std::vector<int64_t> all_rows(static_cast<size_t>(B));
   std::iota(all_rows.begin(), all_rows.end(), int64_t(0));
   Tensor logits;  // [B, V], each row's next-token logits
@@ -184,6 +243,7 @@ std::vector<std::vector<int32_t>> generate_batch(
     cache = std::make_unique<nn::KVCache>(model.config, B, ctx, opts);
     logits = empty({B, V}, opts);
     prefill(model, *cache, all_rows, windows, logits);
+    decode = std::make_unique<DecodeStep>(model, *cache, o.cuda_graph);
   } else {
     logits = logits_uncached(model, windows);
   }
@@ -220,7 +280,7 @@ std::vector<std::vector<int32_t>> generate_batch(
     if (!o.kv_cache) {
       logits = logits_uncached(model, windows);
     } else if (restarted.empty()) {  // the common step: one token for every row, one batch
-      logits = model.forward_cached(token_tensor(model, next, B), *cache, 0);
+      logits = (*decode)(next);
     } else {
       prefill(model, *cache, restarted, windows, logits);
       for (int64_t r : stepped)
@@ -237,6 +297,7 @@ std::vector<std::vector<int32_t>> generate_batch(
       st.decode_seconds += dt;
     }
   }
+  st.cuda_graph = decode && decode->graphed();
   if (stats) *stats = st;
   return out;
 }

@@ -25,6 +25,10 @@ struct SampleOptions {
   double top_p = 1.0;        // keep the most likely tokens whose probabilities sum to top_p
   uint64_t seed = 42;
   bool kv_cache = true;      // false: recompute the whole window for every token (the oracle)
+  // With the KV cache on a CUDA device: capture the decode step as a CUDA graph on its second
+  // use and replay it after (one launch per step instead of some 150); false runs every step
+  // kernel by kernel. Same tokens either way.
+  bool cuda_graph = true;
   // Asked before each token (when set): true ends the sample there, e.g. on Ctrl-C, so that
   // a long sample can be stopped promptly. generate() then returns the tokens drawn so far.
   std::function<bool()> stop;
@@ -34,6 +38,7 @@ struct SampleOptions {
 // (prefill, window restarts included) and one at a time (decode), and the time of each.
 struct SampleStats {
   int64_t prefill_tokens = 0, decode_tokens = 0, window_restarts = 0;
+  bool cuda_graph = false;  // whether the decode steps were replayed from a CUDA graph
   double prefill_seconds = 0, decode_seconds = 0;
 };
 

@@ -49,6 +49,7 @@ int current_device_major() {
 // Q, K, V, O rows (cp.async moves 16-byte chunks: pointers 16-byte aligned and every stride a
 // multiple of 16 bytes), and a GPU of compute capability 8.0 or later.
 bool tensor_core_forward_usable(const AttentionParams& p) {
+  if (p.seqused_k) return false;  // per-entry key lengths: the decode kernel only
   if (p.dtype != DType::bf16 && p.dtype != DType::f16 && p.dtype != DType::f32) return false;
   if (p.D != 64 && p.D != 128) return false;
   if (!(p.softmax_scale > 0.0) || !std::isfinite(p.softmax_scale)) return false;
@@ -111,7 +112,8 @@ bool decode_usable(const AttentionParams& p) {
                         p.v_head_stride},
                        chunk);
 }
-bool simt_usable(const AttentionParams&) { return true; }  // every dtype and head dim checked
+// Every dtype and head dim (checked), but not per-entry key lengths: the decode kernel only.
+bool simt_usable(const AttentionParams& p) { return p.seqused_k == nullptr; }
 bool sm90_backward_usable(const AttentionParams& p) {
   return tensor_core_backward_usable(p) && hopper();
 }
@@ -193,6 +195,12 @@ bool allowed_by_environment(const AttentionKernel& k) {
 const AttentionKernel& choose(const std::vector<AttentionKernel>& table, const AttentionParams& p) {
   for (const AttentionKernel& k : table)
     if (allowed_by_environment(k) && k.usable(p)) return k;
+  if (p.seqused_k)
+    throw Error(str("flash attention: per-entry key lengths (seqused_k) need the split-KV decode "
+                    "kernel, which cannot run this call (Nq=", p.Nq, ", Hq/Hkv=", p.Hq / p.Hkv,
+                    ", dtype ", dtype_name(p.dtype), ", D=", p.D, ", dropout ", p.dropout_p,
+                    "): it takes at most 8 new tokens, no dropout or block mask, bf16/f16/f32 "
+                    "and 16-byte aligned rows"));
   throw Error("flash attention: no CUDA kernel can run this call (the SIMT one always should)");
 }
 

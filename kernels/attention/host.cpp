@@ -45,6 +45,8 @@ void check_attention_params(const AttentionParams& p, bool backward, bool cuda) 
           p.workspace, who, ": workspace must point to flash_attention_backward_workspace_bytes(",
           "params) = ", flash_attention_backward_workspace_bytes(p), " bytes of device memory");
   }
+  FG_CHECK(!(backward && p.seqused_k), who, ": seqused_k (per-entry key lengths) is for the "
+           "forward of inference only; the backward needs every entry's keys laid out in full");
   if (p.block_mask)
     FG_CHECK(p.block_mask_heads == 1 || p.block_mask_heads == p.Hq, who,
              ": block_mask_heads=", p.block_mask_heads, " must be 1 or Hq=", p.Hq);

@@ -102,6 +102,15 @@ struct AttentionParams {
   // so that its dropout is the batched call's, sequence for batch entry.
   int64_t batch_index_base = 0;
 
+  // Forward only: the keys each batch entry holds, int32 [B] in the memory the kernels run in
+  // (device memory for CUDA), each in [0, Nk]; null means Nk for all. Entry b is then computed
+  // as a call with Nk = seqused_k[b] over the first keys of its K and V, causal offset
+  // included: a KV cache of capacity Nk whose rows hold different lengths. Because the lengths
+  // are read on the device, one captured CUDA graph serves every decode step (tensor/graph.h).
+  // On CUDA only the split-KV decode kernel takes it (dispatch.cu), which splits the keys by
+  // the capacity Nk, so the split does not change as the lengths grow. (flash-attn: seqused_k.)
+  const int32_t* seqused_k = nullptr;
+
   const uint8_t* block_mask = nullptr;  // nullable, see above
   int64_t block_mask_heads = 1;         // 1 or Hq
 

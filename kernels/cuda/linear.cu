@@ -262,7 +262,8 @@ bool run_lt(const Problem& p, const void* A, const void* B, void* D, const void*
         plan.desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, &aux, sizeof(aux)));
   const float alpha = 1.0f, beta = 0.0f;
   FG_CUBLAS_CHECK(cublasLtMatmul(lt_handle(), plan.desc, &alpha, A, plan.a, B, plan.b, &beta, D,
-                                 plan.d, D, plan.d, &plan.algo, workspace, kLtWorkspace, 0));
+                                 plan.d, D, plan.d, &plan.algo, workspace, kLtWorkspace,
+                                 cudaStreamPerThread));  // (0 would be the legacy stream to cuBLASLt)
   g_lt_launches.fetch_add(1, std::memory_order_relaxed);
   return true;
 }

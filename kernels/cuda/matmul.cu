@@ -1,4 +1,5 @@
-// CUDA batched GEMM through cuBLAS (cublasGemmStridedBatchedEx), on the default stream.
+// CUDA batched GEMM through cuBLAS (cublasGemmStridedBatchedEx), on the calling thread's default
+// stream.
 //
 // Contract (kernels/kernels.h): row-major C[b] = alpha * op(A[b]) op(B[b]) + beta * C[b].
 // cuBLAS is column-major. A row-major M x N matrix with row stride ld is, read column-major,
@@ -27,13 +28,15 @@ namespace fg::cuda {
 namespace {
 
 // One handle for the process, made on first use (a function-local static is initialised
-// exactly once even with concurrent callers). It is bound to the default stream, on which
-// all flashgrad kernels run, and to the default math mode (no TF32 unless asked for).
+// exactly once even with concurrent callers). It is bound to cudaStreamPerThread, the calling
+// thread's default stream, on which all flashgrad kernels run (cuBLAS itself was not built
+// with per-thread default streams, so stream 0 would mean the legacy stream to it), and to
+// the default math mode (no TF32 unless asked for).
 cublasHandle_t cublas_handle() {
   static cublasHandle_t handle = [] {
     cublasHandle_t h = nullptr;
     FG_CUBLAS_CHECK(cublasCreate(&h));
-    FG_CUBLAS_CHECK(cublasSetStream(h, 0));
+    FG_CUBLAS_CHECK(cublasSetStream(h, cudaStreamPerThread));
     FG_CUBLAS_CHECK(cublasSetMathMode(h, CUBLAS_DEFAULT_MATH));
     return h;
   }();

@@ -1,6 +1,6 @@
 // CUDA kernels of the indexing ops: embedding, dropout, gather / scatter-add. Same contracts
 // and the same arithmetic as the CPU reference (kernels/cpu/nn.cpp); kernels first, launchers
-// after, all on stream 0, grid-stride loops.
+// after, all on the default stream, grid-stride loops.
 //
 // Out-of-range indices: reported through a device int64 flag as in nn_rows.cu (the first bad
 // position + 1).
@@ -199,6 +199,47 @@ void embedding(DType dtype, DType idx_dtype, int64_t rows, int64_t dim, int64_t 
       FG_LAUNCH_CHECK();
     });
   });
+}
+
+namespace {
+// One thread per element of the rows written; T is a same-sized integer type (a copy).
+template <typename T>
+__global__ void kv_cache_write_kernel(int64_t batch, int64_t rows, int64_t row_elems,
+                                      int64_t capacity, const T* __restrict__ src,
+                                      int64_t src_batch, int64_t src_row,
+                                      const int32_t* __restrict__ pos, T* __restrict__ cache,
+                                      int64_t* bad) {
+  const int64_t total = batch * rows * row_elems;
+  for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < total;
+       e += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t c = e % row_elems, t = (e / row_elems) % rows, b = e / (row_elems * rows);
+    const int64_t p = pos[b];
+    if (p < 0 || p + rows > capacity) {
+      if (t == 0 && c == 0) report_bad(bad, b);
+      continue;
+    }
+    cache[(b * capacity + p + t) * row_elems + c] = src[b * src_batch + t * src_row + c];
+  }
+}
+}  // namespace
+
+void kv_cache_write(DType dtype, int64_t batch, int64_t T, int64_t row_elems, int64_t capacity,
+                    const void* src, int64_t src_batch, int64_t src_row, const int32_t* pos,
+                    void* cache, int64_t* bad_index) {
+  if (batch == 0 || T == 0 || row_elems == 0) return;
+  auto launch = [&](auto word) {
+    using W = decltype(word);
+    kv_cache_write_kernel<W><<<grid_for(batch * T * row_elems), 256>>>(
+        batch, T, row_elems, capacity, static_cast<const W*>(src), src_batch, src_row, pos,
+        static_cast<W*>(cache), bad_index);
+  };
+  switch (dtype_size(dtype)) {
+    case 2: launch(uint16_t{}); break;
+    case 4: launch(uint32_t{}); break;
+    case 8: launch(uint64_t{}); break;
+    default: FG_CHECK(false, "kv_cache_write: dtype ", dtype_name(dtype), " is not supported");
+  }
+  FG_LAUNCH_CHECK();
 }
 
 size_t embedding_backward_workspace(DType dtype, int64_t vocab, int64_t dim) {

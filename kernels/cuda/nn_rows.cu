@@ -1,7 +1,7 @@
 // CUDA kernels of the row ops: softmax and log-softmax, cross-entropy, LayerNorm. Same
 // contracts and the same arithmetic as the CPU reference (kernels/cpu/nn.cpp); kernels first,
-// launchers after, all on stream 0. One thread block per row with a block-wide reduction, or
-// for LayerNorm on rows of whole 16-byte vectors, one warp per row.
+// launchers after, all on the default stream. One thread block per row with a block-wide
+// reduction, or for LayerNorm on rows of whole 16-byte vectors, one warp per row.
 //
 // Out-of-range targets: the launcher gets a device int64 flag (zeroed by the caller); a kernel
 // that meets a bad position p stores min(current, p + 1) into it with a compare-and-swap loop,

@@ -1,7 +1,16 @@
 // The caching CUDA allocator (see tensor/allocator.h for what its counters mean) and copies.
 //
-// Every kernel in flashgrad runs on the default stream, so a freed block can be handed to the
-// next request at once: any later use is queued behind the work that last touched it.
+// Every kernel in flashgrad runs on the calling thread's default stream, and the GPU work comes
+// from one thread, so a freed block can be handed to the next request at once: any later use
+// is queued behind the work that last touched it.
+//
+// CUDA graphs (tensor/graph.h). The work a graph captures reads and writes the addresses it
+// had at capture, on every replay. So while a graph is being captured, the blocks its
+// operations allocate come from a private pool of that graph, and return to it when freed:
+// they are reused within the same graph (in its own stream order, which is safe) but never
+// handed to work outside it, which a replay could overwrite. The pool's cached blocks go back
+// to the common cache when the graph is destroyed; blocks a caller still holds (the graph's
+// outputs) return to the common cache when they are freed after that.
 #include "tensor/cuda/cuda_backend.h"
 
 #include <cuda_runtime.h>
@@ -28,11 +37,28 @@ size_t block_size(size_t n) {
   return (n + kLargeBlock - 1) / kLargeBlock * kLargeBlock;
 }
 
+// The pool the calling thread's allocations come from: 0 the common one, else a graph's.
+thread_local int tl_pool = 0;
+
 struct CachingAllocator {
   std::mutex mu;
   MemoryStats s;
-  std::multimap<size_t, void*> free_blocks;      // block size -> pointer
-  std::unordered_map<void*, size_t> live_blocks;  // pointer -> block size
+  using FreeList = std::multimap<size_t, void*>;  // block size -> pointer
+  FreeList free_blocks;                           // the common pool's cached blocks
+  std::unordered_map<int, FreeList> pools;        // graph pools' cached blocks, by id
+  int next_pool = 1;
+  struct Live {
+    size_t size;
+    int pool;
+  };
+  std::unordered_map<void*, Live> live_blocks;  // pointer -> block size and pool
+
+  // The free list of pool `id` (the common one for 0 or a pool that no longer exists).
+  FreeList& free_list(int id) {
+    if (id == 0) return free_blocks;
+    auto it = pools.find(id);
+    return it == pools.end() ? free_blocks : it->second;
+  }
 
   void release_cached_locked() {
     for (auto& kv : free_blocks) {
@@ -47,14 +73,15 @@ struct CachingAllocator {
     size_t bs = block_size(nbytes);
     void* p = nullptr;
     // Reuse a cached block of the same size class, at most twice as large as needed.
-    auto it = free_blocks.lower_bound(bs);
-    if (it != free_blocks.end() && it->first <= 2 * bs) {
+    FreeList& list = free_list(tl_pool);
+    auto it = list.lower_bound(bs);
+    if (it != list.end() && it->first <= 2 * bs) {
       bs = it->first;
       p = it->second;
-      free_blocks.erase(it);
+      list.erase(it);
     } else {
       cudaError_t e = cudaMalloc(&p, bs);
-      if (e == cudaErrorMemoryAllocation) {
+      if (e == cudaErrorMemoryAllocation && tl_pool == 0) {  // (no cudaFree inside a capture)
         cudaGetLastError();  // clear the sticky-free error state
         release_cached_locked();
         e = cudaMalloc(&p, bs);
@@ -74,7 +101,7 @@ struct CachingAllocator {
       s.num_device_allocs++;
       s.peak_reserved = std::max(s.peak_reserved, s.reserved);
     }
-    live_blocks[p] = bs;
+    live_blocks[p] = Live{bs, tl_pool};
     s.allocated += nbytes;
     s.peak_allocated = std::max(s.peak_allocated, s.allocated);
     s.num_allocs++;
@@ -85,7 +112,7 @@ struct CachingAllocator {
     std::lock_guard<std::mutex> lock(mu);
     auto it = live_blocks.find(p);
     if (it == live_blocks.end()) return;  // not ours; never happens for Storage
-    free_blocks.emplace(it->second, p);
+    free_list(it->second.pool).emplace(it->second.size, p);
     live_blocks.erase(it);
     s.allocated -= nbytes;
   }
@@ -158,6 +185,76 @@ void empty_cache() {
   FG_CUDA_CHECK(cudaDeviceSynchronize());
   std::lock_guard<std::mutex> lock(a.mu);
   a.release_cached_locked();
+}
+
+int graph_pool_create() {
+  auto& a = allocator();
+  std::lock_guard<std::mutex> lock(a.mu);
+  const int id = a.next_pool++;
+  a.pools[id];
+  return id;
+}
+
+void graph_pool_release(int id) {
+  auto& a = allocator();
+  std::lock_guard<std::mutex> lock(a.mu);
+  auto it = a.pools.find(id);
+  if (it == a.pools.end()) return;
+  a.free_blocks.insert(it->second.begin(), it->second.end());
+  a.pools.erase(it);
+}
+
+namespace {
+void graph_check(cudaError_t e, const char* what) {
+  if (e == cudaSuccess) return;
+  cudaGetLastError();  // capture errors are not sticky; leave the runtime clean
+  throw Error(str("CUDA graph: ", what, " failed: ", cudaGetErrorString(e),
+                  ". Work that synchronises with the host (a copy to the host, a check that "
+                  "reads a device value) cannot be captured; run it outside the graph"));
+}
+}  // namespace
+
+void graph_capture_begin(int pool) {
+  FG_CHECK(tl_pool == 0, "CUDA graph: a capture is already running on this thread");
+  // Relaxed: the allocator may still cudaMalloc a new block for the pool while capturing.
+  graph_check(cudaStreamBeginCapture(cudaStreamPerThread, cudaStreamCaptureModeRelaxed),
+              "cudaStreamBeginCapture");
+  tl_pool = pool;
+}
+
+void* graph_capture_end(bool keep) {
+  tl_pool = 0;
+  cudaGraph_t graph = nullptr;
+  const cudaError_t e = cudaStreamEndCapture(cudaStreamPerThread, &graph);
+  if (!keep) {  // the capture was abandoned (an exception): discard what it recorded
+    if (graph) cudaGraphDestroy(graph);
+    cudaGetLastError();
+    return nullptr;
+  }
+  graph_check(e, "capturing (cudaStreamEndCapture)");
+  cudaGraphExec_t exec = nullptr;
+  const cudaError_t ie = cudaGraphInstantiate(&exec, graph, 0);
+  cudaGraphDestroy(graph);
+  graph_check(ie, "cudaGraphInstantiate");
+  return exec;
+}
+
+void graph_launch(void* exec) {
+  graph_check(cudaGraphLaunch(static_cast<cudaGraphExec_t>(exec), cudaStreamPerThread),
+              "cudaGraphLaunch");
+}
+
+void graph_destroy(void* exec) {
+  if (exec) cudaGraphExecDestroy(static_cast<cudaGraphExec_t>(exec));
+}
+
+bool capturing() {
+  cudaStreamCaptureStatus st = cudaStreamCaptureStatusNone;
+  if (cudaStreamIsCapturing(cudaStreamPerThread, &st) != cudaSuccess) {
+    cudaGetLastError();
+    return false;
+  }
+  return st != cudaStreamCaptureStatusNone;
 }
 
 void copy(void* dst, bool dst_cuda, const void* src, bool src_cuda, size_t nbytes) {

@@ -14,6 +14,19 @@ MemoryStats stats();
 void reset_peak();
 void empty_cache();
 void copy(void* dst, bool dst_cuda, const void* src, bool src_cuda, size_t nbytes);
+// CUDA graphs of tensor/graph.h. A pool is a private set of cached blocks: between
+// graph_capture_begin(pool) and graph_capture_end the calling thread allocates from it, and
+// its blocks return to it when freed; graph_pool_release gives its cached blocks back to the
+// common cache. graph_capture_end(keep = true) instantiates what was captured on the calling
+// thread's default stream (an executable graph, to launch and destroy); keep = false discards
+// it (a capture abandoned by an exception). capturing(): whether that stream is capturing.
+int graph_pool_create();
+void graph_pool_release(int pool);
+void graph_capture_begin(int pool);
+void* graph_capture_end(bool keep);
+void graph_launch(void* exec);
+void graph_destroy(void* exec);
+bool capturing();
 void synchronize();
 // Event pairs of tensor/phase_timer.h: begin records a start event for `phase` on the default
 // stream and returns its slot; end records the slot's stop event; take waits for the last stop,

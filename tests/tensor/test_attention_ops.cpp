@@ -193,3 +193,59 @@ FG_TEST_ALL_DEVICES("attention ops refuse bad input, naming the op", "[attention
                         Contains("block mask is on cpu"));
   }
 }
+
+// A KV cache whose rows hold different lengths: kv_cache_write appends at each row's own
+// position, and kv_cache_attention attends each row to its own keys only, which is the flash
+// forward over that row's keys alone (a row of no keys gives zeros). bf16 on CUDA (the
+// split-KV decode kernel's dtype in generation), f32 on the CPU.
+FG_TEST_ALL_DEVICES("the KV-cache ops follow each row's own length", "[attention][kv_cache]") {
+  const DType dt = device.is_cuda() ? DType::bf16 : DType::f32;
+  auto vals = [](const Tensor& t) { return t.to_vector<double>(); };
+  const TensorOptions o = TensorOptions(dt).device(device);
+  const TensorOptions i32 = TensorOptions(DType::i32).device(device);
+  const int64_t B = 4, cap = 300, Hq = 6, Hkv = 2, D = 64;
+  Generator g(11);
+  Tensor kc = randn({B, cap, Hkv, D}, o, &g), vc = randn({B, cap, Hkv, D}, o, &g);
+  const std::vector<int32_t> len = {0, 1, 77, 299};  // the lengths before the new token
+  // New keys and values, as the strided views of a fused projection [B, 1, Hq + 2 Hkv, D].
+  Tensor qkv = randn({B, 1, Hq + 2 * Hkv, D}, o, &g);
+  Tensor q = qkv.narrow(2, 0, Hq), k = qkv.narrow(2, Hq, Hkv), v = qkv.narrow(2, Hq + Hkv, Hkv);
+  const Tensor kc0 = kc.clone();
+  ops::kv_cache_write(kc, k, from_vector<int32_t>(len, {B}, i32));
+  ops::kv_cache_write(vc, v, from_vector<int32_t>(len, {B}, i32));
+  // Row b's new key sits at position len[b]; every other position is unchanged.
+  for (int64_t b = 0; b < B; ++b) {
+    INFO("row " << b);
+    CHECK(vals(kc.select(0, b).select(0, len[size_t(b)])) == vals(k.select(0, b).select(0, 0)));
+    const int64_t p = len[size_t(b)];
+    if (p > 0) CHECK(vals(kc.select(0, b).narrow(0, 0, p)) == vals(kc0.select(0, b).narrow(0, 0, p)));
+    if (p + 1 < cap)
+      CHECK(vals(kc.select(0, b).narrow(0, p + 1, cap - p - 1)) ==
+            vals(kc0.select(0, b).narrow(0, p + 1, cap - p - 1)));
+  }
+  ops::AttentionConfig cfg;
+  cfg.causal = true;
+  std::vector<int32_t> used;
+  for (int32_t l : len) used.push_back(l + 1);
+  used[0] = 0;  // row 0 attends to nothing: zeros
+  const Tensor out = ops::kv_cache_attention(q, kc, vc, from_vector<int32_t>(used, {B}, i32), cfg);
+  REQUIRE(out.shape() == Shape{B, 1, Hq, D});
+  CHECK(vals(out.select(0, 0)) == std::vector<double>(size_t(Hq * D), 0.0));
+  for (int64_t b = 1; b < B; ++b) {
+    INFO("row " << b);
+    const int64_t n = used[size_t(b)];
+    const Tensor alone = ops::flash_attention_forward(q.narrow(0, b, 1), kc.narrow(0, b, 1).narrow(1, 0, n),
+                                                      vc.narrow(0, b, 1).narrow(1, 0, n), cfg).o;
+    CHECK(rel_err(out.narrow(0, b, 1), alone) < (dt == DType::bf16 ? 1e-2 : 1e-6));
+  }
+  // Refusals: a position past the capacity (nothing written), lengths of the wrong dtype.
+  const Tensor before = kc.clone();
+  CHECK_THROWS_WITH(ops::kv_cache_write(kc, k, from_vector<int32_t>({0, 1, 300, 2}, {B}, i32)),
+                    Contains("kv_cache_write") && Contains("entry 2") && Contains("capacity 300"));
+  CHECK(vals(kc.select(0, 2)) == vals(before.select(0, 2)));
+  CHECK_THROWS_WITH(ops::kv_cache_attention(q, kc, vc, from_vector<int64_t>({1, 1, 1, 1}, {B},
+                                                                            TensorOptions(DType::i64).device(device)), cfg),
+                    Contains("seqused_k must be an i32"));
+  CHECK_THROWS_WITH(ops::kv_cache_write(kc, q, from_vector<int32_t>(len, {B}, i32)),
+                    Contains("do not fit the cache"));
+}

@@ -130,6 +130,73 @@ FG_TEST_ALL_DEVICES("generation gives the same tokens with and without the KV ca
   }
 }
 
+FG_TEST_ALL_DEVICES("decode_step: rows of different lengths step together, lengths on the device",
+                    "[generate]") {
+  auto m = small_gpt(device, 40);
+  Generator g(5);
+  std::vector<std::vector<int64_t>> seq(3);
+  for (size_t r = 0; r < 3; ++r)
+    for (int i = 0; i < 30; ++i) seq[r].push_back(int64_t(g.random_u64(r, uint64_t(i)) % 23));
+  nn::KVCache cache(m->config, 3, 36, TensorOptions(DType::f32).device(device));
+  const std::vector<int64_t> prompt = {1, 9, 4};  // rows prefilled with 1, 9 and 4 tokens
+  for (int64_t r = 0; r < 3; ++r)
+    m->forward_cached(tokens({seq[size_t(r)].begin(), seq[size_t(r)].begin() + prompt[size_t(r)]}, device),
+                      cache, r);
+  const TensorOptions i32 = TensorOptions(DType::i32).device(device);
+  for (int64_t s = 0; s < 12; ++s) {
+    std::vector<int32_t> tok, pos, used;
+    for (int64_t r = 0; r < 3; ++r) {
+      const int64_t L = cache.length(r);
+      tok.push_back(int32_t(seq[size_t(r)][size_t(L)]));
+      pos.push_back(int32_t(L));
+      used.push_back(int32_t(L + 1));
+    }
+    const Tensor l = m->decode_step(from_vector<int32_t>(tok, {3}, i32), from_vector<int32_t>(pos, {3}, i32),
+                                    from_vector<int32_t>(used, {3}, i32), cache);
+    REQUIRE(l.shape() == Shape{3, 23});
+    for (int64_t r = 0; r < 3; ++r) {
+      INFO("step " << s << ", row " << r);
+      const auto& q = seq[size_t(r)];
+      CHECK(rel_err(l.select(0, r), last_logits(*m, {q.begin(), q.begin() + pos[size_t(r)] + 1}, device)) < 1e-5);
+      cache.advance(r, 1);
+    }
+  }
+  CHECK(cache.length(0) == 13);
+  CHECK(cache.length(2) == 16);
+  // Refusals: a position past the cache's capacity 36 (within the context of 40: found by
+  // the kernel that writes the cache), inputs of the wrong kind.
+  const Tensor one = from_vector<int32_t>({1, 1, 1}, {3}, i32);
+  CHECK_THROWS_WITH(m->decode_step(one, from_vector<int32_t>({0, 36, 0}, {3}, i32), one, cache),
+                    Catch::Contains("capacity 36"));
+  CHECK_THROWS_WITH(m->decode_step(from_vector<int32_t>({1, 1}, {2}, i32), one, one, cache),
+                    Catch::Contains("tokens must be i32 [3]"));
+  CHECK_THROWS_WITH(m->decode_step(one, one.to(DType::i64), one, cache),
+                    Catch::Contains("positions must be i32 [3]"));
+  CHECK_THROWS_WITH(cache.advance(0, 24), Catch::Contains("exceed the capacity 36"));
+}
+
+FG_TEST_ALL_DEVICES("decode steps replayed from a CUDA graph give the tokens of plain steps",
+                    "[generate]") {
+  auto m = trained_gpt(device);
+  const std::vector<std::vector<int32_t>> prompts = {{1, 2, 3}, {4, 5, 6, 7, 8, 9, 10, 11, 12}, {5}};
+  for (double temperature : {0.0, 0.8}) {
+    SampleOptions o;
+    o.max_new_tokens = 40;  // context 16: window restarts between the graphed steps
+    o.temperature = temperature;
+    o.top_k = 10;
+    SampleStats with, without;
+    o.cuda_graph = true;
+    const auto a = generate_batch(*m, prompts, o, {}, &with);
+    o.cuda_graph = false;
+    const auto b = generate_batch(*m, prompts, o, {}, &without);
+    INFO("temperature " << temperature);
+    CHECK(a == b);
+    CHECK(with.cuda_graph == device.is_cuda());  // a graph only where there is CUDA
+    CHECK_FALSE(without.cuda_graph);
+    CHECK(with.decode_tokens == without.decode_tokens);
+  }
+}
+
 TEST_CASE("the window restarts from its last block_size / 2 tokens", "[generate]") {
   auto m = small_gpt(Device::cpu(), 8);
   SampleOptions o;

@@ -286,7 +286,46 @@ template <typename T> void backward_cpu(const AttentionParams& p) {
 
 void flash_attention_forward_cpu(const AttentionParams& p) {
   check_attention_params(p, /*backward=*/false, /*cuda=*/false);
-  FG_DISPATCH_FLOAT(p.dtype, "flash_attention_forward_cpu", [&] { forward_cpu<scalar_t>(p); });
+  if (!p.seqused_k) {
+    FG_DISPATCH_FLOAT(p.dtype, "flash_attention_forward_cpu", [&] { forward_cpu<scalar_t>(p); });
+    return;
+  }
+  // Per-entry key lengths: each batch entry is a call of its own over its first keys.
+  const size_t es = dtype_size(p.dtype), ls = p.dtype == DType::f64 ? 8 : 4;
+  auto at = [](void* base, int64_t elems, size_t size) {
+    return static_cast<void*>(static_cast<unsigned char*>(base) + elems * int64_t(size));
+  };
+  for (int64_t b = 0; b < p.B; ++b) {
+    const int64_t nk = p.seqused_k[b];
+    FG_CHECK(nk >= 0 && nk <= p.Nk, "flash_attention_forward_cpu: seqused_k[", b, "] = ", nk,
+             " is outside [0, Nk = ", p.Nk, "]");
+    AttentionParams e = p;
+    e.B = 1;
+    e.Nk = nk;
+    e.seqused_k = nullptr;
+    e.batch_index_base = p.batch_index_base + b;
+    e.q = at(p.q, b * p.q_batch_stride, es);
+    e.k = at(p.k, b * p.k_batch_stride, es);
+    e.v = at(p.v, b * p.v_batch_stride, es);
+    e.o = at(p.o, b * p.o_batch_stride, es);
+    e.lse = at(p.lse, b * p.Hq * p.Nq, ls);
+    if (nk > 0) {
+      FG_DISPATCH_FLOAT(p.dtype, "flash_attention_forward_cpu", [&] { forward_cpu<scalar_t>(e); });
+      continue;
+    }
+    // No keys: every row is fully masked (O = 0, LSE = -inf), as in every path.
+    FG_DISPATCH_FLOAT(p.dtype, "flash_attention_forward_cpu", [&] {
+      using A = typename acc_type<scalar_t>::type;
+      for (int64_t h = 0; h < p.Hq; ++h) {
+        A* lse = e.lse_row<A>(0, h);
+        for (int64_t i = 0; i < p.Nq; ++i) {
+          scalar_t* orow = e.o_head<scalar_t>(0, h) + i * p.o_seq_stride;
+          for (int64_t d = 0; d < p.D; ++d) orow[d] = convert<scalar_t>(A(0));
+          lse[i] = -std::numeric_limits<A>::infinity();
+        }
+      }
+    });
+  }
 }
 
 void flash_attention_backward_cpu(const AttentionParams& p) {

@@ -14,7 +14,9 @@
 // O = sum_s 2^(lse_s - LSE) O_s.
 //
 // Masking: causal (bottom right: row i of Nq sees keys j <= i + Nk - Nq); no block mask and no
-// dropout (dispatch.cu sends those calls elsewhere). A row that sees no key gets O = 0 and
+// dropout (dispatch.cu sends those calls elsewhere). With per-entry lengths (seqused_k), entry b
+// uses its own length for Nk; the split still follows the capacity Nk, and the blocks past an
+// entry's length find no key and leave an empty part (log2-sum-exp -inf) for the combine. A row that sees no key gets O = 0 and
 // LSE = -infinity, as in every path.
 #pragma once
 #include <cuda_runtime.h>
@@ -82,6 +84,8 @@ __global__ void __launch_bounds__(kThreads)
 
   const int64_t hk = blockIdx.y / split.row_chunks, chunk = blockIdx.y % split.row_chunks;
   const int64_t b = blockIdx.z, s = blockIdx.x;
+  // The keys entry b holds: all Nk, or its own length (params.h, seqused_k).
+  const int64_t nk = p.seqused_k ? int64_t(p.seqused_k[b]) : p.Nk;
   const int group = int(threadIdx.x) / LPK, sub = int(threadIdx.x) % LPK;
   // The lanes of this key group, for the shuffles of a dot product.
   const unsigned lanes =
@@ -105,7 +109,7 @@ __global__ void __launch_bounds__(kThreads)
     unpack<T>(*reinterpret_cast<const uint4*>(qp), q[r]);
 #pragma unroll
     for (int e = 0; e < V; ++e) q[r][e] *= scale;
-    last[r] = p.causal ? min64(causal_last_key(p, row.qi), p.Nk - 1) : p.Nk - 1;
+    last[r] = p.causal ? min64(row.qi + nk - p.Nq, nk - 1) : nk - 1;  // causal_last_key at nk
     k_end = max64(k_end, last[r] + 1);
   }
   const int64_t k_begin = s * split.keys_per_split;

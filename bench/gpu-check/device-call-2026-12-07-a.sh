@@ -1,0 +1,28 @@
+#!/bin/bash
+# Device call (2026-12-07, call a): the decode step as a CUDA graph (per-thread default stream,
+# graph memory pools, seqused_k in the split-KV kernel, kv_cache_write). Its tests first, then
+# `bench decode` with and without the graph beside bench/compare_sample.py (PyTorch CUDA graph
+# and torch.compile), then the whole `cuda` label and memcheck while time is left.
+#   bash bench/gpu-check/device-call-2026-12-07-a.sh     (repository root, .deps carried)
+source bench/gpu-check/lib.sh
+build
+for t in test_graph test_attention_ops test_generate test_attention_decode; do
+  timeout 120 build/tests/$t "[cuda]" > $L/$t.log 2>&1
+  el "$t [cuda] rc $? $(grep -E 'All tests passed|test cases:' $L/$t.log | tail -1)"
+  grep -B3 -A12 "FAILED" $L/$t.log | head -40 | tee -a $FINAL/summary.txt
+done
+pack
+timeout 90 build/flashgrad bench decode --device cuda --json $L/decode.json 2>&1 | tee -a $FINAL/summary.txt
+timeout 90 build/flashgrad bench decode --device cuda --no-cuda-graph --json $L/decode-nograph.json 2>&1 | tee -a $FINAL/summary.txt
+el "bench decode done"
+timeout 150 python3 bench/compare_sample.py --flashgrad-json $L/decode.json --flashgrad-json $L/decode-nograph.json \
+  --modes graph,compile --span-buckets 1 --max-seconds 10 \
+  --out-json $L/sample.json --out-md $L/sample.md > $L/compare.log 2>&1; el "compare_sample rc $?"
+cat $L/sample.md | tee -a $FINAL/summary.txt; tail -3 $L/compare.log | tee -a $FINAL/summary.txt
+pack
+left=$(( 540 - ($(date +%s) - T0) ))
+[ $left -gt 60 ] && ctest_cuda $(( left - 50 ))
+left=$(( 560 - ($(date +%s) - T0) ))
+[ $left -gt 30 ] && memcheck $(( left / 2 )) test_graph test_generate
+pack
+el done
