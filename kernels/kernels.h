@@ -134,14 +134,16 @@ inline void check_reduce_out_dtype(ReduceOp op, DType dtype, DType out_dtype) {
      Out-of-range indices are reported through *bad_index as in cross_entropy. */              \
   void embedding(DType dtype, DType idx_dtype, int64_t rows, int64_t dim, int64_t vocab,        \
                  const void* weight, const void* idx, void* out, int64_t* bad_index);           \
-  /* cache[b, pos[b] + t, :] = src[b, t, :] for b < batch, t < T: rows of row_elems elements. \
-     cache [batch, capacity, row_elems] contiguous; src row (b, t) starts at element           \
-     b * src_batch + t * src_row, its elements contiguous; pos i32 [batch]. An entry with      \
-     pos[b] < 0 or pos[b] + T > capacity is not written and reported (position b) through     \
-     *bad_index as in cross_entropy. The positions are read where the kernel runs. */         \
+  /* cache[b, pos[b] + t, :] = src[b, t, :] for b < batch, t < T: rows of row_elems elements, \
+     for the keys (src_k -> cache_k) and the values (src_v -> cache_v) in one launch. Caches   \
+     [batch, capacity, row_elems] contiguous; src row (b, t) starts at element                 \
+     b * src_batch + t * src_row of either source, its elements contiguous; pos i32 [batch].  \
+     An entry with pos[b] < 0 or pos[b] + T > capacity is not written and reported (position \
+     b) through *bad_index as in cross_entropy. The positions are read where it runs. */       \
   void kv_cache_write(DType dtype, int64_t batch, int64_t T, int64_t row_elems,                 \
-                      int64_t capacity, const void* src, int64_t src_batch, int64_t src_row,    \
-                      const int32_t* pos, void* cache, int64_t* bad_index);                     \
+                      int64_t capacity, const void* src_k, const void* src_v,                   \
+                      int64_t src_batch, int64_t src_row, const int32_t* pos, void* cache_k,    \
+                      void* cache_v, int64_t* bad_index);                                       \
   /* gweight[idx[r], :] += gout[r, :]; gweight must be zeroed first (CUDA: atomics, through   \
      an fp32 accumulator of embedding_backward_workspace() bytes for 16-bit types) */          \
   size_t embedding_backward_workspace(DType dtype, int64_t vocab, int64_t dim);                 \

@@ -114,8 +114,7 @@ Tensor CausalSelfAttention::forward_step(const Tensor& x, const Tensor& k_cache,
                                          const Tensor& seqused) const {
   const QKV qkv = project(x);
   const int64_t n = x.size(0), T = x.size(1), C = options.n_embd_;
-  ops::kv_cache_write(k_cache, qkv.k, positions);
-  ops::kv_cache_write(v_cache, qkv.v, positions);
+  ops::kv_cache_write(k_cache, v_cache, qkv.k, qkv.v, positions);
   ops::AttentionConfig cfg;
   cfg.causal = true;  // bottom-right at each row's own length: the new token sees all its keys
   const Tensor y = ops::kv_cache_attention(qkv.q, k_cache, v_cache, seqused, cfg);

@@ -111,11 +111,13 @@ LayerNormGrads layer_norm_backward(const Tensor& gy, const Tensor& x, const Tens
                                    const Tensor& mean, const Tensor& rstd, bool need_wb);
 Tensor embedding(const Tensor& weight, const Tensor& idx);  // [V, D], [...] -> [..., D]
 Tensor embedding_backward(const Tensor& gout, const Tensor& idx, int64_t vocab);
-// cache[b, positions[b] + t] = src[b, t] for every entry b and new row t: appends T rows to
-// each entry of a KV cache at its own position. cache [B, capacity, H, D] contiguous, src
-// [B, T, H, D] of its dtype, positions i32 [B] on the same device (read there, so a captured
-// CUDA graph replays with new positions). Rows past the capacity are an error (not written).
-void kv_cache_write(const Tensor& cache, const Tensor& src, const Tensor& positions);
+// k_cache[b, positions[b] + t] = k[b, t] and the same for v, for every entry b and new row t:
+// appends T keys and values to each entry of a KV cache at its own position, in one launch.
+// Caches [B, capacity, H, D] contiguous, k and v [B, T, H, D] of their dtype, positions i32
+// [B] on the same device (read there, so a captured CUDA graph replays with new positions).
+// Rows past the capacity are an error (nothing written for that entry).
+void kv_cache_write(const Tensor& k_cache, const Tensor& v_cache, const Tensor& k,
+                    const Tensor& v, const Tensor& positions);
 Tensor dropout(const Tensor& x, double p, uint64_t seed, uint64_t offset);
 // residual + dropout(x) in one pass, rounded once (residual: x's shape, dtype and device).
 Tensor dropout_add(const Tensor& x, const Tensor& residual, double p, uint64_t seed,

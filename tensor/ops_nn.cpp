@@ -300,32 +300,45 @@ Tensor embedding(const Tensor& weight, const Tensor& idx) {
   return out;
 }
 
-void kv_cache_write(const Tensor& cache, const Tensor& src, const Tensor& positions) {
+void kv_cache_write(const Tensor& k_cache, const Tensor& v_cache, const Tensor& k,
+                    const Tensor& v, const Tensor& positions) {
   const char* op = "kv_cache_write";
-  check_defined(op, cache, "cache");
-  check_defined(op, src, "new rows");
+  check_defined(op, k_cache, "key cache");
+  check_defined(op, v_cache, "value cache");
+  check_defined(op, k, "new keys");
+  check_defined(op, v, "new values");
   check_defined(op, positions, "positions");
-  check_same_device(op, {cache, src, positions});
-  FG_CHECK(cache.dim() == 4 && cache.is_contiguous(), op,
-           ": the cache must be a contiguous [batch, capacity, heads, head_dim] tensor, got ",
-           shape_str(cache.shape()));
-  const int64_t B = cache.size(0), cap = cache.size(1), row = cache.size(2) * cache.size(3);
-  FG_CHECK(src.dim() == 4 && src.size(0) == B && src.size(2) == cache.size(2) &&
-               src.size(3) == cache.size(3) && src.dtype() == cache.dtype(),
-           op, ": new rows ", dtype_name(src.dtype()), " ", shape_str(src.shape()),
-           " do not fit the cache ", dtype_name(cache.dtype()), " ", shape_str(cache.shape()),
-           " (expected [", B, ", T, ", cache.size(2), ", ", cache.size(3), "] of its dtype)");
+  check_same_device(op, {k_cache, v_cache, k, v, positions});
+  FG_CHECK(k_cache.dim() == 4 && k_cache.is_contiguous() && v_cache.is_contiguous() &&
+               v_cache.shape() == k_cache.shape() && v_cache.dtype() == k_cache.dtype(),
+           op, ": the caches must be contiguous [batch, capacity, heads, head_dim] tensors of one "
+           "shape and dtype, got ", shape_str(k_cache.shape()), " and ", shape_str(v_cache.shape()));
+  const int64_t B = k_cache.size(0), cap = k_cache.size(1), row = k_cache.size(2) * k_cache.size(3);
+  for (const Tensor* t : {&k, &v})
+    FG_CHECK(t->dim() == 4 && t->size(0) == B && t->size(2) == k_cache.size(2) &&
+                 t->size(3) == k_cache.size(3) && t->dtype() == k_cache.dtype(),
+             op, ": new rows ", dtype_name(t->dtype()), " ", shape_str(t->shape()),
+             " do not fit the cache ", dtype_name(k_cache.dtype()), " ", shape_str(k_cache.shape()),
+             " (expected [", B, ", T, ", k_cache.size(2), ", ", k_cache.size(3), "] of its dtype)");
   FG_CHECK(positions.dtype() == DType::i32 && positions.dim() == 1 && positions.size(0) == B, op,
            ": positions must be i32 [", B, "], got ", dtype_name(positions.dtype()), " ",
            shape_str(positions.shape()));
-  // Each new row's heads must be contiguous (a view of a fused projection is).
-  const bool rows_ok = src.stride(3) == 1 && src.stride(2) == src.size(3);
-  const Tensor s = rows_ok ? src : contiguous(src), pos = contiguous(positions);
-  const int64_t T = s.size(1);
+  // Each new row's heads must be contiguous (views of a fused projection are), and the keys
+  // and values laid out alike (one launch reads both with the same strides).
+  auto rows_ok = [](const Tensor& t) { return t.stride(3) == 1 && t.stride(2) == t.size(3); };
+  Tensor kk = k, vv = v;
+  if (!rows_ok(kk) || !rows_ok(vv) || kk.size(1) != vv.size(1) || kk.stride(0) != vv.stride(0) ||
+      kk.stride(1) != vv.stride(1))
+    kk = contiguous(k), vv = contiguous(v);
+  FG_CHECK(kk.shape() == vv.shape(), op, ": new keys ", shape_str(k.shape()), " and values ",
+           shape_str(v.shape()), " must have one shape");
+  const Tensor pos = contiguous(positions);
+  const int64_t T = kk.size(1);
   if (B == 0 || T == 0 || row == 0) return;
-  BadFlag bad(cache.device());
-  FG_CALL_KERNEL(cache.device(), kv_cache_write, cache.dtype(), B, T, row, cap, s.data_ptr(),
-                 s.stride(0), s.stride(1), pos.data<int32_t>(), cache.data_ptr(), bad.ptr());
+  BadFlag bad(k_cache.device());
+  FG_CALL_KERNEL(k_cache.device(), kv_cache_write, k_cache.dtype(), B, T, row, cap, kk.data_ptr(),
+                 vv.data_ptr(), kk.stride(0), kk.stride(1), pos.data<int32_t>(), k_cache.data_ptr(),
+                 v_cache.data_ptr(), bad.ptr());
   const int64_t first = bad.first_bad();
   if (first >= 0)
     throw Error(str(op, ": entry ", first, " writes ", T, " rows at position ",

@@ -336,17 +336,17 @@ void embedding(DType dtype, DType idx_dtype, int64_t rows, int64_t dim, int64_t 
 }
 
 void kv_cache_write(DType dtype, int64_t batch, int64_t T, int64_t row_elems, int64_t capacity,
-                    const void* src, int64_t src_batch, int64_t src_row, const int32_t* pos,
-                    void* cache, int64_t* bad_index) {
-  const size_t es = dtype_size(dtype);
-  const auto* s = static_cast<const unsigned char*>(src);
-  auto* c = static_cast<unsigned char*>(cache);
-  rows_with_bad(batch, T * row_elems, bad_index, [&](int64_t b, auto&& report) {
+                    const void* src_k, const void* src_v, int64_t src_batch, int64_t src_row,
+                    const int32_t* pos, void* cache_k, void* cache_v, int64_t* bad_index) {
+  const int64_t es = int64_t(dtype_size(dtype));
+  rows_with_bad(batch, 2 * T * row_elems, bad_index, [&](int64_t b, auto&& report) {
     const int64_t p = pos[b];
     if (p < 0 || p + T > capacity) return report(b);
-    for (int64_t t = 0; t < T; ++t)
-      std::memcpy(c + ((b * capacity + p + t) * row_elems) * int64_t(es),
-                  s + (b * src_batch + t * src_row) * int64_t(es), size_t(row_elems) * es);
+    for (auto [src, cache] : {std::pair<const void*, void*>{src_k, cache_k}, {src_v, cache_v}})
+      for (int64_t t = 0; t < T; ++t)
+        std::memcpy(static_cast<unsigned char*>(cache) + (b * capacity + p + t) * row_elems * es,
+                    static_cast<const unsigned char*>(src) + (b * src_batch + t * src_row) * es,
+                    size_t(row_elems * es));
   });
 }
 

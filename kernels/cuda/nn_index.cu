@@ -202,36 +202,41 @@ void embedding(DType dtype, DType idx_dtype, int64_t rows, int64_t dim, int64_t 
 }
 
 namespace {
-// One thread per element of the rows written; T is a same-sized integer type (a copy).
+// One thread per element of the rows written, keys then values; T is a same-sized integer
+// type (a copy).
 template <typename T>
 __global__ void kv_cache_write_kernel(int64_t batch, int64_t rows, int64_t row_elems,
-                                      int64_t capacity, const T* __restrict__ src,
-                                      int64_t src_batch, int64_t src_row,
-                                      const int32_t* __restrict__ pos, T* __restrict__ cache,
+                                      int64_t capacity, const T* __restrict__ src_k,
+                                      const T* __restrict__ src_v, int64_t src_batch,
+                                      int64_t src_row, const int32_t* __restrict__ pos,
+                                      T* __restrict__ cache_k, T* __restrict__ cache_v,
                                       int64_t* bad) {
-  const int64_t total = batch * rows * row_elems;
-  for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < total;
+  const int64_t half = batch * rows * row_elems;
+  for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < 2 * half;
        e += int64_t(gridDim.x) * blockDim.x) {
-    const int64_t c = e % row_elems, t = (e / row_elems) % rows, b = e / (row_elems * rows);
+    const bool value = e >= half;
+    const int64_t x = value ? e - half : e;
+    const int64_t c = x % row_elems, t = (x / row_elems) % rows, b = x / (row_elems * rows);
     const int64_t p = pos[b];
     if (p < 0 || p + rows > capacity) {
-      if (t == 0 && c == 0) report_bad(bad, b);
+      if (!value && t == 0 && c == 0) report_bad(bad, b);
       continue;
     }
-    cache[(b * capacity + p + t) * row_elems + c] = src[b * src_batch + t * src_row + c];
+    (value ? cache_v : cache_k)[(b * capacity + p + t) * row_elems + c] =
+        (value ? src_v : src_k)[b * src_batch + t * src_row + c];
   }
 }
 }  // namespace
 
 void kv_cache_write(DType dtype, int64_t batch, int64_t T, int64_t row_elems, int64_t capacity,
-                    const void* src, int64_t src_batch, int64_t src_row, const int32_t* pos,
-                    void* cache, int64_t* bad_index) {
+                    const void* src_k, const void* src_v, int64_t src_batch, int64_t src_row,
+                    const int32_t* pos, void* cache_k, void* cache_v, int64_t* bad_index) {
   if (batch == 0 || T == 0 || row_elems == 0) return;
   auto launch = [&](auto word) {
     using W = decltype(word);
-    kv_cache_write_kernel<W><<<grid_for(batch * T * row_elems), 256>>>(
-        batch, T, row_elems, capacity, static_cast<const W*>(src), src_batch, src_row, pos,
-        static_cast<W*>(cache), bad_index);
+    kv_cache_write_kernel<W><<<grid_for(2 * batch * T * row_elems), 256>>>(
+        batch, T, row_elems, capacity, static_cast<const W*>(src_k), static_cast<const W*>(src_v),
+        src_batch, src_row, pos, static_cast<W*>(cache_k), static_cast<W*>(cache_v), bad_index);
   };
   switch (dtype_size(dtype)) {
     case 2: launch(uint16_t{}); break;

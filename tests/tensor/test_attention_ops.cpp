@@ -211,17 +211,20 @@ FG_TEST_ALL_DEVICES("the KV-cache ops follow each row's own length", "[attention
   Tensor qkv = randn({B, 1, Hq + 2 * Hkv, D}, o, &g);
   Tensor q = qkv.narrow(2, 0, Hq), k = qkv.narrow(2, Hq, Hkv), v = qkv.narrow(2, Hq + Hkv, Hkv);
   const Tensor kc0 = kc.clone();
-  ops::kv_cache_write(kc, k, from_vector<int32_t>(len, {B}, i32));
-  ops::kv_cache_write(vc, v, from_vector<int32_t>(len, {B}, i32));
-  // Row b's new key sits at position len[b]; every other position is unchanged.
+  const Tensor vc0 = vc.clone();
+  ops::kv_cache_write(kc, vc, k, v, from_vector<int32_t>(len, {B}, i32));
+  // Row b's new key and value sit at position len[b]; every other position is unchanged.
   for (int64_t b = 0; b < B; ++b) {
     INFO("row " << b);
     CHECK(vals(kc.select(0, b).select(0, len[size_t(b)])) == vals(k.select(0, b).select(0, 0)));
+    CHECK(vals(vc.select(0, b).select(0, len[size_t(b)])) == vals(v.select(0, b).select(0, 0)));
     const int64_t p = len[size_t(b)];
-    if (p > 0) CHECK(vals(kc.select(0, b).narrow(0, 0, p)) == vals(kc0.select(0, b).narrow(0, 0, p)));
-    if (p + 1 < cap)
-      CHECK(vals(kc.select(0, b).narrow(0, p + 1, cap - p - 1)) ==
-            vals(kc0.select(0, b).narrow(0, p + 1, cap - p - 1)));
+    for (auto [now, was] : {std::pair<const Tensor*, const Tensor*>{&kc, &kc0}, {&vc, &vc0}}) {
+      if (p > 0) CHECK(vals(now->select(0, b).narrow(0, 0, p)) == vals(was->select(0, b).narrow(0, 0, p)));
+      if (p + 1 < cap)
+        CHECK(vals(now->select(0, b).narrow(0, p + 1, cap - p - 1)) ==
+              vals(was->select(0, b).narrow(0, p + 1, cap - p - 1)));
+    }
   }
   ops::AttentionConfig cfg;
   cfg.causal = true;
@@ -240,12 +243,12 @@ FG_TEST_ALL_DEVICES("the KV-cache ops follow each row's own length", "[attention
   }
   // Refusals: a position past the capacity (nothing written), lengths of the wrong dtype.
   const Tensor before = kc.clone();
-  CHECK_THROWS_WITH(ops::kv_cache_write(kc, k, from_vector<int32_t>({0, 1, 300, 2}, {B}, i32)),
+  CHECK_THROWS_WITH(ops::kv_cache_write(kc, vc, k, v, from_vector<int32_t>({0, 1, 300, 2}, {B}, i32)),
                     Contains("kv_cache_write") && Contains("entry 2") && Contains("capacity 300"));
   CHECK(vals(kc.select(0, 2)) == vals(before.select(0, 2)));
   CHECK_THROWS_WITH(ops::kv_cache_attention(q, kc, vc, from_vector<int64_t>({1, 1, 1, 1}, {B},
                                                                             TensorOptions(DType::i64).device(device)), cfg),
                     Contains("seqused_k must be an i32"));
-  CHECK_THROWS_WITH(ops::kv_cache_write(kc, q, from_vector<int32_t>(len, {B}, i32)),
+  CHECK_THROWS_WITH(ops::kv_cache_write(kc, vc, q, v, from_vector<int32_t>(len, {B}, i32)),
                     Contains("do not fit the cache"));
 }
