@@ -278,13 +278,15 @@ std::unique_ptr<Communicator> Communicator::create(const DistEnv& env, double ti
 
 void Communicator::all_reduce_mean(const std::vector<Tensor>& tensors) {
   if (world_ == 1) return;
-  mean_in_place(nccl_->comm, tensors, /*stream=*/0);
+  // NCCL is a library of its own: stream 0 would be the legacy stream to it, so the calling
+  // thread's default stream (where the gradients were made) is named explicitly.
+  mean_in_place(nccl_->comm, tensors, cudaStreamPerThread);
 }
 
 void Communicator::start_mean(const std::vector<Tensor>& tensors) {
   if (world_ == 1) return;
   // The averaging starts once the default stream has produced the tensors.
-  cuda_check(cudaEventRecord(nccl_->ready, 0), "cudaEventRecord");
+  cuda_check(cudaEventRecord(nccl_->ready, cudaStreamPerThread), "cudaEventRecord");
   cuda_check(cudaStreamWaitEvent(nccl_->stream, nccl_->ready, 0), "cudaStreamWaitEvent");
   mean_in_place(nccl_->comm, tensors, nccl_->stream);
   nccl_->pending = true;
@@ -293,7 +295,7 @@ void Communicator::start_mean(const std::vector<Tensor>& tensors) {
 void Communicator::finish_means() {
   if (world_ == 1 || !nccl_->pending) return;
   cuda_check(cudaEventRecord(nccl_->done, nccl_->stream), "cudaEventRecord");
-  cuda_check(cudaStreamWaitEvent(0, nccl_->done, 0), "cudaStreamWaitEvent");
+  cuda_check(cudaStreamWaitEvent(cudaStreamPerThread, nccl_->done, 0), "cudaStreamWaitEvent");
   nccl_->pending = false;
 }
 
@@ -301,7 +303,7 @@ double Communicator::all_reduce_sum(double x) {
   if (world_ == 1) return x;
   Tensor t = from_vector<double>({x}, {1}, TensorOptions(DType::f64).device(Device::cuda()));
   nccl_check(ncclAllReduce(t.data_ptr(), t.data_ptr(), 1, ncclFloat64, ncclSum, nccl_->comm,
-                           /*stream=*/0),
+                           cudaStreamPerThread),
              "ncclAllReduce");
   return t.item();
 }
