@@ -41,6 +41,7 @@ struct TrainFlags {
   int64_t stop_at = 0;
   int64_t gpus = 1;  // data-parallel workers (train/launch.h); 1: this process alone
   int64_t bucket_mb = 25;  // data parallel: gradient bucket size (RunOptions::bucket_bytes)
+  std::string reduce_dtype = "auto";  // data parallel: Communicator::set_reduce_dtype
 };
 
 // A flag bound to the config key `key`, checked against the key's range when it has one.
@@ -147,6 +148,8 @@ void run_train(TrainFlags& f) {
     FG_CHECK(cfg.device != "cpu", "data parallel (", env.world, " processes) trains on GPUs; "
              "drop --device cpu");
     comm = train::Communicator::create(env);
+    if (f.reduce_dtype != "auto")
+      comm->set_reduce_dtype(f.reduce_dtype == "bf16" ? DType::bf16 : DType::f32);
     run.comm = comm.get();
     if (!comm->lead()) run.live = false;
   }
@@ -188,6 +191,12 @@ void register_train(CLI::App& app) {
                   "data parallel: average gradients in buckets of this many MiB while the "
                   "backward runs (0: once, after it)")
       ->transform(in_range(train::NumberRange::whole("--bucket-mb", 0, 4096)));
+  cmd->add_option("--reduce-dtype", f.reduce_dtype,
+                  "data parallel: the dtype gradients are averaged in: auto (their own: the "
+                  "--dtype trained in), fp32 (bf16 gradients summed without rounding at each "
+                  "hop) or bf16 (half the bytes of fp32 gradients)")
+      ->check(CLI::IsMember({"auto", "fp32", "bf16"}))
+      ->capture_default_str();
   cmd->add_option("--stop-at", f.stop_at,
                   "stop after this step with a checkpoint, as if paused (resume later with the "
                   "same --steps: the run continues exactly as if never stopped)")

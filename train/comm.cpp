@@ -224,6 +224,9 @@ struct Communicator::Nccl {
   cudaStream_t stream = nullptr;
   cudaEvent_t ready = nullptr, done = nullptr;
   bool pending = false;
+  // bf16 reduction: (the f32 tensor, its bf16 copy on the wire) of the averagings started and
+  // not yet finished; the copies live until NCCL is done with them.
+  std::vector<std::pair<Tensor, Tensor>> pending_back;
   ~Nccl() {
     if (comm) ncclCommDestroy(comm);
     if (ready) cudaEventDestroy(ready);
@@ -250,6 +253,32 @@ void mean_in_place(ncclComm_t comm, const std::vector<Tensor>& tensors, cudaStre
                "ncclAllReduce");
   }
   nccl_check(ncclGroupEnd(), "ncclGroupEnd");
+}
+
+// The tensors NCCL reduces in place of `tensors`: the tensors themselves, or copies in the
+// reduction dtype `wire` of those of another dtype (queued on the calling thread's default
+// stream), listed in `back` with the tensor each must be converted back into.
+std::vector<Tensor> on_the_wire(const std::vector<Tensor>& tensors, std::optional<DType> wire,
+                                std::vector<std::pair<Tensor, Tensor>>& back) {
+  std::vector<Tensor> out;
+  for (const Tensor& t : tensors) {
+    if (wire && t.defined() && t.dtype() != *wire && t.dtype() != DType::f64) {
+      Tensor c = t.to(*wire);
+      back.emplace_back(t, c);
+      out.push_back(c);
+    } else {
+      out.push_back(t);
+    }
+  }
+  return out;
+}
+
+void convert_back(std::vector<std::pair<Tensor, Tensor>>& back) {
+  for (auto& [dst, wire] : back) {
+    Tensor d = dst;
+    d.copy_(wire);
+  }
+  back.clear();
 }
 
 }  // namespace
@@ -280,15 +309,18 @@ void Communicator::all_reduce_mean(const std::vector<Tensor>& tensors) {
   if (world_ == 1) return;
   // NCCL is a library of its own: stream 0 would be the legacy stream to it, so the calling
   // thread's default stream (where the gradients were made) is named explicitly.
-  mean_in_place(nccl_->comm, tensors, cudaStreamPerThread);
+  std::vector<std::pair<Tensor, Tensor>> back;
+  mean_in_place(nccl_->comm, on_the_wire(tensors, reduce_dtype_, back), cudaStreamPerThread);
+  convert_back(back);  // behind the reduction, on the same stream
 }
 
 void Communicator::start_mean(const std::vector<Tensor>& tensors) {
   if (world_ == 1) return;
   // The averaging starts once the default stream has produced the tensors.
+  const std::vector<Tensor> wire = on_the_wire(tensors, reduce_dtype_, nccl_->pending_back);
   cuda_check(cudaEventRecord(nccl_->ready, cudaStreamPerThread), "cudaEventRecord");
   cuda_check(cudaStreamWaitEvent(nccl_->stream, nccl_->ready, 0), "cudaStreamWaitEvent");
-  mean_in_place(nccl_->comm, tensors, nccl_->stream);
+  mean_in_place(nccl_->comm, wire, nccl_->stream);
   nccl_->pending = true;
 }
 
@@ -297,6 +329,7 @@ void Communicator::finish_means() {
   cuda_check(cudaEventRecord(nccl_->done, nccl_->stream), "cudaEventRecord");
   cuda_check(cudaStreamWaitEvent(cudaStreamPerThread, nccl_->done, 0), "cudaStreamWaitEvent");
   nccl_->pending = false;
+  convert_back(nccl_->pending_back);  // after the wait: the averaged copies are final
 }
 
 double Communicator::all_reduce_sum(double x) {
@@ -329,6 +362,12 @@ double Communicator::all_reduce_sum(double x) { return x; }
 #endif
 
 Communicator::Communicator(int64_t rank, int64_t world) : rank_(rank), world_(world) {}
+
+void Communicator::set_reduce_dtype(std::optional<DType> dtype) {
+  FG_CHECK(!dtype || *dtype == DType::f32 || *dtype == DType::bf16, "data parallel: gradients "
+           "are reduced in their own dtype, fp32 or bf16, not ", dtype_name(*dtype));
+  reduce_dtype_ = dtype;
+}
 Communicator::~Communicator() = default;
 
 }  // namespace fg::train

@@ -18,6 +18,7 @@
 #pragma once
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -42,6 +43,13 @@ class Communicator {
   int64_t world() const { return world_; }
   bool lead() const { return rank_ == 0; }  // the rank that prints and writes
 
+  // The dtype tensors travel and are summed in when averaged: their own (nullopt, the
+  // default), f32 or bf16. A tensor of another floating dtype (f32, bf16, f16) is converted
+  // to it first, reduced (NCCL's sum), and converted back into the tensor. bf16 halves the
+  // bytes of fp32 gradients (PyTorch DDP's bf16 compression hook); f32 sums bf16 gradients
+  // without rounding at every hop of the ring. f64 tensors always go as they are.
+  void set_reduce_dtype(std::optional<DType> dtype);
+  std::optional<DType> reduce_dtype() const { return reduce_dtype_; }
   // Replaces each tensor (contiguous, on the GPU; f32, f64, bf16 or f16) by its mean over
   // the ranks, in place, all of them in one grouped NCCL launch. Undefined tensors are skipped
   // (on every rank alike: the list must match).
@@ -61,6 +69,7 @@ class Communicator {
   Communicator(int64_t rank, int64_t world);
   struct Nccl;
   int64_t rank_ = 0, world_ = 1;
+  std::optional<DType> reduce_dtype_;
   std::unique_ptr<Nccl> nccl_;
 };
 

@@ -451,7 +451,11 @@ void print_header(Run& r) {
       << format_count(double(r.splits.val.size())) << "\n";
   if (r.world > 1)
     out << "data parallel: " << r.world << " GPUs (one process each, NCCL), batch "
-        << cfg.batch_size << " per GPU, " << cfg.batch_size * r.world << " in all\n";
+        << cfg.batch_size << " per GPU, " << cfg.batch_size * r.world << " in all, gradients "
+        << "averaged in "
+        << (r.comm->reduce_dtype() ? std::string(*r.comm->reduce_dtype() == DType::bf16 ? "bf16" : "fp32")
+                                   : "their own dtype")
+        << "\n";
   out << "optimisation: batch " << cfg.batch_size << " x " << cfg.block_size << " tokens x "
       << cfg.grad_accum << " accumulation | " << cfg.steps << " steps | lr " << sci(cfg.lr)
       << " -> " << sci(cfg.min_lr) << ", warm-up " << cfg.warmup

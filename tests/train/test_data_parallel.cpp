@@ -321,6 +321,16 @@ TEST_CASE("a one-process communicator is the single-GPU path: nothing to exchang
   CHECK(comm->all_reduce_sum(2.5) == 2.5);
   CHECK(comm->any(true));
   CHECK_FALSE(comm->any(false));
+  // The reduction dtype: the tensors' own, fp32 or bf16; with one process nothing is rounded.
+  CHECK_FALSE(comm->reduce_dtype().has_value());
+  comm->set_reduce_dtype(DType::bf16);
+  CHECK(comm->reduce_dtype() == DType::bf16);
+  Tensor fine = from_vector<float>({1.0f + 1e-6f}, {1});
+  comm->all_reduce_mean({fine});
+  CHECK(fine.to_vector<float>()[0] == 1.0f + 1e-6f);
+  CHECK_THROWS_WITH(comm->set_reduce_dtype(DType::f16), Contains("fp32 or bf16"));
+  comm->set_reduce_dtype(std::nullopt);
+  CHECK_FALSE(comm->reduce_dtype().has_value());
   if (!nccl_available()) {
     DistEnv two;
     two.world = 2, two.master_addr = "127.0.0.1", two.port = 1;
