@@ -15,6 +15,7 @@ pack
 timeout 90 build/flashgrad bench decode --device cuda --json $L/decode.json 2>&1 | tee -a $FINAL/summary.txt
 timeout 90 build/flashgrad bench decode --device cuda --no-cuda-graph --json $L/decode-nograph.json 2>&1 | tee -a $FINAL/summary.txt
 el "bench decode done"
+timeout 40 build/flashgrad bench decode-attention 2>&1 | tee -a $FINAL/summary.txt
 timeout 150 python3 bench/compare_sample.py --flashgrad-json $L/decode.json --flashgrad-json $L/decode-nograph.json \
   --modes graph,compile --span-buckets 1 --max-seconds 10 \
   --out-json $L/sample.json --out-md $L/sample.md > $L/compare.log 2>&1; el "compare_sample rc $?"
