@@ -42,6 +42,7 @@ struct TrainFlags {
   int64_t gpus = 1;  // data-parallel workers (train/launch.h); 1: this process alone
   int64_t bucket_mb = 25;  // data parallel: gradient bucket size (RunOptions::bucket_bytes)
   std::string reduce_dtype = "auto";  // data parallel: Communicator::set_reduce_dtype
+  int64_t zero = 0;                   // data parallel: ZeRO stage (RunOptions::zero)
 };
 
 // A flag bound to the config key `key`, checked against the key's range when it has one.
@@ -136,6 +137,7 @@ void run_train(TrainFlags& f) {
   run.explicit_keys = explicit_keys;
   run.live = ::isatty(STDOUT_FILENO) != 0;
   run.bucket_bytes = f.bucket_mb << 20;
+  run.zero = f.zero;
 
   // A data-parallel worker: started by --gpus, torchrun or Slurm (train/dist_env.h).
   FG_CHECK(f.gpus == 1 || env.world == f.gpus, "--gpus ", f.gpus, " but this worker's world "
@@ -196,6 +198,11 @@ void register_train(CLI::App& app) {
                   "--dtype trained in), fp32 (bf16 gradients summed without rounding at each "
                   "hop) or bf16 (half the bytes of fp32 gradients)")
       ->check(CLI::IsMember({"auto", "fp32", "bf16"}))
+      ->capture_default_str();
+  cmd->add_option("--zero", f.zero,
+                  "data parallel: 1 shards AdamW's moments and master weights over the GPUs "
+                  "(ZeRO stage 1, whole parameters per GPU); 0 keeps them whole on every GPU")
+      ->transform(in_range(train::NumberRange::whole("--zero", 0, 1)))
       ->capture_default_str();
   cmd->add_option("--stop-at", f.stop_at,
                   "stop after this step with a checkpoint, as if paused (resume later with the "

@@ -237,20 +237,41 @@ struct Communicator::Nccl {
 
 namespace {
 
-// One grouped NCCL launch averaging `tensors` in place on `stream`.
-void mean_in_place(ncclComm_t comm, const std::vector<Tensor>& tensors, cudaStream_t stream) {
-  for (const Tensor& t : tensors) {  // checked before the group opens: nothing left half-done
+// Checks, before a group opens (so that nothing is left half-done), that NCCL can take
+// `tensors` (and roots, one per tensor, when given).
+void check_collective(const char* what, const std::vector<Tensor>& tensors,
+                      const std::vector<int64_t>* roots, int64_t world) {
+  FG_CHECK(!roots || roots->size() == tensors.size(), "data parallel: ", roots ? roots->size() : 0,
+           " roots for ", tensors.size(), " tensors");
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    const Tensor& t = tensors[i];
     if (!t.defined()) continue;
-    FG_CHECK(t.device().is_cuda() && t.is_contiguous(), "data parallel: averaging takes "
+    FG_CHECK(t.device().is_cuda() && t.is_contiguous(), "data parallel: ", what, " takes "
              "contiguous CUDA tensors, got one on ", t.device().str());
     nccl_type(t.dtype());
+    if (roots)
+      FG_CHECK((*roots)[i] >= 0 && (*roots)[i] < world, "data parallel: root ", (*roots)[i],
+               " is outside the ", world, " ranks");
   }
+}
+
+// One grouped NCCL launch averaging `tensors` in place on `stream`: on every rank, or on
+// roots[i] only for tensor i when roots are given.
+void mean_in_place(ncclComm_t comm, const std::vector<Tensor>& tensors, cudaStream_t stream,
+                   const std::vector<int64_t>* roots, int64_t world) {
+  check_collective("averaging", tensors, roots, world);
   nccl_check(ncclGroupStart(), "ncclGroupStart");
-  for (const Tensor& t : tensors) {
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    const Tensor& t = tensors[i];
     if (!t.defined()) continue;
-    nccl_check(ncclAllReduce(t.data_ptr(), t.data_ptr(), size_t(t.numel()), nccl_type(t.dtype()),
-                             ncclAvg, comm, stream),
-               "ncclAllReduce");
+    if (roots)
+      nccl_check(ncclReduce(t.data_ptr(), t.data_ptr(), size_t(t.numel()), nccl_type(t.dtype()),
+                            ncclAvg, int((*roots)[i]), comm, stream),
+                 "ncclReduce");
+    else
+      nccl_check(ncclAllReduce(t.data_ptr(), t.data_ptr(), size_t(t.numel()),
+                               nccl_type(t.dtype()), ncclAvg, comm, stream),
+                 "ncclAllReduce");
   }
   nccl_check(ncclGroupEnd(), "ncclGroupEnd");
 }
@@ -305,22 +326,25 @@ std::unique_ptr<Communicator> Communicator::create(const DistEnv& env, double ti
   return c;
 }
 
-void Communicator::all_reduce_mean(const std::vector<Tensor>& tensors) {
+void Communicator::all_reduce_mean(const std::vector<Tensor>& tensors,
+                                   const std::vector<int64_t>* roots) {
   if (world_ == 1) return;
   // NCCL is a library of its own: stream 0 would be the legacy stream to it, so the calling
   // thread's default stream (where the gradients were made) is named explicitly.
   std::vector<std::pair<Tensor, Tensor>> back;
-  mean_in_place(nccl_->comm, on_the_wire(tensors, reduce_dtype_, back), cudaStreamPerThread);
+  mean_in_place(nccl_->comm, on_the_wire(tensors, reduce_dtype_, back), cudaStreamPerThread, roots,
+                world_);
   convert_back(back);  // behind the reduction, on the same stream
 }
 
-void Communicator::start_mean(const std::vector<Tensor>& tensors) {
+void Communicator::start_mean(const std::vector<Tensor>& tensors,
+                              const std::vector<int64_t>* roots) {
   if (world_ == 1) return;
   // The averaging starts once the default stream has produced the tensors.
   const std::vector<Tensor> wire = on_the_wire(tensors, reduce_dtype_, nccl_->pending_back);
   cuda_check(cudaEventRecord(nccl_->ready, cudaStreamPerThread), "cudaEventRecord");
   cuda_check(cudaStreamWaitEvent(nccl_->stream, nccl_->ready, 0), "cudaStreamWaitEvent");
-  mean_in_place(nccl_->comm, wire, nccl_->stream);
+  mean_in_place(nccl_->comm, wire, nccl_->stream, roots, world_);
   nccl_->pending = true;
 }
 
@@ -330,6 +354,21 @@ void Communicator::finish_means() {
   cuda_check(cudaStreamWaitEvent(cudaStreamPerThread, nccl_->done, 0), "cudaStreamWaitEvent");
   nccl_->pending = false;
   convert_back(nccl_->pending_back);  // after the wait: the averaged copies are final
+}
+
+void Communicator::broadcast(const std::vector<Tensor>& tensors,
+                             const std::vector<int64_t>& roots) {
+  if (world_ == 1) return;
+  check_collective("broadcast", tensors, &roots, world_);
+  nccl_check(ncclGroupStart(), "ncclGroupStart");
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    const Tensor& t = tensors[i];
+    if (!t.defined()) continue;
+    nccl_check(ncclBroadcast(t.data_ptr(), t.data_ptr(), size_t(t.numel()), nccl_type(t.dtype()),
+                             int(roots[i]), nccl_->comm, cudaStreamPerThread),
+               "ncclBroadcast");
+  }
+  nccl_check(ncclGroupEnd(), "ncclGroupEnd");
 }
 
 double Communicator::all_reduce_sum(double x) {
@@ -354,8 +393,9 @@ std::unique_ptr<Communicator> Communicator::create(const DistEnv& env, double) {
   return std::unique_ptr<Communicator>(new Communicator(0, 1));
 }
 
-void Communicator::all_reduce_mean(const std::vector<Tensor>&) {}
-void Communicator::start_mean(const std::vector<Tensor>&) {}
+void Communicator::all_reduce_mean(const std::vector<Tensor>&, const std::vector<int64_t>*) {}
+void Communicator::start_mean(const std::vector<Tensor>&, const std::vector<int64_t>*) {}
+void Communicator::broadcast(const std::vector<Tensor>&, const std::vector<int64_t>&) {}
 void Communicator::finish_means() {}
 double Communicator::all_reduce_sum(double x) { return x; }
 

@@ -52,14 +52,20 @@ class Communicator {
   std::optional<DType> reduce_dtype() const { return reduce_dtype_; }
   // Replaces each tensor (contiguous, on the GPU; f32, f64, bf16 or f16) by its mean over
   // the ranks, in place, all of them in one grouped NCCL launch. Undefined tensors are skipped
-  // (on every rank alike: the list must match).
-  void all_reduce_mean(const std::vector<Tensor>& tensors);
+  // (on every rank alike: the list must match). With `roots` (one rank per tensor), tensor i's
+  // mean is needed on rank roots[i] only (ZeRO-1: its owner): it is reduced there and the other
+  // ranks' copies are left as they were, or nearly (bf16 reduction rounds them).
+  void all_reduce_mean(const std::vector<Tensor>& tensors,
+                       const std::vector<int64_t>* roots = nullptr);
   // The same, overlapped: start_mean queues the averaging of `tensors` on the communicator's
   // own CUDA stream, behind everything queued so far on the default stream (so call it once
   // the tensors are final), and returns at once; finish_means makes the default stream wait
   // for every averaging started. Between the two, nothing may write those tensors.
-  void start_mean(const std::vector<Tensor>& tensors);
+  void start_mean(const std::vector<Tensor>& tensors, const std::vector<int64_t>* roots = nullptr);
   void finish_means();
+  // Copies tensor i from rank roots[i] to every other rank, in place (ZeRO-1: the updated
+  // weights from their owners), in one grouped launch on the default stream.
+  void broadcast(const std::vector<Tensor>& tensors, const std::vector<int64_t>& roots);
   // The sum of x over the ranks (a host value, through a one-element device buffer).
   double all_reduce_sum(double x);
   // Whether any rank passes true (Ctrl-C seen by one rank stops them all at the same step).

@@ -1,6 +1,9 @@
-// The bucket planner of data-parallel training (train/grad_buckets.h).
+// The planners of data-parallel training: gradient buckets and ZeRO-1's partition
+// (train/grad_buckets.h).
 #include "train/grad_buckets.h"
 
+#include <algorithm>
+#include <numeric>
 #include <string>
 
 #include "core/error.h"
@@ -38,6 +41,23 @@ std::vector<Bucket> plan_buckets(const std::vector<int64_t>& numels,
   for (size_t i = 0; i < seen.size(); ++i)
     FG_CHECK(seen[i], "gradient buckets: parameter ", i, " is missing from the gradient order");
   return buckets;
+}
+
+std::vector<int64_t> assign_owners(const std::vector<int64_t>& numels, int64_t world) {
+  FG_CHECK(world >= 1, "ZeRO partition: the world must hold at least one rank, got ", world);
+  for (size_t i = 0; i < numels.size(); ++i)
+    FG_CHECK(numels[i] >= 0, "ZeRO partition: parameter ", i, " has a negative size ", numels[i]);
+  std::vector<int64_t> order(numels.size());
+  std::iota(order.begin(), order.end(), int64_t(0));
+  std::stable_sort(order.begin(), order.end(),
+                   [&](int64_t a, int64_t b) { return numels[size_t(a)] > numels[size_t(b)]; });
+  std::vector<int64_t> load(size_t(world), 0), owner(numels.size(), 0);
+  for (int64_t i : order) {
+    const size_t r = size_t(std::min_element(load.begin(), load.end()) - load.begin());
+    owner[size_t(i)] = int64_t(r);
+    load[r] += numels[size_t(i)];
+  }
+  return owner;
 }
 
 }  // namespace fg::train

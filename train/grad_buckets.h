@@ -33,4 +33,11 @@ std::vector<Bucket> plan_buckets(const std::vector<int64_t>& numels,
                                  const std::vector<int64_t>& order, int64_t bucket_bytes,
                                  int64_t element_bytes, int64_t align_elems = 64);
 
+// The partition of ZeRO stage 1 (`train --zero 1`): the rank that owns, that is updates and
+// keeps the optimizer state of, each parameter. Whole parameters, balanced by elements: the
+// largest first, each to the rank holding the fewest elements so far (ties: the lowest rank).
+// A function of numels and world alone, so every rank computes the same partition. Throws on
+// world < 1 or a negative size.
+std::vector<int64_t> assign_owners(const std::vector<int64_t>& numels, int64_t world);
+
 }  // namespace fg::train

@@ -39,7 +39,7 @@ void AdamW::step(double grad_scale) {
   std::map<std::tuple<DType, std::string, bool>, std::vector<ops::AdamWSlot>> groups;
   for (auto& s : states_) {
     Tensor g = s.param.grad();
-    if (!g.defined()) continue;
+    if (!g.defined() || !s.owned) continue;
     FG_CHECK(g.dtype() == s.param.dtype() && g.shape() == s.param.shape() &&
                  g.device() == s.param.device(),
              "AdamW: gradient of '", s.name, "' (", dtype_name(g.dtype()), " ",
@@ -66,13 +66,19 @@ void AdamW::zero_grad() {
 
 NamedTensors AdamW::fp32_weights() const {
   NamedTensors out;
-  for (auto& s : states_) out.emplace_back(s.name, s.master.defined() ? s.master : s.param.detach());
+  for (auto& s : states_) {
+    FG_CHECK(s.owned, "AdamW::fp32_weights: parameter '", s.name, "' is sharded to another rank; "
+             "gather the state first (set_owned all true, then fill it from the owners)");
+    out.emplace_back(s.name, s.master.defined() ? s.master : s.param.detach());
+  }
   return out;
 }
 
 NamedTensors AdamW::state_tensors() const {
   NamedTensors out;
   for (auto& s : states_) {
+    FG_CHECK(s.owned, "AdamW::state_tensors: parameter '", s.name, "' is sharded to another "
+             "rank; gather the state first");
     out.emplace_back("exp_avg." + s.name, s.exp_avg);
     out.emplace_back("exp_avg_sq." + s.name, s.exp_avg_sq);
   }
@@ -99,8 +105,10 @@ void AdamW::load_state(const std::map<std::string, Tensor>& moments, int64_t ste
     if (fp32_weights) fetch(*fp32_weights, s.name, s.param.shape(), "the weights");
   }
   for (auto& s : states_) {
-    s.exp_avg.copy_(fetch(moments, "exp_avg." + s.name, s.param.shape(), ""));
-    s.exp_avg_sq.copy_(fetch(moments, "exp_avg_sq." + s.name, s.param.shape(), ""));
+    if (s.owned) {  // (a sharded optimizer keeps the moments of its own parameters only)
+      s.exp_avg.copy_(fetch(moments, "exp_avg." + s.name, s.param.shape(), ""));
+      s.exp_avg_sq.copy_(fetch(moments, "exp_avg_sq." + s.name, s.param.shape(), ""));
+    }
     if (fp32_weights) {
       Tensor w = fetch(*fp32_weights, s.name, s.param.shape(), "");
       if (s.master.defined()) s.master.copy_(w);
@@ -122,6 +130,37 @@ void AdamW::load_fp32_weights(const std::map<std::string, Tensor>& w) {
     if (s.master.defined()) s.master.copy_(v);
     s.param.copy_(v);
   }
+}
+
+void AdamW::set_owned(const std::vector<bool>& owned) {
+  FG_CHECK(owned.size() == states_.size(), "AdamW::set_owned: ", owned.size(),
+           " flags for ", states_.size(), " parameters");
+  for (size_t i = 0; i < states_.size(); ++i) {
+    ParamState& s = states_[i];
+    if (owned[i] && !s.owned) {
+      const TensorOptions f32 = TensorOptions(DType::f32).device(s.param.device());
+      s.exp_avg = zeros(s.param.shape(), f32);
+      s.exp_avg_sq = zeros(s.param.shape(), f32);
+      if (s.param.dtype() != DType::f32) s.master = ops::to_dtype(s.param.detach(), DType::f32);
+    } else if (!owned[i]) {
+      s.exp_avg = s.exp_avg_sq = s.master = Tensor();
+    }
+    s.owned = owned[i];
+  }
+}
+
+std::vector<Tensor> AdamW::state_of(size_t i) const {
+  const ParamState& s = states_.at(i);
+  FG_CHECK(s.owned, "AdamW::state_of: parameter '", s.name, "' is not owned here");
+  return {s.exp_avg, s.exp_avg_sq, s.master.defined() ? s.master : s.param.detach()};
+}
+
+size_t AdamW::state_bytes() const {
+  size_t n = 0;
+  for (const ParamState& s : states_)
+    for (const Tensor* t : {&s.exp_avg, &s.exp_avg_sq, &s.master})
+      if (t->defined()) n += t->nbytes();
+  return n;
 }
 
 double LRSchedule::at(int64_t step) const {

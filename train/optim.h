@@ -45,6 +45,7 @@ class AdamW {
     Tensor exp_avg, exp_avg_sq;  // fp32, the parameter's shape and device
     Tensor master;               // fp32 copy for 16-bit parameters; undefined for fp32 ones
     bool decay = false;          // weight decay applies (dim >= 2)
+    bool owned = true;           // this rank updates it (set_owned); else no moments, no master
   };
   const std::vector<ParamState>& states() const { return states_; }
 
@@ -60,6 +61,21 @@ class AdamW {
   // Sets the master copies (and the parameters, rounded) from fp32 values, e.g. the exact
   // fp32 initialisation of a model that was then cast to bf16.
   void load_fp32_weights(const std::map<std::string, Tensor>& fp32_weights);
+
+  // ZeRO stage 1 (Rajbhandari et al., 2020) at the granularity of whole parameters, as
+  // PyTorch's ZeroRedundancyOptimizer: owned[i] says whether this rank updates parameter i
+  // (states() order). The moments and master copy of the others are freed, and step()
+  // updates owned parameters only; the caller brings the others' new values from their
+  // owners. Parameters that become owned get their state back, zeroed (the moments) or from
+  // the parameter (the master copy), to be filled from their owner (state_of). All true: the
+  // unsharded optimizer.
+  void set_owned(const std::vector<bool>& owned);
+  bool owns(size_t i) const { return states_.at(i).owned; }
+  // Parameter i's state as its owner holds it: exp_avg, exp_avg_sq and the fp32 weights (the
+  // master copy, or the parameter itself when it is fp32). Only for owned parameters.
+  std::vector<Tensor> state_of(size_t i) const;
+  // Bytes of optimizer state held here (moments and master copies).
+  size_t state_bytes() const;
 
  private:
   std::vector<ParamState> states_;

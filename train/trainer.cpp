@@ -14,6 +14,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <unistd.h>
+#include <unordered_map>
 
 #include "autograd/functions.h"
 #include "kernels/attention/attention.h"
@@ -22,6 +23,7 @@
 #include "train/corpus.h"
 #include "train/data.h"
 #include "train/fileio.h"
+#include "train/grad_buckets.h"
 #include "train/optim.h"
 #include "train/sample.h"
 #include "train/tokenizer.h"
@@ -215,6 +217,10 @@ struct Run {
   std::shared_ptr<nn::GPT> model;
   std::unique_ptr<AdamW> opt;
   std::vector<Tensor> params;
+  // ZeRO-1 (options.zero): the owner rank of each parameter (params order), or empty.
+  std::vector<int64_t> owners;
+  std::unordered_map<const void*, int64_t> param_index;  // a parameter's data -> its index
+  size_t unsharded_state_bytes = 0;
   LRSchedule schedule;
   int64_t tokens_per_step = 0;
   int64_t end_step = 0;  // the step this run stops at (--stop-at or the last)
@@ -429,6 +435,18 @@ void build_model(Run& r, std::unique_ptr<Checkpoint> ckpt) {
                                   0x9E3779B97F4A7C15ull * uint64_t(r.rank));
   default_generator().set_offset(r.state.dropout_offset);
   r.params = r.model->parameters();
+  r.unsharded_state_bytes = r.opt->state_bytes();
+  if (r.options.zero == 1 && r.world > 1) {  // ZeRO-1: keep the state of this rank's share only
+    std::vector<int64_t> numels;
+    for (const Tensor& p : r.params) numels.push_back(p.numel());
+    r.owners = assign_owners(numels, r.world);
+    std::vector<bool> owned;
+    for (size_t i = 0; i < r.params.size(); ++i) {
+      owned.push_back(r.owners[i] == r.rank);
+      r.param_index[r.params[i].data_ptr()] = int64_t(i);
+    }
+    r.opt->set_owned(owned);
+  }
   r.schedule = LRSchedule{cfg.lr, cfg.min_lr, cfg.warmup, cfg.schedule_steps()};
   r.tokens_per_step = cfg.batch_size * cfg.block_size * cfg.grad_accum * r.world;
   r.end_step = r.options.stop_at > 0 ? std::min(r.options.stop_at, cfg.steps) : cfg.steps;
@@ -527,25 +545,38 @@ std::string diverged(const Run& r, double loss, double norm) {
 
 // Gradients gathered, as the backward finishes them, into buckets of about `bytes`, each
 // handed to the communicator to average as soon as it is full.
+// With ZeRO-1, each gradient goes to its owner (root) only.
 struct GradBuckets {
-  GradBuckets(Communicator* c, int64_t b) : comm(c), bytes(b) {}
+  GradBuckets(Communicator* c, int64_t b, bool to_owners) : comm(c), bytes(b), rooted(to_owners) {}
   Communicator* comm;
   int64_t bytes;
+  bool rooted;
   std::vector<Tensor> current;
+  std::vector<int64_t> roots;
   int64_t filled = 0;
-  void add(const Tensor& g) {
+  void add(const Tensor& g, int64_t root) {
     if (!g.defined()) return;
     current.push_back(g);
+    roots.push_back(root);
     filled += int64_t(g.nbytes());
     if (filled >= bytes) flush();
   }
   void flush() {
     if (current.empty()) return;
-    comm->start_mean(current);
+    comm->start_mean(current, rooted ? &roots : nullptr);
     current.clear();
+    roots.clear();
     filled = 0;
   }
 };
+
+// ZeRO-1: the owner of parameter `leaf` (a leaf of the model's graph).
+int64_t owner_of(const Run& r, const Tensor& leaf) {
+  if (r.owners.empty()) return 0;
+  auto it = r.param_index.find(leaf.data_ptr());
+  FG_CHECK(it != r.param_index.end(), "ZeRO: a gradient for a tensor that is not a parameter");
+  return r.owners[size_t(it->second)];
+}
 
 // One optimizer step: grad_accum micro-batches forward and backward, the gradient norm
 // (a non-finite loss or norm stops the run before anything is saved), clipping, AdamW.
@@ -566,9 +597,9 @@ StepStats train_step(Run& r) {
       // Data parallel, the last micro-batch: each bucket of finished gradients starts its
       // averaging across the GPUs while the backward goes on (every rank finishes them in the
       // same order, so the buckets match).
-      GradBuckets buckets(r.comm, r.options.bucket_bytes);
+      GradBuckets buckets(r.comm, r.options.bucket_bytes, !r.owners.empty());
       {
-        GradReadyHookGuard hook([&](const Tensor& leaf) { buckets.add(leaf.grad()); });
+        GradReadyHookGuard hook([&](const Tensor& leaf) { buckets.add(leaf.grad(), owner_of(r, leaf)); });
         scaled.backward();
       }
       buckets.flush();
@@ -582,13 +613,23 @@ StepStats train_step(Run& r) {
     if (!overlap) {
       std::vector<Tensor> grads;
       for (const Tensor& p : r.params) grads.push_back(p.grad());
-      r.comm->all_reduce_mean(grads);
+      r.comm->all_reduce_mean(grads, r.owners.empty() ? nullptr : &r.owners);
     }
     loss = r.comm->all_reduce_sum(loss) / double(r.world);
   }
-  const double norm = grad_norm(r.params);
+  double norm = 0;
+  if (r.owners.empty()) {
+    norm = grad_norm(r.params);
+  } else {  // ZeRO-1: each rank holds the averaged gradients of its own parameters only
+    std::vector<Tensor> mine;
+    for (size_t i = 0; i < r.params.size(); ++i)
+      if (r.owners[i] == r.rank) mine.push_back(r.params[i]);
+    const double part = grad_norm(mine);
+    norm = std::sqrt(r.comm->all_reduce_sum(part * part));
+  }
   if (!std::isfinite(loss) || !std::isfinite(norm)) throw Error(diverged(r, loss, norm));
   r.opt->step(clip_coefficient(norm, cfg.grad_clip));
+  if (!r.owners.empty()) r.comm->broadcast(r.params, r.owners);  // the new weights, from owners
   r.opt->zero_grad();
   r.state.step++;
   if (std::isnan(r.result.first_loss)) r.result.first_loss = loss;
@@ -658,8 +699,28 @@ void agree(Run& r, std::exception_ptr error, const char* where) {
   if (error) std::rethrow_exception(error);
 }
 
+// ZeRO-1: every rank's optimizer gets the whole state back from the owners (a collective), so
+// that rank 0 can write the checkpoint; reshard() drops the others' shares again.
+void gather_state(Run& r) {
+  r.opt->set_owned(std::vector<bool>(r.params.size(), true));
+  std::vector<Tensor> tensors;
+  std::vector<int64_t> roots;
+  for (size_t i = 0; i < r.params.size(); ++i)
+    for (const Tensor& t : r.opt->state_of(i)) {
+      tensors.push_back(t);
+      roots.push_back(r.owners[i]);
+    }
+  r.comm->broadcast(tensors, roots);
+}
+void reshard(Run& r) {
+  std::vector<bool> owned;
+  for (int64_t o : r.owners) owned.push_back(o == r.rank);
+  r.opt->set_owned(owned);
+}
+
 void save(Run& r) {
   r.saved_step = r.state.step;
+  if (!r.owners.empty()) gather_state(r);
   std::exception_ptr error;
   if (r.lead) {  // rank 0 writes; the others hold the same weights
     try {
@@ -671,6 +732,7 @@ void save(Run& r) {
       error = std::current_exception();
     }
   }
+  if (!r.owners.empty()) reshard(r);
   agree(r, error, "writing the checkpoint");
 }
 
@@ -733,6 +795,21 @@ void print_summary(Run& r) {
   out << "peak memory: " << format_bytes(mem.peak_allocated) << " allocated on " << r.device.str();
   if (r.device.is_cuda()) out << " (" << format_bytes(mem.peak_reserved) << " reserved)";
   out << "\n";
+  if (!r.owners.empty()) {
+    // Every rank's share, gathered to rank 0: the largest is what ZeRO-1 leaves on a GPU.
+    std::vector<double> shares(size_t(r.world), 0.0);
+    const double mine = double(r.opt->state_bytes());
+    double largest = 0;
+    for (int64_t k = 0; k < r.world; ++k) {
+      const double s = r.comm->all_reduce_sum(k == r.rank ? mine : 0.0);
+      largest = std::max(largest, s);
+    }
+    out << "optimizer state (ZeRO-1): " << format_bytes(size_t(largest)) << " on the fullest GPU, "
+        << format_bytes(size_t(mine)) << " on rank " << r.rank << ", against "
+        << format_bytes(r.unsharded_state_bytes) << " unsharded ("
+        << fixed(100.0 * largest / double(std::max<size_t>(1, r.unsharded_state_bytes)), 1)
+        << "%)\n";
+  }
   if (has_checkpoint(r.options.out_dir))
     out << "checkpoint: " << r.options.out_dir << " (step " << r.state.step << ")\n";
 }

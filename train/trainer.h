@@ -39,6 +39,12 @@ struct RunOptions {
   // soon as the backward has finished its gradients (in the order it finishes them), on
   // NCCL's own stream while the backward goes on; 0: one averaging after the backward.
   int64_t bucket_bytes = int64_t(25) << 20;
+  // Data parallel: ZeRO stage. 0: every rank keeps the whole optimizer state. 1: AdamW's
+  // moments and master weights are sharded, whole parameters to each rank (assign_owners,
+  // train/grad_buckets.h); each gradient is averaged onto its owner only, the owner updates
+  // the parameter, and the new weights are broadcast from their owners. The checkpoint holds
+  // the whole state (gathered to rank 0 when saved) and resumes on any number of GPUs.
+  int64_t zero = 0;
 };
 
 struct TrainResult {

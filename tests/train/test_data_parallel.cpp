@@ -26,6 +26,7 @@
 #include "train/dist_env.h"
 #include "train/grad_buckets.h"
 #include "train/launch.h"
+#include "train/optim.h"
 #include "train/trainer.h"
 
 using namespace fg;
@@ -307,6 +308,98 @@ TEST_CASE("the NCCL id hand-out: rank 0 serves, the others fetch", "[train][data
   // Rank 0 alone, waiting for a rank that never comes.
   CHECK_THROWS_WITH(exchange_bytes(0, 2, "127.0.0.1", free_tcp_port(), id, 0.3),
                     Contains("0 of 1 other ranks connected"));
+}
+
+TEST_CASE("ZeRO-1 partition: whole parameters, balanced, the same on every rank",
+          "[train][data_parallel][zero]") {
+  const std::vector<int64_t> numels = {100, 5, 300, 300, 20, 7, 250, 0, 64};
+  for (int64_t world : {1, 2, 3, 4, 16}) {
+    INFO("world " << world);
+    const std::vector<int64_t> owner = assign_owners(numels, world);
+    REQUIRE(owner.size() == numels.size());
+    std::vector<int64_t> load(size_t(world), 0);
+    for (size_t i = 0; i < numels.size(); ++i) {
+      REQUIRE(owner[i] >= 0);
+      REQUIRE(owner[i] < world);
+      load[size_t(owner[i])] += numels[i];
+    }
+    // Largest first to the emptiest: no rank holds more than the even share plus the
+    // largest parameter.
+    const int64_t total = std::accumulate(numels.begin(), numels.end(), int64_t(0));
+    for (int64_t l : load) CHECK(l <= (total + world - 1) / world + 300);
+    CHECK(assign_owners(numels, world) == owner);  // a function of its inputs alone
+  }
+  // Two ranks: 300 | 300, then 250 and 100 and the small ones fill the lighter one.
+  const std::vector<int64_t> two = assign_owners(numels, 2);
+  CHECK(two[2] == 0);
+  CHECK(two[3] == 1);
+  CHECK(assign_owners({}, 3).empty());
+  CHECK_THROWS_WITH(assign_owners(numels, 0), Contains("at least one rank"));
+  CHECK_THROWS_WITH(assign_owners({4, -1}, 2), Contains("parameter 1 has a negative size"));
+}
+
+TEST_CASE("ZeRO-1 optimizer: the owners' updates together are the unsharded update",
+          "[train][data_parallel][zero]") {
+  // Three parameters (bf16 ones keep an fp32 master copy), two "ranks" as two optimizers over
+  // copies of the same values, each owning part; after two steps the owned parameters of both,
+  // taken together, equal one unsharded optimizer's parameters bit for bit.
+  Generator g(21);
+  auto make = [&](DType dt) {
+    NamedTensors p;
+    Generator same(5);
+    p.emplace_back("w", randn({6, 4}, TensorOptions(), &same).to(dt).set_requires_grad(true));
+    p.emplace_back("b", randn({4}, TensorOptions(), &same).to(dt).set_requires_grad(true));
+    p.emplace_back("e", randn({3, 5}, TensorOptions(), &same).to(dt).set_requires_grad(true));
+    return p;
+  };
+  for (DType dt : {DType::f32, DType::bf16}) {
+    INFO("dtype " << dtype_name(dt));
+    NamedTensors full = make(dt), r0 = make(dt), r1 = make(dt);
+    const AdamWOptions o = AdamWOptions().lr(0.05).weight_decay(0.1);
+    AdamW a(full, o), b0(r0, o), b1(r1, o);
+    const size_t whole = a.state_bytes();
+    b0.set_owned({true, false, true});
+    b1.set_owned({false, true, false});
+    CHECK(b0.owns(0));
+    CHECK_FALSE(b0.owns(1));
+    CHECK(b0.state_bytes() + b1.state_bytes() == whole);
+    CHECK(b1.state_bytes() < whole / 2);
+    for (int step = 0; step < 2; ++step) {
+      std::vector<Tensor> grads;
+      for (const auto& [name, p] : full) grads.push_back(randn(p.shape(), TensorOptions(), &g).to(dt));
+      for (NamedTensors* ps : {&full, &r0, &r1})
+        for (size_t i = 0; i < grads.size(); ++i) (*ps)[i].second.set_grad(grads[i].clone());
+      a.step(0.5);
+      b0.step(0.5);
+      b1.step(0.5);
+      // Each rank's own parameters moved; the others did not (they wait for the broadcast).
+      for (size_t i = 0; i < full.size(); ++i) {
+        const NamedTensors& owner = i == 1 ? r1 : r0;
+        const NamedTensors& other = i == 1 ? r0 : r1;
+        INFO("step " << step << ", parameter " << full[i].first);
+        CHECK(owner[i].second.to_vector<float>() == full[i].second.to_vector<float>());
+        CHECK(other[i].second.to_vector<float>() != full[i].second.to_vector<float>());
+        Tensor dst = other[i].second;
+        dst.copy_(owner[i].second.detach());  // what the broadcast from the owner does
+      }
+    }
+    CHECK_THROWS_WITH(b1.fp32_weights(), Contains("sharded to another rank"));
+    CHECK_THROWS_WITH(b1.state_of(0), Contains("not owned here"));
+    // Gathering: all owned again, the moments refilled from the owners: the whole state.
+    b0.set_owned({true, true, true});
+    CHECK(b0.state_bytes() == whole);
+    const std::vector<Tensor> from = b1.state_of(1), into = b0.state_of(1);
+    for (size_t k = 0; k < 3; ++k) {
+      Tensor t = into[k];
+      t.copy_(from[k]);
+    }
+    const NamedTensors ws = b0.fp32_weights(), wa = a.fp32_weights();
+    for (size_t i = 0; i < ws.size(); ++i)
+      CHECK(ws[i].second.to_vector<float>() == wa[i].second.to_vector<float>());
+    const NamedTensors ms = b0.state_tensors(), ma = a.state_tensors();
+    for (size_t i = 0; i < ms.size(); ++i)
+      CHECK(ms[i].second.to_vector<float>() == ma[i].second.to_vector<float>());
+  }
 }
 
 TEST_CASE("a one-process communicator is the single-GPU path: nothing to exchange",
