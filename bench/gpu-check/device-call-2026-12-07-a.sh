@@ -24,6 +24,15 @@ pack
 left=$(( 540 - ($(date +%s) - T0) ))
 [ $left -gt 60 ] && ctest_cuda $(( left - 50 ))
 left=$(( 560 - ($(date +%s) - T0) ))
-[ $left -gt 30 ] && memcheck $(( left / 2 )) test_graph test_generate
+[ $left -gt 30 ] && memcheck $(( left / 3 )) test_graph test_generate
+pack
+# Nsight Compute on the split-KV kernel at 8k and 32k keys (B 1, 12 heads, D 64): DRAM
+# throughput, occupancy, stall reasons (what limits its bandwidth).
+left=$(( 585 - ($(date +%s) - T0) ))
+for n in 8192 32768; do
+  [ $left -gt 25 ] && timeout $(( left / 2 )) ncu --set full -k regex:split_kernel --launch-skip 3 --launch-count 1 \
+    build/flashgrad bench decode-attention --lens $n --seconds 0.05 > $L/ncu-$n.txt 2>&1 && el "ncu $n done"
+  left=$(( 585 - ($(date +%s) - T0) ))
+done
 pack
 el done
