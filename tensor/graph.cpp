@@ -27,6 +27,12 @@ void CudaGraph::capture(const std::function<void()>& fn) {
   cuda_backend::graph_capture_begin(pool_);
   try {
     fn();
+  } catch (const std::exception& e) {
+    cuda_backend::graph_capture_end(/*keep=*/false);
+    reset();
+    throw Error(str("CUDA graph: the work being captured failed (", e.what(), "). Work that "
+                    "synchronises with the host (a copy to the host, a check that reads a device "
+                    "value) cannot be captured; run it outside the graph"));
   } catch (...) {
     cuda_backend::graph_capture_end(/*keep=*/false);
     reset();
