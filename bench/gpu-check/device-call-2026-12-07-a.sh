@@ -16,6 +16,11 @@ timeout 90 build/flashgrad bench decode --device cuda --json $L/decode.json 2>&1
 timeout 90 build/flashgrad bench decode --device cuda --no-cuda-graph --json $L/decode-nograph.json 2>&1 | tee -a $FINAL/summary.txt
 el "bench decode done"
 timeout 40 build/flashgrad bench decode-attention 2>&1 | tee -a $FINAL/summary.txt
+# The prefetching split kernel: its tests, then the same bandwidth table, MHA and GQA.
+FLASHGRAD_DECODE_PREFETCH=1 timeout 60 build/tests/test_attention_decode "[cuda]" > $L/decode-prefetch-test.log 2>&1
+el "test_attention_decode [cuda] with prefetch rc $? $(tail -2 $L/decode-prefetch-test.log | head -1)"
+FLASHGRAD_DECODE_PREFETCH=1 timeout 40 build/flashgrad bench decode-attention 2>&1 | tee -a $FINAL/summary.txt
+for pf in 0 1; do FLASHGRAD_DECODE_PREFETCH=$pf timeout 40 build/flashgrad bench decode-attention --batch 8 --heads 32 --kv-heads 8 --head-dim 128 --lens 4096,8192,32768 2>&1 | tee -a $FINAL/summary.txt; done
 timeout 150 python3 bench/compare_sample.py --flashgrad-json $L/decode.json --flashgrad-json $L/decode-nograph.json \
   --modes graph,compile --span-buckets 1 --max-seconds 10 \
   --out-json $L/sample.json --out-md $L/sample.md > $L/compare.log 2>&1; el "compare_sample rc $?"
