@@ -84,11 +84,15 @@ inline void check_reduce_out_dtype(ReduceOp op, DType dtype, DType out_dtype) {
             int64_t batch);                                                                     \
   /* A linear layer on contiguous row-major operands: y [M, N] = x [M, K] w^T + bias, w being  \
      [N, K] and bias [N] (or null), then GELU when gelu; pre [M, N] (may be null; with gelu)   \
-     receives the GELU's input. Bias and GELU act on the fp32 product before its one rounding. \
-     workspace: linear_workspace() bytes for the same arguments (CUDA: cuBLASLt's scratch). */ \
-  size_t linear_workspace(DType dtype, int64_t M, int64_t N, int64_t K, bool bias, bool gelu);  \
+     receives the GELU's input. residual [M, N] (may be null; not with gelu) is added too: a   \
+     residual connection. Bias, residual and GELU act on the fp32 product before its one      \
+     rounding (CUDA's fallback path rounds more often). workspace: linear_workspace() bytes    \
+     for the same arguments, `epilogue` meaning a bias or a residual (cuBLASLt's scratch). */  \
+  size_t linear_workspace(DType dtype, int64_t M, int64_t N, int64_t K, bool epilogue,          \
+                          bool gelu);                                                           \
   void linear(DType dtype, int64_t M, int64_t N, int64_t K, const void* x, const void* w,      \
-              const void* bias, bool gelu, void* y, void* pre, void* workspace);                \
+              const void* bias, const void* residual, bool gelu, void* y, void* pre,           \
+              void* workspace);                                                                 \
   /* Its weight gradient: gw [N, K] = gy^T x for gy [M, N], x [M, K]; gb [N] (may be null) is  \
      the column sums of gy. Both overwritten. workspace: linear_weight_grad_workspace(). */    \
   size_t linear_weight_grad_workspace(DType dtype, int64_t M, int64_t N, int64_t K, bool gb);   \

@@ -109,16 +109,17 @@ Tensor CausalSelfAttention::forward_cached(const Tensor& x, const Tensor& k_cach
   return c_proj->forward(y.reshape({n, T, C}));  // (the residual dropout is off in inference)
 }
 
-Tensor CausalSelfAttention::forward_step(const Tensor& x, const Tensor& k_cache,
-                                         const Tensor& v_cache, const Tensor& positions,
-                                         const Tensor& seqused) const {
+Tensor CausalSelfAttention::forward_step(const Tensor& x, const Tensor& residual,
+                                         const Tensor& k_cache, const Tensor& v_cache,
+                                         const Tensor& positions, const Tensor& seqused) const {
   const QKV qkv = project(x);
   const int64_t n = x.size(0), T = x.size(1), C = options.n_embd_;
   ops::kv_cache_write(k_cache, v_cache, qkv.k, qkv.v, positions);
   ops::AttentionConfig cfg;
   cfg.causal = true;  // bottom-right at each row's own length: the new token sees all its keys
   const Tensor y = ops::kv_cache_attention(qkv.q, k_cache, v_cache, seqused, cfg);
-  return c_proj->forward(y.reshape({n, T, C}));
+  // x + c_proj(y): the residual added in the projection's epilogue.
+  return ops::linear_residual(y.reshape({n, T, C}), c_proj->weight, c_proj->bias, residual);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -167,8 +168,12 @@ Tensor Block::forward_cached(const Tensor& x, const Tensor& k_cache, const Tenso
 
 Tensor Block::forward_step(const Tensor& x, const Tensor& k_cache, const Tensor& v_cache,
                            const Tensor& positions, const Tensor& seqused) const {
-  Tensor h = x + attn->forward_step(ln_1->forward(x), k_cache, v_cache, positions, seqused);
-  return mlp->forward(ln_2->forward(h), /*residual=*/h);
+  const Tensor h = attn->forward_step(ln_1->forward(x), /*residual=*/x, k_cache, v_cache,
+                                      positions, seqused);
+  // h + mlp(ln_2(h)), the residual added in c_proj's epilogue (inference: no dropout).
+  const Tensor f = ops::linear(ln_2->forward(h), mlp->c_fc->weight, mlp->c_fc->bias,
+                               /*gelu=*/true, /*keep_pre=*/false).y;
+  return ops::linear_residual(f, mlp->c_proj->weight, mlp->c_proj->bias, h);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -83,9 +83,10 @@ class CausalSelfAttention : public Module {
                         const std::vector<int64_t>& lengths, int64_t row0) const;
   // One decode step with its lengths on the device (GPT::decode_step): x [B, 1, C] holds the
   // newest token of every cache row; its key and value go to position positions[b] of row b,
-  // whose queries then attend to its first seqused[b] = positions[b] + 1 keys.
-  Tensor forward_step(const Tensor& x, const Tensor& k_cache, const Tensor& v_cache,
-                      const Tensor& positions, const Tensor& seqused) const;
+  // whose queries then attend to its first seqused[b] = positions[b] + 1 keys. Returns
+  // residual + the branch, the addition done in c_proj's epilogue.
+  Tensor forward_step(const Tensor& x, const Tensor& residual, const Tensor& k_cache,
+                      const Tensor& v_cache, const Tensor& positions, const Tensor& seqused) const;
   std::string name() const override { return "CausalSelfAttention"; }
   CausalSelfAttentionOptions options;
   std::shared_ptr<Linear> c_attn, c_proj;

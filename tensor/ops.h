@@ -73,6 +73,10 @@ struct LinearResult {
 };
 LinearResult linear(const Tensor& x, const Tensor& w, const Tensor& b, bool gelu,
                     bool keep_pre = true);
+// residual + x w^T + b (residual of the output's shape and dtype), the addition in the same
+// epilogue before the one rounding: a residual connection in one GEMM. No autograd (the
+// inference step of GPT::decode_step uses it).
+Tensor linear_residual(const Tensor& x, const Tensor& w, const Tensor& b, const Tensor& residual);
 // The weight (and bias) gradient of a linear layer: gw [N, K] = gy^T x over all leading dims
 // of gy [..., N] and x [..., K]; gb [N] = gy summed over them (when need_bias).
 struct LinearGrads {

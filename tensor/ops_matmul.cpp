@@ -157,8 +157,9 @@ Tensor as_matrix(const Tensor& x) { return contiguous(reshape(x, {leading_rows(x
 
 }  // namespace
 
-LinearResult linear(const Tensor& x, const Tensor& w, const Tensor& b, bool gelu, bool keep_pre) {
-  const char* op = "linear";
+namespace {
+LinearResult linear_impl(const char* op, const Tensor& x, const Tensor& w, const Tensor& b,
+                         const Tensor& residual, bool gelu, bool keep_pre) {
   FG_CHECK(x.defined() && w.defined(), op, ": the input or the weight is undefined");
   check_same_device(op, {x, w, b});
   check_same_dtype(op, {x, w});
@@ -177,6 +178,14 @@ LinearResult linear(const Tensor& x, const Tensor& w, const Tensor& b, bool gelu
   }
   Shape out_shape = x.shape();
   out_shape.back() = N;
+  Tensor res;
+  if (residual.defined()) {
+    check_same_device(op, {x, residual});
+    FG_CHECK(residual.shape() == out_shape && residual.dtype() == x.dtype(), op, ": residual ",
+             dtype_name(residual.dtype()), " ", shape_str(residual.shape()),
+             " must match the output ", dtype_name(x.dtype()), " ", shape_str(out_shape));
+    res = contiguous(residual);
+  }
   LinearResult r;
   r.y = empty(out_shape, like(x));
   if (gelu && keep_pre) r.pre = empty(out_shape, like(x));
@@ -186,12 +195,22 @@ LinearResult linear(const Tensor& x, const Tensor& w, const Tensor& b, bool gelu
   Device dev = x.device();
   PhaseScope timing(Phase::matmul, dev);
   Tensor ws = workspace(dev, FG_CALL_KERNEL(dev, linear_workspace, x.dtype(), M, N, K,
-                                            bc.defined(), gelu));
+                                            bc.defined() || res.defined(), gelu));
   FG_CALL_KERNEL(dev, linear, x.dtype(), M, N, K, xm.data_ptr(), wc.data_ptr(),
-                 bc.defined() ? bc.data_ptr() : nullptr, gelu, r.y.data_ptr(),
-                 r.pre.defined() ? r.pre.data_ptr() : nullptr,
+                 bc.defined() ? bc.data_ptr() : nullptr, res.defined() ? res.data_ptr() : nullptr,
+                 gelu, r.y.data_ptr(), r.pre.defined() ? r.pre.data_ptr() : nullptr,
                  ws.defined() ? ws.data_ptr() : nullptr);
   return r;
+}
+}  // namespace
+
+LinearResult linear(const Tensor& x, const Tensor& w, const Tensor& b, bool gelu, bool keep_pre) {
+  return linear_impl("linear", x, w, b, Tensor(), gelu, keep_pre);
+}
+
+Tensor linear_residual(const Tensor& x, const Tensor& w, const Tensor& b, const Tensor& residual) {
+  FG_CHECK(residual.defined(), "linear_residual: the residual is undefined");
+  return linear_impl("linear_residual", x, w, b, residual, false, false).y;
 }
 
 LinearGrads linear_weight_grad(const Tensor& gy, const Tensor& x, bool need_bias) {

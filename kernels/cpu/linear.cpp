@@ -69,17 +69,18 @@ void product_in_acc(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const T* 
 
 template <typename T>
 void linear_impl(int64_t M, int64_t N, int64_t K, const T* x, const T* w, const T* bias,
-                 bool gelu, T* y, T* pre) {
+                 const T* residual, bool gelu, T* y, T* pre) {
   using A = acc_t<T>;
   constexpr bool kWide = !std::is_same_v<T, A>;
   std::vector<A> buf;
   A* prod = acc_output(y, M * N, buf);
   product_in_acc(false, true, M, N, K, x, K, M * K, w, K, N * K, prod);
-  if (!bias && !gelu && !kWide) return;
+  if (!bias && !residual && !gelu && !kWide) return;
   parallel_for(M, N * (gelu ? 8 : 1), [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
       for (int64_t c = 0; c < N; ++c) {
         A v = prod[r * N + c];
+        if (residual) v += A(residual[r * N + c]);
         if (bias) v += A(bias[c]);
         if (gelu) {
           if (pre) pre[r * N + c] = T(v);
@@ -126,12 +127,14 @@ size_t linear_weight_grad_workspace(DType, int64_t, int64_t, int64_t, bool) { re
 size_t linear_input_grad_workspace(DType, int64_t, int64_t, int64_t, bool, bool) { return 0; }
 
 void linear(DType dtype, int64_t M, int64_t N, int64_t K, const void* x, const void* w,
-            const void* bias, bool gelu, void* y, void* pre, void*) {
+            const void* bias, const void* residual, bool gelu, void* y, void* pre, void*) {
+  FG_CHECK(!(residual && gelu), "linear: a residual is added without GELU only");
   if (M == 0 || N == 0) return;
   FG_DISPATCH_FLOAT(dtype, "linear", [&] {
     linear_impl<scalar_t>(M, N, K, static_cast<const scalar_t*>(x),
                           static_cast<const scalar_t*>(w), static_cast<const scalar_t*>(bias),
-                          gelu, static_cast<scalar_t*>(y), static_cast<scalar_t*>(pre));
+                          static_cast<const scalar_t*>(residual), gelu,
+                          static_cast<scalar_t*>(y), static_cast<scalar_t*>(pre));
   });
 }
 

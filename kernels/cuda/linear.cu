@@ -73,7 +73,7 @@ bool dgelu_epilogue() {
   return on;
 }
 
-enum class Epi : int { bias, gelu, gelu_bias, gelu_aux, gelu_aux_bias, bgradb, dgelu,
+enum class Epi : int { none, bias, gelu, gelu_bias, gelu_aux, gelu_aux_bias, bgradb, dgelu,
                        dgelu_bgrad };
 
 cublasLtEpilogue_t lt_epilogue(Epi e) {
@@ -123,9 +123,10 @@ struct Problem {
   int64_t m, n, k;
   int64_t lda, ldb, ldd;
   int align_a, align_b, align_d, align_v;  // v: bias / aux vector or matrix
+  bool accumulate = false;  // D = op(A) op(B) + C (beta 1, C laid out as D): a residual
   auto key() const {
     return std::make_tuple(int(dtype), int(epi), trans_a, trans_b, m, n, k, lda, ldb, ldd,
-                           align_a, align_b, align_d, align_v);
+                           align_a, align_b, align_d, align_v, accumulate);
   }
 };
 
@@ -239,9 +240,10 @@ Plan make_plan(const Problem& p) {
 }
 
 // Runs p through its cached plan; false when cuBLASLt has none for it (nothing launched).
-// vec: the bias (or bias gradient) pointer; aux: the GELU input matrix.
+// vec: the bias (or bias gradient) pointer; aux: the GELU input matrix; C: the matrix added
+// (p.accumulate).
 bool run_lt(const Problem& p, const void* A, const void* B, void* D, const void* vec, void* aux,
-            void* workspace) {
+            void* workspace, const void* C = nullptr) {
   static std::mutex mu;
   static std::map<decltype(p.key()), Plan> plans;
   std::lock_guard<std::mutex> lock(mu);
@@ -260,9 +262,10 @@ bool run_lt(const Problem& p, const void* A, const void* B, void* D, const void*
   if (has_aux(p.epi))
     FG_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(
         plan.desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, &aux, sizeof(aux)));
-  const float alpha = 1.0f, beta = 0.0f;
-  FG_CUBLAS_CHECK(cublasLtMatmul(lt_handle(), plan.desc, &alpha, A, plan.a, B, plan.b, &beta, D,
-                                 plan.d, D, plan.d, &plan.algo, workspace, kLtWorkspace,
+  const float alpha = 1.0f, beta = p.accumulate ? 1.0f : 0.0f;
+  FG_CUBLAS_CHECK(cublasLtMatmul(lt_handle(), plan.desc, &alpha, A, plan.a, B, plan.b, &beta,
+                                 p.accumulate ? C : D, plan.d, D, plan.d, &plan.algo, workspace,
+                                 kLtWorkspace,
                                  cudaStreamPerThread));  // (0 would be the legacy stream to cuBLASLt)
   g_lt_launches.fetch_add(1, std::memory_order_relaxed);
   return true;
@@ -291,8 +294,8 @@ __global__ void bias_gelu_kernel(int64_t total, int64_t N, const T* bias, bool g
 uint64_t linear_epilogue_launches() { return g_lt_launches.load(); }
 
 // cuBLASLt's scratch where an epilogue may run; the reduction's where a fallback may sum.
-size_t linear_workspace(DType dtype, int64_t, int64_t, int64_t K, bool bias, bool gelu) {
-  return lt_dtype(dtype) && K > 0 && (bias || gelu) ? kLtWorkspace : 0;
+size_t linear_workspace(DType dtype, int64_t, int64_t, int64_t K, bool epilogue, bool gelu) {
+  return lt_dtype(dtype) && K > 0 && (epilogue || gelu) ? kLtWorkspace : 0;
 }
 
 size_t linear_weight_grad_workspace(DType dtype, int64_t M, int64_t N, int64_t, bool gb) {
@@ -308,18 +311,26 @@ size_t linear_input_grad_workspace(DType dtype, int64_t M, int64_t, int64_t K, b
 }
 
 void linear(DType dtype, int64_t M, int64_t N, int64_t K, const void* x, const void* w,
-            const void* bias, bool gelu, void* y, void* pre, void* workspace) {
+            const void* bias, const void* residual, bool gelu, void* y, void* pre,
+            void* workspace) {
+  FG_CHECK(!(residual && gelu), "linear: a residual is added without GELU only");
   if (M == 0 || N == 0) return;
-  if (K > 0 && (bias || gelu)) {  // cuBLASLt only for an epilogue; plain products go to gemm()
+  // cuBLASLt only for an epilogue or a residual; plain products go to gemm().
+  if (K > 0 && (bias || gelu || residual)) {
     Epi epi = gelu ? (pre ? (bias ? Epi::gelu_aux_bias : Epi::gelu_aux)
                           : (bias ? Epi::gelu_bias : Epi::gelu))
-                   : Epi::bias;
+                   : (bias ? Epi::bias : Epi::none);
     Problem p{dtype, epi, true, false, N, M, K, K, K, N,
-              alignment(w), alignment(x), alignment(y), alignment({bias, pre})};
-    if (run_lt(p, w, x, y, bias, pre, workspace)) return;
+              alignment(w), alignment(x), alignment({y, residual}), alignment({bias, pre}),
+              residual != nullptr};
+    if (run_lt(p, w, x, y, bias, pre, workspace, residual)) return;
   }
-  // Fallback: the product, then bias and GELU in one pass.
-  gemm(dtype, false, true, M, N, K, 1.0, x, K, 0, w, K, 0, 0.0, y, N, 0, 1);
+  // Fallback: the residual copied into y, the product added to it, then bias and GELU in one
+  // pass (two roundings where the epilogue has one).
+  if (residual)
+    FG_CUDA_CHECK(cudaMemcpyAsync(y, residual, size_t(M * N) * dtype_size(dtype),
+                                  cudaMemcpyDeviceToDevice, cudaStreamPerThread));
+  gemm(dtype, false, true, M, N, K, 1.0, x, K, 0, w, K, 0, residual ? 1.0 : 0.0, y, N, 0, 1);
   if (!bias && !gelu) return;
   FG_DISPATCH_FLOAT(dtype, "linear", [&] {
     bias_gelu_kernel<scalar_t><<<elementwise_grid(M * N), kElementwiseThreads>>>(

@@ -98,8 +98,8 @@ FG_TEST_ALL_DEVICES("linear: GELU without a saved input, and K == 0", "[linear]"
     Tensor y = empty({6, 16}, TensorOptions(dt).device(device));
     Tensor ws = ops::workspace(device,
                                FG_CALL_KERNEL(device, linear_workspace, dt, 6, 16, 24, true, true));
-    FG_CALL_KERNEL(device, linear, dt, 6, 16, 24, x.data_ptr(), w.data_ptr(), b.data_ptr(), true,
-                   y.data_ptr(), nullptr, ws.defined() ? ws.data_ptr() : nullptr);
+    FG_CALL_KERNEL(device, linear, dt, 6, 16, 24, x.data_ptr(), w.data_ptr(), b.data_ptr(),
+                   nullptr, true, y.data_ptr(), nullptr, ws.defined() ? ws.data_ptr() : nullptr);
     REQUIRE(rel_err(y, ref_linear(x, w, b, true).y) < tol(dt));
   }
   // K == 0: the product is zero, so y = gelu(b) in every row.
@@ -350,4 +350,26 @@ FG_TEST_ALL_DEVICES("linear errors name the op and what is wrong", "[linear]") {
     REQUIRE_THROWS_WITH(ops::linear(x, ops::to_device(w, Device::cpu()), Tensor(), false),
                         Contains("linear") && Contains("cpu") && Contains("cuda"));
   }
+}
+
+FG_TEST_ALL_DEVICES("linear_residual adds the residual in the layer's one pass", "[linear]") {
+  // With and without a bias, every float dtype; on CUDA the 16-bit and fp32 cases take
+  // cuBLASLt's beta = 1 path, f64 the fallback. Odd sizes: the row length is not a multiple
+  // of anything.
+  for (DType dt : {DType::f32, DType::f64, DType::bf16, DType::f16})
+    for (bool bias : {true, false}) {
+      INFO(dtype_name(dt) << (bias ? " with" : " without") << " a bias");
+      Tensor x = rnd({2, 3, 40}, dt, device, 11), w = rnd({24, 40}, dt, device, 12);
+      Tensor b = bias ? rnd({24}, dt, device, 13) : Tensor(), r = rnd({2, 3, 24}, dt, device, 14);
+      const Tensor y = ops::linear_residual(x, w, b, r);
+      REQUIRE(y.shape() == Shape{2, 3, 24});
+      // The double reference: x w^T + b, plus r.
+      const Ref ref = ref_linear(x, w, b, false);
+      const Tensor expect = ops::add(ref.y, ops::to_dtype(r.to(Device::cpu()), DType::f64));
+      CHECK(rel_err(y, expect) < tol(dt));
+    }
+  Tensor x = rnd({4, 8}, DType::f32, device, 1), w = rnd({5, 8}, DType::f32, device, 2);
+  CHECK_THROWS_WITH(ops::linear_residual(x, w, Tensor(), rnd({4, 6}, DType::f32, device, 3)),
+                    Contains("residual") && Contains("must match the output"));
+  CHECK_THROWS_WITH(ops::linear_residual(x, w, Tensor(), Tensor()), Contains("undefined"));
 }
