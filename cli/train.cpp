@@ -43,6 +43,7 @@ struct TrainFlags {
   int64_t bucket_mb = 25;  // data parallel: gradient bucket size (RunOptions::bucket_bytes)
   std::string reduce_dtype = "auto";  // data parallel: Communicator::set_reduce_dtype
   int64_t zero = 0;                   // data parallel: ZeRO stage (RunOptions::zero)
+  int64_t hang_timeout = 600;         // data parallel: the launcher's hang watchdog, seconds
 };
 
 // A flag bound to the config key `key`, checked against the key's range when it has one.
@@ -105,7 +106,8 @@ void launch_workers(const TrainFlags& f, const train::TrainConfig& cfg, const st
   args.push_back(out);
   std::cout << "flashgrad train: " << f.gpus << " workers, one per GPU; rank 0 prints\n"
             << std::flush;
-  const int code = train::run_workers(args, f.gpus, train::free_tcp_port(), std::cerr);
+  const int code = train::run_workers(args, f.gpus, train::free_tcp_port(), std::cerr,
+                                      /*grace_s=*/10, double(f.hang_timeout));
   if (code != 0) throw Exit{code};
 }
 
@@ -198,6 +200,11 @@ void register_train(CLI::App& app) {
                   "--dtype trained in), fp32 (bf16 gradients summed without rounding at each "
                   "hop) or bf16 (half the bytes of fp32 gradients)")
       ->check(CLI::IsMember({"auto", "fp32", "bf16"}))
+      ->capture_default_str();
+  cmd->add_option("--hang-timeout", f.hang_timeout,
+                  "data parallel (--gpus): stop every worker when one has made no progress for "
+                  "this many seconds while the others wait for it (0: never)")
+      ->transform(in_range(train::NumberRange::whole("--hang-timeout", 0, 86400)))
       ->capture_default_str();
   cmd->add_option("--zero", f.zero,
                   "data parallel: 1 shards AdamW's moments and master weights over the GPUs "

@@ -1,5 +1,6 @@
 // The data-parallel communicator (train/comm.h): the NCCL group and the TCP hand-out of its id.
 #include "train/comm.h"
+#include "train/launch.h"
 
 #include <arpa/inet.h>
 #include <netdb.h>
@@ -374,10 +375,15 @@ void Communicator::broadcast(const std::vector<Tensor>& tensors,
 double Communicator::all_reduce_sum(double x) {
   if (world_ == 1) return x;
   Tensor t = from_vector<double>({x}, {1}, TensorOptions(DType::f64).device(Device::cuda()));
+  // Waiting for the other ranks (this is where a rank stops when another hangs): the
+  // launcher's watchdog is told (train/launch.h).
+  heartbeat(true);
   nccl_check(ncclAllReduce(t.data_ptr(), t.data_ptr(), 1, ncclFloat64, ncclSum, nccl_->comm,
                            cudaStreamPerThread),
              "ncclAllReduce");
-  return t.item();
+  const double sum = t.item();
+  heartbeat(false);
+  return sum;
 }
 
 #else  // no NCCL in this build

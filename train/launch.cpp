@@ -5,17 +5,21 @@
 #include <netinet/in.h>
 #include <signal.h>
 #include <sys/prctl.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <array>
 #include <cstring>
 #include <ostream>
 #include <thread>
+#include <vector>
 
 #include "core/error.h"
 #include "train/dist_env.h"
@@ -98,19 +102,51 @@ std::vector<std::pair<std::string, std::string>> worker_env(int64_t rank, int64_
           {"CUDA_VISIBLE_DEVICES", device}};
 }
 
+void heartbeat(bool waiting) {
+  static const int fd = [] {
+    const char* v = std::getenv("FLASHGRAD_HEARTBEAT_FD");
+    return v && *v ? std::atoi(v) : -1;
+  }();
+  if (fd < 0) return;
+  const char c = waiting ? 'W' : 'B';
+  // Non-blocking, no SIGPIPE: a launcher that is gone or behind must never stop a worker.
+  const ssize_t ignored = ::send(fd, &c, 1, MSG_DONTWAIT | MSG_NOSIGNAL);
+  (void)ignored;
+}
+
 int run_workers(const std::vector<std::string>& argv, int64_t world, int port,
-                std::ostream& err, double grace_s) {
+                std::ostream& err, double grace_s, double hang_s) {
   FG_CHECK(!argv.empty() && world >= 1 && world <= kMaxWorkers,
            "run_workers: no command, or not 1 to ", kMaxWorkers, " workers");
   const char* v = std::getenv("CUDA_VISIBLE_DEVICES");
   const std::string visible = v ? v : "";
+  // The watchdog's sockets: [r][0] the launcher's end, [r][1] worker r's (close-on-exec
+  // except in worker r itself).
+  std::vector<std::array<int, 2>> beat(static_cast<size_t>(hang_s > 0 ? world : 0), {-1, -1});
+  auto close_beats = [&] {
+    for (auto& s : beat)
+      for (int& fd : s)
+        if (fd >= 0) ::close(fd), fd = -1;
+  };
+  for (auto& s : beat) {
+    int fds[2];
+    if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) != 0) {
+      const int e = errno;
+      close_beats();
+      throw Error(str("data parallel: no socket pair for the hang watchdog (",
+                      std::strerror(e), ")"));
+    }
+    s = {fds[0], fds[1]};
+    ::fcntl(fds[0], F_SETFL, O_NONBLOCK);
+  }
   // Everything a child needs is built before fork: the child only calls async-signal-safe
   // functions (the launcher may have threads, e.g. the CUDA driver's, whose locks a child
   // must not wait for).
   std::vector<std::vector<std::string>> env_text(static_cast<size_t>(world));
   std::vector<std::vector<char*>> envp(static_cast<size_t>(world));
   for (int64_t r = 0; r < world; ++r) {
-    const auto vars = worker_env(r, world, port, visible);
+    auto vars = worker_env(r, world, port, visible);
+    if (hang_s > 0) vars.emplace_back("FLASHGRAD_HEARTBEAT_FD", std::to_string(beat[size_t(r)][1]));
     std::vector<std::string>& text = env_text[size_t(r)];
     for (char** e = environ; *e; ++e) {
       const std::string kv = *e;
@@ -160,6 +196,7 @@ int run_workers(const std::vector<std::string>& argv, int64_t world, int port,
       // A launcher that dies (even by SIGKILL) takes its workers with it.
       ::prctl(PR_SET_PDEATHSIG, SIGTERM);
       if (::getppid() != launcher) ::_exit(1);
+      if (hang_s > 0) ::fcntl(beat[size_t(r)][1], F_SETFD, 0);  // its own socket stays open
       ::execve(args[0], args.data(), envp[size_t(r)].data());
       const ssize_t ignored = ::write(STDERR_FILENO, exec_failed.data(), exec_failed.size());
       (void)ignored;
@@ -170,6 +207,7 @@ int run_workers(const std::vector<std::string>& argv, int64_t world, int port,
       for (pid_t p : pids) ::kill(p, SIGKILL);
       for (pid_t p : pids) ::waitpid(p, nullptr, 0);
       restore();
+      close_beats();
       throw Error(str("data parallel: could not start worker ", r, " (fork: ", std::strerror(e),
                       ")"));
     }
@@ -177,6 +215,7 @@ int run_workers(const std::vector<std::string>& argv, int64_t world, int port,
     g_worker_pids[r] = pid;
     g_workers = int(r + 1);
   }
+  for (auto& s : beat) ::close(s[1]), s[1] = -1;  // the workers' ends are theirs alone
 
   // Wait. The first failure stops the rest at once (SIGTERM, then SIGKILL after grace_s); a
   // Ctrl-C exit (130) gives the others 3 grace_s to finish their step and stop themselves.
@@ -191,12 +230,65 @@ int run_workers(const std::vector<std::string>& argv, int64_t world, int port,
     if (!stopping || t < term_at) term_at = t, kill_at = after(delay + grace_s);
     stopping = true;
   };
+  // The watchdog's view: each worker's last word (waiting or not) and when it came.
+  std::vector<bool> waiting(static_cast<size_t>(world), false);
+  std::vector<steady::time_point> said(static_cast<size_t>(world), steady::now());
+  steady::time_point last_word = steady::now();
+  bool hang_fired = false;
+  auto listen = [&] {  // reads what the workers said (100 ms at most)
+    std::vector<pollfd> fds;
+    for (const auto& s : beat) fds.push_back({s[0], POLLIN, 0});
+    if (::poll(fds.data(), nfds_t(fds.size()), 100) <= 0) return;
+    for (size_t r = 0; r < fds.size(); ++r) {
+      char buf[64];
+      ssize_t n;
+      while ((n = ::read(fds[r].fd, buf, sizeof buf)) > 0) {
+        waiting[r] = buf[n - 1] == 'W';
+        said[r] = last_word = steady::now();
+      }
+    }
+  };
+  auto hung = [&]() -> bool {  // fires the watchdog when its rule holds
+    const steady::time_point now = steady::now();
+    const auto secs = [&](steady::time_point t) { return std::chrono::duration<double>(now - t).count(); };
+    if (secs(last_word) < hang_s) return false;  // somebody spoke lately
+    bool someone_waits = false;
+    for (int64_t r = 0; r < world; ++r)
+      someone_waits = someone_waits || (pids[size_t(r)] > 0 && waiting[size_t(r)]);
+    if (!someone_waits) return false;  // all at their own work: a long step, not a hang
+    std::string names;
+    for (int64_t r = 0; r < world; ++r)
+      if (pids[size_t(r)] > 0 && !waiting[size_t(r)]) {
+        names += (names.empty() ? "" : ", ") + std::to_string(r);
+        if (failed_rank < 0) failed_rank = r;
+      }
+    if (names.empty()) {
+      err << "error: data parallel: every worker has waited in a collective for "
+          << int64_t(hang_s) << " s with none finishing (a stuck collective: NCCL or the "
+          << "interconnect); stopping all " << world << " workers\n";
+      failed_rank = 0;
+    } else {
+      err << "error: data parallel: worker rank " << names << " of " << world
+          << " made no progress for " << int64_t(secs(said[size_t(failed_rank)]))
+          << " s while the others waited for it in a collective (hung); stopping all "
+          << world << " workers (--hang-timeout " << int64_t(hang_s) << " s)\n";
+    }
+    failed_code = 124;
+    hang_fired = true;
+    return true;
+  };
   while (running > 0) {
     int status = 0;
-    const pid_t p = ::waitpid(-1, &status, stopping ? WNOHANG : 0);
+    const bool watch = !beat.empty() && !stopping;
+    const pid_t p = ::waitpid(-1, &status, stopping || watch ? WNOHANG : 0);
     if (p < 0) {
       if (errno == EINTR) continue;
       break;  // nobody left to wait for (running > 0 then: see below)
+    }
+    if (p == 0 && watch) {  // the watchdog's turn: nobody exited yet
+      listen();
+      if (hung()) stop_others(0);
+      continue;
     }
     if (p == 0) {  // stopping, and nobody exited yet
       const steady::time_point now = steady::now();
@@ -229,6 +321,7 @@ int run_workers(const std::vector<std::string>& argv, int64_t world, int port,
     }
   }
   restore();
+  close_beats();
   if (g_terminated) {
     err << "error: data parallel: the launcher got SIGTERM and stopped its " << world
         << " workers\n";
@@ -239,6 +332,7 @@ int run_workers(const std::vector<std::string>& argv, int64_t world, int port,
         << std::strerror(errno) << ")\n";
     return 1;
   }
+  if (hang_fired) return failed_code;  // (its line is written)
   if (failed_rank >= 0) {
     err << "error: data parallel: worker rank " << failed_rank << " of " << world
         << " exited with code " << failed_code

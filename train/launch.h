@@ -35,8 +35,20 @@ std::vector<std::pair<std::string, std::string>> worker_env(int64_t rank, int64_
 // stopping and reaping the rest, with a line on `err` naming its rank; 130 when the workers
 // stopped for Ctrl-C (those still running 3 grace_s later are stopped); 143 when the launcher
 // itself got SIGTERM (passed on to the workers). Workers die with a launcher that dies.
+//
+// The hang watchdog (hang_s > 0): each worker gets a socket in FLASHGRAD_HEARTBEAT_FD on which
+// it says when it starts and stops waiting for the others (heartbeat()). When some worker has
+// waited hang_s seconds and no worker has said anything in that time, the workers that are
+// not waiting have hung (a worker frozen in its own work leaves the others waiting in a
+// collective for ever): the launcher names them on `err`, stops every worker and returns 124.
+// When all of them wait, the collective itself is stuck, and that is said instead.
 int run_workers(const std::vector<std::string>& argv, int64_t world, int port,
-                std::ostream& err, double grace_s = 10);
+                std::ostream& err, double grace_s = 10, double hang_s = 0);
+
+// A worker's word to the watchdog of run_workers: true when it starts waiting for the other
+// ranks (a blocking collective), false when it is back at its own work. Nothing when the
+// process was not started by run_workers with a watchdog; never blocks, never fails.
+void heartbeat(bool waiting);
 
 // Under torchrun or Slurm (RANK / LOCAL_RANK set, more than one process, not started by
 // run_workers): narrows CUDA_VISIBLE_DEVICES to this process's LOCAL_RANK entry before CUDA

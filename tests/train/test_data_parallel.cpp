@@ -483,6 +483,46 @@ TEST_CASE("run_workers: Ctrl-C exits, a failure after one, and a launcher told t
   ::unsetenv("RANK");
 }
 
+TEST_CASE("run_workers: the hang watchdog names the worker the others wait for",
+          "[train][data_parallel]") {
+  const int port = free_tcp_port();
+  using steady = std::chrono::steady_clock;
+  auto seconds_since = [](steady::time_point t) {
+    return std::chrono::duration<double>(steady::now() - t).count();
+  };
+  // Ranks 0 and 2 wait in a collective; rank 1 went quiet at its own work: it is named, all
+  // are stopped long before their minute is up, and the launcher says 124.
+  std::ostringstream a;
+  auto t0 = steady::now();
+  CHECK(run_workers({"/bin/sh", "-c",
+                     "printf B >&$FLASHGRAD_HEARTBEAT_FD; "
+                     "if [ $RANK != 1 ]; then printf W >&$FLASHGRAD_HEARTBEAT_FD; fi; exec sleep 60"},
+                    3, port, a, /*grace_s=*/0.5, /*hang_s=*/1.0) == 124);
+  CHECK(seconds_since(t0) < 20);
+  CHECK_THAT(a.str(), Contains("worker rank 1 of 3 made no progress") && Contains("hung"));
+  // Everyone waits: the collective itself is stuck.
+  std::ostringstream b;
+  CHECK(run_workers({"/bin/sh", "-c", "printf W >&$FLASHGRAD_HEARTBEAT_FD; exec sleep 60"}, 2,
+                    port, b, 0.5, 1.0) == 124);
+  CHECK_THAT(b.str(), Contains("every worker has waited in a collective"));
+  // Nobody waits (a long step on every rank): no alarm, however quiet.
+  std::ostringstream c;
+  CHECK(run_workers({"/bin/sh", "-c", "sleep 1.5"}, 2, port, c, 0.5, 0.5) == 0);
+  CHECK(c.str().empty());
+  // Workers that wait and come back, again and again, slower than the timeout in all: fine.
+  std::ostringstream d;
+  CHECK(run_workers({"/bin/sh", "-c",
+                     "for i in 1 2 3 4 5 6; do printf W >&$FLASHGRAD_HEARTBEAT_FD; sleep 0.3; "
+                     "printf B >&$FLASHGRAD_HEARTBEAT_FD; done"},
+                    2, port, d, 0.5, 1.0) == 0);
+  CHECK(d.str().empty());
+  // Without the watchdog a worker has no socket, and heartbeat() does nothing.
+  std::ostringstream e;
+  CHECK(run_workers({"/bin/sh", "-c", "[ -z \"$FLASHGRAD_HEARTBEAT_FD\" ]"}, 2, port, e) == 0);
+  heartbeat(true);
+  heartbeat(false);
+}
+
 TEST_CASE("the id hand-out ignores connections that are not ranks", "[train][data_parallel]") {
   const int port = free_tcp_port();
   const std::string id(128, '\x21');
