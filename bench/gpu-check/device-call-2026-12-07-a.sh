@@ -5,6 +5,7 @@
 # and torch.compile), then the whole `cuda` label and memcheck while time is left.
 #   bash bench/gpu-check/device-call-2026-12-07-a.sh     (repository root, .deps carried)
 source bench/gpu-check/lib.sh
+LIMIT=${LIMIT:-600}  # the call's time limit, seconds: the later steps fit themselves into it
 build
 for t in test_graph test_attention_ops test_generate test_attention_decode; do
   timeout 120 build/tests/$t "[cuda]" > $L/$t.log 2>&1
@@ -26,18 +27,18 @@ timeout 150 python3 bench/compare_sample.py --flashgrad-json $L/decode.json --fl
   --out-json $L/sample.json --out-md $L/sample.md > $L/compare.log 2>&1; el "compare_sample rc $?"
 cat $L/sample.md | tee -a $FINAL/summary.txt; tail -3 $L/compare.log | tee -a $FINAL/summary.txt
 pack
-left=$(( 540 - ($(date +%s) - T0) ))
+left=$(( LIMIT - 60 - ($(date +%s) - T0) ))
 [ $left -gt 60 ] && ctest_cuda $(( left - 50 ))
-left=$(( 560 - ($(date +%s) - T0) ))
+left=$(( LIMIT - 40 - ($(date +%s) - T0) ))
 [ $left -gt 30 ] && memcheck $(( left / 3 )) test_graph test_generate
 pack
 # Nsight Compute on the split-KV kernel at 8k and 32k keys (B 1, 12 heads, D 64): DRAM
 # throughput, occupancy, stall reasons (what limits its bandwidth).
-left=$(( 585 - ($(date +%s) - T0) ))
+left=$(( LIMIT - 15 - ($(date +%s) - T0) ))
 for n in 8192 32768; do
   [ $left -gt 25 ] && timeout $(( left / 2 )) ncu --set full -k regex:split_kernel --launch-skip 3 --launch-count 1 \
     build/flashgrad bench decode-attention --lens $n --seconds 0.05 > $L/ncu-$n.txt 2>&1 && el "ncu $n done"
-  left=$(( 585 - ($(date +%s) - T0) ))
+  left=$(( LIMIT - 15 - ($(date +%s) - T0) ))
 done
 pack
 el done
