@@ -89,7 +89,7 @@ __global__ void __launch_bounds__(kThreads)
   const int64_t hk = blockIdx.y / split.row_chunks, chunk = blockIdx.y % split.row_chunks;
   const int64_t b = blockIdx.z, s = blockIdx.x;
   // The keys entry b holds: all Nk, or its own length (params.h, seqused_k).
-  const int64_t nk = p.seqused_k ? int64_t(p.seqused_k[b]) : p.Nk;
+  const int64_t nk = p.seqused_k ? min64(int64_t(p.seqused_k[b]), p.Nk) : p.Nk;  // (never past the cache)
   const int group = int(threadIdx.x) / LPK, sub = int(threadIdx.x) % LPK;
   // The lanes of this key group, for the shuffles of a dot product.
   const unsigned lanes =
