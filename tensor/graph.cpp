@@ -27,6 +27,10 @@ void CudaGraph::capture(const std::function<void()>& fn) {
   cuda_backend::graph_capture_begin(pool_);
   try {
     fn();
+  } catch (const OutOfMemoryError&) {  // as it is: the caller may free memory and retry
+    cuda_backend::graph_capture_end(/*keep=*/false);
+    reset();
+    throw;
   } catch (const std::exception& e) {
     cuda_backend::graph_capture_end(/*keep=*/false);
     reset();

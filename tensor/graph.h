@@ -15,6 +15,9 @@
 //    skipped while capturing; their kernels still write nothing out of bounds.
 //  - Shapes, and every choice made on the host (which kernel, how many splits), are frozen.
 //  - Temporaries come from a memory pool of the graph's own, released with the graph.
+//  - Every tensor the captured work reads or writes that was made before the capture must stay
+//    alive as long as the graph: one freed during the capture returns to the common cache,
+//    where other work could be given the memory a replay still uses.
 // CUDA only, on the calling thread's default stream (on which all flashgrad work runs).
 #pragma once
 #include <functional>

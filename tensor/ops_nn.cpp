@@ -342,8 +342,9 @@ void kv_cache_write(const Tensor& k_cache, const Tensor& v_cache, const Tensor& 
   const int64_t first = bad.first_bad();
   if (first >= 0)
     throw Error(str(op, ": entry ", first, " writes ", T, " rows at position ",
-                    index_value_at(pos, first), ", outside the cache's capacity ", cap,
-                    "; start a new window or use a larger cache"));
+                    index_value_at(pos, first), ": positions must lie in [0, ", cap - T,
+                    "] for the cache's capacity ", cap, "; start a new window or use a larger "
+                    "cache"));
 }
 
 Tensor embedding_backward(const Tensor& gout, const Tensor& idx, int64_t vocab) {

@@ -207,7 +207,7 @@ ncclDataType_t nccl_type(DType d) {
     case DType::f16: return ncclFloat16;
     default: break;
   }
-  throw Error(str("data parallel: cannot all-reduce a ", dtype_name(d),
+  throw Error(str("data parallel: NCCL cannot carry a ", dtype_name(d),
                   " tensor (f32, f64, bf16 or f16)"));
 }
 
@@ -372,12 +372,43 @@ void Communicator::broadcast(const std::vector<Tensor>& tensors,
   nccl_check(ncclGroupEnd(), "ncclGroupEnd");
 }
 
+void Communicator::gather_to_lead(const std::vector<Tensor>& tensors,
+                                  const std::vector<int64_t>& from) {
+  if (world_ == 1) return;
+  FG_CHECK(from.size() == tensors.size(), "data parallel: ", from.size(), " sources for ",
+           tensors.size(), " tensors");
+  std::vector<Tensor> mine;  // what this rank sends or receives, checked before the group
+  std::vector<int64_t> peer;
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    if (from[i] == 0 || (rank_ != 0 && from[i] != rank_)) continue;
+    FG_CHECK(from[i] > 0 && from[i] < world_, "data parallel: source rank ", from[i],
+             " is outside the ", world_, " ranks");
+    mine.push_back(tensors[i]);
+    peer.push_back(rank_ == 0 ? from[i] : 0);
+  }
+  check_collective("gathering", mine, nullptr, world_);
+  nccl_check(ncclGroupStart(), "ncclGroupStart");
+  for (size_t i = 0; i < mine.size(); ++i) {
+    const Tensor& t = mine[i];
+    if (rank_ == 0)
+      nccl_check(ncclRecv(t.data_ptr(), size_t(t.numel()), nccl_type(t.dtype()), int(peer[i]),
+                          nccl_->comm, cudaStreamPerThread),
+                 "ncclRecv");
+    else
+      nccl_check(ncclSend(t.data_ptr(), size_t(t.numel()), nccl_type(t.dtype()), int(peer[i]),
+                          nccl_->comm, cudaStreamPerThread),
+                 "ncclSend");
+  }
+  nccl_check(ncclGroupEnd(), "ncclGroupEnd");
+}
+
 double Communicator::all_reduce_sum(double x) {
   if (world_ == 1) return x;
-  Tensor t = from_vector<double>({x}, {1}, TensorOptions(DType::f64).device(Device::cuda()));
-  // Waiting for the other ranks (this is where a rank stops when another hangs): the
-  // launcher's watchdog is told (train/launch.h).
+  // Waiting for the other ranks from here (this is where a rank stops when another hangs: the
+  // copy below already waits for the collectives queued before it): the launcher's watchdog is
+  // told (train/launch.h).
   heartbeat(true);
+  Tensor t = from_vector<double>({x}, {1}, TensorOptions(DType::f64).device(Device::cuda()));
   nccl_check(ncclAllReduce(t.data_ptr(), t.data_ptr(), 1, ncclFloat64, ncclSum, nccl_->comm,
                            cudaStreamPerThread),
              "ncclAllReduce");
@@ -402,6 +433,7 @@ std::unique_ptr<Communicator> Communicator::create(const DistEnv& env, double) {
 void Communicator::all_reduce_mean(const std::vector<Tensor>&, const std::vector<int64_t>*) {}
 void Communicator::start_mean(const std::vector<Tensor>&, const std::vector<int64_t>*) {}
 void Communicator::broadcast(const std::vector<Tensor>&, const std::vector<int64_t>&) {}
+void Communicator::gather_to_lead(const std::vector<Tensor>&, const std::vector<int64_t>&) {}
 void Communicator::finish_means() {}
 double Communicator::all_reduce_sum(double x) { return x; }
 

@@ -66,6 +66,11 @@ class Communicator {
   // Copies tensor i from rank roots[i] to every other rank, in place (ZeRO-1: the updated
   // weights from their owners), in one grouped launch on the default stream.
   void broadcast(const std::vector<Tensor>& tensors, const std::vector<int64_t>& roots);
+  // Copies tensor i from rank from[i] to rank 0 (ZeRO-1: the optimizer state, for a
+  // checkpoint), in one grouped launch: rank from[i] sends tensors[i], rank 0 receives into
+  // its tensors[i]; the other ranks' entries are not read (may be undefined), nor are those
+  // with from[i] = 0.
+  void gather_to_lead(const std::vector<Tensor>& tensors, const std::vector<int64_t>& from);
   // The sum of x over the ranks (a host value, through a one-element device buffer).
   double all_reduce_sum(double x);
   // Whether any rank passes true (Ctrl-C seen by one rank stops them all at the same step).

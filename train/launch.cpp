@@ -17,6 +17,7 @@
 #include <cstdlib>
 #include <array>
 #include <cstring>
+#include <functional>
 #include <ostream>
 #include <thread>
 #include <vector>
@@ -144,6 +145,11 @@ int run_workers(const std::vector<std::string>& argv, int64_t world, int port,
   // must not wait for).
   std::vector<std::vector<std::string>> env_text(static_cast<size_t>(world));
   std::vector<std::vector<char*>> envp(static_cast<size_t>(world));
+  struct CloseOnThrow {  // the sockets, should building an environment throw
+    std::function<void()> f;
+    bool armed = true;
+    ~CloseOnThrow() { if (armed) f(); }
+  } close_on_throw{close_beats};
   for (int64_t r = 0; r < world; ++r) {
     auto vars = worker_env(r, world, port, visible);
     if (hang_s > 0) vars.emplace_back("FLASHGRAD_HEARTBEAT_FD", std::to_string(beat[size_t(r)][1]));
@@ -159,6 +165,7 @@ int run_workers(const std::vector<std::string>& argv, int64_t world, int port,
     for (std::string& t : text) envp[size_t(r)].push_back(t.data());
     envp[size_t(r)].push_back(nullptr);
   }
+  close_on_throw.armed = false;
   std::vector<char*> args;
   for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
   args.push_back(nullptr);
@@ -240,11 +247,18 @@ int run_workers(const std::vector<std::string>& argv, int64_t world, int port,
     for (const auto& s : beat) fds.push_back({s[0], POLLIN, 0});
     if (::poll(fds.data(), nfds_t(fds.size()), 100) <= 0) return;
     for (size_t r = 0; r < fds.size(); ++r) {
+      if (fds[r].fd < 0) continue;
       char buf[64];
       ssize_t n;
       while ((n = ::read(fds[r].fd, buf, sizeof buf)) > 0) {
         waiting[r] = buf[n - 1] == 'W';
         said[r] = last_word = steady::now();
+      }
+      // The worker is gone (its end closed): stop listening, or poll would return at once
+      // for ever.
+      if (n == 0 || (fds[r].revents & (POLLHUP | POLLERR))) {
+        ::close(beat[r][0]);
+        beat[r][0] = -1;
       }
     }
   };

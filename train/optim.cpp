@@ -10,7 +10,10 @@
 
 namespace fg::train {
 
-AdamW::AdamW(const NamedTensors& params, const AdamWOptions& o) : options_(o) {
+AdamW::AdamW(const NamedTensors& params, const AdamWOptions& o, const std::vector<bool>& owned)
+    : options_(o) {
+  FG_CHECK(owned.empty() || owned.size() == params.size(), "AdamW: ", owned.size(),
+           " ownership flags for ", params.size(), " parameters");
   FG_CHECK(o.lr_ >= 0 && o.eps_ > 0 && o.beta1_ >= 0 && o.beta1_ < 1 && o.beta2_ >= 0 &&
                o.beta2_ < 1 && o.weight_decay_ >= 0,
            "AdamW: bad options lr=", o.lr_, " betas=(", o.beta1_, ", ", o.beta2_, ") eps=", o.eps_,
@@ -24,11 +27,14 @@ AdamW::AdamW(const NamedTensors& params, const AdamWOptions& o) : options_(o) {
     ParamState s;
     s.name = name;
     s.param = p;
-    TensorOptions f32 = TensorOptions(DType::f32).device(p.device());
-    s.exp_avg = zeros(p.shape(), f32);
-    s.exp_avg_sq = zeros(p.shape(), f32);
-    if (p.dtype() != DType::f32) s.master = ops::to_dtype(p.detach(), DType::f32);
     s.decay = p.dim() >= 2;
+    s.owned = owned.empty() || owned[states_.size()];
+    if (s.owned) {
+      TensorOptions f32 = TensorOptions(DType::f32).device(p.device());
+      s.exp_avg = zeros(p.shape(), f32);
+      s.exp_avg_sq = zeros(p.shape(), f32);
+      if (p.dtype() != DType::f32) s.master = ops::to_dtype(p.detach(), DType::f32);
+    }
     states_.push_back(std::move(s));
   }
 }

@@ -29,7 +29,10 @@ struct AdamWOptions {
 
 class AdamW {
  public:
-  AdamW(const NamedTensors& params, const AdamWOptions& options);
+  // owned (empty: all): ZeRO-1's share of this rank, as set_owned() below; the state of the
+  // other parameters is never allocated.
+  AdamW(const NamedTensors& params, const AdamWOptions& options,
+        const std::vector<bool>& owned = {});
 
   // One update of every parameter that has a gradient; grad_scale multiplies the gradients
   // first (clip_coefficient()). Increments step_count().

@@ -166,6 +166,24 @@ class DecodeStep {
 
   // The logits [B, V] after each row's next token; the cache's lengths advance by one.
   Tensor operator()(const std::vector<int32_t>& tokens) {
+    if (!by_rows_) {
+      try {
+        return step(tokens);
+      } catch (const Error& e) {
+        // A model whose decode shape the device-length attention cannot take (on CUDA: more
+        // than 32 query heads per kv head, say): say so once and go on with forward_cached.
+        if (uses_ > 0) throw;
+        std::fprintf(stderr, "flashgrad: the one-call decode step cannot run this model (%s); "
+                     "decoding with the row-wise cached forward\n", e.what());
+        by_rows_ = true;
+      }
+    }
+    return model_.forward_cached(token_tensor(model_, tokens, cache_.batch()), cache_, 0);
+  }
+  bool graphed() const { return graph_.captured(); }
+
+ private:
+  Tensor step(const std::vector<int32_t>& tokens) {
     const int64_t B = cache_.batch();
     std::vector<int32_t> host(size_t(3 * B));
     for (int64_t r = 0; r < B; ++r) {
@@ -174,37 +192,36 @@ class DecodeStep {
       host[size_t(2 * B + r)] = int32_t(cache_.length(r) + 1);
     }
     io_.copy_(from_vector<int32_t>(host, {3, B}, TensorOptions(DType::i32)));
-    auto step = [&] {
+    auto run = [&] {
       logits_ = model_.decode_step(io_.select(0, 0), io_.select(0, 1), io_.select(0, 2), cache_);
     };
     if (graph_.captured()) {
       graph_.replay();
     } else if (use_graph_ && uses_ > 0) {
       try {
-        graph_.capture(step);
+        graph_.capture(run);
         graph_.replay();
       } catch (const Error& e) {  // never silently: say so once, then go on without the graph
         std::fprintf(stderr, "flashgrad: the decode step could not be captured as a CUDA graph "
                      "(%s); decoding kernel by kernel\n", e.what());
         use_graph_ = false;
-        step();
+        run();
       }
     } else {
-      step();
+      run();
     }
     ++uses_;
     for (int64_t r = 0; r < B; ++r) cache_.advance(r, 1);
     return logits_;
   }
-  bool graphed() const { return graph_.captured(); }
 
- private:
   const nn::GPT& model_;
   nn::KVCache& cache_;
   bool use_graph_;
   Tensor io_, logits_;
   CudaGraph graph_;
   int64_t uses_ = 0;
+  bool by_rows_ = false;  // decode_step could not run: forward_cached instead
 };
 
 }  // namespace

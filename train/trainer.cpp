@@ -24,6 +24,7 @@
 #include "train/data.h"
 #include "train/fileio.h"
 #include "train/grad_buckets.h"
+#include "train/launch.h"
 #include "train/optim.h"
 #include "train/sample.h"
 #include "train/tokenizer.h"
@@ -412,12 +413,22 @@ void build_model(Run& r, std::unique_ptr<Checkpoint> ckpt) {
     r.model->to(DType::bf16);
   }
   r.model->train();
-  r.opt = std::make_unique<AdamW>(r.model->named_parameters(),
+  // ZeRO-1: this rank's share of the parameters; the optimizer holds state for those only.
+  const NamedTensors named = r.model->named_parameters();
+  std::vector<bool> owned;
+  if (r.options.zero == 1 && r.world > 1) {
+    std::vector<int64_t> numels;
+    for (const auto& [name, p] : named) numels.push_back(p.numel());
+    r.owners = assign_owners(numels, r.world);
+    for (int64_t o : r.owners) owned.push_back(o == r.rank);
+  }
+  r.opt = std::make_unique<AdamW>(named,
                                   AdamWOptions()
                                       .lr(cfg.lr)
                                       .betas(cfg.beta1, cfg.beta2)
                                       .eps(cfg.eps)
-                                      .weight_decay(cfg.weight_decay));
+                                      .weight_decay(cfg.weight_decay),
+                                  owned);
   r.state.data_seed = cfg.seed * 0x9E3779B97F4A7C15ull + 1;
   r.state.dropout_seed = cfg.seed * 0x9E3779B97F4A7C15ull + 2;
   if (bf16 && !ckpt) r.opt->load_fp32_weights(fp32_init);
@@ -435,18 +446,10 @@ void build_model(Run& r, std::unique_ptr<Checkpoint> ckpt) {
                                   0x9E3779B97F4A7C15ull * uint64_t(r.rank));
   default_generator().set_offset(r.state.dropout_offset);
   r.params = r.model->parameters();
-  r.unsharded_state_bytes = r.opt->state_bytes();
-  if (r.options.zero == 1 && r.world > 1) {  // ZeRO-1: keep the state of this rank's share only
-    std::vector<int64_t> numels;
-    for (const Tensor& p : r.params) numels.push_back(p.numel());
-    r.owners = assign_owners(numels, r.world);
-    std::vector<bool> owned;
-    for (size_t i = 0; i < r.params.size(); ++i) {
-      owned.push_back(r.owners[i] == r.rank);
-      r.param_index[r.params[i].data_ptr()] = int64_t(i);
-    }
-    r.opt->set_owned(owned);
-  }
+  // The unsharded state: two fp32 moments per element, and an fp32 master copy of 16-bit ones.
+  for (const Tensor& p : r.params)
+    r.unsharded_state_bytes += size_t(p.numel()) * (p.dtype() == DType::f32 ? 8 : 12);
+  for (size_t i = 0; i < r.owners.size(); ++i) r.param_index[r.params[i].data_ptr()] = int64_t(i);
   r.schedule = LRSchedule{cfg.lr, cfg.min_lr, cfg.warmup, cfg.schedule_steps()};
   r.tokens_per_step = cfg.batch_size * cfg.block_size * cfg.grad_accum * r.world;
   r.end_step = r.options.stop_at > 0 ? std::min(r.options.stop_at, cfg.steps) : cfg.steps;
@@ -634,7 +637,11 @@ StepStats train_step(Run& r) {
   r.state.step++;
   if (std::isnan(r.result.first_loss)) r.result.first_loss = loss;
   r.result.last_loss = loss;
+  // ZeRO-1: this waits for the owners' broadcast, that is for the other ranks (the hang
+  // watchdog is told, train/launch.h).
+  if (!r.owners.empty()) heartbeat(true);
   synchronize(r.device);
+  if (!r.owners.empty()) heartbeat(false);
   r.step_seconds += seconds_since(t);
   r.steps_timed++;
   return {loss, lr};
@@ -699,18 +706,22 @@ void agree(Run& r, std::exception_ptr error, const char* where) {
   if (error) std::rethrow_exception(error);
 }
 
-// ZeRO-1: every rank's optimizer gets the whole state back from the owners (a collective), so
-// that rank 0 can write the checkpoint; reshard() drops the others' shares again.
+// ZeRO-1: rank 0's optimizer gets the whole state from the owners (a collective), so that it
+// can write the checkpoint; reshard() drops the others' shares again. Rank 0 alone holds the
+// unsharded state meanwhile; the other ranks keep their own.
 void gather_state(Run& r) {
-  r.opt->set_owned(std::vector<bool>(r.params.size(), true));
+  if (r.lead) r.opt->set_owned(std::vector<bool>(r.params.size(), true));
   std::vector<Tensor> tensors;
-  std::vector<int64_t> roots;
-  for (size_t i = 0; i < r.params.size(); ++i)
-    for (const Tensor& t : r.opt->state_of(i)) {
+  std::vector<int64_t> from;
+  for (size_t i = 0; i < r.params.size(); ++i) {
+    const bool here = r.lead || r.owners[i] == r.rank;
+    const std::vector<Tensor> state = here ? r.opt->state_of(i) : std::vector<Tensor>(3);
+    for (const Tensor& t : state) {
       tensors.push_back(t);
-      roots.push_back(r.owners[i]);
+      from.push_back(r.owners[i]);
     }
-  r.comm->broadcast(tensors, roots);
+  }
+  r.comm->gather_to_lead(tensors, from);
 }
 void reshard(Run& r) {
   std::vector<bool> owned;

@@ -194,13 +194,15 @@ bool allowed_by_environment(const AttentionKernel& k) {
 
 const AttentionKernel& choose(const std::vector<AttentionKernel>& table, const AttentionParams& p) {
   for (const AttentionKernel& k : table)
-    if (allowed_by_environment(k) && k.usable(p)) return k;
+    // (Per-entry key lengths have one kernel: the overrides, for comparing paths, spare it.)
+    if ((allowed_by_environment(k) || p.seqused_k) && k.usable(p)) return k;
   if (p.seqused_k)
     throw Error(str("flash attention: per-entry key lengths (seqused_k) need the split-KV decode "
                     "kernel, which cannot run this call (Nq=", p.Nq, ", Hq/Hkv=", p.Hq / p.Hkv,
                     ", dtype ", dtype_name(p.dtype), ", D=", p.D, ", dropout ", p.dropout_p,
-                    "): it takes at most 8 new tokens, no dropout or block mask, bf16/f16/f32 "
-                    "and 16-byte aligned rows"));
+                    "): it takes at most 8 new tokens and 32 query rows per kv head (new tokens "
+                    "x Hq/Hkv), no dropout or block mask, bf16/f16/f32, D 32/64/128 and 16-byte "
+                    "aligned rows"));
   throw Error("flash attention: no CUDA kernel can run this call (the SIMT one always should)");
 }
 

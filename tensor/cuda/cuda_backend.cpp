@@ -205,12 +205,16 @@ void graph_pool_release(int id) {
 }
 
 namespace {
-void graph_check(cudaError_t e, const char* what) {
+// capturing: the failure ended a capture, where the usual cause is work that waits for the
+// host.
+void graph_check(cudaError_t e, const char* what, bool capturing = false) {
   if (e == cudaSuccess) return;
   cudaGetLastError();  // capture errors are not sticky; leave the runtime clean
   throw Error(str("CUDA graph: ", what, " failed: ", cudaGetErrorString(e),
-                  ". Work that synchronises with the host (a copy to the host, a check that "
-                  "reads a device value) cannot be captured; run it outside the graph"));
+                  capturing ? ". Work that synchronises with the host (a copy to the host, a "
+                              "check that reads a device value) cannot be captured; run it "
+                              "outside the graph"
+                            : ""));
 }
 }  // namespace
 
@@ -231,7 +235,7 @@ void* graph_capture_end(bool keep) {
     cudaGetLastError();
     return nullptr;
   }
-  graph_check(e, "capturing (cudaStreamEndCapture)");
+  graph_check(e, "capturing (cudaStreamEndCapture)", /*capturing=*/true);
   cudaGraphExec_t exec = nullptr;
   const cudaError_t ie = cudaGraphInstantiate(&exec, graph, 0);
   cudaGraphDestroy(graph);

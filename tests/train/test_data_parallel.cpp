@@ -364,6 +364,12 @@ TEST_CASE("ZeRO-1 optimizer: the owners' updates together are the unsharded upda
     CHECK_FALSE(b0.owns(1));
     CHECK(b0.state_bytes() + b1.state_bytes() == whole);
     CHECK(b1.state_bytes() < whole / 2);
+    // Made sharded from the start: the same share, never allocated whole.
+    NamedTensors r2 = make(dt);
+    AdamW c(r2, o, {true, false, true});
+    CHECK(c.state_bytes() == b0.state_bytes());
+    CHECK_FALSE(c.owns(1));
+    CHECK_THROWS_WITH(AdamW(r2, o, {true}), Contains("1 ownership flags for 3 parameters"));
     for (int step = 0; step < 2; ++step) {
       std::vector<Tensor> grads;
       for (const auto& [name, p] : full) grads.push_back(randn(p.shape(), TensorOptions(), &g).to(dt));
