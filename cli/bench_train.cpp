@@ -19,15 +19,27 @@
 // (the clock on the CPU); their sums over that run's wall time are the shares, and the rest is
 // everything else (elementwise, normalisation, reductions, the optimizer, launch gaps).
 // Peak memory is the allocator's peak over the whole command.
+//
+// --gpus N (N > 1): data parallel, as `flashgrad train --gpus N` runs it: N worker processes,
+// one per GPU, each with its own random batches of --batch-size sequences, the gradients
+// averaged over NCCL in one grouped all-reduce after each backward (train's --bucket-mb 0).
+// Rank 0 prints; tokens/s counts the tokens of every GPU, and per GPU too.
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
+#include <filesystem>
 #include <fstream>
+#include <iostream>
 #include <nlohmann/json.hpp>
 
 #include "cli/commands.h"
+#include "cli/flags.h"
 #include "nn/gpt.h"
 #include "tensor/phase_timer.h"
+#include "train/comm.h"
+#include "train/dist_env.h"
 #include "train/fileio.h"
+#include "train/launch.h"
 #include "train/optim.h"
 
 #ifdef FLASHGRAD_WITH_CUDA
@@ -43,6 +55,7 @@ struct TrainBenchFlags {
   int64_t n_layer = 0, n_head = 0, n_embd = 0, block_size = 0, batch = 0, vocab = 96;
   double dropout = -1, peak_tflops = 0;
   int64_t steps = 20, warmup = 5;
+  int64_t gpus = 1;  // data parallel: workers, one per GPU
 };
 
 struct Preset {
@@ -69,6 +82,28 @@ double device_peak_tflops(Device d, double flag) {
 }
 
 void run_bench_train(TrainBenchFlags f) {
+  // Data parallel: the process the user started launches the workers and waits for them.
+  const bool worker = std::getenv("FLASHGRAD_WORKER") != nullptr;
+  if (f.gpus > 1 && !worker) {
+    FG_CHECK(train::nccl_available(), "bench train --gpus ", f.gpus, ": this flashgrad was built "
+             "without NCCL; install it (Debian/Ubuntu: libnccl-dev) and rebuild");
+    FG_CHECK(f.device != "cpu", "bench train --gpus ", f.gpus, " runs on GPUs; drop --device cpu");
+    const int devices = cuda_device_count();
+    FG_CHECK(devices >= f.gpus, "bench train --gpus ", f.gpus, ": this machine shows ", devices,
+             " CUDA device(s)", devices > 0 ? "; lower --gpus" : "; check nvidia-smi");
+    std::vector<std::string> args = program_args();
+    std::error_code ec;
+    const std::filesystem::path self = std::filesystem::read_symlink("/proc/self/exe", ec);
+    if (!ec) args[0] = self.string();
+    const int code = train::run_workers(args, f.gpus, train::free_tcp_port(), std::cerr);
+    if (code != 0) throw Exit{code};
+    return;
+  }
+  const train::DistEnv env = train::dist_env_from([](const char* n) { return std::getenv(n); });
+  std::unique_ptr<train::Communicator> comm;
+  if (env.world > 1) comm = train::Communicator::create(env);
+  const int64_t rank = comm ? comm->rank() : 0, world = comm ? comm->world() : 1;
+  const bool lead = rank == 0;
   const Preset* p = nullptr;
   for (const Preset& q : kPresets)
     if (f.preset == q.name) p = &q;
@@ -103,13 +138,13 @@ void run_bench_train(TrainBenchFlags f) {
   std::vector<Tensor> params;
   for (auto& [name, t] : model->named_parameters()) params.push_back(t);
   const int64_t nparams = model->num_parameters();
-  std::printf("flashgrad bench train on %s: %lld layers, %lld heads, width %lld, context %lld, "
+  if (lead) std::printf("flashgrad bench train on %s: %lld layers, %lld heads, width %lld, context %lld, "
               "batch %lld, vocab %lld, dropout %g, %s, %lld parameters\n",
               device.str().c_str(), (long long)L, (long long)H, (long long)C, (long long)T,
               (long long)B, (long long)f.vocab, dropout, dtype_name(dtype), (long long)nparams);
   std::fflush(stdout);
 
-  Generator gen(7);
+  Generator gen(7 + uint64_t(rank));  // each rank its own batches
   double last_loss = 0;
   auto step = [&] {
     std::vector<int64_t> x(size_t(B * T)), y(size_t(B * T));
@@ -124,6 +159,11 @@ void run_bench_train(TrainBenchFlags f) {
     Tensor loss = model->loss(xt, yt);
     last_loss = loss.item();
     loss.backward();
+    if (comm) {  // the mean gradient over the GPUs, in one grouped all-reduce
+      std::vector<Tensor> grads;
+      for (const Tensor& t : params) grads.push_back(t.grad());
+      comm->all_reduce_mean(grads);
+    }
     const double norm = train::grad_norm(params);
     opt.step(train::clip_coefficient(norm, 1.0));
     opt.zero_grad();
@@ -138,7 +178,9 @@ void run_bench_train(TrainBenchFlags f) {
   };
   run(f.warmup);
   const double seconds = run(f.steps);
-  const double ms = 1e3 * seconds / double(f.steps), tok_s = double(B * T) * double(f.steps) / seconds;
+  // Every GPU's tokens (each rank's steps take the same time: they meet at every all-reduce).
+  const double ms = 1e3 * seconds / double(f.steps);
+  const double tok_s = double(B * T * world) * double(f.steps) / seconds;
   // The split, from a separate instrumented run.
   const int64_t split_steps = std::max<int64_t>(3, f.steps / 4);
   take_phase_times();
@@ -150,10 +192,14 @@ void run_bench_train(TrainBenchFlags f) {
   const double mm = pt.ms[int(Phase::matmul)] / split_ms, at = pt.ms[int(Phase::attention)] / split_ms;
   const double flops_per_token = 6.0 * double(nparams) + 12.0 * double(L * C * T);
   const double peak = device_peak_tflops(device, f.peak_tflops);
-  const double mfu = peak > 0 ? flops_per_token * tok_s / (peak * 1e12) : 0;
+  const double mfu = peak > 0 ? flops_per_token * tok_s / double(world) / (peak * 1e12) : 0;
   const size_t peak_mem = memory_stats(device).peak_allocated;
   char mfu_text[32] = "n/a (unknown peak)";
   if (peak > 0) std::snprintf(mfu_text, sizeof mfu_text, "%.1f%%", 100 * mfu);
+  if (!lead) return;
+  if (world > 1)
+    std::printf("  data parallel: %lld GPUs, batch %lld per GPU; tokens/s %.0f per GPU\n",
+                (long long)world, (long long)B, tok_s / double(world));
   std::printf("  ms/step %.2f | tokens/s %.0f | MFU %s | peak memory %s | matmul %.1f%%, "
               "attention %.1f%%, other %.1f%% (%lld + %lld calls in %lld steps) | loss %.4f\n",
               ms, tok_s, mfu_text,
@@ -167,7 +213,7 @@ void run_bench_train(TrainBenchFlags f) {
                         {"tokens_per_s", tok_s}, {"mfu", mfu}, {"peak_tflops", peak},
                         {"peak_memory_bytes", peak_mem}, {"matmul_share", mm},
                         {"attention_share", at}, {"other_share", 1 - mm - at},
-                        {"last_loss", last_loss}};
+                        {"last_loss", last_loss}, {"gpus", world}};
     train::write_file_atomic(f.json, j.dump(2) + "\n");
   }
 }
@@ -196,6 +242,10 @@ void register_bench_train(CLI::App& bench) {
   cmd->add_option("--warmup", f->warmup, "untimed steps first")->capture_default_str();
   cmd->add_option("--peak-tflops", f->peak_tflops, "the device's dense bf16 peak, for MFU");
   cmd->add_option("--json", f->json, "also write the results to this JSON file");
+  cmd->add_option("--gpus", f->gpus,
+                  "data parallel: one worker per GPU, gradients averaged over NCCL (batch is "
+                  "per GPU; tokens/s counts every GPU)")
+      ->transform(in_range(train::NumberRange::whole("--gpus", 1, 1024)))->capture_default_str();
   cmd->callback([f] { run_bench_train(*f); });
 }
 
