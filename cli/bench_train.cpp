@@ -27,9 +27,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
-#include <filesystem>
 #include <fstream>
-#include <iostream>
 #include <nlohmann/json.hpp>
 
 #include "cli/commands.h"
@@ -39,7 +37,6 @@
 #include "train/comm.h"
 #include "train/dist_env.h"
 #include "train/fileio.h"
-#include "train/launch.h"
 #include "train/optim.h"
 
 #ifdef FLASHGRAD_WITH_CUDA
@@ -84,21 +81,7 @@ double device_peak_tflops(Device d, double flag) {
 void run_bench_train(TrainBenchFlags f) {
   // Data parallel: the process the user started launches the workers and waits for them.
   const bool worker = std::getenv("FLASHGRAD_WORKER") != nullptr;
-  if (f.gpus > 1 && !worker) {
-    FG_CHECK(train::nccl_available(), "bench train --gpus ", f.gpus, ": this flashgrad was built "
-             "without NCCL; install it (Debian/Ubuntu: libnccl-dev) and rebuild");
-    FG_CHECK(f.device != "cpu", "bench train --gpus ", f.gpus, " runs on GPUs; drop --device cpu");
-    const int devices = cuda_device_count();
-    FG_CHECK(devices >= f.gpus, "bench train --gpus ", f.gpus, ": this machine shows ", devices,
-             " CUDA device(s)", devices > 0 ? "; lower --gpus" : "; check nvidia-smi");
-    std::vector<std::string> args = program_args();
-    std::error_code ec;
-    const std::filesystem::path self = std::filesystem::read_symlink("/proc/self/exe", ec);
-    if (!ec) args[0] = self.string();
-    const int code = train::run_workers(args, f.gpus, train::free_tcp_port(), std::cerr);
-    if (code != 0) throw Exit{code};
-    return;
-  }
+  if (f.gpus > 1 && !worker) return launch_workers("bench train", f.gpus, f.device, {});
   const train::DistEnv env = train::dist_env_from([](const char* n) { return std::getenv(n); });
   std::unique_ptr<train::Communicator> comm;
   if (env.world > 1) comm = train::Communicator::create(env);

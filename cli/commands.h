@@ -21,6 +21,12 @@ struct Exit {
 // the same arguments).
 void set_program_args(int argc, char** argv);
 const std::vector<std::string>& program_args();
+// `<who> --gpus N` (N > 1) in the process the user started: checks that this build has NCCL,
+// that the device is not the CPU and that N GPUs are visible, then runs N workers of this
+// program with its own arguments plus `extra` (train/launch.h) and throws Exit with their code
+// unless it is 0. cli/main.cpp.
+void launch_workers(const std::string& who, int64_t gpus, const std::string& device,
+                    const std::vector<std::string>& extra, double hang_s = 0);
 
 void register_train(CLI::App& app);       // cli/train.cpp
 void register_sample(CLI::App& app);      // cli/sample.cpp

@@ -10,7 +10,12 @@
 #include <string>
 #include <vector>
 
+#include <filesystem>
+
 #include "cli/commands.h"
+#include "core/error.h"
+#include "tensor/device.h"
+#include "train/comm.h"
 #include "train/launch.h"
 
 namespace {
@@ -76,6 +81,25 @@ std::vector<std::string>& args_storage() {
 }  // namespace
 void set_program_args(int argc, char** argv) { args_storage().assign(argv, argv + argc); }
 const std::vector<std::string>& program_args() { return args_storage(); }
+
+void launch_workers(const std::string& who, int64_t gpus, const std::string& device,
+                    const std::vector<std::string>& extra, double hang_s) {
+  FG_CHECK(train::nccl_available(), who, " --gpus ", gpus, ": this flashgrad was built without "
+           "NCCL; install it (Debian/Ubuntu: libnccl-dev; the CUDA container images ship it) "
+           "and rebuild, or run on one GPU");
+  FG_CHECK(device != "cpu", who, " --gpus ", gpus, " runs on GPUs; drop --device cpu");
+  const int devices = cuda_device_count();
+  FG_CHECK(devices >= gpus, who, " --gpus ", gpus, ": this machine shows ", devices,
+           " CUDA device(s)", devices > 0 ? "; lower --gpus" : "; check nvidia-smi");
+  std::vector<std::string> args = program_args();
+  std::error_code ec;
+  const std::filesystem::path self = std::filesystem::read_symlink("/proc/self/exe", ec);
+  if (!ec) args[0] = self.string();
+  args.insert(args.end(), extra.begin(), extra.end());
+  const int code = train::run_workers(args, gpus, train::free_tcp_port(), std::cerr,
+                                      /*grace_s=*/10, hang_s);
+  if (code != 0) throw Exit{code};
+}
 }  // namespace fg::cli
 
 int main(int argc, char** argv) {

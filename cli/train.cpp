@@ -90,25 +90,12 @@ std::string default_out_dir(const TrainFlags& f) {
 
 // `--gpus N` (N > 1) in the process the user started: the N workers, with the resolved --out
 // appended (each worker would otherwise pick its own out/<preset>-k), and their exit code.
-void launch_workers(const TrainFlags& f, const train::TrainConfig& cfg, const std::string& out) {
-  FG_CHECK(train::nccl_available(), "--gpus ", f.gpus, ": this flashgrad was built without NCCL; "
-           "install it (Debian/Ubuntu: libnccl-dev; the CUDA container images ship it) and "
-           "rebuild, or train on one GPU");
-  FG_CHECK(cfg.device != "cpu", "--gpus ", f.gpus, " trains on GPUs; drop --device cpu");
-  const int devices = cuda_device_count();
-  FG_CHECK(devices >= f.gpus, "--gpus ", f.gpus, ": this machine shows ", devices,
-           " CUDA device(s)", devices > 0 ? "; lower --gpus" : "; check nvidia-smi");
-  std::vector<std::string> args = program_args();
-  std::error_code ec;
-  const std::filesystem::path self = std::filesystem::read_symlink("/proc/self/exe", ec);
-  if (!ec) args[0] = self.string();
-  args.push_back("--out");
-  args.push_back(out);
-  std::cout << "flashgrad train: " << f.gpus << " workers, one per GPU; rank 0 prints\n"
-            << std::flush;
-  const int code = train::run_workers(args, f.gpus, train::free_tcp_port(), std::cerr,
-                                      /*grace_s=*/10, double(f.hang_timeout));
-  if (code != 0) throw Exit{code};
+void launch_train_workers(const TrainFlags& f, const train::TrainConfig& cfg,
+                          const std::string& out) {
+  if (cfg.device != "cpu")
+    std::cout << "flashgrad train: " << f.gpus << " workers, one per GPU; rank 0 prints\n"
+              << std::flush;
+  cli::launch_workers("train", f.gpus, cfg.device, {"--out", out}, double(f.hang_timeout));
 }
 
 void run_train(TrainFlags& f) {
@@ -132,7 +119,7 @@ void run_train(TrainFlags& f) {
   FG_CHECK(env.world == 1 || worker || !f.out.empty(), "data parallel (", env.world,
            " processes from ", env.source, "): give --out DIR, the same on every rank");
   run.out_dir = f.out.empty() ? default_out_dir(f) : f.out;
-  if (f.gpus > 1 && !worker) return launch_workers(f, cfg, run.out_dir);
+  if (f.gpus > 1 && !worker) return launch_train_workers(f, cfg, run.out_dir);
   run.resume = f.resume;
   run.overwrite = f.overwrite;
   run.stop_at = f.stop_at;

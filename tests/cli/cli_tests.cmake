@@ -207,7 +207,7 @@ if(CMAKE_SCRIPT_MODE_FILE)
     expect_refusal(i "^error: --eval-batches must be a whole number from 1 to 1000000, got 0x10")
     # Data parallel: the launcher refuses before starting any worker.
     fg(l train ${quick} --out ck --gpus 2)
-    expect_refusal(l "^error: --gpus 2(: this flashgrad was built without NCCL| trains on GPUs; drop --device cpu)")
+    expect_refusal(l "^error: train --gpus 2(: this flashgrad was built without NCCL| runs on GPUs; drop --device cpu)")
     fg(m train ${quick} --out ck --gpus 0)
     expect_refusal(m "^error: --gpus must be a whole number from 1 to 1024, got 0")
     fg(n train ${quick} --out ck --gpus 2 --reduce-dtype fp16)
