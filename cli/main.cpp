@@ -5,12 +5,11 @@
 
 #include <cstdlib>
 #include <exception>
+#include <filesystem>
 #include <iostream>
 #include <new>
 #include <string>
 #include <vector>
-
-#include <filesystem>
 
 #include "cli/commands.h"
 #include "core/error.h"
@@ -96,6 +95,8 @@ void launch_workers(const std::string& who, int64_t gpus, const std::string& dev
   const std::filesystem::path self = std::filesystem::read_symlink("/proc/self/exe", ec);
   if (!ec) args[0] = self.string();
   args.insert(args.end(), extra.begin(), extra.end());
+  std::cout << "flashgrad " << who << ": " << gpus << " workers, one per GPU; rank 0 prints\n"
+            << std::flush;
   const int code = train::run_workers(args, gpus, train::free_tcp_port(), std::cerr,
                                       /*grace_s=*/10, hang_s);
   if (code != 0) throw Exit{code};

@@ -88,16 +88,6 @@ std::string default_out_dir(const TrainFlags& f) {
   return numbered(k);
 }
 
-// `--gpus N` (N > 1) in the process the user started: the N workers, with the resolved --out
-// appended (each worker would otherwise pick its own out/<preset>-k), and their exit code.
-void launch_train_workers(const TrainFlags& f, const train::TrainConfig& cfg,
-                          const std::string& out) {
-  if (cfg.device != "cpu")
-    std::cout << "flashgrad train: " << f.gpus << " workers, one per GPU; rank 0 prints\n"
-              << std::flush;
-  cli::launch_workers("train", f.gpus, cfg.device, {"--out", out}, double(f.hang_timeout));
-}
-
 void run_train(TrainFlags& f) {
   // The preset first, then the flags given on the command line.
   train::TrainConfig cfg = train::preset(f.preset);
@@ -119,7 +109,11 @@ void run_train(TrainFlags& f) {
   FG_CHECK(env.world == 1 || worker || !f.out.empty(), "data parallel (", env.world,
            " processes from ", env.source, "): give --out DIR, the same on every rank");
   run.out_dir = f.out.empty() ? default_out_dir(f) : f.out;
-  if (f.gpus > 1 && !worker) return launch_train_workers(f, cfg, run.out_dir);
+  // `--gpus N` (N > 1) in the process the user started: the N workers, with the resolved --out
+  // appended (each worker would otherwise pick its own out/<preset>-k), and their exit code.
+  if (f.gpus > 1 && !worker)
+    return launch_workers("train", f.gpus, cfg.device, {"--out", run.out_dir},
+                          double(f.hang_timeout));
   run.resume = f.resume;
   run.overwrite = f.overwrite;
   run.stop_at = f.stop_at;

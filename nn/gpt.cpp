@@ -233,6 +233,17 @@ Tensor GPT::forward(const Tensor& idx) const {
   return logits.view({B, T, config.vocab_size_});
 }
 
+void GPT::check_cache(const char* who, const KVCache& cache) const {
+  FG_CHECK(int64_t(cache.k_.size()) == config.n_layer_ && cache.capacity() <= config.block_size_,
+           who, ": the cache was made for another model (", cache.k_.size(), " layers, capacity ",
+           cache.capacity(), ")");
+  FG_CHECK(cache.k_[0].dtype() == wte->weight.dtype() &&
+               cache.k_[0].device() == wte->weight.device(),
+           who, ": the cache (", dtype_name(cache.k_[0].dtype()), " on ",
+           cache.k_[0].device().str(), ") and the model (", dtype_name(wte->weight.dtype()),
+           " on ", wte->weight.device().str(), ") must share the dtype and device");
+}
+
 Tensor GPT::forward_cached(const Tensor& idx, KVCache& cache, int64_t row) const {
   FG_CHECK(!is_training(), "GPT::forward_cached: the model is in training mode; call eval() "
            "first (the cache is for inference, without dropout)");
@@ -241,15 +252,10 @@ Tensor GPT::forward_cached(const Tensor& idx, KVCache& cache, int64_t row) const
   const int64_t n = idx.size(0), T = idx.size(1), C = config.n_embd_;
   FG_CHECK(row >= 0 && n >= 1 && row + n <= cache.batch(), "GPT::forward_cached: rows ", row,
            " .. ", row + n - 1, " are outside the cache's batch of ", cache.batch());
-  FG_CHECK(int64_t(cache.k_.size()) == config.n_layer_ && cache.capacity() <= config.block_size_,
-           "GPT::forward_cached: the cache was made for another model (", cache.k_.size(),
-           " layers, capacity ", cache.capacity(), ")");
-  FG_CHECK(cache.k_[0].dtype() == wte->weight.dtype() && cache.k_[0].device() == idx.device() &&
-               idx.device() == wte->weight.device(),
-           "GPT::forward_cached: the cache (", dtype_name(cache.k_[0].dtype()), " on ",
-           cache.k_[0].device().str(), "), the tokens (on ", idx.device().str(),
-           ") and the model (", dtype_name(wte->weight.dtype()), " on ",
-           wte->weight.device().str(), ") must share the dtype and device");
+  check_cache("GPT::forward_cached", cache);
+  FG_CHECK(idx.device() == wte->weight.device(), "GPT::forward_cached: the tokens (on ",
+           idx.device().str(), ") and the model (on ", wte->weight.device().str(),
+           ") must share the device");
   std::vector<int64_t> pos(size_t(n * T));
   for (int64_t r = 0; r < n; ++r) {
     const int64_t L = cache.length(row + r);
@@ -283,12 +289,7 @@ Tensor GPT::decode_step(const Tensor& tokens, const Tensor& positions, const Ten
              t->defined() ? str(dtype_name(t->dtype()), " ", shape_str(t->shape()), " on ",
                                 t->device().str())
                           : std::string("an undefined tensor"));
-  FG_CHECK(int64_t(cache.k_.size()) == config.n_layer_ && cache.capacity() <= config.block_size_ &&
-               cache.k_[0].dtype() == wte->weight.dtype() &&
-               cache.k_[0].device() == wte->weight.device(),
-           "GPT::decode_step: the cache was made for another model (", cache.k_.size(),
-           " layers, capacity ", cache.capacity(), ", ", dtype_name(cache.k_[0].dtype()), " on ",
-           cache.k_[0].device().str(), ")");
+  check_cache("GPT::decode_step", cache);
   NoGradGuard ng;
   Tensor x = wte->forward(tokens.view({B, 1})) + wpe->forward(positions.view({B, 1}));
   for (int64_t l = 0; l < config.n_layer_; ++l)

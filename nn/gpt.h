@@ -162,6 +162,11 @@ class GPT : public Module {
   std::shared_ptr<ModuleList<Block>> blocks;
   std::shared_ptr<LayerNorm> ln_f;
   // The output projection is wte->weight itself (weight tying): no separate parameter.
+
+ private:
+  // Throws, naming `who`, unless the cache was made for this model (its layers, a capacity
+  // within the context) in the model's dtype on its device.
+  void check_cache(const char* who, const KVCache& cache) const;
 };
 
 // The names and shapes of GPT(config).named_parameters(), in that order, computed from the

@@ -29,12 +29,7 @@ AdamW::AdamW(const NamedTensors& params, const AdamWOptions& o, const std::vecto
     s.param = p;
     s.decay = p.dim() >= 2;
     s.owned = owned.empty() || owned[states_.size()];
-    if (s.owned) {
-      TensorOptions f32 = TensorOptions(DType::f32).device(p.device());
-      s.exp_avg = zeros(p.shape(), f32);
-      s.exp_avg_sq = zeros(p.shape(), f32);
-      if (p.dtype() != DType::f32) s.master = ops::to_dtype(p.detach(), DType::f32);
-    }
+    if (s.owned) allocate_state(s);
     states_.push_back(std::move(s));
   }
 }
@@ -144,15 +139,19 @@ void AdamW::set_owned(const std::vector<bool>& owned) {
   for (size_t i = 0; i < states_.size(); ++i) {
     ParamState& s = states_[i];
     if (owned[i] && !s.owned) {
-      const TensorOptions f32 = TensorOptions(DType::f32).device(s.param.device());
-      s.exp_avg = zeros(s.param.shape(), f32);
-      s.exp_avg_sq = zeros(s.param.shape(), f32);
-      if (s.param.dtype() != DType::f32) s.master = ops::to_dtype(s.param.detach(), DType::f32);
+      allocate_state(s);
     } else if (!owned[i]) {
       s.exp_avg = s.exp_avg_sq = s.master = Tensor();
     }
     s.owned = owned[i];
   }
+}
+
+void AdamW::allocate_state(ParamState& s) {
+  const TensorOptions f32 = TensorOptions(DType::f32).device(s.param.device());
+  s.exp_avg = zeros(s.param.shape(), f32);
+  s.exp_avg_sq = zeros(s.param.shape(), f32);
+  if (s.param.dtype() != DType::f32) s.master = ops::to_dtype(s.param.detach(), DType::f32);
 }
 
 std::vector<Tensor> AdamW::state_of(size_t i) const {
@@ -166,6 +165,13 @@ size_t AdamW::state_bytes() const {
   for (const ParamState& s : states_)
     for (const Tensor* t : {&s.exp_avg, &s.exp_avg_sq, &s.master})
       if (t->defined()) n += t->nbytes();
+  return n;
+}
+
+size_t AdamW::whole_state_bytes() const {
+  size_t n = 0;  // allocate_state's tensors, fp32: two moments, and a master for 16-bit ones
+  for (const ParamState& s : states_)
+    n += size_t(s.param.numel()) * 4 * (s.param.dtype() == DType::f32 ? 2 : 3);
   return n;
 }
 

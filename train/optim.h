@@ -77,10 +77,14 @@ class AdamW {
   // Parameter i's state as its owner holds it: exp_avg, exp_avg_sq and the fp32 weights (the
   // master copy, or the parameter itself when it is fp32). Only for owned parameters.
   std::vector<Tensor> state_of(size_t i) const;
-  // Bytes of optimizer state held here (moments and master copies).
+  // Bytes of optimizer state held here (moments and master copies), and what holding every
+  // parameter's would take.
   size_t state_bytes() const;
+  size_t whole_state_bytes() const;
 
  private:
+  // Gives s its moments (zero) and, for a 16-bit parameter, its master copy (from the parameter).
+  static void allocate_state(ParamState& s);
   std::vector<ParamState> states_;
   AdamWOptions options_;
   int64_t step_ = 0;

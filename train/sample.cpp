@@ -4,9 +4,8 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
-#include <numeric>
-
 #include <cstdio>
+#include <numeric>
 
 #include "autograd/functions.h"
 #include "nn/kv_cache.h"

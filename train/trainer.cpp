@@ -221,7 +221,6 @@ struct Run {
   // ZeRO-1 (options.zero): the owner rank of each parameter (params order), or empty.
   std::vector<int64_t> owners;
   std::unordered_map<const void*, int64_t> param_index;  // a parameter's data -> its index
-  size_t unsharded_state_bytes = 0;
   LRSchedule schedule;
   int64_t tokens_per_step = 0;
   int64_t end_step = 0;  // the step this run stops at (--stop-at or the last)
@@ -446,9 +445,6 @@ void build_model(Run& r, std::unique_ptr<Checkpoint> ckpt) {
                                   0x9E3779B97F4A7C15ull * uint64_t(r.rank));
   default_generator().set_offset(r.state.dropout_offset);
   r.params = r.model->parameters();
-  // The unsharded state: two fp32 moments per element, and an fp32 master copy of 16-bit ones.
-  for (const Tensor& p : r.params)
-    r.unsharded_state_bytes += size_t(p.numel()) * (p.dtype() == DType::f32 ? 8 : 12);
   for (size_t i = 0; i < r.owners.size(); ++i) r.param_index[r.params[i].data_ptr()] = int64_t(i);
   r.schedule = LRSchedule{cfg.lr, cfg.min_lr, cfg.warmup, cfg.schedule_steps()};
   r.tokens_per_step = cfg.batch_size * cfg.block_size * cfg.grad_accum * r.world;
@@ -817,8 +813,8 @@ void print_summary(Run& r) {
     }
     out << "optimizer state (ZeRO-1): " << format_bytes(size_t(largest)) << " on the fullest GPU, "
         << format_bytes(size_t(mine)) << " on rank " << r.rank << ", against "
-        << format_bytes(r.unsharded_state_bytes) << " unsharded ("
-        << fixed(100.0 * largest / double(std::max<size_t>(1, r.unsharded_state_bytes)), 1)
+        << format_bytes(r.opt->whole_state_bytes()) << " unsharded ("
+        << fixed(100.0 * largest / double(std::max<size_t>(1, r.opt->whole_state_bytes())), 1)
         << "%)\n";
   }
   if (has_checkpoint(r.options.out_dir))

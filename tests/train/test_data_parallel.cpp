@@ -364,6 +364,8 @@ TEST_CASE("ZeRO-1 optimizer: the owners' updates together are the unsharded upda
     CHECK_FALSE(b0.owns(1));
     CHECK(b0.state_bytes() + b1.state_bytes() == whole);
     CHECK(b1.state_bytes() < whole / 2);
+    CHECK(a.whole_state_bytes() == whole);   // what every share would hold together
+    CHECK(b1.whole_state_bytes() == whole);
     // Made sharded from the start: the same share, never allocated whole.
     NamedTensors r2 = make(dt);
     AdamW c(r2, o, {true, false, true});
