@@ -29,7 +29,7 @@ namespace sm80 {
 
 // S = Q K^T for the warp's 16 rows (qa: its Q rows in shared memory at row g, column t) and the
 // kNT * 8 keys of the tile kS, each product as three TF32 products.
-template <int D, int kNT, int kLd>
+template <int D, int kNT, int kLd, bool kFresh>
 FG_ATTN_DEV void tf32x3_scores(float (&s)[1][kNT][4], const float* qa, const float* kS, int g,
                                int t) {
   zero(s[0]);
@@ -46,13 +46,13 @@ FG_ATTN_DEV void tf32x3_scores(float (&s)[1][kNT][4], const float* qa, const flo
       uint32_t bh0, bl0, bh1, bl1;
       split_tf32(kb[0], bh0, bl0);
       split_tf32(kb[4], bh1, bl1);
-      mma_1688_3xtf32(s[0][nt], ahi, alo, bh0, bh1, bl0, bl1);
+      mma_1688_3xtf32<kFresh>(s[0][nt], ahi, alo, bh0, bh1, bl0, bl1);
     }
   }
 }
 
 // O += P V, k column t standing for key 2t and t + 4 for key 2t + 1 (see the file comment).
-template <int kNT, int kDT, int kLd>
+template <int kNT, int kDT, int kLd, bool kFresh>
 FG_ATTN_DEV void tf32x3_pv(float (&acc)[1][kDT][4], const float (&s)[1][kNT][4], const float* vS,
                            int g, int t) {
 #pragma unroll
@@ -68,12 +68,12 @@ FG_ATTN_DEV void tf32x3_pv(float (&acc)[1][kDT][4], const float (&s)[1][kNT][4],
       uint32_t bh0, bl0, bh1, bl1;
       split_tf32(vb[dt * 8], bh0, bl0);
       split_tf32(vb[kLd + dt * 8], bh1, bl1);
-      mma_1688_3xtf32(acc[0][dt], phi, plo, bh0, bh1, bl0, bl1);
+      mma_1688_3xtf32<kFresh>(acc[0][dt], phi, plo, bh0, bh1, bl0, bl1);
     }
   }
 }
 
-template <int D>
+template <int D, bool kFresh>
 __global__ void __launch_bounds__(Config<D>::kTf32Warps * 32, 2)
     forward_tf32x3_kernel(const AttentionParams p) {
   using Cfg = Config<D>;
@@ -112,11 +112,11 @@ __global__ void __launch_bounds__(Config<D>::kTf32Warps * 32, 2)
       const float* kS = fK + stage * kBN * kLd;
       const float* vS = fV + stage * kBN * kLd;
       float s[1][kNT][4];
-      tf32x3_scores<D, kNT, kLd>(s, qa, kS, g, t);
+      tf32x3_scores<D, kNT, kLd, kFresh>(s, qa, kS, g, t);
       if (wvis == TileVisibility::partial || k1 - k0 < kBN) mask_scores(s, p, wr0, k0, g, t);
       online_softmax(s, m, l, acc, sd.sl2);
       if (sd.dropout) apply_dropout(s, wr0, k0, g, t, kv.ph, uint32_t(p.offset), sd);
-      tf32x3_pv<kNT, kDT, kLd>(acc, s, vS, g, t);
+      tf32x3_pv<kNT, kDT, kLd, kFresh>(acc, s, vS, g, t);
     }
   });
 
