@@ -68,7 +68,7 @@ std::vector<int64_t> attention_check_varlen_offsets(int set, bool keys) {
 // (the 16-bit errors are mostly the rounding of the outputs to 8 or 11 significant bits). The
 // CUDA bounds are about 3x the worst row's rel_l2 of `flashgrad gradcheck attention --device
 // cuda` (H200, sm_90a, 2026-11-28): f64 8.2e-16, f32 2.0e-6 (the 3xTF32 forward at D 64 and
-// 128), bf16 2.9e-3 and f16 4.3e-4 (P and dS rounded to 16 bits for the tensor cores).
+// 128, the f32 default then), bf16 2.9e-3 and f16 4.3e-4 (P and dS rounded to 16 bits for the tensor cores).
 double attention_check_bound(DType dtype, Device device) {
   const bool cuda = device.is_cuda();
   switch (dtype) {

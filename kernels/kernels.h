@@ -184,6 +184,10 @@ namespace cuda {
 FG_DECLARE_KERNELS
 // For tests: how many products have run through cuBLASLt epilogues in this process.
 uint64_t linear_epilogue_launches();
+// FLASHGRAD_ALLOW_TF32=1 (read once; kernels/cuda/matmul.cu): f32 matrix products may use TF32
+// tensor cores (about 1e-3 relative error), and the f32 attention forward the 3xTF32 kernel
+// (near fp32 accuracy, faster than the SIMT one). Off by default, as in PyTorch.
+bool allow_tf32();
 }
 
 }  // namespace fg

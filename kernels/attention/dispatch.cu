@@ -20,6 +20,7 @@
 #include "kernels/attention/attention.h"
 #include "kernels/attention/decode/splits.h"
 #include "kernels/attention/launchers.h"
+#include "kernels/kernels.h"
 
 namespace fg {
 
@@ -178,7 +179,9 @@ void sm90_backward(const AttentionParams& p, cudaStream_t s) {
 
 // Environment overrides, read once: FLASHGRAD_ATTENTION_SIMT=1 (any value but "" and "0")
 // keeps the default choice on the SIMT kernels, FLASHGRAD_ATTENTION_WGMMA=0 off the wgmma ones
-// (to compare paths). Kernels run by name ignore them.
+// (to compare paths). The 3xTF32 fp32 forward is chosen only with FLASHGRAD_ALLOW_TF32=1
+// (cuda::allow_tf32): its error is up to 5.5x that of PyTorch's fp32 SDPA, the SIMT forward's
+// within 2x (bench/RESULTS.md, "fp32 attention accuracy"). Kernels run by name ignore them.
 bool allowed_by_environment(const AttentionKernel& k) {
   static const bool simt_only = [] {
     const char* v = std::getenv("FLASHGRAD_ATTENTION_SIMT");
@@ -189,6 +192,7 @@ bool allowed_by_environment(const AttentionKernel& k) {
     return v && std::strcmp(v, "0") == 0;
   }();
   if (simt_only && std::strcmp(k.name, "simt") != 0) return false;
+  if (std::strcmp(k.name, "3xtf32") == 0 && !cuda::allow_tf32()) return false;
   return !(no_wgmma && std::strcmp(k.name, "wgmma") == 0);
 }
 

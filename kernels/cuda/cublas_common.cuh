@@ -22,7 +22,3 @@ namespace fg {
       ::fg::throw_cublas_error(fg_st_, #CALL, __FILE__, __LINE__);                      \
   } while (0)
 
-namespace fg::cuda {
-// FLASHGRAD_ALLOW_TF32=1 lets f32 products use TF32 tensor cores (read once; matmul.cu).
-bool allow_tf32();
-}  // namespace fg::cuda

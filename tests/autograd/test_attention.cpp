@@ -45,7 +45,7 @@ void require_close(const Grads& a, const Grads& b, double bound, const char* wha
 
 FG_TEST_ALL_DEVICES("flash and naive attention agree, with every feature", "[attention]") {
   // f32 on both sides. 3x the worst measured: CPU 4.5e-7; CUDA 1.75e-6 (the 3xTF32 forward's
-  // O; H200, 2026-11-28).
+  // O, the f32 default then; H200, 2026-11-28).
   const double bound = device.is_cuda() ? 5.3e-6 : 1.4e-6;
   Generator g(11);
   TensorOptions o = TensorOptions(DType::f32).device(device);
@@ -163,8 +163,8 @@ TEST_CASE("CUDA attention matches CPU attention with the same dropout mask", "[a
     opt.causal().dropout(0.3).seed(99, 4);
     Grads cpu = run(q, k, v, dout, opt);
     Grads gpu = run(q.cuda(), k.cuda(), v.cuda(), dout.cuda(), opt);
-    // 3x the worst measured (H200, 2026-11-28): f32 8.1e-7 (3xTF32 against fp32 CPU
-    // arithmetic), bf16 2.8e-3 (both sides round to bf16, in different orders).
+    // 3x the worst measured (H200, 2026-11-28): f32 8.1e-7 (3xTF32, the default then, against
+    // fp32 CPU arithmetic), bf16 2.8e-3 (both sides round to bf16, in different orders).
     require_close(gpu, cpu, dt == DType::f32 ? 2.5e-6 : 8.4e-3, "node-cuda-vs-cpu");
   }
 }

@@ -105,6 +105,13 @@ FG_ATTN_DEV void mma_1688_tf32(float (&c)[4], const uint32_t (&a)[4], uint32_t b
 // fp32 on tensor cores to about fp32 accuracy ("3xTF32"): x = hi + lo with hi = tf32(x) and
 // lo = tf32(x - hi), and a product taken as lo*hi + hi*lo + hi*hi (small terms first); the
 // dropped lo*lo term and lo's own rounding are near 2^-22 relative, against 2^-11 for plain TF32.
+//
+// The three products go into a zeroed accumulator that is then added to c with an fp32 add
+// (round to nearest), not into c itself. The tensor cores' own fp32 accumulation does not round
+// to nearest (it truncates on V100, T4 and A100: Fasi et al., "Numerical behavior of NVIDIA
+// tensor cores", PeerJ Computer Science 7:e330, 2021), and P V chained through hundreds of mma
+// calls over the keys had 10-38x the error of PyTorch's fp32 SDPA on an H100; added this way,
+// 0.7-5.5x (bench/RESULTS.md, "fp32 attention accuracy").
 FG_ATTN_DEV uint32_t to_tf32(float x) {
   uint32_t r;
   asm("cvt.rna.tf32.f32 %0, %1;\n" : "=r"(r) : "f"(x));
@@ -114,27 +121,14 @@ FG_ATTN_DEV void split_tf32(float x, uint32_t& hi, uint32_t& lo) {
   hi = to_tf32(x);
   lo = to_tf32(x - __uint_as_float(hi));
 }
-// kFreshAccumulator: the three products go into a zeroed accumulator that is then added to c
-// with an fp32 add (round to nearest), instead of into c itself. The tensor cores' own fp32
-// accumulation does not round to nearest (it truncates on V100, T4 and A100: Fasi et al.,
-// "Numerical behavior of NVIDIA tensor cores", PeerJ Computer Science 7:e330, 2021), so a sum
-// chained through hundreds of mma calls (P V over the keys) drifts one way; with a fresh
-// accumulator only 8 terms at a time do.
-template <bool kFreshAccumulator = false>
 FG_ATTN_DEV void mma_1688_3xtf32(float (&c)[4], const uint32_t (&ahi)[4], const uint32_t (&alo)[4],
                                  uint32_t bhi0, uint32_t bhi1, uint32_t blo0, uint32_t blo1) {
-  if constexpr (kFreshAccumulator) {
-    float f[4] = {0.f, 0.f, 0.f, 0.f};
-    mma_1688_tf32(f, alo, bhi0, bhi1);
-    mma_1688_tf32(f, ahi, blo0, blo1);
-    mma_1688_tf32(f, ahi, bhi0, bhi1);
+  float f[4] = {0.f, 0.f, 0.f, 0.f};
+  mma_1688_tf32(f, alo, bhi0, bhi1);
+  mma_1688_tf32(f, ahi, blo0, blo1);
+  mma_1688_tf32(f, ahi, bhi0, bhi1);
 #pragma unroll
-    for (int i = 0; i < 4; ++i) c[i] += f[i];
-  } else {
-    mma_1688_tf32(c, alo, bhi0, bhi1);
-    mma_1688_tf32(c, ahi, blo0, blo1);
-    mma_1688_tf32(c, ahi, bhi0, bhi1);
-  }
+  for (int i = 0; i < 4; ++i) c[i] += f[i];
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -26,7 +26,6 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
-#include <cstdlib>
 #include <type_traits>
 
 #include "kernels/attention/common/dropout.cuh"
@@ -133,23 +132,11 @@ __global__ void __launch_bounds__(Config<D>::kFwdWarps * 32, 2)
   });
 }
 
-// Whether the 3xTF32 forward adds each step's products to its sums with an fp32 add
-// (FLASHGRAD_TF32X3_FRESH=1; read once) or lets the tensor cores accumulate them (the default):
-// an experiment to compare the two forms' error and speed on a GPU (mma_1688_3xtf32).
-inline bool tf32x3_fresh_accumulator() {
-  static const bool on = [] {
-    const char* v = std::getenv("FLASHGRAD_TF32X3_FRESH");
-    return v && v[0] == '1';
-  }();
-  return on;
-}
-
 template <typename T, int D> void run_forward(const AttentionParams& p, cudaStream_t stream) {
   using Cfg = Config<D>;
   check_grid(p, "flash_attention_forward_cuda");
   if constexpr (std::is_same_v<T, float>) {
-    auto kernel = tf32x3_fresh_accumulator() ? forward_tf32x3_kernel<D, true>
-                                             : forward_tf32x3_kernel<D, false>;
+    auto kernel = forward_tf32x3_kernel<D>;
     set_smem_limit(kernel, Cfg::kTf32Smem);
     const dim3 grid(unsigned((p.Nq + Cfg::kTf32BM - 1) / Cfg::kTf32BM), unsigned(p.Hq),
                     unsigned(p.B));

@@ -4,8 +4,10 @@
 // The algorithm, pipeline and tile skipping of the 16-bit forward, with one m16 row tile per
 // warp (kBM = 16 kWarps) and fp32 tiles in shared memory (load_tile_f32_async: rows padded to
 // D + 4 floats; the fragments are plain 32-bit loads, since ldmatrix moves 16-bit elements).
-// Each product is split into three TF32 products (split_tf32), which keeps the result at about
-// fp32 accuracy; the masking, softmax, dropout and output steps are the shared ones.
+// Each product is split into three TF32 products (split_tf32, mma_1688_3xtf32), which keeps the
+// result near fp32 accuracy (0.7-5.5x the error of PyTorch's fp32 SDPA on an H100); the
+// masking, softmax, dropout and output steps are the shared ones. Not the default for fp32: the
+// dispatcher takes it only with FLASHGRAD_ALLOW_TF32=1 (kernels/attention/dispatch.cu).
 //
 // P V without a shared-memory round trip: the S accumulators give a thread keys 2t and 2t+1 of
 // each 8-key column tile, while the tf32 A fragment wants k columns t and t+4. The sum over
@@ -29,7 +31,7 @@ namespace sm80 {
 
 // S = Q K^T for the warp's 16 rows (qa: its Q rows in shared memory at row g, column t) and the
 // kNT * 8 keys of the tile kS, each product as three TF32 products.
-template <int D, int kNT, int kLd, bool kFresh>
+template <int D, int kNT, int kLd>
 FG_ATTN_DEV void tf32x3_scores(float (&s)[1][kNT][4], const float* qa, const float* kS, int g,
                                int t) {
   zero(s[0]);
@@ -46,13 +48,13 @@ FG_ATTN_DEV void tf32x3_scores(float (&s)[1][kNT][4], const float* qa, const flo
       uint32_t bh0, bl0, bh1, bl1;
       split_tf32(kb[0], bh0, bl0);
       split_tf32(kb[4], bh1, bl1);
-      mma_1688_3xtf32<kFresh>(s[0][nt], ahi, alo, bh0, bh1, bl0, bl1);
+      mma_1688_3xtf32(s[0][nt], ahi, alo, bh0, bh1, bl0, bl1);
     }
   }
 }
 
 // O += P V, k column t standing for key 2t and t + 4 for key 2t + 1 (see the file comment).
-template <int kNT, int kDT, int kLd, bool kFresh>
+template <int kNT, int kDT, int kLd>
 FG_ATTN_DEV void tf32x3_pv(float (&acc)[1][kDT][4], const float (&s)[1][kNT][4], const float* vS,
                            int g, int t) {
 #pragma unroll
@@ -68,12 +70,12 @@ FG_ATTN_DEV void tf32x3_pv(float (&acc)[1][kDT][4], const float (&s)[1][kNT][4],
       uint32_t bh0, bl0, bh1, bl1;
       split_tf32(vb[dt * 8], bh0, bl0);
       split_tf32(vb[kLd + dt * 8], bh1, bl1);
-      mma_1688_3xtf32<kFresh>(acc[0][dt], phi, plo, bh0, bh1, bl0, bl1);
+      mma_1688_3xtf32(acc[0][dt], phi, plo, bh0, bh1, bl0, bl1);
     }
   }
 }
 
-template <int D, bool kFresh>
+template <int D>
 __global__ void __launch_bounds__(Config<D>::kTf32Warps * 32, 2)
     forward_tf32x3_kernel(const AttentionParams p) {
   using Cfg = Config<D>;
@@ -112,11 +114,11 @@ __global__ void __launch_bounds__(Config<D>::kTf32Warps * 32, 2)
       const float* kS = fK + stage * kBN * kLd;
       const float* vS = fV + stage * kBN * kLd;
       float s[1][kNT][4];
-      tf32x3_scores<D, kNT, kLd, kFresh>(s, qa, kS, g, t);
+      tf32x3_scores<D, kNT, kLd>(s, qa, kS, g, t);
       if (wvis == TileVisibility::partial || k1 - k0 < kBN) mask_scores(s, p, wr0, k0, g, t);
       online_softmax(s, m, l, acc, sd.sl2);
       if (sd.dropout) apply_dropout(s, wr0, k0, g, t, kv.ph, uint32_t(p.offset), sd);
-      tf32x3_pv<kNT, kDT, kLd, kFresh>(acc, s, vS, g, t);
+      tf32x3_pv<kNT, kDT, kLd>(acc, s, vS, g, t);
     }
   });
 
