@@ -22,7 +22,7 @@ const char* attention_check_mask_name(AttentionCheckMask m) {
   return "?";
 }
 
-std::vector<AttentionCheckRow> attention_check_grid(bool quick) {
+std::vector<AttentionCheckRow> attention_check_grid(bool quick, bool cuda) {
   std::vector<AttentionCheckRow> rows;
   auto row = [&](DType dt, int64_t D, int64_t Nq, int64_t Nk, int64_t Hq, int64_t Hkv,
                  bool causal, double p, AttentionCheckMask mask) {
@@ -39,6 +39,12 @@ std::vector<AttentionCheckRow> attention_check_grid(bool quick) {
       row(dt, D, 37, 53, 2, 2, true, 0.0, none);    // odd lengths, causal Nq < Nk
       row(dt, D, 77, 45, 4, 2, true, 0.17, none);   // causal Nq > Nk, dropout, GQA
       row(dt, D, 100, 100, 4, 1, false, 0.3, none);  // MQA, dropout
+    }
+    // Head dims 96 and 256 (the SIMT kernels on CUDA; no f64 kernel at 256 there).
+    for (int64_t D : {96, 256}) {
+      if (cuda && dt == DType::f64 && !attention_cuda_supports_head_dim(D, dt)) continue;
+      row(dt, D, 64, 64, 2, 2, false, 0.0, none);
+      if (!quick) row(dt, D, 77, 45, 4, 2, true, 0.17, none);
     }
     row(dt, 64, 200, 200, 2, 2, false, 0.0, AttentionCheckMask::sliding_window);
     row(dt, 64, 200, 200, 2, 2, true, 0.1, AttentionCheckMask::sliding_window);

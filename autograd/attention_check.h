@@ -37,11 +37,12 @@ struct AttentionCheckRow {
 std::vector<int64_t> attention_check_varlen_offsets(int set, bool keys);
 
 // Every dtype (f64, f32, bf16, f16) x head dim (32, 64, 128) x {64 x 64; causal 37 x 53;
-// causal 77 x 45 with dropout and GQA; 100 x 100 MQA with dropout}, then per dtype three block
-// mask rows at D 64 (sliding window, causal window with dropout, global + local with GQA), and
-// two varlen rows (set 1: D 64, causal, dropout, GQA; set 2: D 32, MQA).
-// `quick` keeps head dims 32 and 128 to the first row.
-std::vector<AttentionCheckRow> attention_check_grid(bool quick);
+// causal 77 x 45 with dropout and GQA; 100 x 100 MQA with dropout}; head dims 96 and 256 x
+// {64 x 64; causal 77 x 45 with dropout and GQA} (with `cuda`, not f64 at 256, which has no
+// CUDA kernel); then per dtype three block mask rows at D 64 (sliding window, causal window
+// with dropout, global + local with GQA), and two varlen rows (set 1: D 64, causal, dropout,
+// GQA; set 2: D 32, MQA). `quick` keeps head dims 32, 96, 128 and 256 to the first row.
+std::vector<AttentionCheckRow> attention_check_grid(bool quick, bool cuda);
 
 struct AttentionCheckError {
   double max_abs = 0, max_rel = 0, rel_l2 = 0;

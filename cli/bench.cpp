@@ -259,8 +259,9 @@ void run_bench(const BenchFlags& fl) {
            "bench attention: need 0 < --min-len <= --max-len and --tokens a multiple of "
            "--max-len (got ", fl.min_len, ", ", fl.max_len, ", ", fl.tokens, ")");
   for (int64_t D : fl.head_dims)
-    FG_CHECK(attention_cuda_supports_head_dim(D) && fl.hidden % D == 0, "bench attention: head dim ",
-             D, " must be 32, 64 or 128 and divide --hidden ", fl.hidden);
+    FG_CHECK(attention_cuda_supports_head_dim(D, dt) && fl.hidden % D == 0,
+             "bench attention: head dim ", D, " must be one the CUDA kernels take (",
+             attention_cuda_head_dims(), ") and divide --hidden ", fl.hidden);
   std::vector<bool> causals;
   if (fl.causal != "on") causals.push_back(false);
   if (fl.causal != "off") causals.push_back(true);

@@ -15,7 +15,7 @@ namespace {
 
 int gradcheck_attention(const std::string& device_name, bool quick) {
   const Device dev = device_from_string(device_name);
-  const std::vector<AttentionCheckRow> rows = attention_check_grid(quick);
+  const std::vector<AttentionCheckRow> rows = attention_check_grid(quick, dev.is_cuda());
   std::printf("flashgrad gradcheck attention on %s: the flash node, %zu rows\n",
               dev.str().c_str(), rows.size());
   std::printf("errors of O, dQ, dK, dV: rel_l2 = ||x - ref|| / ||ref|| and max_rel = max |x - "

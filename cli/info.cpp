@@ -42,7 +42,7 @@ namespace {
 // on the current device, as the attention dispatch decides it. The one place in the command
 // that asks kernels/attention for its choice.
 std::pair<std::string, std::string> attention_kernels(DType dtype, int64_t D) {
-  if (!attention_cuda_supports_head_dim(D)) return {"unsupported", "unsupported"};
+  if (!attention_cuda_supports_head_dim(D, dtype)) return {"unsupported", "unsupported"};
   AttentionParams p;
   p.B = 1;
   p.Nq = p.Nk = 1024;
@@ -76,7 +76,7 @@ void print_gpus() {
               << ", compute capability " << g->major << "." << g->minor << ", " << g->sm_count
               << " SMs\n";
   std::cout << "attention kernels on cuda:0, forward / backward:\n";
-  const std::vector<int64_t> dims = {32, 64, 128};
+  const std::vector<int64_t> dims = {32, 64, 96, 128, 256};
   std::printf("  %-6s", "dtype");
   for (int64_t D : dims) std::printf("  %-26s", ("D " + std::to_string(D)).c_str());
   std::printf("\n");

@@ -66,9 +66,9 @@ AttentionSizes check_inputs(const char* op, const Tensor& q, const Tensor& k, co
   FG_CHECK(cfg.dropout_p >= 0.0 && cfg.dropout_p < 1.0, op, ": dropout probability ",
            cfg.dropout_p, " is outside [0, 1)");
   if (flash && q.is_cuda())
-    FG_CHECK(attention_cuda_supports_head_dim(s.D), op, ": head dim ", s.D,
-             " is not supported by the CUDA flash kernels (use 32, 64 or 128, or the naive "
-             "attention)");
+    FG_CHECK(attention_cuda_supports_head_dim(s.D, q.dtype()), op, ": head dim ", s.D, " in ",
+             dtype_name(q.dtype()), " is not supported by the CUDA flash kernels (use ",
+             attention_cuda_head_dims(), ", or the naive attention)");
   if (cfg.block_mask.defined()) {
     const AttentionBlockMask& m = cfg.block_mask;
     const int64_t qb = (s.Nq + kBlockMaskTileQ - 1) / kBlockMaskTileQ;

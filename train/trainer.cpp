@@ -340,10 +340,12 @@ std::unique_ptr<Checkpoint> check_settings(Run& r) {
   if (!o.resume && r.cfg.lr_decay_steps == 0) r.cfg.lr_decay_steps = r.cfg.steps;
   r.device = device_from_string(r.cfg.device);
   const int64_t head_dim = r.cfg.n_embd / r.cfg.n_head;
-  FG_CHECK(!r.device.is_cuda() || r.cfg.attn != "flash" || attention_cuda_supports_head_dim(head_dim),
+  // (the trainer's dtypes are fp32 and bf16, never f64)
+  FG_CHECK(!r.device.is_cuda() || r.cfg.attn != "flash" ||
+               attention_cuda_supports_head_dim(head_dim, DType::f32),
            "head dim ", head_dim, " (--n-embd ", r.cfg.n_embd, " / --n-head ", r.cfg.n_head,
-           ") is not one the CUDA flash attention kernels support (32, 64 or 128); change "
-           "--n-embd or --n-head, or use --attn naive");
+           ") is not one the CUDA flash attention kernels support (", attention_cuda_head_dims(),
+           "); change --n-embd or --n-head, or use --attn naive");
   return ckpt;
 }
 

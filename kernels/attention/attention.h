@@ -29,11 +29,15 @@ namespace fg {
 
 // Checks sizes, pointers and options, throwing fg::Error that says what was wrong and what to
 // do. Called by all four entry points. `backward` also requires do_, dq, dk, dv (and o, lse);
-// `cuda` also requires D in {32, 64, 128} (the CPU path accepts any D > 0).
+// `cuda` also requires a head dim the CUDA kernels take (attention_cuda_supports_head_dim; the
+// CPU path accepts any D > 0).
 void check_attention_params(const AttentionParams& p, bool backward = false, bool cuda = false);
 
-// The head dims the CUDA kernels are compiled for.
-bool attention_cuda_supports_head_dim(int64_t D);
+// The head dims the CUDA kernels are compiled for: 32, 64, 96, 128, and 256 but in f64 (the
+// tensor-core kernels take 64 and 128, the split-KV decode kernel 32, 64 and 128; the SIMT
+// kernels every one of them). attention_cuda_head_dims() says so, for error messages.
+bool attention_cuda_supports_head_dim(int64_t D, DType dtype);
+const char* attention_cuda_head_dims();
 
 // CPU flash attention: tiled 64 x 64, online softmax, no N x N buffer; threads over (b, head),
 // deterministic. Pointers are host pointers.

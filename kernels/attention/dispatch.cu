@@ -98,7 +98,7 @@ bool tf32x3_forward_usable(const AttentionParams& p) {
 // The split-KV decode kernel: forward calls with few query rows per kv head (decode_rows:
 // new tokens x the heads of a GQA group, at most 4 row chunks of 8) and no more than 8 new
 // tokens, no dropout and no block mask, 16-byte aligned Q, K, V rows (it reads 16 bytes per
-// lane) and a fp32/bf16/f16 dtype. It comes first in the table: for such shapes the tiled
+// lane), a fp32/bf16/f16 dtype and D 32, 64 or 128. It comes first in the table: for such shapes the tiled
 // kernels would spend most of each 64- or 128-row query tile on padding.
 bool decode_usable(const AttentionParams& p) {
   if (p.dtype != DType::bf16 && p.dtype != DType::f16 && p.dtype != DType::f32) return false;
@@ -106,6 +106,7 @@ bool decode_usable(const AttentionParams& p) {
     return false;  // (the argument check names the problem)
   if (p.dropout_p != 0.0 || p.block_mask != nullptr) return false;
   if (p.Nq > 8 || attn::decode::decode_rows(p) > 4 * attn::decode::kRowsPerBlock) return false;
+  if (p.D != 32 && p.D != 64 && p.D != 128) return false;
   if (!aligned16(p.q) || !aligned16(p.k) || !aligned16(p.v)) return false;
   const int64_t chunk = p.dtype == DType::f32 ? 4 : 8;
   return all_multiples({p.q_batch_stride, p.q_seq_stride, p.q_head_stride, p.k_batch_stride,
@@ -133,9 +134,15 @@ template <typename F> void with_16bit(DType dt, F&& f) {
   else f(float16{});
 }
 
+// The SIMT head dims; f64 has no D = 256 kernel (check_attention_params refuses it first).
+template <typename T, typename F> void with_simt_head_dim(int64_t D, F&& f) {
+  if constexpr (std::is_same_v<T, double>) with_head_dim<32, 64, 96, 128>(D, f);
+  else with_head_dim<32, 64, 96, 128, 256>(D, f);
+}
+
 void simt_forward(const AttentionParams& p, cudaStream_t s) {
   FG_DISPATCH_FLOAT(p.dtype, "flash_attention_forward_cuda", [&] {
-    with_head_dim<32, 64, 128>(p.D, [&](auto d) { attn::simt::run_forward<scalar_t, d>(p, s); });
+    with_simt_head_dim<scalar_t>(p.D, [&](auto d) { attn::simt::run_forward<scalar_t, d>(p, s); });
   });
 }
 void decode_forward(const AttentionParams& p, cudaStream_t s) {
@@ -147,7 +154,7 @@ void decode_forward(const AttentionParams& p, cudaStream_t s) {
 }
 void simt_backward(const AttentionParams& p, cudaStream_t s) {
   FG_DISPATCH_FLOAT(p.dtype, "flash_attention_backward_cuda", [&] {
-    with_head_dim<32, 64, 128>(p.D, [&](auto d) { attn::simt::run_backward<scalar_t, d>(p, s); });
+    with_simt_head_dim<scalar_t>(p.D, [&](auto d) { attn::simt::run_backward<scalar_t, d>(p, s); });
   });
 }
 void sm80_forward(const AttentionParams& p, cudaStream_t s) {

@@ -10,7 +10,10 @@
 
 namespace fg {
 
-bool attention_cuda_supports_head_dim(int64_t D) { return D == 32 || D == 64 || D == 128; }
+bool attention_cuda_supports_head_dim(int64_t D, DType dtype) {
+  return D == 32 || D == 64 || D == 96 || D == 128 || (D == 256 && dtype != DType::f64);
+}
+const char* attention_cuda_head_dims() { return "32, 64, 96, 128 or 256 (256 not in f64)"; }
 
 void check_attention_params(const AttentionParams& p, bool backward, bool cuda) {
   const char* who = backward
@@ -23,9 +26,9 @@ void check_attention_params(const AttentionParams& p, bool backward, bool cuda) 
            " must be a multiple of the number of kv heads Hkv=", p.Hkv,
            " (MHA: Hkv = Hq, GQA: Hq = g * Hkv, MQA: Hkv = 1)");
   if (cuda) {
-    FG_CHECK(attention_cuda_supports_head_dim(p.D), who, ": head dim D=", p.D,
-             " is not supported by the CUDA kernels (supported: 32, 64, 128); pad the head dim "
-             "or use the CPU / naive path");
+    FG_CHECK(attention_cuda_supports_head_dim(p.D, p.dtype), who, ": head dim D=", p.D, " in ",
+             dtype_name(p.dtype), " is not supported by the CUDA kernels (supported: ",
+             attention_cuda_head_dims(), "); pad the head dim or use the CPU / naive path");
   }
   FG_CHECK(p.dtype == DType::f32 || p.dtype == DType::f64 || p.dtype == DType::bf16 ||
                p.dtype == DType::f16,

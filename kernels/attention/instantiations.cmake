@@ -9,8 +9,10 @@
 if(FLASHGRAD_CUDA)
   # family | direction | dtypes | head dims
   set(FLASHGRAD_ATTENTION_INSTANCES
-    "simt|forward|f32 f64 bf16 f16|32 64 128"
-    "simt|backward|f32 f64 bf16 f16|32 64 128"
+    "simt|forward|f32 f64 bf16 f16|32 64 96 128"
+    "simt|forward|f32 bf16 f16|256"
+    "simt|backward|f32 f64 bf16 f16|32 64 96 128"
+    "simt|backward|f32 bf16 f16|256"
     "sm80|forward|bf16 f16 f32|64 128"
     "sm80|backward|bf16 f16|64 128"
     "sm90|forward|bf16 f16|64"

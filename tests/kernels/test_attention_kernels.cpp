@@ -125,8 +125,8 @@ TEST_CASE("attention cpu: GQA and MQA", "[attention]") {
   });
 }
 
-TEST_CASE("attention cpu: head dims 32, 64, 128 and odd ones", "[attention]") {
-  for (int64_t D : {32, 64, 128, 40, 17}) {
+TEST_CASE("attention cpu: head dims 32, 64, 96, 128, 256 and odd ones", "[attention]") {
+  for (int64_t D : {32, 64, 96, 128, 256, 40, 17}) {
     Case c;
     c.D = D;
     c.causal = D == 64;
@@ -421,11 +421,13 @@ TEST_CASE("attention cuda: every kernel of the tables against the reference",
   KernelsRun ran;
   for_all_dtypes([&](auto t) {
     using T = decltype(t);
-    for (int64_t D : {32, 64, 128})
+    for (int64_t D : {32, 64, 96, 128, 256}) {
+      if (!attention_cuda_supports_head_dim(D, dtype_of<T>::value)) continue;  // f64 at 256
       for (const Case& c : sweep_cases(D)) {
         const KernelsRun r = check_every_kernel<T>(c);
         ran.insert(r.begin(), r.end());
       }
+    }
   });
   // Every entry of both tables ran on some case (the wgmma ones need compute capability 9).
   for (const char* direction : {"forward", "backward"}) {
@@ -504,7 +506,10 @@ TEST_CASE("attention cuda rejects unsupported head dims", "[cuda][attention]") {
   Problem<float> problem(Case{});
   HostRun<float> run(problem, Layout::contiguous);
   AttentionParams p = run.p;
-  p.D = 96;
-  CHECK_THROWS_WITH(flash_attention_forward_cuda(p), Catch::Contains("head dim D=96"));
+  p.D = 80;
+  CHECK_THROWS_WITH(flash_attention_forward_cuda(p), Catch::Contains("head dim D=80"));
+  p.D = 256, p.dtype = DType::f64;  // the f64 SIMT tiles would not fit in shared memory
+  CHECK_THROWS_WITH(flash_attention_forward_cuda(p),
+                    Catch::Contains("head dim D=256 in f64") && Catch::Contains("256 not in f64"));
 }
 #endif  // FLASHGRAD_WITH_CUDA

@@ -1,5 +1,5 @@
 // The SIMT attention kernels (no tensor cores): the reference CUDA path, for every dtype (f64
-// computes in double, the others in float) and D in {32, 64, 128}. This file holds their
+// computes in double, the others in float) and D in {32, 64, 96, 128}, and D = 256 but in f64. This file holds their
 // configuration and the steps the forward, dK/dV and dQ kernels share.
 //
 // Layout: a block has kWarps warps and works on square tiles of kTile queries x kTile keys.
@@ -24,14 +24,15 @@ namespace fg {
 namespace attn {
 namespace simt {
 
-// fp32 accumulation: 64 x 64 tiles, 8 warps (8 rows per warp). fp64 doubles every register and
-// shared-memory word, so its tiles are 32 x 32. The tile divides the block-mask tile of 64, so
-// a masked-out block-mask entry skips whole tiles.
+// fp32 accumulation: 64 x 64 tiles, 8 warps (8 rows per warp); at D = 256, 32 x 32 (the dK/dV
+// kernel's four [64][256] fp32 tiles would need 280 KB of shared memory). fp64 doubles every
+// register and shared-memory word, so its tiles are 32 x 32 (and D = 256 does not fit). The
+// tile divides the block-mask tile of 64, so a masked-out block-mask entry skips whole tiles.
 template <typename T, int D> struct Config {
   using A = typename Acc<T>::type;
   static constexpr int kWarps = 8;
   static constexpr int kThreads = kWarps * 32;
-  static constexpr int kTile = std::is_same_v<T, double> ? 32 : 64;
+  static constexpr int kTile = std::is_same_v<T, double> || D >= 256 ? 32 : 64;
   static_assert(kBlockMaskTileQ % kTile == 0 && kBlockMaskTileK % kTile == 0,
                 "kernel tiles must divide the block-mask tile");
   static_assert(kTile % kWarps == 0 && kTile % 32 == 0 && D % 32 == 0, "tile shape");
