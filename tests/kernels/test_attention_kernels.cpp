@@ -500,6 +500,20 @@ TEST_CASE("attention cuda race check: f32 and f64", "[cuda][attention][racecheck
   race_case<float>();
   race_case<double>();
 }
+// Head dims 96 and 256 (the SIMT kernels; 32 x 32 tiles at 256): the race case's first shape.
+TEST_CASE("attention cuda race check: head dims 96 and 256", "[cuda][attention][racecheck]") {
+  require_cuda_device();
+  for_all_dtypes([](auto t) {
+    using T = decltype(t);
+    for (int64_t D : {96, 256}) {
+      if (!attention_cuda_supports_head_dim(D, dtype_of<T>::value)) continue;  // f64 at 256
+      Case c;
+      c.B = 1, c.Nq = 130, c.Nk = 140, c.Hq = 2, c.Hkv = 1, c.D = D, c.causal = true, c.p = 0.1;
+      c.mask = sliding_window_block_mask(c.Nq, c.Nk, 40, true);
+      check_every_kernel<T>(c);
+    }
+  });
+}
 
 TEST_CASE("attention cuda rejects unsupported head dims", "[cuda][attention]") {
   require_cuda_device();
