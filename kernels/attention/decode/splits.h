@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <cstdlib>
 
 #include "kernels/attention/params.h"
 
@@ -32,16 +33,28 @@ struct Split {
 // The query rows a kv head serves: every new token of every query head in its group.
 FG_HD int64_t decode_rows(const AttentionParams& p) { return p.Nq * (p.Hq / p.Hkv); }
 
-// Enough blocks to fill the GPU about four times over, at most kMaxSplits, each holding at least
-// kMinKeysPerSplit keys; no split at all (one block per kv head and row chunk) when the batch
-// alone fills the GPU or there is no workspace to combine the parts in.
+// The blocks per SM the split aims at: 4, or FLASHGRAD_DECODE_BLOCKS_PER_SM (1 to 32; read
+// once), an experiment to find where the split kernel reads the cache fastest on a GPU.
+inline int64_t decode_blocks_per_sm() {
+  static const int64_t n = [] {
+    const char* v = std::getenv("FLASHGRAD_DECODE_BLOCKS_PER_SM");
+    const long x = v ? std::strtol(v, nullptr, 10) : 0;
+    return x >= 1 && x <= 32 ? int64_t(x) : int64_t(4);
+  }();
+  return n;
+}
+
+// Enough blocks to fill the GPU about four times over (decode_blocks_per_sm), at most
+// kMaxSplits, each holding at least kMinKeysPerSplit keys; no split at all (one block per kv
+// head and row chunk) when the batch alone fills the GPU or there is no workspace to combine
+// the parts in.
 inline Split decode_split(const AttentionParams& p, int sm_count, bool have_workspace) {
   Split s;
   if (p.B <= 0 || p.Nq <= 0 || p.Nk <= 0 || p.Hq <= 0 || p.Hkv <= 0 || p.Hq % p.Hkv != 0)
     return s;  // not a call the kernel runs (the argument check refuses it): no split, no keys
   s.row_chunks = (decode_rows(p) + kRowsPerBlock - 1) / kRowsPerBlock;
   const int64_t blocks = p.B * p.Hkv * s.row_chunks;
-  const int64_t want = (4 * int64_t(sm_count) + blocks - 1) / blocks;
+  const int64_t want = (decode_blocks_per_sm() * int64_t(sm_count) + blocks - 1) / blocks;
   const int64_t most = (p.Nk + kMinKeysPerSplit - 1) / kMinKeysPerSplit;
   s.splits = have_workspace ? std::max<int64_t>(1, std::min({want, most, int64_t(kMaxSplits)})) : 1;
   s.keys_per_split = (p.Nk + s.splits - 1) / s.splits;
