@@ -138,4 +138,10 @@ TEST_CASE("attention decode: the key split covers every key once", "[attention]"
   CHECK(attn::decode::decode_split(p, 132, true).splits == 44);  // 4 x 132 blocks over 12 heads
   p.B = 64;
   CHECK(attn::decode::decode_split(p, 132, true).splits == 1);   // the batch fills the GPU
+  // Batch 8, 32 query heads over 8 kv heads (one block of rows each): 64 blocks, so 4 per SM
+  // would split 9 ways and 8 per SM 17, few enough to take (measured faster on an H100).
+  p.B = 8, p.Hq = 32, p.Hkv = 8, p.D = 128;
+  CHECK(attn::decode::decode_split(p, 132, true).splits == 17);
+  p.Nk = 32768;
+  CHECK(attn::decode::decode_split(p, 132, true).splits == 17);
 }

@@ -33,30 +33,48 @@ struct Split {
 // The query rows a kv head serves: every new token of every query head in its group.
 FG_HD int64_t decode_rows(const AttentionParams& p) { return p.Nq * (p.Hq / p.Hkv); }
 
-// The blocks per SM the split aims at: 4, or FLASHGRAD_DECODE_BLOCKS_PER_SM (1 to 32; read
-// once), an experiment to find where the split kernel reads the cache fastest on a GPU.
-inline int64_t decode_blocks_per_sm() {
+// FLASHGRAD_DECODE_BLOCKS_PER_SM (1 to 32; read once) fixes the blocks per SM the split aims
+// at, for experiments; 0 when unset, and decode_split chooses.
+inline int64_t decode_blocks_per_sm_override() {
   static const int64_t n = [] {
     const char* v = std::getenv("FLASHGRAD_DECODE_BLOCKS_PER_SM");
     const long x = v ? std::strtol(v, nullptr, 10) : 0;
-    return x >= 1 && x <= 32 ? int64_t(x) : int64_t(4);
+    return x >= 1 && x <= 32 ? int64_t(x) : int64_t(0);
   }();
   return n;
 }
 
-// Enough blocks to fill the GPU about four times over (decode_blocks_per_sm), at most
-// kMaxSplits, each holding at least kMinKeysPerSplit keys; no split at all (one block per kv
-// head and row chunk) when the batch alone fills the GPU or there is no workspace to combine
-// the parts in.
+// Splits past this many are not worth more blocks (see decode_split).
+constexpr int64_t kMaxEagerSplits = 32;
+
+// Enough blocks to fill the GPU several times over, at most kMaxSplits, each holding at least
+// kMinKeysPerSplit keys; no split at all (one block per kv head and row chunk) when the batch
+// alone fills the GPU or there is no workspace to combine the parts in.
+//
+// How many times over: more blocks keep more loads in flight, but every split is one more part
+// that combine_kernel merges, one after another, for each row. On an H100 (2026-12-07, bench
+// decode-attention, 8k and 32k keys) 8 blocks per SM beat 4 by 7-9% at batch 8 with 8 kv heads
+// (17 splits instead of 9), and lost 35-54% at batch 1 with 12 heads (88 splits instead of 44;
+// 6, 12 and 16 per SM were no better). So: 8 per SM when 4 already split the keys and 8 make
+// at most kMaxEagerSplits splits; else 4.
 inline Split decode_split(const AttentionParams& p, int sm_count, bool have_workspace) {
   Split s;
   if (p.B <= 0 || p.Nq <= 0 || p.Nk <= 0 || p.Hq <= 0 || p.Hkv <= 0 || p.Hq % p.Hkv != 0)
     return s;  // not a call the kernel runs (the argument check refuses it): no split, no keys
   s.row_chunks = (decode_rows(p) + kRowsPerBlock - 1) / kRowsPerBlock;
   const int64_t blocks = p.B * p.Hkv * s.row_chunks;
-  const int64_t want = (decode_blocks_per_sm() * int64_t(sm_count) + blocks - 1) / blocks;
   const int64_t most = (p.Nk + kMinKeysPerSplit - 1) / kMinKeysPerSplit;
-  s.splits = have_workspace ? std::max<int64_t>(1, std::min({want, most, int64_t(kMaxSplits)})) : 1;
+  auto splits_at = [&](int64_t per_sm) {
+    const int64_t want = (per_sm * int64_t(sm_count) + blocks - 1) / blocks;
+    return have_workspace ? std::max<int64_t>(1, std::min({want, most, int64_t(kMaxSplits)})) : 1;
+  };
+  const int64_t forced = decode_blocks_per_sm_override();
+  if (forced > 0) {
+    s.splits = splits_at(forced);
+  } else {
+    s.splits = splits_at(4);
+    if (s.splits > 1 && splits_at(8) <= kMaxEagerSplits) s.splits = splits_at(8);
+  }
   s.keys_per_split = (p.Nk + s.splits - 1) / s.splits;
   s.splits = (p.Nk + s.keys_per_split - 1) / s.keys_per_split;  // no empty block at the end
   return s;
