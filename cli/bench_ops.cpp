@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "cli/commands.h"
+#include "core/env.h"
 #include "tensor/ops.h"
 
 #ifdef FLASHGRAD_WITH_CUDA
@@ -143,10 +144,9 @@ void run_bench_ops(const OpsBenchFlags& f) {
   const double t_dg = time_us([&] { ops::linear_input_grad(x, wpr, h, true); }, f.reps);
   std::printf("  %-34s | %10.1f |\n", "gh = gy w", t_dx);
   // (kernels/cuda/linear.cu takes the DGELU_BGRAD epilogue only with this variable at 1.)
-  const char* dgelu = std::getenv("FLASHGRAD_DGELU_EPILOGUE");
   std::printf("  %-34s | %10.1f | %+8.1f (%s)\n", "gh = (gy w) gelu'(pre), gb = sum", t_dg,
-              t_dg - t_dx, dgelu && dgelu[0] == '1' ? "cuBLASLt DGELU_BGRAD epilogue"
-                                                    : "gemm, gelu backward, column sum");
+              t_dg - t_dx, env_flag("FLASHGRAD_DGELU_EPILOGUE") ? "cuBLASLt DGELU_BGRAD epilogue"
+                                                               : "gemm, gelu backward, column sum");
 }
 
 #else

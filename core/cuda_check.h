@@ -5,6 +5,7 @@
 #include <cstdlib>
 #include <string>
 
+#include "core/env.h"
 #include "core/error.h"
 
 namespace fg {
@@ -33,10 +34,7 @@ namespace fg {
 
 namespace fg {
 inline bool sync_launches() {
-  static const bool on = [] {
-    const char* v = std::getenv("FLASHGRAD_SYNC_LAUNCHES");
-    return v && v[0] == '1';
-  }();
+  static const bool on = env_flag("FLASHGRAD_SYNC_LAUNCHES");
   return on;
 }
 }  // namespace fg

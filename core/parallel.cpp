@@ -2,7 +2,9 @@
 #include "core/parallel.h"
 
 #include <atomic>
+#include <climits>
 #include <condition_variable>
+#include <cstdint>
 #include <cstdlib>
 #include <exception>
 #include <mutex>
@@ -11,17 +13,14 @@
 #include <thread>
 #include <vector>
 
+#include "core/env.h"
+
 namespace fg {
 
 int64_t cpu_thread_count() {
   static const int64_t n = [] {
-    int64_t hw = std::max<int64_t>(1, int64_t(std::thread::hardware_concurrency()));
-    if (const char* v = std::getenv("FLASHGRAD_CPU_THREADS")) {
-      char* end = nullptr;
-      const long long want = std::strtoll(v, &end, 10);
-      if (end != v && *end == '\0' && want >= 1) hw = std::min<int64_t>(hw, want);
-    }
-    return hw;
+    const int64_t hw = std::max<int64_t>(1, int64_t(std::thread::hardware_concurrency()));
+    return std::min<int64_t>(hw, env_int("FLASHGRAD_CPU_THREADS", hw, 1, INT64_MAX));
   }();
   return n;
 }

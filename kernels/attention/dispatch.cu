@@ -16,6 +16,7 @@
 #include "core/cuda_check.h"
 #include "core/cuda_device.h"
 #include "core/dispatch.h"
+#include "core/env.h"
 #include "core/error.h"
 #include "kernels/attention/attention.h"
 #include "kernels/attention/decode/splits.h"
@@ -190,14 +191,8 @@ void sm90_backward(const AttentionParams& p, cudaStream_t s) {
 // (cuda::allow_tf32): its error is up to 5.5x that of PyTorch's fp32 SDPA, the SIMT forward's
 // within 2x (bench/RESULTS.md, "fp32 attention accuracy"). Kernels run by name ignore them.
 bool allowed_by_environment(const AttentionKernel& k) {
-  static const bool simt_only = [] {
-    const char* v = std::getenv("FLASHGRAD_ATTENTION_SIMT");
-    return v && v[0] != '\0' && std::strcmp(v, "0") != 0;
-  }();
-  static const bool no_wgmma = [] {
-    const char* v = std::getenv("FLASHGRAD_ATTENTION_WGMMA");
-    return v && std::strcmp(v, "0") == 0;
-  }();
+  static const bool simt_only = env_flag("FLASHGRAD_ATTENTION_SIMT");
+  static const bool no_wgmma = !env_flag("FLASHGRAD_ATTENTION_WGMMA", /*unset=*/true);
   if (simt_only && std::strcmp(k.name, "simt") != 0) return false;
   if (std::strcmp(k.name, "3xtf32") == 0 && !cuda::allow_tf32()) return false;
   return !(no_wgmma && std::strcmp(k.name, "wgmma") == 0);

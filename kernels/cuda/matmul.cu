@@ -19,6 +19,7 @@
 #include <mutex>
 
 #include "core/cuda_check.h"
+#include "core/env.h"
 #include "kernels/cuda/cublas_common.cuh"
 #include "kernels/kernels.h"
 #include "core/error.h"
@@ -75,10 +76,7 @@ int checked_ld(int64_t ld, int64_t stored_rows, int64_t stored_cols, const char*
 }  // namespace
 
 bool allow_tf32() {
-  static const bool on = [] {
-    const char* v = std::getenv("FLASHGRAD_ALLOW_TF32");
-    return v && v[0] == '1';
-  }();
+  static const bool on = env_flag("FLASHGRAD_ALLOW_TF32");
   return on;
 }
 

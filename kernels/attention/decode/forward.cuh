@@ -22,7 +22,6 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
-#include <cstdlib>
 #include <type_traits>
 
 #include "core/cuda_device.h"
@@ -71,10 +70,9 @@ FG_ATTN_DEV Row row_of(const AttentionParams& p, int64_t hk, int64_t r) {
   return {hk * group + r % group, r / group};
 }
 
-// PREFETCH: the next step's keys and values are loaded before this step's are scored, so that
-// each lane group keeps a step of loads in flight while it computes (twice the registers for
-// the loaded words).
-template <typename T, int D, int ROWS, bool PREFETCH>
+// (A form that loaded the next step's keys and values before scoring this step's ran within
+// ±5% of this one on an H100, 2026-12-07, and was removed: bench/RESULTS.md.)
+template <typename T, int D, int ROWS>
 __global__ void __launch_bounds__(kThreads)
     split_kernel(const AttentionParams p, const Split split, float* part_o, float* part_lse) {
   using S = Shape<T, D>;
@@ -140,17 +138,9 @@ __global__ void __launch_bounds__(kThreads)
       }
     }
   };
-  [[maybe_unused]] uint4 next_k[U], next_v[U];
-  if constexpr (PREFETCH) load(k_begin + group, next_k, next_v);
   for (int64_t j0 = k_begin + group; j0 < k_end; j0 += int64_t(G) * U) {
     uint4 kw[U], vw[U];  // all loads first: U keys per lane in flight
-    if constexpr (PREFETCH) {
-#pragma unroll
-      for (int u = 0; u < U; ++u) kw[u] = next_k[u], vw[u] = next_v[u];
-      load(j0 + int64_t(G) * U, next_k, next_v);  // the next step's, in flight meanwhile
-    } else {
-      load(j0, kw, vw);
-    }
+    load(j0, kw, vw);
     // Scores of the U keys for every row: partial dot products, then the shuffle trees, all
     // independent of one another. Every lane of a group runs the same code (the keys of a
     // group are the same), so the group's shuffles are convergent.
@@ -262,24 +252,11 @@ __global__ void __launch_bounds__(D)
   if (d == 0) p.lse_row<float>(b, h)[qi] = sum > 0.f ? (mx + log2f(sum)) * kLn2 : neg_inf<float>();
 }
 
-// Whether the split kernel prefetches (FLASHGRAD_DECODE_PREFETCH=1; read once): an experiment
-// to compare the two forms on a GPU.
-inline bool decode_prefetch() {
-  static const bool on = [] {
-    const char* v = std::getenv("FLASHGRAD_DECODE_PREFETCH");
-    return v && v[0] == '1';
-  }();
-  return on;
-}
-
 template <typename T, int D, int ROWS>
 void launch(const AttentionParams& p, const Split& sp, float* part_o, float* part_lse,
             cudaStream_t stream) {
   const dim3 grid(unsigned(sp.splits), unsigned(p.Hkv * sp.row_chunks), unsigned(p.B));
-  if (decode_prefetch())
-    split_kernel<T, D, ROWS, true><<<grid, kThreads, 0, stream>>>(p, sp, part_o, part_lse);
-  else
-    split_kernel<T, D, ROWS, false><<<grid, kThreads, 0, stream>>>(p, sp, part_o, part_lse);
+  split_kernel<T, D, ROWS><<<grid, kThreads, 0, stream>>>(p, sp, part_o, part_lse);
   FG_LAUNCH_CHECK();
   if (sp.splits > 1) {
     combine_kernel<T, D><<<unsigned(p.B * p.Hq * p.Nq), D, 0, stream>>>(p, sp.splits, part_o,

@@ -11,8 +11,8 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
-#include <cstdlib>
 
+#include "core/env.h"
 #include "kernels/attention/params.h"
 
 namespace fg {
@@ -36,11 +36,7 @@ FG_HD int64_t decode_rows(const AttentionParams& p) { return p.Nq * (p.Hq / p.Hk
 // FLASHGRAD_DECODE_BLOCKS_PER_SM (1 to 32; read once) fixes the blocks per SM the split aims
 // at, for experiments; 0 when unset, and decode_split chooses.
 inline int64_t decode_blocks_per_sm_override() {
-  static const int64_t n = [] {
-    const char* v = std::getenv("FLASHGRAD_DECODE_BLOCKS_PER_SM");
-    const long x = v ? std::strtol(v, nullptr, 10) : 0;
-    return x >= 1 && x <= 32 ? int64_t(x) : int64_t(0);
-  }();
+  static const int64_t n = env_int("FLASHGRAD_DECODE_BLOCKS_PER_SM", 0, 1, 32);
   return n;
 }
 

@@ -1,0 +1,55 @@
+// env_flag and env_int (core/env.h): how the FLASHGRAD_* switches read the environment.
+#include <catch2/catch.hpp>
+
+#include <cstdint>
+#include <cstdlib>
+
+#include "core/env.h"
+
+using namespace fg;
+
+namespace {
+const char* const kVar = "FLASHGRAD_TEST_ENV_VARIABLE";
+void put(const char* value) {
+  if (value) setenv(kVar, value, 1);
+  else unsetenv(kVar);
+}
+}  // namespace
+
+TEST_CASE("env_flag: on unless unset, empty or 0", "[env]") {
+  put(nullptr);
+  CHECK_FALSE(env_flag(kVar));
+  CHECK(env_flag(kVar, /*unset=*/true));
+  put("");
+  CHECK_FALSE(env_flag(kVar));
+  CHECK(env_flag(kVar, true));
+  put("0");
+  CHECK_FALSE(env_flag(kVar));
+  CHECK_FALSE(env_flag(kVar, true));  // "0" turns off a switch that is on by default
+  for (const char* on : {"1", "yes", "2", "00"}) {
+    put(on);
+    INFO(on);
+    CHECK(env_flag(kVar));
+    CHECK(env_flag(kVar, true));
+  }
+  put(nullptr);
+}
+
+TEST_CASE("env_int: the number, else the fallback", "[env]") {
+  put(nullptr);
+  CHECK(env_int(kVar, 7, 1, 32) == 7);
+  put("12");
+  CHECK(env_int(kVar, 7, 1, 32) == 12);
+  put("32");
+  CHECK(env_int(kVar, 7, 1, 32) == 32);
+  put(" 5");  // leading blanks are skipped, trailing ones are not
+  CHECK(env_int(kVar, 7, 1, 32) == 5);
+  for (const char* bad : {"", "0", "33", "-4", "12x", "x", "5 ", "1e3"}) {
+    put(bad);
+    INFO("'" << bad << "'");
+    CHECK(env_int(kVar, 7, 1, 32) == 7);
+  }
+  put("9223372036854775807");
+  CHECK(env_int(kVar, 1, 1, INT64_MAX) == INT64_MAX);
+  put(nullptr);
+}
