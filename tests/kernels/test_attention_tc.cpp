@@ -37,6 +37,9 @@ TEST_CASE("attention tc: eligibility rule (no GPU needed for the negative cases)
   CHECK(std::string(flash_attention_backward_kernel(p)) == "simt");
   p.dtype = DType::f32;
   CHECK(std::string(flash_attention_backward_kernel(p)) == "simt");
+  // The f32 forward is the SIMT one unless FLASHGRAD_ALLOW_TF32=1 (decided before any device
+  // query, so this needs no GPU either).
+  if (!cuda::allow_tf32()) CHECK(std::string(flash_attention_forward_kernel(p)) == "simt");
 #endif
   p.dtype = DType::bf16;
   p.D = 32;
