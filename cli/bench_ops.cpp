@@ -143,7 +143,7 @@ void run_bench_ops(const OpsBenchFlags& f) {
   const double t_dx = time_us([&] { ops::linear_input_grad(x, wpr, Tensor(), false); }, f.reps);
   const double t_dg = time_us([&] { ops::linear_input_grad(x, wpr, h, true); }, f.reps);
   std::printf("  %-34s | %10.1f |\n", "gh = gy w", t_dx);
-  // (kernels/cuda/linear.cu takes the DGELU_BGRAD epilogue only with this variable at 1.)
+  // (kernels/cuda/linear.cu takes the DGELU_BGRAD epilogue only with this switch on.)
   std::printf("  %-34s | %10.1f | %+8.1f (%s)\n", "gh = (gy w) gelu'(pre), gb = sum", t_dg,
               t_dg - t_dx, env_flag("FLASHGRAD_DGELU_EPILOGUE") ? "cuBLASLt DGELU_BGRAD epilogue"
                                                                : "gemm, gelu backward, column sum");

@@ -7,12 +7,18 @@
 
 namespace fg {
 
-// Whether the variable is on: set to anything but "" and "0". `unset` is the answer when it is
-// not set (or set to ""): a switch that is on by default takes true.
+// Whether the variable is on: set to anything but "0", "false", "off" or "no" (in any case).
+// `unset` is the answer when it is not set, or set to "": a switch that is on by default takes
+// true.
 inline bool env_flag(const char* name, bool unset = false) {
   const char* v = std::getenv(name);
   if (!v || v[0] == '\0') return unset;
-  return std::strcmp(v, "0") != 0;
+  for (const char* off : {"0", "false", "off", "no"}) {
+    size_t i = 0;
+    while (off[i] != '\0' && (v[i] == off[i] || v[i] == off[i] - 'a' + 'A')) ++i;
+    if (off[i] == '\0' && v[i] == '\0') return false;
+  }
+  return true;
 }
 
 // The whole number the variable holds, or `fallback` when it is unset, not a whole number, or

@@ -33,7 +33,7 @@ namespace fg {
 // CPU path accepts any D > 0).
 void check_attention_params(const AttentionParams& p, bool backward = false, bool cuda = false);
 
-// The head dims the CUDA kernels are compiled for: 32, 64, 96, 128, and 256 but in f64 (the
+// The head dims the CUDA kernels are compiled for: 32, 64, 96, 128, and 256 except in f64 (the
 // tensor-core kernels take 64 and 128, the split-KV decode kernel 32, 64 and 128; the SIMT
 // kernels every one of them). attention_cuda_head_dims() says so, for error messages.
 bool attention_cuda_supports_head_dim(int64_t D, DType dtype);

@@ -13,8 +13,8 @@
 namespace fg {
 namespace attn {
 
-// SIMT kernels: every dtype (f32, f64, bf16, f16), D in {32, 64, 96, 128}; and D = 256 but for
-// f64 (whose tiles would not fit in shared memory).
+// SIMT kernels: every dtype (f32, f64, bf16, f16), D in {32, 64, 96, 128}; and D = 256 except
+// in f64 (whose dK/dV tiles would not fit in shared memory).
 namespace simt {
 template <typename T, int D> void run_forward(const AttentionParams& p, cudaStream_t stream);
 template <typename T, int D> void run_backward(const AttentionParams& p, cudaStream_t stream);

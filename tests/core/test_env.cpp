@@ -16,7 +16,7 @@ void put(const char* value) {
 }
 }  // namespace
 
-TEST_CASE("env_flag: on unless unset, empty or 0", "[env]") {
+TEST_CASE("env_flag: on unless unset, empty, 0, false, off or no", "[env]") {
   put(nullptr);
   CHECK_FALSE(env_flag(kVar));
   CHECK(env_flag(kVar, /*unset=*/true));
@@ -26,7 +26,13 @@ TEST_CASE("env_flag: on unless unset, empty or 0", "[env]") {
   put("0");
   CHECK_FALSE(env_flag(kVar));
   CHECK_FALSE(env_flag(kVar, true));  // "0" turns off a switch that is on by default
-  for (const char* on : {"1", "yes", "2", "00"}) {
+  for (const char* off : {"false", "FALSE", "Off", "no", "NO"}) {
+    put(off);
+    INFO(off);
+    CHECK_FALSE(env_flag(kVar));
+    CHECK_FALSE(env_flag(kVar, true));
+  }
+  for (const char* on : {"1", "yes", "2", "00", "true", "on", "nope", "of"}) {
     put(on);
     INFO(on);
     CHECK(env_flag(kVar));

@@ -134,6 +134,7 @@ TEST_CASE("attention decode: the key split covers every key once", "[attention]"
   p.Nk = 0;
   CHECK(attn::decode::decode_split(p, 132, true).splits == 1);
   CHECK(attn::decode::decode_workspace_bytes(p, attn::decode::decode_split(p, 132, true)) == 0);
+  if (attn::decode::decode_blocks_per_sm_override() != 0) return;  // the counts below are the rule's
   p.Nk = 8192, p.B = 1;
   CHECK(attn::decode::decode_split(p, 132, true).splits == 44);  // 4 x 132 blocks over 12 heads
   p.B = 64;

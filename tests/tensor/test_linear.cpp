@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <functional>
 
+#include "core/env.h"
 #include "support/test_util.h"
 
 using namespace fg;
@@ -163,8 +164,7 @@ TEST_CASE("linear on CUDA takes cuBLASLt's epilogues where it can, the fallback 
   REQUIRE(!runs_epilogue([&] { ops::linear(xd, wd, rnd({40}, DType::f64, dev, 9), true); }));
   // The hidden gradient's DGELU epilogue only with FLASHGRAD_DGELU_EPILOGUE=1 (ctest runs this
   // binary's [cuda] cases once more with it: linear_dgelu_cuda).
-  const char* env = std::getenv("FLASHGRAD_DGELU_EPILOGUE");
-  const bool dgelu = env && env[0] == '1';
+  const bool dgelu = env_flag("FLASHGRAD_DGELU_EPILOGUE");
   Tensor gy = rnd({6, 40}, DType::bf16, dev, 10), w = rnd({40, 24}, DType::bf16, dev, 11);
   Tensor pre = rnd({6, 24}, DType::bf16, dev, 12);
   REQUIRE(runs_epilogue([&] { ops::linear_input_grad(gy, w, pre, true); }) == dgelu);

@@ -4,6 +4,7 @@
 #include "support/test_util.h"
 #include "support/train_fixtures.h"
 
+#include <map>
 #include <set>
 
 #include "autograd/functions.h"
@@ -27,21 +28,22 @@ std::shared_ptr<nn::GPT> small_gpt(Device device, int64_t block_size) {
   return m;
 }
 
-// A model trained for 80 steps on the toy corpus (context 16, head dim 32), in eval mode: its
-// next token depends on the context, and its logits lie far enough apart that the cache's
-// other summation order does not flip an argmax, so the comparisons below can ask for
-// identical tokens. Trained once, on the CPU.
-std::shared_ptr<nn::GPT> trained_gpt(Device device) {
-  static const train::Checkpoint ck = [] {
+// A model trained for 80 steps on the toy corpus (context 16, head dim 32 unless asked for
+// another width), in eval mode: its next token depends on the context, and its logits lie far
+// enough apart that the cache's other summation order does not flip an argmax, so the
+// comparisons below can ask for identical tokens. Trained once per width, on the CPU.
+std::shared_ptr<nn::GPT> trained_gpt(Device device, int64_t n_embd = 64) {
+  static std::map<int64_t, train::Checkpoint> trained;
+  if (!trained.count(n_embd)) {
     test::TempDir d;
     test::write_text(d / "data.txt", test::toy_corpus());
     TrainConfig c = test::toy_config(d / "data.txt");
-    c.n_embd = 64, c.n_head = 2, c.n_kv_head = 1, c.steps = 80, c.lr = 1e-2, c.warmup = 5;
+    c.n_embd = n_embd, c.n_head = 2, c.n_kv_head = 1, c.steps = 80, c.lr = 1e-2, c.warmup = 5;
     std::ostringstream log;
     train::train(c, test::quiet_run(d / "ck", log));
-    return load_checkpoint(d / "ck", false);
-  }();
-  auto m = model_from_checkpoint(ck);
+    trained.emplace(n_embd, load_checkpoint(d / "ck", false));
+  }
+  auto m = model_from_checkpoint(trained.at(n_embd));
   m->to(device);
   m->eval();
   return m;
@@ -195,6 +197,27 @@ FG_TEST_ALL_DEVICES("decode steps replayed from a CUDA graph give the tokens of 
     CHECK_FALSE(without.cuda_graph);
     CHECK(with.decode_tokens == without.decode_tokens);
   }
+}
+
+// Head dim 96 (width 192, 2 heads): on CUDA the one-call decode step needs the split-KV kernel,
+// which does not take 96, so the sampler goes on with the row-wise cached forward (and says so
+// on stderr); the tokens must still be those of generation without the cache.
+FG_TEST_ALL_DEVICES("generation at head dim 96 gives the tokens of generation without the cache",
+                    "[generate]") {
+  auto m = trained_gpt(device, 192);
+  REQUIRE(m->config.n_embd_ / m->config.n_head_ == 96);
+  const std::vector<std::vector<int32_t>> prompts = {{1, 2, 3}, {4, 5, 6, 7, 8, 9, 10, 11, 12}};
+  SampleOptions o;
+  o.max_new_tokens = 24;  // context 16: the window restarts
+  o.kv_cache = true;
+  SampleStats st;
+  const auto cached = generate_batch(*m, prompts, o, {}, &st);
+  o.kv_cache = false;
+  const auto plain = generate_batch(*m, prompts, o);
+  REQUIRE(cached.size() == 2);
+  CHECK(cached == plain);
+  CHECK(st.decode_tokens > 0);
+  CHECK_FALSE(st.cuda_graph);  // on CUDA: no one-call step to capture; on the CPU: no graph
 }
 
 TEST_CASE("the window restarts from its last block_size / 2 tokens", "[generate]") {

@@ -70,8 +70,8 @@ FG_ATTN_DEV Row row_of(const AttentionParams& p, int64_t hk, int64_t r) {
   return {hk * group + r % group, r / group};
 }
 
-// (A form that loaded the next step's keys and values before scoring this step's ran within
-// ±5% of this one on an H100, 2026-12-07, and was removed: bench/RESULTS.md.)
+// (A form that loaded the next step's keys and values before scoring this step's took -3% to
+// +7% of this one's time on an H100, 2026-12-07, and was removed: bench/RESULTS.md.)
 template <typename T, int D, int ROWS>
 __global__ void __launch_bounds__(kThreads)
     split_kernel(const AttentionParams p, const Split split, float* part_o, float* part_lse) {

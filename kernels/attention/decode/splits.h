@@ -49,9 +49,9 @@ constexpr int64_t kMaxEagerSplits = 32;
 //
 // How many times over: more blocks keep more loads in flight, but every split is one more part
 // that combine_kernel merges, one after another, for each row. On an H100 (2026-12-07, bench
-// decode-attention, 8k and 32k keys) 8 blocks per SM beat 4 by 7-9% at batch 8 with 8 kv heads
-// (17 splits instead of 9), and lost 35-54% at batch 1 with 12 heads (88 splits instead of 44;
-// 6, 12 and 16 per SM were no better). So: 8 per SM when 4 already split the keys and 8 make
+// decode-attention, 8k and 32k keys) 8 blocks per SM took about 7% less time than 4 at batch 8
+// with 8 kv heads (17 splits instead of 9), and 33-54% more at batch 1 with 12 heads (88 splits
+// instead of 44; 6, 12 and 16 per SM were no better). So: 8 per SM when 4 already split the keys and 8 make
 // at most kMaxEagerSplits splits; else 4.
 inline Split decode_split(const AttentionParams& p, int sm_count, bool have_workspace) {
   Split s;

@@ -1,5 +1,6 @@
 // The SIMT attention kernels (no tensor cores): the reference CUDA path, for every dtype (f64
-// computes in double, the others in float) and D in {32, 64, 96, 128}, and D = 256 but in f64. This file holds their
+// computes in double, the others in float) and D in {32, 64, 96, 128}, and D = 256 except in
+// f64. This file holds their
 // configuration and the steps the forward, dK/dV and dQ kernels share.
 //
 // Layout: a block has kWarps warps and works on square tiles of kTile queries x kTile keys.
