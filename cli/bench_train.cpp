@@ -37,6 +37,7 @@
 #include "train/comm.h"
 #include "train/dist_env.h"
 #include "train/fileio.h"
+#include "train/launch.h"
 #include "train/optim.h"
 
 #ifdef FLASHGRAD_WITH_CUDA
@@ -80,8 +81,8 @@ double device_peak_tflops(Device d, double flag) {
 
 void run_bench_train(TrainBenchFlags f) {
   // Data parallel: the process the user started launches the workers and waits for them.
-  const bool worker = std::getenv("FLASHGRAD_WORKER") != nullptr;
-  if (f.gpus > 1 && !worker) return launch_workers("bench train", f.gpus, f.device, {});
+  if (f.gpus > 1 && !train::launched_worker())
+    return launch_workers("bench train", f.gpus, f.device, {});
   const train::DistEnv env = train::dist_env_from([](const char* n) { return std::getenv(n); });
   std::unique_ptr<train::Communicator> comm;
   if (env.world > 1) comm = train::Communicator::create(env);

@@ -103,7 +103,7 @@ void run_train(TrainFlags& f) {
   train::update_from_json(cfg, merged);
 
   train::RunOptions run;
-  const bool worker = std::getenv("FLASHGRAD_WORKER") != nullptr;
+  const bool worker = train::launched_worker();
   const train::DistEnv env = train::dist_env_from([](const char* n) { return std::getenv(n); });
   // Under torchrun or Slurm every rank picks its --out alone: they must be told the same one.
   FG_CHECK(env.world == 1 || worker || !f.out.empty(), "data parallel (", env.world,

@@ -1,9 +1,10 @@
 // The FLASHGRAD_* switches of the environment. Each is read once, where it acts, into a static;
 // README.md, "Environment variables", lists them all.
 #pragma once
+#include <strings.h>
+
 #include <cstdint>
 #include <cstdlib>
-#include <cstring>
 
 namespace fg {
 
@@ -13,11 +14,8 @@ namespace fg {
 inline bool env_flag(const char* name, bool unset = false) {
   const char* v = std::getenv(name);
   if (!v || v[0] == '\0') return unset;
-  for (const char* off : {"0", "false", "off", "no"}) {
-    size_t i = 0;
-    while (off[i] != '\0' && (v[i] == off[i] || v[i] == off[i] - 'a' + 'A')) ++i;
-    if (off[i] == '\0' && v[i] == '\0') return false;
-  }
+  for (const char* off : {"0", "false", "off", "no"})
+    if (strcasecmp(v, off) == 0) return false;
   return true;
 }
 

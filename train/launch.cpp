@@ -2,20 +2,20 @@
 #include "train/launch.h"
 
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/prctl.h>
-#include <poll.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
-#include <fcntl.h>
 #include <unistd.h>
 
+#include <array>
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
-#include <array>
 #include <cstring>
 #include <functional>
 #include <ostream>
@@ -355,6 +355,8 @@ int run_workers(const std::vector<std::string>& argv, int64_t world, int port,
   }
   return interrupted ? 130 : 0;
 }
+
+bool launched_worker() { return std::getenv("FLASHGRAD_WORKER") != nullptr; }
 
 bool select_local_gpu(const std::function<const char*(const char*)>& getenv,
                       const std::function<void(const char*, const char*)>& setenv) {

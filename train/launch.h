@@ -50,6 +50,10 @@ int run_workers(const std::vector<std::string>& argv, int64_t world, int port,
 // process was not started by run_workers with a watchdog; never blocks, never fails.
 void heartbeat(bool waiting);
 
+// Whether this process is a worker that run_workers started (worker_env's FLASHGRAD_WORKER):
+// then it trains, and does not launch workers itself.
+bool launched_worker();
+
 // Under torchrun or Slurm (RANK / LOCAL_RANK set, more than one process, not started by
 // run_workers): narrows CUDA_VISIBLE_DEVICES to this process's LOCAL_RANK entry before CUDA
 // starts, so that the worker's GPU is cuda:0 as it is under `--gpus`; a list of one entry is

@@ -99,8 +99,8 @@ bool tf32x3_forward_usable(const AttentionParams& p) {
 // The split-KV decode kernel: forward calls with few query rows per kv head (decode_rows:
 // new tokens x the heads of a GQA group, at most 4 row chunks of 8) and no more than 8 new
 // tokens, no dropout and no block mask, 16-byte aligned Q, K, V rows (it reads 16 bytes per
-// lane), a fp32/bf16/f16 dtype and D 32, 64 or 128. It comes first in the table: for such shapes the tiled
-// kernels would spend most of each 64- or 128-row query tile on padding.
+// lane), a fp32/bf16/f16 dtype and D 32, 64 or 128. It comes first in the table: for such
+// shapes the tiled kernels would spend most of each 64- or 128-row query tile on padding.
 bool decode_usable(const AttentionParams& p) {
   if (p.dtype != DType::bf16 && p.dtype != DType::f16 && p.dtype != DType::f32) return false;
   if (p.B <= 0 || p.Nq <= 0 || p.Nk <= 0 || p.Hq <= 0 || p.Hkv <= 0 || p.Hq % p.Hkv != 0)
@@ -185,8 +185,8 @@ void sm90_backward(const AttentionParams& p, cudaStream_t s) {
 // ---------------------------------------------------------------------------------------------
 // The tables and the choice
 
-// Environment overrides, read once: FLASHGRAD_ATTENTION_SIMT=1 (any value but "" and "0")
-// keeps the default choice on the SIMT kernels, FLASHGRAD_ATTENTION_WGMMA=0 off the wgmma ones
+// Environment overrides, read once (env_flag): FLASHGRAD_ATTENTION_SIMT=1 keeps the default
+// choice on the SIMT kernels, FLASHGRAD_ATTENTION_WGMMA=0 off the wgmma ones
 // (to compare paths). The 3xTF32 fp32 forward is chosen only with FLASHGRAD_ALLOW_TF32=1
 // (cuda::allow_tf32): its error is up to 5.5x that of PyTorch's fp32 SDPA, the SIMT forward's
 // within 2x (bench/RESULTS.md, "fp32 attention accuracy"). Kernels run by name ignore them.

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdlib>
 #include <functional>
 #include <map>
 #include <numeric>
@@ -225,6 +226,15 @@ TEST_CASE("worker environments: torchrun's variables, one GPU each", "[train][da
   CHECK(d.rank == 2);
   CHECK(d.world == 3);
   CHECK(id_port(d, get) == 4000);
+  // And whether it knows itself a launched worker (so that it trains instead of launching).
+  const char* before = std::getenv("FLASHGRAD_WORKER");
+  const std::string saved = before ? before : "";
+  unsetenv("FLASHGRAD_WORKER");
+  CHECK_FALSE(launched_worker());
+  setenv("FLASHGRAD_WORKER", env["FLASHGRAD_WORKER"].c_str(), 1);
+  CHECK(launched_worker());
+  if (before) setenv("FLASHGRAD_WORKER", saved.c_str(), 1);
+  else unsetenv("FLASHGRAD_WORKER");
 }
 
 TEST_CASE("torchrun workers take their LOCAL_RANK's GPU", "[train][data_parallel]") {

@@ -51,8 +51,8 @@ constexpr int64_t kMaxEagerSplits = 32;
 // that combine_kernel merges, one after another, for each row. On an H100 (2026-12-07, bench
 // decode-attention, 8k and 32k keys) 8 blocks per SM took about 7% less time than 4 at batch 8
 // with 8 kv heads (17 splits instead of 9), and 33-54% more at batch 1 with 12 heads (88 splits
-// instead of 44; 6, 12 and 16 per SM were no better). So: 8 per SM when 4 already split the keys and 8 make
-// at most kMaxEagerSplits splits; else 4.
+// instead of 44; 6, 12 and 16 per SM were no better). So: 8 per SM when 4 already split the
+// keys and 8 make at most kMaxEagerSplits splits; else 4.
 inline Split decode_split(const AttentionParams& p, int sm_count, bool have_workspace) {
   Split s;
   if (p.B <= 0 || p.Nq <= 0 || p.Nk <= 0 || p.Hq <= 0 || p.Hkv <= 0 || p.Hq % p.Hkv != 0)
@@ -68,8 +68,8 @@ inline Split decode_split(const AttentionParams& p, int sm_count, bool have_work
   if (forced > 0) {
     s.splits = splits_at(forced);
   } else {
-    s.splits = splits_at(4);
-    if (s.splits > 1 && splits_at(8) <= kMaxEagerSplits) s.splits = splits_at(8);
+    const int64_t four = splits_at(4), eight = splits_at(8);
+    s.splits = four > 1 && eight <= kMaxEagerSplits ? eight : four;
   }
   s.keys_per_split = (p.Nk + s.splits - 1) / s.splits;
   s.splits = (p.Nk + s.keys_per_split - 1) / s.keys_per_split;  // no empty block at the end

@@ -1,7 +1,7 @@
 // The SIMT attention kernels (no tensor cores): the reference CUDA path, for every dtype (f64
 // computes in double, the others in float) and D in {32, 64, 96, 128}, and D = 256 except in
-// f64. This file holds their
-// configuration and the steps the forward, dK/dV and dQ kernels share.
+// f64. This file holds their configuration and the steps the forward, dK/dV and dQ kernels
+// share.
 //
 // Layout: a block has kWarps warps and works on square tiles of kTile queries x kTile keys.
 // Each warp owns R = kTile / kWarps rows of its tile (queries in the forward and the dQ
