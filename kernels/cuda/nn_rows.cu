@@ -202,6 +202,9 @@ __global__ void __launch_bounds__(32 * kLnWarps)
   const int64_t r = int64_t(blockIdx.x) * kLnWarps + (threadIdx.x >> 5);
   if (r >= rows) return;  // the whole warp leaves together
   const LnVec<T>* xr = reinterpret_cast<const LnVec<T>*>(x + r * cols);
+  // w and b are read as whole vectors too (ln_warp_rows checked them); either may be null.
+  const LnVec<T>* wv = reinterpret_cast<const LnVec<T>*>(w);
+  const LnVec<T>* bv = reinterpret_cast<const LnVec<T>*>(b);
   const int64_t nv = cols / V;
   A s = 0;
   for (int64_t k = lane; k < nv; k += 32) {
@@ -219,13 +222,13 @@ __global__ void __launch_bounds__(32 * kLnWarps)
   const A rs = A(1) / dsqrt(warp_sum(var) / A(cols) + A(eps));
   LnVec<T>* yr = reinterpret_cast<LnVec<T>*>(y + r * cols);
   for (int64_t k = lane; k < nv; k += 32) {
-    const LnVec<T> a = xr[k];
+    const LnVec<T> a = xr[k], wk = w ? wv[k] : LnVec<T>{}, bk = b ? bv[k] : LnVec<T>{};
     LnVec<T> o;
 #pragma unroll
     for (int j = 0; j < V; ++j) {
       A t = (A(a.v[j]) - mu) * rs;
-      if (w) t *= A(w[k * V + j]);
-      if (b) t += A(b[k * V + j]);
+      if (w) t *= A(wk.v[j]);
+      if (b) t += A(bk.v[j]);
       o.v[j] = T(t);
     }
     yr[k] = o;
@@ -249,14 +252,15 @@ __global__ void __launch_bounds__(32 * kLnWarps)
   if (r >= rows) return;
   const LnVec<T>* xr = reinterpret_cast<const LnVec<T>*>(x + r * cols);
   const LnVec<T>* gr = reinterpret_cast<const LnVec<T>*>(gy + r * cols);
+  const LnVec<T>* wv = reinterpret_cast<const LnVec<T>*>(w);  // may be null
   const int64_t nv = cols / V;
   const A mu = A(mean[r]), rs = A(rstd[r]);
   A s1 = 0, s2 = 0;
   for (int64_t k = lane; k < nv; k += 32) {
-    const LnVec<T> a = xr[k], g = gr[k];
+    const LnVec<T> a = xr[k], g = gr[k], wk = w ? wv[k] : LnVec<T>{};
 #pragma unroll
     for (int j = 0; j < V; ++j) {
-      const A dxh = A(g.v[j]) * (w ? A(w[k * V + j]) : A(1));
+      const A dxh = A(g.v[j]) * (w ? A(wk.v[j]) : A(1));
       s1 += dxh;
       s2 += dxh * ((A(a.v[j]) - mu) * rs);
     }
@@ -265,11 +269,11 @@ __global__ void __launch_bounds__(32 * kLnWarps)
   s2 = warp_sum(s2) / A(cols);
   LnVec<T>* out = reinterpret_cast<LnVec<T>*>(gx + r * cols);
   for (int64_t k = lane; k < nv; k += 32) {
-    const LnVec<T> a = xr[k], g = gr[k];
+    const LnVec<T> a = xr[k], g = gr[k], wk = w ? wv[k] : LnVec<T>{};
     LnVec<T> o;
 #pragma unroll
     for (int j = 0; j < V; ++j) {
-      const A dxh = A(g.v[j]) * (w ? A(w[k * V + j]) : A(1));
+      const A dxh = A(g.v[j]) * (w ? A(wk.v[j]) : A(1));
       const A xh = (A(a.v[j]) - mu) * rs;
       o.v[j] = T(rs * (dxh - s1 - xh * s2));
     }
@@ -277,7 +281,8 @@ __global__ void __launch_bounds__(32 * kLnWarps)
   }
 }
 
-// Whether the warp-per-row kernels take these rows: whole 16-byte vectors, aligned.
+// Whether the warp-per-row kernels take these rows: whole 16-byte vectors, every pointer they
+// read or write as vectors (the rows, and w and b) aligned to 16 bytes; null w or b passes.
 template <typename T>
 bool ln_warp_rows(int64_t cols, std::initializer_list<const void*> ptrs) {
   if (cols % ln_vec<T>() != 0) return false;
@@ -355,6 +360,7 @@ __global__ void __launch_bounds__(32 * kLnWarps)
   A* sb = sw + cols;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int64_t nv = cols / V;
+  const LnVec<T>* wv = reinterpret_cast<const LnVec<T>*>(w);  // may be null
   A aw[NV][V], ab[NV][V];
 #pragma unroll
   for (int i = 0; i < NV; ++i)
@@ -373,10 +379,11 @@ __global__ void __launch_bounds__(32 * kLnWarps)
       if (k >= nv) continue;
       a[i] = xr[k];
       g[i] = gr[k];
+      const LnVec<T> wk = w ? wv[k] : LnVec<T>{};  // read again below, not kept: registers
 #pragma unroll
       for (int j = 0; j < V; ++j) {
         const A gv = A(g[i].v[j]), xh = (A(a[i].v[j]) - mu) * rs;
-        const A dxh = gv * (w ? A(w[k * V + j]) : A(1));
+        const A dxh = gv * (w ? A(wk.v[j]) : A(1));
         s1 += dxh;
         s2 += dxh * xh;
         aw[i][j] += gv * xh;
@@ -390,10 +397,11 @@ __global__ void __launch_bounds__(32 * kLnWarps)
     for (int i = 0; i < NV; ++i) {
       const int64_t k = lane + 32 * i;
       if (k >= nv) continue;
+      const LnVec<T> wk = w ? wv[k] : LnVec<T>{};
       LnVec<T> o;
 #pragma unroll
       for (int j = 0; j < V; ++j) {
-        const A dxh = A(g[i].v[j]) * (w ? A(w[k * V + j]) : A(1));
+        const A dxh = A(g[i].v[j]) * (w ? A(wk.v[j]) : A(1));
         const A xh = (A(a[i].v[j]) - mu) * rs;
         o.v[j] = T(rs * (dxh - s1 - xh * s2));
       }
@@ -510,7 +518,7 @@ void layer_norm(DType dtype, int64_t rows, int64_t cols, const void* x, const vo
   check_rows(rows, "layer_norm");
   FG_DISPATCH_FLOAT(dtype, "layer_norm", [&] {
     using T = scalar_t;
-    if (ln_warp_rows<T>(cols, {x, y})) {
+    if (ln_warp_rows<T>(cols, {x, y, w, b})) {
       layer_norm_warp_kernel<T><<<unsigned((rows + kLnWarps - 1) / kLnWarps), 32 * kLnWarps>>>(
           rows, cols, static_cast<const T*>(x), static_cast<const T*>(w),
           static_cast<const T*>(b), eps, static_cast<T*>(y), mean, rstd);
@@ -596,7 +604,7 @@ void layer_norm_backward(DType dtype, int64_t rows, int64_t cols, const void* gy
     using T = scalar_t;
     using A = acc_t<T>;
     A* part_w = static_cast<A*>(workspace);
-    const bool warp_rows = rows > 0 && ln_warp_rows<T>(cols, {gy, x, gx});
+    const bool warp_rows = rows > 0 && ln_warp_rows<T>(cols, {gy, x, gx, w});
     const int nv = ln_fused_nv<T>(cols);
     if (warp_rows && (gw || gb) && nv > 0) {
       // One pass: gx and the per-block partial sums of gw, gb; then their sum.

@@ -146,3 +146,38 @@ TEST_CASE("attention decode: the key split covers every key once", "[attention]"
   p.Nk = 32768;
   CHECK(attn::decode::decode_split(p, 132, true).splits == 17);
 }
+
+// The one-launch (cluster) form's split, also host code.
+TEST_CASE("attention decode: the cluster split covers every key once", "[attention]") {
+  AttentionParams p;
+  p.B = 1, p.Nq = 1, p.Hq = 12, p.Hkv = 12, p.D = 64;
+  for (int64_t Nk : {1, 63, 64, 65, 1000, 8192, 32768, 1 << 20})
+    for (int sms : {1, 78, 132})
+      for (int64_t B : {1, 8, 64})
+        for (int max_cluster : {1, 8, 16}) {
+          p.Nk = Nk, p.B = B;
+          const attn::decode::Split s = attn::decode::cluster_split(p, sms, 3, max_cluster);
+          INFO("Nk=" << Nk << " sms=" << sms << " B=" << B << " max_cluster=" << max_cluster);
+          CHECK(s.splits >= 1);
+          CHECK(s.splits <= max_cluster);
+          CHECK(s.keys_per_split % attn::decode::kStageKeys == 0);  // whole stages
+          CHECK(s.splits * s.keys_per_split >= Nk);                 // every key in some split
+          if (s.splits > 1) CHECK(Nk >= 2 * attn::decode::kStageKeys * s.splits);
+        }
+  p.Nk = 0;
+  CHECK(attn::decode::cluster_split(p, 132, 3, 16).splits == 1);
+  if (attn::decode::decode_blocks_per_sm_override() != 0) return;  // the counts below are the rule's
+  // Batch 1, 12 heads, 8k keys, 3 blocks per SM: 396 resident blocks fit 33 splits a head; the
+  // cluster caps that at 16 (512 keys each).
+  p.Nk = 8192, p.B = 1;
+  attn::decode::Split s = attn::decode::cluster_split(p, 132, 3, 16);
+  CHECK(s.splits == 16);
+  CHECK(s.keys_per_split == 512);
+  CHECK(attn::decode::cluster_split(p, 132, 3, 8).splits == 8);
+  p.B = 64;  // 768 blocks: the batch fills the GPU
+  CHECK(attn::decode::cluster_split(p, 132, 3, 16).splits == 1);
+  p.B = 8, p.Hq = 32, p.Hkv = 8, p.D = 128;  // 64 blocks, 2 per SM resident: 4 splits
+  CHECK(attn::decode::cluster_split(p, 132, 2, 16).splits == 4);
+  p.B = 1, p.Nk = 1024, p.Hq = p.Hkv = 12, p.D = 64;  // 1k keys: at most 8 splits of 2 stages
+  CHECK(attn::decode::cluster_split(p, 132, 3, 16).splits == 8);
+}

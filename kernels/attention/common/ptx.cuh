@@ -50,6 +50,10 @@ FG_ATTN_DEV void cp_async_4(uint32_t dst, const void* src, int src_bytes) {
 }
 FG_ATTN_DEV void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
 FG_ATTN_DEV void cp_async_wait_all() { asm volatile("cp.async.wait_group 0;\n" ::: "memory"); }
+// Waits until at most N of this thread's committed groups are still in flight.
+template <int N> FG_ATTN_DEV void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+}
 
 // ---------------------------------------------------------------------------------------------
 // Shared memory

@@ -27,48 +27,13 @@
 #include "core/cuda_device.h"
 #include "kernels/attention/common/launch.h"
 #include "kernels/attention/common/numeric.cuh"
+#include "kernels/attention/decode/cluster.cuh"
+#include "kernels/attention/decode/common.cuh"
 #include "kernels/attention/decode/splits.h"
 
 namespace fg {
 namespace attn {
 namespace decode {
-
-template <typename T, int D> struct Shape {
-  static constexpr int kVec = 16 / int(sizeof(T));          // elements per 16-byte load
-  static constexpr int kLanesPerKey = D / kVec;             // lanes that share one key
-  static constexpr int kGroups = kThreads / kLanesPerKey;   // keys a block reads at once
-  static_assert(kLanesPerKey >= 1 && kLanesPerKey <= 32 && 32 % kLanesPerKey == 0,
-                "a key's lanes must lie within one warp");
-};
-
-// Eight 16-bit or four 32-bit elements of a 16-byte word, as float.
-template <typename T, int N> FG_ATTN_DEV void unpack(const uint4& w, float (&out)[N]) {
-  if constexpr (std::is_same_v<T, float>) {
-    out[0] = __uint_as_float(w.x), out[1] = __uint_as_float(w.y);
-    out[2] = __uint_as_float(w.z), out[3] = __uint_as_float(w.w);
-  } else {
-    const uint32_t words[4] = {w.x, w.y, w.z, w.w};
-#pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      if constexpr (std::is_same_v<T, float16>) {
-        out[2 * i] = __half2float(__ushort_as_half(uint16_t(words[i] & 0xffffu)));
-        out[2 * i + 1] = __half2float(__ushort_as_half(uint16_t(words[i] >> 16)));
-      } else {  // bf16: the high half of an fp32
-        out[2 * i] = __uint_as_float(words[i] << 16);
-        out[2 * i + 1] = __uint_as_float(words[i] & 0xffff0000u);
-      }
-    }
-  }
-}
-
-// Row r (0 .. decode_rows - 1) of kv head hk: new token qi of query head h.
-struct Row {
-  int64_t h, qi;
-};
-FG_ATTN_DEV Row row_of(const AttentionParams& p, int64_t hk, int64_t r) {
-  const int64_t group = p.Hq / p.Hkv;
-  return {hk * group + r % group, r / group};
-}
 
 // (A form that loaded the next step's keys and values before scoring this step's took -3% to
 // +7% of this one's time on an H100, 2026-12-07, and was removed: bench/RESULTS.md.)
@@ -265,7 +230,22 @@ void launch(const AttentionParams& p, const Split& sp, float* part_o, float* par
   }
 }
 
+// The one-launch cluster kernel (cluster.cuh) on devices with clusters (compute capability 9
+// and up), unless FLASHGRAD_DECODE_TWO_KERNELS=1 asks for the split + combine pair below.
+template <typename T, int D> void run_cluster(const AttentionParams& p, cudaStream_t stream) {
+  const int64_t rows = std::min<int64_t>(decode_rows(p), kRowsPerBlock);
+  if (rows <= 1) run_cluster_rows<T, D, 1>(p, stream);
+  else if (rows <= 2) run_cluster_rows<T, D, 2>(p, stream);
+  else if (rows <= 4) run_cluster_rows<T, D, 4>(p, stream);
+  else run_cluster_rows<T, D, 8>(p, stream);
+}
+inline bool use_cluster_kernel() {
+  static const bool two = env_flag("FLASHGRAD_DECODE_TWO_KERNELS");
+  return !two && cuda_current_device_info().major >= 9;
+}
+
 template <typename T, int D> void run_forward(const AttentionParams& p, cudaStream_t stream) {
+  if (use_cluster_kernel()) return run_cluster<T, D>(p, stream);
   const Split sp = decode_split(p, cuda_current_device_info().sm_count, p.split_workspace != nullptr);
   FG_CHECK(p.B <= 65535 && p.Hkv * sp.row_chunks <= 65535, "flash_attention_forward_cuda: B=",
            p.B, " and Hkv=", p.Hkv, " are too large for the decode kernel's grid");

@@ -76,6 +76,32 @@ inline Split decode_split(const AttentionParams& p, int sm_count, bool have_work
   return s;
 }
 
+// The one-launch form (cluster.cuh, Hopper): the splits of a (batch, kv head, row chunk) are
+// one thread-block cluster, at most max_cluster (8, or 16 where the device grants it) blocks.
+// Keys arrive in stages of kStageKeys.
+constexpr int kStageKeys = 64;
+
+// As many splits as fill the GPU once (blocks_per_sm resident blocks on each SM, from the
+// kernel's occupancy), at most max_cluster, and at least two stages of keys per block; each
+// block's share rounded up to whole stages. With FLASHGRAD_DECODE_BLOCKS_PER_SM set, that many
+// blocks per SM instead.
+inline Split cluster_split(const AttentionParams& p, int sm_count, int blocks_per_sm,
+                           int max_cluster) {
+  Split s;
+  if (p.B <= 0 || p.Nq <= 0 || p.Nk <= 0 || p.Hq <= 0 || p.Hkv <= 0 || p.Hq % p.Hkv != 0)
+    return s;
+  s.row_chunks = (decode_rows(p) + kRowsPerBlock - 1) / kRowsPerBlock;
+  const int64_t blocks = p.B * p.Hkv * s.row_chunks;
+  const int64_t forced = decode_blocks_per_sm_override();
+  const int64_t resident = int64_t(sm_count) * (forced > 0 ? forced : std::max(1, blocks_per_sm));
+  const int64_t fit = std::max<int64_t>(1, resident / blocks);
+  const int64_t most = std::max<int64_t>(1, p.Nk / (2 * kStageKeys));
+  s.splits = std::min({fit, most, int64_t(std::max(1, max_cluster))});
+  const int64_t share = (p.Nk + s.splits - 1) / s.splits;
+  s.keys_per_split = (share + kStageKeys - 1) / kStageKeys * kStageKeys;
+  return s;
+}
+
 // Workspace: the partial outputs [splits, B, Hq, Nq, D] and their log2-sum-exps
 // [splits, B, Hq, Nq], fp32; nothing when the call is not split.
 inline size_t decode_workspace_bytes(const AttentionParams& p, const Split& s) {

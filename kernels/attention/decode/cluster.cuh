@@ -1,0 +1,317 @@
+// Split-KV decode attention in one launch, for Hopper: the splits of one (batch, kv head, row
+// chunk) form a thread-block cluster, and merge their parts through distributed shared memory
+// instead of a workspace and a second kernel.
+//
+// Grid (split, kv head x row chunk, batch), cluster (splits, 1, 1). Block s of a cluster takes
+// keys_per_split consecutive keys of its kv head and serves every query row of the head's GQA
+// group with them (up to kRowsPerBlock rows), as split_kernel does (forward.cuh: lane groups,
+// log2-domain online softmax, the same masking). What differs is how the keys arrive: the
+// block copies them stage by stage (kStageKeys keys of K and of V) into a ring of shared
+// memory with cp.async, Pipe::kStages - 1 stages ahead of the one it scores, so each block
+// keeps 32-64 KB of loads in flight without holding them in registers. After the last stage
+// the lane groups merge in shared memory into the block's part (normalised output and
+// log2-sum-exp per row); the cluster syncs, each block merges a slice of the rows' outputs
+// from every block's part (LSE = log2 sum_s 2^lse_s, O = sum_s 2^(lse_s - LSE) O_s), and
+// syncs again so that no block leaves while another reads its shared memory.
+#pragma once
+#include <cooperative_groups.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <map>
+#include <mutex>
+
+#include "core/cuda_check.h"
+#include "core/cuda_device.h"
+#include "kernels/attention/common/launch.h"
+#include "kernels/attention/common/numeric.cuh"
+#include "kernels/attention/common/ptx.cuh"
+#include "kernels/attention/decode/common.cuh"
+#include "kernels/attention/decode/splits.h"
+
+namespace fg {
+namespace attn {
+namespace decode {
+
+// The ring of stages: K rows then V rows of kStageKeys keys each, densely packed.
+template <typename T, int D> struct Pipe {
+  static constexpr int kRowBytes = D * int(sizeof(T));
+  static constexpr int kPieces = kRowBytes / 16;  // 16-byte copies per row
+  static constexpr int kStageBytes = 2 * kStageKeys * kRowBytes;
+  // 8-16 KB stages four deep, 32 KB three deep, 64 KB (fp32, D 128) two deep.
+  static constexpr int kStages = kStageBytes <= 16384 ? 4 : kStageBytes <= 32768 ? 3 : 2;
+  static constexpr int kSmem = kStages * kStageBytes;
+  static constexpr int kCopies = 2 * kStageKeys * kPieces / kThreads;  // per thread and stage
+  static_assert(2 * kStageKeys * kPieces % kThreads == 0, "whole copies per thread");
+};
+
+template <typename T, int D, int ROWS>
+__global__ void __launch_bounds__(kThreads)
+    cluster_kernel(const AttentionParams p, const Split split) {
+  using S = Shape<T, D>;
+  using P = Pipe<T, D>;
+  constexpr int V = S::kVec, LPK = S::kLanesPerKey, G = S::kGroups, KS = kStageKeys;
+  constexpr int NS = P::kStages;
+  constexpr int U = KS / G < 4 ? KS / G : 4;  // keys per lane group and softmax update
+  static_assert(KS % (G * U) == 0, "whole updates per stage");
+  static_assert(G * ROWS * D * 4 <= P::kSmem, "the lane groups' merge reuses the ring");
+  extern __shared__ __align__(16) unsigned char smem[];
+  T* ring = reinterpret_cast<T*>(smem);
+  __shared__ float s_m[G][ROWS], s_l[G][ROWS];
+  __shared__ __align__(16) float s_o[ROWS][D];  // this block's part, read by the whole cluster
+  __shared__ float s_lse[ROWS];
+
+  const int64_t hk = blockIdx.y / split.row_chunks, chunk = blockIdx.y % split.row_chunks;
+  const int64_t b = blockIdx.z, s = blockIdx.x;
+  const int64_t nk = p.seqused_k ? min64(int64_t(p.seqused_k[b]), p.Nk) : p.Nk;
+  const int group = int(threadIdx.x) / LPK, sub = int(threadIdx.x) % LPK;
+  const unsigned lanes =
+      LPK == 32 ? 0xffffffffu : ((1u << LPK) - 1u) << ((int(threadIdx.x) % 32) / LPK * LPK);
+  const int64_t rows = decode_rows(p), row0 = chunk * ROWS;
+  constexpr float kLog2e = 1.4426950408889634f;
+  const float scale = float(p.softmax_scale) * kLog2e;
+
+  float q[ROWS][V];
+  int64_t last[ROWS];
+  int64_t k_end = 0;
+#pragma unroll
+  for (int r = 0; r < ROWS; ++r) {
+    last[r] = -1;
+#pragma unroll
+    for (int e = 0; e < V; ++e) q[r][e] = 0.f;
+    if (row0 + r >= rows) continue;
+    const Row row = row_of(p, hk, row0 + r);
+    const T* qp = p.q_head<const T>(b, row.h) + row.qi * p.q_seq_stride + sub * V;
+    unpack<T>(*reinterpret_cast<const uint4*>(qp), q[r]);
+#pragma unroll
+    for (int e = 0; e < V; ++e) q[r][e] *= scale;
+    last[r] = p.causal ? min64(row.qi + nk - p.Nq, nk - 1) : nk - 1;
+    k_end = max64(k_end, last[r] + 1);
+  }
+  const int64_t k_begin = s * split.keys_per_split;
+  k_end = min64(k_end, k_begin + split.keys_per_split);
+  const int stages = k_end > k_begin ? int((k_end - k_begin + KS - 1) / KS) : 0;
+
+  // Stage t into its slot of the ring; keys past k_end are zero-filled (not read). Every
+  // thread commits one group per call, empty or not, so that the wait below counts stages.
+  const T* kbase = p.k_head<const T>(b, hk);
+  const T* vbase = p.v_head<const T>(b, hk);
+  auto issue = [&](int t) {
+    if (t < stages) {
+      const int64_t j0 = k_begin + int64_t(t) * KS;
+      T* dst = ring + (t % NS) * 2 * KS * D;
+#pragma unroll
+      for (int i = 0; i < P::kCopies; ++i) {
+        const int c = int(threadIdx.x) + i * kThreads;
+        const int kv = c / (KS * P::kPieces), key = (c / P::kPieces) % KS, piece = c % P::kPieces;
+        const int64_t j = j0 + key;
+        const bool in = j < k_end;
+        const T* src = kv ? vbase + (in ? j : j0) * p.v_seq_stride : kbase + (in ? j : j0) * p.k_seq_stride;
+        cp_async_16(smem_u32(dst + (kv * KS + key) * D + piece * V), src + piece * V, in ? 16 : 0);
+      }
+    }
+    cp_async_commit();
+  };
+
+  float m[ROWS], l[ROWS], acc[ROWS][V];
+#pragma unroll
+  for (int r = 0; r < ROWS; ++r) {
+    m[r] = neg_inf<float>(), l[r] = 0.f;
+#pragma unroll
+    for (int e = 0; e < V; ++e) acc[r][e] = 0.f;
+  }
+#pragma unroll
+  for (int t = 0; t < NS - 1; ++t) issue(t);
+  for (int t = 0; t < stages; ++t) {
+    cp_async_wait<NS - 2>();  // stage t has landed (for this thread's copies) ...
+    __syncthreads();          // ... and for everyone's; slot (t - 1) % NS is free again
+    issue(t + NS - 1);
+    const T* sk = ring + (t % NS) * 2 * KS * D;
+    const T* sv = sk + KS * D;
+    const int64_t jt = k_begin + int64_t(t) * KS;
+#pragma unroll
+    for (int u0 = 0; u0 < KS / G; u0 += U) {
+      // Keys group + (u0 + u) G of the stage: a warp's lane groups read consecutive rows.
+      float x[U][ROWS];
+#pragma unroll
+      for (int u = 0; u < U; ++u) {
+        float kf[V];
+        unpack<T>(*reinterpret_cast<const uint4*>(sk + (group + (u0 + u) * G) * D + sub * V), kf);
+#pragma unroll
+        for (int r = 0; r < ROWS; ++r) {
+          x[u][r] = 0.f;
+#pragma unroll
+          for (int e = 0; e < V; ++e) x[u][r] = fmaf(q[r][e], kf[e], x[u][r]);
+        }
+      }
+#pragma unroll
+      for (int o = LPK / 2; o > 0; o /= 2)
+#pragma unroll
+        for (int u = 0; u < U; ++u)
+#pragma unroll
+          for (int r = 0; r < ROWS; ++r) x[u][r] += __shfl_xor_sync(lanes, x[u][r], o);
+#pragma unroll
+      for (int u = 0; u < U; ++u) {
+        const int64_t j = jt + group + (u0 + u) * G;
+#pragma unroll
+        for (int r = 0; r < ROWS; ++r)
+          if (j > last[r] || j >= k_end) x[u][r] = neg_inf<float>();
+      }
+      float vf[U][V];
+#pragma unroll
+      for (int u = 0; u < U; ++u)
+        unpack<T>(*reinterpret_cast<const uint4*>(sv + (group + (u0 + u) * G) * D + sub * V), vf[u]);
+#pragma unroll
+      for (int r = 0; r < ROWS; ++r) {
+        float mx = x[0][r];
+#pragma unroll
+        for (int u = 1; u < U; ++u) mx = fmaxf(mx, x[u][r]);
+        if (mx == neg_inf<float>()) continue;
+        const float m_new = fmaxf(m[r], mx), alpha = exp2f(m[r] - m_new);
+        float pj[U], sum = 0.f;
+#pragma unroll
+        for (int u = 0; u < U; ++u) sum += (pj[u] = exp2f(x[u][r] - m_new));
+        l[r] = l[r] * alpha + sum;
+#pragma unroll
+        for (int e = 0; e < V; ++e) {
+          float a = acc[r][e] * alpha;
+#pragma unroll
+          for (int u = 0; u < U; ++u) a = fmaf(pj[u], vf[u][e], a);
+          acc[r][e] = a;
+        }
+        m[r] = m_new;
+      }
+    }
+  }
+  cp_async_wait_all();
+  __syncthreads();  // the ring is free: the lane groups merge in it
+
+  float* s_acc = reinterpret_cast<float*>(smem);  // [G][ROWS][D]
+#pragma unroll
+  for (int r = 0; r < ROWS; ++r) {
+    if (sub == 0) s_m[group][r] = m[r], s_l[group][r] = l[r];
+#pragma unroll
+    for (int e = 0; e < V; ++e) s_acc[(group * ROWS + r) * D + sub * V + e] = acc[r][e];
+  }
+  __syncthreads();
+  for (int idx = int(threadIdx.x); idx < ROWS * D; idx += kThreads) {
+    const int r = idx / D, d = idx % D;
+    if (row0 + r >= rows) break;
+    float mx = neg_inf<float>();
+    for (int g = 0; g < G; ++g) mx = fmaxf(mx, s_m[g][r]);
+    float sum = 0.f, out = 0.f;
+    if (mx != neg_inf<float>()) {
+      for (int g = 0; g < G; ++g) {
+        const float w = exp2f(s_m[g][r] - mx);
+        sum = fmaf(s_l[g][r], w, sum);
+        out = fmaf(s_acc[(g * ROWS + r) * D + d], w, out);
+      }
+    }
+    const float o = sum > 0.f ? out / sum : 0.f;
+    const float lse2 = sum > 0.f ? mx + log2f(sum) : neg_inf<float>();
+    if (split.splits == 1) {
+      const Row row = row_of(p, hk, row0 + r);
+      store_acc(p.o_head<T>(b, row.h) + row.qi * p.o_seq_stride + d, o);
+      if (d == 0) p.lse_row<float>(b, row.h)[row.qi] = lse2 / kLog2e;
+    } else {
+      s_o[r][d] = o;
+      if (d == 0) s_lse[r] = lse2;
+    }
+  }
+  if (split.splits == 1) return;
+
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  namespace cg = cooperative_groups;
+  cg::cluster_group cluster = cg::this_cluster();
+  cluster.sync();  // every block's part is in its shared memory
+  const int parts = int(split.splits), rank = int(cluster.block_rank());
+  constexpr float kLn2 = 0.6931471805599453f;
+  for (int idx = rank * kThreads + int(threadIdx.x); idx < ROWS * D; idx += parts * kThreads) {
+    const int r = idx / D, d = idx % D;
+    if (row0 + r >= rows) break;
+    float mx = neg_inf<float>();
+    for (int c = 0; c < parts; ++c) mx = fmaxf(mx, cluster.map_shared_rank(&s_lse[0], c)[r]);
+    float sum = 0.f, out = 0.f;
+    if (mx != neg_inf<float>()) {
+      for (int c = 0; c < parts; ++c) {
+        const float w = exp2f(cluster.map_shared_rank(&s_lse[0], c)[r] - mx);
+        sum += w;
+        out = fmaf(w, cluster.map_shared_rank(&s_o[0][0], c)[r * D + d], out);
+      }
+    }
+    const Row row = row_of(p, hk, row0 + r);
+    store_acc(p.o_head<T>(b, row.h) + row.qi * p.o_seq_stride + d, sum > 0.f ? out / sum : 0.f);
+    if (d == 0)
+      p.lse_row<float>(b, row.h)[row.qi] = sum > 0.f ? (mx + log2f(sum)) * kLn2 : neg_inf<float>();
+  }
+  cluster.sync();  // no block leaves while another still reads its part
+#else
+  __trap();  // (cluster_usable() keeps split calls off devices without clusters)
+#endif
+}
+
+// What the hardware allows this kernel on the current device: blocks per SM at its shared
+// memory, and the largest cluster (16 where the non-portable size is granted, else 8).
+struct ClusterLimits {
+  int blocks_per_sm = 1, max_cluster = 1;
+};
+template <typename T, int D, int ROWS> const ClusterLimits& cluster_limits() {
+  static std::mutex mu;
+  static std::map<int, ClusterLimits> by_device;
+  const int device = cuda_current_device();
+  std::lock_guard<std::mutex> lock(mu);
+  auto it = by_device.find(device);
+  if (it != by_device.end()) return it->second;
+  auto kernel = cluster_kernel<T, D, ROWS>;
+  ClusterLimits lim;
+  FG_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                     Pipe<T, D>::kSmem));
+  FG_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&lim.blocks_per_sm, kernel,
+                                                              kThreads, Pipe<T, D>::kSmem));
+  if (cuda_current_device_info().major >= 9) {
+    FG_CUDA_CHECK(
+        cudaFuncSetAttribute(kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1));
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = dim3(16, 1, 1);
+    cfg.blockDim = dim3(kThreads, 1, 1);
+    cfg.dynamicSmemBytes = Pipe<T, D>::kSmem;
+    int most = 0;
+    FG_CUDA_CHECK(cudaOccupancyMaxPotentialClusterSize(&most, kernel, &cfg));
+    lim.max_cluster = std::max(1, std::min(most, 16));
+  }
+  return by_device.emplace(device, lim).first->second;
+}
+
+template <typename T, int D, int ROWS>
+void launch_cluster(const AttentionParams& p, const Split& sp, cudaStream_t stream) {
+  auto kernel = cluster_kernel<T, D, ROWS>;
+  FG_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                     Pipe<T, D>::kSmem));
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = dim3(unsigned(sp.splits), unsigned(p.Hkv * sp.row_chunks), unsigned(p.B));
+  cfg.blockDim = dim3(kThreads, 1, 1);
+  cfg.dynamicSmemBytes = Pipe<T, D>::kSmem;
+  cfg.stream = stream;
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeClusterDimension;
+  attr[0].val.clusterDim.x = unsigned(sp.splits);
+  attr[0].val.clusterDim.y = 1;
+  attr[0].val.clusterDim.z = 1;
+  cfg.attrs = attr;
+  cfg.numAttrs = sp.splits > 1 ? 1 : 0;
+  FG_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, p, sp));
+}
+
+template <typename T, int D, int ROWS>
+void run_cluster_rows(const AttentionParams& p, cudaStream_t stream) {
+  const ClusterLimits& lim = cluster_limits<T, D, ROWS>();
+  const Split sp = cluster_split(p, cuda_current_device_info().sm_count, lim.blocks_per_sm,
+                                 lim.max_cluster);
+  FG_CHECK(p.B <= 65535 && p.Hkv * sp.row_chunks <= 65535, "flash_attention_forward_cuda: B=",
+           p.B, " and Hkv=", p.Hkv, " are too large for the decode kernel's grid");
+  launch_cluster<T, D, ROWS>(p, sp, stream);
+}
+
+}  // namespace decode
+}  // namespace attn
+}  // namespace fg
