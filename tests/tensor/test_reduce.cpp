@@ -327,3 +327,38 @@ FG_TEST_ALL_DEVICES("reductions over a long dim split across the GPU", "[reduce]
     }
   }
 }
+
+#ifdef FLASHGRAD_WITH_CUDA
+// The CUDA column reduction's 16-byte vector path (f32/bf16 with inner a multiple of 4/8 and an
+// aligned pointer: inner 3072) and its fallbacks (inner 3075; a view one element in), over a
+// long dim (split into slices) and a short one, against the CPU kernels (double accumulators).
+TEST_CASE("CUDA column reductions match the CPU on the vector path and its fallbacks",
+          "[reduce][cuda]") {
+  struct Case {
+    Shape shape;
+    int64_t dim, offset;
+  };
+  const std::vector<Case> cases = {{{16384, 3072}, 0, 0}, {{16384, 3075}, 0, 0},
+                                   {{16384, 3072}, 0, 1}, {{3, 5, 3072}, 1, 0},
+                                   {{3, 5, 3075}, 1, 0},  {{3, 5, 3072}, 1, 1}};
+  Generator g(1300);
+  const Tensor values = randn({16384 * 3075 + 1}, TensorOptions(DType::f32), &g);
+  for (DType dt : {DType::bf16, DType::f32}) {
+    const Tensor flat = ops::to_dtype(values, dt);
+    const Tensor flat_gpu = ops::to_device(flat, Device::cuda());
+    for (const auto& c : cases) {
+      INFO(dtype_name(dt) << " " << shape_str(c.shape) << " dim " << c.dim << " offset "
+                          << c.offset);
+      const int64_t n = shape_numel(c.shape);
+      Tensor x = ops::view(ops::narrow(flat_gpu, 0, c.offset, n), c.shape);
+      Tensor xc = ops::view(ops::narrow(flat, 0, c.offset, n), c.shape);
+      REQUIRE((reinterpret_cast<uintptr_t>(x.data_ptr()) % 16 == 0) == (c.offset == 0));
+      Tensor s = ops::sum(x, {c.dim});
+      REQUIRE(s.dtype() == dt);
+      require_close(s, ops::sum(xc, {c.dim}), dt);
+      REQUIRE(ops::amax(x, {c.dim}).to_vector<double>() ==
+              ops::amax(xc, {c.dim}).to_vector<double>());  // exact
+    }
+  }
+}
+#endif
