@@ -34,22 +34,22 @@ namespace attn {
 namespace decode {
 
 // The ring of stages: K rows then V rows of kStageKeys keys each, densely packed.
-template <typename T, int D> struct Pipe {
+template <typename T, int D, int THREADS> struct Pipe {
   static constexpr int kRowBytes = D * int(sizeof(T));
   static constexpr int kPieces = kRowBytes / 16;  // 16-byte copies per row
   static constexpr int kStageBytes = 2 * kStageKeys * kRowBytes;
   // 8-16 KB stages four deep, 32 KB three deep, 64 KB (fp32, D 128) two deep.
   static constexpr int kStages = kStageBytes <= 16384 ? 4 : kStageBytes <= 32768 ? 3 : 2;
   static constexpr int kSmem = kStages * kStageBytes;
-  static constexpr int kCopies = 2 * kStageKeys * kPieces / kThreads;  // per thread and stage
-  static_assert(2 * kStageKeys * kPieces % kThreads == 0, "whole copies per thread");
+  static constexpr int kCopies = 2 * kStageKeys * kPieces / THREADS;  // per thread and stage
+  static_assert(2 * kStageKeys * kPieces % THREADS == 0, "whole copies per thread");
 };
 
-template <typename T, int D, int ROWS>
-__global__ void __launch_bounds__(kThreads)
+template <typename T, int D, int ROWS, int THREADS>
+__global__ void __launch_bounds__(THREADS)
     cluster_kernel(const AttentionParams p, const Split split) {
-  using S = Shape<T, D>;
-  using P = Pipe<T, D>;
+  using S = Shape<T, D, THREADS>;
+  using P = Pipe<T, D, THREADS>;
   constexpr int V = S::kVec, LPK = S::kLanesPerKey, G = S::kGroups, KS = kStageKeys;
   constexpr int NS = P::kStages;
   constexpr int U = KS / G < 4 ? KS / G : 4;  // keys per lane group and softmax update
@@ -90,23 +90,28 @@ __global__ void __launch_bounds__(kThreads)
   }
   const int64_t k_begin = s * split.keys_per_split;
   k_end = min64(k_end, k_begin + split.keys_per_split);
-  const int stages = k_end > k_begin ? int((k_end - k_begin + KS - 1) / KS) : 0;
+  // Keys from here on are counted from k_begin, in 32 bits (a block holds keys_per_split).
+  const int n_keys = k_end > k_begin ? int(k_end - k_begin) : 0;
+  const int stages = (n_keys + KS - 1) / KS;
+  int last_rel[ROWS];
+#pragma unroll
+  for (int r = 0; r < ROWS; ++r) last_rel[r] = int(max64(-1, min64(last[r] - k_begin, n_keys)));
 
   // Stage t into its slot of the ring; keys past k_end are zero-filled (not read). Every
   // thread commits one group per call, empty or not, so that the wait below counts stages.
-  const T* kbase = p.k_head<const T>(b, hk);
-  const T* vbase = p.v_head<const T>(b, hk);
+  const T* kbase = p.k_head<const T>(b, hk) + k_begin * p.k_seq_stride;
+  const T* vbase = p.v_head<const T>(b, hk) + k_begin * p.v_seq_stride;
   auto issue = [&](int t) {
     if (t < stages) {
-      const int64_t j0 = k_begin + int64_t(t) * KS;
+      const int j0 = t * KS;
       T* dst = ring + (t % NS) * 2 * KS * D;
 #pragma unroll
       for (int i = 0; i < P::kCopies; ++i) {
-        const int c = int(threadIdx.x) + i * kThreads;
+        const int c = int(threadIdx.x) + i * THREADS;
         const int kv = c / (KS * P::kPieces), key = (c / P::kPieces) % KS, piece = c % P::kPieces;
-        const int64_t j = j0 + key;
-        const bool in = j < k_end;
-        const T* src = kv ? vbase + (in ? j : j0) * p.v_seq_stride : kbase + (in ? j : j0) * p.k_seq_stride;
+        const bool in = j0 + key < n_keys;
+        const int64_t j = in ? j0 + key : j0;
+        const T* src = kv ? vbase + j * p.v_seq_stride : kbase + j * p.k_seq_stride;
         cp_async_16(smem_u32(dst + (kv * KS + key) * D + piece * V), src + piece * V, in ? 16 : 0);
       }
     }
@@ -128,7 +133,7 @@ __global__ void __launch_bounds__(kThreads)
     issue(t + NS - 1);
     const T* sk = ring + (t % NS) * 2 * KS * D;
     const T* sv = sk + KS * D;
-    const int64_t jt = k_begin + int64_t(t) * KS;
+    const int jt = t * KS;
 #pragma unroll
     for (int u0 = 0; u0 < KS / G; u0 += U) {
       // Keys group + (u0 + u) G of the stage: a warp's lane groups read consecutive rows.
@@ -152,10 +157,10 @@ __global__ void __launch_bounds__(kThreads)
           for (int r = 0; r < ROWS; ++r) x[u][r] += __shfl_xor_sync(lanes, x[u][r], o);
 #pragma unroll
       for (int u = 0; u < U; ++u) {
-        const int64_t j = jt + group + (u0 + u) * G;
+        const int j = jt + group + (u0 + u) * G;
 #pragma unroll
         for (int r = 0; r < ROWS; ++r)
-          if (j > last[r] || j >= k_end) x[u][r] = neg_inf<float>();
+          if (j > last_rel[r] || j >= n_keys) x[u][r] = neg_inf<float>();
       }
       float vf[U][V];
 #pragma unroll
@@ -194,7 +199,7 @@ __global__ void __launch_bounds__(kThreads)
     for (int e = 0; e < V; ++e) s_acc[(group * ROWS + r) * D + sub * V + e] = acc[r][e];
   }
   __syncthreads();
-  for (int idx = int(threadIdx.x); idx < ROWS * D; idx += kThreads) {
+  for (int idx = int(threadIdx.x); idx < ROWS * D; idx += THREADS) {
     const int r = idx / D, d = idx % D;
     if (row0 + r >= rows) break;
     float mx = neg_inf<float>();
@@ -226,7 +231,7 @@ __global__ void __launch_bounds__(kThreads)
   cluster.sync();  // every block's part is in its shared memory
   const int parts = int(split.splits), rank = int(cluster.block_rank());
   constexpr float kLn2 = 0.6931471805599453f;
-  for (int idx = rank * kThreads + int(threadIdx.x); idx < ROWS * D; idx += parts * kThreads) {
+  for (int idx = rank * THREADS + int(threadIdx.x); idx < ROWS * D; idx += parts * THREADS) {
     const int r = idx / D, d = idx % D;
     if (row0 + r >= rows) break;
     float mx = neg_inf<float>();
@@ -255,26 +260,27 @@ __global__ void __launch_bounds__(kThreads)
 struct ClusterLimits {
   int blocks_per_sm = 1, max_cluster = 1;
 };
-template <typename T, int D, int ROWS> const ClusterLimits& cluster_limits() {
+template <typename T, int D, int ROWS, int THREADS> const ClusterLimits& cluster_limits() {
   static std::mutex mu;
   static std::map<int, ClusterLimits> by_device;
   const int device = cuda_current_device();
   std::lock_guard<std::mutex> lock(mu);
   auto it = by_device.find(device);
   if (it != by_device.end()) return it->second;
-  auto kernel = cluster_kernel<T, D, ROWS>;
+  auto kernel = cluster_kernel<T, D, ROWS, THREADS>;
+  using P = Pipe<T, D, THREADS>;
   ClusterLimits lim;
   FG_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                     Pipe<T, D>::kSmem));
+                                     P::kSmem));
   FG_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&lim.blocks_per_sm, kernel,
-                                                              kThreads, Pipe<T, D>::kSmem));
+                                                              THREADS, P::kSmem));
   if (cuda_current_device_info().major >= 9) {
     FG_CUDA_CHECK(
         cudaFuncSetAttribute(kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1));
     cudaLaunchConfig_t cfg = {};
     cfg.gridDim = dim3(16, 1, 1);
-    cfg.blockDim = dim3(kThreads, 1, 1);
-    cfg.dynamicSmemBytes = Pipe<T, D>::kSmem;
+    cfg.blockDim = dim3(THREADS, 1, 1);
+    cfg.dynamicSmemBytes = P::kSmem;
     int most = 0;
     FG_CUDA_CHECK(cudaOccupancyMaxPotentialClusterSize(&most, kernel, &cfg));
     lim.max_cluster = std::max(1, std::min(most, 16));
@@ -282,15 +288,16 @@ template <typename T, int D, int ROWS> const ClusterLimits& cluster_limits() {
   return by_device.emplace(device, lim).first->second;
 }
 
-template <typename T, int D, int ROWS>
+template <typename T, int D, int ROWS, int THREADS>
 void launch_cluster(const AttentionParams& p, const Split& sp, cudaStream_t stream) {
-  auto kernel = cluster_kernel<T, D, ROWS>;
+  auto kernel = cluster_kernel<T, D, ROWS, THREADS>;
+  using P = Pipe<T, D, THREADS>;
   FG_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                     Pipe<T, D>::kSmem));
+                                     P::kSmem));
   cudaLaunchConfig_t cfg = {};
   cfg.gridDim = dim3(unsigned(sp.splits), unsigned(p.Hkv * sp.row_chunks), unsigned(p.B));
-  cfg.blockDim = dim3(kThreads, 1, 1);
-  cfg.dynamicSmemBytes = Pipe<T, D>::kSmem;
+  cfg.blockDim = dim3(THREADS, 1, 1);
+  cfg.dynamicSmemBytes = P::kSmem;
   cfg.stream = stream;
   cudaLaunchAttribute attr[1];
   attr[0].id = cudaLaunchAttributeClusterDimension;
@@ -302,14 +309,14 @@ void launch_cluster(const AttentionParams& p, const Split& sp, cudaStream_t stre
   FG_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, p, sp));
 }
 
-template <typename T, int D, int ROWS>
+template <typename T, int D, int ROWS, int THREADS>
 void run_cluster_rows(const AttentionParams& p, cudaStream_t stream) {
-  const ClusterLimits& lim = cluster_limits<T, D, ROWS>();
+  const ClusterLimits& lim = cluster_limits<T, D, ROWS, THREADS>();
   const Split sp = cluster_split(p, cuda_current_device_info().sm_count, lim.blocks_per_sm,
                                  lim.max_cluster);
   FG_CHECK(p.B <= 65535 && p.Hkv * sp.row_chunks <= 65535, "flash_attention_forward_cuda: B=",
            p.B, " and Hkv=", p.Hkv, " are too large for the decode kernel's grid");
-  launch_cluster<T, D, ROWS>(p, sp, stream);
+  launch_cluster<T, D, ROWS, THREADS>(p, sp, stream);
 }
 
 }  // namespace decode

@@ -22,6 +22,8 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <cstdlib>
+#include <string>
 #include <type_traits>
 
 #include "core/cuda_device.h"
@@ -230,22 +232,38 @@ void launch(const AttentionParams& p, const Split& sp, float* part_o, float* par
   }
 }
 
-// The one-launch cluster kernel (cluster.cuh) on devices with clusters (compute capability 9
-// and up), unless FLASHGRAD_DECODE_TWO_KERNELS=1 asks for the split + combine pair below.
+// The one-launch cluster kernel (cluster.cuh): 256 threads a block for one or two rows per kv
+// head (FLASHGRAD_DECODE_CLUSTER_THREADS=128 for four warps, to compare), 128 for more rows
+// (their registers leave no room for eight warps).
 template <typename T, int D> void run_cluster(const AttentionParams& p, cudaStream_t stream) {
+  static const int64_t threads = env_int("FLASHGRAD_DECODE_CLUSTER_THREADS", 256, 128, 256);
   const int64_t rows = std::min<int64_t>(decode_rows(p), kRowsPerBlock);
-  if (rows <= 1) run_cluster_rows<T, D, 1>(p, stream);
-  else if (rows <= 2) run_cluster_rows<T, D, 2>(p, stream);
-  else if (rows <= 4) run_cluster_rows<T, D, 4>(p, stream);
-  else run_cluster_rows<T, D, 8>(p, stream);
+  if (rows <= 2 && threads == 256) {
+    if (rows <= 1) run_cluster_rows<T, D, 1, 256>(p, stream);
+    else run_cluster_rows<T, D, 2, 256>(p, stream);
+  } else if (rows <= 1) run_cluster_rows<T, D, 1, kThreads>(p, stream);
+  else if (rows <= 2) run_cluster_rows<T, D, 2, kThreads>(p, stream);
+  else if (rows <= 4) run_cluster_rows<T, D, 4, kThreads>(p, stream);
+  else run_cluster_rows<T, D, 8, kThreads>(p, stream);
 }
-inline bool use_cluster_kernel() {
-  static const bool two = env_flag("FLASHGRAD_DECODE_TWO_KERNELS");
-  return !two && cuda_current_device_info().major >= 9;
+
+// Which form runs: FLASHGRAD_DECODE_KERNEL=cluster or =split forces one (for experiments);
+// unset (or auto), the cluster form on devices with clusters (compute capability 9 and up)
+// for one or two query rows per kv head, the split + combine pair otherwise.
+inline bool use_cluster_kernel(const AttentionParams& p) {
+  static const int forced = [] {  // 0 auto, 1 cluster, 2 split
+    const char* e = std::getenv("FLASHGRAD_DECODE_KERNEL");
+    const std::string v = e ? e : "";
+    FG_CHECK(v.empty() || v == "auto" || v == "cluster" || v == "split",
+             "FLASHGRAD_DECODE_KERNEL=", v, ": use auto, cluster or split");
+    return v == "cluster" ? 1 : v == "split" ? 2 : 0;
+  }();
+  if (forced == 2 || cuda_current_device_info().major < 9) return false;
+  return forced == 1 || decode_rows(p) <= 2;
 }
 
 template <typename T, int D> void run_forward(const AttentionParams& p, cudaStream_t stream) {
-  if (use_cluster_kernel()) return run_cluster<T, D>(p, stream);
+  if (use_cluster_kernel(p)) return run_cluster<T, D>(p, stream);
   const Split sp = decode_split(p, cuda_current_device_info().sm_count, p.split_workspace != nullptr);
   FG_CHECK(p.B <= 65535 && p.Hkv * sp.row_chunks <= 65535, "flash_attention_forward_cuda: B=",
            p.B, " and Hkv=", p.Hkv, " are too large for the decode kernel's grid");
