@@ -11,7 +11,9 @@
 // Back-to-back calls on one cache would read it from L2 once it fits there (the H100's 50 MB
 // hold 8k keys of the default shape), which a decode step never does: its layers read 12
 // different caches. So the calls cycle through enough copies of the cache to fill twice the
-// L2 (`--warm-l2` reads one copy again and again instead).
+// L2 (`--warm-l2` reads one copy again and again instead). Each length is timed twice: calls
+// launched one by one (what an eager caller gets, launch costs included), and 32 calls
+// captured in one CUDA graph and replayed (the GPU's time alone, as in a graphed decode step).
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -28,6 +30,7 @@
 #include "cli/bench_timing.h"
 #include "core/cuda_check.h"
 #include "core/cuda_device.h"
+#include "tensor/graph.h"
 #endif
 
 namespace fg::cli {
@@ -90,7 +93,7 @@ void run(const Flags& f) {
               dev.name.c_str(), (long long)B, (long long)H, (long long)Hkv, (long long)D);
   std::printf("  (calls cycle through copies of the cache filling twice the L2%s)\n",
               f.warm_l2 ? "; --warm-l2: one copy instead" : "");
-  std::printf("  cache len | splitkv us | GB/s   | tiled kernel | its us   | speedup | max |diff|\n");
+  std::printf("  cache len | splitkv us | GB/s   | graphed us | GB/s   | tiled kernel | its us   | speedup | max |diff|\n");
   nlohmann::json rows = nlohmann::json::array();
   for (int64_t L : f.lens) {
     FG_CHECK(L >= 1 && L <= (int64_t(1) << 24), "bench decode-attention: cache length ", L,
@@ -131,6 +134,15 @@ void run(const Flags& f) {
       p.k = ks[call % copies]->ptr, p.v = vs[call % copies]->ptr, ++call;
       flash_attention_forward_cuda(p);
     }, f.seconds);
+    constexpr int kGraphCalls = 32;
+    CudaGraph graph;
+    graph.capture([&] {
+      for (int i = 0; i < kGraphCalls; ++i) {
+        p.k = ks[call % copies]->ptr, p.v = vs[call % copies]->ptr, ++call;
+        flash_attention_forward_cuda(p);
+      }
+    });
+    const double ms_graph = time_ms([&] { graph.replay(); }, f.seconds) / kGraphCalls;
     AttentionParams pt = p;
     pt.o = o2.ptr;
     const double ms_tiled = time_ms([&] {
@@ -145,13 +157,15 @@ void run(const Flags& f) {
     for (size_t i = 0; i < nq; ++i)
       diff = std::max(diff, double(std::fabs(bf16_to_float(a[i]) - bf16_to_float(b[i]))));
     const double bytes = 2.0 * double(nkv) * 2;
-    const double gbs = bytes / (ms * 1e-3) / 1e9;
-    std::printf("  %9lld | %10.2f | %6.0f | %-12s | %8.2f | %6.2fx | %.1e%s\n", (long long)L,
-                ms * 1e3, gbs, tiled.c_str(), ms_tiled * 1e3, ms_tiled / ms, diff,
+    const double gbs = bytes / (ms * 1e-3) / 1e9, gbs_graph = bytes / (ms_graph * 1e-3) / 1e9;
+    std::printf("  %9lld | %10.2f | %6.0f | %10.2f | %6.0f | %-12s | %8.2f | %6.2fx | %.1e%s\n",
+                (long long)L, ms * 1e3, gbs, ms_graph * 1e3, gbs_graph, tiled.c_str(),
+                ms_tiled * 1e3, ms_tiled / ms, diff,
                 chosen == "splitkv" ? "" : "  (splitkv not chosen!)");
     std::fflush(stdout);
     rows.push_back({{"cache_len", L}, {"kernel", chosen}, {"cache_copies", copies},
-                    {"us", ms * 1e3}, {"gb_per_s", gbs},
+                    {"us", ms * 1e3}, {"gb_per_s", gbs}, {"graph_us", ms_graph * 1e3},
+                    {"graph_gb_per_s", gbs_graph},
                     {"tiled_kernel", tiled}, {"tiled_us", ms_tiled * 1e3},
                     {"max_abs_diff", diff}});
     FG_CHECK(chosen == "splitkv", "bench decode-attention: the dispatcher chose '", chosen,

@@ -56,6 +56,17 @@ TEST_CASE("attention decode: one new token against caches of odd lengths", "[cud
   });
 }
 
+// A small case for racecheck: one row per kv head (the cluster form with eight warps on Hopper,
+// split into a cluster at 4097 keys, unsplit at 100).
+TEST_CASE("attention decode: one row per kv head under racecheck", "[cuda][attention][racecheck]") {
+  require_cuda_device();
+  for (int64_t Nk : {100, 4097}) {
+    Case c;
+    c.B = 1, c.Nq = 1, c.Nk = Nk, c.Hq = c.Hkv = 2, c.D = 64, c.causal = true;
+    check_decode<bfloat16>(c);
+  }
+}
+
 // (No commas in the name: scripts/gpu-check.sh passes each [racecheck] name as a Catch filter.)
 TEST_CASE("attention decode: GQA and MQA groups and several new tokens",
           "[cuda][attention][racecheck]") {

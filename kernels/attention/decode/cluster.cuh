@@ -290,10 +290,8 @@ template <typename T, int D, int ROWS, int THREADS> const ClusterLimits& cluster
 
 template <typename T, int D, int ROWS, int THREADS>
 void launch_cluster(const AttentionParams& p, const Split& sp, cudaStream_t stream) {
-  auto kernel = cluster_kernel<T, D, ROWS, THREADS>;
+  auto kernel = cluster_kernel<T, D, ROWS, THREADS>;  // (its attributes: cluster_limits)
   using P = Pipe<T, D, THREADS>;
-  FG_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                     P::kSmem));
   cudaLaunchConfig_t cfg = {};
   cfg.gridDim = dim3(unsigned(sp.splits), unsigned(p.Hkv * sp.row_chunks), unsigned(p.B));
   cfg.blockDim = dim3(THREADS, 1, 1);
