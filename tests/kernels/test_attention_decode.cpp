@@ -56,8 +56,8 @@ TEST_CASE("attention decode: one new token against caches of odd lengths", "[cud
   });
 }
 
-// A small case for racecheck: one row per kv head (the cluster form with eight warps on Hopper,
-// split into a cluster at 4097 keys, unsplit at 100).
+// A small case for racecheck: one row per kv head (the cluster form on Hopper, split into a
+// cluster at 4097 keys, unsplit at 100).
 TEST_CASE("attention decode: one row per kv head under racecheck", "[cuda][attention][racecheck]") {
   require_cuda_device();
   for (int64_t Nk : {100, 4097}) {

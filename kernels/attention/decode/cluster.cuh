@@ -34,22 +34,22 @@ namespace attn {
 namespace decode {
 
 // The ring of stages: K rows then V rows of kStageKeys keys each, densely packed.
-template <typename T, int D, int THREADS> struct Pipe {
+template <typename T, int D> struct Pipe {
   static constexpr int kRowBytes = D * int(sizeof(T));
   static constexpr int kPieces = kRowBytes / 16;  // 16-byte copies per row
   static constexpr int kStageBytes = 2 * kStageKeys * kRowBytes;
   // 8-16 KB stages four deep, 32 KB three deep, 64 KB (fp32, D 128) two deep.
   static constexpr int kStages = kStageBytes <= 16384 ? 4 : kStageBytes <= 32768 ? 3 : 2;
   static constexpr int kSmem = kStages * kStageBytes;
-  static constexpr int kCopies = 2 * kStageKeys * kPieces / THREADS;  // per thread and stage
-  static_assert(2 * kStageKeys * kPieces % THREADS == 0, "whole copies per thread");
+  static constexpr int kCopies = 2 * kStageKeys * kPieces / kThreads;  // per thread and stage
+  static_assert(2 * kStageKeys * kPieces % kThreads == 0, "whole copies per thread");
 };
 
-template <typename T, int D, int ROWS, int THREADS>
-__global__ void __launch_bounds__(THREADS)
+template <typename T, int D, int ROWS>
+__global__ void __launch_bounds__(kThreads)
     cluster_kernel(const AttentionParams p, const Split split) {
-  using S = Shape<T, D, THREADS>;
-  using P = Pipe<T, D, THREADS>;
+  using S = Shape<T, D>;
+  using P = Pipe<T, D>;
   constexpr int V = S::kVec, LPK = S::kLanesPerKey, G = S::kGroups, KS = kStageKeys;
   constexpr int NS = P::kStages;
   constexpr int U = KS / G < 4 ? KS / G : 4;  // keys per lane group and softmax update
@@ -107,7 +107,7 @@ __global__ void __launch_bounds__(THREADS)
       T* dst = ring + (t % NS) * 2 * KS * D;
 #pragma unroll
       for (int i = 0; i < P::kCopies; ++i) {
-        const int c = int(threadIdx.x) + i * THREADS;
+        const int c = int(threadIdx.x) + i * kThreads;
         const int kv = c / (KS * P::kPieces), key = (c / P::kPieces) % KS, piece = c % P::kPieces;
         const bool in = j0 + key < n_keys;
         const int64_t j = in ? j0 + key : j0;
@@ -199,7 +199,7 @@ __global__ void __launch_bounds__(THREADS)
     for (int e = 0; e < V; ++e) s_acc[(group * ROWS + r) * D + sub * V + e] = acc[r][e];
   }
   __syncthreads();
-  for (int idx = int(threadIdx.x); idx < ROWS * D; idx += THREADS) {
+  for (int idx = int(threadIdx.x); idx < ROWS * D; idx += kThreads) {
     const int r = idx / D, d = idx % D;
     if (row0 + r >= rows) break;
     float mx = neg_inf<float>();
@@ -231,7 +231,7 @@ __global__ void __launch_bounds__(THREADS)
   cluster.sync();  // every block's part is in its shared memory
   const int parts = int(split.splits), rank = int(cluster.block_rank());
   constexpr float kLn2 = 0.6931471805599453f;
-  for (int idx = rank * THREADS + int(threadIdx.x); idx < ROWS * D; idx += parts * THREADS) {
+  for (int idx = rank * kThreads + int(threadIdx.x); idx < ROWS * D; idx += parts * kThreads) {
     const int r = idx / D, d = idx % D;
     if (row0 + r >= rows) break;
     float mx = neg_inf<float>();
@@ -260,26 +260,26 @@ __global__ void __launch_bounds__(THREADS)
 struct ClusterLimits {
   int blocks_per_sm = 1, max_cluster = 1;
 };
-template <typename T, int D, int ROWS, int THREADS> const ClusterLimits& cluster_limits() {
+template <typename T, int D, int ROWS> const ClusterLimits& cluster_limits() {
   static std::mutex mu;
   static std::map<int, ClusterLimits> by_device;
   const int device = cuda_current_device();
   std::lock_guard<std::mutex> lock(mu);
   auto it = by_device.find(device);
   if (it != by_device.end()) return it->second;
-  auto kernel = cluster_kernel<T, D, ROWS, THREADS>;
-  using P = Pipe<T, D, THREADS>;
+  auto kernel = cluster_kernel<T, D, ROWS>;
+  using P = Pipe<T, D>;
   ClusterLimits lim;
   FG_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                      P::kSmem));
   FG_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&lim.blocks_per_sm, kernel,
-                                                              THREADS, P::kSmem));
+                                                              kThreads, P::kSmem));
   if (cuda_current_device_info().major >= 9) {
     FG_CUDA_CHECK(
         cudaFuncSetAttribute(kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1));
     cudaLaunchConfig_t cfg = {};
     cfg.gridDim = dim3(16, 1, 1);
-    cfg.blockDim = dim3(THREADS, 1, 1);
+    cfg.blockDim = dim3(kThreads, 1, 1);
     cfg.dynamicSmemBytes = P::kSmem;
     int most = 0;
     FG_CUDA_CHECK(cudaOccupancyMaxPotentialClusterSize(&most, kernel, &cfg));
@@ -288,13 +288,13 @@ template <typename T, int D, int ROWS, int THREADS> const ClusterLimits& cluster
   return by_device.emplace(device, lim).first->second;
 }
 
-template <typename T, int D, int ROWS, int THREADS>
+template <typename T, int D, int ROWS>
 void launch_cluster(const AttentionParams& p, const Split& sp, cudaStream_t stream) {
-  auto kernel = cluster_kernel<T, D, ROWS, THREADS>;  // (its attributes: cluster_limits)
-  using P = Pipe<T, D, THREADS>;
+  auto kernel = cluster_kernel<T, D, ROWS>;  // (its attributes: cluster_limits)
+  using P = Pipe<T, D>;
   cudaLaunchConfig_t cfg = {};
   cfg.gridDim = dim3(unsigned(sp.splits), unsigned(p.Hkv * sp.row_chunks), unsigned(p.B));
-  cfg.blockDim = dim3(THREADS, 1, 1);
+  cfg.blockDim = dim3(kThreads, 1, 1);
   cfg.dynamicSmemBytes = P::kSmem;
   cfg.stream = stream;
   cudaLaunchAttribute attr[1];
@@ -307,14 +307,14 @@ void launch_cluster(const AttentionParams& p, const Split& sp, cudaStream_t stre
   FG_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, p, sp));
 }
 
-template <typename T, int D, int ROWS, int THREADS>
+template <typename T, int D, int ROWS>
 void run_cluster_rows(const AttentionParams& p, cudaStream_t stream) {
-  const ClusterLimits& lim = cluster_limits<T, D, ROWS, THREADS>();
+  const ClusterLimits& lim = cluster_limits<T, D, ROWS>();
   const Split sp = cluster_split(p, cuda_current_device_info().sm_count, lim.blocks_per_sm,
                                  lim.max_cluster);
   FG_CHECK(p.B <= 65535 && p.Hkv * sp.row_chunks <= 65535, "flash_attention_forward_cuda: B=",
            p.B, " and Hkv=", p.Hkv, " are too large for the decode kernel's grid");
-  launch_cluster<T, D, ROWS, THREADS>(p, sp, stream);
+  launch_cluster<T, D, ROWS>(p, sp, stream);
 }
 
 }  // namespace decode

@@ -13,10 +13,10 @@ namespace fg {
 namespace attn {
 namespace decode {
 
-template <typename T, int D, int THREADS = kThreads> struct Shape {
+template <typename T, int D> struct Shape {
   static constexpr int kVec = 16 / int(sizeof(T));          // elements per 16-byte load
   static constexpr int kLanesPerKey = D / kVec;             // lanes that share one key
-  static constexpr int kGroups = THREADS / kLanesPerKey;    // keys a block reads at once
+  static constexpr int kGroups = kThreads / kLanesPerKey;   // keys a block reads at once
   static_assert(kLanesPerKey >= 1 && kLanesPerKey <= 32 && 32 % kLanesPerKey == 0,
                 "a key's lanes must lie within one warp");
 };

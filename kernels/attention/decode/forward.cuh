@@ -232,19 +232,14 @@ void launch(const AttentionParams& p, const Split& sp, float* part_o, float* par
   }
 }
 
-// The one-launch cluster kernel (cluster.cuh): 256 threads a block for one or two rows per kv
-// head (FLASHGRAD_DECODE_CLUSTER_THREADS=128 for four warps, to compare), 128 for more rows
-// (their registers leave no room for eight warps).
+// The one-launch cluster kernel (cluster.cuh), four warps a block. (Eight warps for one or two
+// rows per kv head were 2-7% slower on an H100, 2026-12-07: bench/RESULTS.md.)
 template <typename T, int D> void run_cluster(const AttentionParams& p, cudaStream_t stream) {
-  static const int64_t threads = env_int("FLASHGRAD_DECODE_CLUSTER_THREADS", 256, 128, 256);
   const int64_t rows = std::min<int64_t>(decode_rows(p), kRowsPerBlock);
-  if (rows <= 2 && threads == 256) {
-    if (rows <= 1) run_cluster_rows<T, D, 1, 256>(p, stream);
-    else run_cluster_rows<T, D, 2, 256>(p, stream);
-  } else if (rows <= 1) run_cluster_rows<T, D, 1, kThreads>(p, stream);
-  else if (rows <= 2) run_cluster_rows<T, D, 2, kThreads>(p, stream);
-  else if (rows <= 4) run_cluster_rows<T, D, 4, kThreads>(p, stream);
-  else run_cluster_rows<T, D, 8, kThreads>(p, stream);
+  if (rows <= 1) run_cluster_rows<T, D, 1>(p, stream);
+  else if (rows <= 2) run_cluster_rows<T, D, 2>(p, stream);
+  else if (rows <= 4) run_cluster_rows<T, D, 4>(p, stream);
+  else run_cluster_rows<T, D, 8>(p, stream);
 }
 
 // Which form runs: FLASHGRAD_DECODE_KERNEL=cluster or =split forces one (for experiments);
