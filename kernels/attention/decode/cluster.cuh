@@ -50,7 +50,7 @@ __global__ void __launch_bounds__(kThreads)
     cluster_kernel(const AttentionParams p, const Split split) {
   using S = Shape<T, D>;
   using P = Pipe<T, D>;
-  constexpr int V = S::kVec, LPK = S::kLanesPerKey, G = S::kGroups, KS = kStageKeys;
+  constexpr int V = S::kVec, G = S::kGroups, KS = kStageKeys;
   constexpr int NS = P::kStages;
   constexpr int U = KS / G < 4 ? KS / G : 4;  // keys per lane group and softmax update
   static_assert(KS % (G * U) == 0, "whole updates per stage");
@@ -64,38 +64,16 @@ __global__ void __launch_bounds__(kThreads)
   const int64_t hk = blockIdx.y / split.row_chunks, chunk = blockIdx.y % split.row_chunks;
   const int64_t b = blockIdx.z, s = blockIdx.x;
   const int64_t nk = p.seqused_k ? min64(int64_t(p.seqused_k[b]), p.Nk) : p.Nk;
-  const int group = int(threadIdx.x) / LPK, sub = int(threadIdx.x) % LPK;
-  const unsigned lanes =
-      LPK == 32 ? 0xffffffffu : ((1u << LPK) - 1u) << ((int(threadIdx.x) % 32) / LPK * LPK);
   const int64_t rows = decode_rows(p), row0 = chunk * ROWS;
-  constexpr float kLog2e = 1.4426950408889634f;
-  const float scale = float(p.softmax_scale) * kLog2e;
-
-  float q[ROWS][V];
-  int64_t last[ROWS];
-  int64_t k_end = 0;
-#pragma unroll
-  for (int r = 0; r < ROWS; ++r) {
-    last[r] = -1;
-#pragma unroll
-    for (int e = 0; e < V; ++e) q[r][e] = 0.f;
-    if (row0 + r >= rows) continue;
-    const Row row = row_of(p, hk, row0 + r);
-    const T* qp = p.q_head<const T>(b, row.h) + row.qi * p.q_seq_stride + sub * V;
-    unpack<T>(*reinterpret_cast<const uint4*>(qp), q[r]);
-#pragma unroll
-    for (int e = 0; e < V; ++e) q[r][e] *= scale;
-    last[r] = p.causal ? min64(row.qi + nk - p.Nq, nk - 1) : nk - 1;
-    k_end = max64(k_end, last[r] + 1);
-  }
+  Lanes<T, D, ROWS> ln(p, b, hk, row0, nk);
   const int64_t k_begin = s * split.keys_per_split;
-  k_end = min64(k_end, k_begin + split.keys_per_split);
   // Keys from here on are counted from k_begin, in 32 bits (a block holds keys_per_split).
+  const int64_t k_end = min64(ln.k_end, k_begin + split.keys_per_split);
   const int n_keys = k_end > k_begin ? int(k_end - k_begin) : 0;
   const int stages = (n_keys + KS - 1) / KS;
   int last_rel[ROWS];
 #pragma unroll
-  for (int r = 0; r < ROWS; ++r) last_rel[r] = int(max64(-1, min64(last[r] - k_begin, n_keys)));
+  for (int r = 0; r < ROWS; ++r) last_rel[r] = int(max64(-1, min64(ln.last[r] - k_begin, n_keys)));
 
   // Stage t into its slot of the ring; keys past k_end are zero-filled (not read). Every
   // thread commits one group per call, empty or not, so that the wait below counts stages.
@@ -118,111 +96,51 @@ __global__ void __launch_bounds__(kThreads)
     cp_async_commit();
   };
 
-  float m[ROWS], l[ROWS], acc[ROWS][V];
-#pragma unroll
-  for (int r = 0; r < ROWS; ++r) {
-    m[r] = neg_inf<float>(), l[r] = 0.f;
-#pragma unroll
-    for (int e = 0; e < V; ++e) acc[r][e] = 0.f;
-  }
 #pragma unroll
   for (int t = 0; t < NS - 1; ++t) issue(t);
   for (int t = 0; t < stages; ++t) {
     cp_async_wait<NS - 2>();  // stage t has landed (for this thread's copies) ...
     __syncthreads();          // ... and for everyone's; slot (t - 1) % NS is free again
     issue(t + NS - 1);
-    const T* sk = ring + (t % NS) * 2 * KS * D;
+    const T* sk = ring + (t % NS) * 2 * KS * D + ln.sub * V;
     const T* sv = sk + KS * D;
-    const int jt = t * KS;
 #pragma unroll
     for (int u0 = 0; u0 < KS / G; u0 += U) {
       // Keys group + (u0 + u) G of the stage: a warp's lane groups read consecutive rows.
-      float x[U][ROWS];
+      uint4 kw[U], vw[U];
 #pragma unroll
       for (int u = 0; u < U; ++u) {
-        float kf[V];
-        unpack<T>(*reinterpret_cast<const uint4*>(sk + (group + (u0 + u) * G) * D + sub * V), kf);
-#pragma unroll
-        for (int r = 0; r < ROWS; ++r) {
-          x[u][r] = 0.f;
-#pragma unroll
-          for (int e = 0; e < V; ++e) x[u][r] = fmaf(q[r][e], kf[e], x[u][r]);
-        }
+        kw[u] = *reinterpret_cast<const uint4*>(sk + (ln.group + (u0 + u) * G) * D);
+        vw[u] = *reinterpret_cast<const uint4*>(sv + (ln.group + (u0 + u) * G) * D);
       }
-#pragma unroll
-      for (int o = LPK / 2; o > 0; o /= 2)
-#pragma unroll
-        for (int u = 0; u < U; ++u)
-#pragma unroll
-          for (int r = 0; r < ROWS; ++r) x[u][r] += __shfl_xor_sync(lanes, x[u][r], o);
+      float x[U][ROWS];
+      ln.score(kw, x);
 #pragma unroll
       for (int u = 0; u < U; ++u) {
-        const int j = jt + group + (u0 + u) * G;
+        const int j = t * KS + ln.group + (u0 + u) * G;
 #pragma unroll
         for (int r = 0; r < ROWS; ++r)
           if (j > last_rel[r] || j >= n_keys) x[u][r] = neg_inf<float>();
       }
-      float vf[U][V];
-#pragma unroll
-      for (int u = 0; u < U; ++u)
-        unpack<T>(*reinterpret_cast<const uint4*>(sv + (group + (u0 + u) * G) * D + sub * V), vf[u]);
-#pragma unroll
-      for (int r = 0; r < ROWS; ++r) {
-        float mx = x[0][r];
-#pragma unroll
-        for (int u = 1; u < U; ++u) mx = fmaxf(mx, x[u][r]);
-        if (mx == neg_inf<float>()) continue;
-        const float m_new = fmaxf(m[r], mx), alpha = exp2f(m[r] - m_new);
-        float pj[U], sum = 0.f;
-#pragma unroll
-        for (int u = 0; u < U; ++u) sum += (pj[u] = exp2f(x[u][r] - m_new));
-        l[r] = l[r] * alpha + sum;
-#pragma unroll
-        for (int e = 0; e < V; ++e) {
-          float a = acc[r][e] * alpha;
-#pragma unroll
-          for (int u = 0; u < U; ++u) a = fmaf(pj[u], vf[u][e], a);
-          acc[r][e] = a;
-        }
-        m[r] = m_new;
-      }
+      ln.update(x, vw);
     }
   }
   cp_async_wait_all();
   __syncthreads();  // the ring is free: the lane groups merge in it
 
-  float* s_acc = reinterpret_cast<float*>(smem);  // [G][ROWS][D]
-#pragma unroll
-  for (int r = 0; r < ROWS; ++r) {
-    if (sub == 0) s_m[group][r] = m[r], s_l[group][r] = l[r];
-#pragma unroll
-    for (int e = 0; e < V; ++e) s_acc[(group * ROWS + r) * D + sub * V + e] = acc[r][e];
-  }
-  __syncthreads();
-  for (int idx = int(threadIdx.x); idx < ROWS * D; idx += kThreads) {
-    const int r = idx / D, d = idx % D;
-    if (row0 + r >= rows) break;
-    float mx = neg_inf<float>();
-    for (int g = 0; g < G; ++g) mx = fmaxf(mx, s_m[g][r]);
-    float sum = 0.f, out = 0.f;
-    if (mx != neg_inf<float>()) {
-      for (int g = 0; g < G; ++g) {
-        const float w = exp2f(s_m[g][r] - mx);
-        sum = fmaf(s_l[g][r], w, sum);
-        out = fmaf(s_acc[(g * ROWS + r) * D + d], w, out);
-      }
-    }
-    const float o = sum > 0.f ? out / sum : 0.f;
-    const float lse2 = sum > 0.f ? mx + log2f(sum) : neg_inf<float>();
-    if (split.splits == 1) {
-      const Row row = row_of(p, hk, row0 + r);
-      store_acc(p.o_head<T>(b, row.h) + row.qi * p.o_seq_stride + d, o);
-      if (d == 0) p.lse_row<float>(b, row.h)[row.qi] = lse2 / kLog2e;
-    } else {
-      s_o[r][d] = o;
-      if (d == 0) s_lse[r] = lse2;
-    }
-  }
+  // The block's part: straight to O and LSE when unsplit, else to shared memory for the
+  // cluster's merge.
+  ln.merge(s_m, s_l, reinterpret_cast<float*>(smem), rows - row0,
+           [&](int r, int d, float o, float lse2) {
+             if (split.splits == 1) {
+               const Row row = row_of(p, hk, row0 + r);
+               store_acc(p.o_head<T>(b, row.h) + row.qi * p.o_seq_stride + d, o);
+               if (d == 0) p.lse_row<float>(b, row.h)[row.qi] = lse2 / kLog2e;
+             } else {
+               s_o[r][d] = o;
+               if (d == 0) s_lse[r] = lse2;
+             }
+           });
   if (split.splits == 1) return;
 
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
@@ -230,28 +148,20 @@ __global__ void __launch_bounds__(kThreads)
   cg::cluster_group cluster = cg::this_cluster();
   cluster.sync();  // every block's part is in its shared memory
   const int parts = int(split.splits), rank = int(cluster.block_rank());
-  constexpr float kLn2 = 0.6931471805599453f;
   for (int idx = rank * kThreads + int(threadIdx.x); idx < ROWS * D; idx += parts * kThreads) {
     const int r = idx / D, d = idx % D;
     if (row0 + r >= rows) break;
-    float mx = neg_inf<float>();
-    for (int c = 0; c < parts; ++c) mx = fmaxf(mx, cluster.map_shared_rank(&s_lse[0], c)[r]);
-    float sum = 0.f, out = 0.f;
-    if (mx != neg_inf<float>()) {
-      for (int c = 0; c < parts; ++c) {
-        const float w = exp2f(cluster.map_shared_rank(&s_lse[0], c)[r] - mx);
-        sum += w;
-        out = fmaf(w, cluster.map_shared_rank(&s_o[0][0], c)[r * D + d], out);
-      }
-    }
+    float o, lse;
+    merge_parts(
+        parts, [&](int64_t c) { return cluster.map_shared_rank(&s_lse[0], int(c))[r]; },
+        [&](int64_t c) { return cluster.map_shared_rank(&s_o[0][0], int(c))[r * D + d]; }, o, lse);
     const Row row = row_of(p, hk, row0 + r);
-    store_acc(p.o_head<T>(b, row.h) + row.qi * p.o_seq_stride + d, sum > 0.f ? out / sum : 0.f);
-    if (d == 0)
-      p.lse_row<float>(b, row.h)[row.qi] = sum > 0.f ? (mx + log2f(sum)) * kLn2 : neg_inf<float>();
+    store_acc(p.o_head<T>(b, row.h) + row.qi * p.o_seq_stride + d, o);
+    if (d == 0) p.lse_row<float>(b, row.h)[row.qi] = lse;
   }
   cluster.sync();  // no block leaves while another still reads its part
 #else
-  __trap();  // (cluster_usable() keeps split calls off devices without clusters)
+  __trap();  // (use_cluster_kernel() keeps this kernel off devices without clusters)
 #endif
 }
 

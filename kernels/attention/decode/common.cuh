@@ -50,6 +50,149 @@ FG_ATTN_DEV Row row_of(const AttentionParams& p, int64_t hk, int64_t r) {
   return {hk * group + r % group, r / group};
 }
 
+constexpr float kLog2e = 1.4426950408889634f;
+
+// One thread's share of a decode block (both kernels): the lane group that scores one key at a
+// time (group) and this lane's 16 bytes of it (sub); this lane's slice of each query row,
+// pre-scaled by softmax_scale * log2 e; the last key each row may see; and the group's online
+// softmax per row (running max m and sum l, log2 domain, and this lane's output slice).
+template <typename T, int D, int ROWS> struct Lanes {
+  using S = Shape<T, D>;
+  static constexpr int V = S::kVec, LPK = S::kLanesPerKey, G = S::kGroups;
+  int group, sub;
+  unsigned lanes;  // the lanes of this key group, for the shuffles of a dot product
+  float q[ROWS][V];
+  int64_t last[ROWS];
+  int64_t k_end;  // one past the last key any row sees
+  float m[ROWS], l[ROWS], acc[ROWS][V];
+
+  // The rows row0 .. row0 + ROWS - 1 of kv head hk in entry b, whose cache holds nk keys
+  // (rows past decode_rows are padding: no key, zero query).
+  FG_ATTN_DEV Lanes(const AttentionParams& p, int64_t b, int64_t hk, int64_t row0, int64_t nk) {
+    group = int(threadIdx.x) / LPK, sub = int(threadIdx.x) % LPK;
+    lanes = LPK == 32 ? 0xffffffffu : ((1u << LPK) - 1u) << ((int(threadIdx.x) % 32) / LPK * LPK);
+    const float scale = float(p.softmax_scale) * kLog2e;
+    const int64_t rows = decode_rows(p);
+    k_end = 0;
+#pragma unroll
+    for (int r = 0; r < ROWS; ++r) {
+      last[r] = -1;
+      m[r] = neg_inf<float>(), l[r] = 0.f;
+#pragma unroll
+      for (int e = 0; e < V; ++e) q[r][e] = acc[r][e] = 0.f;
+      if (row0 + r >= rows) continue;
+      const Row row = row_of(p, hk, row0 + r);
+      const T* qp = p.q_head<const T>(b, row.h) + row.qi * p.q_seq_stride + sub * V;
+      unpack<T>(*reinterpret_cast<const uint4*>(qp), q[r]);
+#pragma unroll
+      for (int e = 0; e < V; ++e) q[r][e] *= scale;
+      last[r] = p.causal ? min64(row.qi + nk - p.Nq, nk - 1) : nk - 1;  // causal_last_key at nk
+      k_end = max64(k_end, last[r] + 1);
+    }
+  }
+
+  // Scores of U keys (this lane's 16 bytes of each) for every row: partial dot products, then
+  // the shuffle trees, all independent of one another. Every lane of a group runs the same
+  // code (the keys of a group are the same), so the group's shuffles are convergent.
+  template <int U> FG_ATTN_DEV void score(const uint4 (&kw)[U], float (&x)[U][ROWS]) const {
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      float kf[V];
+      unpack<T>(kw[u], kf);
+#pragma unroll
+      for (int r = 0; r < ROWS; ++r) {
+        x[u][r] = 0.f;
+#pragma unroll
+        for (int e = 0; e < V; ++e) x[u][r] = fmaf(q[r][e], kf[e], x[u][r]);
+      }
+    }
+#pragma unroll
+    for (int o = LPK / 2; o > 0; o /= 2)
+#pragma unroll
+      for (int u = 0; u < U; ++u)
+#pragma unroll
+        for (int r = 0; r < ROWS; ++r) x[u][r] += __shfl_xor_sync(lanes, x[u][r], o);
+  }
+
+  // One online-softmax update per row for U keys: their scores (masked ones -inf) and values.
+  template <int U> FG_ATTN_DEV void update(const float (&x)[U][ROWS], const uint4 (&vw)[U]) {
+    float vf[U][V];
+#pragma unroll
+    for (int u = 0; u < U; ++u) unpack<T>(vw[u], vf[u]);
+#pragma unroll
+    for (int r = 0; r < ROWS; ++r) {
+      float mx = x[0][r];
+#pragma unroll
+      for (int u = 1; u < U; ++u) mx = fmaxf(mx, x[u][r]);
+      if (mx == neg_inf<float>()) continue;  // nothing visible to this row in this step
+      const float m_new = fmaxf(m[r], mx), alpha = exp2f(m[r] - m_new);
+      float pj[U], sum = 0.f;
+#pragma unroll
+      for (int u = 0; u < U; ++u) sum += (pj[u] = exp2f(x[u][r] - m_new));
+      l[r] = l[r] * alpha + sum;
+#pragma unroll
+      for (int e = 0; e < V; ++e) {
+        float a = acc[r][e] * alpha;
+#pragma unroll
+        for (int u = 0; u < U; ++u) a = fmaf(pj[u], vf[u][e], a);
+        acc[r][e] = a;
+      }
+      m[r] = m_new;
+    }
+  }
+
+  // Merges the block's lane groups: each writes its state to s_m, s_l [G][ROWS] and s_acc
+  // [G][ROWS][D] (shared), then every thread finishes some (row r, element d) of the rows
+  // below `rows` and calls emit(r, d, o, lse2): the block's normalised output and its
+  // log2-sum-exp (O = 0 and -inf for a row that saw no key).
+  template <typename Emit>
+  FG_ATTN_DEV void merge(float (*s_m)[ROWS], float (*s_l)[ROWS], float* s_acc, int64_t rows,
+                         Emit&& emit) const {
+#pragma unroll
+    for (int r = 0; r < ROWS; ++r) {
+      if (sub == 0) s_m[group][r] = m[r], s_l[group][r] = l[r];
+#pragma unroll
+      for (int e = 0; e < V; ++e) s_acc[(group * ROWS + r) * D + sub * V + e] = acc[r][e];
+    }
+    __syncthreads();
+    for (int idx = int(threadIdx.x); idx < ROWS * D; idx += kThreads) {
+      const int r = idx / D, d = idx % D;
+      if (r >= rows) break;
+      float mx = neg_inf<float>();
+      for (int g = 0; g < G; ++g) mx = fmaxf(mx, s_m[g][r]);
+      float sum = 0.f, out = 0.f;
+      if (mx != neg_inf<float>()) {
+        for (int g = 0; g < G; ++g) {
+          const float w = exp2f(s_m[g][r] - mx);
+          sum = fmaf(s_l[g][r], w, sum);
+          out = fmaf(s_acc[(g * ROWS + r) * D + d], w, out);
+        }
+      }
+      emit(r, d, sum > 0.f ? out / sum : 0.f, sum > 0.f ? mx + log2f(sum) : neg_inf<float>());
+    }
+  }
+};
+
+// Merges n parts of a row, each a normalised output o_at(c) and its log2-sum-exp lse_at(c):
+// LSE = log2 sum_c 2^lse_c, O = sum_c 2^(lse_c - LSE) o_c. Sets o and lse (natural log, as
+// the outputs store it): 0 and -inf when no part saw a key.
+template <typename LseAt, typename OAt>
+FG_ATTN_DEV void merge_parts(int64_t n, LseAt&& lse_at, OAt&& o_at, float& o, float& lse) {
+  float mx = neg_inf<float>();
+  for (int64_t c = 0; c < n; ++c) mx = fmaxf(mx, lse_at(c));
+  float sum = 0.f, out = 0.f;
+  if (mx != neg_inf<float>()) {
+    for (int64_t c = 0; c < n; ++c) {
+      const float w = exp2f(lse_at(c) - mx);
+      sum += w;
+      out = fmaf(w, o_at(c), out);
+    }
+  }
+  constexpr float kLn2 = 0.6931471805599453f;
+  o = sum > 0.f ? out / sum : 0.f;
+  lse = sum > 0.f ? (mx + log2f(sum)) * kLn2 : neg_inf<float>();
+}
+
 }  // namespace decode
 }  // namespace attn
 }  // namespace fg

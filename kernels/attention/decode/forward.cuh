@@ -43,58 +43,27 @@ template <typename T, int D, int ROWS>
 __global__ void __launch_bounds__(kThreads)
     split_kernel(const AttentionParams p, const Split split, float* part_o, float* part_lse) {
   using S = Shape<T, D>;
-  constexpr int V = S::kVec, LPK = S::kLanesPerKey, G = S::kGroups;
+  constexpr int V = S::kVec, G = S::kGroups;
   // Keys per lane group and step: all loaded first (in flight together), then scored, then one
   // online-softmax update per row for the whole step. Four keys (eight at one row measured
   // slower: their registers cost occupancy); eight at two rows, which have registers to spare.
   constexpr int U = ROWS == 2 ? 8 : 4;
   __shared__ float s_m[G][ROWS], s_l[G][ROWS];
-  __shared__ __align__(16) float s_acc[G][ROWS][D];
+  __shared__ __align__(16) float s_acc[G * ROWS * D];
 
   const int64_t hk = blockIdx.y / split.row_chunks, chunk = blockIdx.y % split.row_chunks;
   const int64_t b = blockIdx.z, s = blockIdx.x;
   // The keys entry b holds: all Nk, or its own length (params.h, seqused_k).
   const int64_t nk = p.seqused_k ? min64(int64_t(p.seqused_k[b]), p.Nk) : p.Nk;  // (never past the cache)
-  const int group = int(threadIdx.x) / LPK, sub = int(threadIdx.x) % LPK;
-  // The lanes of this key group, for the shuffles of a dot product.
-  const unsigned lanes =
-      LPK == 32 ? 0xffffffffu : ((1u << LPK) - 1u) << ((int(threadIdx.x) % 32) / LPK * LPK);
-  const int64_t rows = decode_rows(p), row0 = chunk * ROWS;
-  constexpr float kLog2e = 1.4426950408889634f;
-  const float scale = float(p.softmax_scale) * kLog2e;
-
-  // This lane's slice of each query row, pre-scaled, and the last key each row may see.
-  float q[ROWS][V];
-  int64_t last[ROWS];
-  int64_t k_end = 0;
-#pragma unroll
-  for (int r = 0; r < ROWS; ++r) {
-    last[r] = -1;
-#pragma unroll
-    for (int e = 0; e < V; ++e) q[r][e] = 0.f;
-    if (row0 + r >= rows) continue;
-    const Row row = row_of(p, hk, row0 + r);
-    const T* qp = p.q_head<const T>(b, row.h) + row.qi * p.q_seq_stride + sub * V;
-    unpack<T>(*reinterpret_cast<const uint4*>(qp), q[r]);
-#pragma unroll
-    for (int e = 0; e < V; ++e) q[r][e] *= scale;
-    last[r] = p.causal ? min64(row.qi + nk - p.Nq, nk - 1) : nk - 1;  // causal_last_key at nk
-    k_end = max64(k_end, last[r] + 1);
-  }
+  const int64_t row0 = chunk * ROWS;
+  Lanes<T, D, ROWS> ln(p, b, hk, row0, nk);
   const int64_t k_begin = s * split.keys_per_split;
-  k_end = min64(k_end, k_begin + split.keys_per_split);
+  const int64_t k_end = min64(ln.k_end, k_begin + split.keys_per_split);
 
-  float m[ROWS], l[ROWS], acc[ROWS][V];
-#pragma unroll
-  for (int r = 0; r < ROWS; ++r) {
-    m[r] = neg_inf<float>(), l[r] = 0.f;
-#pragma unroll
-    for (int e = 0; e < V; ++e) acc[r][e] = 0.f;
-  }
-  const T* kp = p.k_head<const T>(b, hk) + sub * V;
-  const T* vp = p.v_head<const T>(b, hk) + sub * V;
-  // The U keys of the step at j0 (this lane's 16 bytes of each), zeros past k_end.
-  auto load = [&](int64_t j0, uint4 (&kw)[U], uint4 (&vw)[U]) {
+  const T* kp = p.k_head<const T>(b, hk) + ln.sub * V;
+  const T* vp = p.v_head<const T>(b, hk) + ln.sub * V;
+  for (int64_t j0 = k_begin + ln.group; j0 < k_end; j0 += int64_t(G) * U) {
+    uint4 kw[U], vw[U];  // all loads first: U keys per lane in flight, zeros past k_end
 #pragma unroll
     for (int u = 0; u < U; ++u) {
       const int64_t j = j0 + int64_t(u) * G;
@@ -104,86 +73,19 @@ __global__ void __launch_bounds__(kThreads)
         vw[u] = *reinterpret_cast<const uint4*>(vp + j * p.v_seq_stride);
       }
     }
-  };
-  for (int64_t j0 = k_begin + group; j0 < k_end; j0 += int64_t(G) * U) {
-    uint4 kw[U], vw[U];  // all loads first: U keys per lane in flight
-    load(j0, kw, vw);
-    // Scores of the U keys for every row: partial dot products, then the shuffle trees, all
-    // independent of one another. Every lane of a group runs the same code (the keys of a
-    // group are the same), so the group's shuffles are convergent.
     float x[U][ROWS];
-#pragma unroll
-    for (int u = 0; u < U; ++u) {
-      float kf[V];
-      unpack<T>(kw[u], kf);
-#pragma unroll
-      for (int r = 0; r < ROWS; ++r) {
-        x[u][r] = 0.f;
-#pragma unroll
-        for (int e = 0; e < V; ++e) x[u][r] = fmaf(q[r][e], kf[e], x[u][r]);
-      }
-    }
-#pragma unroll
-    for (int o = LPK / 2; o > 0; o /= 2)
-#pragma unroll
-      for (int u = 0; u < U; ++u)
-#pragma unroll
-        for (int r = 0; r < ROWS; ++r) x[u][r] += __shfl_xor_sync(lanes, x[u][r], o);
+    ln.score(kw, x);
     // Masked keys (past the row's causal limit, past the split, or a padding row) score -inf.
 #pragma unroll
     for (int u = 0; u < U; ++u)
 #pragma unroll
       for (int r = 0; r < ROWS; ++r)
-        if (j0 + int64_t(u) * G > last[r] || j0 + int64_t(u) * G >= k_end) x[u][r] = neg_inf<float>();
-    // One online-softmax update per row for the U keys.
-    float vf[U][V];
-#pragma unroll
-    for (int u = 0; u < U; ++u) unpack<T>(vw[u], vf[u]);
-#pragma unroll
-    for (int r = 0; r < ROWS; ++r) {
-      float mx = x[0][r];
-#pragma unroll
-      for (int u = 1; u < U; ++u) mx = fmaxf(mx, x[u][r]);
-      if (mx == neg_inf<float>()) continue;  // nothing visible to this row in this step
-      const float m_new = fmaxf(m[r], mx), alpha = exp2f(m[r] - m_new);
-      float pj[U], sum = 0.f;
-#pragma unroll
-      for (int u = 0; u < U; ++u) sum += (pj[u] = exp2f(x[u][r] - m_new));
-      l[r] = l[r] * alpha + sum;
-#pragma unroll
-      for (int e = 0; e < V; ++e) {
-        float a = acc[r][e] * alpha;
-#pragma unroll
-        for (int u = 0; u < U; ++u) a = fmaf(pj[u], vf[u][e], a);
-        acc[r][e] = a;
-      }
-      m[r] = m_new;
-    }
+        if (j0 + int64_t(u) * G > ln.last[r] || j0 + int64_t(u) * G >= k_end) x[u][r] = neg_inf<float>();
+    ln.update(x, vw);
   }
 
-  // Merge the lane groups: each writes its state, then every thread finishes some (row, d).
-#pragma unroll
-  for (int r = 0; r < ROWS; ++r) {
-    if (sub == 0) s_m[group][r] = m[r], s_l[group][r] = l[r];
-#pragma unroll
-    for (int e = 0; e < V; ++e) s_acc[group][r][sub * V + e] = acc[r][e];
-  }
-  __syncthreads();
-  for (int idx = int(threadIdx.x); idx < ROWS * D; idx += kThreads) {
-    const int r = idx / D, d = idx % D;
-    if (row0 + r >= rows) break;
-    float mx = neg_inf<float>();
-    for (int g = 0; g < G; ++g) mx = fmaxf(mx, s_m[g][r]);
-    float sum = 0.f, out = 0.f;
-    if (mx != neg_inf<float>()) {
-      for (int g = 0; g < G; ++g) {
-        const float w = exp2f(s_m[g][r] - mx);
-        sum = fmaf(s_l[g][r], w, sum);
-        out = fmaf(s_acc[g][r][d], w, out);
-      }
-    }
-    const float o = sum > 0.f ? out / sum : 0.f;
-    const float lse2 = sum > 0.f ? mx + log2f(sum) : neg_inf<float>();
+  // The block's part: straight to O and LSE when unsplit, else to the workspace.
+  ln.merge(s_m, s_l, s_acc, decode_rows(p) - row0, [&](int r, int d, float o, float lse2) {
     const Row row = row_of(p, hk, row0 + r);
     if (split.splits == 1) {
       store_acc(p.o_head<T>(b, row.h) + row.qi * p.o_seq_stride + d, o);
@@ -193,7 +95,7 @@ __global__ void __launch_bounds__(kThreads)
       part_o[at * D + d] = o;
       if (d == 0) part_lse[at] = lse2;
     }
-  }
+  });
 }
 
 // One block of D threads per (batch, query head, query row): merges the splits' parts.
@@ -204,19 +106,12 @@ __global__ void __launch_bounds__(D)
   const int64_t row = blockIdx.x, qi = row % p.Nq, h = (row / p.Nq) % p.Hq, b = row / (p.Nq * p.Hq);
   const int64_t stride = p.B * p.Hq * p.Nq;
   const int d = int(threadIdx.x);
-  float mx = neg_inf<float>();
-  for (int64_t s = 0; s < splits; ++s) mx = fmaxf(mx, part_lse[s * stride + row]);
-  float sum = 0.f, out = 0.f;
-  if (mx != neg_inf<float>()) {
-    for (int64_t s = 0; s < splits; ++s) {
-      const float w = exp2f(part_lse[s * stride + row] - mx);
-      sum += w;
-      out = fmaf(w, part_o[(s * stride + row) * D + d], out);
-    }
-  }
-  store_acc(p.o_head<T>(b, h) + qi * p.o_seq_stride + d, sum > 0.f ? out / sum : 0.f);
-  constexpr float kLn2 = 0.6931471805599453f;
-  if (d == 0) p.lse_row<float>(b, h)[qi] = sum > 0.f ? (mx + log2f(sum)) * kLn2 : neg_inf<float>();
+  float o, lse;
+  merge_parts(
+      splits, [&](int64_t s) { return part_lse[s * stride + row]; },
+      [&](int64_t s) { return part_o[(s * stride + row) * D + d]; }, o, lse);
+  store_acc(p.o_head<T>(b, h) + qi * p.o_seq_stride + d, o);
+  if (d == 0) p.lse_row<float>(b, h)[qi] = lse;
 }
 
 template <typename T, int D, int ROWS>
