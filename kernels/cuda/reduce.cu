@@ -20,7 +20,8 @@
 // bias gradient over 16k tokens), len is split into S slices: a first pass writes each slice's
 // partial result (in the accumulator type) to the workspace as [outer, S, inner], a second
 // pass reduces that over S. The order of accumulation is fixed by the launch shape, so results
-// are deterministic run to run. Accumulators: float for f32/bf16/f16, double for f64, int64
+// are deterministic run to run (the same values at a 16-byte aligned address or not take the
+// vector or the scalar shape, and may differ in the last bits). Accumulators: float for f32/bf16/f16, double for f64, int64
 // for integers; a sum of bf16/f16 may return the float accumulator unrounded.
 #include <cuda_fp16.h>
 
@@ -88,8 +89,8 @@ constexpr int kRowBlock = 512;
 constexpr int kColsX = 32, kColsY = 16;
 constexpr int kVecBlock = 256, kVecWarps = kVecBlock / 32, kVecUnroll = 4;
 // The fewest rows of a split column slice: 16 per thread of the 32 x 16 block; 16 per thread
-// of a 32 x 8 vector block, where the second pass (4 bytes a column a slice) then reads at most
-// 1/64 of the first pass's bytes.
+// of a 32 x 8 vector block (fewer rows a thread for narrower ones), where the second pass (4
+// bytes a column a slice) then reads at most 1/64 of the first pass's bytes.
 constexpr int64_t kColsMinRows = 256, kVecMinRows = 128;
 
 // Elements of a 16-byte vector for the vector column path: 8 for bf16/f16, 4 for f32; 1 (no

@@ -173,6 +173,7 @@ TEST_CASE("attention decode: the cluster split covers every key once", "[attenti
           CHECK(s.splits <= max_cluster);
           CHECK(s.keys_per_split % attn::decode::kStageKeys == 0);  // whole stages
           CHECK(s.splits * s.keys_per_split >= Nk);                 // every key in some split
+          CHECK((s.splits - 1) * s.keys_per_split < Nk);            // and no split empty
           if (s.splits > 1) CHECK(Nk >= 2 * attn::decode::kStageKeys * s.splits);
         }
   p.Nk = 0;
@@ -191,4 +192,8 @@ TEST_CASE("attention decode: the cluster split covers every key once", "[attenti
   CHECK(attn::decode::cluster_split(p, 132, 2, 16).splits == 4);
   p.B = 1, p.Nk = 1024, p.Hq = p.Hkv = 12, p.D = 64;  // 1k keys: at most 8 splits of 2 stages
   CHECK(attn::decode::cluster_split(p, 132, 3, 16).splits == 8);
+  p.Nk = 1000;  // 7 shares of 143 keys round up to 192: 6 blocks hold them all
+  s = attn::decode::cluster_split(p, 132, 3, 16);
+  CHECK(s.keys_per_split == 192);
+  CHECK(s.splits == 6);
 }

@@ -8,7 +8,7 @@
 // log2-domain online softmax, the same masking). What differs is how the keys arrive: the
 // block copies them stage by stage (kStageKeys keys of K and of V) into a ring of shared
 // memory with cp.async, Pipe::kStages - 1 stages ahead of the one it scores, so each block
-// keeps 32-64 KB of loads in flight without holding them in registers. After the last stage
+// keeps 24-64 KB of loads in flight without holding them in registers. After the last stage
 // the lane groups merge in shared memory into the block's part (normalised output and
 // log2-sum-exp per row); the cluster syncs, each block merges a slice of the rows' outputs
 // from every block's part (LSE = log2 sum_s 2^lse_s, O = sum_s 2^(lse_s - LSE) O_s), and
@@ -165,10 +165,13 @@ __global__ void __launch_bounds__(kThreads)
 #endif
 }
 
-// What the hardware allows this kernel on the current device: blocks per SM at its shared
-// memory, and the largest cluster (16 where the non-portable size is granted, else 8).
+// What the hardware allows this kernel on the current device: whether it can run at all (its
+// code compiled for sm_90 or later, its shared memory within the device's opt-in limit, at
+// least one block an SM), blocks per SM at its shared memory, and the largest cluster (16 where
+// the non-portable size is granted, else 8). The attributes are set here, once per device.
 struct ClusterLimits {
-  int blocks_per_sm = 1, max_cluster = 1;
+  bool usable = false;
+  int blocks_per_sm = 0, max_cluster = 1;
 };
 template <typename T, int D, int ROWS> const ClusterLimits& cluster_limits() {
   static std::mutex mu;
@@ -180,11 +183,15 @@ template <typename T, int D, int ROWS> const ClusterLimits& cluster_limits() {
   auto kernel = cluster_kernel<T, D, ROWS>;
   using P = Pipe<T, D>;
   ClusterLimits lim;
-  FG_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                     P::kSmem));
-  FG_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&lim.blocks_per_sm, kernel,
-                                                              kThreads, P::kSmem));
-  if (cuda_current_device_info().major >= 9) {
+  cudaFuncAttributes attr{};
+  FG_CUDA_CHECK(cudaFuncGetAttributes(&attr, kernel));
+  const CudaDeviceInfo& info = cuda_current_device_info();
+  if (attr.ptxVersion >= 90 && info.major >= 9 &&
+      attr.sharedSizeBytes + size_t(P::kSmem) <= info.shared_memory_optin) {
+    FG_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                       P::kSmem));
+    FG_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&lim.blocks_per_sm, kernel,
+                                                                kThreads, P::kSmem));
     FG_CUDA_CHECK(
         cudaFuncSetAttribute(kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1));
     cudaLaunchConfig_t cfg = {};
@@ -194,6 +201,7 @@ template <typename T, int D, int ROWS> const ClusterLimits& cluster_limits() {
     int most = 0;
     FG_CUDA_CHECK(cudaOccupancyMaxPotentialClusterSize(&most, kernel, &cfg));
     lim.max_cluster = std::max(1, std::min(most, 16));
+    lim.usable = lim.blocks_per_sm > 0;
   }
   return by_device.emplace(device, lim).first->second;
 }
@@ -218,13 +226,17 @@ void launch_cluster(const AttentionParams& p, const Split& sp, cudaStream_t stre
 }
 
 template <typename T, int D, int ROWS>
-void run_cluster_rows(const AttentionParams& p, cudaStream_t stream) {
+bool run_cluster_rows(const AttentionParams& p, cudaStream_t stream) {
   const ClusterLimits& lim = cluster_limits<T, D, ROWS>();
+  if (!lim.usable) return false;
   const Split sp = cluster_split(p, cuda_current_device_info().sm_count, lim.blocks_per_sm,
                                  lim.max_cluster);
   FG_CHECK(p.B <= 65535 && p.Hkv * sp.row_chunks <= 65535, "flash_attention_forward_cuda: B=",
            p.B, " and Hkv=", p.Hkv, " are too large for the decode kernel's grid");
+  FG_CHECK(sp.keys_per_split <= (int64_t(1) << 30), "flash_attention_forward_cuda: ",
+           sp.keys_per_split, " keys a block are more than the decode kernel counts (2^30)");
   launch_cluster<T, D, ROWS>(p, sp, stream);
+  return true;
 }
 
 }  // namespace decode

@@ -1,5 +1,7 @@
 // What the two decode kernels (forward.cuh, cluster.cuh) share: the lanes' division of a key,
-// the 16-byte unpacking, and which query row a block row is.
+// the 16-byte unpacking, which query row a block row is, one thread's state and steps (Lanes:
+// the query slices, scoring, the online softmax, the lane groups' merge), and the merge of a
+// row's split parts (merge_parts).
 #pragma once
 #include <cuda_runtime.h>
 

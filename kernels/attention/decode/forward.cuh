@@ -16,14 +16,18 @@
 // Masking: causal (bottom right: row i of Nq sees keys j <= i + Nk - Nq); no block mask and no
 // dropout (dispatch.cu sends those calls elsewhere). With per-entry lengths (seqused_k), entry b
 // uses its own length for Nk; the split still follows the capacity Nk, and the blocks past an
-// entry's length find no key and leave an empty part (log2-sum-exp -inf) for the combine. A row that sees no key gets O = 0 and
-// LSE = -infinity, as in every path.
+// entry's length find no key and leave an empty part (log2-sum-exp -inf) for the combine. A
+// row that sees no key gets O = 0 and LSE = -infinity, as in every path.
+//
+// On Hopper, calls of one or two rows per kv head take the one-launch form of cluster.cuh
+// instead; both kernels share their lane state (common.cuh).
 #pragma once
 #include <cuda_runtime.h>
 
 #include <cstdint>
 #include <cstdlib>
 #include <string>
+#include <strings.h>
 #include <type_traits>
 
 #include "core/cuda_device.h"
@@ -128,32 +132,40 @@ void launch(const AttentionParams& p, const Split& sp, float* part_o, float* par
 }
 
 // The one-launch cluster kernel (cluster.cuh), four warps a block. (Eight warps for one or two
-// rows per kv head were 2-7% slower on an H100, 2026-12-07: bench/RESULTS.md.)
-template <typename T, int D> void run_cluster(const AttentionParams& p, cudaStream_t stream) {
+// rows per kv head were 2-7% slower on an H100, 2026-12-07: bench/RESULTS.md.) False when this
+// device cannot run its instance (cluster_limits().usable), and nothing was launched.
+template <typename T, int D> bool run_cluster(const AttentionParams& p, cudaStream_t stream) {
   const int64_t rows = std::min<int64_t>(decode_rows(p), kRowsPerBlock);
-  if (rows <= 1) run_cluster_rows<T, D, 1>(p, stream);
-  else if (rows <= 2) run_cluster_rows<T, D, 2>(p, stream);
-  else if (rows <= 4) run_cluster_rows<T, D, 4>(p, stream);
-  else run_cluster_rows<T, D, 8>(p, stream);
+  if (rows <= 1) return run_cluster_rows<T, D, 1>(p, stream);
+  if (rows <= 2) return run_cluster_rows<T, D, 2>(p, stream);
+  if (rows <= 4) return run_cluster_rows<T, D, 4>(p, stream);
+  return run_cluster_rows<T, D, 8>(p, stream);
 }
 
 // Which form runs: FLASHGRAD_DECODE_KERNEL=cluster or =split forces one (for experiments);
-// unset (or auto), the cluster form on devices with clusters (compute capability 9 and up)
-// for one or two query rows per kv head, the split + combine pair otherwise.
+// unset (or auto), the cluster form for one or two query rows per kv head, the split + combine
+// pair otherwise. The cluster form needs a build with sm_90a code and a device of compute
+// capability 9 (the pair runs everywhere).
 inline bool use_cluster_kernel(const AttentionParams& p) {
   static const int forced = [] {  // 0 auto, 1 cluster, 2 split
     const char* e = std::getenv("FLASHGRAD_DECODE_KERNEL");
     const std::string v = e ? e : "";
-    FG_CHECK(v.empty() || v == "auto" || v == "cluster" || v == "split",
+    auto is = [&](const char* word) { return strcasecmp(v.c_str(), word) == 0; };
+    FG_CHECK(v.empty() || is("auto") || is("cluster") || is("split"),
              "FLASHGRAD_DECODE_KERNEL=", v, ": use auto, cluster or split");
-    return v == "cluster" ? 1 : v == "split" ? 2 : 0;
+    return is("cluster") ? 1 : is("split") ? 2 : 0;
   }();
-  if (forced == 2 || cuda_current_device_info().major < 9) return false;
+#if defined(FLASHGRAD_HAVE_SM90A)
+  if (forced == 2 || cuda_current_device_info().major != 9) return false;
   return forced == 1 || decode_rows(p) <= 2;
+#else
+  (void)p;
+  return false;
+#endif
 }
 
 template <typename T, int D> void run_forward(const AttentionParams& p, cudaStream_t stream) {
-  if (use_cluster_kernel(p)) return run_cluster<T, D>(p, stream);
+  if (use_cluster_kernel(p) && run_cluster<T, D>(p, stream)) return;
   const Split sp = decode_split(p, cuda_current_device_info().sm_count, p.split_workspace != nullptr);
   FG_CHECK(p.B <= 65535 && p.Hkv * sp.row_chunks <= 65535, "flash_attention_forward_cuda: B=",
            p.B, " and Hkv=", p.Hkv, " are too large for the decode kernel's grid");

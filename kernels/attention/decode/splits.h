@@ -5,8 +5,9 @@
 // A decode call has few query rows (one new token per sequence, times the query heads of a GQA
 // group) against a long key cache. One thread block per (batch, kv head) would leave most of
 // the GPU idle at batch 1, so the keys are split across blocks as well: each block reads
-// keys_per_split consecutive keys once for every query row of its kv head, and a second kernel
-// combines the partial results with their log-sum-exps.
+// keys_per_split consecutive keys once for every query row of its kv head, and the partial
+// results are combined with their log-sum-exps: by a second kernel (decode_split), or within
+// a thread-block cluster on Hopper (cluster_split).
 #pragma once
 #include <algorithm>
 #include <cstddef>
@@ -83,8 +84,8 @@ constexpr int kStageKeys = 64;
 
 // As many splits as fill the GPU once (blocks_per_sm resident blocks on each SM, from the
 // kernel's occupancy), at most max_cluster, and at least two stages of keys per block; each
-// block's share rounded up to whole stages. With FLASHGRAD_DECODE_BLOCKS_PER_SM set, that many
-// blocks per SM instead.
+// block's share rounded up to whole stages (the last block takes what is left, so no block is
+// empty). With FLASHGRAD_DECODE_BLOCKS_PER_SM set, that many blocks per SM instead.
 inline Split cluster_split(const AttentionParams& p, int sm_count, int blocks_per_sm,
                            int max_cluster) {
   Split s;
@@ -99,6 +100,7 @@ inline Split cluster_split(const AttentionParams& p, int sm_count, int blocks_pe
   s.splits = std::min({fit, most, int64_t(std::max(1, max_cluster))});
   const int64_t share = (p.Nk + s.splits - 1) / s.splits;
   s.keys_per_split = (share + kStageKeys - 1) / kStageKeys * kStageKeys;
+  s.splits = (p.Nk + s.keys_per_split - 1) / s.keys_per_split;  // no empty block at the end
   return s;
 }
 
