@@ -233,8 +233,8 @@ bool run_cluster_rows(const AttentionParams& p, cudaStream_t stream) {
                                  lim.max_cluster);
   FG_CHECK(p.B <= 65535 && p.Hkv * sp.row_chunks <= 65535, "flash_attention_forward_cuda: B=",
            p.B, " and Hkv=", p.Hkv, " are too large for the decode kernel's grid");
-  FG_CHECK(sp.keys_per_split <= (int64_t(1) << 30), "flash_attention_forward_cuda: ",
-           sp.keys_per_split, " keys a block are more than the decode kernel counts (2^30)");
+  FG_CHECK(sp.keys_per_split <= (int64_t(1) << 30), "flash_attention_forward_cuda: a decode "
+           "block would take ", sp.keys_per_split, " keys, more than it counts in 32 bits (2^30)");
   launch_cluster<T, D, ROWS>(p, sp, stream);
   return true;
 }
