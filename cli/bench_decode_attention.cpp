@@ -130,25 +130,21 @@ void run(const Flags& f) {
     for (const AttentionKernel& kern : flash_attention_forward_kernels())
       if (std::string(kern.name) != "splitkv" && kern.usable(p)) { tiled = kern.name; break; }
     size_t call = 0;  // the copy the next call reads
-    const double ms = time_ms([&] {
-      p.k = ks[call % copies]->ptr, p.v = vs[call % copies]->ptr, ++call;
-      flash_attention_forward_cuda(p);
-    }, f.seconds);
+    auto next_copy = [&](AttentionParams& params) -> AttentionParams& {
+      params.k = ks[call % copies]->ptr, params.v = vs[call % copies]->ptr, ++call;
+      return params;
+    };
+    const double ms = time_ms([&] { flash_attention_forward_cuda(next_copy(p)); }, f.seconds);
     const size_t graph_calls = std::max<size_t>(32, copies);  // each replay reads every copy
     CudaGraph graph;
     graph.capture([&] {
-      for (size_t i = 0; i < graph_calls; ++i) {
-        p.k = ks[call % copies]->ptr, p.v = vs[call % copies]->ptr, ++call;
-        flash_attention_forward_cuda(p);
-      }
+      for (size_t i = 0; i < graph_calls; ++i) flash_attention_forward_cuda(next_copy(p));
     });
     const double ms_graph = time_ms([&] { graph.replay(); }, f.seconds) / double(graph_calls);
     AttentionParams pt = p;
     pt.o = o2.ptr;
-    const double ms_tiled = time_ms([&] {
-      pt.k = ks[call % copies]->ptr, pt.v = vs[call % copies]->ptr, ++call;
-      flash_attention_forward_cuda_with(tiled.c_str(), pt);
-    }, f.seconds);
+    const double ms_tiled =
+        time_ms([&] { flash_attention_forward_cuda_with(tiled.c_str(), next_copy(pt)); }, f.seconds);
     FG_CUDA_CHECK(cudaDeviceSynchronize());
     std::vector<uint16_t> a(nq), b(nq);
     FG_CUDA_CHECK(cudaMemcpy(a.data(), o.ptr, nq * 2, cudaMemcpyDeviceToHost));

@@ -5,6 +5,10 @@
 
 #include <cstdint>
 #include <cstdlib>
+#include <initializer_list>
+#include <string>
+
+#include "core/error.h"
 
 namespace fg {
 
@@ -28,6 +32,20 @@ inline int64_t env_int(const char* name, int64_t fallback, int64_t lo, int64_t h
   const long long x = std::strtoll(v, &end, 10);
   if (*end != '\0' || x < lo || x > hi) return fallback;
   return int64_t(x);
+}
+
+// Which of `choices` the variable names (in any case), as its index; 0, the first, when it is
+// unset or "". Any other value throws fg::Error naming the variable and the choices.
+inline int env_choice(const char* name, std::initializer_list<const char*> choices) {
+  const char* v = std::getenv(name);
+  if (!v || v[0] == '\0') return 0;
+  int i = 0;
+  std::string names;
+  for (const char* c : choices) {
+    if (strcasecmp(v, c) == 0) return i;
+    names += (i++ ? ", " : "") + std::string(c);
+  }
+  throw Error(str(name, "=", v, ": use one of ", names));
 }
 
 }  // namespace fg

@@ -1,4 +1,4 @@
-// env_flag and env_int (core/env.h): how the FLASHGRAD_* switches read the environment.
+// env_flag, env_int and env_choice (core/env.h): how the FLASHGRAD_* switches read the environment.
 #include <catch2/catch.hpp>
 
 #include <cstdint>
@@ -57,5 +57,21 @@ TEST_CASE("env_int: the number, else the fallback", "[env]") {
   }
   put("9223372036854775807");
   CHECK(env_int(kVar, 1, 1, INT64_MAX) == INT64_MAX);
+  put(nullptr);
+}
+
+TEST_CASE("env_choice: the named choice, the first when unset, an error otherwise", "[env]") {
+  put(nullptr);
+  CHECK(env_choice(kVar, {"auto", "cluster", "split"}) == 0);
+  put("");
+  CHECK(env_choice(kVar, {"auto", "cluster", "split"}) == 0);
+  put("Split");
+  CHECK(env_choice(kVar, {"auto", "cluster", "split"}) == 2);
+  put("cluster");
+  CHECK(env_choice(kVar, {"auto", "cluster", "split"}) == 1);
+  put("clusters");
+  CHECK_THROWS_WITH(env_choice(kVar, {"auto", "cluster", "split"}),
+                    Catch::Contains("FLASHGRAD_TEST_ENV_VARIABLE=clusters") &&
+                        Catch::Contains("use one of auto, cluster, split"));
   put(nullptr);
 }

@@ -63,9 +63,8 @@ __global__ void __launch_bounds__(kThreads)
 
   const int64_t hk = blockIdx.y / split.row_chunks, chunk = blockIdx.y % split.row_chunks;
   const int64_t b = blockIdx.z, s = blockIdx.x;
-  const int64_t nk = p.seqused_k ? min64(int64_t(p.seqused_k[b]), p.Nk) : p.Nk;
   const int64_t rows = decode_rows(p), row0 = chunk * ROWS;
-  Lanes<T, D, ROWS> ln(p, b, hk, row0, nk);
+  Lanes<T, D, ROWS> ln(p, b, hk, row0);
   const int64_t k_begin = s * split.keys_per_split;
   // Keys from here on are counted from k_begin, in 32 bits (a block holds keys_per_split).
   const int64_t k_end = min64(ln.k_end, k_begin + split.keys_per_split);
@@ -231,8 +230,7 @@ bool run_cluster_rows(const AttentionParams& p, cudaStream_t stream) {
   if (!lim.usable) return false;
   const Split sp = cluster_split(p, cuda_current_device_info().sm_count, lim.blocks_per_sm,
                                  lim.max_cluster);
-  FG_CHECK(p.B <= 65535 && p.Hkv * sp.row_chunks <= 65535, "flash_attention_forward_cuda: B=",
-           p.B, " and Hkv=", p.Hkv, " are too large for the decode kernel's grid");
+  check_decode_grid(p, sp);
   FG_CHECK(sp.keys_per_split <= (int64_t(1) << 30), "flash_attention_forward_cuda: a decode "
            "block would take ", sp.keys_per_split, " keys, more than it counts in 32 bits (2^30)");
   launch_cluster<T, D, ROWS>(p, sp, stream);

@@ -68,9 +68,11 @@ template <typename T, int D, int ROWS> struct Lanes {
   int64_t k_end;  // one past the last key any row sees
   float m[ROWS], l[ROWS], acc[ROWS][V];
 
-  // The rows row0 .. row0 + ROWS - 1 of kv head hk in entry b, whose cache holds nk keys
-  // (rows past decode_rows are padding: no key, zero query).
-  FG_ATTN_DEV Lanes(const AttentionParams& p, int64_t b, int64_t hk, int64_t row0, int64_t nk) {
+  // The rows row0 .. row0 + ROWS - 1 of kv head hk in entry b (rows past decode_rows are
+  // padding: no key, zero query). Entry b holds all Nk keys, or its own length (params.h,
+  // seqused_k; never past the cache).
+  FG_ATTN_DEV Lanes(const AttentionParams& p, int64_t b, int64_t hk, int64_t row0) {
+    const int64_t nk = p.seqused_k ? min64(int64_t(p.seqused_k[b]), p.Nk) : p.Nk;
     group = int(threadIdx.x) / LPK, sub = int(threadIdx.x) % LPK;
     lanes = LPK == 32 ? 0xffffffffu : ((1u << LPK) - 1u) << ((int(threadIdx.x) % 32) / LPK * LPK);
     const float scale = float(p.softmax_scale) * kLog2e;

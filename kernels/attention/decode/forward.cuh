@@ -25,12 +25,10 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
-#include <cstdlib>
-#include <string>
-#include <strings.h>
 #include <type_traits>
 
 #include "core/cuda_device.h"
+#include "core/env.h"
 #include "kernels/attention/common/launch.h"
 #include "kernels/attention/common/numeric.cuh"
 #include "kernels/attention/decode/cluster.cuh"
@@ -57,10 +55,8 @@ __global__ void __launch_bounds__(kThreads)
 
   const int64_t hk = blockIdx.y / split.row_chunks, chunk = blockIdx.y % split.row_chunks;
   const int64_t b = blockIdx.z, s = blockIdx.x;
-  // The keys entry b holds: all Nk, or its own length (params.h, seqused_k).
-  const int64_t nk = p.seqused_k ? min64(int64_t(p.seqused_k[b]), p.Nk) : p.Nk;  // (never past the cache)
   const int64_t row0 = chunk * ROWS;
-  Lanes<T, D, ROWS> ln(p, b, hk, row0, nk);
+  Lanes<T, D, ROWS> ln(p, b, hk, row0);
   const int64_t k_begin = s * split.keys_per_split;
   const int64_t k_end = min64(ln.k_end, k_begin + split.keys_per_split);
 
@@ -131,30 +127,12 @@ void launch(const AttentionParams& p, const Split& sp, float* part_o, float* par
   }
 }
 
-// The one-launch cluster kernel (cluster.cuh), four warps a block. (Eight warps for one or two
-// rows per kv head were 2-7% slower on an H100, 2026-12-07: bench/RESULTS.md.) False when this
-// device cannot run its instance (cluster_limits().usable), and nothing was launched.
-template <typename T, int D> bool run_cluster(const AttentionParams& p, cudaStream_t stream) {
-  const int64_t rows = std::min<int64_t>(decode_rows(p), kRowsPerBlock);
-  if (rows <= 1) return run_cluster_rows<T, D, 1>(p, stream);
-  if (rows <= 2) return run_cluster_rows<T, D, 2>(p, stream);
-  if (rows <= 4) return run_cluster_rows<T, D, 4>(p, stream);
-  return run_cluster_rows<T, D, 8>(p, stream);
-}
-
 // Which form runs: FLASHGRAD_DECODE_KERNEL=cluster or =split forces one (for experiments);
-// unset (or auto), the cluster form for one or two query rows per kv head, the split + combine
-// pair otherwise. The cluster form needs a build with sm_90a code and a device of compute
-// capability 9 (the pair runs everywhere).
+// unset (or auto), the cluster form (cluster.cuh) for one or two query rows per kv head, the
+// split + combine pair otherwise. The cluster form needs a build with sm_90a code and a device
+// of compute capability 9 (the pair runs everywhere).
 inline bool use_cluster_kernel(const AttentionParams& p) {
-  static const int forced = [] {  // 0 auto, 1 cluster, 2 split
-    const char* e = std::getenv("FLASHGRAD_DECODE_KERNEL");
-    const std::string v = e ? e : "";
-    auto is = [&](const char* word) { return strcasecmp(v.c_str(), word) == 0; };
-    FG_CHECK(v.empty() || is("auto") || is("cluster") || is("split"),
-             "FLASHGRAD_DECODE_KERNEL=", v, ": use auto, cluster or split");
-    return is("cluster") ? 1 : is("split") ? 2 : 0;
-  }();
+  static const int forced = env_choice("FLASHGRAD_DECODE_KERNEL", {"auto", "cluster", "split"});
 #if defined(FLASHGRAD_HAVE_SM90A)
   if (forced == 2 || cuda_current_device_info().major != 9) return false;
   return forced == 1 || decode_rows(p) <= 2;
@@ -164,23 +142,32 @@ inline bool use_cluster_kernel(const AttentionParams& p) {
 #endif
 }
 
+// Calls f(std::integral_constant<int, ROWS>{}) with the fewest rows per block, 1, 2, 4 or 8,
+// that cover a kv head's group (a block of 8 rows reads as much as one of 1).
+template <typename F> decltype(auto) with_rows(const AttentionParams& p, F&& f) {
+  const int64_t rows = std::min<int64_t>(decode_rows(p), kRowsPerBlock);
+  if (rows <= 1) return f(std::integral_constant<int, 1>{});
+  if (rows <= 2) return f(std::integral_constant<int, 2>{});
+  if (rows <= 4) return f(std::integral_constant<int, 4>{});
+  return f(std::integral_constant<int, 8>{});
+}
+
 template <typename T, int D> void run_forward(const AttentionParams& p, cudaStream_t stream) {
-  if (use_cluster_kernel(p) && run_cluster<T, D>(p, stream)) return;
+  // The cluster form, four warps a block (eight, for one or two rows per kv head, were 2-7%
+  // slower on an H100, 2026-12-07: bench/RESULTS.md); it launches nothing where this device
+  // cannot run its instance, and the pair runs instead.
+  if (use_cluster_kernel(p) &&
+      with_rows(p, [&](auto rows) { return run_cluster_rows<T, D, rows>(p, stream); }))
+    return;
   const Split sp = decode_split(p, cuda_current_device_info().sm_count, p.split_workspace != nullptr);
-  FG_CHECK(p.B <= 65535 && p.Hkv * sp.row_chunks <= 65535, "flash_attention_forward_cuda: B=",
-           p.B, " and Hkv=", p.Hkv, " are too large for the decode kernel's grid");
+  check_decode_grid(p, sp);
   float* part_o = static_cast<float*>(p.split_workspace);
   float* part_lse = nullptr;
   if (sp.splits > 1)
     part_lse = reinterpret_cast<float*>(
         static_cast<unsigned char*>(p.split_workspace) +
         attention_workspace_pad(size_t(sp.splits * p.B * p.Hq * p.Nq) * size_t(D) * 4));
-  // The fewest rows per block that cover the group (a block of 8 rows reads as much as one of 1).
-  const int64_t rows = std::min<int64_t>(decode_rows(p), kRowsPerBlock);
-  if (rows <= 1) launch<T, D, 1>(p, sp, part_o, part_lse, stream);
-  else if (rows <= 2) launch<T, D, 2>(p, sp, part_o, part_lse, stream);
-  else if (rows <= 4) launch<T, D, 4>(p, sp, part_o, part_lse, stream);
-  else launch<T, D, 8>(p, sp, part_o, part_lse, stream);
+  with_rows(p, [&](auto rows) { launch<T, D, rows>(p, sp, part_o, part_lse, stream); });
 }
 
 }  // namespace decode

@@ -14,6 +14,7 @@
 #include <cstdint>
 
 #include "core/env.h"
+#include "core/error.h"
 #include "kernels/attention/params.h"
 
 namespace fg {
@@ -33,6 +34,30 @@ struct Split {
 
 // The query rows a kv head serves: every new token of every query head in its group.
 FG_HD int64_t decode_rows(const AttentionParams& p) { return p.Nq * (p.Hq / p.Hkv); }
+
+// The blocks over query rows alone: s.row_chunks per kv head, and the count of (batch, kv head,
+// row chunk) blocks returned; 0 for a call the kernels do not run (the argument check refuses
+// it): no split, no keys.
+inline int64_t row_blocks(const AttentionParams& p, Split& s) {
+  if (p.B <= 0 || p.Nq <= 0 || p.Nk <= 0 || p.Hq <= 0 || p.Hkv <= 0 || p.Hq % p.Hkv != 0)
+    return 0;
+  s.row_chunks = (decode_rows(p) + kRowsPerBlock - 1) / kRowsPerBlock;
+  return p.B * p.Hkv * s.row_chunks;
+}
+
+// The keys of `splits` blocks: an equal share each, rounded up to a multiple of `unit`, and the
+// splits counted again so that no block at the end is empty (the last holds what is left).
+inline void share_keys(const AttentionParams& p, Split& s, int64_t splits, int64_t unit) {
+  const int64_t share = (p.Nk + splits - 1) / splits;
+  s.keys_per_split = (share + unit - 1) / unit * unit;
+  s.splits = (p.Nk + s.keys_per_split - 1) / s.keys_per_split;
+}
+
+// Both kernels' grids: (splits, Hkv x row chunks, B).
+inline void check_decode_grid(const AttentionParams& p, const Split& s) {
+  FG_CHECK(p.B <= 65535 && p.Hkv * s.row_chunks <= 65535, "flash_attention_forward_cuda: B=",
+           p.B, " and Hkv=", p.Hkv, " are too large for the decode kernel's grid");
+}
 
 // FLASHGRAD_DECODE_BLOCKS_PER_SM (1 to 32; read once) fixes the blocks per SM the split aims
 // at, for experiments; 0 when unset, and decode_split chooses.
@@ -56,24 +81,22 @@ constexpr int64_t kMaxEagerSplits = 32;
 // keys and 8 make at most kMaxEagerSplits splits; else 4.
 inline Split decode_split(const AttentionParams& p, int sm_count, bool have_workspace) {
   Split s;
-  if (p.B <= 0 || p.Nq <= 0 || p.Nk <= 0 || p.Hq <= 0 || p.Hkv <= 0 || p.Hq % p.Hkv != 0)
-    return s;  // not a call the kernel runs (the argument check refuses it): no split, no keys
-  s.row_chunks = (decode_rows(p) + kRowsPerBlock - 1) / kRowsPerBlock;
-  const int64_t blocks = p.B * p.Hkv * s.row_chunks;
+  const int64_t blocks = row_blocks(p, s);
+  if (blocks == 0) return s;
   const int64_t most = (p.Nk + kMinKeysPerSplit - 1) / kMinKeysPerSplit;
   auto splits_at = [&](int64_t per_sm) {
     const int64_t want = (per_sm * int64_t(sm_count) + blocks - 1) / blocks;
     return have_workspace ? std::max<int64_t>(1, std::min({want, most, int64_t(kMaxSplits)})) : 1;
   };
   const int64_t forced = decode_blocks_per_sm_override();
+  int64_t splits;
   if (forced > 0) {
-    s.splits = splits_at(forced);
+    splits = splits_at(forced);
   } else {
     const int64_t four = splits_at(4), eight = splits_at(8);
-    s.splits = four > 1 && eight <= kMaxEagerSplits ? eight : four;
+    splits = four > 1 && eight <= kMaxEagerSplits ? eight : four;
   }
-  s.keys_per_split = (p.Nk + s.splits - 1) / s.splits;
-  s.splits = (p.Nk + s.keys_per_split - 1) / s.keys_per_split;  // no empty block at the end
+  share_keys(p, s, splits, 1);
   return s;
 }
 
@@ -89,18 +112,13 @@ constexpr int kStageKeys = 64;
 inline Split cluster_split(const AttentionParams& p, int sm_count, int blocks_per_sm,
                            int max_cluster) {
   Split s;
-  if (p.B <= 0 || p.Nq <= 0 || p.Nk <= 0 || p.Hq <= 0 || p.Hkv <= 0 || p.Hq % p.Hkv != 0)
-    return s;
-  s.row_chunks = (decode_rows(p) + kRowsPerBlock - 1) / kRowsPerBlock;
-  const int64_t blocks = p.B * p.Hkv * s.row_chunks;
+  const int64_t blocks = row_blocks(p, s);
+  if (blocks == 0) return s;
   const int64_t forced = decode_blocks_per_sm_override();
   const int64_t resident = int64_t(sm_count) * (forced > 0 ? forced : std::max(1, blocks_per_sm));
   const int64_t fit = std::max<int64_t>(1, resident / blocks);
   const int64_t most = std::max<int64_t>(1, p.Nk / (2 * kStageKeys));
-  s.splits = std::min({fit, most, int64_t(std::max(1, max_cluster))});
-  const int64_t share = (p.Nk + s.splits - 1) / s.splits;
-  s.keys_per_split = (share + kStageKeys - 1) / kStageKeys * kStageKeys;
-  s.splits = (p.Nk + s.keys_per_split - 1) / s.keys_per_split;  // no empty block at the end
+  share_keys(p, s, std::min({fit, most, int64_t(std::max(1, max_cluster))}), kStageKeys);
   return s;
 }
 
