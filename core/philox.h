@@ -93,16 +93,39 @@ FG_HD float philox_uniform(uint64_t seed, uint64_t offset, uint64_t n) {
   return float(philox_bits(seed, offset, kPhiloxStreamUniform, n) >> 8) * (1.0f / 16777216.0f);
 }
 
-// The integer a uniform 32-bit draw must reach to be kept under drop probability p:
-// kept iff bits >= dropout_threshold(p). p = 0 keeps everything.
+// Generic dropout (fg::dropout, fg::dropout_add: the model's embedding, residual and MLP
+// dropouts) draws 16 random bits per element, so that one Philox call serves 8 elements:
+// element n takes bits 16 (n % 2) .. 16 (n % 2) + 15 of word (n / 2) % 4 of the block with
+// counter (n / 8 as 64 bits, kPhiloxStreamDropout, offset's low half), and is kept iff those
+// 16 bits reach the threshold round(p * 65536) (dropout_threshold). The rate applied is thus
+// p rounded to a multiple of 2^-16 (dropout_rate), and kept elements are scaled by
+// 65536 / (65536 - threshold) (dropout_keep_scale), so the expected output is exactly the
+// input. p = 0 keeps everything. (32 bits an element cost one Philox call per 4 elements,
+// which made dropout the one elementwise kernel bound by its arithmetic, not by memory.)
 FG_HD uint32_t dropout_threshold(double p) {
-  double t = p * 4294967296.0;
-  return t >= 4294967295.0 ? 0xFFFFFFFFu : uint32_t(t);
+  const double t = p * 65536.0 + 0.5;
+  return t <= 0.0 ? 0u : t >= 65536.0 ? 65536u : uint32_t(t);
+}
+FG_HD double dropout_rate(double p) { return dropout_threshold(p) / 65536.0; }
+FG_HD double dropout_keep_scale(double p) {
+  const uint32_t t = dropout_threshold(p);
+  return t >= 65536u ? 0.0 : 65536.0 / double(65536u - t);
 }
 
-// Whether element n of a generic (non-attention) dropout is kept.
+// The 16 bits of element k (0..7) of a block of 8 elements.
+FG_HD uint32_t dropout_bits16(const Philox4& r, uint32_t k) {
+  return (r.x[(k >> 1) & 3u] >> (16u * (k & 1u))) & 0xFFFFu;
+}
+// The Philox block of elements 8 g .. 8 g + 7 of a generic dropout.
+FG_HD Philox4 dropout_block(uint64_t seed, uint64_t offset, uint64_t g) {
+  uint32_t k0, k1;
+  philox_key(seed, offset, k0, k1);
+  return philox4x32_10(uint32_t(g), uint32_t(g >> 32), kPhiloxStreamDropout, uint32_t(offset), k0,
+                       k1);
+}
+// Whether element n of a generic dropout is kept.
 FG_HD bool dropout_keep(uint64_t seed, uint64_t offset, uint64_t n, uint32_t threshold) {
-  return philox_bits(seed, offset, kPhiloxStreamDropout, n) >= threshold;
+  return dropout_bits16(dropout_block(seed, offset, n >> 3), uint32_t(n & 7u)) >= threshold;
 }
 
 // Attention dropout draws 8 random bits per element, so that one Philox call serves 16

@@ -154,8 +154,9 @@ inline void check_reduce_out_dtype(ReduceOp op, DType dtype, DType out_dtype) {
   void embedding_backward(DType dtype, DType idx_dtype, int64_t rows, int64_t dim,              \
                           int64_t vocab, const void* gout, const void* idx, void* gweight,      \
                           void* workspace);                                                     \
-  /* y[i] = keep(i) ? x[i] / (1 - p) : 0 with keep from fg::dropout_keep (philox.h), plus     \
-     residual[i] when residual is not null (one rounding); x, residual, y contiguous */         \
+  /* y[i] = keep(i) ? x[i] * dropout_keep_scale(p) : 0, keep from fg::dropout_keep              \
+     (philox.h: 16 random bits per element), plus residual[i] when residual is not              \
+     null (one rounding); x, residual, y contiguous */                                          \
   void dropout(DType dtype, int64_t n, const void* x, const void* residual, void* y, double p,  \
                uint64_t seed, uint64_t offset);                                                 \
   /* Along the middle dim of contiguous in [outer, len_in, inner] and index [outer, len_idx,  \

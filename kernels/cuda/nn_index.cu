@@ -73,33 +73,38 @@ __device__ __forceinline__ T dropout_one(T x, const T* res, uint32_t bits, uint3
   return res ? T(A(*res) + d) : T(d);
 }
 
-// Elements 4q .. 4q + 3 share one Philox call (dropout_keep's counter is n / 4, its word n % 4):
-// a thread takes such a group, so each call is made once, not four times, and moves it with
-// one vector load and store per operand when VEC (aligned pointers, n a multiple of 4).
+// Elements 8q .. 8q + 7 share one Philox call (dropout_block(q), 16 bits each): a thread takes
+// such a group, so each call is made once, and moves it with one 16-byte load and store per
+// operand in 16-bit types (two in f32, four in f64) when VEC (aligned pointers, n a multiple
+// of 8).
 template <typename T, bool VEC>
 __global__ void dropout_kernel(int64_t n, const T* __restrict__ x, const T* __restrict__ res,
                                T* __restrict__ y, uint32_t threshold, acc_t<T> scale,
                                uint64_t seed, uint64_t offset) {
   uint32_t k0, k1;
   philox_key(seed, offset, k0, k1);
-  const int64_t groups = (n + 3) / 4;
+  const int64_t groups = (n + 7) / 8;
   for (int64_t q = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; q < groups;
        q += int64_t(gridDim.x) * blockDim.x) {
     const Philox4 r = philox4x32_10(uint32_t(q), uint32_t(uint64_t(q) >> 32), kPhiloxStreamDropout,
                                     uint32_t(offset), k0, k1);
     if constexpr (VEC) {
-      const Vec<T, 4> xv = reinterpret_cast<const Vec<T, 4>*>(x)[q];
-      Vec<T, 4> rv{}, yv;
-      if (res) rv = reinterpret_cast<const Vec<T, 4>*>(res)[q];
+      using V8 = Vec<T, 8>;
+      const V8 xv = reinterpret_cast<const V8*>(x)[q];
+      V8 rv{}, yv;
+      if (res) rv = reinterpret_cast<const V8*>(res)[q];
 #pragma unroll
-      for (int j = 0; j < 4; ++j)
-        yv.v[j] = dropout_one<T>(xv.v[j], res ? &rv.v[j] : nullptr, r.x[j], threshold, scale);
-      reinterpret_cast<Vec<T, 4>*>(y)[q] = yv;
+      for (int j = 0; j < 8; ++j)
+        yv.v[j] = dropout_one<T>(xv.v[j], res ? &rv.v[j] : nullptr, dropout_bits16(r, j),
+                                 threshold, scale);
+      reinterpret_cast<V8*>(y)[q] = yv;
     } else {
 #pragma unroll
-      for (int j = 0; j < 4; ++j) {
-        const int64_t e = 4 * q + j;
-        if (e < n) y[e] = dropout_one<T>(x[e], res ? res + e : nullptr, r.x[j], threshold, scale);
+      for (int j = 0; j < 8; ++j) {
+        const int64_t e = 8 * q + j;
+        if (e < n)
+          y[e] = dropout_one<T>(x[e], res ? res + e : nullptr, dropout_bits16(r, j), threshold,
+                                scale);
       }
     }
   }
@@ -275,13 +280,13 @@ void dropout(DType dtype, int64_t n, const void* x, const void* residual, void* 
     const T* rp = static_cast<const T*>(residual);
     T* yp = static_cast<T*>(y);
     auto aligned = [](const void* p) {
-      return p == nullptr || reinterpret_cast<uintptr_t>(p) % (4 * sizeof(T)) == 0;
+      return p == nullptr || reinterpret_cast<uintptr_t>(p) % (8 * sizeof(T)) == 0;
     };
-    const bool vec = n % 4 == 0 && aligned(xp) && aligned(rp) && aligned(yp);
+    const bool vec = n % 8 == 0 && aligned(xp) && aligned(rp) && aligned(yp);
     // Same threshold and the same host-rounded scale as the CPU kernel: bitwise-equal output.
     const uint32_t threshold = dropout_threshold(p);
-    const A scale = A(1.0 / (1.0 - p));
-    const int grid = elementwise_grid((n + 3) / 4);
+    const A scale = A(dropout_keep_scale(p));
+    const int grid = elementwise_grid((n + 7) / 8);
     if (vec)
       dropout_kernel<T, true><<<grid, 256>>>(n, xp, rp, yp, threshold, scale, seed, offset);
     else

@@ -6,6 +6,7 @@
 // Out-of-range targets: the launcher gets a device int64 flag (zeroed by the caller); a kernel
 // that meets a bad position p stores min(current, p + 1) into it with a compare-and-swap loop,
 // so the flag ends as the first bad position + 1, as on the CPU.
+#include "core/env.h"
 #include "kernels/cuda/elementwise_launch.cuh"
 #include "kernels/cuda/nn_common.cuh"
 
@@ -239,6 +240,66 @@ __global__ void __launch_bounds__(32 * kLnWarps)
   }
 }
 
+// The forward for rows of at most 32 NV vectors: the lane's NV vectors are loaded once, all
+// before the first use (NV loads in flight a lane), and both sums and the output come from
+// registers (w and b, read by every row, come from L1 as the output is written). Same
+// arithmetic as above.
+template <typename T, int NV>
+__global__ void __launch_bounds__(32 * kLnWarps, NV <= 3 ? 5 : 1)
+    layer_norm_regs_kernel(int64_t rows, int64_t cols, const T* __restrict__ x,
+                           const T* __restrict__ w, const T* __restrict__ b, double eps,
+                           T* __restrict__ y, float* __restrict__ mean, float* __restrict__ rstd) {
+  using A = acc_t<T>;
+  constexpr int V = ln_vec<T>();
+  const int lane = threadIdx.x & 31;
+  const int64_t r = int64_t(blockIdx.x) * kLnWarps + (threadIdx.x >> 5);
+  if (r >= rows) return;  // the whole warp leaves together
+  const LnVec<T>* xr = reinterpret_cast<const LnVec<T>*>(x + r * cols);
+  const LnVec<T>* wv = reinterpret_cast<const LnVec<T>*>(w);  // either may be null
+  const LnVec<T>* bv = reinterpret_cast<const LnVec<T>*>(b);
+  const int nv = int(cols / V);
+  LnVec<T> a[NV];
+#pragma unroll
+  for (int i = 0; i < NV; ++i)
+    if (lane + 32 * i < nv) a[i] = xr[lane + 32 * i];
+  A s = 0;
+#pragma unroll
+  for (int i = 0; i < NV; ++i)
+    if (lane + 32 * i < nv) {
+#pragma unroll
+      for (int j = 0; j < V; ++j) s += A(a[i].v[j]);
+    }
+  const A mu = warp_sum(s) / A(cols);
+  A var = 0;
+#pragma unroll
+  for (int i = 0; i < NV; ++i)
+    if (lane + 32 * i < nv) {
+#pragma unroll
+      for (int j = 0; j < V; ++j) var += (A(a[i].v[j]) - mu) * (A(a[i].v[j]) - mu);
+    }
+  const A rs = A(1) / dsqrt(warp_sum(var) / A(cols) + A(eps));
+  LnVec<T>* yr = reinterpret_cast<LnVec<T>*>(y + r * cols);
+#pragma unroll
+  for (int i = 0; i < NV; ++i)
+    if (lane + 32 * i < nv) {
+      const LnVec<T> wk = w ? wv[lane + 32 * i] : LnVec<T>{};
+      const LnVec<T> bk = b ? bv[lane + 32 * i] : LnVec<T>{};
+      LnVec<T> o;
+#pragma unroll
+      for (int j = 0; j < V; ++j) {
+        A t = (A(a[i].v[j]) - mu) * rs;
+        if (w) t *= A(wk.v[j]);
+        if (b) t += A(bk.v[j]);
+        o.v[j] = T(t);
+      }
+      yr[lane + 32 * i] = o;
+    }
+  if (lane == 0) {
+    mean[r] = float(mu);
+    rstd[r] = float(rs);
+  }
+}
+
 template <typename T>
 __global__ void __launch_bounds__(32 * kLnWarps)
     layer_norm_backward_gx_warp_kernel(int64_t rows, int64_t cols, const T* __restrict__ gy,
@@ -346,7 +407,7 @@ __global__ void layer_norm_backward_wb_partial_kernel(int64_t rows, int64_t cols
 // strided by the grid), then the warps add theirs into shared memory one after another (a
 // fixed order: deterministic) and the block writes part_w/part_b[blockIdx.x]. For rows of at
 // most 32 NV vectors; dynamic shared memory: 2 cols accumulators.
-template <typename T, int NV>
+template <typename T, int NV, bool LOAD_FIRST>
 __global__ void __launch_bounds__(32 * kLnWarps)
     layer_norm_backward_fused_kernel(int64_t rows, int64_t cols, const T* __restrict__ gy,
                                      const T* __restrict__ x, const T* __restrict__ w,
@@ -373,12 +434,24 @@ __global__ void __launch_bounds__(32 * kLnWarps)
     const A mu = A(mean[r]), rs = A(rstd[r]);
     LnVec<T> a[NV], g[NV];
     A s1 = 0, s2 = 0;
+    if constexpr (LOAD_FIRST) {  // every load of the row in flight before the first use
+#pragma unroll
+      for (int i = 0; i < NV; ++i) {
+        const int64_t k = lane + 32 * i;
+        if (k < nv) {
+          a[i] = xr[k];
+          g[i] = gr[k];
+        }
+      }
+    }
 #pragma unroll
     for (int i = 0; i < NV; ++i) {
       const int64_t k = lane + 32 * i;
       if (k >= nv) continue;
-      a[i] = xr[k];
-      g[i] = gr[k];
+      if constexpr (!LOAD_FIRST) {
+        a[i] = xr[k];
+        g[i] = gr[k];
+      }
       const LnVec<T> wk = w ? wv[k] : LnVec<T>{};  // read again below, not kept: registers
 #pragma unroll
       for (int j = 0; j < V; ++j) {
@@ -442,6 +515,7 @@ __global__ void layer_norm_backward_wb_final_kernel(int64_t cols, int64_t chunks
   const int64_t c = int64_t(blockIdx.x) * kLnCols + threadIdx.x;
   A aw = 0, ab = 0;
   if (c < cols) {
+#pragma unroll 8
     for (int64_t k = threadIdx.y; k < chunks; k += kLnRowsInFlight) {
       aw += part_w[k * cols + c];
       ab += part_b[k * cols + c];
@@ -518,8 +592,26 @@ void layer_norm(DType dtype, int64_t rows, int64_t cols, const void* x, const vo
   check_rows(rows, "layer_norm");
   FG_DISPATCH_FLOAT(dtype, "layer_norm", [&] {
     using T = scalar_t;
-    if (ln_warp_rows<T>(cols, {x, y, w, b})) {
-      layer_norm_warp_kernel<T><<<unsigned((rows + kLnWarps - 1) / kLnWarps), 32 * kLnWarps>>>(
+    const unsigned blocks = unsigned((rows + kLnWarps - 1) / kLnWarps);
+    const int64_t nv = (cols / ln_vec<T>() + 31) / 32;  // vectors a lane
+    static const bool loop_form = env_choice("FLASHGRAD_LN_FORWARD", {"auto", "loop"}) == 1;
+    if (ln_warp_rows<T>(cols, {x, y, w, b}) && nv <= 8 && !loop_form) {
+      auto launch = [&](auto kernel) {
+        kernel<<<blocks, 32 * kLnWarps>>>(rows, cols, static_cast<const T*>(x),
+                                          static_cast<const T*>(w), static_cast<const T*>(b),
+                                          eps, static_cast<T*>(y), mean, rstd);
+      };
+      switch (nv) {
+        case 1: launch(layer_norm_regs_kernel<T, 1>); break;
+        case 2: launch(layer_norm_regs_kernel<T, 2>); break;
+        case 3: launch(layer_norm_regs_kernel<T, 3>); break;
+        case 4: launch(layer_norm_regs_kernel<T, 4>); break;
+        case 5:
+        case 6: launch(layer_norm_regs_kernel<T, 6>); break;
+        default: launch(layer_norm_regs_kernel<T, 8>); break;
+      }
+    } else if (ln_warp_rows<T>(cols, {x, y, w, b})) {
+      layer_norm_warp_kernel<T><<<blocks, 32 * kLnWarps>>>(
           rows, cols, static_cast<const T*>(x), static_cast<const T*>(w),
           static_cast<const T*>(b), eps, static_cast<T*>(y), mean, rstd);
     } else {
@@ -557,7 +649,11 @@ int ln_fused_nv(int64_t cols) {
 // The fused kernel with NV vectors per lane, and how many of its blocks fit on one SM (its
 // registers decide: one block at NV = 4 in 16-bit types, two below), asked once.
 template <typename T, int NV>
-auto ln_fused_kernel() { return layer_norm_backward_fused_kernel<T, NV>; }
+auto ln_fused_kernel() {
+  static const bool load_first = env_choice("FLASHGRAD_LN_BACKWARD", {"auto", "interleaved"}) == 0;
+  return load_first ? layer_norm_backward_fused_kernel<T, NV, true>
+                    : layer_norm_backward_fused_kernel<T, NV, false>;
+}
 
 template <typename T, int NV>
 int ln_fused_blocks_per_sm() {

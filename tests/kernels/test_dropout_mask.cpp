@@ -196,3 +196,54 @@ TEST_CASE("attention dropout rounds the rate to 1/256 and keeps the expectation 
     CHECK(attention_dropout_keep(5, 0, 0, 0, 1, 3, j, 0u));
   }
 }
+
+// The generic dropout (fg::dropout, fg::dropout_add) written out again from its documented
+// rule: counter (n / 8 as 64 bits, the dropout stream tag, offset low half), the attention key,
+// bits 16 (n % 2) .. of word (n / 2) % 4, kept iff they reach the threshold.
+TEST_CASE("generic dropout follows its documented counter layout, 16 bits per element",
+          "[dropout]") {
+  for (uint64_t seed : {uint64_t(1), uint64_t(0x1234567890ABCDEFull)})
+    for (uint64_t offset : {uint64_t(0), uint64_t(0x700000003ull)})
+      for (uint64_t n : {uint64_t(0), uint64_t(1), uint64_t(7), uint64_t(8), uint64_t(13),
+                         uint64_t(4099), uint64_t(0x3FFFFFFFFull)}) {
+        const uint64_t g = n / 8;
+        Philox4 r = philox4x32_10(uint32_t(g), uint32_t(g >> 32), 0xFFFFFFFFu, uint32_t(offset),
+                                  uint32_t(seed), uint32_t(seed >> 32) ^ uint32_t(offset >> 32));
+        const uint32_t bits = (r.x[(n / 2) % 4] >> (16 * (n % 2))) & 0xFFFFu;
+        for (uint32_t th : {0u, 1u, 6554u, 32768u, 65535u, 65536u}) {
+          INFO("seed " << seed << " offset " << offset << " n " << n << " threshold " << th);
+          REQUIRE(dropout_keep(seed, offset, n, th) == (bits >= th));
+        }
+      }
+}
+
+TEST_CASE("generic dropout rounds the rate to 2^-16 and keeps the expectation exact",
+          "[dropout]") {
+  CHECK(dropout_threshold(0.0) == 0u);
+  CHECK(dropout_threshold(0.1) == 6554u);  // 6553.6 rounds up
+  CHECK(dropout_threshold(0.25) == 16384u);
+  CHECK(dropout_threshold(1.0 / 262144) == 0u);  // below 2^-17: nothing dropped
+  CHECK(dropout_threshold(1.0) == 65536u);
+  CHECK(dropout_keep_scale(0.25) == 4.0 / 3.0);
+  CHECK(dropout_keep_scale(1.0) == 0.0);
+  for (double p : {0.0, 0.01, 0.1, 0.2, 0.3, 0.5, 0.9}) {
+    INFO("p " << p);
+    CHECK(std::fabs(dropout_rate(p) - p) <= 1.0 / 131072 + 1e-15);
+    CHECK(dropout_keep_scale(p) * (1.0 - dropout_rate(p)) == Approx(1.0).epsilon(1e-15));
+  }
+  // Threshold 0 keeps all; 65536 none. The 16-bit halves of one block are balanced: over many
+  // blocks each of the 8 positions keeps about 1 - p.
+  const uint32_t th = dropout_threshold(0.3);
+  const int blocks = 20000;
+  for (uint32_t k = 0; k < 8; ++k) {
+    int kept = 0;
+    for (int g = 0; g < blocks; ++g) {
+      REQUIRE(dropout_keep(3, 1, uint64_t(8 * g + k), 0u));
+      REQUIRE_FALSE(dropout_keep(3, 1, uint64_t(8 * g + k), 65536u));
+      kept += dropout_keep(3, 1, uint64_t(8 * g + k), th);
+    }
+    const double mean = blocks * (1 - dropout_rate(0.3)), sigma = std::sqrt(blocks * 0.3 * 0.7);
+    INFO("position " << k << " kept " << kept);
+    CHECK(std::fabs(kept - mean) < 5 * sigma);
+  }
+}
