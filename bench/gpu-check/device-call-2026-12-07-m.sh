@@ -4,7 +4,8 @@
 # Nsight Compute on the LayerNorm and dropout kernels (the short ones), and the first
 # GPU run of two changes: dropout on 16 random bits an element (one Philox call per 8), the
 # LayerNorm forward holding its row in registers, the fused backward issuing a row's loads
-# before their first use (each A/B against the earlier form in one run).
+# before their first use, with its gw/gb sums in shared memory or registers (A/B against the
+# earlier forms in one run).
 #   LIMIT=560 bash bench/gpu-check/device-call-2026-12-07-m.sh   (repository root; carry .deps, data)
 source bench/gpu-check/lib.sh
 LIMIT=${LIMIT:-560}
@@ -18,12 +19,16 @@ timeout 30 build/flashgrad bench decode-attention --json $L/dattn-mha.json > $L/
 el "decode-attention rc $?"; grep -E '^ +[0-9]+ \|' $L/dattn-mha.log | tee -a $FINAL/summary.txt
 timeout 60 build/flashgrad bench ops --reps 5 > $L/ops.log 2>&1
 el "bench ops rc $?"; grep -E "^ +[a-z]" $L/ops.log | tee -a $FINAL/summary.txt
+FLASHGRAD_LN_BACKWARD=registers timeout 60 build/flashgrad bench ops --reps 5 > $L/ops-regs.log 2>&1
+el "bench ops, LayerNorm backward's sums in registers, rc $?"; grep -E "^ +(copy|layer_norm|dropout)" $L/ops-regs.log | tee -a $FINAL/summary.txt
 FLASHGRAD_LN_FORWARD=loop FLASHGRAD_LN_BACKWARD=interleaved timeout 60 build/flashgrad bench ops --reps 5 > $L/ops-loop.log 2>&1
 el "bench ops, LayerNorm's loop forward and interleaved backward, rc $?"; grep -E "^ +(copy|layer_norm|dropout)" $L/ops-loop.log | tee -a $FINAL/summary.txt
+FLASHGRAD_LN_BACKWARD=registers timeout 60 build/tests/test_nn_ops "[layer_norm]" > $L/ln-registers.log 2>&1
+el "test_nn_ops [layer_norm], backward's register form, rc $? $(tail -2 $L/ln-registers.log | head -1)"
 pack
-timeout 120 ncu --section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats \
-  --section MemoryWorkloadAnalysis --section SchedulerStats -k regex:"layer_norm|dropout_kernel" \
-  --launch-count 40 build/flashgrad bench ops --reps 2 > $L/ncu-ln-dropout.txt 2>&1
+timeout 100 ncu --section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats \
+  --section MemoryWorkloadAnalysis -k regex:"layer_norm|dropout_kernel" \
+  --launch-count 16 build/flashgrad bench ops --reps 1 > $L/ncu-ln-dropout.txt 2>&1
 el "ncu rc $?"; grep -E "layer_norm|dropout_kernel|Duration|DRAM Throughput|Achieved Occupancy" $L/ncu-ln-dropout.txt | head -80 > $L/ncu-brief.txt
 pack
 left=$(( LIMIT - 10 - ($(date +%s) - T0) ))

@@ -407,7 +407,13 @@ __global__ void layer_norm_backward_wb_partial_kernel(int64_t rows, int64_t cols
 // strided by the grid), then the warps add theirs into shared memory one after another (a
 // fixed order: deterministic) and the block writes part_w/part_b[blockIdx.x]. For rows of at
 // most 32 NV vectors; dynamic shared memory: 2 cols accumulators.
-template <typename T, int NV, bool LOAD_FIRST>
+// FORM: kLnBwdInterleaved loads each vector just before its use (the first form);
+// kLnBwdRegisters issues all of a row's loads first; kLnBwdShared also keeps the gw/gb sums
+// in shared memory, each warp its own region, element j of vector k at j * 32 NV + k (lanes
+// on consecutive words: no bank conflicts), which frees 2 NV V registers a thread for more
+// warps an SM; the block's warps then meet column by column in warp order.
+constexpr int kLnBwdInterleaved = 0, kLnBwdRegisters = 1, kLnBwdShared = 2;
+template <typename T, int NV, int FORM>
 __global__ void __launch_bounds__(32 * kLnWarps)
     layer_norm_backward_fused_kernel(int64_t rows, int64_t cols, const T* __restrict__ gy,
                                      const T* __restrict__ x, const T* __restrict__ w,
@@ -416,17 +422,27 @@ __global__ void __launch_bounds__(32 * kLnWarps)
                                      acc_t<T>* __restrict__ part_w, acc_t<T>* __restrict__ part_b) {
   using A = acc_t<T>;
   constexpr int V = ln_vec<T>();
+  constexpr bool LOAD_FIRST = FORM != kLnBwdInterleaved, SHARED = FORM == kLnBwdShared;
+  constexpr int kRegion = 32 * NV * V;  // one warp's gw (then gb) sums in the shared form
   extern __shared__ __align__(16) unsigned char ln_smem[];
   A* sw = reinterpret_cast<A*>(ln_smem);
   A* sb = sw + cols;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int64_t nv = cols / V;
   const LnVec<T>* wv = reinterpret_cast<const LnVec<T>*>(w);  // may be null
-  A aw[NV][V], ab[NV][V];
+  A* acc = sw + 2 * kRegion * warp;  // the shared form's region of this warp
+  A aw[SHARED ? 1 : NV][V], ab[SHARED ? 1 : NV][V];
 #pragma unroll
   for (int i = 0; i < NV; ++i)
 #pragma unroll
-    for (int j = 0; j < V; ++j) aw[i][j] = ab[i][j] = A(0);
+    for (int j = 0; j < V; ++j) {
+      if constexpr (SHARED) {
+        acc[j * 32 * NV + lane + 32 * i] = A(0);
+        acc[kRegion + j * 32 * NV + lane + 32 * i] = A(0);
+      } else {
+        aw[i][j] = ab[i][j] = A(0);
+      }
+    }
   for (int64_t r = int64_t(blockIdx.x) * kLnWarps + warp; r < rows;
        r += int64_t(gridDim.x) * kLnWarps) {
     const LnVec<T>* xr = reinterpret_cast<const LnVec<T>*>(x + r * cols);
@@ -459,8 +475,13 @@ __global__ void __launch_bounds__(32 * kLnWarps)
         const A dxh = gv * (w ? A(wk.v[j]) : A(1));
         s1 += dxh;
         s2 += dxh * xh;
-        aw[i][j] += gv * xh;
-        ab[i][j] += gv;
+        if constexpr (SHARED) {
+          acc[j * 32 * NV + k] += gv * xh;
+          acc[kRegion + j * 32 * NV + k] += gv;
+        } else {
+          aw[i][j] += gv * xh;
+          ab[i][j] += gv;
+        }
       }
     }
     s1 = warp_sum(s1) / A(cols);
@@ -481,26 +502,40 @@ __global__ void __launch_bounds__(32 * kLnWarps)
       out[k] = o;
     }
   }
-  for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) sw[c] = sb[c] = A(0);
-  __syncthreads();
-  for (int turn = 0; turn < kLnWarps; ++turn) {
-    if (warp == turn) {
+  if constexpr (SHARED) {
+    __syncthreads();
+    for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) {
+      const int64_t e = (c % V) * 32 * NV + c / V;
+      A tw = 0, tb = 0;
+      for (int wp = 0; wp < kLnWarps; ++wp) {
+        tw += sw[2 * kRegion * wp + e];
+        tb += sw[2 * kRegion * wp + kRegion + e];
+      }
+      part_w[int64_t(blockIdx.x) * cols + c] = tw;
+      part_b[int64_t(blockIdx.x) * cols + c] = tb;
+    }
+  } else {
+    for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) sw[c] = sb[c] = A(0);
+    __syncthreads();
+    for (int turn = 0; turn < kLnWarps; ++turn) {
+      if (warp == turn) {
 #pragma unroll
-      for (int i = 0; i < NV; ++i) {
-        const int64_t k = lane + 32 * i;
-        if (k >= nv) continue;
+        for (int i = 0; i < NV; ++i) {
+          const int64_t k = lane + 32 * i;
+          if (k >= nv) continue;
 #pragma unroll
-        for (int j = 0; j < V; ++j) {
-          sw[k * V + j] += aw[i][j];
-          sb[k * V + j] += ab[i][j];
+          for (int j = 0; j < V; ++j) {
+            sw[k * V + j] += aw[i][j];
+            sb[k * V + j] += ab[i][j];
+          }
         }
       }
+      __syncthreads();
     }
-    __syncthreads();
-  }
-  for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) {
-    part_w[int64_t(blockIdx.x) * cols + c] = sw[c];
-    part_b[int64_t(blockIdx.x) * cols + c] = sb[c];
+    for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) {
+      part_w[int64_t(blockIdx.x) * cols + c] = sw[c];
+      part_b[int64_t(blockIdx.x) * cols + c] = sb[c];
+    }
   }
 }
 
@@ -646,20 +681,38 @@ int ln_fused_nv(int64_t cols) {
   return nv <= 4 ? int(nv) : 0;
 }
 
-// The fused kernel with NV vectors per lane, and how many of its blocks fit on one SM (its
-// registers decide: one block at NV = 4 in 16-bit types, two below), asked once.
+// The fused backward's form (FLASHGRAD_LN_BACKWARD: an A/B switch while the forms are
+// measured), its kernel with NV vectors per lane, its dynamic shared memory, and how many of
+// its blocks fit on one SM (registers and shared memory decide), asked once.
+inline int ln_backward_form() {
+  static const int form = [] {
+    const int c = env_choice("FLASHGRAD_LN_BACKWARD", {"auto", "interleaved", "registers", "shared"});
+    return c == 1 ? kLnBwdInterleaved : c == 2 ? kLnBwdRegisters : kLnBwdShared;
+  }();
+  return form;
+}
+
 template <typename T, int NV>
 auto ln_fused_kernel() {
-  static const bool load_first = env_choice("FLASHGRAD_LN_BACKWARD", {"auto", "interleaved"}) == 0;
-  return load_first ? layer_norm_backward_fused_kernel<T, NV, true>
-                    : layer_norm_backward_fused_kernel<T, NV, false>;
+  const int form = ln_backward_form();
+  return form == kLnBwdInterleaved ? layer_norm_backward_fused_kernel<T, NV, kLnBwdInterleaved>
+         : form == kLnBwdRegisters ? layer_norm_backward_fused_kernel<T, NV, kLnBwdRegisters>
+                                   : layer_norm_backward_fused_kernel<T, NV, kLnBwdShared>;
+}
+
+template <typename T, int NV>
+size_t ln_fused_smem() {
+  const size_t region = size_t(32 * NV * ln_vec<T>()) * sizeof(acc_t<T>);
+  return ln_backward_form() == kLnBwdShared ? 2 * region * kLnWarps : 2 * region;
 }
 
 template <typename T, int NV>
 int ln_fused_blocks_per_sm() {
   static const int n = [] {
     int blocks = 0;
-    const size_t smem = 2 * size_t(32 * NV * ln_vec<T>()) * sizeof(acc_t<T>);
+    const size_t smem = ln_fused_smem<T, NV>();
+    FG_CUDA_CHECK(cudaFuncSetAttribute(ln_fused_kernel<T, NV>(),
+                                       cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
     FG_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, ln_fused_kernel<T, NV>(),
                                                                 32 * kLnWarps, smem));
     return std::max(1, blocks);
@@ -706,17 +759,16 @@ void layer_norm_backward(DType dtype, int64_t rows, int64_t cols, const void* gy
       // One pass: gx and the per-block partial sums of gw, gb; then their sum.
       const int64_t blocks = ln_fused_blocks<T>(rows, nv);
       A* part_b = part_w + blocks * cols;
-      const size_t smem = 2 * size_t(cols) * sizeof(A);
-      auto launch = [&](auto kernel) {
+      auto launch = [&](auto kernel, size_t smem) {
         kernel<<<unsigned(blocks), 32 * kLnWarps, smem>>>(
             rows, cols, static_cast<const T*>(gy), static_cast<const T*>(x),
             static_cast<const T*>(w), mean, rstd, static_cast<T*>(gx), part_w, part_b);
       };
       switch (nv) {
-        case 1: launch(ln_fused_kernel<T, 1>()); break;
-        case 2: launch(ln_fused_kernel<T, 2>()); break;
-        case 3: launch(ln_fused_kernel<T, 3>()); break;
-        default: launch(ln_fused_kernel<T, 4>()); break;
+        case 1: launch(ln_fused_kernel<T, 1>(), ln_fused_smem<T, 1>()); break;
+        case 2: launch(ln_fused_kernel<T, 2>(), ln_fused_smem<T, 2>()); break;
+        case 3: launch(ln_fused_kernel<T, 3>(), ln_fused_smem<T, 3>()); break;
+        default: launch(ln_fused_kernel<T, 4>(), ln_fused_smem<T, 4>()); break;
       }
       FG_LAUNCH_CHECK();
       layer_norm_backward_wb_final_kernel<T>
