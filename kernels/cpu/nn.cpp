@@ -410,7 +410,7 @@ void dropout(DType dtype, int64_t n, const void* x, const void* residual, void* 
     // value, so the two devices give bitwise-equal results.
     const A scale = A(dropout_keep_scale(p));
     // Groups of 8 elements, one Philox block each (philox.h's dropout_block).
-    parallel_for((n + 7) / 8, 16, [&](int64_t g0, int64_t g1) {
+    parallel_for((n + 7) / 8, 128, [&](int64_t g0, int64_t g1) {
       for (int64_t g = g0; g < g1; ++g) {
         const Philox4 r = dropout_block(seed, offset, uint64_t(g));
         const int64_t end = std::min(n, 8 * g + 8);

@@ -406,7 +406,8 @@ __global__ void layer_norm_backward_wb_partial_kernel(int64_t rows, int64_t cols
 // vectors' columns in registers over the rows its warp takes (r = blockIdx.x * kLnWarps + warp,
 // strided by the grid), then the warps add theirs into shared memory one after another (a
 // fixed order: deterministic) and the block writes part_w/part_b[blockIdx.x]. For rows of at
-// most 32 NV vectors; dynamic shared memory: 2 cols accumulators.
+// most 32 NV vectors; dynamic shared memory: ln_fused_smem (2 cols accumulators, or in the
+// shared form 2 of them a warp).
 // FORM: kLnBwdInterleaved loads each vector just before its use (the first form);
 // kLnBwdRegisters issues all of a row's loads first; kLnBwdShared also keeps the gw/gb sums
 // in shared memory, each warp its own region, element j of vector k at j * 32 NV + k (lanes

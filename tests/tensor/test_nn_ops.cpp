@@ -354,9 +354,11 @@ FG_TEST_ALL_DEVICES("layer_norm forward and backward match the reference, with a
   // row length in 16-bit types, so the gx and column-tile kernels run; {5, 37} takes the
   // block-per-row kernels. The forward holds a row in registers up to 8 vectors a lane (16
   // bytes each) and loops beyond: {7, 1280} and {3, 1792} (16-bit: 5 and 7 vectors) take the
-  // register form's partly filled 6 and 8, {40, 2048} its full 8, f64 rows of 768 the loop.
+  // register form's partly filled 6 and 8, {40, 2048} its full 8, f64 rows of 768 the loop;
+  // {900, 384} and {70, 192} give f32 and f64 3 vectors a lane.
   const Shape shapes[] = {{5, 37},     {2, 3, 64},  {3, 1000},   {300, 24},  {4500, 768},
-                          {40, 2048},  {1030, 256}, {2000, 512}, {7, 1280},  {3, 1792}};
+                          {40, 2048},  {1030, 256}, {2000, 512}, {7, 1280},  {3, 1792},
+                          {900, 384},  {70, 192}};
   for (DType dt : kDTypes)
     for (const Shape& s : shapes)
       for (bool affine : {true, false}) {
@@ -583,10 +585,10 @@ FG_TEST_ALL_DEVICES("dropout autograd: identity cases, generator offsets, gradie
 
 FG_TEST_ALL_DEVICES("dropout_add: residual + dropout(x) rounded once, the mask of dropout, "
                     "every kernel path", "[nn][dropout]") {
-  // Lengths a multiple of 8 take the vector path on CUDA; 4099 and the views one element in
+  // Lengths a multiple of 8 take the vector path on CUDA; 4099, 4100 and the views one element in
   // (unaligned) the scalar one. The CPU kernel is the reference: bitwise-equal results.
   for (DType dt : {DType::f32, DType::bf16, DType::f64, DType::f16})
-    for (int64_t n : {int64_t(4096), int64_t(4099)})
+    for (int64_t n : {int64_t(4096), int64_t(4099), int64_t(4100)})
       for (bool offset_view : {false, true}) {
         Tensor xb = rnd({n + 1}, dt, device, 1, 0.5, 2.0), rb = rnd({n + 1}, dt, device, 2);
         Tensor x = offset_view ? xb.narrow(0, 1, n) : xb.narrow(0, 0, n);
