@@ -26,14 +26,16 @@ ctest --test-dir "$SCRATCH/build" -L cpu -E "$SKIP" -j "$(nproc)" > /dev/null ||
 
 # name | file | text to replace (must occur exactly once) | replacement
 MUTANTS=$(cat <<'TABLE'
-dropout-ignores-batch|core/philox.h|philox4x32_10(j >> 2, i, b * num_heads + h,|philox4x32_10(j >> 2, i, h,
+dropout-ignores-batch|core/philox.h|philox4x32_10(j >> 4, i, b * num_heads + h,|philox4x32_10(j >> 4, i, h,
 node-reuses-offset|autograd/attention.cpp|default_generator().next_offset()|default_generator().offset()
 philox-nine-rounds|core/philox.h|for (int round = 0; round < 10; ++round)|for (int round = 0; round < 9; ++round)
 adamw-no-bias-correction|kernels/optim.h|adamw_div(adamw_sqrt(v), a.bias2_sqrt)|adamw_sqrt(v)
 checkpoint-hash-unchecked|train/checkpoint.cpp|if (version >= 2)|if (version >= 3)
 causal-offset-flipped|kernels/attention/params.h|{ return i + p.Nk - p.Nq; }|{ return i + p.Nq - p.Nk; }
 lse-in-input-dtype|kernels/attention/cpu/flash.cpp|lse[q0 + r] = m[r] + std::log(l[r]);|lse[q0 + r] = A(float(T(m[r] + std::log(l[r]))));
-dropout-unscaled|kernels/attention/cpu/flash.cpp|keep_scale(A(1.0 / (1.0 - p.dropout_p))) {}|keep_scale(A(1)) {}
+dropout-unscaled|kernels/attention/cpu/flash.cpp|keep_scale(A(attention_dropout_keep_scale(p.dropout_p))) {}|keep_scale(A(1)) {}
+generic-dropout-low-halves-only|core/philox.h|return (r.x[(k >> 1) & 3u] >> (16u * (k & 1u))) & 0xFFFFu;|return r.x[(k >> 1) & 3u] & 0xFFFFu;
+generic-dropout-scale-unrounded|kernels/cpu/nn.cpp|const A scale = A(dropout_keep_scale(p));|const A scale = A(1.0 / (1.0 - p));
 kv-cache-positions-from-zero|nn/gpt.cpp|pos[size_t(r * T + t)] = L + t;|pos[size_t(r * T + t)] = t;
 varlen-dropout-ignores-sequence|kernels/attention/cpu/flash.cpp|uint32_t(p.batch_index_base + b)|uint32_t(b)
 TABLE
