@@ -2,7 +2,8 @@
 # Call n (2026-12-07, second session): the LayerNorm backward with the next row's loads in
 # flight (prefetch) against without (plain), the forward with two rows a warp against one (each
 # an A/B in one run), their tests, memcheck and racecheck, and bench/compare_train.py on all
-# three configs (small, gpt12, gpt24 at batch 32) in this one call.
+# three configs (small, gpt12, gpt24 at batch 32) in this one call; the small preset's training
+# quality with dropout on 16 random bits.
 #   LIMIT=450 bash bench/gpu-check/device-call-2026-12-07-n.sh   (repository root; carry .deps, data)
 source bench/gpu-check/lib.sh
 LIMIT=${LIMIT:-450}
@@ -22,6 +23,10 @@ el "bench ops at width 1024 rc $?"; grep -E "^ +(copy|layer_norm)" $L/ops-1024.l
 FLASHGRAD_LN_BACKWARD=plain timeout 40 build/flashgrad bench ops --n-embd 1024 --tokens 32768 --params 1 --reps 5 > $L/ops-1024-plain.log 2>&1
 el "bench ops at width 1024, plain backward, rc $?"; grep -E "^ +(copy|layer_norm)" $L/ops-1024-plain.log | tee -a $FINAL/summary.txt
 pack
+timeout 90 build/flashgrad train --preset small --device cuda --dtype bf16 --out $L/small-run --eval-interval 250 \
+  --log-interval 500 --sample-tokens 0 --data data/fortunes.txt > $L/train-small-quality.log 2>&1
+el "train --preset small (quality, dropout on 16 bits) rc $? $(grep -iE 'best val' $L/train-small-quality.log | tail -1)"
+rm -rf $L/small-run
 run_compare small --preset small --steps 20 --warmup 5
 run_compare gpt12 --preset gpt12 --steps 20 --warmup 5
 left=$(( LIMIT - 10 - ($(date +%s) - T0) ))
