@@ -6,7 +6,6 @@
 // Out-of-range targets: the launcher gets a device int64 flag (zeroed by the caller); a kernel
 // that meets a bad position p stores min(current, p + 1) into it with a compare-and-swap loop,
 // so the flag ends as the first bad position + 1, as on the CPU.
-#include "core/env.h"
 #include "kernels/cuda/elementwise_launch.cuh"
 #include "kernels/cuda/nn_common.cuh"
 
@@ -242,72 +241,64 @@ __global__ void __launch_bounds__(32 * kLnWarps)
   }
 }
 
-// The forward for rows of at most 32 NV vectors, R rows a warp: the lane's R NV vectors are
-// loaded once, all before the first use (R NV loads in flight a lane), and both sums and the
-// output come from
+// The forward for rows of at most 32 NV vectors: the lane's NV vectors are loaded once, all
+// before the first use (NV loads in flight a lane), and both sums and the output come from
 // registers (w and b, read by every row, come from L1 as the output is written). Same
-// arithmetic as above.
-template <typename T, int NV, int R>
-__global__ void __launch_bounds__(32 * kLnWarps, R == 1 && NV <= 3 ? 5 : 1)
+// arithmetic as above. (Two rows a warp, all their loads first, measured 24% slower at
+// [16384, 768] on an H200: 83 registers, three blocks an SM instead of five.)
+template <typename T, int NV>
+__global__ void __launch_bounds__(32 * kLnWarps, NV <= 3 ? 5 : 1)
     layer_norm_regs_kernel(int64_t rows, int64_t cols, const T* __restrict__ x,
                            const T* __restrict__ w, const T* __restrict__ b, double eps,
                            T* __restrict__ y, float* __restrict__ mean, float* __restrict__ rstd) {
   using A = acc_t<T>;
   constexpr int V = ln_vec<T>();
   const int lane = threadIdx.x & 31;
-  const int64_t r0 = (int64_t(blockIdx.x) * kLnWarps + (threadIdx.x >> 5)) * R;
-  if (r0 >= rows) return;  // the whole warp leaves together
+  const int64_t r = int64_t(blockIdx.x) * kLnWarps + (threadIdx.x >> 5);
+  if (r >= rows) return;  // the whole warp leaves together
+  const LnVec<T>* xr = reinterpret_cast<const LnVec<T>*>(x + r * cols);
   const LnVec<T>* wv = reinterpret_cast<const LnVec<T>*>(w);  // either may be null
   const LnVec<T>* bv = reinterpret_cast<const LnVec<T>*>(b);
   const int nv = int(cols / V);
-  LnVec<T> a[R][NV];
+  LnVec<T> a[NV];
 #pragma unroll
-  for (int q = 0; q < R; ++q) {
-    const LnVec<T>* xr = reinterpret_cast<const LnVec<T>*>(x + (r0 + q) * cols);
+  for (int i = 0; i < NV; ++i)
+    if (lane + 32 * i < nv) a[i] = xr[lane + 32 * i];
+  A s = 0;
 #pragma unroll
-    for (int i = 0; i < NV; ++i)
-      if (r0 + q < rows && lane + 32 * i < nv) a[q][i] = xr[lane + 32 * i];
-  }
+  for (int i = 0; i < NV; ++i)
+    if (lane + 32 * i < nv) {
 #pragma unroll
-  for (int q = 0; q < R; ++q) {
-    const int64_t r = r0 + q;
-    if (r >= rows) break;
-    A s = 0;
-#pragma unroll
-    for (int i = 0; i < NV; ++i)
-      if (lane + 32 * i < nv) {
-#pragma unroll
-        for (int j = 0; j < V; ++j) s += A(a[q][i].v[j]);
-      }
-    const A mu = warp_sum(s) / A(cols);
-    A var = 0;
-#pragma unroll
-    for (int i = 0; i < NV; ++i)
-      if (lane + 32 * i < nv) {
-#pragma unroll
-        for (int j = 0; j < V; ++j) var += (A(a[q][i].v[j]) - mu) * (A(a[q][i].v[j]) - mu);
-      }
-    const A rs = A(1) / dsqrt(warp_sum(var) / A(cols) + A(eps));
-    LnVec<T>* yr = reinterpret_cast<LnVec<T>*>(y + r * cols);
-#pragma unroll
-    for (int i = 0; i < NV; ++i)
-      if (lane + 32 * i < nv) {
-        const LnVec<T> wk = w ? wv[lane + 32 * i] : LnVec<T>{};
-        const LnVec<T> bk = b ? bv[lane + 32 * i] : LnVec<T>{};
-        LnVec<T> o;
-#pragma unroll
-        for (int j = 0; j < V; ++j) {
-          A t = (A(a[q][i].v[j]) - mu) * rs;
-          if (w) t *= A(wk.v[j]);
-          if (b) t += A(bk.v[j]);
-          o.v[j] = T(t);
-        }
-        yr[lane + 32 * i] = o;
-      }
-    if (lane == 0) {
-      mean[r] = float(mu);
-      rstd[r] = float(rs);
+      for (int j = 0; j < V; ++j) s += A(a[i].v[j]);
     }
+  const A mu = warp_sum(s) / A(cols);
+  A var = 0;
+#pragma unroll
+  for (int i = 0; i < NV; ++i)
+    if (lane + 32 * i < nv) {
+#pragma unroll
+      for (int j = 0; j < V; ++j) var += (A(a[i].v[j]) - mu) * (A(a[i].v[j]) - mu);
+    }
+  const A rs = A(1) / dsqrt(warp_sum(var) / A(cols) + A(eps));
+  LnVec<T>* yr = reinterpret_cast<LnVec<T>*>(y + r * cols);
+#pragma unroll
+  for (int i = 0; i < NV; ++i)
+    if (lane + 32 * i < nv) {
+      const LnVec<T> wk = w ? wv[lane + 32 * i] : LnVec<T>{};
+      const LnVec<T> bk = b ? bv[lane + 32 * i] : LnVec<T>{};
+      LnVec<T> o;
+#pragma unroll
+      for (int j = 0; j < V; ++j) {
+        A t = (A(a[i].v[j]) - mu) * rs;
+        if (w) t *= A(wk.v[j]);
+        if (b) t += A(bk.v[j]);
+        o.v[j] = T(t);
+      }
+      yr[lane + 32 * i] = o;
+    }
+  if (lane == 0) {
+    mean[r] = float(mu);
+    rstd[r] = float(rs);
   }
 }
 
@@ -414,15 +405,17 @@ __global__ void layer_norm_backward_wb_partial_kernel(int64_t rows, int64_t cols
 
 // gx as layer_norm_backward_gx_warp_kernel does it and, in the same pass over gy and x, the
 // block's share of gw = sum_r gy xhat and gb = sum_r gy. A warp takes rows r = blockIdx.x *
-// kLnWarps + warp, strided by the grid, with every load of a row issued before its first use;
-// with PREFETCH, the next row's loads are issued before the current row is worked on, so a
-// warp always has a row in flight. Each lane adds its NV vectors' columns into the warp's own
+// kLnWarps + warp, strided by the grid, with every load of a row issued before its first use.
+// Each lane adds its NV vectors' columns into the warp's own
 // region of shared memory (gw sums, then gb sums; element j of vector k at j * 32 NV + k, so
 // the lanes touch consecutive words: no bank conflicts): registers stay free for more warps an
 // SM than sums held in registers would leave. At the end the block's warps meet column by
 // column in warp order (deterministic) and the block writes part_w/part_b[blockIdx.x]. For
-// rows of at most 32 NV vectors; dynamic shared memory: ln_fused_smem.
-template <typename T, int NV, bool PREFETCH>
+// rows of at most 32 NV vectors; dynamic shared memory: ln_fused_smem. (Measured on an H100 at
+// [16384, 768]: sums in registers, 126 of them a thread, ran 14% slower; loads interleaved with
+// their use, 23%. Issuing the next row's loads before working on the current one ran 7%
+// slower on an H200: 122 registers, two blocks an SM instead of three.)
+template <typename T, int NV>
 __global__ void __launch_bounds__(32 * kLnWarps)
     layer_norm_backward_fused_kernel(int64_t rows, int64_t cols, const T* __restrict__ gy,
                                      const T* __restrict__ x, const T* __restrict__ w,
@@ -441,34 +434,22 @@ __global__ void __launch_bounds__(32 * kLnWarps)
 #pragma unroll
   for (int i = 0; i < NV; ++i)
 #pragma unroll
-    for (int j = 0; j < V; ++j) acc[j * 32 * NV + lane + 32 * i] = acc[kRegion + j * 32 * NV + lane + 32 * i] = A(0);
-  const int64_t stride = int64_t(gridDim.x) * kLnWarps;
-  // The row's x and gy vectors, its mean and rstd, loaded into a[], g[], mu, rs.
-  auto load_row = [&](int64_t r, LnVec<T>* a, LnVec<T>* g, float& mu, float& rs) {
+    for (int j = 0; j < V; ++j) {
+      acc[j * 32 * NV + lane + 32 * i] = A(0);
+      acc[kRegion + j * 32 * NV + lane + 32 * i] = A(0);
+    }
+  for (int64_t r = int64_t(blockIdx.x) * kLnWarps + warp; r < rows;
+       r += int64_t(gridDim.x) * kLnWarps) {
     const LnVec<T>* xr = reinterpret_cast<const LnVec<T>*>(x + r * cols);
     const LnVec<T>* gr = reinterpret_cast<const LnVec<T>*>(gy + r * cols);
-    mu = mean[r];
-    rs = rstd[r];
+    const A mu = A(mean[r]), rs = A(rstd[r]);
+    LnVec<T> a[NV], g[NV];
 #pragma unroll
     for (int i = 0; i < NV; ++i)
       if (lane + 32 * i < nv) {
         a[i] = xr[lane + 32 * i];
         g[i] = gr[lane + 32 * i];
       }
-  };
-  LnVec<T> a[NV], g[NV];
-  float mu_f = 0, rs_f = 0;
-  int64_t r = int64_t(blockIdx.x) * kLnWarps + warp;
-  if (PREFETCH && r < rows) load_row(r, a, g, mu_f, rs_f);
-  for (; r < rows; r += stride) {
-    LnVec<T> an[PREFETCH ? NV : 1], gn[PREFETCH ? NV : 1];
-    float mu_n = 0, rs_n = 0;
-    if constexpr (PREFETCH) {
-      if (r + stride < rows) load_row(r + stride, an, gn, mu_n, rs_n);
-    } else {
-      load_row(r, a, g, mu_f, rs_f);
-    }
-    const A mu = A(mu_f), rs = A(rs_f);
     A s1 = 0, s2 = 0;
 #pragma unroll
     for (int i = 0; i < NV; ++i) {
@@ -501,15 +482,6 @@ __global__ void __launch_bounds__(32 * kLnWarps)
         o.v[j] = T(rs * (dxh - s1 - xh * s2));
       }
       out[k] = o;
-    }
-    if constexpr (PREFETCH) {
-#pragma unroll
-      for (int i = 0; i < NV; ++i) {
-        a[i] = an[i];
-        g[i] = gn[i];
-      }
-      mu_f = mu_n;
-      rs_f = rs_n;
     }
   }
   __syncthreads();
@@ -617,30 +589,20 @@ void layer_norm(DType dtype, int64_t rows, int64_t cols, const void* x, const vo
     using T = scalar_t;
     const unsigned blocks = unsigned((rows + kLnWarps - 1) / kLnWarps);
     const int64_t nv = (cols / ln_vec<T>() + 31) / 32;  // vectors a lane
-    // Two rows a warp up to 3 vectors a lane (FLASHGRAD_LN_FORWARD=one-row: one; an A/B
-    // switch while the two are measured).
-    static const bool one_row = env_choice("FLASHGRAD_LN_FORWARD", {"auto", "one-row"}) == 1;
     if (ln_warp_rows<T>(cols, {x, y, w, b}) && nv <= 8) {
-      auto launch = [&](auto kernel, int r) {
-        const unsigned grid = unsigned((rows + int64_t(kLnWarps) * r - 1) / (int64_t(kLnWarps) * r));
-        kernel<<<grid, 32 * kLnWarps>>>(rows, cols, static_cast<const T*>(x),
-                                        static_cast<const T*>(w), static_cast<const T*>(b), eps,
-                                        static_cast<T*>(y), mean, rstd);
+      auto launch = [&](auto kernel) {
+        kernel<<<blocks, 32 * kLnWarps>>>(rows, cols, static_cast<const T*>(x),
+                                          static_cast<const T*>(w), static_cast<const T*>(b),
+                                          eps, static_cast<T*>(y), mean, rstd);
       };
-      switch (one_row ? nv + 100 : nv) {
-        case 1: launch(layer_norm_regs_kernel<T, 1, 2>, 2); break;
-        case 2: launch(layer_norm_regs_kernel<T, 2, 2>, 2); break;
-        case 3: launch(layer_norm_regs_kernel<T, 3, 2>, 2); break;
-        case 101: launch(layer_norm_regs_kernel<T, 1, 1>, 1); break;
-        case 102: launch(layer_norm_regs_kernel<T, 2, 1>, 1); break;
-        case 103: launch(layer_norm_regs_kernel<T, 3, 1>, 1); break;
-        case 4:
-        case 104: launch(layer_norm_regs_kernel<T, 4, 1>, 1); break;
+      switch (nv) {
+        case 1: launch(layer_norm_regs_kernel<T, 1>); break;
+        case 2: launch(layer_norm_regs_kernel<T, 2>); break;
+        case 3: launch(layer_norm_regs_kernel<T, 3>); break;
+        case 4: launch(layer_norm_regs_kernel<T, 4>); break;
         case 5:
-        case 6:
-        case 105:
-        case 106: launch(layer_norm_regs_kernel<T, 6, 1>, 1); break;
-        default: launch(layer_norm_regs_kernel<T, 8, 1>, 1); break;
+        case 6: launch(layer_norm_regs_kernel<T, 6>); break;
+        default: launch(layer_norm_regs_kernel<T, 8>); break;
       }
     } else if (ln_warp_rows<T>(cols, {x, y, w, b})) {
       layer_norm_warp_kernel<T><<<blocks, 32 * kLnWarps>>>(
@@ -678,15 +640,10 @@ int ln_fused_nv(int64_t cols) {
   return nv <= 4 ? int(nv) : 0;
 }
 
-// The fused kernel with NV vectors per lane (FLASHGRAD_LN_BACKWARD=plain drops the prefetch of
-// the next row: an A/B switch while the two are measured), its dynamic shared memory (two
-// regions of sums a warp), and how many of its blocks fit on one SM, asked once.
+// The fused kernel with NV vectors per lane, its dynamic shared memory (two regions of sums a
+// warp), and how many of its blocks fit on one SM, asked once.
 template <typename T, int NV>
-auto ln_fused_kernel() {
-  static const bool prefetch = env_choice("FLASHGRAD_LN_BACKWARD", {"prefetch", "plain"}) == 0;
-  return prefetch ? layer_norm_backward_fused_kernel<T, NV, true>
-                  : layer_norm_backward_fused_kernel<T, NV, false>;
-}
+auto ln_fused_kernel() { return layer_norm_backward_fused_kernel<T, NV>; }
 
 template <typename T, int NV>
 size_t ln_fused_smem() {
