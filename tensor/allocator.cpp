@@ -84,7 +84,7 @@ size_t meminfo_bytes(const char* key) {
 [[noreturn]] void no_cuda() {
   throw Error(
       "this flashgrad was built without CUDA (FLASHGRAD_CUDA=OFF or no toolkit found); "
-      "use device cpu, or rebuild with the CUDA toolkit installed");
+      "use the CPU (--device cpu), or rebuild with the CUDA toolkit installed");
 }
 #endif
 
