@@ -5,7 +5,7 @@
 #   LIMIT=150 bash bench/gpu-check/device-call-2026-12-07-o.sh   (repository root; carry .deps, data)
 source bench/gpu-check/lib.sh
 LIMIT=${LIMIT:-150}
-build flashgrad test_nn_ops
+build flashgrad_cli test_nn_ops
 timeout 30 build/tests/test_nn_ops "[cuda]" > $L/nn-ops-cuda.log 2>&1
 el "test_nn_ops [cuda] rc $? $(tail -2 $L/nn-ops-cuda.log | head -1)"
 memcheck 30 test_nn_ops
