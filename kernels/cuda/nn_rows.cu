@@ -704,6 +704,10 @@ void layer_norm_backward(DType dtype, int64_t rows, int64_t cols, const void* gy
       const int64_t blocks = ln_fused_blocks<T>(rows, nv);
       A* part_b = part_w + blocks * cols;
       auto launch = [&](auto kernel, size_t smem) {
+        // The opt-in above 48 KiB holds for one device: set it on the current one every time.
+        if (smem > 48 * 1024)
+          FG_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                             int(smem)));
         kernel<<<unsigned(blocks), 32 * kLnWarps, smem>>>(
             rows, cols, static_cast<const T*>(gy), static_cast<const T*>(x),
             static_cast<const T*>(w), mean, rstd, static_cast<T*>(gx), part_w, part_b);
