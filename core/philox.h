@@ -102,14 +102,22 @@ FG_HD float philox_uniform(uint64_t seed, uint64_t offset, uint64_t n) {
 // 65536 / (65536 - threshold) (dropout_keep_scale), so the expected output is exactly the
 // input. p = 0 keeps everything. (32 bits an element cost one Philox call per 4 elements,
 // which made dropout the one elementwise kernel bound by its arithmetic, not by memory.)
-FG_HD uint32_t dropout_threshold(double p) {
-  const double t = p * 65536.0 + 0.5;
-  return t <= 0.0 ? 0u : t >= 65536.0 ? 65536u : uint32_t(t);
+//
+// Both dropout rules (this one on 2^16 levels, attention's below on 2^8) round the same way:
+// the threshold round(p * levels) in [0, levels], and the factor on kept elements
+// levels / (levels - threshold), or 0 when nothing can be kept.
+FG_HD uint32_t dropout_levels_threshold(double p, uint32_t levels) {
+  const double t = p * double(levels) + 0.5;
+  return t <= 0.0 ? 0u : t >= double(levels) ? levels : uint32_t(t);
 }
+FG_HD double dropout_levels_keep_scale(uint32_t threshold, uint32_t levels) {
+  return threshold >= levels ? 0.0 : double(levels) / double(levels - threshold);
+}
+
+FG_HD uint32_t dropout_threshold(double p) { return dropout_levels_threshold(p, 65536u); }
 FG_HD double dropout_rate(double p) { return dropout_threshold(p) / 65536.0; }
 FG_HD double dropout_keep_scale(double p) {
-  const uint32_t t = dropout_threshold(p);
-  return t >= 65536u ? 0.0 : 65536.0 / double(65536u - t);
+  return dropout_levels_keep_scale(dropout_threshold(p), 65536u);
 }
 
 // The 16 bits of element k (0..7) of a block of 8 elements.
@@ -135,16 +143,12 @@ FG_HD bool dropout_keep(uint64_t seed, uint64_t offset, uint64_t n, uint32_t thr
 // one above 511/512 drops everything (and the kept scale is then 0, nothing being kept).
 //
 // The threshold a byte must reach to be kept: round(p * 256), in [0, 256].
-FG_HD uint32_t attention_dropout_threshold(double p) {
-  const double t = p * 256.0 + 0.5;
-  return t <= 0.0 ? 0u : t >= 256.0 ? 256u : uint32_t(t);
-}
+FG_HD uint32_t attention_dropout_threshold(double p) { return dropout_levels_threshold(p, 256u); }
 // The rate attention dropout actually applies for a requested p: threshold / 256.
 FG_HD double attention_dropout_rate(double p) { return attention_dropout_threshold(p) / 256.0; }
 // The factor on kept elements: 1 / (1 - rate), or 0 when nothing can be kept.
 FG_HD double attention_dropout_keep_scale(double p) {
-  const uint32_t t = attention_dropout_threshold(p);
-  return t >= 256u ? 0.0 : 256.0 / double(256u - t);
+  return dropout_levels_keep_scale(attention_dropout_threshold(p), 256u);
 }
 
 // The attention dropout definition, shared by the CPU flash path, the CUDA kernels and the

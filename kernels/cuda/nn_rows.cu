@@ -6,6 +6,8 @@
 // Out-of-range targets: the launcher gets a device int64 flag (zeroed by the caller); a kernel
 // that meets a bad position p stores min(current, p + 1) into it with a compare-and-swap loop,
 // so the flag ends as the first bad position + 1, as on the CPU.
+#include <type_traits>
+
 #include "kernels/cuda/elementwise_launch.cuh"
 #include "kernels/cuda/nn_common.cuh"
 
@@ -193,6 +195,23 @@ constexpr int ln_vec() { return int(16 / sizeof(T)); }
 template <typename T>
 using LnVec = Vec<T, ln_vec<T>()>;  // 16 bytes, aligned (elementwise_launch.cuh)
 
+// One output vector of the forward: (x - mu) rs, times w and plus b where given (wv, bv may be
+// null), vector k of the row.
+template <typename T, typename A>
+__device__ __forceinline__ LnVec<T> ln_output(const LnVec<T>& a, const LnVec<T>* wv,
+                                              const LnVec<T>* bv, int64_t k, A mu, A rs) {
+  const LnVec<T> wk = wv ? wv[k] : LnVec<T>{}, bk = bv ? bv[k] : LnVec<T>{};
+  LnVec<T> o;
+#pragma unroll
+  for (int j = 0; j < ln_vec<T>(); ++j) {
+    A t = (A(a.v[j]) - mu) * rs;
+    if (wv) t *= A(wk.v[j]);
+    if (bv) t += A(bk.v[j]);
+    o.v[j] = T(t);
+  }
+  return o;
+}
+
 template <typename T>
 __global__ void __launch_bounds__(32 * kLnWarps)
     layer_norm_warp_kernel(int64_t rows, int64_t cols, const T* __restrict__ x,
@@ -223,18 +242,7 @@ __global__ void __launch_bounds__(32 * kLnWarps)
   }
   const A rs = A(1) / dsqrt(warp_sum(var) / A(cols) + A(eps));
   LnVec<T>* yr = reinterpret_cast<LnVec<T>*>(y + r * cols);
-  for (int64_t k = lane; k < nv; k += 32) {
-    const LnVec<T> a = xr[k], wk = w ? wv[k] : LnVec<T>{}, bk = b ? bv[k] : LnVec<T>{};
-    LnVec<T> o;
-#pragma unroll
-    for (int j = 0; j < V; ++j) {
-      A t = (A(a.v[j]) - mu) * rs;
-      if (w) t *= A(wk.v[j]);
-      if (b) t += A(bk.v[j]);
-      o.v[j] = T(t);
-    }
-    yr[k] = o;
-  }
+  for (int64_t k = lane; k < nv; k += 32) yr[k] = ln_output<T>(xr[k], wv, bv, k, mu, rs);
   if (lane == 0) {
     mean[r] = float(mu);
     rstd[r] = float(rs);
@@ -283,19 +291,7 @@ __global__ void __launch_bounds__(32 * kLnWarps, NV <= 3 ? 5 : 1)
   LnVec<T>* yr = reinterpret_cast<LnVec<T>*>(y + r * cols);
 #pragma unroll
   for (int i = 0; i < NV; ++i)
-    if (lane + 32 * i < nv) {
-      const LnVec<T> wk = w ? wv[lane + 32 * i] : LnVec<T>{};
-      const LnVec<T> bk = b ? bv[lane + 32 * i] : LnVec<T>{};
-      LnVec<T> o;
-#pragma unroll
-      for (int j = 0; j < V; ++j) {
-        A t = (A(a[i].v[j]) - mu) * rs;
-        if (w) t *= A(wk.v[j]);
-        if (b) t += A(bk.v[j]);
-        o.v[j] = T(t);
-      }
-      yr[lane + 32 * i] = o;
-    }
+    if (lane + 32 * i < nv) yr[lane + 32 * i] = ln_output<T>(a[i], wv, bv, lane + 32 * i, mu, rs);
   if (lane == 0) {
     mean[r] = float(mu);
     rstd[r] = float(rs);
@@ -640,11 +636,8 @@ int ln_fused_nv(int64_t cols) {
   return nv <= 4 ? int(nv) : 0;
 }
 
-// The fused kernel with NV vectors per lane, its dynamic shared memory (two regions of sums a
+// The fused kernel's dynamic shared memory with NV vectors per lane (two regions of sums a
 // warp), and how many of its blocks fit on one SM, asked once.
-template <typename T, int NV>
-auto ln_fused_kernel() { return layer_norm_backward_fused_kernel<T, NV>; }
-
 template <typename T, int NV>
 size_t ln_fused_smem() {
   return 2 * size_t(32 * NV * ln_vec<T>()) * sizeof(acc_t<T>) * kLnWarps;
@@ -655,10 +648,10 @@ int ln_fused_blocks_per_sm() {
   static const int n = [] {
     int blocks = 0;
     const size_t smem = ln_fused_smem<T, NV>();
-    FG_CUDA_CHECK(cudaFuncSetAttribute(ln_fused_kernel<T, NV>(),
+    FG_CUDA_CHECK(cudaFuncSetAttribute(layer_norm_backward_fused_kernel<T, NV>,
                                        cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
-    FG_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, ln_fused_kernel<T, NV>(),
-                                                                32 * kLnWarps, smem));
+    FG_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
+        &blocks, layer_norm_backward_fused_kernel<T, NV>, 32 * kLnWarps, smem));
     return std::max(1, blocks);
   }();
   return n;
@@ -703,7 +696,10 @@ void layer_norm_backward(DType dtype, int64_t rows, int64_t cols, const void* gy
       // One pass: gx and the per-block partial sums of gw, gb; then their sum.
       const int64_t blocks = ln_fused_blocks<T>(rows, nv);
       A* part_b = part_w + blocks * cols;
-      auto launch = [&](auto kernel, size_t smem) {
+      auto launch = [&](auto nv_c) {
+        constexpr int NV = decltype(nv_c)::value;
+        const auto kernel = layer_norm_backward_fused_kernel<T, NV>;
+        const size_t smem = ln_fused_smem<T, NV>();
         // The opt-in above 48 KiB holds for one device: set it on the current one every time.
         if (smem > 48 * 1024)
           FG_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
@@ -713,10 +709,10 @@ void layer_norm_backward(DType dtype, int64_t rows, int64_t cols, const void* gy
             static_cast<const T*>(w), mean, rstd, static_cast<T*>(gx), part_w, part_b);
       };
       switch (nv) {
-        case 1: launch(ln_fused_kernel<T, 1>(), ln_fused_smem<T, 1>()); break;
-        case 2: launch(ln_fused_kernel<T, 2>(), ln_fused_smem<T, 2>()); break;
-        case 3: launch(ln_fused_kernel<T, 3>(), ln_fused_smem<T, 3>()); break;
-        default: launch(ln_fused_kernel<T, 4>(), ln_fused_smem<T, 4>()); break;
+        case 1: launch(std::integral_constant<int, 1>{}); break;
+        case 2: launch(std::integral_constant<int, 2>{}); break;
+        case 3: launch(std::integral_constant<int, 3>{}); break;
+        default: launch(std::integral_constant<int, 4>{}); break;
       }
       FG_LAUNCH_CHECK();
       layer_norm_backward_wb_final_kernel<T>
