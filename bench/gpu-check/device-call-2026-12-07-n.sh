@@ -27,9 +27,6 @@ timeout 90 build/flashgrad train --preset small --device cuda --dtype bf16 --out
   --log-interval 500 --sample-tokens 0 --data data/fortunes.txt > $L/train-small-quality.log 2>&1
 el "train --preset small (quality, dropout on 16 bits) rc $? $(grep -iE 'best val' $L/train-small-quality.log | tail -1)"
 rm -rf $L/small-run
-run_compare small --preset small --steps 20 --warmup 5
-run_compare gpt12 --preset gpt12 --steps 20 --warmup 5
-left=$(( LIMIT - 10 - ($(date +%s) - T0) ))
-if [ $left -gt 120 ]; then run_compare gpt24-b32 --preset gpt24 --batch 32 --steps 8 --warmup 3; else el "no time for gpt24 ($left s left)"; fi
+compare_all_configs
 pack
 el done

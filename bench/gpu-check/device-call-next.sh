@@ -12,9 +12,6 @@ memcheck 60 test_nn_ops
 timeout 60 build/flashgrad bench ops --reps 5 > $L/ops.log 2>&1
 el "bench ops rc $?"; grep -E "^ +[a-z]" $L/ops.log | tee -a $FINAL/summary.txt
 pack
-run_compare small --preset small --steps 20 --warmup 5
-run_compare gpt12 --preset gpt12 --steps 20 --warmup 5
-left=$(( LIMIT - 10 - ($(date +%s) - T0) ))
-if [ $left -gt 120 ]; then run_compare gpt24-b32 --preset gpt24 --batch 32 --steps 8 --warmup 3; else el "no time for gpt24 ($left s left)"; fi
+compare_all_configs
 pack
 el done

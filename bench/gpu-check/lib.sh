@@ -3,6 +3,7 @@
 # the seconds since the start; pack tars the logs (files beyond the first few do not come back
 # one by one); build configures and builds the given targets (all when none) for sm_90a;
 # run_compare NAME ARGS... runs bench/compare_train.py beside PyTorch (eager, torch.compile);
+# compare_all_configs runs it on small, gpt12 and (time allowing, by $LIMIT) gpt24 at batch 32;
 # ctest_cuda LIMIT runs the `cuda` tests; memcheck LIMIT TEST... runs compute-sanitizer's
 # memcheck on the `[cuda]` cases of each test binary (LIMIT: seconds, per test binary).
 set -o pipefail
@@ -26,6 +27,13 @@ run_compare() {  # name, then compare_train.py's arguments
     --flashgrad build/flashgrad --out-json "$L/train-$name.json" "$@" > "$L/train-$name.log" 2>&1
   el "compare_train $name rc $?"; grep -v -i warn "$L/train-$name.log" | tail -7 | tee -a "$FINAL/summary.txt"
   pack
+}
+compare_all_configs() {  # the three configs beside PyTorch; gpt24 only if time is left
+  run_compare small --preset small --steps 20 --warmup 5
+  run_compare gpt12 --preset gpt12 --steps 20 --warmup 5
+  local left=$(( LIMIT - 10 - ($(date +%s) - T0) ))
+  if [ $left -gt 120 ]; then run_compare gpt24-b32 --preset gpt24 --batch 32 --steps 8 --warmup 3
+  else el "no time for gpt24 ($left s left)"; fi
 }
 ctest_cuda() {
   timeout "$1" ctest --test-dir build -L cuda -j 4 --output-on-failure > "$L/ctest.log" 2>&1
