@@ -87,6 +87,13 @@ bool hopper() {
 #endif
 }
 
+// The warp-specialised forward: what the wgmma forward needs, at D 64 or 128, no block mask (its
+// 128-key tiles span two mask tiles) and lengths that fit the TMA's 32-bit coordinates.
+bool sm90ws_forward_usable(const AttentionParams& p) {
+  return is_16bit(p) && (p.D == 64 || p.D == 128) && p.block_mask == nullptr &&
+         p.Nq < (int64_t(1) << 31) && p.Nk < (int64_t(1) << 31) &&
+         tensor_core_forward_usable(p) && hopper();
+}
 bool sm90_forward_usable(const AttentionParams& p) {
   return is_16bit(p) && p.D == 64 && tensor_core_forward_usable(p) && hopper();
 }
@@ -176,6 +183,11 @@ void sm90_forward(const AttentionParams& p, cudaStream_t s) {
     with_head_dim<64>(p.D, [&](auto d) { attn::sm90::run_forward<decltype(t), d>(p, s); });
   });
 }
+void sm90ws_forward(const AttentionParams& p, cudaStream_t s) {
+  with_16bit(p.dtype, [&](auto t) {
+    with_head_dim<64, 128>(p.D, [&](auto d) { attn::sm90ws::run_forward<decltype(t), d>(p, s); });
+  });
+}
 void sm90_backward(const AttentionParams& p, cudaStream_t s) {
   with_16bit(p.dtype, [&](auto t) {
     with_head_dim<64, 128>(p.D, [&](auto d) { attn::sm90::run_backward<decltype(t), d>(p, s); });
@@ -186,14 +198,17 @@ void sm90_backward(const AttentionParams& p, cudaStream_t s) {
 // The tables and the choice
 
 // Environment overrides, read once (env_flag): FLASHGRAD_ATTENTION_SIMT=1 keeps the default
-// choice on the SIMT kernels, FLASHGRAD_ATTENTION_WGMMA=0 off the wgmma ones
-// (to compare paths). The 3xTF32 fp32 forward is chosen only with FLASHGRAD_ALLOW_TF32=1
+// choice on the SIMT kernels, FLASHGRAD_ATTENTION_WGMMA=0 off the wgmma ones (the
+// warp-specialised "tma" forward too), FLASHGRAD_ATTENTION_TMA=0 off that one alone (to compare
+// paths). The 3xTF32 fp32 forward is chosen only with FLASHGRAD_ALLOW_TF32=1
 // (cuda::allow_tf32): its error is up to 5.5x that of PyTorch's fp32 SDPA, the SIMT forward's
 // within 2x (bench/RESULTS.md, "fp32 attention accuracy"). Kernels run by name ignore them.
 bool allowed_by_environment(const AttentionKernel& k) {
   static const bool simt_only = env_flag("FLASHGRAD_ATTENTION_SIMT");
   static const bool no_wgmma = !env_flag("FLASHGRAD_ATTENTION_WGMMA", /*unset=*/true);
+  static const bool no_tma = !env_flag("FLASHGRAD_ATTENTION_TMA", /*unset=*/true);
   if (simt_only && std::strcmp(k.name, "simt") != 0) return false;
+  if (std::strcmp(k.name, "tma") == 0 && (no_tma || no_wgmma)) return false;
   if (std::strcmp(k.name, "3xtf32") == 0 && !cuda::allow_tf32()) return false;
   return !(no_wgmma && std::strcmp(k.name, "wgmma") == 0);
 }
@@ -232,6 +247,7 @@ const AttentionKernel& find(const std::vector<AttentionKernel>& table, const cha
 const std::vector<AttentionKernel>& flash_attention_forward_kernels() {
   static const std::vector<AttentionKernel> table = {
       {"splitkv", decode_usable, decode_forward},
+      {"tma", sm90ws_forward_usable, sm90ws_forward},
       {"wgmma", sm90_forward_usable, sm90_forward},
       {"mma", sm80_forward_usable, sm80_forward},
       {"3xtf32", tf32x3_forward_usable, tf32x3_forward},

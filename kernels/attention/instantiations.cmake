@@ -16,6 +16,7 @@ if(FLASHGRAD_CUDA)
     "sm80|forward|bf16 f16 f32|64 128"
     "sm80|backward|bf16 f16|64 128"
     "sm90|forward|bf16 f16|64"
+    "sm90ws|forward|bf16 f16|64 128"
     "sm90|backward|bf16 f16|64 128"
     "decode|forward|f32 bf16 f16|32 64 128")
   set(_fg_attn_type_f32 "float")

@@ -33,6 +33,12 @@ template <typename T, int D> void run_forward(const AttentionParams& p, cudaStre
 template <typename T, int D> void run_backward(const AttentionParams& p, cudaStream_t stream);
 }  // namespace sm90
 
+// Warp-specialised wgmma kernels with TMA loads (sm_90a), bf16 and f16: the forward at D in
+// {64, 128}, without block masks.
+namespace sm90ws {
+template <typename T, int D> void run_forward(const AttentionParams& p, cudaStream_t stream);
+}  // namespace sm90ws
+
 // Split-KV decode kernel (forward only): f32, bf16 and f16, D in {32, 64, 128}, a few query
 // rows per kv head against a long cache.
 namespace decode {

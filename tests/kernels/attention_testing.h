@@ -492,7 +492,7 @@ template <typename T> struct DeviceProblem {
 // larger errors than the SIMT kernel's. Every LSE is fp32 arithmetic (f64 for f64): all its
 // bounds are under 1e-6, and an LSE stored in a 16-bit type (off by about 1e-3) fails at once.
 inline Bounds cuda_forward_bounds(const std::string& kernel, DType t) {
-  const bool tc16 = kernel == "mma" || kernel == "wgmma";
+  const bool tc16 = kernel == "mma" || kernel == "wgmma" || kernel == "tma";
   // The split-KV decode kernel computes in fp32 like the SIMT one: the same bounds.
   if (kernel == "simt" || (kernel == "splitkv" && t != DType::f64)) {
     switch (t) {

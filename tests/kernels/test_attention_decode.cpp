@@ -110,7 +110,7 @@ TEST_CASE("attention decode: which calls the split-KV kernel takes", "[cuda][att
   CHECK(std::string(flash_attention_forward_kernel(q)) != "splitkv");
   CHECK(flash_attention_forward_workspace_bytes(q) == 0);
   q = p, q.Nq = 64;
-  CHECK(std::string(flash_attention_forward_kernel(q)) == (hopper ? "wgmma" : "mma"));
+  CHECK(std::string(flash_attention_forward_kernel(q)) == (hopper ? "tma" : "mma"));
   q = p, q.Hkv = 1, q.Nq = 4;  // 48 rows per kv head
   CHECK(std::string(flash_attention_forward_kernel(q)) != "splitkv");
   q = p, q.k_seq_stride += 1;

@@ -59,9 +59,10 @@ bool usable(const std::vector<AttentionKernel>& table, const char* name, const A
   return false;
 }
 
-// The kernels the tables choose for a 16-bit case are tensor-core ones: wgmma on a Hopper GPU
-// (its forward at D 64 only), mma.sync elsewhere, except that a decode shape (a few query rows,
-// no dropout or mask) takes the split-KV forward; then every kernel against the reference.
+// The kernels the tables choose for a 16-bit case are tensor-core ones: on a Hopper GPU the
+// warp-specialised TMA forward (the wgmma one, D 64 only, where a block mask rules it out) and
+// the wgmma backward, mma.sync elsewhere, except that a decode shape (a few query rows, no
+// dropout or mask) takes the split-KV forward; then every kernel against the reference.
 template <typename T> void check_tc(const Problem<T>& pr) {
   const Case& c = pr.c;
   {
@@ -70,8 +71,9 @@ template <typename T> void check_tc(const Problem<T>& pr) {
     const bool decode = usable(flash_attention_forward_kernels(), "splitkv", dev.p);
     INFO(describe(c));
     CHECK(decode == (c.Nq <= 8 && c.p == 0 && c.mask.empty()));
+    const char* hopper_fwd = c.mask.empty() ? "tma" : c.D == 64 ? "wgmma" : "mma";
     REQUIRE(std::string(flash_attention_forward_kernel(dev.p)) ==
-            (decode ? "splitkv" : wgmma && c.D == 64 ? "wgmma" : "mma"));
+            (decode ? "splitkv" : wgmma ? hopper_fwd : "mma"));
     REQUIRE(std::string(flash_attention_backward_kernel(dev.p)) == (wgmma ? "wgmma" : "mma"));
   }
   check_every_kernel(pr);

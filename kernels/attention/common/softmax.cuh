@@ -47,12 +47,15 @@ FG_ATTN_DEV void softmax_init(float (&m)[kMT][2], float (&l)[kMT][2], float (&ac
   }
 }
 
-// Online softmax in base 2 (a row's four owners are the four threads of a quad): updates the
-// running max m and the per-thread partial sums l, rescales acc, and turns s into
-// exp2(s * sl2 - m * sl2).
-template <int kMT, int kNT, int kDT>
-FG_ATTN_DEV void online_softmax(float (&s)[kMT][kNT][4], float (&m)[kMT][2], float (&l)[kMT][2],
-                                float (&acc)[kMT][kDT][4], float sl2) {
+// Online softmax in base 2 (a row's four owners are the four threads of a quad), in two steps
+// so that a kernel can run the first while the previous tile's P V is still in flight:
+//   softmax_scores updates the running max m and the per-thread partial sums l, turns s into
+//   exp2(s * sl2 - m * sl2), and returns in alpha the factor the rows' accumulators must take;
+//   rescale_rows multiplies them by it.
+// online_softmax does both at once.
+template <int kMT, int kNT>
+FG_ATTN_DEV void softmax_scores(float (&s)[kMT][kNT][4], float (&m)[kMT][2], float (&l)[kMT][2],
+                                float (&alpha)[kMT][2], float sl2) {
 #pragma unroll
   for (int mi = 0; mi < kMT; ++mi)
 #pragma unroll
@@ -66,14 +69,9 @@ FG_ATTN_DEV void online_softmax(float (&s)[kMT][kNT][4], float (&m)[kMT][2], flo
       // A row that has seen no visible key yet keeps m = -inf; subtracting 0 then keeps
       // exp2(-inf) = 0 instead of NaN.
       const float base = mx == -INFINITY ? 0.f : mx * sl2;
-      const float alpha = fast_exp2(m[mi][hr] * sl2 - base);
+      alpha[mi][hr] = fast_exp2(m[mi][hr] * sl2 - base);
       m[mi][hr] = mx;
-      l[mi][hr] *= alpha;
-#pragma unroll
-      for (int dt = 0; dt < kDT; ++dt) {
-        acc[mi][dt][2 * hr] *= alpha;
-        acc[mi][dt][2 * hr + 1] *= alpha;
-      }
+      l[mi][hr] *= alpha[mi][hr];
 #pragma unroll
       for (int nt = 0; nt < kNT; ++nt)
 #pragma unroll
@@ -83,6 +81,22 @@ FG_ATTN_DEV void online_softmax(float (&s)[kMT][kNT][4], float (&m)[kMT][2], flo
           s[mi][nt][2 * hr + c] = pv;
         }
     }
+}
+template <int kMT, int kDT>
+FG_ATTN_DEV void rescale_rows(float (&acc)[kMT][kDT][4], const float (&alpha)[kMT][2]) {
+#pragma unroll
+  for (int mi = 0; mi < kMT; ++mi)
+#pragma unroll
+    for (int dt = 0; dt < kDT; ++dt)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) acc[mi][dt][e] *= alpha[mi][e >> 1];
+}
+template <int kMT, int kNT, int kDT>
+FG_ATTN_DEV void online_softmax(float (&s)[kMT][kNT][4], float (&m)[kMT][2], float (&l)[kMT][2],
+                                float (&acc)[kMT][kDT][4], float sl2) {
+  float alpha[kMT][2];
+  softmax_scores(s, m, l, alpha, sl2);
+  rescale_rows(acc, alpha);
 }
 
 // O = acc / l and LSE = ln 2 * (m * sl2 + log2 l); a row that saw no key gets O = 0 and

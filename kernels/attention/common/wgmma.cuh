@@ -30,6 +30,10 @@ FG_ATTN_DEV void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;
 FG_ATTN_DEV void wgmma_wait_all() {
   asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
 }
+// Waits until at most N of the warpgroup's committed wgmma groups are still in flight.
+template <int N> FG_ATTN_DEV void wgmma_wait() {
+  asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
+}
 // Shared-memory writes of the generic proxy (st.shared, cp.async), made visible to the async
 // proxy that wgmma reads through.
 FG_ATTN_DEV void fence_proxy_async() {
@@ -58,11 +62,23 @@ FG_ATTN_DEV uint64_t sw128_descriptor(uint32_t addr, uint32_t lbo_bytes) {
   FG_ATTN_ACC4(d), "+f"(d[4][0]), "+f"(d[4][1]), "+f"(d[4][2]), "+f"(d[4][3]), "+f"(d[5][0]), \
       "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]), "+f"(d[6][0]), "+f"(d[6][1]),            \
       "+f"(d[6][2]), "+f"(d[6][3]), "+f"(d[7][0]), "+f"(d[7][1]), "+f"(d[7][2]), "+f"(d[7][3])
+#define FG_ATTN_ACC16(d)                                                                    \
+  FG_ATTN_ACC8(d), "+f"(d[8][0]), "+f"(d[8][1]), "+f"(d[8][2]), "+f"(d[8][3]), "+f"(d[9][0]), \
+      "+f"(d[9][1]), "+f"(d[9][2]), "+f"(d[9][3]), "+f"(d[10][0]), "+f"(d[10][1]),          \
+      "+f"(d[10][2]), "+f"(d[10][3]), "+f"(d[11][0]), "+f"(d[11][1]), "+f"(d[11][2]),       \
+      "+f"(d[11][3]), "+f"(d[12][0]), "+f"(d[12][1]), "+f"(d[12][2]), "+f"(d[12][3]),       \
+      "+f"(d[13][0]), "+f"(d[13][1]), "+f"(d[13][2]), "+f"(d[13][3]), "+f"(d[14][0]),       \
+      "+f"(d[14][1]), "+f"(d[14][2]), "+f"(d[14][3]), "+f"(d[15][0]), "+f"(d[15][1]),       \
+      "+f"(d[15][2]), "+f"(d[15][3])
 #define FG_ATTN_REGS16                                                                        \
   "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15"
 #define FG_ATTN_REGS32                                                                        \
   FG_ATTN_REGS16 ", %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, "  \
                  "%30, %31"
+
+#define FG_ATTN_REGS64 FG_ATTN_REGS32 ", %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, "      \
+  "%42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, " \
+  "%60, %61, %62, %63"
 
 // m64n64k16, A and B from shared memory (A K-major, or MN-major with kTransA = 1).
 template <typename T, int kTransB, int kTransA = 0>
@@ -77,6 +93,21 @@ FG_ATTN_DEV void wgmma_m64n64k16_ss(float (&d)[8][4], uint64_t desc_a, uint64_t 
   if constexpr (std::is_same_v<T, bfloat16>) FG_ATTN_WGMMA_N64_SS("bf16");
   else FG_ATTN_WGMMA_N64_SS("f16");
 #undef FG_ATTN_WGMMA_N64_SS
+}
+
+// m64n128k16, A and B from shared memory, both K-major (the score tile of 128 keys).
+template <typename T>
+FG_ATTN_DEV void wgmma_m64n128k16_ss(float (&d)[16][4], uint64_t desc_a, uint64_t desc_b) {
+#define FG_ATTN_WGMMA_N128_SS(TY)                                                          \
+  asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"                               \
+               "wgmma.mma_async.sync.aligned.m64n128k16.f32." TY "." TY " {" FG_ATTN_REGS64 \
+               "}, %64, %65, p, 1, 1, 0, 0;\n"                                           \
+               "}\n"                                                                     \
+               : FG_ATTN_ACC16(d)                                                        \
+               : "l"(desc_a), "l"(desc_b), "n"(1))
+  if constexpr (std::is_same_v<T, bfloat16>) FG_ATTN_WGMMA_N128_SS("bf16");
+  else FG_ATTN_WGMMA_N128_SS("f16");
+#undef FG_ATTN_WGMMA_N128_SS
 }
 
 // m64n32k16, A and B from shared memory (d[j] = n8 block j).
@@ -111,6 +142,8 @@ FG_ATTN_DEV void wgmma_m64n64k16_rs(float (&d)[8][4], const uint32_t (&a)[4], ui
 
 #undef FG_ATTN_ACC4
 #undef FG_ATTN_ACC8
+#undef FG_ATTN_ACC16
+#undef FG_ATTN_REGS64
 #undef FG_ATTN_REGS16
 #undef FG_ATTN_REGS32
 
