@@ -71,11 +71,15 @@ FG_ATTN_DEV void load_tile_f32_async(uint32_t tile, const float* src, int64_t se
 template <int kBM, int kBN> struct QueryTile {
   int64_t q0, q1, h, b, hk, nkt;
   uint32_t ph;
-  FG_ATTN_DEV explicit QueryTile(const AttentionParams& p) {
+  FG_ATTN_DEV explicit QueryTile(const AttentionParams& p)
+      : QueryTile(p, int64_t(blockIdx.x), int64_t(blockIdx.y), int64_t(blockIdx.z)) {}
+  // Query tile `from_end` counted from the last one, query head h_, batch b_ (the persistent
+  // kernels walk a list of such tiles).
+  FG_ATTN_DEV QueryTile(const AttentionParams& p, int64_t from_end, int64_t h_, int64_t b_) {
     const int64_t nqt = (p.Nq + kBM - 1) / kBM;
-    q0 = (nqt - 1 - int64_t(blockIdx.x)) * kBM;
+    q0 = (nqt - 1 - from_end) * kBM;
     q1 = q0 + kBM < p.Nq ? q0 + kBM : p.Nq;
-    h = blockIdx.y, b = blockIdx.z;
+    h = h_, b = b_;
     hk = h / (p.Hq / p.Hkv);
     nkt = (key_end(p, q1) + kBN - 1) / kBN;
     ph = uint32_t(p.batch_index_base + b) * uint32_t(p.Hq) + uint32_t(h);
