@@ -16,7 +16,8 @@
 // then O += P_{j-1} V_{j-1}; the warpgroup waits for S_j alone, runs the softmax of tile j while
 // the P V product is still in flight, then waits for it, gives its stage back, rescales O and
 // packs P_j for the next step. The two consumers run apart from each other and so also hide
-// each other's softmax; the ping-pong form (kPingPong) makes them issue their products in turn.
+// each other's softmax; in the ping-pong form (kPingPong, the default) they issue their products
+// in turn.
 //
 // The launch is persistent: one block per SM walks a list of work items (query tile, head,
 // batch; the tiles with the most keys first), and the producer loads the next item's Q and keys
@@ -83,7 +84,8 @@ FG_ATTN_DEV void named_barrier_arrive(int id, int threads) {
 
 template <typename T, typename Cfg>
 __global__ void __launch_bounds__(Cfg::kThreads, 1)
-    forward_kernel(const AttentionParams p, const __grid_constant__ ForwardMaps maps) {
+    forward_kernel(const AttentionParams p, const __grid_constant__ ForwardMaps maps,
+                   bool p_head_major) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   constexpr int D = int(Cfg::kTileQ / (2 * Cfg::kBM));
   constexpr int kBM = Cfg::kBM, kBN = Cfg::kBN, kS = Cfg::kStages;
@@ -111,12 +113,19 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
   __syncthreads();
 
   // The work: query tiles of every (head, batch), the tiles with the most keys first; block i
-  // takes work items i, i + gridDim.x, ... (one each when the grid covers them all). Without a
+  // takes work items i, i + gridDim.x, ... (one each when the grid covers them all). Items run
+  // tile-major (the heaviest tile of every head, then the next) or, with p_head_major, head by
+  // head, so that the blocks running at once share their heads' K and V in L2. Without a
   // block mask every key tile below the causal end, [0, nkt), is visible to some row of the
   // query tile, so both sides simply walk them all.
   const int64_t hb = p.Hq * p.B;
   const int64_t items = (p.Nq + kBM - 1) / kBM * hb;
+  const int64_t nqt = (p.Nq + kBM - 1) / kBM;
   auto tile_of = [&](int64_t w) {
+    if (p_head_major) {  // the query tiles of one head next to each other (heaviest first)
+      const int64_t r = w / nqt;
+      return QueryTile<kBM, kBN>(p, w % nqt, r % p.Hq, r / p.Hq);
+    }
     const int64_t r = w % hb;
     return QueryTile<kBM, kBN>(p, w / hb, r % p.Hq, r / p.Hq);
   };
@@ -298,7 +307,8 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
 // persistent: one block per SM walks the work items (the next item's loads overlap this one's
 // last products and output); otherwise one block per item.
 template <typename T, typename Cfg>
-void launch_forward(const AttentionParams& p, bool persistent, cudaStream_t stream) {
+void launch_forward(const AttentionParams& p, bool persistent, bool head_major,
+                    cudaStream_t stream) {
   constexpr int D = int(Cfg::kTileQ / (2 * Cfg::kBM));
   const int64_t items = (p.Nq + Cfg::kBM - 1) / Cfg::kBM * p.Hq * p.B;
   FG_CHECK(items < (int64_t(1) << 31), "flash_attention_forward_cuda: ", items,
@@ -315,12 +325,13 @@ void launch_forward(const AttentionParams& p, bool persistent, cudaStream_t stre
   auto kernel = forward_kernel<T, Cfg>;
   set_smem_limit(kernel, Cfg::kSmem);
   if (blocks == 0) return;
-  kernel<<<blocks, Cfg::kThreads, Cfg::kSmem, stream>>>(p, maps);
+  kernel<<<blocks, Cfg::kThreads, Cfg::kSmem, stream>>>(p, maps, head_major);
   FG_LAUNCH_CHECK();
 }
 
-// FLASHGRAD_TMA_VARIANT (A/B measurements): "pp" in it takes the ping-pong form, "np" the
-// grid of one block per work item.
+// FLASHGRAD_TMA_VARIANT (A/B measurements), words in any order: "sync" drops the ping-pong,
+// "np" launches one block per work item, "hm" orders the items head by head. The default (the
+// ping-pong, persistent, tile-major) won call q's A/B on the H100 (bench/RESULTS.md).
 template <typename T, int D> void run_forward(const AttentionParams& p, cudaStream_t stream) {
   static_assert(std::is_same_v<T, bfloat16> || std::is_same_v<T, float16>, "16-bit types only");
   check_grid(p, "flash_attention_forward_cuda");
@@ -329,9 +340,10 @@ template <typename T, int D> void run_forward(const AttentionParams& p, cudaStre
     return std::string(v ? v : "");
   }();
   const bool persistent = variant.find("np") == std::string::npos;
-  if (variant.find("pp") != std::string::npos)
-    return launch_forward<T, ForwardConfig<D, 2, true>>(p, persistent, stream);
-  launch_forward<T, ForwardConfig<D, 2, false>>(p, persistent, stream);
+  const bool head_major = variant.find("hm") != std::string::npos;
+  if (variant.find("sync") != std::string::npos)
+    return launch_forward<T, ForwardConfig<D, 2, false>>(p, persistent, head_major, stream);
+  launch_forward<T, ForwardConfig<D, 2, true>>(p, persistent, head_major, stream);
 }
 
 }  // namespace sm90ws
