@@ -11,6 +11,7 @@
 #include <cstring>
 #include <string>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "core/cuda_check.h"
@@ -87,12 +88,26 @@ bool hopper() {
 #endif
 }
 
+// What a TMA tensor map takes (common/tensor_map.h): every stride of a dim longer than 1
+// positive and under 2^40 bytes (a dim of size 1 never moves), coordinates within 32 bits.
+bool tma_dims_ok(std::initializer_list<std::pair<int64_t, int64_t>> size_stride) {
+  for (const auto& [size, stride] : size_stride) {
+    if (size >= (int64_t(1) << 31)) return false;
+    if (size > 1 && (stride <= 0 || stride >= (int64_t(1) << 39))) return false;
+  }
+  return true;
+}
 // The warp-specialised forward: what the wgmma forward needs, at D 64 or 128, no block mask (its
-// 128-key tiles span two mask tiles) and lengths that fit the TMA's 32-bit coordinates.
+// 128-key tiles span two mask tiles), strides a tensor map takes, and at most 2^31 - 1 query
+// tiles (its persistent work list counts them in 32 bits).
 bool sm90ws_forward_usable(const AttentionParams& p) {
-  return is_16bit(p) && (p.D == 64 || p.D == 128) && p.block_mask == nullptr &&
-         p.Nq < (int64_t(1) << 31) && p.Nk < (int64_t(1) << 31) &&
-         tensor_core_forward_usable(p) && hopper();
+  if (!is_16bit(p) || (p.D != 64 && p.D != 128) || p.block_mask != nullptr) return false;
+  if (!tma_dims_ok({{p.B, p.q_batch_stride}, {p.Nq, p.q_seq_stride}, {p.Hq, p.q_head_stride},
+                    {p.B, p.k_batch_stride}, {p.Nk, p.k_seq_stride}, {p.Hkv, p.k_head_stride},
+                    {p.B, p.v_batch_stride}, {p.Nk, p.v_seq_stride}, {p.Hkv, p.v_head_stride}}))
+    return false;
+  if ((p.Nq + 127) / 128 * p.Hq * p.B >= (int64_t(1) << 31)) return false;
+  return tensor_core_forward_usable(p) && hopper();
 }
 bool sm90_forward_usable(const AttentionParams& p) {
   return is_16bit(p) && p.D == 64 && tensor_core_forward_usable(p) && hopper();
