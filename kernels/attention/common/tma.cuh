@@ -68,14 +68,5 @@ template <int N> FG_ATTN_DEV void setmaxnreg_inc() {
   asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(N));
 }
 
-// Keeps the compiler from reusing the registers of a wgmma's A operand (P from registers)
-// before the wgmma that reads them is known complete.
-template <int N> FG_ATTN_DEV void fence_operand(uint32_t (&a)[N][4]) {
-#pragma unroll
-  for (int i = 0; i < N; ++i)
-#pragma unroll
-    for (int e = 0; e < 4; ++e) asm volatile("" : "+r"(a[i][e])::"memory");
-}
-
 }  // namespace attn
 }  // namespace fg

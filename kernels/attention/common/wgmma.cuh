@@ -47,6 +47,15 @@ template <int N> FG_ATTN_DEV void fence_accumulator(float (&r)[N][4]) {
     for (int e = 0; e < 4; ++e) asm volatile("" : "+f"(r[i][e])::"memory");
 }
 
+// Keeps the compiler from reusing the registers of a wgmma's A operand (P from registers)
+// before the wgmma that reads them is known complete.
+template <int N> FG_ATTN_DEV void fence_operand(uint32_t (&a)[N][4]) {
+#pragma unroll
+  for (int i = 0; i < N; ++i)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) asm volatile("" : "+r"(a[i][e])::"memory");
+}
+
 // Descriptor of a 128-byte-swizzled operand at shared address `addr` (see the file comment).
 FG_ATTN_DEV uint64_t sw128_descriptor(uint32_t addr, uint32_t lbo_bytes) {
   return uint64_t((addr >> 4) & 0x3FFFu) | (uint64_t((lbo_bytes >> 4) & 0x3FFFu) << 16) |

@@ -30,11 +30,10 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
-#include <cstdlib>
-#include <string>
 #include <type_traits>
 
 #include "core/cuda_device.h"
+#include "core/env.h"
 #include "kernels/attention/common/dropout.cuh"
 #include "kernels/attention/common/launch.h"
 #include "kernels/attention/common/mask.cuh"
@@ -51,15 +50,15 @@ namespace sm90ws {
 
 // Shared memory: 1 KB of alignment slack, Q (kBM rows), kStages stages of K and V (kBN rows
 // each), then the barriers. A tile of D = 128 is two 64-column blocks one after the other.
-// kConsumers warpgroups of 64 query rows; kPingPong: they issue their wgmma in turn (named
-// barriers), so that one's softmax runs while another's products occupy the tensor cores.
-template <int D, int kConsumers_ = 2, bool kPingPong_ = false> struct ForwardConfig {
+// kConsumers warpgroups of 64 query rows (three, of 160 registers at D 64, spill: ptxas
+// allocates each warpgroup's code within its setmaxnreg count); kPingPong: they issue their
+// wgmma in turn (named barriers), so that one's softmax runs while another's products occupy
+// the tensor cores.
+template <int D_, bool kPingPong_> struct ForwardConfig {
+  static constexpr int D = D_;
   static_assert(D == 64 || D == 128, "the warp-specialised forward is built for D = 64 and 128");
-  static constexpr int kConsumers = kConsumers_;
+  static constexpr int kConsumers = 2;
   static constexpr bool kPingPong = kPingPong_;
-  // (Three consumers of 160 registers at D 64 spill: ptxas allocates each warpgroup's code
-  // within its setmaxnreg count.)
-  static_assert(kConsumers == 2, "two consumer warpgroups");
   static constexpr int kBM = 64 * kConsumers, kBN = 128, kThreads = 128 * (kConsumers + 1);
   static constexpr int kStages = D == 64 ? 4 : 3;
   static constexpr uint32_t kTileQ = kBM * D * 2, kStage = kBN * D * 2;
@@ -87,8 +86,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
     forward_kernel(const AttentionParams p, const __grid_constant__ ForwardMaps maps,
                    bool p_head_major) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-  constexpr int D = int(Cfg::kTileQ / (2 * Cfg::kBM));
-  constexpr int kBM = Cfg::kBM, kBN = Cfg::kBN, kS = Cfg::kStages;
+  constexpr int D = Cfg::D, kBM = Cfg::kBM, kBN = Cfg::kBN, kS = Cfg::kStages;
   constexpr int kNT = kBN / 8, kDT = D / 8, kCB = D / 64;
   constexpr uint32_t kStage = Cfg::kStage;
   extern __shared__ __align__(128) unsigned char tc_smem[];
@@ -118,9 +116,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
   // head, so that the blocks running at once share their heads' K and V in L2. Without a
   // block mask every key tile below the causal end, [0, nkt), is visible to some row of the
   // query tile, so both sides simply walk them all.
-  const int64_t hb = p.Hq * p.B;
-  const int64_t items = (p.Nq + kBM - 1) / kBM * hb;
-  const int64_t nqt = (p.Nq + kBM - 1) / kBM;
+  const int64_t hb = p.Hq * p.B, nqt = (p.Nq + kBM - 1) / kBM, items = nqt * hb;
   auto tile_of = [&](int64_t w) {
     if (p_head_major) {  // the query tiles of one head next to each other (heaviest first)
       const int64_t r = w / nqt;
@@ -239,8 +235,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
 
     softmax_init(m, l, acc);
     mbar_wait(bar_q, uint32_t(it & 1));
-    int64_t kt = 0;
-    if (kt < tile.nkt) {
+    if (tile.nkt > 0) {
       if constexpr (Cfg::kPingPong)
         if (wg == kC - 1) named_barrier_arrive(1, 256);
       // The first key tile alone; then each step issues S of tile j and P V of tile j - 1
@@ -249,17 +244,17 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
       int prev = n % kS;
       uint32_t prev_phase = uint32_t((n / kS) & 1);
       {
-        const int64_t k0 = kt * kBN, k1 = k0 + kBN < p.Nk ? k0 + kBN : p.Nk;
+        const int64_t k1 = kBN < p.Nk ? kBN : p.Nk;
         mbar_wait(full_k(prev), prev_phase);
         turn_begin();
         issue_s(prev);
         turn_end(false);
         wgmma_wait<0>();
-        softmax_step(k0, k1);
-        make_p(k0);
+        softmax_step(0, k1);
+        make_p(0);
         ++n;
       }
-      for (kt = 1; kt < tile.nkt; ++kt, ++n) {
+      for (int64_t kt = 1; kt < tile.nkt; ++kt, ++n) {
         const int s = n % kS;
         const uint32_t phase = uint32_t((n / kS) & 1);
         const int64_t k0 = kt * kBN, k1 = k0 + kBN < p.Nk ? k0 + kBN : p.Nk;
@@ -309,7 +304,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
 template <typename T, typename Cfg>
 void launch_forward(const AttentionParams& p, bool persistent, bool head_major,
                     cudaStream_t stream) {
-  constexpr int D = int(Cfg::kTileQ / (2 * Cfg::kBM));
+  constexpr int D = Cfg::D;
   const int64_t items = (p.Nq + Cfg::kBM - 1) / Cfg::kBM * p.Hq * p.B;
   FG_CHECK(items < (int64_t(1) << 31), "flash_attention_forward_cuda: ", items,
            " query tiles are too many for one launch; split the batch");
@@ -329,21 +324,19 @@ void launch_forward(const AttentionParams& p, bool persistent, bool head_major,
   FG_LAUNCH_CHECK();
 }
 
-// FLASHGRAD_TMA_VARIANT (A/B measurements), words in any order: "sync" drops the ping-pong,
-// "np" launches one block per work item, "hm" orders the items head by head. The default (the
-// ping-pong, persistent, tile-major) won call q's A/B on the H100 (bench/RESULTS.md).
+// FLASHGRAD_TMA_VARIANT (A/B measurements): "sync" drops the ping-pong, "np" launches one block
+// per work item, "hm" orders the items head by head. The default (the ping-pong, persistent,
+// tile-major) won call q's A/B on the H100 (bench/RESULTS.md).
 template <typename T, int D> void run_forward(const AttentionParams& p, cudaStream_t stream) {
   static_assert(std::is_same_v<T, bfloat16> || std::is_same_v<T, float16>, "16-bit types only");
   check_grid(p, "flash_attention_forward_cuda");
-  static const std::string variant = [] {
-    const char* v = std::getenv("FLASHGRAD_TMA_VARIANT");
-    return std::string(v ? v : "");
-  }();
-  const bool persistent = variant.find("np") == std::string::npos;
-  const bool head_major = variant.find("hm") != std::string::npos;
-  if (variant.find("sync") != std::string::npos)
-    return launch_forward<T, ForwardConfig<D, 2, false>>(p, persistent, head_major, stream);
-  launch_forward<T, ForwardConfig<D, 2, true>>(p, persistent, head_major, stream);
+  enum Variant { kDefault, kSync, kOneBlockPerItem, kHeadMajor };
+  static const int variant =
+      env_choice("FLASHGRAD_TMA_VARIANT", {"default", "sync", "np", "hm"});
+  const bool persistent = variant != kOneBlockPerItem, head_major = variant == kHeadMajor;
+  if (variant == kSync)
+    return launch_forward<T, ForwardConfig<D, false>>(p, persistent, head_major, stream);
+  launch_forward<T, ForwardConfig<D, true>>(p, persistent, head_major, stream);
 }
 
 }  // namespace sm90ws
