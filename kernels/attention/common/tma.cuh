@@ -59,6 +59,26 @@ FG_ATTN_DEV void tma_prefetch_map(const void* map) {
   asm volatile("prefetch.tensormap [%0];\n" ::"l"(reinterpret_cast<uint64_t>(map)) : "memory");
 }
 
+// Adds `bytes` (a multiple of 16) of fp32 values from shared memory at src into global memory at
+// dst (16-byte aligned), element by element, as reductions performed in L2 (PTX
+// "cp.reduce.async.bulk"): one instruction of one thread instead of a red.global per element.
+// bulk_commit closes a bulk group; bulk_wait_read<N> waits until at most N groups are still
+// reading their shared memory (which may then be written again), bulk_wait<N> until at most N
+// are incomplete.
+FG_ATTN_DEV void bulk_reduce_add_f32(float* dst, uint32_t src, uint32_t bytes) {
+  asm volatile("cp.reduce.async.bulk.global.shared::cta.bulk_group.add.f32 [%0], [%1], %2;\n" ::"l"(
+                   reinterpret_cast<uint64_t>(dst)),
+               "r"(src), "r"(bytes)
+               : "memory");
+}
+FG_ATTN_DEV void bulk_commit() { asm volatile("cp.async.bulk.commit_group;\n" ::: "memory"); }
+template <int N> FG_ATTN_DEV void bulk_wait_read() {
+  asm volatile("cp.async.bulk.wait_group.read %0;\n" ::"n"(N) : "memory");
+}
+template <int N> FG_ATTN_DEV void bulk_wait() {
+  asm volatile("cp.async.bulk.wait_group %0;\n" ::"n"(N) : "memory");
+}
+
 // Register reallocation between the warpgroups of a block (all warps of a warpgroup execute
 // the same one): the producer gives registers back, the consumers take them.
 template <int N> FG_ATTN_DEV void setmaxnreg_dec() {

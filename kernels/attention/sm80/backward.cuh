@@ -110,16 +110,18 @@ __global__ void __launch_bounds__(Config<D>::kDqWarps * 32, 2)
 
 // The tensor-core backward's launch sequence with this file's dQ kernel and the dK/dV kernel
 // dkdv(std::bool_constant<atomic_dq>) returns (this file's, or sm90's wgmma one).
+// dkdv_smem: the dK/dV kernel's shared memory (more than Config::kBwdSmem where it stages dQ).
 template <typename T, int D, typename PickDkdv>
-void run_tc_backward(const AttentionParams& p, cudaStream_t stream, PickDkdv dkdv) {
+void run_tc_backward(const AttentionParams& p, cudaStream_t stream, PickDkdv dkdv,
+                     size_t dkdv_smem = Config<D>::kBwdSmem) {
   static_assert(std::is_same_v<T, bfloat16> || std::is_same_v<T, float16>, "16-bit types only");
   using Cfg = Config<D>;
   auto launch_dkdv = [&](auto atomic_dq, float* Di, float* dq_accum) {
     auto kernel = dkdv(atomic_dq);
-    set_smem_limit(kernel, Cfg::kBwdSmem);
+    set_smem_limit(kernel, dkdv_smem);
     const dim3 grid(unsigned((p.Nk + Cfg::kBwdBN - 1) / Cfg::kBwdBN), unsigned(p.Hkv),
                     unsigned(p.B));
-    kernel<<<grid, Cfg::kBwdWarps * 32, Cfg::kBwdSmem, stream>>>(p, Di, dq_accum);
+    kernel<<<grid, Cfg::kBwdWarps * 32, dkdv_smem, stream>>>(p, Di, dq_accum);
     FG_LAUNCH_CHECK();
   };
   auto launch_dq = [&](float* Di) {

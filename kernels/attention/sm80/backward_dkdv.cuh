@@ -25,6 +25,7 @@
 #include "kernels/attention/common/mma.cuh"
 #include "kernels/attention/common/softmax.cuh"
 #include "kernels/attention/common/tiles.cuh"
+#include "kernels/attention/common/tma.cuh"
 #include "kernels/attention/sm80/config.cuh"
 
 namespace fg {
@@ -54,8 +55,11 @@ template <int D, bool kWgmma_> struct DkdvShape {
   // non-empty (warp, query tile) pair the mask is only causal + bounds.
   static_assert(kBlockMaskTileQ % kBM == 0 && kBlockMaskTileK % 16 == 0, "block-mask tiles");
 
-  // Shared addresses: K, V; Q, dO and dS^T of 2 stages each; LSE [2][kBM], then D_i [2][kBM].
-  uint32_t base, sK, sV, sQ, sdO, sdS, sL;
+  // Shared addresses: K, V; Q, dO and dS^T of 2 stages each; LSE [2][kBM], then D_i [2][kBM];
+  // then, for products that add dQ by bulk reductions (kBulkDq), the query tile's dQ
+  // contribution as fp32 rows [kBM][D] (kDqTileBytes more than Config::kBwdSmem).
+  static constexpr uint32_t kDqTileBytes = kBM * D * 4;
+  uint32_t base, sK, sV, sQ, sdO, sdS, sL, sDq;
   const float* pL;
   const float* pD;
   FG_ATTN_DEV explicit DkdvShape(const unsigned char* smem)
@@ -66,6 +70,7 @@ template <int D, bool kWgmma_> struct DkdvShape {
         sdO(sQ + 2 * kTileQ),
         sdS(sdO + 2 * kTileQ),
         sL(sdS + 2 * kBN * kDsRowBytes),
+        sDq(sL + 2 * 2 * kBM * 4),
         pL(reinterpret_cast<const float*>(smem + (sL - base))),
         pD(pL + 2 * kBM) {}
 };
@@ -191,8 +196,30 @@ FG_ATTN_DEV void add_dq(float* dq_accum, const float (&dq)[kN][4], const Attenti
   }
 }
 
+// The same rows of dq into the block's fp32 dQ tile in shared memory ([kBM][D], row-major, as
+// the accumulator's rows lie in global memory).
+template <int D, int kN>
+FG_ATTN_DEV void stage_dq(uint32_t sDq, const float (&dq)[kN][4], int strip, int split, int g,
+                          int t) {
+#pragma unroll
+  for (int hr = 0; hr < 2; ++hr) {
+    const uint32_t row = uint32_t(strip * 16 + g + 8 * hr);
+#pragma unroll
+    for (int n = 0; n < kN; ++n) {
+      const uint32_t col = uint32_t(split * kN * 8 + n * 8 + 2 * t);
+      asm volatile("st.shared.v2.f32 [%0], {%1, %2};\n" ::"r"(sDq + (row * D + col) * 4),
+                   "f"(dq[n][2 * hr]), "f"(dq[n][2 * hr + 1])
+                   : "memory");
+    }
+  }
+}
+
 // dQ += dS K for the query tile at q0 of head h, from the dS^T of stage st: warp w forms a
-// 16-row strip and a kDqDims slice of the head dim (Products::dq) and adds it (add_dq).
+// 16-row strip and a kDqDims slice of the head dim (Products::dq) and adds it: with an atomic
+// per pair of elements (add_dq), or, where Products::kBulkDq, by staging the tile's rows in
+// shared memory and adding them with one bulk reduction (common/tma.cuh) that thread 0 issues
+// after a barrier. The stage is free again once that reduction has read it: thread 0 waits for
+// that (bulk_wait_read) before the barrier that opens the next query tile.
 template <int D, typename Products, typename S>
 FG_ATTN_DEV void dq_step(const Products& products, const S& sm, float* dq_accum,
                          const AttentionParams& p, int64_t b, int64_t h, int64_t q0, int st,
@@ -201,13 +228,26 @@ FG_ATTN_DEV void dq_step(const Products& products, const S& sm, float* dq_accum,
   float dq[S::kDqDims / 8][4];
   zero(dq);
   products.dq(dq, sm, sm.sdS + uint32_t(st) * S::kBN * S::kDsRowBytes, strip, split);
-  add_dq<D>(dq_accum, dq, p, b, h, q0, strip, split, g, t);
+  if constexpr (Products::kBulkDq) {
+    stage_dq<D>(sm.sDq, dq, strip, split, g, t);
+    fence_proxy_async();  // the stores, for the bulk reduction's reads
+    __syncthreads();
+    if (threadIdx.x == 0) {
+      const int64_t rows = p.Nq - q0 < S::kBM ? p.Nq - q0 : S::kBM;
+      bulk_reduce_add_f32(dq_accum + ((b * p.Hq + h) * p.Nq + q0) * D, sm.sDq,
+                          uint32_t(rows) * uint32_t(D) * 4u);
+      bulk_commit();
+    }
+  } else {
+    add_dq<D>(dq_accum, dq, p, b, h, q0, strip, split, g, t);
+  }
 }
 
 // The mma.sync products of a warp (16 keys). kKeepKV: its K and V A-fragments stay in
 // registers for the whole loop.
 template <typename T, int D, bool kKeepKV> struct MmaProducts {
   using S = DkdvShape<D, false>;
+  static constexpr bool kBulkDq = false;
   static constexpr int kNT = S::kNT, kDT = S::kDT;
   static constexpr uint32_t kRowBytes = S::kRowBytes;
   uint32_t kf[kKeepKV ? D / 16 : 1][4], vf[kKeepKV ? D / 16 : 1][4];
@@ -336,6 +376,9 @@ FG_ATTN_DEV void dkdv_block(const AttentionParams& p, const float* __restrict__ 
   int64_t prev_h = -1, prev_q0 = 0;  // the query tile whose dQ step is still due
 
   while (it.gi < walk.G) {
+    if constexpr (Products::kBulkDq) {
+      if (tid == 0) bulk_wait_read<0>();  // the previous dQ tile has left shared memory
+    }
     cp_async_wait_all();
     if constexpr (S::kWgmma) fence_proxy_async();  // the copies and dS^T stores, for wgmma
     __syncthreads();  // tile `it` (and K, V) in; every warp done with the previous iteration
@@ -380,8 +423,14 @@ FG_ATTN_DEV void dkdv_block(const AttentionParams& p, const float* __restrict__ 
   if constexpr (kAtomicDq) {
     if (prev_h >= 0) {
       if constexpr (S::kWgmma) fence_proxy_async();  // the dS^T stores, for wgmma's reads
+      if constexpr (Products::kBulkDq) {
+        if (tid == 0) bulk_wait_read<0>();  // the loop's last dQ tile has left shared memory
+      }
       __syncthreads();  // every warp's dS^T of the last tile is in
       dq_step(stage ^ 1, prev_h, prev_q0);
+      if constexpr (Products::kBulkDq) {
+        if (tid == 0) bulk_wait<0>();  // done before the block's shared memory goes
+      }
     }
   }
 

@@ -15,6 +15,7 @@
 
 #include <cstdint>
 
+#include "core/env.h"
 #include "kernels/attention/common/wgmma.cuh"
 #include "kernels/attention/sm80/backward.cuh"
 
@@ -22,8 +23,11 @@ namespace fg {
 namespace attn {
 namespace sm90 {
 
-template <typename T, int D> struct WgmmaProducts {
+// kBulkDq_: the block's dQ contributions go through shared memory and one bulk reduction per
+// query tile (sm80::dq_step) instead of an atomic per pair of elements.
+template <typename T, int D, bool kBulkDq_> struct WgmmaProducts {
   using S = sm80::DkdvShape<D, true>;
+  static constexpr bool kBulkDq = kBulkDq_;
   static constexpr int kNT = S::kNT, kDT = S::kDT;
   static constexpr uint32_t kRowBytes = S::kRowBytes;
   static_assert(D % 64 == 0 && S::kWarps % 4 == 0 && kBlockMaskTileK % 64 == 0,
@@ -114,22 +118,31 @@ template <typename T, int D> struct WgmmaProducts {
   }
 };
 
-template <typename T, int D, bool kAtomicDq>
+template <typename T, int D, bool kAtomicDq, bool kBulkDq>
 __global__ void __launch_bounds__(sm80::Config<D>::kBwdWarps * 32, 1)
     dkdv_kernel(const AttentionParams p, const float* __restrict__ Di,
                 float* __restrict__ dq_accum) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   extern __shared__ __align__(128) unsigned char tc_smem[];
-  sm80::dkdv_block<T, D, WgmmaProducts<T, D>, kAtomicDq>(p, Di, dq_accum, tc_smem);
+  sm80::dkdv_block<T, D, WgmmaProducts<T, D, kBulkDq>, kAtomicDq>(p, Di, dq_accum, tc_smem);
 #else
   __trap();  // built without sm_90a code; the dispatcher never picks this kernel then
 #endif
 }
 
+// dQ by bulk reductions unless FLASHGRAD_BWD_DQ=atomic (one atomic per pair of elements, the
+// form before; kept for A/B measurements). The deterministic backward has no dQ step here.
 template <typename T, int D> void run_backward(const AttentionParams& p, cudaStream_t stream) {
-  sm80::run_tc_backward<T, D>(p, stream, [](auto atomic_dq) {
-    return dkdv_kernel<T, D, decltype(atomic_dq)::value>;
-  });
+  static const bool atomic = env_choice("FLASHGRAD_BWD_DQ", {"bulk", "atomic"}) == 1;
+  using S = sm80::DkdvShape<D, true>;
+  const bool bulk = !p.deterministic && !atomic;
+  sm80::run_tc_backward<T, D>(
+      p, stream,
+      [bulk](auto atomic_dq) {
+        constexpr bool kAtomic = decltype(atomic_dq)::value;
+        return bulk && kAtomic ? dkdv_kernel<T, D, kAtomic, kAtomic> : dkdv_kernel<T, D, kAtomic, false>;
+      },
+      sm80::Config<D>::kBwdSmem + (bulk ? S::kDqTileBytes : 0));
 }
 
 }  // namespace sm90
