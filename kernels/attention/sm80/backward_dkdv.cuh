@@ -220,6 +220,19 @@ FG_ATTN_DEV void stage_dq(uint32_t sDq, const float (&dq)[kN][4], int strip, int
 // shared memory and adding them with one bulk reduction (common/tma.cuh) that thread 0 issues
 // after a barrier. The stage is free again once that reduction has read it: thread 0 waits for
 // that (bulk_wait_read) before the barrier that opens the next query tile.
+// Thread 0 adds the staged dQ tile of the query tile at q0 of head h (its rows below Nq) into
+// dq_accum; every thread's stage_dq and fence_proxy_async, then a barrier, come first.
+template <int D, typename S>
+FG_ATTN_DEV void bulk_add_dq_tile(const S& sm, float* dq_accum, const AttentionParams& p,
+                                  int64_t b, int64_t h, int64_t q0) {
+  if (threadIdx.x == 0) {
+    const int64_t rows = p.Nq - q0 < S::kBM ? p.Nq - q0 : S::kBM;
+    bulk_reduce_add_f32(dq_accum + ((b * p.Hq + h) * p.Nq + q0) * D, sm.sDq,
+                        uint32_t(rows) * uint32_t(D) * 4u);
+    bulk_commit();
+  }
+}
+
 template <int D, typename Products, typename S>
 FG_ATTN_DEV void dq_step(const Products& products, const S& sm, float* dq_accum,
                          const AttentionParams& p, int64_t b, int64_t h, int64_t q0, int st,
@@ -232,12 +245,7 @@ FG_ATTN_DEV void dq_step(const Products& products, const S& sm, float* dq_accum,
     stage_dq<D>(sm.sDq, dq, strip, split, g, t);
     fence_proxy_async();  // the stores, for the bulk reduction's reads
     __syncthreads();
-    if (threadIdx.x == 0) {
-      const int64_t rows = p.Nq - q0 < S::kBM ? p.Nq - q0 : S::kBM;
-      bulk_reduce_add_f32(dq_accum + ((b * p.Hq + h) * p.Nq + q0) * D, sm.sDq,
-                          uint32_t(rows) * uint32_t(D) * 4u);
-      bulk_commit();
-    }
+    bulk_add_dq_tile<D>(sm, dq_accum, p, b, h, q0);
   } else {
     add_dq<D>(dq_accum, dq, p, b, h, q0, strip, split, g, t);
   }
@@ -247,7 +255,7 @@ FG_ATTN_DEV void dq_step(const Products& products, const S& sm, float* dq_accum,
 // registers for the whole loop.
 template <typename T, int D, bool kKeepKV> struct MmaProducts {
   using S = DkdvShape<D, false>;
-  static constexpr bool kBulkDq = false;
+  static constexpr bool kBulkDq = false, kOverlapDq = false;
   static constexpr int kNT = S::kNT, kDT = S::kDT;
   static constexpr uint32_t kRowBytes = S::kRowBytes;
   uint32_t kf[kKeepKV ? D / 16 : 1][4], vf[kKeepKV ? D / 16 : 1][4];
@@ -374,6 +382,8 @@ FG_ATTN_DEV void dkdv_block(const AttentionParams& p, const float* __restrict__ 
   const int64_t kw0 = k0 + warp * 16, kw1 = kw0 + 16 < p.Nk ? kw0 + 16 : p.Nk;
   int stage = 0;
   int64_t prev_h = -1, prev_q0 = 0;  // the query tile whose dQ step is still due
+  if constexpr (kAtomicDq && Products::kOverlapDq)
+    zero_ds<S>(sm.sdS + uint32_t(kBN) * S::kDsRowBytes, warp, lane);  // stage 1 (see the loop)
 
   while (it.gi < walk.G) {
     if constexpr (Products::kBulkDq) {
@@ -386,7 +396,8 @@ FG_ATTN_DEV void dkdv_block(const AttentionParams& p, const float* __restrict__ 
     if (it_next.gi < walk.G)
       load_query_tile<D>(sm, p, Di, b, hk * walk.G + it_next.gi, it_next.qt * kBM, stage ^ 1);
     cp_async_commit();
-    if constexpr (kAtomicDq) {
+    constexpr bool kOverlap = kAtomicDq && Products::kOverlapDq;
+    if constexpr (kAtomicDq && !kOverlap) {
       if (prev_h >= 0) dq_step(stage ^ 1, prev_h, prev_q0);
     }
     products.begin_tile(sm);
@@ -398,7 +409,42 @@ FG_ATTN_DEV void dkdv_block(const AttentionParams& p, const float* __restrict__ 
     const uint32_t sdSs = sm.sdS + uint32_t(stage) * kBN * S::kDsRowBytes;
     const TileVisibility wvis =
         kw0 < p.Nk ? tile_visibility(p, h, q0, q1, kw0, kw1) : TileVisibility::empty;
-    if (products.active(p, h, q0, q1, k0, warp, wvis)) {
+    if constexpr (kOverlap) {
+      // The previous tile's dQ product runs on the tensor cores while this tile's
+      // probabilities and dS are formed: S^T, dP^T; issue dQ; the elementwise steps; wait for
+      // dQ and stage it; dV, dK; then the barrier and the bulk reduction of the staged dQ.
+      // On the first tile the product runs on the zeroed dS^T of stage 1 and nothing is added:
+      // no wgmma sits in a branch (ptxas serialises every wgmma of a kernel that has one in a
+      // path it cannot prove uniform).
+      const bool act = products.active(p, h, q0, q1, k0, warp, wvis);
+      const int strip = warp % S::kDqStrips, split = warp / S::kDqStrips;
+      // Every product and elementwise step runs in every warpgroup, also in one that sees
+      // nothing of the tile (its P and dS are zeroed before dV, dK and the stored dS^T), so
+      // that no branch encloses a wgmma.
+      float s[kNT][4], dp[kNT][4], dq[S::kDqDims / 8][4];
+      zero(s);
+      zero(dp);
+      products.scores(s, dp, sm, sQs, sdOs, warp);
+      zero(dq);
+      products.dq_issue(dq, sm, sm.sdS + uint32_t(stage ^ 1) * kBN * S::kDsRowBytes, split);
+      if (wvis != TileVisibility::full || kw0 + 16 > p.Nk || q0 + kBM > p.Nq)
+        mask_scores_transposed(s, p, kw0, q0, g, t);
+      probabilities_transposed(s, sm.pL + stage * kBM, t, sd.sl2);
+      const uint32_t ph = uint32_t(p.batch_index_base + b) * uint32_t(p.Hq) + uint32_t(h);
+      ds_transposed(s, dp, sm.pD + stage * kBM, kw0, q0, g, t, ph, p, scale, sd);
+      products.dq_finish(dq);
+      stage_dq<D>(sm.sDq, dq, strip, split, g, t);
+      fence_proxy_async();  // the stores, for the bulk reduction's reads
+      if (!act) {  // P and dS of keys that see nothing of the tile are zero
+        zero(s);
+        zero(dp);
+      }
+      products.dv_dk(dv, dk, s, dp, sQs, sdOs, [&](int kk, const uint32_t (&da)[4]) {
+        store_ds<S>(sdSs, warp, g, t, kk, da);
+      });
+      __syncthreads();  // every thread's part of the staged dQ is in
+      if (prev_h >= 0) bulk_add_dq_tile<D>(sm, dq_accum, p, b, prev_h, prev_q0);
+    } else if (products.active(p, h, q0, q1, k0, warp, wvis)) {
       float s[kNT][4], dp[kNT][4];
       zero(s);
       zero(dp);

@@ -23,11 +23,15 @@ namespace fg {
 namespace attn {
 namespace sm90 {
 
-// kBulkDq_: the block's dQ contributions go through shared memory and one bulk reduction per
-// query tile (sm80::dq_step) instead of an atomic per pair of elements.
-template <typename T, int D, bool kBulkDq_> struct WgmmaProducts {
+// How the block adds its dQ contributions: kDqAtomic, an atomic per pair of elements;
+// kDqBulk, through shared memory and one bulk reduction per query tile (sm80::dq_step);
+// kDqOverlap, the same with the dQ product of the previous query tile issued before and
+// finished after the elementwise steps of the current one (sm80::dkdv_block).
+enum DqMode { kDqAtomic = 0, kDqBulk = 1, kDqOverlap = 2 };
+
+template <typename T, int D, int kDqMode> struct WgmmaProducts {
   using S = sm80::DkdvShape<D, true>;
-  static constexpr bool kBulkDq = kBulkDq_;
+  static constexpr bool kBulkDq = kDqMode != kDqAtomic, kOverlapDq = kDqMode == kDqOverlap;
   static constexpr int kNT = S::kNT, kDT = S::kDT;
   static constexpr uint32_t kRowBytes = S::kRowBytes;
   static_assert(D % 64 == 0 && S::kWarps % 4 == 0 && kBlockMaskTileK % 64 == 0,
@@ -99,6 +103,12 @@ template <typename T, int D, bool kBulkDq_> struct WgmmaProducts {
   // (MN-major); its warps hold rows 16 strip .. of the result, as in the mma.sync split.
   FG_ATTN_DEV void dq(float (&dq)[S::kDqDims / 8][4], const S& sm, uint32_t sdSs, int,
                       int split) const {
+    dq_issue(dq, sm, sdSs, split);
+    dq_finish(dq);
+  }
+  // dq in two halves: the products issued and committed, and the wait for them.
+  FG_ATTN_DEV void dq_issue(float (&dq)[S::kDqDims / 8][4], const S& sm, uint32_t sdSs,
+                            int split) const {
     constexpr int kDqDims = S::kDqDims;
     static_assert(kDqDims == 32 || kDqDims == 64, "wgmma dQ step: n32 or n64");
     const uint32_t kB =
@@ -113,36 +123,43 @@ template <typename T, int D, bool kBulkDq_> struct WgmmaProducts {
       else wgmma_m64n64k16_ss<T, 1, 1>(dq, da, db);
     }
     wgmma_commit();
+  }
+  FG_ATTN_DEV void dq_finish(float (&dq)[S::kDqDims / 8][4]) const {
     wgmma_wait_all();
     fence_accumulator(dq);
   }
 };
 
-template <typename T, int D, bool kAtomicDq, bool kBulkDq>
+template <typename T, int D, bool kAtomicDq, int kDqMode>
 __global__ void __launch_bounds__(sm80::Config<D>::kBwdWarps * 32, 1)
     dkdv_kernel(const AttentionParams p, const float* __restrict__ Di,
                 float* __restrict__ dq_accum) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   extern __shared__ __align__(128) unsigned char tc_smem[];
-  sm80::dkdv_block<T, D, WgmmaProducts<T, D, kBulkDq>, kAtomicDq>(p, Di, dq_accum, tc_smem);
+  sm80::dkdv_block<T, D, WgmmaProducts<T, D, kDqMode>, kAtomicDq>(p, Di, dq_accum, tc_smem);
 #else
   __trap();  // built without sm_90a code; the dispatcher never picks this kernel then
 #endif
 }
 
-// dQ by bulk reductions unless FLASHGRAD_BWD_DQ=atomic (one atomic per pair of elements, the
-// form before; kept for A/B measurements). The deterministic backward has no dQ step here.
+// dQ by bulk reductions (kDqBulk) unless FLASHGRAD_BWD_DQ names another mode: `atomic` (the
+// form before) or `overlap` (kDqOverlap); kept for A/B measurements. The deterministic
+// backward has no dQ step here.
 template <typename T, int D> void run_backward(const AttentionParams& p, cudaStream_t stream) {
-  static const bool atomic = env_choice("FLASHGRAD_BWD_DQ", {"bulk", "atomic"}) == 1;
+  static const int mode = env_choice("FLASHGRAD_BWD_DQ", {"bulk", "atomic", "overlap"});
   using S = sm80::DkdvShape<D, true>;
-  const bool bulk = !p.deterministic && !atomic;
+  const int m = p.deterministic ? kDqAtomic : mode == 1 ? kDqAtomic : mode == 2 ? kDqOverlap : kDqBulk;
   sm80::run_tc_backward<T, D>(
       p, stream,
-      [bulk](auto atomic_dq) {
+      [m](auto atomic_dq) {
         constexpr bool kAtomic = decltype(atomic_dq)::value;
-        return bulk && kAtomic ? dkdv_kernel<T, D, kAtomic, kAtomic> : dkdv_kernel<T, D, kAtomic, false>;
+        if constexpr (!kAtomic) return dkdv_kernel<T, D, false, kDqAtomic>;
+        else
+          return m == kDqOverlap ? dkdv_kernel<T, D, true, kDqOverlap>
+                 : m == kDqBulk  ? dkdv_kernel<T, D, true, kDqBulk>
+                                 : dkdv_kernel<T, D, true, kDqAtomic>;
       },
-      sm80::Config<D>::kBwdSmem + (bulk ? S::kDqTileBytes : 0));
+      sm80::Config<D>::kBwdSmem + (m != kDqAtomic ? S::kDqTileBytes : 0));
 }
 
 }  // namespace sm90
