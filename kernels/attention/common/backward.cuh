@@ -179,7 +179,8 @@ void run_backward_sequence(const AttentionParams& p, cudaStream_t stream, Launch
   A* dq_accum = p.deterministic ? nullptr : ws.dq_accum;
   bool vec = false;
   if constexpr (RowVectors<T, D>::kUsable && std::is_same_v<A, float>) {
-    vec = rows_vector_aligned<T>(p.o, p.o_batch_stride, p.o_head_stride, p.o_seq_stride) &&
+    vec = reinterpret_cast<uintptr_t>(ws.dq_accum) % 16 == 0 &&  // the workspace's alignment
+          rows_vector_aligned<T>(p.o, p.o_batch_stride, p.o_head_stride, p.o_seq_stride) &&
           rows_vector_aligned<T>(p.do_, p.do_batch_stride, p.do_head_stride, p.do_seq_stride) &&
           (p.deterministic ||
            rows_vector_aligned<T>(p.dq, p.dq_batch_stride, p.dq_head_stride, p.dq_seq_stride));

@@ -57,7 +57,8 @@ template <int D, bool kWgmma_> struct DkdvShape {
 
   // Shared addresses: K, V; Q, dO and dS^T of 2 stages each; LSE [2][kBM], then D_i [2][kBM];
   // then, for products that add dQ by bulk reductions (kBulkDq), the query tile's dQ
-  // contribution as fp32 rows [kBM][D] (kDqTileBytes more than Config::kBwdSmem).
+  // contribution as fp32 rows [kBM][D] (kDqTileBytes more than Config::kBwdSmem), two of them
+  // in the overlap form (kOverlapDq), which alternates them with the stage.
   static constexpr uint32_t kDqTileBytes = kBM * D * 4;
   uint32_t base, sK, sV, sQ, sdO, sdS, sL, sDq;
   const float* pL;
@@ -220,14 +221,14 @@ FG_ATTN_DEV void stage_dq(uint32_t sDq, const float (&dq)[kN][4], int strip, int
 // shared memory and adding them with one bulk reduction (common/tma.cuh) that thread 0 issues
 // after a barrier. The stage is free again once that reduction has read it: thread 0 waits for
 // that (bulk_wait_read) before the barrier that opens the next query tile.
-// Thread 0 adds the staged dQ tile of the query tile at q0 of head h (its rows below Nq) into
-// dq_accum; every thread's stage_dq and fence_proxy_async, then a barrier, come first.
+// Thread 0 adds the dQ tile staged at sDq, of the query tile at q0 of head h (its rows below
+// Nq), into dq_accum; every thread's stage_dq and fence_proxy_async, then a barrier, come first.
 template <int D, typename S>
-FG_ATTN_DEV void bulk_add_dq_tile(const S& sm, float* dq_accum, const AttentionParams& p,
+FG_ATTN_DEV void bulk_add_dq_tile(uint32_t sDq, float* dq_accum, const AttentionParams& p,
                                   int64_t b, int64_t h, int64_t q0) {
   if (threadIdx.x == 0) {
     const int64_t rows = p.Nq - q0 < S::kBM ? p.Nq - q0 : S::kBM;
-    bulk_reduce_add_f32(dq_accum + ((b * p.Hq + h) * p.Nq + q0) * D, sm.sDq,
+    bulk_reduce_add_f32(dq_accum + ((b * p.Hq + h) * p.Nq + q0) * D, sDq,
                         uint32_t(rows) * uint32_t(D) * 4u);
     bulk_commit();
   }
@@ -245,7 +246,7 @@ FG_ATTN_DEV void dq_step(const Products& products, const S& sm, float* dq_accum,
     stage_dq<D>(sm.sDq, dq, strip, split, g, t);
     fence_proxy_async();  // the stores, for the bulk reduction's reads
     __syncthreads();
-    bulk_add_dq_tile<D>(sm, dq_accum, p, b, h, q0);
+    bulk_add_dq_tile<D, S>(sm.sDq, dq_accum, p, b, h, q0);
   } else {
     add_dq<D>(dq_accum, dq, p, b, h, q0, strip, split, g, t);
   }
@@ -387,7 +388,9 @@ FG_ATTN_DEV void dkdv_block(const AttentionParams& p, const float* __restrict__ 
 
   while (it.gi < walk.G) {
     if constexpr (Products::kBulkDq) {
-      if (tid == 0) bulk_wait_read<0>();  // the previous dQ tile has left shared memory
+      // The dQ tile staged in the buffer this iteration writes has left shared memory: the
+      // previous iteration's (bulk form), the one before it (overlap form, two buffers).
+      if (tid == 0) bulk_wait_read<Products::kOverlapDq ? 1 : 0>();
     }
     cp_async_wait_all();
     if constexpr (S::kWgmma) fence_proxy_async();  // the copies and dS^T stores, for wgmma
@@ -433,7 +436,8 @@ FG_ATTN_DEV void dkdv_block(const AttentionParams& p, const float* __restrict__ 
       const uint32_t ph = uint32_t(p.batch_index_base + b) * uint32_t(p.Hq) + uint32_t(h);
       ds_transposed(s, dp, sm.pD + stage * kBM, kw0, q0, g, t, ph, p, scale, sd);
       products.dq_finish(dq);
-      stage_dq<D>(sm.sDq, dq, strip, split, g, t);
+      const uint32_t sDqs = sm.sDq + uint32_t(stage) * S::kDqTileBytes;  // alternating buffers
+      stage_dq<D>(sDqs, dq, strip, split, g, t);
       fence_proxy_async();  // the stores, for the bulk reduction's reads
       if (!act) {  // P and dS of keys that see nothing of the tile are zero
         zero(s);
@@ -443,7 +447,7 @@ FG_ATTN_DEV void dkdv_block(const AttentionParams& p, const float* __restrict__ 
         store_ds<S>(sdSs, warp, g, t, kk, da);
       });
       __syncthreads();  // every thread's part of the staged dQ is in
-      if (prev_h >= 0) bulk_add_dq_tile<D>(sm, dq_accum, p, b, prev_h, prev_q0);
+      if (prev_h >= 0) bulk_add_dq_tile<D, S>(sDqs, dq_accum, p, b, prev_h, prev_q0);
     } else if (products.active(p, h, q0, q1, k0, warp, wvis)) {
       float s[kNT][4], dp[kNT][4];
       zero(s);

@@ -148,7 +148,12 @@ __global__ void __launch_bounds__(sm80::Config<D>::kBwdWarps * 32, 1)
 template <typename T, int D> void run_backward(const AttentionParams& p, cudaStream_t stream) {
   static const int mode = env_choice("FLASHGRAD_BWD_DQ", {"bulk", "atomic", "overlap"});
   using S = sm80::DkdvShape<D, true>;
-  const int m = p.deterministic ? kDqAtomic : mode == 1 ? kDqAtomic : mode == 2 ? kDqOverlap : kDqBulk;
+  // The bulk reductions need a 16-byte aligned accumulator (the workspace's alignment).
+  const bool aligned16 = reinterpret_cast<uintptr_t>(BackwardWorkspace<float>(p).dq_accum) % 16 == 0;
+  const int m = p.deterministic || !aligned16 ? kDqAtomic
+                : mode == 1                   ? kDqAtomic
+                : mode == 2                   ? kDqOverlap
+                                              : kDqBulk;
   sm80::run_tc_backward<T, D>(
       p, stream,
       [m](auto atomic_dq) {
@@ -159,7 +164,7 @@ template <typename T, int D> void run_backward(const AttentionParams& p, cudaStr
                  : m == kDqBulk  ? dkdv_kernel<T, D, true, kDqBulk>
                                  : dkdv_kernel<T, D, true, kDqAtomic>;
       },
-      sm80::Config<D>::kBwdSmem + (m != kDqAtomic ? S::kDqTileBytes : 0));
+      sm80::Config<D>::kBwdSmem + (m == kDqOverlap ? 2 : m == kDqBulk ? 1 : 0) * S::kDqTileBytes);
 }
 
 }  // namespace sm90
