@@ -27,7 +27,7 @@ FLASHGRAD_BWD_DQ=overlap timeout 60 build/tests/test_attention_kernels "$RACE" >
 el "race case with FLASHGRAD_BWD_DQ=overlap rc $? $(tail -3 $L/race-overlap.log | grep -E 'passed|failed')"
 for tool in memcheck synccheck racecheck; do
   spec="$RACE"; [ $tool = memcheck ] && spec="$RACE,$NEW"
-  timeout 200 compute-sanitizer --tool $tool --error-exitcode 9 build/tests/test_attention_kernels \
+  timeout 150 compute-sanitizer --tool $tool --error-exitcode 9 build/tests/test_attention_kernels \
     "$spec" > $L/$tool.log 2>&1 &
 done
 wait
