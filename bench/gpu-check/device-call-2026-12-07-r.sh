@@ -3,9 +3,9 @@
 # last (the race case's maskless pass; memcheck, synccheck and racecheck side by side), with
 # the new backward pre- and post-passes (16-byte vectors, the dQ accumulator zeroed in the D_i
 # pass) and their element-form fallback test, and the wgmma backward's dQ by bulk reductions
-# (default) against the atomics of before (FLASHGRAD_BWD_DQ=atomic) and the bulk form with the
-# dQ product overlapping the next tile's elementwise steps (=overlap): sweep under each,
-# backward TFLOP/s of each; (2) `bench attention` beside SDPA; (3) Nsight
+# (FLASHGRAD_BWD_DQ=bulk) against the atomics of before (the default) and the bulk form with
+# the dQ product overlapping the next tile's elementwise steps (=overlap): sweep under each,
+# the race case under each (the sanitizers on the bulk form), backward TFLOP/s of each; (2) `bench attention` beside SDPA; (3) Nsight
 # Compute: the time of each kernel of the backward sequence at gpt12's shape (D 64, causal,
 # N 1024) and at D 128, N 8192, and the full section set of the dK/dV kernel at D 64.
 #   LIMIT=580 bash bench/gpu-check/device-call-2026-12-07-r.sh   (repository root; carry .deps, data)
@@ -18,7 +18,7 @@ NEW="attention cuda backward: O and dO rows off 16-byte boundaries"
 timeout 120 build/tests/test_attention_kernels "[cuda]" > $L/tk.log 2>&1
 el "test_attention_kernels [cuda] rc $? $(tail -3 $L/tk.log | grep -E 'passed|failed')"
 grep -E "FAILED|failed|REQUIRE|CHECK\(" $L/tk.log | head -10 | tee -a $FINAL/summary.txt
-for m in atomic overlap; do
+for m in bulk overlap; do
   FLASHGRAD_BWD_DQ=$m timeout 60 build/tests/test_attention_kernels \
     "attention cuda: every kernel of the tables against the reference" > $L/tk-$m.log 2>&1
   el "sweep with FLASHGRAD_BWD_DQ=$m rc $? $(tail -3 $L/tk-$m.log | grep -E 'passed|failed')"
@@ -27,7 +27,7 @@ FLASHGRAD_BWD_DQ=overlap timeout 60 build/tests/test_attention_kernels "$RACE" >
 el "race case with FLASHGRAD_BWD_DQ=overlap rc $? $(tail -3 $L/race-overlap.log | grep -E 'passed|failed')"
 for tool in memcheck synccheck racecheck; do
   spec="$RACE"; [ $tool = memcheck ] && spec="$RACE,$NEW"
-  timeout 150 compute-sanitizer --tool $tool --error-exitcode 9 build/tests/test_attention_kernels \
+  FLASHGRAD_BWD_DQ=bulk timeout 150 compute-sanitizer --tool $tool --error-exitcode 9 build/tests/test_attention_kernels \
     "$spec" > $L/$tool.log 2>&1 &
 done
 wait
@@ -38,15 +38,15 @@ pack
 B="bench attention --dtype bf16 --head-dim 64,128 --causal both --min-len 1024 --max-len 8192 --reps 5 --seconds 0.2"
 timeout 70 build/flashgrad $B --json $L/bench.json > $L/bench.log 2>&1
 el "bench attention rc $?"
-for m in atomic overlap; do
+for m in bulk overlap; do
   FLASHGRAD_BWD_DQ=$m timeout 70 build/flashgrad $B --no-check --json $L/bench-$m.json > $L/bench-$m.log 2>&1
   el "bench attention, FLASHGRAD_BWD_DQ=$m, rc $?"
 done
 python3 - $L <<'PY' | tee -a $FINAL/summary.txt
 import json, sys
 L = sys.argv[1]
-r = {m: json.load(open(f"{L}/bench{s}.json"))["results"] for m, s in (("bulk", ""), ("atomic", "-atomic"), ("overlap", "-overlap"))}
-print("D causal N | bwd TFLOP/s: bulk dQ (default) | atomic dQ | overlap | bulk/atomic | overlap/atomic")
+r = {m: json.load(open(f"{L}/bench{s}.json"))["results"] for m, s in (("atomic", ""), ("bulk", "-bulk"), ("overlap", "-overlap"))}
+print("D causal N | bwd TFLOP/s: bulk dQ | atomic dQ (default) | overlap | bulk/atomic | overlap/atomic")
 for x, y, z in zip(r["bulk"], r["atomic"], r["overlap"]):
     print(f"{x['D']} {x['causal']} {x['N']} | {x['bwd_tflops']:.1f} | {y['bwd_tflops']:.1f} | {z['bwd_tflops']:.1f} | {x['bwd_tflops'] / y['bwd_tflops']:.3f} | {z['bwd_tflops'] / y['bwd_tflops']:.3f}")
 PY

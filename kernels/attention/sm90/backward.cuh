@@ -142,18 +142,18 @@ __global__ void __launch_bounds__(sm80::Config<D>::kBwdWarps * 32, 1)
 #endif
 }
 
-// dQ by bulk reductions (kDqBulk) unless FLASHGRAD_BWD_DQ names another mode: `atomic` (the
-// form before) or `overlap` (kDqOverlap); kept for A/B measurements. The deterministic
-// backward has no dQ step here.
+// dQ by atomics (kDqAtomic) unless FLASHGRAD_BWD_DQ names another mode: `bulk` (kDqBulk) or
+// `overlap` (kDqOverlap). The bulk forms stay opt-in until a GPU run has checked and timed
+// them (bench/NOTES-attention-backward.md). The deterministic backward has no dQ step here.
 template <typename T, int D> void run_backward(const AttentionParams& p, cudaStream_t stream) {
-  static const int mode = env_choice("FLASHGRAD_BWD_DQ", {"bulk", "atomic", "overlap"});
+  static const int mode = env_choice("FLASHGRAD_BWD_DQ", {"atomic", "bulk", "overlap"});
   using S = sm80::DkdvShape<D, true>;
   // The bulk reductions need a 16-byte aligned accumulator (the workspace's alignment).
   const bool aligned16 = reinterpret_cast<uintptr_t>(BackwardWorkspace<float>(p).dq_accum) % 16 == 0;
   const int m = p.deterministic || !aligned16 ? kDqAtomic
-                : mode == 1                   ? kDqAtomic
+                : mode == 1                   ? kDqBulk
                 : mode == 2                   ? kDqOverlap
-                                              : kDqBulk;
+                                              : kDqAtomic;
   sm80::run_tc_backward<T, D>(
       p, stream,
       [m](auto atomic_dq) {
