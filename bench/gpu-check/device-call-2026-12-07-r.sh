@@ -25,15 +25,6 @@ for m in bulk overlap; do
 done
 FLASHGRAD_BWD_DQ=overlap timeout 60 build/tests/test_attention_kernels "$RACE" > $L/race-overlap.log 2>&1
 el "race case with FLASHGRAD_BWD_DQ=overlap rc $? $(tail -3 $L/race-overlap.log | grep -E 'passed|failed')"
-for tool in memcheck synccheck racecheck; do
-  spec="$RACE"; [ $tool = memcheck ] && spec="$RACE,$NEW"
-  FLASHGRAD_BWD_DQ=bulk timeout 150 compute-sanitizer --tool $tool --error-exitcode 9 build/tests/test_attention_kernels \
-    "$spec" > $L/$tool.log 2>&1 &
-done
-wait
-for tool in memcheck synccheck racecheck; do
-  el "$tool: $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' $L/$tool.log | tail -1) | $(grep -c 'cuda-forward:tma' $L/$tool.log) TMA-forward lines | $(tail -2 $L/$tool.log | grep -E 'passed|failed')"
-done
 pack
 B="bench attention --dtype bf16 --head-dim 64,128 --causal both --min-len 1024 --max-len 8192 --reps 5 --seconds 0.2"
 timeout 70 build/flashgrad $B --json $L/bench.json > $L/bench.log 2>&1
@@ -53,6 +44,16 @@ PY
 timeout 110 python3 bench/compare_sdpa.py --flashgrad-json $L/bench.json --seconds 0.2 --reps 5 \
   --out-json $L/sdpa.json --out-md $L/sdpa.md > $L/sdpa.log 2>&1; el "compare_sdpa rc $?"
 grep -E "flash \|" $L/sdpa.md | awk -F'|' '{print $3,$4,$5,$8,$9,$10,$18,$19}' | tee -a $FINAL/summary.txt
+pack
+for tool in memcheck synccheck racecheck; do
+  spec="$RACE"; [ $tool = memcheck ] && spec="$RACE,$NEW"
+  FLASHGRAD_BWD_DQ=bulk timeout 150 compute-sanitizer --tool $tool --error-exitcode 9 build/tests/test_attention_kernels \
+    "$spec" > $L/$tool.log 2>&1 &
+done
+wait
+for tool in memcheck synccheck racecheck; do
+  el "$tool: $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' $L/$tool.log | tail -1) | $(grep -c 'cuda-forward:tma' $L/$tool.log) TMA-forward lines | $(tail -2 $L/$tool.log | grep -E 'passed|failed')"
+done
 pack
 for shape in "64 yes 1024" "128 no 8192"; do
   set -- $shape
