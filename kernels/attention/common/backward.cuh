@@ -72,6 +72,13 @@ template <typename T, int D> struct RowVectors {
                                 : kVecs > 1 ? 2 : 1;
   static constexpr int kRowsPerBlock = 8 * (32 / kGroup);
   static unsigned blocks(int64_t rows) { return unsigned((rows + kRowsPerBlock - 1) / kRowsPerBlock); }
+  // This thread's row and its lane within the row's group.
+  FG_ATTN_DEV static int64_t row() {
+    const int lane = int(threadIdx.x) % 32;
+    return int64_t(blockIdx.x) * kRowsPerBlock + int64_t(threadIdx.x / 32) * (32 / kGroup) +
+           lane / kGroup;
+  }
+  FG_ATTN_DEV static int group_lane() { return int(threadIdx.x) % kGroup; }
 };
 
 // Whether every row of a [B, N, H, D] tensor of T at base, with these strides (elements),
@@ -103,9 +110,8 @@ template <typename T, int D>
 __global__ void __launch_bounds__(256) bwd_prep_kernel(const AttentionParams p, float* Di,
                                                        float* dq_accum) {
   using V = RowVectors<T, D>;
-  const int lane = int(threadIdx.x) % 32, gl = lane % V::kGroup;
-  const int64_t row = int64_t(blockIdx.x) * V::kRowsPerBlock +
-                      int64_t(threadIdx.x / 32) * (32 / V::kGroup) + lane / V::kGroup;
+  const int gl = V::group_lane();
+  const int64_t row = V::row();
   const bool valid = row < p.B * p.Hq * p.Nq;
   float sum = 0.f;
   if (valid) {
@@ -143,9 +149,8 @@ template <typename T, int D>
 __global__ void __launch_bounds__(256) bwd_dq_convert_vec_kernel(const AttentionParams p,
                                                                  const float* dq_accum) {
   using V = RowVectors<T, D>;
-  const int lane = int(threadIdx.x) % 32, gl = lane % V::kGroup;
-  const int64_t row = int64_t(blockIdx.x) * V::kRowsPerBlock +
-                      int64_t(threadIdx.x / 32) * (32 / V::kGroup) + lane / V::kGroup;
+  const int gl = V::group_lane();
+  const int64_t row = V::row();
   if (row >= p.B * p.Hq * p.Nq) return;
   int64_t b, h, i;
   split_row(p, row, b, h, i);
@@ -177,9 +182,10 @@ void run_backward_sequence(const AttentionParams& p, cudaStream_t stream, Launch
   const int64_t rows = p.B * p.Hq * p.Nq;
   const BackwardWorkspace<A> ws(p);
   A* dq_accum = p.deterministic ? nullptr : ws.dq_accum;
+  constexpr bool kVectorForm = RowVectors<T, D>::kUsable && std::is_same_v<A, float>;
   bool vec = false;
-  if constexpr (RowVectors<T, D>::kUsable && std::is_same_v<A, float>) {
-    vec = reinterpret_cast<uintptr_t>(ws.dq_accum) % 16 == 0 &&  // the workspace's alignment
+  if constexpr (kVectorForm) {
+    vec = ws.dq_accum_aligned16() &&
           rows_vector_aligned<T>(p.o, p.o_batch_stride, p.o_head_stride, p.o_seq_stride) &&
           rows_vector_aligned<T>(p.do_, p.do_batch_stride, p.do_head_stride, p.do_seq_stride) &&
           (p.deterministic ||
@@ -197,7 +203,7 @@ void run_backward_sequence(const AttentionParams& p, cudaStream_t stream, Launch
   }
   if (!p.deterministic) {
     launch_dkdv(std::true_type{}, ws.Di, dq_accum);
-    if constexpr (RowVectors<T, D>::kUsable && std::is_same_v<A, float>) {
+    if constexpr (kVectorForm) {
       if (vec) {
         bwd_dq_convert_vec_kernel<T, D>
             <<<RowVectors<T, D>::blocks(rows), 256, 0, stream>>>(p, dq_accum);

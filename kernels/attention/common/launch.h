@@ -4,6 +4,7 @@
 #include <cuda_runtime.h>
 
 #include <cstddef>
+#include <cstdint>
 
 #include "core/cuda_check.h"
 #include "core/error.h"
@@ -34,6 +35,9 @@ template <typename A> struct BackwardWorkspace {
         dq_accum(
             reinterpret_cast<A*>(static_cast<unsigned char*>(p.workspace) +
                                  attention_workspace_pad(size_t(p.B * p.Hq * p.Nq) * sizeof(A)))) {}
+  // Whether the accumulator takes 16-byte accesses (vectors, bulk reductions): as aligned as
+  // the workspace the caller gave.
+  bool dq_accum_aligned16() const { return reinterpret_cast<uintptr_t>(dq_accum) % 16 == 0; }
 };
 
 }  // namespace attn

@@ -215,12 +215,6 @@ FG_ATTN_DEV void stage_dq(uint32_t sDq, const float (&dq)[kN][4], int strip, int
   }
 }
 
-// dQ += dS K for the query tile at q0 of head h, from the dS^T of stage st: warp w forms a
-// 16-row strip and a kDqDims slice of the head dim (Products::dq) and adds it: with an atomic
-// per pair of elements (add_dq), or, where Products::kBulkDq, by staging the tile's rows in
-// shared memory and adding them with one bulk reduction (common/tma.cuh) that thread 0 issues
-// after a barrier. The stage is free again once that reduction has read it: thread 0 waits for
-// that (bulk_wait_read) before the barrier that opens the next query tile.
 // Thread 0 adds the dQ tile staged at sDq, of the query tile at q0 of head h (its rows below
 // Nq), into dq_accum; every thread's stage_dq and fence_proxy_async, then a barrier, come first.
 template <int D, typename S>
@@ -234,6 +228,12 @@ FG_ATTN_DEV void bulk_add_dq_tile(uint32_t sDq, float* dq_accum, const Attention
   }
 }
 
+// dQ += dS K for the query tile at q0 of head h, from the dS^T of stage st: warp w forms a
+// 16-row strip and a kDqDims slice of the head dim (Products::dq) and adds it: with an atomic
+// per pair of elements (add_dq), or, where Products::kBulkDq, by staging the tile's rows in
+// shared memory and adding them with one bulk reduction (common/tma.cuh) that thread 0 issues
+// after a barrier. The stage is free again once that reduction has read it: thread 0 waits for
+// that (bulk_wait_read) before the barrier that opens the next query tile.
 template <int D, typename Products, typename S>
 FG_ATTN_DEV void dq_step(const Products& products, const S& sm, float* dq_accum,
                          const AttentionParams& p, int64_t b, int64_t h, int64_t q0, int st,
@@ -383,7 +383,8 @@ FG_ATTN_DEV void dkdv_block(const AttentionParams& p, const float* __restrict__ 
   const int64_t kw0 = k0 + warp * 16, kw1 = kw0 + 16 < p.Nk ? kw0 + 16 : p.Nk;
   int stage = 0;
   int64_t prev_h = -1, prev_q0 = 0;  // the query tile whose dQ step is still due
-  if constexpr (kAtomicDq && Products::kOverlapDq)
+  constexpr bool kOverlap = kAtomicDq && Products::kOverlapDq;
+  if constexpr (kOverlap)
     zero_ds<S>(sm.sdS + uint32_t(kBN) * S::kDsRowBytes, warp, lane);  // stage 1 (see the loop)
 
   while (it.gi < walk.G) {
@@ -399,7 +400,6 @@ FG_ATTN_DEV void dkdv_block(const AttentionParams& p, const float* __restrict__ 
     if (it_next.gi < walk.G)
       load_query_tile<D>(sm, p, Di, b, hk * walk.G + it_next.gi, it_next.qt * kBM, stage ^ 1);
     cp_async_commit();
-    constexpr bool kOverlap = kAtomicDq && Products::kOverlapDq;
     if constexpr (kAtomicDq && !kOverlap) {
       if (prev_h >= 0) dq_step(stage ^ 1, prev_h, prev_q0);
     }
@@ -412,6 +412,15 @@ FG_ATTN_DEV void dkdv_block(const AttentionParams& p, const float* __restrict__ 
     const uint32_t sdSs = sm.sdS + uint32_t(stage) * kBN * S::kDsRowBytes;
     const TileVisibility wvis =
         kw0 < p.Nk ? tile_visibility(p, h, q0, q1, kw0, kw1) : TileVisibility::empty;
+    // P^T (masked where this (warp, query tile) pair is partial or runs past Nk or Nq), then
+    // dS^T into dp and P^T Z into s.
+    auto probabilities_and_ds = [&](float (&s)[kNT][4], float (&dp)[kNT][4]) {
+      if (wvis != TileVisibility::full || kw0 + 16 > p.Nk || q0 + kBM > p.Nq)
+        mask_scores_transposed(s, p, kw0, q0, g, t);
+      probabilities_transposed(s, sm.pL + stage * kBM, t, sd.sl2);
+      const uint32_t ph = uint32_t(p.batch_index_base + b) * uint32_t(p.Hq) + uint32_t(h);
+      ds_transposed(s, dp, sm.pD + stage * kBM, kw0, q0, g, t, ph, p, scale, sd);
+    };
     if constexpr (kOverlap) {
       // The previous tile's dQ product runs on the tensor cores while this tile's
       // probabilities and dS are formed: S^T, dP^T; issue dQ; the elementwise steps; wait for
@@ -430,11 +439,7 @@ FG_ATTN_DEV void dkdv_block(const AttentionParams& p, const float* __restrict__ 
       products.scores(s, dp, sm, sQs, sdOs, warp);
       zero(dq);
       products.dq_issue(dq, sm, sm.sdS + uint32_t(stage ^ 1) * kBN * S::kDsRowBytes, split);
-      if (wvis != TileVisibility::full || kw0 + 16 > p.Nk || q0 + kBM > p.Nq)
-        mask_scores_transposed(s, p, kw0, q0, g, t);
-      probabilities_transposed(s, sm.pL + stage * kBM, t, sd.sl2);
-      const uint32_t ph = uint32_t(p.batch_index_base + b) * uint32_t(p.Hq) + uint32_t(h);
-      ds_transposed(s, dp, sm.pD + stage * kBM, kw0, q0, g, t, ph, p, scale, sd);
+      probabilities_and_ds(s, dp);
       products.dq_finish(dq);
       const uint32_t sDqs = sm.sDq + uint32_t(stage) * S::kDqTileBytes;  // alternating buffers
       stage_dq<D>(sDqs, dq, strip, split, g, t);
@@ -453,12 +458,7 @@ FG_ATTN_DEV void dkdv_block(const AttentionParams& p, const float* __restrict__ 
       zero(s);
       zero(dp);
       products.scores(s, dp, sm, sQs, sdOs, warp);
-      // Mask where this (warp, query tile) pair is partial or runs past Nk or Nq.
-      if (wvis != TileVisibility::full || kw0 + 16 > p.Nk || q0 + kBM > p.Nq)
-        mask_scores_transposed(s, p, kw0, q0, g, t);
-      probabilities_transposed(s, sm.pL + stage * kBM, t, sd.sl2);
-      const uint32_t ph = uint32_t(p.batch_index_base + b) * uint32_t(p.Hq) + uint32_t(h);
-      ds_transposed(s, dp, sm.pD + stage * kBM, kw0, q0, g, t, ph, p, scale, sd);
+      probabilities_and_ds(s, dp);
       products.dv_dk(dv, dk, s, dp, sQs, sdOs, [&](int kk, const uint32_t (&da)[4]) {
         if constexpr (kAtomicDq) store_ds<S>(sdSs, warp, g, t, kk, da);
       });

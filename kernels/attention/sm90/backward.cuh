@@ -23,7 +23,8 @@ namespace fg {
 namespace attn {
 namespace sm90 {
 
-// How the block adds its dQ contributions: kDqAtomic, an atomic per pair of elements;
+// How the block adds its dQ contributions (in the order of FLASHGRAD_BWD_DQ's choices):
+// kDqAtomic, an atomic per pair of elements;
 // kDqBulk, through shared memory and one bulk reduction per query tile (sm80::dq_step);
 // kDqOverlap, the same with the dQ product of the previous query tile issued before and
 // finished after the elementwise steps of the current one (sm80::dkdv_block).
@@ -148,12 +149,9 @@ __global__ void __launch_bounds__(sm80::Config<D>::kBwdWarps * 32, 1)
 template <typename T, int D> void run_backward(const AttentionParams& p, cudaStream_t stream) {
   static const int mode = env_choice("FLASHGRAD_BWD_DQ", {"atomic", "bulk", "overlap"});
   using S = sm80::DkdvShape<D, true>;
-  // The bulk reductions need a 16-byte aligned accumulator (the workspace's alignment).
-  const bool aligned16 = reinterpret_cast<uintptr_t>(BackwardWorkspace<float>(p).dq_accum) % 16 == 0;
-  const int m = p.deterministic || !aligned16 ? kDqAtomic
-                : mode == 1                   ? kDqBulk
-                : mode == 2                   ? kDqOverlap
-                                              : kDqAtomic;
+  // The bulk reductions need a 16-byte aligned accumulator.
+  const int m =
+      p.deterministic || !BackwardWorkspace<float>(p).dq_accum_aligned16() ? kDqAtomic : mode;
   sm80::run_tc_backward<T, D>(
       p, stream,
       [m](auto atomic_dq) {
