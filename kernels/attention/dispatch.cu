@@ -47,14 +47,16 @@ int current_device_major() {
   return major;
 }
 
-// What every tensor-core kernel needs: bf16/f16 (mma.sync m16n8k16) or f32 (3xTF32, m16n8k8),
-// D in {64, 128}, a positive softmax scale (the kernels fold it into exp2), 16-byte aligned
-// Q, K, V, O rows (cp.async moves 16-byte chunks: pointers 16-byte aligned and every stride a
-// multiple of 16 bytes), and a GPU of compute capability 8.0 or later.
+// What every tensor-core kernel needs: bf16/f16 (mma.sync m16n8k16) at D 64, 96, 128 or 256,
+// or f32 (3xTF32, m16n8k8) at D 64 or 128 (each kernel's rule narrows the head dims further),
+// a positive softmax scale (the kernels fold it into exp2), 16-byte aligned Q, K, V, O rows
+// (cp.async moves 16-byte chunks: pointers 16-byte aligned and every stride a multiple of 16
+// bytes), and a GPU of compute capability 8.0 or later.
 bool tensor_core_forward_usable(const AttentionParams& p) {
   if (p.seqused_k) return false;  // per-entry key lengths: the decode kernel only
   if (p.dtype != DType::bf16 && p.dtype != DType::f16 && p.dtype != DType::f32) return false;
-  if (p.D != 64 && p.D != 128) return false;
+  if (p.D != 64 && p.D != 128 && (p.dtype == DType::f32 || (p.D != 96 && p.D != 256)))
+    return false;
   if (!(p.softmax_scale > 0.0) || !std::isfinite(p.softmax_scale)) return false;
   if (!aligned16(p.q) || !aligned16(p.k) || !aligned16(p.v) || !aligned16(p.o)) return false;
   const int64_t chunk = p.dtype == DType::f32 ? 4 : 8;  // elements per 16 bytes
@@ -68,10 +70,11 @@ bool tensor_core_forward_usable(const AttentionParams& p) {
 
 bool is_16bit(const AttentionParams& p) { return p.dtype == DType::bf16 || p.dtype == DType::f16; }
 
-// The tensor-core backward is 16-bit only; it also reads dO with cp.async and writes dQ, dK,
+// The tensor-core backward is 16-bit only, at D 64, 96 or 128 (at 256 a warp's dK and dV
+// accumulators would not fit its registers); it also reads dO with cp.async and writes dQ, dK,
 // dV two elements at a time.
 bool tensor_core_backward_usable(const AttentionParams& p) {
-  if (!is_16bit(p) || !tensor_core_forward_usable(p)) return false;
+  if (!is_16bit(p) || p.D == 256 || !tensor_core_forward_usable(p)) return false;
   if (!aligned16(p.do_) || !aligned16(p.dq) || !aligned16(p.dk) || !aligned16(p.dv)) return false;
   return all_multiples({p.do_batch_stride, p.do_seq_stride, p.do_head_stride, p.dq_batch_stride,
                         p.dq_seq_stride, p.dq_head_stride, p.dk_batch_stride, p.dk_seq_stride,
@@ -140,7 +143,7 @@ bool decode_usable(const AttentionParams& p) {
 // Every dtype and head dim (checked), but not per-entry key lengths: the decode kernel only.
 bool simt_usable(const AttentionParams& p) { return p.seqused_k == nullptr; }
 bool sm90_backward_usable(const AttentionParams& p) {
-  return tensor_core_backward_usable(p) && hopper();
+  return (p.D == 64 || p.D == 128) && tensor_core_backward_usable(p) && hopper();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -182,7 +185,8 @@ void simt_backward(const AttentionParams& p, cudaStream_t s) {
 }
 void sm80_forward(const AttentionParams& p, cudaStream_t s) {
   with_16bit(p.dtype, [&](auto t) {
-    with_head_dim<64, 128>(p.D, [&](auto d) { attn::sm80::run_forward<decltype(t), d>(p, s); });
+    with_head_dim<64, 96, 128, 256>(
+        p.D, [&](auto d) { attn::sm80::run_forward<decltype(t), d>(p, s); });
   });
 }
 void tf32x3_forward(const AttentionParams& p, cudaStream_t s) {
@@ -190,7 +194,8 @@ void tf32x3_forward(const AttentionParams& p, cudaStream_t s) {
 }
 void sm80_backward(const AttentionParams& p, cudaStream_t s) {
   with_16bit(p.dtype, [&](auto t) {
-    with_head_dim<64, 128>(p.D, [&](auto d) { attn::sm80::run_backward<decltype(t), d>(p, s); });
+    with_head_dim<64, 96, 128>(
+        p.D, [&](auto d) { attn::sm80::run_backward<decltype(t), d>(p, s); });
   });
 }
 void sm90_forward(const AttentionParams& p, cudaStream_t s) {

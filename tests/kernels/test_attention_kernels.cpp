@@ -508,7 +508,8 @@ TEST_CASE("attention cuda race check: f32 and f64", "[cuda][attention][racecheck
   race_case<float>();
   race_case<double>();
 }
-// Head dims 96 and 256 (the SIMT kernels; 32 x 32 tiles at 256): the race case's first shape.
+// Head dims 96 and 256 (the SIMT kernels, 32 x 32 tiles at 256; in bf16/fp16 also the
+// mma.sync forward at both and its backward at 96): the race case's first shape.
 TEST_CASE("attention cuda race check: head dims 96 and 256", "[cuda][attention][racecheck]") {
   require_cuda_device();
   for_all_dtypes([](auto t) {

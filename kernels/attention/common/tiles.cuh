@@ -16,31 +16,45 @@
 namespace fg {
 namespace attn {
 
+// The width in elements of a 16-bit tile's shared-memory rows for head dim D: D itself at 64,
+// 128 and 256; D = 96 rows are padded to 128 (the swizzle below XORs a chunk index with r % 8,
+// which stays inside a row only when the row's chunk count is a multiple of 8). The padding
+// is never written nor read: the fragment loops run over D.
+constexpr int tile_dim(int D) { return D <= 64 ? 64 : D <= 128 ? 128 : D; }
+
 // cp.async rows [r0, r0 + kRows) of one head of a [*, N, H, D] tensor (row stride seq_stride
 // elements) into the swizzled tile at shared address `tile` (1024-byte aligned); rows at or past
 // n are zero-filled, so that masked-out columns never multiply garbage. Thread x always moves
-// chunk x % (D/8) of rows x / (D/8) + k * kRowStep, so its swizzled column is fixed and the k-th
-// destination is a compile-time offset. kBlocked stores the tile as D/64 column blocks of
+// chunk x % (W/8) of rows x / (W/8) + k * kRowStep (W = tile_dim(D); the threads of chunks at
+// or past D/8 move nothing), so its swizzled column is fixed and, when kRowStep is a multiple
+// of 8, the k-th destination is a compile-time offset (at D = 256 with 128 threads, kRowStep is
+// 4 and the swizzle is recomputed per row). kBlocked stores the tile as D/64 column blocks of
 // [kRows][64] one after the other (128-byte rows, chunk c of a block's row r at c ^ (r % 8)):
 // the layout wgmma's 128-byte swizzle reads. At D = 64 both layouts are the same.
 template <int D, int kRows, int kThreads, bool kBlocked = false>
 FG_ATTN_DEV void load_tile_async(uint32_t tile, const uint16_t* src, int64_t seq_stride,
                                  int64_t r0, int64_t n) {
-  constexpr int kChunksPerRow = D / 8;
+  constexpr int W = tile_dim(D);
+  constexpr int kChunksPerRow = W / 8;
   constexpr int kRowStep = kThreads / kChunksPerRow;
-  constexpr int kPitch = kBlocked ? 128 : D * 2;  // bytes between rows in shared memory
-  static_assert(kThreads % kChunksPerRow == 0 && kRowStep % 8 == 0 && kRows % kRowStep == 0,
+  constexpr int kPitch = kBlocked ? 128 : W * 2;  // bytes between rows in shared memory
+  static_assert(kThreads % kChunksPerRow == 0 && kRows % kRowStep == 0 &&
+                    (kRowStep % 8 == 0 || 8 % kRowStep == 0),
                 "tile load must divide evenly over the threads");
   static_assert(!kBlocked || D % 64 == 0, "blocked tiles are made of 64-column blocks");
   const int c = int(threadIdx.x) % kChunksPerRow, r = int(threadIdx.x) / kChunksPerRow;
-  const uint32_t dst =
-      kBlocked ? tile + uint32_t((c >> 3) * kRows * 128 + r * 128 + (((c & 7) ^ (r & 7)) << 4))
-               : tile + uint32_t(r * D * 2 + ((c ^ (r & 7)) << 4));
+  if (W != D && c >= D / 8) return;  // a padding chunk (D = 96)
+  auto dst = [&](int row) {
+    return kBlocked
+               ? tile + uint32_t((c >> 3) * kRows * 128 + row * 128 + (((c & 7) ^ (row & 7)) << 4))
+               : tile + uint32_t(row * kPitch + ((c ^ (row & 7)) << 4));
+  };
+  const uint32_t dst0 = dst(r);
   const uint16_t* g = src + (r0 + r) * seq_stride + c * 8;
 #pragma unroll
   for (int it = 0; it < kRows / kRowStep; ++it) {
     const bool valid = r0 + r + it * kRowStep < n;
-    cp_async_16(dst + uint32_t(it * kRowStep * kPitch),
+    cp_async_16(kRowStep % 8 == 0 ? dst0 + uint32_t(it * kRowStep * kPitch) : dst(r + it * kRowStep),
                 valid ? g + it * kRowStep * seq_stride : src, valid ? 16 : 0);
   }
 }
@@ -138,7 +152,7 @@ template <int D, int kBM, int kBN, int kThreads, typename E>
 struct KeyValueStream : QueryTile<kBM, kBN> {
   static constexpr bool kF32 = std::is_same_v<E, float>;
   static constexpr uint32_t kStageBytes =
-      kF32 ? uint32_t(kBN * (D + 4) * 4) : uint32_t(kBN * D * 2);
+      kF32 ? uint32_t(kBN * (D + 4) * 4) : uint32_t(kBN * tile_dim(D) * 2);
   const E* k;
   const E* v;
   uint32_t sK, sV;

@@ -38,7 +38,8 @@ __global__ void __launch_bounds__(Config<D>::kDqWarps * 32, 2)
   using Cfg = Config<D>;
   constexpr int kThreads = Cfg::kDqWarps * 32, kBM = Cfg::kDqBM, kBN = Cfg::kDqBN;
   constexpr int kNT = kBN / 8, kDT = D / 8;
-  constexpr uint32_t kRowBytes = D * 2, kTileQ = kBM * D * 2, kStageBytes = kBN * D * 2;
+  constexpr uint32_t kRowBytes = tile_dim(D) * 2;  // (D = 96 rows padded to 128)
+  constexpr uint32_t kTileQ = kBM * kRowBytes, kStageBytes = kBN * kRowBytes;
   static_assert(kBlockMaskTileQ % 16 == 0 && kBlockMaskTileK % kBN == 0,
                 "a warp's rows and a key tile must lie in one block-mask tile");
 

@@ -32,7 +32,8 @@ namespace fg {
 namespace attn {
 namespace sm80 {
 
-// The shape and shared-memory layout of a dK/dV block. kWgmma: the K, V, Q, dO tiles are read
+// The shape and shared-memory layout of a dK/dV block; its tiles' rows are tile_dim(D) wide
+// (D = 96 padded to 128, common/tiles.cuh). kWgmma: the K, V, Q, dO tiles are read
 // by wgmma, so they are stored as 64-column blocks of 128-byte rows (load_tile_async's kBlocked;
 // the same as the plain layout at D = 64), kBlkK / kBlkQ bytes apart, and every thread fences
 // its shared-memory writes for the async proxy before the barrier that publishes them.
@@ -43,8 +44,8 @@ template <int D, bool kWgmma_> struct DkdvShape {
   static constexpr int kBN = Config<D>::kBwdBN;  // keys per block, 16 per warp
   static constexpr int kNT = kBM / 8;            // 8-query column tiles of S^T
   static constexpr int kDT = D / 8;              // 8-dim column tiles of dK, dV
-  static constexpr uint32_t kTileK = kBN * D * 2, kTileQ = kBM * D * 2;
-  static constexpr uint32_t kRowBytes = kWgmma ? 128 : D * 2;
+  static constexpr uint32_t kTileK = kBN * tile_dim(D) * 2, kTileQ = kBM * tile_dim(D) * 2;
+  static constexpr uint32_t kRowBytes = kWgmma ? 128 : tile_dim(D) * 2;
   static constexpr uint32_t kBlkK = kBN * 128, kBlkQ = kBM * 128;
   static constexpr uint32_t kDsRowBytes = kBM * 2;
   // dQ partition: kBM / 16 strips of 16 query rows x kDqSplit slices of the head dim.

@@ -6,17 +6,22 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "kernels/attention/common/tiles.cuh"
+
 namespace fg {
 namespace attn {
 namespace sm80 {
 
 template <int D> struct Config {
-  // 16-bit forward: kFwdWarps warps of kFwdMT m16 row tiles (kFwdBM query rows per block), key
-  // tiles of kFwdBN. Shared memory: Q, 2 stages of K and V, and 1 KB of slack to align the base
-  // to 1024 bytes (the swizzle needs aligned tiles).
-  static constexpr int kFwdWarps = 4, kFwdMT = 2, kFwdBN = 64;
+  // 16-bit forward (D 64, 96, 128, 256): kFwdWarps warps of kFwdMT m16 row tiles (kFwdBM query
+  // rows per block), key tiles of kFwdBN; at D = 256 one row tile a warp, so that the output
+  // accumulators (kFwdMT * D / 2 floats a thread) stay in registers. Shared memory: Q, 2 stages
+  // of K and V, rows tile_dim(D) wide, and 1 KB of slack to align the base to 1024 bytes (the
+  // swizzle needs aligned tiles).
+  static constexpr int kFwdWarps = 4, kFwdMT = D > 128 ? 1 : 2, kFwdBN = 64;
   static constexpr int kFwdBM = kFwdWarps * kFwdMT * 16;
-  static constexpr size_t kFwdSmem = 2 * size_t(kFwdBM * D + 2 * 2 * kFwdBN * D) + 1024;
+  static constexpr size_t kFwdSmem =
+      2 * size_t(kFwdBM * tile_dim(D) + 2 * 2 * kFwdBN * tile_dim(D)) + 1024;
 
   // fp32 forward (3xTF32): one m16 row tile per warp; D = 128 takes 32-key tiles so that two
   // blocks fit on an SM. Shared memory: Q, 2 stages of K and V, rows padded to D + 4 floats.
@@ -24,22 +29,24 @@ template <int D> struct Config {
   static constexpr int kTf32BM = kTf32Warps * 16;
   static constexpr size_t kTf32Smem = 4 * size_t((kTf32BM + 2 * 2 * kTf32BN) * (D + 4));
 
-  // Backward dK/dV: kBwdWarps warps of 16 keys (kBwdBN keys per block), query tiles of kBwdBM
+  // Backward dK/dV (D 64, 96, 128: a warp's dK and dV accumulators take D floats a thread, too
+  // many at 256): kBwdWarps warps of 16 keys (kBwdBN keys per block), query tiles of kBwdBM
   // rows; at D = 64 each warp keeps its K and V fragments in registers for the whole loop
-  // (D = 128 reloads them from shared memory). Shared memory: K, V; two stages of Q, dO and
+  // (wider heads reload them from shared memory). Shared memory: K, V; two stages of Q, dO and
   // dS^T; two stages of LSE and D_i (fp32); 1 KB alignment slack.
   static constexpr int kBwdWarps = 8, kBwdBM = 64;
   static constexpr int kBwdBN = kBwdWarps * 16;
   static constexpr bool kKeepKV = D == 64;
   static constexpr size_t kBwdSmem =
-      2 * size_t(2 * kBwdBN * D + 2 * 2 * kBwdBM * D + 2 * kBwdBN * kBwdBM) +
+      2 * size_t(2 * kBwdBN * tile_dim(D) + 2 * 2 * kBwdBM * tile_dim(D) + 2 * kBwdBN * kBwdBM) +
       4 * size_t(2 * 2 * kBwdBM) + 1024;
 
   // Deterministic dQ kernel: as the forward, one m16 row tile per warp. Shared memory: Q, dO,
   // 2 stages of K and V, 1 KB alignment slack.
   static constexpr int kDqWarps = 4, kDqBN = 64;
   static constexpr int kDqBM = kDqWarps * 16;
-  static constexpr size_t kDqSmem = 2 * size_t(2 * kDqBM * D + 2 * 2 * kDqBN * D) + 1024;
+  static constexpr size_t kDqSmem =
+      2 * size_t(2 * kDqBM * tile_dim(D) + 2 * 2 * kDqBN * tile_dim(D)) + 1024;
 };
 
 }  // namespace sm80

@@ -57,8 +57,9 @@ __global__ void __launch_bounds__(Config<D>::kFwdWarps * 32, 2)
                 "tiles must divide the 64 x 64 block-mask tile");
 
   extern __shared__ __align__(128) unsigned char tc_smem[];
-  // Shared addresses (bytes): Q [kBM][D], then 2 stages of K [kBN][D], then 2 of V.
-  constexpr uint32_t kRowBytes = D * 2, kStageBytes = kBN * D * 2;
+  // Shared addresses (bytes): Q [kBM][W], then 2 stages of K [kBN][W], then 2 of V, where
+  // W = tile_dim(D) (D = 96 rows padded to 128; the loops below run over D).
+  constexpr uint32_t kRowBytes = tile_dim(D) * 2, kStageBytes = kBN * kRowBytes;
   const uint32_t sQ = align1024(smem_u32(tc_smem));
   const uint32_t sK = sQ + kBM * kRowBytes;
   const uint32_t sV = sK + 2 * kStageBytes;
