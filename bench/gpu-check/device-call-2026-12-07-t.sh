@@ -6,10 +6,16 @@
 # memcheck, racecheck and synccheck side by side; (2) `flashgrad gradcheck attention --device
 # cuda` (its rows at 96 and 256 now take the new kernels); (3) `bench attention` at D 96 and 256
 # beside SDPA (flash and cuDNN), and the SIMT kernels of before on the same grid
-# (FLASHGRAD_ATTENTION_SIMT=1), so the speedup is measured in one call.
-#   LIMIT=420 bash bench/gpu-check/device-call-2026-12-07-t.sh   (repository root; carry .deps, data)
+# (FLASHGRAD_ATTENTION_SIMT=1), so the speedup is measured in one call. (4) The decode
+# kernel's shorter fixed part (first stages issued before the query load; merge_parts
+# unrolled) against the tree before it, `.baseline` (git archive 607c2ab | tar -x -C .baseline),
+# built here beside the main build: `bench decode-attention` alternately, two rounds each.
+#   LIMIT=480 bash bench/gpu-check/device-call-2026-12-07-t.sh   (repository root; carry .deps, data, .baseline)
 source bench/gpu-check/lib.sh
-LIMIT=${LIMIT:-420}
+LIMIT=${LIMIT:-480}
+(cmake -S .baseline -B .baseline/build -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90a \
+   -DCMAKE_PREFIX_PATH="$PWD/.deps/usr" -DFLASHGRAD_TESTS=OFF > $L/base.log 2>&1 &&
+ cmake --build .baseline/build -j 4 --target flashgrad >> $L/base.log 2>&1; echo "baseline build rc $?" >> $L/base.log) &
 build
 DIMS="attention cuda race check: head dims 96 and 256"
 timeout 90 build/tests/test_attention_kernels "attention cuda: every kernel of the tables against the reference" \
@@ -51,5 +57,29 @@ pack
 timeout 110 python3 bench/compare_sdpa.py --flashgrad-json $L/dims.json --seconds 0.2 --reps 5 \
   --out-json $L/dims-sdpa.json --out-md $L/dims-sdpa.md > $L/dims-sdpa.log 2>&1; el "compare_sdpa rc $?"
 grep -E "flash \|" $L/dims-sdpa.md | head -20 | tee -a $FINAL/summary.txt
+pack
+wait; el "$(tail -1 $L/base.log)"
+for round in 1 2; do
+  for tree in new base; do
+    exe=build/flashgrad; [ $tree = base ] && exe=.baseline/build/flashgrad
+    timeout 25 $exe bench decode-attention --json $L/dattn-mha-$tree-$round.json > $L/dattn-mha-$tree-$round.log 2>&1
+    timeout 25 $exe bench decode-attention --batch 8 --heads 32 --kv-heads 8 --head-dim 128 \
+      --lens 4096,8192,32768 --json $L/dattn-gqa-$tree-$round.json > $L/dattn-gqa-$tree-$round.log 2>&1
+    el "decode-attention $tree round $round rc $?"
+  done
+done
+python3 - $L <<'PY' | tee -a $FINAL/summary.txt
+import json, sys
+L = sys.argv[1]
+def rows(name):
+    r = json.load(open(f"{L}/{name}.json"))
+    return r["results"]
+for shape in ("mha", "gqa"):
+    print(f"{shape}: L | graphed us new r1, r2 | base r1, r2 | new/base (mean)")
+    n1, n2, b1, b2 = (rows(f"dattn-{shape}-{t}-{k}") for t, k in (("new", 1), ("new", 2), ("base", 1), ("base", 2)))
+    for a, c, x, y in zip(n1, n2, b1, b2):
+        g = lambda e: e["graph_us"]
+        print(f"  {a['cache_len']} | {g(a):.2f}, {g(c):.2f} | {g(x):.2f}, {g(y):.2f} | {(g(a) + g(c)) / (g(x) + g(y)):.3f}")
+PY
 pack
 el done

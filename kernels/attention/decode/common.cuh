@@ -68,30 +68,44 @@ template <typename T, int D, int ROWS> struct Lanes {
   int64_t k_end;  // one past the last key any row sees
   float m[ROWS], l[ROWS], acc[ROWS][V];
 
-  // The rows row0 .. row0 + ROWS - 1 of kv head hk in entry b (rows past decode_rows are
-  // padding: no key, zero query). Entry b holds all Nk keys, or its own length (params.h,
+  // The last key that row r of kv head hk in entry b sees: -1 for a padding row (r at or past
+  // decode_rows: no key, zero query). Entry b holds all Nk keys, or its own length (params.h,
   // seqused_k; never past the cache).
-  FG_ATTN_DEV Lanes(const AttentionParams& p, int64_t b, int64_t hk, int64_t row0) {
+  FG_ATTN_DEV static int64_t last_key(const AttentionParams& p, int64_t b, int64_t hk, int64_t r) {
+    if (r >= decode_rows(p)) return -1;
     const int64_t nk = p.seqused_k ? min64(int64_t(p.seqused_k[b]), p.Nk) : p.Nk;
+    const Row row = row_of(p, hk, r);
+    return p.causal ? min64(row.qi + nk - p.Nq, nk - 1) : nk - 1;  // causal_last_key at nk
+  }
+  // One past the last key that any of the rows row0 .. row0 + ROWS - 1 sees (no query load:
+  // the cluster form starts its copies of the keys before the queries arrive).
+  FG_ATTN_DEV static int64_t key_end(const AttentionParams& p, int64_t b, int64_t hk,
+                                     int64_t row0) {
+    int64_t end = 0;
+#pragma unroll
+    for (int r = 0; r < ROWS; ++r) end = max64(end, last_key(p, b, hk, row0 + r) + 1);
+    return end;
+  }
+
+  // The rows row0 .. row0 + ROWS - 1 of kv head hk in entry b.
+  FG_ATTN_DEV Lanes(const AttentionParams& p, int64_t b, int64_t hk, int64_t row0) {
     group = int(threadIdx.x) / LPK, sub = int(threadIdx.x) % LPK;
     lanes = LPK == 32 ? 0xffffffffu : ((1u << LPK) - 1u) << ((int(threadIdx.x) % 32) / LPK * LPK);
     const float scale = float(p.softmax_scale) * kLog2e;
-    const int64_t rows = decode_rows(p);
     k_end = 0;
 #pragma unroll
     for (int r = 0; r < ROWS; ++r) {
-      last[r] = -1;
+      last[r] = last_key(p, b, hk, row0 + r);
+      k_end = max64(k_end, last[r] + 1);
       m[r] = neg_inf<float>(), l[r] = 0.f;
 #pragma unroll
       for (int e = 0; e < V; ++e) q[r][e] = acc[r][e] = 0.f;
-      if (row0 + r >= rows) continue;
+      if (row0 + r >= decode_rows(p)) continue;  // a padding row
       const Row row = row_of(p, hk, row0 + r);
       const T* qp = p.q_head<const T>(b, row.h) + row.qi * p.q_seq_stride + sub * V;
       unpack<T>(*reinterpret_cast<const uint4*>(qp), q[r]);
 #pragma unroll
       for (int e = 0; e < V; ++e) q[r][e] *= scale;
-      last[r] = p.causal ? min64(row.qi + nk - p.Nq, nk - 1) : nk - 1;  // causal_last_key at nk
-      k_end = max64(k_end, last[r] + 1);
     }
   }
 
@@ -180,12 +194,16 @@ template <typename T, int D, int ROWS> struct Lanes {
 // Merges n parts of a row, each a normalised output o_at(c) and its log2-sum-exp lse_at(c):
 // LSE = log2 sum_c 2^lse_c, O = sum_c 2^(lse_c - LSE) o_c. Sets o and lse (natural log, as
 // the outputs store it): 0 and -inf when no part saw a key.
+// Both loops are unrolled 16 times, so that the reads of 16 parts (from global memory, or
+// from the other blocks of a cluster) are in flight together instead of one after another.
 template <typename LseAt, typename OAt>
 FG_ATTN_DEV void merge_parts(int64_t n, LseAt&& lse_at, OAt&& o_at, float& o, float& lse) {
   float mx = neg_inf<float>();
+#pragma unroll 16
   for (int64_t c = 0; c < n; ++c) mx = fmaxf(mx, lse_at(c));
   float sum = 0.f, out = 0.f;
   if (mx != neg_inf<float>()) {
+#pragma unroll 16
     for (int64_t c = 0; c < n; ++c) {
       const float w = exp2f(lse_at(c) - mx);
       sum += w;
