@@ -128,7 +128,10 @@ void run(const Flags& f) {
     // The tiled kernel it replaces: the first entry of the table after it that can run p.
     std::string tiled;
     for (const AttentionKernel& kern : flash_attention_forward_kernels())
-      if (std::string(kern.name) != "splitkv" && kern.usable(p)) { tiled = kern.name; break; }
+      if (std::string(kern.name) != "splitkv" && kern.usable(p, attention_current_device())) {
+        tiled = kern.name;
+        break;
+      }
     size_t call = 0;  // the copy the next call reads
     auto next_copy = [&](AttentionParams& params) -> AttentionParams& {
       params.k = ks[call % copies]->ptr, params.v = vs[call % copies]->ptr, ++call;

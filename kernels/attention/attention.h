@@ -34,8 +34,8 @@ namespace fg {
 void check_attention_params(const AttentionParams& p, bool backward = false, bool cuda = false);
 
 // The head dims the CUDA kernels are compiled for: 32, 64, 96, 128, and 256 except in f64 (the
-// tensor-core kernels take 64 and 128, the split-KV decode kernel 32, 64 and 128; the SIMT
-// kernels every one of them). attention_cuda_head_dims() says so, for error messages.
+// tensor-core kernels take 64 and 128, and in bf16/f16 96 and 256 (the backward not 256); the
+// split-KV decode kernel 32, 64 and 128; the SIMT kernels every one of them). attention_cuda_head_dims() says so, for error messages.
 bool attention_cuda_supports_head_dim(int64_t D, DType dtype);
 const char* attention_cuda_head_dims();
 
@@ -58,16 +58,29 @@ void flash_attention_forward_cuda(const AttentionParams& p, cudaStream_t stream 
 size_t flash_attention_forward_workspace_bytes(const AttentionParams& p);
 void flash_attention_backward_cuda(const AttentionParams& p, cudaStream_t stream = 0);
 
+// What the kernel tables ask of a device: its compute capability major, the shared memory a
+// block may opt in to, and whether this build carries sm_90a machine code (the wgmma and TMA
+// kernels need both that and a 9.x device).
+struct AttentionDevice {
+  int major = 0;
+  size_t smem_optin = 0;  // bytes (227 KB on sm_90, 99 KB on sm_86/89/120)
+  bool sm90a = false;
+};
+// The calling thread's current device (cached per thread and device).
+AttentionDevice attention_current_device();
+
 // One CUDA attention kernel of a direction (for the backward, its whole launch sequence).
 struct AttentionKernel {
   // "splitkv" (forward only: decode shapes, a few query rows against a long cache, keys split
-  // across blocks), "wgmma" (sm_90a warpgroup mma: bf16/f16; forward D 64, backward D 64 and 128), "mma"
-  // (mma.sync, sm_80+: bf16/f16, D 64 and 128), "3xtf32" (forward only: f32 on tensor cores,
-  // about fp32 accuracy) or "simt" (every dtype and head dim: the fallback).
+  // across blocks), "tma" (forward only: the warp-specialised Hopper kernel, bf16/f16, D 64 and
+  // 128, no block mask), "wgmma" (sm_90a warpgroup mma: bf16/f16; forward D 64, backward D 64
+  // and 128), "mma" (mma.sync, sm_80+: bf16/f16, forward D 64, 96, 128 and 256, backward D 64,
+  // 96 and 128), "3xtf32" (forward only: f32 on tensor cores, D 64 and 128, about fp32
+  // accuracy) or "simt" (every dtype and head dim: the fallback).
   const char* name;
-  // Whether it can compute p on the calling thread's current device: dtype, head dim,
-  // alignment of pointers and strides, compute capability.
-  bool (*usable)(const AttentionParams& p);
+  // Whether it can compute p on device dev: dtype, head dim, alignment of pointers and
+  // strides, compute capability. A rule only: it makes no CUDA call and reads no pointer.
+  bool (*usable)(const AttentionParams& p, const AttentionDevice& dev);
   // Runs it (arguments already checked).
   void (*run)(const AttentionParams& p, cudaStream_t stream);
 };
@@ -79,6 +92,10 @@ const std::vector<AttentionKernel>& flash_attention_backward_kernels();
 // FLASHGRAD_ATTENTION_SIMT=1 keeps to "simt", FLASHGRAD_ATTENTION_WGMMA=0 passes over "wgmma").
 const char* flash_attention_forward_kernel(const AttentionParams& p);
 const char* flash_attention_backward_kernel(const AttentionParams& p);
+// The same choice for device dev: the tables' rules and the environment, no CUDA call (so the
+// tests check the choice on machines without a GPU).
+const char* flash_attention_forward_kernel(const AttentionParams& p, const AttentionDevice& dev);
+const char* flash_attention_backward_kernel(const AttentionParams& p, const AttentionDevice& dev);
 // Runs the kernel named `kernel` (environment aside), after the same argument check; throws
 // fg::Error when no kernel has that name or it cannot compute p.
 void flash_attention_forward_cuda_with(const char* kernel, const AttentionParams& p,

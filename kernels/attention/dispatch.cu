@@ -5,6 +5,7 @@
 // launchers.h). flash_attention_{forward,backward}_cuda take the first usable entry that the
 // environment allows; the benchmark asks which one that is (flash_attention_*_kernel) and the
 // tests run every usable entry by name (flash_attention_*_cuda_with).
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
@@ -22,6 +23,7 @@
 #include "kernels/attention/attention.h"
 #include "kernels/attention/decode/splits.h"
 #include "kernels/attention/launchers.h"
+#include "kernels/attention/sm80/config.cuh"
 #include "kernels/kernels.h"
 
 namespace fg {
@@ -39,12 +41,26 @@ bool all_multiples(std::initializer_list<int64_t> strides, int64_t n) {
   return true;
 }
 
-// The compute capability major of the calling thread's current device (cached per thread).
-int current_device_major() {
-  thread_local int device = -1, major = 0;
-  const int d = cuda_current_device();
-  if (d != device) major = cuda_device_info(d).major, device = d;
-  return major;
+bool is_16bit(const AttentionParams& p) { return p.dtype == DType::bf16 || p.dtype == DType::f16; }
+
+// Whether the mma.sync / 3xTF32 kernels' shared memory (sm80/config.cuh) at p's head dim fits
+// what a block of dev may opt in to: everything does on Hopper (227 KB), but the backward at D
+// 96 and 128 (162 KB) not on sm_86/89/120 (99 KB), which then run the SIMT kernels.
+bool mma_smem_fits(const AttentionParams& p, const AttentionDevice& dev, bool backward) {
+  size_t bytes = 0;
+  auto at = [&](auto d) {
+    using C = attn::sm80::Config<decltype(d)::value>;
+    bytes = backward ? std::max(C::kBwdSmem, C::kDqSmem)
+                     : p.dtype == DType::f32 ? C::kTf32Smem : C::kFwdSmem;
+  };
+  switch (p.D) {
+    case 64: at(std::integral_constant<int, 64>{}); break;
+    case 96: at(std::integral_constant<int, 96>{}); break;
+    case 128: at(std::integral_constant<int, 128>{}); break;
+    case 256: at(std::integral_constant<int, 256>{}); break;
+    default: return false;
+  }
+  return bytes <= dev.smem_optin;
 }
 
 // What every tensor-core kernel needs: bf16/f16 (mma.sync m16n8k16) at D 64, 96, 128 or 256,
@@ -52,7 +68,7 @@ int current_device_major() {
 // a positive softmax scale (the kernels fold it into exp2), 16-byte aligned Q, K, V, O rows
 // (cp.async moves 16-byte chunks: pointers 16-byte aligned and every stride a multiple of 16
 // bytes), and a GPU of compute capability 8.0 or later.
-bool tensor_core_forward_usable(const AttentionParams& p) {
+bool tensor_core_forward_usable(const AttentionParams& p, const AttentionDevice& dev) {
   if (p.seqused_k) return false;  // per-entry key lengths: the decode kernel only
   if (p.dtype != DType::bf16 && p.dtype != DType::f16 && p.dtype != DType::f32) return false;
   if (p.D != 64 && p.D != 128 && (p.dtype == DType::f32 || (p.D != 96 && p.D != 256)))
@@ -65,16 +81,16 @@ bool tensor_core_forward_usable(const AttentionParams& p) {
                       p.v_head_stride, p.o_batch_stride, p.o_seq_stride, p.o_head_stride},
                      chunk))
     return false;
-  return current_device_major() >= 8;
+  return dev.major >= 8 && mma_smem_fits(p, dev, /*backward=*/false);
 }
 
-bool is_16bit(const AttentionParams& p) { return p.dtype == DType::bf16 || p.dtype == DType::f16; }
 
 // The tensor-core backward is 16-bit only, at D 64, 96 or 128 (at 256 a warp's dK and dV
 // accumulators would not fit its registers); it also reads dO with cp.async and writes dQ, dK,
 // dV two elements at a time.
-bool tensor_core_backward_usable(const AttentionParams& p) {
-  if (!is_16bit(p) || p.D == 256 || !tensor_core_forward_usable(p)) return false;
+bool tensor_core_backward_usable(const AttentionParams& p, const AttentionDevice& dev) {
+  if (!is_16bit(p) || p.D == 256 || !tensor_core_forward_usable(p, dev)) return false;
+  if (!mma_smem_fits(p, dev, /*backward=*/true)) return false;
   if (!aligned16(p.do_) || !aligned16(p.dq) || !aligned16(p.dk) || !aligned16(p.dv)) return false;
   return all_multiples({p.do_batch_stride, p.do_seq_stride, p.do_head_stride, p.dq_batch_stride,
                         p.dq_seq_stride, p.dq_head_stride, p.dk_batch_stride, p.dk_seq_stride,
@@ -83,13 +99,7 @@ bool tensor_core_backward_usable(const AttentionParams& p) {
 }
 
 // The wgmma kernels need sm_90a machine code in the build and a compute capability 9.x device.
-bool hopper() {
-#if defined(FLASHGRAD_HAVE_SM90A)
-  return current_device_major() == 9;
-#else
-  return false;
-#endif
-}
+bool hopper(const AttentionDevice& dev) { return dev.sm90a && dev.major == 9; }
 
 // What a TMA tensor map takes (common/tensor_map.h): every stride of a dim longer than 1
 // positive and under 2^40 bytes (a dim of size 1 never moves), coordinates within 32 bits.
@@ -103,30 +113,30 @@ bool tma_dims_ok(std::initializer_list<std::pair<int64_t, int64_t>> size_stride)
 // The warp-specialised forward: what the wgmma forward needs, at D 64 or 128, no block mask (its
 // 128-key tiles span two mask tiles), strides a tensor map takes, and at most 2^31 - 1 query
 // tiles (its persistent work list counts them in 32 bits).
-bool sm90ws_forward_usable(const AttentionParams& p) {
+bool sm90ws_forward_usable(const AttentionParams& p, const AttentionDevice& dev) {
   if (!is_16bit(p) || (p.D != 64 && p.D != 128) || p.block_mask != nullptr) return false;
   if (!tma_dims_ok({{p.B, p.q_batch_stride}, {p.Nq, p.q_seq_stride}, {p.Hq, p.q_head_stride},
                     {p.B, p.k_batch_stride}, {p.Nk, p.k_seq_stride}, {p.Hkv, p.k_head_stride},
                     {p.B, p.v_batch_stride}, {p.Nk, p.v_seq_stride}, {p.Hkv, p.v_head_stride}}))
     return false;
   if ((p.Nq + 127) / 128 * p.Hq * p.B >= (int64_t(1) << 31)) return false;
-  return tensor_core_forward_usable(p) && hopper();
+  return tensor_core_forward_usable(p, dev) && hopper(dev);
 }
-bool sm90_forward_usable(const AttentionParams& p) {
-  return is_16bit(p) && p.D == 64 && tensor_core_forward_usable(p) && hopper();
+bool sm90_forward_usable(const AttentionParams& p, const AttentionDevice& dev) {
+  return is_16bit(p) && p.D == 64 && tensor_core_forward_usable(p, dev) && hopper(dev);
 }
-bool sm80_forward_usable(const AttentionParams& p) {
-  return is_16bit(p) && tensor_core_forward_usable(p);
+bool sm80_forward_usable(const AttentionParams& p, const AttentionDevice& dev) {
+  return is_16bit(p) && tensor_core_forward_usable(p, dev);
 }
-bool tf32x3_forward_usable(const AttentionParams& p) {
-  return p.dtype == DType::f32 && tensor_core_forward_usable(p);
+bool tf32x3_forward_usable(const AttentionParams& p, const AttentionDevice& dev) {
+  return p.dtype == DType::f32 && tensor_core_forward_usable(p, dev);
 }
 // The split-KV decode kernel: forward calls with few query rows per kv head (decode_rows:
 // new tokens x the heads of a GQA group, at most 4 row chunks of 8) and no more than 8 new
 // tokens, no dropout and no block mask, 16-byte aligned Q, K, V rows (it reads 16 bytes per
 // lane), a fp32/bf16/f16 dtype and D 32, 64 or 128. It comes first in the table: for such
 // shapes the tiled kernels would spend most of each 64- or 128-row query tile on padding.
-bool decode_usable(const AttentionParams& p) {
+bool decode_usable(const AttentionParams& p, const AttentionDevice&) {
   if (p.dtype != DType::bf16 && p.dtype != DType::f16 && p.dtype != DType::f32) return false;
   if (p.B <= 0 || p.Nq <= 0 || p.Nk <= 0 || p.Hq <= 0 || p.Hkv <= 0 || p.Hq % p.Hkv != 0)
     return false;  // (the argument check names the problem)
@@ -141,9 +151,9 @@ bool decode_usable(const AttentionParams& p) {
                        chunk);
 }
 // Every dtype and head dim (checked), but not per-entry key lengths: the decode kernel only.
-bool simt_usable(const AttentionParams& p) { return p.seqused_k == nullptr; }
-bool sm90_backward_usable(const AttentionParams& p) {
-  return (p.D == 64 || p.D == 128) && tensor_core_backward_usable(p) && hopper();
+bool simt_usable(const AttentionParams& p, const AttentionDevice&) { return p.seqused_k == nullptr; }
+bool sm90_backward_usable(const AttentionParams& p, const AttentionDevice& dev) {
+  return (p.D == 64 || p.D == 128) && tensor_core_backward_usable(p, dev) && hopper(dev);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -233,10 +243,11 @@ bool allowed_by_environment(const AttentionKernel& k) {
   return !(no_wgmma && std::strcmp(k.name, "wgmma") == 0);
 }
 
-const AttentionKernel& choose(const std::vector<AttentionKernel>& table, const AttentionParams& p) {
+const AttentionKernel& choose(const std::vector<AttentionKernel>& table, const AttentionParams& p,
+                              const AttentionDevice& dev) {
   for (const AttentionKernel& k : table)
     // (Per-entry key lengths have one kernel: the overrides, for comparing paths, spare it.)
-    if ((allowed_by_environment(k) || p.seqused_k) && k.usable(p)) return k;
+    if ((allowed_by_environment(k) || p.seqused_k) && k.usable(p, dev)) return k;
   if (p.seqused_k)
     throw Error(str("flash attention: per-entry key lengths (seqused_k) need the split-KV decode "
                     "kernel, which cannot run this call (Nq=", p.Nq, ", Hq/Hkv=", p.Hq / p.Hkv,
@@ -252,7 +263,8 @@ const AttentionKernel& find(const std::vector<AttentionKernel>& table, const cha
   std::string names;
   for (const AttentionKernel& k : table) {
     if (std::strcmp(k.name, name) == 0) {
-      FG_CHECK(k.usable(p), who, ": kernel '", name, "' cannot run this call (dtype ",
+      FG_CHECK(k.usable(p, attention_current_device()), who, ": kernel '", name,
+               "' cannot run this call (dtype ",
                dtype_name(p.dtype), ", D=", p.D, ", this device and these pointers and strides); ",
                "flash_attention_*_kernel(params) names the one that can");
       return k;
@@ -285,11 +297,33 @@ const std::vector<AttentionKernel>& flash_attention_backward_kernels() {
   return table;
 }
 
+AttentionDevice attention_current_device() {
+  thread_local int device = -1;
+  thread_local AttentionDevice dev;
+  const int d = cuda_current_device();
+  if (d != device) {
+    const CudaDeviceInfo& info = cuda_device_info(d);
+    dev.major = info.major;
+    dev.smem_optin = info.shared_memory_optin;
+#if defined(FLASHGRAD_HAVE_SM90A)
+    dev.sm90a = true;
+#endif
+    device = d;
+  }
+  return dev;
+}
+
+const char* flash_attention_forward_kernel(const AttentionParams& p, const AttentionDevice& dev) {
+  return choose(flash_attention_forward_kernels(), p, dev).name;
+}
+const char* flash_attention_backward_kernel(const AttentionParams& p, const AttentionDevice& dev) {
+  return choose(flash_attention_backward_kernels(), p, dev).name;
+}
 const char* flash_attention_forward_kernel(const AttentionParams& p) {
-  return choose(flash_attention_forward_kernels(), p).name;
+  return flash_attention_forward_kernel(p, attention_current_device());
 }
 const char* flash_attention_backward_kernel(const AttentionParams& p) {
-  return choose(flash_attention_backward_kernels(), p).name;
+  return flash_attention_backward_kernel(p, attention_current_device());
 }
 
 size_t flash_attention_forward_workspace_bytes(const AttentionParams& p) {
@@ -302,11 +336,11 @@ size_t flash_attention_forward_workspace_bytes(const AttentionParams& p) {
 
 void flash_attention_forward_cuda(const AttentionParams& p, cudaStream_t stream) {
   check_attention_params(p, /*backward=*/false, /*cuda=*/true);
-  choose(flash_attention_forward_kernels(), p).run(p, stream);
+  choose(flash_attention_forward_kernels(), p, attention_current_device()).run(p, stream);
 }
 void flash_attention_backward_cuda(const AttentionParams& p, cudaStream_t stream) {
   check_attention_params(p, /*backward=*/true, /*cuda=*/true);
-  choose(flash_attention_backward_kernels(), p).run(p, stream);
+  choose(flash_attention_backward_kernels(), p, attention_current_device()).run(p, stream);
 }
 
 void flash_attention_forward_cuda_with(const char* kernel, const AttentionParams& p,

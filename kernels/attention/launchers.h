@@ -20,8 +20,8 @@ template <typename T, int D> void run_forward(const AttentionParams& p, cudaStre
 template <typename T, int D> void run_backward(const AttentionParams& p, cudaStream_t stream);
 }  // namespace simt
 
-// mma.sync kernels (sm_80 and later), D in {64, 128}: the forward for bf16, f16 and f32
-// (3xTF32), the backward for bf16 and f16.
+// mma.sync kernels (sm_80 and later): the forward for bf16 and f16 at D 64, 96, 128 and 256 and
+// for f32 (3xTF32) at 64 and 128, the backward for bf16 and f16 at 64, 96 and 128.
 namespace sm80 {
 template <typename T, int D> void run_forward(const AttentionParams& p, cudaStream_t stream);
 template <typename T, int D> void run_backward(const AttentionParams& p, cudaStream_t stream);

@@ -547,7 +547,7 @@ template <typename T> KernelsRun check_every_kernel(const Problem<T>& pr) {
   const DType t = pr.p.dtype;
   KernelsRun ran;
   for (const AttentionKernel& f : flash_attention_forward_kernels()) {
-    if (!f.usable(dev.p)) continue;
+    if (!f.usable(dev.p, attention_current_device())) continue;
     const Values a = dev.forward(f.name);
     check_errors(std::string("cuda-forward:") + f.name, t, c, forward_errors(a, pr.ref),
                  cuda_forward_bounds(f.name, t));
@@ -559,7 +559,7 @@ template <typename T> KernelsRun check_every_kernel(const Problem<T>& pr) {
   }
   dev.use_reference_forward();
   for (const AttentionKernel& k : flash_attention_backward_kernels()) {
-    if (!k.usable(dev.p)) continue;
+    if (!k.usable(dev.p, attention_current_device())) continue;
     const Bounds b = cuda_backward_bounds(k.name, t);
     check_errors(std::string("cuda-backward:") + k.name, t, c,
                  backward_errors(dev.backward(k.name, false), pr.ref), b);

@@ -7,11 +7,13 @@
 // kernel of both tables by name against the fp64 reference (check_every_kernel in
 // attention_testing.h: poisoned outputs, atomic and deterministic dQ, bit-reproducibility,
 // bounds per kernel and dtype, one "measured" line per comparison). The CPU-only case checks
-// the tables' eligibility rules.
+// which kernel the tables give each kind of call on described devices (H100, A100, 99 KB of
+// shared memory, pre-Ampere, a build without sm_90a code).
 #include <catch2/catch.hpp>
 
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <limits>
 #include <string>
 #include <vector>
@@ -23,39 +25,120 @@
 using namespace fg;
 using namespace fg::attention_test;
 
-TEST_CASE("attention tc: eligibility rule (no GPU needed for the negative cases)", "[attention]") {
-  // These answers need no device query.
+#ifdef FLASHGRAD_WITH_CUDA
+namespace {
+
+// A call of contiguous [B, N, H, D] tensors at 16-byte aligned (never dereferenced) addresses.
+AttentionParams dispatch_case(DType dtype, int64_t D, int64_t Nq = 256, int64_t Nk = 256) {
   AttentionParams p;
-  p.B = 1, p.Nq = p.Nk = 64, p.Hq = p.Hkv = 1, p.D = 64;
+  p.dtype = dtype;
+  p.B = 2, p.Nq = Nq, p.Nk = Nk, p.Hq = 4, p.Hkv = 2, p.D = D;
   set_contiguous_strides(p);
-  p.softmax_scale = 0.125;
-  // f64 never takes a tensor-core kernel, f32 only the forward (3xTF32), and that only with
-  // FLASHGRAD_ALLOW_TF32=1.
-  p.dtype = DType::f64;
-#ifdef FLASHGRAD_WITH_CUDA
-  CHECK(std::string(flash_attention_forward_kernel(p)) == "simt");
-  CHECK(std::string(flash_attention_backward_kernel(p)) == "simt");
-  p.dtype = DType::f32;
-  CHECK(std::string(flash_attention_backward_kernel(p)) == "simt");
-  // The f32 forward is the SIMT one unless FLASHGRAD_ALLOW_TF32=1 (decided before any device
-  // query, so this needs no GPU either).
-  if (!cuda::allow_tf32()) CHECK(std::string(flash_attention_forward_kernel(p)) == "simt");
-#endif
-  p.dtype = DType::bf16;
-  p.D = 32;
-  set_contiguous_strides(p);
-#ifdef FLASHGRAD_WITH_CUDA
-  CHECK(std::string(flash_attention_forward_kernel(p)) == "simt");
-#endif
-  SUCCEED();
+  p.softmax_scale = 1.0 / std::sqrt(double(D));
+  void* at = reinterpret_cast<void*>(uintptr_t(1) << 20);
+  p.q = p.k = p.v = p.o = p.lse = p.do_ = p.dq = p.dk = p.dv = at;
+  return p;
 }
+
+std::string fwd(const AttentionParams& p, const AttentionDevice& dev) {
+  return flash_attention_forward_kernel(p, dev);
+}
+std::string bwd(const AttentionParams& p, const AttentionDevice& dev) {
+  return flash_attention_backward_kernel(p, dev);
+}
+
+}  // namespace
+
+// The tables' rules for devices described, not queried: no GPU needed, so CI checks which kernel
+// each kind of call gets on an H100, an A100, a GPU with 99 KB of shared memory per block
+// (sm_86/89/120), a pre-Ampere one, and an H100 with a build that lacks sm_90a code.
+TEST_CASE("attention dispatch: the kernel of each call, per device (no GPU needed)", "[attention]") {
+  if (std::getenv("FLASHGRAD_ATTENTION_SIMT") || std::getenv("FLASHGRAD_ATTENTION_WGMMA") ||
+      std::getenv("FLASHGRAD_ATTENTION_TMA") || cuda::allow_tf32()) {
+    WARN("not checked: the environment overrides the choice (FLASHGRAD_ATTENTION_*, "
+         "FLASHGRAD_ALLOW_TF32)");
+    return;
+  }
+  const AttentionDevice h100{9, 227 * 1024, true}, h100_no_sm90a{9, 227 * 1024, false};
+  const AttentionDevice a100{8, 163 * 1024, true}, ada{8, 99 * 1024, true}, volta{7, 96 * 1024, true};
+  for (DType t : {DType::bf16, DType::f16}) {
+    INFO(dtype_name(t));
+    // D 64 / 128: the TMA forward and the wgmma backward on Hopper, mma.sync elsewhere.
+    for (int64_t D : {64, 128}) {
+      INFO("D " << D);
+      AttentionParams p = dispatch_case(t, D);
+      CHECK(fwd(p, h100) == "tma");
+      CHECK(bwd(p, h100) == "wgmma");
+      CHECK(fwd(p, h100_no_sm90a) == "mma");
+      CHECK(bwd(p, h100_no_sm90a) == "mma");
+      CHECK(fwd(p, a100) == "mma");
+      CHECK(bwd(p, a100) == "mma");
+      CHECK(fwd(p, ada) == "mma");
+      CHECK(bwd(p, ada) == (D == 64 ? "mma" : "simt"));  // the D 128 backward needs 162 KB
+      CHECK(fwd(p, volta) == "simt");
+      CHECK(bwd(p, volta) == "simt");
+      // A block mask rules the TMA forward out: wgmma at D 64, mma.sync at 128.
+      const std::vector<uint8_t> mask = sliding_window_block_mask(p.Nq, p.Nk, 64, true);
+      p.block_mask = mask.data();
+      CHECK(fwd(p, h100) == (D == 64 ? "wgmma" : "mma"));
+      CHECK(bwd(p, h100) == "wgmma");
+    }
+    // D 96: mma.sync both ways (rows padded to 128 in shared memory), never wgmma or TMA.
+    AttentionParams p = dispatch_case(t, 96);
+    CHECK(fwd(p, h100) == "mma");
+    CHECK(bwd(p, h100) == "mma");
+    CHECK(fwd(p, a100) == "mma");
+    CHECK(bwd(p, a100) == "mma");
+    CHECK(fwd(p, ada) == "mma");
+    CHECK(bwd(p, ada) == "simt");
+    // D 256: the mma.sync forward (97 KB: it fits sm_86/89/120 too), the SIMT backward.
+    p = dispatch_case(t, 256);
+    CHECK(fwd(p, h100) == "mma");
+    CHECK(bwd(p, h100) == "simt");
+    CHECK(fwd(p, ada) == "mma");
+    CHECK(fwd(p, volta) == "simt");
+    // D 32: SIMT, except for a decode shape (few query rows, no dropout or mask): split-KV.
+    p = dispatch_case(t, 32);
+    CHECK(fwd(p, h100) == "simt");
+    CHECK(bwd(p, h100) == "simt");
+    p = dispatch_case(t, 64, 1, 8192);
+    CHECK(fwd(p, h100) == "splitkv");
+    CHECK(fwd(p, volta) == "splitkv");
+    p.dropout_p = 0.1;
+    CHECK(fwd(p, h100) == "tma");
+    // Misaligned rows (a stride off 16 bytes) or a non-positive scale: SIMT.
+    p = dispatch_case(t, 64);
+    p.k_seq_stride += 1;
+    CHECK(fwd(p, h100) == "simt");
+    CHECK(bwd(p, h100) == "simt");
+    p = dispatch_case(t, 64);
+    p.dq_seq_stride += 1;
+    CHECK(fwd(p, h100) == "tma");
+    CHECK(bwd(p, h100) == "simt");
+    p = dispatch_case(t, 64);
+    p.softmax_scale = -0.125;
+    CHECK(fwd(p, h100) == "simt");
+  }
+  // fp32: SIMT by default (3xTF32 only with FLASHGRAD_ALLOW_TF32=1), at every head dim; f64
+  // always SIMT.
+  for (int64_t D : {64, 96, 128, 256}) {
+    INFO("f32 D " << D);
+    const AttentionParams p = dispatch_case(DType::f32, D);
+    CHECK(fwd(p, h100) == "simt");
+    CHECK(bwd(p, h100) == "simt");
+  }
+  const AttentionParams p = dispatch_case(DType::f64, 64);
+  CHECK(fwd(p, h100) == "simt");
+  CHECK(bwd(p, h100) == "simt");
+}
+#endif
 
 #ifdef FLASHGRAD_WITH_CUDA
 namespace {
 
 bool usable(const std::vector<AttentionKernel>& table, const char* name, const AttentionParams& p) {
   for (const AttentionKernel& k : table)
-    if (std::string(k.name) == name) return k.usable(p);
+    if (std::string(k.name) == name) return k.usable(p, attention_current_device());
   return false;
 }
 
@@ -189,7 +272,7 @@ TEST_CASE("attention tc: repeatable, and misaligned rows fall back to SIMT",
     DeviceProblem<bfloat16> dev(pr);
     dev.use_reference_forward();
     for (const AttentionKernel& k : flash_attention_backward_kernels()) {
-      if (!k.usable(dev.p) || std::string(k.name) == "simt") continue;
+      if (!k.usable(dev.p, attention_current_device()) || std::string(k.name) == "simt") continue;
       INFO("backward " << k.name << " with atomic dQ, run twice | " << describe(c));
       const Values a = dev.backward(k.name, false), b = dev.backward(k.name, false);
       CHECK(a.dk == b.dk);

@@ -1,6 +1,7 @@
 // Tile loaders and the key-tile stream of the tensor-core attention kernels (sm80/, sm90/).
 //
-// Shared-memory tiles of 16-bit elements are [rows][D] with 16-byte chunks XOR-swizzled within
+// Shared-memory tiles of 16-bit elements are [rows][tile_dim(D)] (common/launch.h: D, or 128 for
+// D = 96) with 16-byte chunks XOR-swizzled within
 // a row: logical chunk c of row r is stored at chunk c ^ (r % 8), so that ldmatrix reads are
 // conflict-free. With the tile 1024-byte aligned, the address of chunk (c0 + 2k) of a fixed row
 // is (address of chunk c0) ^ (32 k) when c0 is 0 or 1, which is how the fragment loads step
@@ -9,18 +10,13 @@
 #include <cstdint>
 #include <type_traits>
 
+#include "kernels/attention/common/launch.h"
 #include "kernels/attention/common/ptx.cuh"
 #include "kernels/attention/common/wgmma.cuh"
 #include "kernels/attention/params.h"
 
 namespace fg {
 namespace attn {
-
-// The width in elements of a 16-bit tile's shared-memory rows for head dim D: D itself at 64,
-// 128 and 256; D = 96 rows are padded to 128 (the swizzle below XORs a chunk index with r % 8,
-// which stays inside a row only when the row's chunk count is a multiple of 8). The padding
-// is never written nor read: the fragment loops run over D.
-constexpr int tile_dim(int D) { return D <= 64 ? 64 : D <= 128 ? 128 : D; }
 
 // cp.async rows [r0, r0 + kRows) of one head of a [*, N, H, D] tensor (row stride seq_stride
 // elements) into the swizzled tile at shared address `tile` (1024-byte aligned); rows at or past

@@ -6,7 +6,7 @@
 #include <cstddef>
 #include <cstdint>
 
-#include "kernels/attention/common/tiles.cuh"
+#include "kernels/attention/common/launch.h"
 
 namespace fg {
 namespace attn {
@@ -15,10 +15,12 @@ namespace sm80 {
 template <int D> struct Config {
   // 16-bit forward (D 64, 96, 128, 256): kFwdWarps warps of kFwdMT m16 row tiles (kFwdBM query
   // rows per block), key tiles of kFwdBN; at D = 256 one row tile a warp, so that the output
-  // accumulators (kFwdMT * D / 2 floats a thread) stay in registers. Shared memory: Q, 2 stages
-  // of K and V, rows tile_dim(D) wide, and 1 KB of slack to align the base to 1024 bytes (the
+  // accumulators (kFwdMT * D / 2 floats a thread) stay in registers, and 32-key tiles, so that
+  // shared memory (97 KB) fits two blocks an SM on Hopper and the 99 KB opt-in limit of
+  // sm_86/89/120 (64-key tiles took 161 KB and spilled 56 bytes). Shared memory: Q, 2 stages of
+  // K and V, rows tile_dim(D) wide, and 1 KB of slack to align the base to 1024 bytes (the
   // swizzle needs aligned tiles).
-  static constexpr int kFwdWarps = 4, kFwdMT = D > 128 ? 1 : 2, kFwdBN = 64;
+  static constexpr int kFwdWarps = 4, kFwdMT = D > 128 ? 1 : 2, kFwdBN = D > 128 ? 32 : 64;
   static constexpr int kFwdBM = kFwdWarps * kFwdMT * 16;
   static constexpr size_t kFwdSmem =
       2 * size_t(kFwdBM * tile_dim(D) + 2 * 2 * kFwdBN * tile_dim(D)) + 1024;
