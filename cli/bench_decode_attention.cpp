@@ -31,6 +31,7 @@
 #include "cli/bench_timing.h"
 #include "core/cuda_check.h"
 #include "core/cuda_device.h"
+#include "tensor/device.h"
 #include "tensor/graph.h"
 #endif
 
@@ -86,8 +87,10 @@ void run(const Flags& f) {
   const int64_t B = f.batch, H = f.heads, Hkv = f.kv_heads, D = f.head_dim;
   FG_CHECK(B >= 1 && H >= 1 && Hkv >= 1 && H % Hkv == 0, "bench decode-attention: --heads ", H,
            " must be a positive multiple of --kv-heads ", Hkv, " and --batch positive");
-  FG_CHECK(D == 32 || D == 64 || D == 128, "bench decode-attention: --head-dim ", D,
-           " must be 32, 64 or 128");
+  FG_CHECK(D == 32 || D == 64 || D == 128 || D == 256, "bench decode-attention: --head-dim ", D,
+           " must be 32, 64, 128 or 256");
+  FG_CHECK(cuda_available(), "bench decode-attention: no CUDA device found; this benchmark needs "
+           "a GPU");
   const CudaDeviceInfo& dev = cuda_current_device_info();
   std::printf("flashgrad bench decode-attention on %s: batch %lld, %lld query heads, %lld kv heads, "
               "D %lld, bf16, one new token per sequence, causal\n",
@@ -196,7 +199,7 @@ void register_bench_decode_attention(CLI::App& bench) {
   cmd->add_option("--batch", f.batch, "sequences")->capture_default_str();
   cmd->add_option("--heads", f.heads, "query heads")->capture_default_str();
   cmd->add_option("--kv-heads", f.kv_heads, "key/value heads")->capture_default_str();
-  cmd->add_option("--head-dim", f.head_dim, "head dim: 32, 64 or 128")->capture_default_str();
+  cmd->add_option("--head-dim", f.head_dim, "head dim: 32, 64, 128 or 256")->capture_default_str();
   cmd->add_option("--seconds", f.seconds, "time budget per measurement")->capture_default_str();
   cmd->add_flag("--warm-l2", f.warm_l2,
                 "read one copy of the cache every call (it stays in L2 when it fits)");

@@ -9,7 +9,8 @@
 # (FLASHGRAD_ATTENTION_SIMT=1), so the speedup is measured in one call. (4) The decode
 # kernel's shorter fixed part (first stages issued before the query load; merge_parts
 # unrolled) against the tree before it, `.baseline` (git archive 607c2ab | tar -x -C .baseline),
-# built here beside the main build: `bench decode-attention` alternately, two rounds each.
+# built here beside the main build: `bench decode-attention` alternately, two rounds each;
+# test_attention_decode under both decode forms (it now covers D 256 in bf16/f16) and memcheck.
 #   LIMIT=480 bash bench/gpu-check/device-call-2026-12-07-t.sh   (repository root; carry .deps, data, .baseline)
 source bench/gpu-check/lib.sh
 LIMIT=${LIMIT:-480}
@@ -57,6 +58,14 @@ pack
 timeout 110 python3 bench/compare_sdpa.py --flashgrad-json $L/dims.json --seconds 0.2 --reps 5 \
   --out-json $L/dims-sdpa.json --out-md $L/dims-sdpa.md > $L/dims-sdpa.log 2>&1; el "compare_sdpa rc $?"
 grep -E "flash \|" $L/dims-sdpa.md | head -20 | tee -a $FINAL/summary.txt
+pack
+for form in cluster split; do
+  FLASHGRAD_DECODE_KERNEL=$form timeout 60 build/tests/test_attention_decode "[cuda]" > $L/decode-$form.log 2>&1
+  el "test_attention_decode [cuda], $form form, rc $? $(tail -3 $L/decode-$form.log | grep -E 'passed|failed')"
+done
+timeout 90 compute-sanitizer --tool memcheck --error-exitcode 9 build/tests/test_attention_decode \
+  "attention decode: one new token against caches of odd lengths" > $L/memcheck-decode.log 2>&1
+el "memcheck decode odd lengths (D 32-256): $(grep -E 'ERROR SUMMARY' $L/memcheck-decode.log | tail -1)"
 pack
 wait; el "$(tail -1 $L/base.log)"
 for round in 1 2; do

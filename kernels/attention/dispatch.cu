@@ -134,15 +134,16 @@ bool tf32x3_forward_usable(const AttentionParams& p, const AttentionDevice& dev)
 // The split-KV decode kernel: forward calls with few query rows per kv head (decode_rows:
 // new tokens x the heads of a GQA group, at most 4 row chunks of 8) and no more than 8 new
 // tokens, no dropout and no block mask, 16-byte aligned Q, K, V rows (it reads 16 bytes per
-// lane), a fp32/bf16/f16 dtype and D 32, 64 or 128. It comes first in the table: for such
-// shapes the tiled kernels would spend most of each 64- or 128-row query tile on padding.
+// lane), a fp32/bf16/f16 dtype and D 32, 64 or 128, or 256 in bf16/f16 (a key's 16-byte slices
+// must fill whole lanes of one warp: 32 at most). It comes first in the table: for such shapes
+// the tiled kernels would spend most of each 64- or 128-row query tile on padding.
 bool decode_usable(const AttentionParams& p, const AttentionDevice&) {
   if (p.dtype != DType::bf16 && p.dtype != DType::f16 && p.dtype != DType::f32) return false;
   if (p.B <= 0 || p.Nq <= 0 || p.Nk <= 0 || p.Hq <= 0 || p.Hkv <= 0 || p.Hq % p.Hkv != 0)
     return false;  // (the argument check names the problem)
   if (p.dropout_p != 0.0 || p.block_mask != nullptr) return false;
   if (p.Nq > 8 || attn::decode::decode_rows(p) > 4 * attn::decode::kRowsPerBlock) return false;
-  if (p.D != 32 && p.D != 64 && p.D != 128) return false;
+  if (p.D != 32 && p.D != 64 && p.D != 128 && (p.D != 256 || !is_16bit(p))) return false;
   if (!aligned16(p.q) || !aligned16(p.k) || !aligned16(p.v)) return false;
   const int64_t chunk = p.dtype == DType::f32 ? 4 : 8;
   return all_multiples({p.q_batch_stride, p.q_seq_stride, p.q_head_stride, p.k_batch_stride,
@@ -182,11 +183,14 @@ void simt_forward(const AttentionParams& p, cudaStream_t s) {
   });
 }
 void decode_forward(const AttentionParams& p, cudaStream_t s) {
-  auto d3 = [&](auto t) {
-    with_head_dim<32, 64, 128>(p.D, [&](auto d) { attn::decode::run_forward<decltype(t), d>(p, s); });
-  };
-  if (p.dtype == DType::f32) d3(float{});
-  else with_16bit(p.dtype, d3);
+  if (p.dtype == DType::f32) {
+    with_head_dim<32, 64, 128>(p.D, [&](auto d) { attn::decode::run_forward<float, d>(p, s); });
+    return;
+  }
+  with_16bit(p.dtype, [&](auto t) {
+    with_head_dim<32, 64, 128, 256>(
+        p.D, [&](auto d) { attn::decode::run_forward<decltype(t), d>(p, s); });
+  });
 }
 void simt_backward(const AttentionParams& p, cudaStream_t s) {
   FG_DISPATCH_FLOAT(p.dtype, "flash_attention_backward_cuda", [&] {
@@ -253,7 +257,8 @@ const AttentionKernel& choose(const std::vector<AttentionKernel>& table, const A
                     "kernel, which cannot run this call (Nq=", p.Nq, ", Hq/Hkv=", p.Hq / p.Hkv,
                     ", dtype ", dtype_name(p.dtype), ", D=", p.D, ", dropout ", p.dropout_p,
                     "): it takes at most 8 new tokens and 32 query rows per kv head (new tokens "
-                    "x Hq/Hkv), no dropout or block mask, bf16/f16/f32, D 32/64/128 and 16-byte "
+                    "x Hq/Hkv), no dropout or block mask, bf16/f16/f32, D 32/64/128 (and 256 in "
+                    "bf16/f16) and 16-byte "
                     "aligned rows"));
   throw Error("flash attention: no CUDA kernel can run this call (the SIMT one always should)");
 }

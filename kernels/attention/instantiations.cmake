@@ -19,7 +19,8 @@ if(FLASHGRAD_CUDA)
     "sm90|forward|bf16 f16|64"
     "sm90ws|forward|bf16 f16|64 128"
     "sm90|backward|bf16 f16|64 128"
-    "decode|forward|f32 bf16 f16|32 64 128")
+    "decode|forward|f32 bf16 f16|32 64 128"
+    "decode|forward|bf16 f16|256")
   set(_fg_attn_type_f32 "float")
   set(_fg_attn_type_f64 "double")
   set(_fg_attn_type_bf16 "fg::bfloat16")

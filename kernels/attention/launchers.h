@@ -39,8 +39,8 @@ namespace sm90ws {
 template <typename T, int D> void run_forward(const AttentionParams& p, cudaStream_t stream);
 }  // namespace sm90ws
 
-// Split-KV decode kernel (forward only): f32, bf16 and f16, D in {32, 64, 128}, a few query
-// rows per kv head against a long cache.
+// Split-KV decode kernel (forward only): f32, bf16 and f16 at D 32, 64 and 128, and bf16 and
+// f16 at 256; a few query rows per kv head against a long cache.
 namespace decode {
 template <typename T, int D> void run_forward(const AttentionParams& p, cudaStream_t stream);
 }  // namespace decode

@@ -256,6 +256,16 @@ if(CMAKE_SCRIPT_MODE_FILE)
     expect_refusal(j "^error: training diverged at step 4: .*the checkpoint of step 2 in div2 is intact")
     fg(k train ${quick} --out div3 --lr 1e30 --weight-decay 0 --dtype bf16)
     expect_refusal(k "^error: training diverged .*--dtype fp32")
+    # The GPU-only benchmarks, on a machine without a GPU (CI's), say so in one line.
+    fg(l info)
+    if(l_out MATCHES "CUDA: built" AND l_out MATCHES "GPUs: none found")
+      fg(m bench attention)
+      expect_refusal(m "^error: bench attention: no CUDA device found; this benchmark needs a GPU")
+      fg(n bench ops)
+      expect_refusal(n "^error: bench ops: no CUDA device; the benchmark needs a GPU")
+      fg(o bench decode-attention)
+      expect_refusal(o "^error: bench decode-attention: no CUDA device found; this benchmark needs a GPU")
+    endif()
 
   elseif(MODE STREQUAL "val_fraction")
     # A tiny --val-fraction answers at once (the minimum size is found in O(log n)) and the

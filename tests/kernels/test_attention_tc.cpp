@@ -101,6 +101,8 @@ TEST_CASE("attention dispatch: the kernel of each call, per device (no GPU neede
     p = dispatch_case(t, 32);
     CHECK(fwd(p, h100) == "simt");
     CHECK(bwd(p, h100) == "simt");
+    CHECK(fwd(dispatch_case(t, 256, 1, 8192), h100) == "splitkv");
+    CHECK(fwd(dispatch_case(t, 96, 1, 8192), h100) == "mma");  // no decode kernel at 96
     p = dispatch_case(t, 64, 1, 8192);
     CHECK(fwd(p, h100) == "splitkv");
     CHECK(fwd(p, volta) == "splitkv");
@@ -127,6 +129,8 @@ TEST_CASE("attention dispatch: the kernel of each call, per device (no GPU neede
     CHECK(fwd(p, h100) == "simt");
     CHECK(bwd(p, h100) == "simt");
   }
+  CHECK(fwd(dispatch_case(DType::f32, 128, 1, 8192), h100) == "splitkv");
+  CHECK(fwd(dispatch_case(DType::f32, 256, 1, 8192), h100) == "simt");  // decode: 16-bit at 256
   const AttentionParams p = dispatch_case(DType::f64, 64);
   CHECK(fwd(p, h100) == "simt");
   CHECK(bwd(p, h100) == "simt");

@@ -38,7 +38,7 @@ template <typename T, int D> struct Pipe {
   static constexpr int kRowBytes = D * int(sizeof(T));
   static constexpr int kPieces = kRowBytes / 16;  // 16-byte copies per row
   static constexpr int kStageBytes = 2 * kStageKeys * kRowBytes;
-  // 8-16 KB stages four deep, 32 KB three deep, 64 KB (fp32, D 128) two deep.
+  // 8-16 KB stages four deep, 32 KB three deep, 64 KB (fp32 at D 128, bf16/f16 at 256) two deep.
   static constexpr int kStages = kStageBytes <= 16384 ? 4 : kStageBytes <= 32768 ? 3 : 2;
   static constexpr int kSmem = kStages * kStageBytes;
   static constexpr int kCopies = 2 * kStageKeys * kPieces / kThreads;  // per thread and stage

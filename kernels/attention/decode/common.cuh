@@ -194,20 +194,39 @@ template <typename T, int D, int ROWS> struct Lanes {
 // Merges n parts of a row, each a normalised output o_at(c) and its log2-sum-exp lse_at(c):
 // LSE = log2 sum_c 2^lse_c, O = sum_c 2^(lse_c - LSE) o_c. Sets o and lse (natural log, as
 // the outputs store it): 0 and -inf when no part saw a key.
-// Both loops are unrolled 16 times, so that the reads of 16 parts (from global memory, or
-// from the other blocks of a cluster) are in flight together instead of one after another.
+//
+// The parts are read 16 at a time, every read issued before the first is used (indices past
+// n - 1 re-read part n - 1, and are not summed), so that a merge of up to 16 parts (from the
+// workspace, or from the other blocks of a cluster) waits for one round trip per pass rather
+// than one per part; the sums still run over c = 0, 1, 2, ... in order.
 template <typename LseAt, typename OAt>
 FG_ATTN_DEV void merge_parts(int64_t n, LseAt&& lse_at, OAt&& o_at, float& o, float& lse) {
+  constexpr int kChunk = 16;
   float mx = neg_inf<float>();
-#pragma unroll 16
-  for (int64_t c = 0; c < n; ++c) mx = fmaxf(mx, lse_at(c));
+  for (int64_t c0 = 0; c0 < n; c0 += kChunk) {
+    float lv[kChunk];
+#pragma unroll
+    for (int i = 0; i < kChunk; ++i) lv[i] = lse_at(min64(c0 + i, n - 1));
+#pragma unroll
+    for (int i = 0; i < kChunk; ++i)
+      if (c0 + i < n) mx = fmaxf(mx, lv[i]);
+  }
   float sum = 0.f, out = 0.f;
   if (mx != neg_inf<float>()) {
-#pragma unroll 16
-    for (int64_t c = 0; c < n; ++c) {
-      const float w = exp2f(lse_at(c) - mx);
-      sum += w;
-      out = fmaf(w, o_at(c), out);
+    for (int64_t c0 = 0; c0 < n; c0 += kChunk) {
+      float lv[kChunk], ov[kChunk];
+#pragma unroll
+      for (int i = 0; i < kChunk; ++i) {
+        const int64_t c = min64(c0 + i, n - 1);
+        lv[i] = lse_at(c), ov[i] = o_at(c);
+      }
+#pragma unroll
+      for (int i = 0; i < kChunk; ++i)
+        if (c0 + i < n) {
+          const float w = exp2f(lv[i] - mx);
+          sum += w;
+          out = fmaf(w, ov[i], out);
+        }
     }
   }
   constexpr float kLn2 = 0.6931471805599453f;
