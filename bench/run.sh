@@ -5,7 +5,8 @@
 # `flashgrad` binary of a CUDA build in ./build (or $FLASHGRAD_BIN). Called by
 # scripts/gpu-check.sh when it exists.
 #
-#   bash bench/run.sh                 # full grid: D 64/128, causal on/off, N 512..16384, bf16
+#   bash bench/run.sh                 # full grid: D 64/128, causal on/off, N 512..16384, bf16;
+#                                     # D 96/256 at N 1024..8192
 #   BENCH_QUICK=1 bash bench/run.sh   # N 1024..8192 only
 #
 # Writes $OUT/bench.json (flashgrad + SDPA numbers and ratios) and $OUT/bench.md (the table,
@@ -27,12 +28,15 @@ LEN="--min-len 512 --max-len 16384"
 echo "== flashgrad bench attention (bf16) =="
 "$BIN" bench attention --dtype bf16 --head-dim 64,128 --causal both $LEN \
   --seconds "$SECONDS_PER" --reps 20 --json "$TMP/bf16.json" || status=1
+echo "== flashgrad bench attention (bf16, D 96 and 256) =="
+"$BIN" bench attention --dtype bf16 --head-dim 96,256 --causal both --min-len 1024 --max-len 8192 \
+  --seconds "$SECONDS_PER" --reps 20 --json "$TMP/bf16-dims.json" || status=1
 echo "== flashgrad bench attention (fp32, D64 N4096) =="
 "$BIN" bench attention --dtype fp32 --head-dim 64 --causal both --min-len 4096 --max-len 4096 \
   --seconds "$SECONDS_PER" --reps 10 --json "$TMP/fp32.json" || status=1
 
 JSONS=()
-for f in "$TMP/bf16.json" "$TMP/fp32.json"; do [ -s "$f" ] && JSONS+=(--flashgrad-json "$f"); done
+for f in "$TMP/bf16.json" "$TMP/bf16-dims.json" "$TMP/fp32.json"; do [ -s "$f" ] && JSONS+=(--flashgrad-json "$f"); done
 if [ ${#JSONS[@]} -gt 0 ] && python3 -c "import torch" 2>/dev/null; then
   echo "== PyTorch SDPA on the same grid =="
   python3 bench/compare_sdpa.py "${JSONS[@]}" --seconds "$SECONDS_PER" --reps 20 \
