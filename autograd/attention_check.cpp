@@ -40,8 +40,8 @@ std::vector<AttentionCheckRow> attention_check_grid(bool quick, bool cuda) {
       row(dt, D, 77, 45, 4, 2, true, 0.17, none);   // causal Nq > Nk, dropout, GQA
       row(dt, D, 100, 100, 4, 1, false, 0.3, none);  // MQA, dropout
     }
-    // Head dims 96 and 256 (on CUDA the mma.sync kernels in bf16/f16, except the backward at
-    // 256, and the SIMT ones otherwise; no f64 kernel at 256 there).
+    // Head dims 96 and 256 (on CUDA the mma.sync kernels in bf16/f16, the SIMT ones otherwise;
+    // no f64 kernel at 256 there).
     for (int64_t D : {96, 256}) {
       if (cuda && dt == DType::f64 && !attention_cuda_supports_head_dim(D, dt)) continue;
       row(dt, D, 64, 64, 2, 2, false, 0.0, none);

@@ -45,7 +45,8 @@ bool is_16bit(const AttentionParams& p) { return p.dtype == DType::bf16 || p.dty
 
 // Whether the mma.sync / 3xTF32 kernels' shared memory (sm80/config.cuh) at p's head dim fits
 // what a block of dev may opt in to: everything does on Hopper (227 KB), but the backward at D
-// 96 and 128 (162 KB) not on sm_86/89/120 (99 KB), which then run the SIMT kernels.
+// 96 and 128 (162 KB) not on sm_86/89/120 (99 KB), nor at 256 (210 KB) on an A100 (163 KB);
+// such calls run the SIMT kernels.
 bool mma_smem_fits(const AttentionParams& p, const AttentionDevice& dev, bool backward) {
   size_t bytes = 0;
   auto at = [&](auto d) {
@@ -85,11 +86,10 @@ bool tensor_core_forward_usable(const AttentionParams& p, const AttentionDevice&
 }
 
 
-// The tensor-core backward is 16-bit only, at D 64, 96 or 128 (at 256 a warp's dK and dV
-// accumulators would not fit its registers); it also reads dO with cp.async and writes dQ, dK,
-// dV two elements at a time.
+// The tensor-core backward is 16-bit only (D 64, 96, 128, 256; the wgmma one 64 and 128); it
+// also reads dO with cp.async and writes dQ, dK, dV two elements at a time.
 bool tensor_core_backward_usable(const AttentionParams& p, const AttentionDevice& dev) {
-  if (!is_16bit(p) || p.D == 256 || !tensor_core_forward_usable(p, dev)) return false;
+  if (!is_16bit(p) || !tensor_core_forward_usable(p, dev)) return false;
   if (!mma_smem_fits(p, dev, /*backward=*/true)) return false;
   if (!aligned16(p.do_) || !aligned16(p.dq) || !aligned16(p.dk) || !aligned16(p.dv)) return false;
   return all_multiples({p.do_batch_stride, p.do_seq_stride, p.do_head_stride, p.dq_batch_stride,
@@ -208,7 +208,7 @@ void tf32x3_forward(const AttentionParams& p, cudaStream_t s) {
 }
 void sm80_backward(const AttentionParams& p, cudaStream_t s) {
   with_16bit(p.dtype, [&](auto t) {
-    with_head_dim<64, 96, 128>(
+    with_head_dim<64, 96, 128, 256>(
         p.D, [&](auto d) { attn::sm80::run_backward<decltype(t), d>(p, s); });
   });
 }

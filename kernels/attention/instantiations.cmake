@@ -15,7 +15,7 @@ if(FLASHGRAD_CUDA)
     "simt|backward|f32 bf16 f16|256"
     "sm80|forward|bf16 f16 f32|64 128"
     "sm80|forward|bf16 f16|96 256"
-    "sm80|backward|bf16 f16|64 96 128"
+    "sm80|backward|bf16 f16|64 96 128 256"
     "sm90|forward|bf16 f16|64"
     "sm90ws|forward|bf16 f16|64 128"
     "sm90|backward|bf16 f16|64 128"

@@ -21,7 +21,7 @@ template <typename T, int D> void run_backward(const AttentionParams& p, cudaStr
 }  // namespace simt
 
 // mma.sync kernels (sm_80 and later): the forward for bf16 and f16 at D 64, 96, 128 and 256 and
-// for f32 (3xTF32) at 64 and 128, the backward for bf16 and f16 at 64, 96 and 128.
+// for f32 (3xTF32) at 64 and 128, the backward for bf16 and f16 at 64, 96, 128 and 256.
 namespace sm80 {
 template <typename T, int D> void run_forward(const AttentionParams& p, cudaStream_t stream);
 template <typename T, int D> void run_backward(const AttentionParams& p, cudaStream_t stream);

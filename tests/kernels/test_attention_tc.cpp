@@ -91,11 +91,16 @@ TEST_CASE("attention dispatch: the kernel of each call, per device (no GPU neede
     CHECK(bwd(p, a100) == "mma");
     CHECK(fwd(p, ada) == "mma");
     CHECK(bwd(p, ada) == "simt");
-    // D 256: the mma.sync forward (97 KB: it fits sm_86/89/120 too), the SIMT backward.
+    // D 256: the mma.sync forward (97 KB: it fits sm_86/89/120 too); its backward (two warps
+    // per 16 keys, 210 KB) on Hopper only.
     p = dispatch_case(t, 256);
     CHECK(fwd(p, h100) == "mma");
-    CHECK(bwd(p, h100) == "simt");
+    CHECK(bwd(p, h100) == "mma");
+    CHECK(bwd(p, h100_no_sm90a) == "mma");
+    CHECK(fwd(p, a100) == "mma");
+    CHECK(bwd(p, a100) == "simt");
     CHECK(fwd(p, ada) == "mma");
+    CHECK(bwd(p, ada) == "simt");
     CHECK(fwd(p, volta) == "simt");
     // D 32: SIMT, except for a decode shape (few query rows, no dropout or mask): split-KV.
     p = dispatch_case(t, 32);

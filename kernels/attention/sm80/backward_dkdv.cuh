@@ -3,7 +3,8 @@
 //
 // FlashAttention-2 partitioning: one block per (key tile of kBN = 16 kWarps keys, kv head,
 // batch); warp w owns keys 16w..16w+15 of the tile for the whole loop, so dK and dV stay in its
-// registers and need no reduction. K and V are loaded once; the block walks the query heads of
+// registers and need no reduction. (At D = 256 two warps share each 16 keys, one half of the
+// head dim each for dK and dV, and kBN = 8 kWarps: DkdvShape::kDSplit.) K and V are loaded once; the block walks the query heads of
 // its GQA group and their query tiles of kBM rows (from the first one the causal diagonal lets
 // see the key tile), streaming Q, dO, LSE and D_i through two cp.async stages. Per query tile
 // and warp, in the transposed orientation (rows = the warp's keys j, columns = the queries i):
@@ -41,9 +42,14 @@ template <int D, bool kWgmma_> struct DkdvShape {
   static constexpr bool kWgmma = kWgmma_;
   static constexpr int kWarps = Config<D>::kBwdWarps, kThreads = kWarps * 32;
   static constexpr int kBM = Config<D>::kBwdBM;  // query rows per tile
-  static constexpr int kBN = Config<D>::kBwdBN;  // keys per block, 16 per warp
+  static constexpr int kBN = Config<D>::kBwdBN;  // keys per block, 16 per key strip
+  // Warps per 16-key strip, each with D / kDSplit dims of dK and dV (warp w: strip
+  // w % kStrips, part w / kStrips of the head dim).
+  static constexpr int kDSplit = Config<D>::kBwdDSplit, kStrips = kWarps / kDSplit;
   static constexpr int kNT = kBM / 8;            // 8-query column tiles of S^T
-  static constexpr int kDT = D / 8;              // 8-dim column tiles of dK, dV
+  static constexpr int kDT = D / 8 / kDSplit;    // 8-dim column tiles of a warp's dK, dV
+  static_assert(kBN == kStrips * 16 && (D / kDSplit) % 16 == 0, "key strips and dim parts");
+  static_assert(!kWgmma || kDSplit == 1, "the wgmma products own whole rows of dK and dV");
   static constexpr uint32_t kTileK = kBN * tile_dim(D) * 2, kTileQ = kBM * tile_dim(D) * 2;
   static constexpr uint32_t kRowBytes = kWgmma ? 128 : tile_dim(D) * 2;
   static constexpr uint32_t kBlkK = kBN * 128, kBlkQ = kBM * 128;
@@ -163,23 +169,23 @@ FG_ATTN_DEV void ds_transposed(float (&s)[kNT][4], float (&dp)[kNT][4], const fl
 // Keeps A fragment kk of the warp's dS^T (16-bit, as the mma consumes it) in the stage's dS^T
 // tile for the dQ step: rows are keys, 16-byte chunk nt of a row holds queries 8 nt .. 8 nt + 7.
 template <typename S>
-FG_ATTN_DEV void store_ds(uint32_t sdSs, int warp, int g, int t, int kk, const uint32_t (&da)[4]) {
+FG_ATTN_DEV void store_ds(uint32_t sdSs, int strip, int g, int t, int kk, const uint32_t (&da)[4]) {
 #pragma unroll
   for (int half = 0; half < 2; ++half)
 #pragma unroll
     for (int hr = 0; hr < 2; ++hr) {
-      const int nt = 2 * kk + half, row = warp * 16 + g + 8 * hr;
+      const int nt = 2 * kk + half, row = strip * 16 + g + 8 * hr;
       st_shared_u32(
           sdSs + uint32_t(row) * S::kDsRowBytes + uint32_t(((nt ^ (row & 7)) << 4) + 4 * t),
           da[2 * half + hr]);
     }
 }
 
-// A warp that sees nothing of the query tile: its keys contribute zero to dQ.
-template <typename S> FG_ATTN_DEV void zero_ds(uint32_t sdSs, int warp, int lane) {
+// A warp that sees nothing of the query tile: its keys (strip) contribute zero to dQ.
+template <typename S> FG_ATTN_DEV void zero_ds(uint32_t sdSs, int strip, int lane) {
 #pragma unroll
   for (int c = 0; c < 16 * int(S::kDsRowBytes) / 16 / 32; ++c)
-    st_shared_zero16(sdSs + uint32_t(warp * 16) * S::kDsRowBytes + uint32_t((c * 32 + lane) * 16));
+    st_shared_zero16(sdSs + uint32_t(strip * 16) * S::kDsRowBytes + uint32_t((c * 32 + lane) * 16));
 }
 
 // dQ[i, split kDqDims + ..] += dq for the rows i = q0 + 16 strip + g (+8) of this thread.
@@ -264,12 +270,15 @@ template <typename T, int D, bool kKeepKV> struct MmaProducts {
   bool kv_in_regs = false;
   // Per-lane ldmatrix offsets (common/mma.cuh): A from this warp's K / V rows, B from Q / dO
   // rows (n = query), B.trans from Q / dO / K rows (k = row), A.trans from dS^T (m = query).
+  // dpair0: the first 16-dim pair of this warp's part of dK and dV.
   uint32_t aLane, bLane, tLane, dsLane;
-  FG_ATTN_DEV explicit MmaProducts(int warp, int lane)
-      : aLane(lane_offset_a<kRowBytes>(lane, warp * 16)),
+  int dpair0;
+  FG_ATTN_DEV MmaProducts(int strip, int lane, int part = 0)
+      : aLane(lane_offset_a<kRowBytes>(lane, strip * 16)),
         bLane(lane_offset_b<kRowBytes>(lane)),
         tLane(lane_offset_bt<kRowBytes>(lane)),
-        dsLane(lane_offset_b<S::kDsRowBytes>(lane)) {}
+        dsLane(lane_offset_b<S::kDsRowBytes>(lane)),
+        dpair0(part * (kDT / 2)) {}
 
   FG_ATTN_DEV bool active(const AttentionParams&, int64_t, int64_t, int64_t, int64_t, int,
                           TileVisibility wvis) const {
@@ -319,8 +328,9 @@ template <typename T, int D, bool kKeepKV> struct MmaProducts {
 #pragma unroll
       for (int dpi = 0; dpi < kDT / 2; ++dpi) {
         uint32_t bo[4], bq[4];
-        ldmatrix_x4_trans(bo, ((sdOs + tLane) ^ uint32_t(dpi << 5)) + kk * 16 * kRowBytes);
-        ldmatrix_x4_trans(bq, ((sQs + tLane) ^ uint32_t(dpi << 5)) + kk * 16 * kRowBytes);
+        const uint32_t x = uint32_t(((S::kDSplit > 1 ? dpair0 : 0) + dpi) << 5);
+        ldmatrix_x4_trans(bo, ((sdOs + tLane) ^ x) + kk * 16 * kRowBytes);
+        ldmatrix_x4_trans(bq, ((sQs + tLane) ^ x) + kk * 16 * kRowBytes);
         mma_16816<T>(dv[2 * dpi], pa, bo[0], bo[1]);
         mma_16816<T>(dv[2 * dpi + 1], pa, bo[2], bo[3]);
         mma_16816<T>(dk[2 * dpi], da, bq[0], bq[1]);
@@ -359,6 +369,11 @@ FG_ATTN_DEV void dkdv_block(const AttentionParams& p, const float* __restrict__ 
   const S sm(smem);
   const int tid = int(threadIdx.x), warp = tid / 32, lane = tid % 32;
   const int g = lane >> 2, t = lane & 3;
+  // The warp's 16 keys (strip) and its part of the head dim for dK and dV; the warps of one
+  // strip form the same dS^T, which the part-0 warp alone stores for the dQ step.
+  const int strip = S::kDSplit == 1 ? warp : warp % S::kStrips;
+  const int part = S::kDSplit == 1 ? 0 : warp / S::kStrips;
+  const bool stores_ds = part == 0;
   const int64_t k0 = int64_t(blockIdx.x) * kBN, hk = blockIdx.y, b = blockIdx.z;
   const int64_t k1 = k0 + kBN < p.Nk ? k0 + kBN : p.Nk;
   const QueryTileWalk<kBM> walk(p, k0, k1, hk);
@@ -373,7 +388,7 @@ FG_ATTN_DEV void dkdv_block(const AttentionParams& p, const float* __restrict__ 
   if (it.gi < walk.G) load_query_tile<D>(sm, p, Di, b, hk * walk.G + it.gi, it.qt * kBM, 0);
   cp_async_commit();
 
-  Products products(warp, lane);
+  Products products(strip, lane, part);
   auto dq_step = [&](int st, int64_t h, int64_t q0) {
     sm80::dq_step<D>(products, sm, dq_accum, p, b, h, q0, st, warp, g, t);
   };
@@ -381,12 +396,12 @@ FG_ATTN_DEV void dkdv_block(const AttentionParams& p, const float* __restrict__ 
   float dk[kDT][4], dv[kDT][4];
   zero(dk);
   zero(dv);
-  const int64_t kw0 = k0 + warp * 16, kw1 = kw0 + 16 < p.Nk ? kw0 + 16 : p.Nk;
+  const int64_t kw0 = k0 + strip * 16, kw1 = kw0 + 16 < p.Nk ? kw0 + 16 : p.Nk;
   int stage = 0;
   int64_t prev_h = -1, prev_q0 = 0;  // the query tile whose dQ step is still due
   constexpr bool kOverlap = kAtomicDq && Products::kOverlapDq;
   if constexpr (kOverlap)
-    zero_ds<S>(sm.sdS + uint32_t(kBN) * S::kDsRowBytes, warp, lane);  // stage 1 (see the loop)
+    zero_ds<S>(sm.sdS + uint32_t(kBN) * S::kDsRowBytes, strip, lane);  // stage 1 (see the loop)
 
   while (it.gi < walk.G) {
     if constexpr (Products::kBulkDq) {
@@ -429,42 +444,44 @@ FG_ATTN_DEV void dkdv_block(const AttentionParams& p, const float* __restrict__ 
       // On the first tile the product runs on the zeroed dS^T of stage 1 and nothing is added:
       // no wgmma sits in a branch (ptxas serialises every wgmma of a kernel that has one in a
       // path it cannot prove uniform).
-      const bool act = products.active(p, h, q0, q1, k0, warp, wvis);
-      const int strip = warp % S::kDqStrips, split = warp / S::kDqStrips;
+      const bool act = products.active(p, h, q0, q1, k0, strip, wvis);
+      const int dq_strip = warp % S::kDqStrips, dq_split = warp / S::kDqStrips;
       // Every product and elementwise step runs in every warpgroup, also in one that sees
       // nothing of the tile (its P and dS are zeroed before dV, dK and the stored dS^T), so
       // that no branch encloses a wgmma.
       float s[kNT][4], dp[kNT][4], dq[S::kDqDims / 8][4];
       zero(s);
       zero(dp);
-      products.scores(s, dp, sm, sQs, sdOs, warp);
+      products.scores(s, dp, sm, sQs, sdOs, strip);
       zero(dq);
-      products.dq_issue(dq, sm, sm.sdS + uint32_t(stage ^ 1) * kBN * S::kDsRowBytes, split);
+      products.dq_issue(dq, sm, sm.sdS + uint32_t(stage ^ 1) * kBN * S::kDsRowBytes, dq_split);
       probabilities_and_ds(s, dp);
       products.dq_finish(dq);
       const uint32_t sDqs = sm.sDq + uint32_t(stage) * S::kDqTileBytes;  // alternating buffers
-      stage_dq<D>(sDqs, dq, strip, split, g, t);
+      stage_dq<D>(sDqs, dq, dq_strip, dq_split, g, t);
       fence_proxy_async();  // the stores, for the bulk reduction's reads
       if (!act) {  // P and dS of keys that see nothing of the tile are zero
         zero(s);
         zero(dp);
       }
       products.dv_dk(dv, dk, s, dp, sQs, sdOs, [&](int kk, const uint32_t (&da)[4]) {
-        store_ds<S>(sdSs, warp, g, t, kk, da);
+        store_ds<S>(sdSs, strip, g, t, kk, da);
       });
       __syncthreads();  // every thread's part of the staged dQ is in
       if (prev_h >= 0) bulk_add_dq_tile<D, S>(sDqs, dq_accum, p, b, prev_h, prev_q0);
-    } else if (products.active(p, h, q0, q1, k0, warp, wvis)) {
+    } else if (products.active(p, h, q0, q1, k0, strip, wvis)) {
       float s[kNT][4], dp[kNT][4];
       zero(s);
       zero(dp);
-      products.scores(s, dp, sm, sQs, sdOs, warp);
+      products.scores(s, dp, sm, sQs, sdOs, strip);
       probabilities_and_ds(s, dp);
       products.dv_dk(dv, dk, s, dp, sQs, sdOs, [&](int kk, const uint32_t (&da)[4]) {
-        if constexpr (kAtomicDq) store_ds<S>(sdSs, warp, g, t, kk, da);
+        if constexpr (kAtomicDq) {
+          if (stores_ds) store_ds<S>(sdSs, strip, g, t, kk, da);
+        }
       });
     } else if constexpr (kAtomicDq) {
-      zero_ds<S>(sdSs, warp, lane);
+      if (stores_ds) zero_ds<S>(sdSs, strip, lane);
     }
     prev_h = h, prev_q0 = q0;
     stage ^= 1;
@@ -485,8 +502,9 @@ FG_ATTN_DEV void dkdv_block(const AttentionParams& p, const float* __restrict__ 
     }
   }
 
-  store_fragment_rows<T>(kw0, p.Nk, g, t, p.dk_head<T>(b, hk), p.dk_seq_stride, dk,
-                         p.dv_head<T>(b, hk), p.dv_seq_stride, dv);
+  const int64_t d0 = int64_t(part) * (D / S::kDSplit);  // this warp's first dim of dK, dV
+  store_fragment_rows<T>(kw0, p.Nk, g, t, p.dk_head<T>(b, hk) + d0, p.dk_seq_stride, dk,
+                         p.dv_head<T>(b, hk) + d0, p.dv_seq_stride, dv);
 }
 
 }  // namespace sm80

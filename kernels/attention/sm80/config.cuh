@@ -31,13 +31,15 @@ template <int D> struct Config {
   static constexpr int kTf32BM = kTf32Warps * 16;
   static constexpr size_t kTf32Smem = 4 * size_t((kTf32BM + 2 * 2 * kTf32BN) * (D + 4));
 
-  // Backward dK/dV (D 64, 96, 128: a warp's dK and dV accumulators take D floats a thread, too
-  // many at 256): kBwdWarps warps of 16 keys (kBwdBN keys per block), query tiles of kBwdBM
-  // rows; at D = 64 each warp keeps its K and V fragments in registers for the whole loop
-  // (wider heads reload them from shared memory). Shared memory: K, V; two stages of Q, dO and
-  // dS^T; two stages of LSE and D_i (fp32); 1 KB alignment slack.
-  static constexpr int kBwdWarps = 8, kBwdBM = 64;
-  static constexpr int kBwdBN = kBwdWarps * 16;
+  // Backward dK/dV: kBwdWarps warps, each owning 16 keys and D / kBwdDSplit dims of their dK
+  // and dV (kBwdBN keys per block), query tiles of kBwdBM rows. A warp's dK and dV take
+  // 2 (D / kBwdDSplit) / 2 floats a thread, so at D = 256 two warps share 16 keys, each with
+  // half the head dim (both form the same S^T and dP^T; 64 keys a block). At D = 64 each warp
+  // keeps its K and V fragments in registers for the whole loop (wider heads reload them from
+  // shared memory). Shared memory: K, V; two stages of Q, dO and dS^T; two stages of LSE and
+  // D_i (fp32); 1 KB alignment slack (210 KB at D = 256: Hopper only).
+  static constexpr int kBwdWarps = 8, kBwdBM = 64, kBwdDSplit = D > 128 ? 2 : 1;
+  static constexpr int kBwdBN = kBwdWarps / kBwdDSplit * 16;
   static constexpr bool kKeepKV = D == 64;
   static constexpr size_t kBwdSmem =
       2 * size_t(2 * kBwdBN * tile_dim(D) + 2 * 2 * kBwdBM * tile_dim(D) + 2 * kBwdBN * kBwdBM) +

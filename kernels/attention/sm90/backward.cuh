@@ -37,7 +37,7 @@ template <typename T, int D, int kDqMode> struct WgmmaProducts {
   static constexpr uint32_t kRowBytes = S::kRowBytes;
   static_assert(D % 64 == 0 && S::kWarps % 4 == 0 && kBlockMaskTileK % 64 == 0,
                 "a warpgroup's 64 keys form one m64 tile inside one block-mask tile");
-  FG_ATTN_DEV WgmmaProducts(int, int) {}
+  FG_ATTN_DEV WgmmaProducts(int, int, int = 0) {}  // (warp, lane, part: the rows are whole)
 
   // Whether the warp's warpgroup (64 keys, inside one block-mask tile) sees the query tile.
   FG_ATTN_DEV bool active(const AttentionParams& p, int64_t h, int64_t q0, int64_t q1, int64_t k0,
