@@ -34,8 +34,9 @@ namespace fg {
 void check_attention_params(const AttentionParams& p, bool backward = false, bool cuda = false);
 
 // The head dims the CUDA kernels are compiled for: 32, 64, 96, 128, and 256 except in f64 (the
-// tensor-core kernels take 64 and 128, and in bf16/f16 96 and 256 too; the
-// split-KV decode kernel 32, 64 and 128; the SIMT kernels every one of them). attention_cuda_head_dims() says so, for error messages.
+// tensor-core kernels take 64 and 128, and in bf16/f16 96 and 256 too; the split-KV decode
+// kernel 32, 64 and 128, and 256 in bf16/f16; the SIMT kernels every one of them).
+// attention_cuda_head_dims() says so, for error messages.
 bool attention_cuda_supports_head_dim(int64_t D, DType dtype);
 const char* attention_cuda_head_dims();
 
@@ -74,8 +75,9 @@ struct AttentionKernel {
   // "splitkv" (forward only: decode shapes, a few query rows against a long cache, keys split
   // across blocks), "tma" (forward only: the warp-specialised Hopper kernel, bf16/f16, D 64 and
   // 128, no block mask), "wgmma" (sm_90a warpgroup mma: bf16/f16; forward D 64, backward D 64
-  // and 128), "mma" (mma.sync, sm_80+: bf16/f16, D 64, 96, 128 and 256), "3xtf32" (forward only: f32 on tensor cores, D 64 and 128, about fp32
-  // accuracy) or "simt" (every dtype and head dim: the fallback).
+  // and 128), "mma" (mma.sync, sm_80+: bf16/f16, D 64, 96, 128 and 256), "3xtf32" (forward
+  // only: f32 on tensor cores, D 64 and 128, about fp32 accuracy) or "simt" (every dtype and
+  // head dim: the fallback).
   const char* name;
   // Whether it can compute p on device dev: dtype, head dim, alignment of pointers and
   // strides, compute capability. A rule only: it makes no CUDA call and reads no pointer.

@@ -152,7 +152,9 @@ bool decode_usable(const AttentionParams& p, const AttentionDevice&) {
                        chunk);
 }
 // Every dtype and head dim (checked), but not per-entry key lengths: the decode kernel only.
-bool simt_usable(const AttentionParams& p, const AttentionDevice&) { return p.seqused_k == nullptr; }
+bool simt_usable(const AttentionParams& p, const AttentionDevice&) {
+  return p.seqused_k == nullptr;
+}
 bool sm90_backward_usable(const AttentionParams& p, const AttentionDevice& dev) {
   return (p.D == 64 || p.D == 128) && tensor_core_backward_usable(p, dev) && hopper(dev);
 }

@@ -52,7 +52,8 @@ std::string bwd(const AttentionParams& p, const AttentionDevice& dev) {
 // The tables' rules for devices described, not queried: no GPU needed, so CI checks which kernel
 // each kind of call gets on an H100, an A100, a GPU with 99 KB of shared memory per block
 // (sm_86/89/120), a pre-Ampere one, and an H100 with a build that lacks sm_90a code.
-TEST_CASE("attention dispatch: the kernel of each call, per device (no GPU needed)", "[attention]") {
+TEST_CASE("attention dispatch: the kernel of each call, per device (no GPU needed)",
+          "[attention]") {
   if (std::getenv("FLASHGRAD_ATTENTION_SIMT") || std::getenv("FLASHGRAD_ATTENTION_WGMMA") ||
       std::getenv("FLASHGRAD_ATTENTION_TMA") || cuda::allow_tf32()) {
     WARN("not checked: the environment overrides the choice (FLASHGRAD_ATTENTION_*, "
@@ -60,7 +61,8 @@ TEST_CASE("attention dispatch: the kernel of each call, per device (no GPU neede
     return;
   }
   const AttentionDevice h100{9, 227 * 1024, true}, h100_no_sm90a{9, 227 * 1024, false};
-  const AttentionDevice a100{8, 163 * 1024, true}, ada{8, 99 * 1024, true}, volta{7, 96 * 1024, true};
+  const AttentionDevice a100{8, 163 * 1024, true}, ada{8, 99 * 1024, true};
+  const AttentionDevice volta{7, 96 * 1024, true};
   for (DType t : {DType::bf16, DType::f16}) {
     INFO(dtype_name(t));
     // D 64 / 128: the TMA forward and the wgmma backward on Hopper, mma.sync elsewhere.

@@ -50,8 +50,9 @@ FG_ATTN_DEV void load_tile_async(uint32_t tile, const uint16_t* src, int64_t seq
 #pragma unroll
   for (int it = 0; it < kRows / kRowStep; ++it) {
     const bool valid = r0 + r + it * kRowStep < n;
-    cp_async_16(kRowStep % 8 == 0 ? dst0 + uint32_t(it * kRowStep * kPitch) : dst(r + it * kRowStep),
-                valid ? g + it * kRowStep * seq_stride : src, valid ? 16 : 0);
+    const uint32_t to =
+        kRowStep % 8 == 0 ? dst0 + uint32_t(it * kRowStep * kPitch) : dst(r + it * kRowStep);
+    cp_async_16(to, valid ? g + it * kRowStep * seq_stride : src, valid ? 16 : 0);
   }
 }
 

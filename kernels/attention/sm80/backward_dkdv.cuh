@@ -4,9 +4,9 @@
 // FlashAttention-2 partitioning: one block per (key tile of kBN = 16 kWarps keys, kv head,
 // batch); warp w owns keys 16w..16w+15 of the tile for the whole loop, so dK and dV stay in its
 // registers and need no reduction. (At D = 256 two warps share each 16 keys, one half of the
-// head dim each for dK and dV, and kBN = 8 kWarps: DkdvShape::kDSplit.) K and V are loaded once; the block walks the query heads of
-// its GQA group and their query tiles of kBM rows (from the first one the causal diagonal lets
-// see the key tile), streaming Q, dO, LSE and D_i through two cp.async stages. Per query tile
+// head dim each for dK and dV, and kBN = 8 kWarps: DkdvShape::kDSplit.) K and V are loaded
+// once; the block walks the query heads of its GQA group and their query tiles of kBM rows
+// (from the first one the causal diagonal lets see the key tile), streaming Q, dO, LSE and D_i through two cp.async stages. Per query tile
 // and warp, in the transposed orientation (rows = the warp's keys j, columns = the queries i):
 //   S^T  = K Q^T,  dP^T = V dO^T                            (Products::scores)
 //   P^T  = exp2(S^T * scale * log2 e - LSE_i * log2 e)      (masked and padded entries -> 0)

@@ -33,7 +33,7 @@ template <int D> struct Config {
 
   // Backward dK/dV: kBwdWarps warps, each owning 16 keys and D / kBwdDSplit dims of their dK
   // and dV (kBwdBN keys per block), query tiles of kBwdBM rows. A warp's dK and dV take
-  // 2 (D / kBwdDSplit) / 2 floats a thread, so at D = 256 two warps share 16 keys, each with
+  // D / kBwdDSplit floats a thread, so at D = 256 two warps share 16 keys, each with
   // half the head dim (both form the same S^T and dP^T; 64 keys a block). At D = 64 each warp
   // keeps its K and V fragments in registers for the whole loop (wider heads reload them from
   // shared memory). Shared memory: K, V; two stages of Q, dO and dS^T; two stages of LSE and
