@@ -43,24 +43,23 @@ bool all_multiples(std::initializer_list<int64_t> strides, int64_t n) {
 
 bool is_16bit(const AttentionParams& p) { return p.dtype == DType::bf16 || p.dtype == DType::f16; }
 
+// Calls f(std::integral_constant<int, D>{}) for the runtime head dim, one of Ds.
+template <int... Ds, typename F> void with_head_dim(int64_t D, F&& f) {
+  const bool found = ((D == Ds ? (f(std::integral_constant<int, Ds>{}), true) : false) || ...);
+  FG_CHECK(found, "flash attention: head dim D=", D, " has no CUDA kernel of this kind");
+}
+
 // Whether the mma.sync / 3xTF32 kernels' shared memory (sm80/config.cuh) at p's head dim fits
 // what a block of dev may opt in to: everything does on Hopper (227 KB), but the backward at D
 // 96 and 128 (162 KB) not on sm_86/89/120 (99 KB), nor at 256 (210 KB) on an A100 (163 KB);
-// such calls run the SIMT kernels.
+// such calls run the SIMT kernels. p.D is one of the mma.sync head dims (the callers check it).
 bool mma_smem_fits(const AttentionParams& p, const AttentionDevice& dev, bool backward) {
   size_t bytes = 0;
-  auto at = [&](auto d) {
+  with_head_dim<64, 96, 128, 256>(p.D, [&](auto d) {
     using C = attn::sm80::Config<decltype(d)::value>;
     bytes = backward ? std::max(C::kBwdSmem, C::kDqSmem)
                      : p.dtype == DType::f32 ? C::kTf32Smem : C::kFwdSmem;
-  };
-  switch (p.D) {
-    case 64: at(std::integral_constant<int, 64>{}); break;
-    case 96: at(std::integral_constant<int, 96>{}); break;
-    case 128: at(std::integral_constant<int, 128>{}); break;
-    case 256: at(std::integral_constant<int, 256>{}); break;
-    default: return false;
-  }
+  });
   return bytes <= dev.smem_optin;
 }
 
@@ -84,7 +83,6 @@ bool tensor_core_forward_usable(const AttentionParams& p, const AttentionDevice&
     return false;
   return dev.major >= 8 && mma_smem_fits(p, dev, /*backward=*/false);
 }
-
 
 // The tensor-core backward is 16-bit only (D 64, 96, 128, 256; the wgmma one 64 and 128); it
 // also reads dO with cp.async and writes dQ, dK, dV two elements at a time.
@@ -162,11 +160,6 @@ bool sm90_backward_usable(const AttentionParams& p, const AttentionDevice& dev) 
 // ---------------------------------------------------------------------------------------------
 // From the runtime dtype and head dim to the instantiated launchers
 
-// Calls f(std::integral_constant<int, D>{}) for the runtime head dim, one of Ds.
-template <int... Ds, typename F> void with_head_dim(int64_t D, F&& f) {
-  const bool found = ((D == Ds ? (f(std::integral_constant<int, Ds>{}), true) : false) || ...);
-  FG_CHECK(found, "flash attention: head dim D=", D, " has no CUDA kernel of this kind");
-}
 // Calls f(T{}) for the runtime 16-bit dtype.
 template <typename F> void with_16bit(DType dt, F&& f) {
   if (dt == DType::bf16) f(bfloat16{});
@@ -260,8 +253,7 @@ const AttentionKernel& choose(const std::vector<AttentionKernel>& table, const A
                     ", dtype ", dtype_name(p.dtype), ", D=", p.D, ", dropout ", p.dropout_p,
                     "): it takes at most 8 new tokens and 32 query rows per kv head (new tokens "
                     "x Hq/Hkv), no dropout or block mask, bf16/f16/f32, D 32/64/128 (and 256 in "
-                    "bf16/f16) and 16-byte "
-                    "aligned rows"));
+                    "bf16/f16) and 16-byte aligned rows"));
   throw Error("flash attention: no CUDA kernel can run this call (the SIMT one always should)");
 }
 
@@ -271,8 +263,8 @@ const AttentionKernel& find(const std::vector<AttentionKernel>& table, const cha
   for (const AttentionKernel& k : table) {
     if (std::strcmp(k.name, name) == 0) {
       FG_CHECK(k.usable(p, attention_current_device()), who, ": kernel '", name,
-               "' cannot run this call (dtype ",
-               dtype_name(p.dtype), ", D=", p.D, ", this device and these pointers and strides); ",
+               "' cannot run this call (dtype ", dtype_name(p.dtype), ", D=", p.D,
+               ", this device and these pointers and strides); ",
                "flash_attention_*_kernel(params) names the one that can");
       return k;
     }

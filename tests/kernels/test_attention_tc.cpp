@@ -63,49 +63,48 @@ TEST_CASE("attention dispatch: the kernel of each call, per device (no GPU neede
   const AttentionDevice h100{9, 227 * 1024, true}, h100_no_sm90a{9, 227 * 1024, false};
   const AttentionDevice a100{8, 163 * 1024, true}, ada{8, 99 * 1024, true};
   const AttentionDevice volta{7, 96 * 1024, true};
+  // A plain 16-bit call (no mask, aligned rows) per head dim and device: the TMA forward and
+  // the wgmma backward on Hopper at D 64/128; mma.sync elsewhere (D 96 rows padded to 128 in
+  // shared memory), its backward where its shared memory fits a block (162 KB at D 96/128, 210
+  // KB at 256: two warps per 16 keys); SIMT before Ampere.
+  struct Want {
+    int64_t D;
+    const AttentionDevice* dev;
+    const char *device, *fwd, *bwd;
+  };
+  const Want wants[] = {
+      {64, &h100, "H100", "tma", "wgmma"},        {128, &h100, "H100", "tma", "wgmma"},
+      {96, &h100, "H100", "mma", "mma"},          {256, &h100, "H100", "mma", "mma"},
+      {64, &h100_no_sm90a, "H100, no sm_90a code", "mma", "mma"},
+      {128, &h100_no_sm90a, "H100, no sm_90a code", "mma", "mma"},
+      {96, &h100_no_sm90a, "H100, no sm_90a code", "mma", "mma"},
+      {256, &h100_no_sm90a, "H100, no sm_90a code", "mma", "mma"},
+      {64, &a100, "A100", "mma", "mma"},          {128, &a100, "A100", "mma", "mma"},
+      {96, &a100, "A100", "mma", "mma"},          {256, &a100, "A100", "mma", "simt"},
+      {64, &ada, "99 KB", "mma", "mma"},          {128, &ada, "99 KB", "mma", "simt"},
+      {96, &ada, "99 KB", "mma", "simt"},         {256, &ada, "99 KB", "mma", "simt"},
+      {64, &volta, "sm_70", "simt", "simt"},      {128, &volta, "sm_70", "simt", "simt"},
+      {96, &volta, "sm_70", "simt", "simt"},      {256, &volta, "sm_70", "simt", "simt"},
+  };
   for (DType t : {DType::bf16, DType::f16}) {
     INFO(dtype_name(t));
-    // D 64 / 128: the TMA forward and the wgmma backward on Hopper, mma.sync elsewhere.
+    for (const Want& w : wants) {
+      INFO("D " << w.D << " on " << w.device);
+      const AttentionParams p = dispatch_case(t, w.D);
+      CHECK(fwd(p, *w.dev) == w.fwd);
+      CHECK(bwd(p, *w.dev) == w.bwd);
+    }
+    // A block mask rules the TMA forward out: wgmma at D 64, mma.sync at 128.
     for (int64_t D : {64, 128}) {
-      INFO("D " << D);
+      INFO("D " << D << ", block mask");
       AttentionParams p = dispatch_case(t, D);
-      CHECK(fwd(p, h100) == "tma");
-      CHECK(bwd(p, h100) == "wgmma");
-      CHECK(fwd(p, h100_no_sm90a) == "mma");
-      CHECK(bwd(p, h100_no_sm90a) == "mma");
-      CHECK(fwd(p, a100) == "mma");
-      CHECK(bwd(p, a100) == "mma");
-      CHECK(fwd(p, ada) == "mma");
-      CHECK(bwd(p, ada) == (D == 64 ? "mma" : "simt"));  // the D 128 backward needs 162 KB
-      CHECK(fwd(p, volta) == "simt");
-      CHECK(bwd(p, volta) == "simt");
-      // A block mask rules the TMA forward out: wgmma at D 64, mma.sync at 128.
       const std::vector<uint8_t> mask = sliding_window_block_mask(p.Nq, p.Nk, 64, true);
       p.block_mask = mask.data();
       CHECK(fwd(p, h100) == (D == 64 ? "wgmma" : "mma"));
       CHECK(bwd(p, h100) == "wgmma");
     }
-    // D 96: mma.sync both ways (rows padded to 128 in shared memory), never wgmma or TMA.
-    AttentionParams p = dispatch_case(t, 96);
-    CHECK(fwd(p, h100) == "mma");
-    CHECK(bwd(p, h100) == "mma");
-    CHECK(fwd(p, a100) == "mma");
-    CHECK(bwd(p, a100) == "mma");
-    CHECK(fwd(p, ada) == "mma");
-    CHECK(bwd(p, ada) == "simt");
-    // D 256: the mma.sync forward (97 KB: it fits sm_86/89/120 too); its backward (two warps
-    // per 16 keys, 210 KB) on Hopper only.
-    p = dispatch_case(t, 256);
-    CHECK(fwd(p, h100) == "mma");
-    CHECK(bwd(p, h100) == "mma");
-    CHECK(bwd(p, h100_no_sm90a) == "mma");
-    CHECK(fwd(p, a100) == "mma");
-    CHECK(bwd(p, a100) == "simt");
-    CHECK(fwd(p, ada) == "mma");
-    CHECK(bwd(p, ada) == "simt");
-    CHECK(fwd(p, volta) == "simt");
     // D 32: SIMT, except for a decode shape (few query rows, no dropout or mask): split-KV.
-    p = dispatch_case(t, 32);
+    AttentionParams p = dispatch_case(t, 32);
     CHECK(fwd(p, h100) == "simt");
     CHECK(bwd(p, h100) == "simt");
     CHECK(fwd(dispatch_case(t, 256, 1, 8192), h100) == "splitkv");

@@ -328,7 +328,7 @@ template <typename T, int D, bool kKeepKV> struct MmaProducts {
 #pragma unroll
       for (int dpi = 0; dpi < kDT / 2; ++dpi) {
         uint32_t bo[4], bq[4];
-        const uint32_t x = uint32_t(((S::kDSplit > 1 ? dpair0 : 0) + dpi) << 5);
+        const uint32_t x = uint32_t((dpair0 + dpi) << 5);
         ldmatrix_x4_trans(bo, ((sdOs + tLane) ^ x) + kk * 16 * kRowBytes);
         ldmatrix_x4_trans(bq, ((sQs + tLane) ^ x) + kk * 16 * kRowBytes);
         mma_16816<T>(dv[2 * dpi], pa, bo[0], bo[1]);
