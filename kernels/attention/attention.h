@@ -73,8 +73,9 @@ AttentionDevice attention_current_device();
 // One CUDA attention kernel of a direction (for the backward, its whole launch sequence).
 struct AttentionKernel {
   // "splitkv" (forward only: decode shapes, a few query rows against a long cache, keys split
-  // across blocks), "tma" (forward only: the warp-specialised Hopper kernel, bf16/f16, D 64 and
-  // 128, no block mask), "wgmma" (sm_90a warpgroup mma: bf16/f16; forward D 64, backward D 64
+  // across blocks), "tma" (the warp-specialised Hopper kernels, bf16/f16, D 64 and 128; the
+  // forward without block masks, the backward only with FLASHGRAD_ATTENTION_TMA_BWD=1 when
+  // chosen by the tables), "wgmma" (sm_90a warpgroup mma: bf16/f16; forward D 64, backward D 64
   // and 128), "mma" (mma.sync, sm_80+: bf16/f16, D 64, 96, 128 and 256), "3xtf32" (forward
   // only: f32 on tensor cores, D 64 and 128, about fp32 accuracy) or "simt" (every dtype and
   // head dim: the fallback).

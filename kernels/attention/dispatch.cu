@@ -156,6 +156,16 @@ bool simt_usable(const AttentionParams& p, const AttentionDevice&) {
 bool sm90_backward_usable(const AttentionParams& p, const AttentionDevice& dev) {
   return (p.D == 64 || p.D == 128) && tensor_core_backward_usable(p, dev) && hopper(dev);
 }
+// The warp-specialised backward: what the wgmma backward needs, and strides a tensor map takes
+// for Q, dO, K and V. (Its launcher hands deterministic calls to the wgmma kernels.)
+bool sm90ws_backward_usable(const AttentionParams& p, const AttentionDevice& dev) {
+  if (!tma_dims_ok({{p.B, p.q_batch_stride}, {p.Nq, p.q_seq_stride}, {p.Hq, p.q_head_stride},
+                    {p.B, p.do_batch_stride}, {p.Nq, p.do_seq_stride}, {p.Hq, p.do_head_stride},
+                    {p.B, p.k_batch_stride}, {p.Nk, p.k_seq_stride}, {p.Hkv, p.k_head_stride},
+                    {p.B, p.v_batch_stride}, {p.Nk, p.v_seq_stride}, {p.Hkv, p.v_head_stride}}))
+    return false;
+  return sm90_backward_usable(p, dev);
+}
 
 // ---------------------------------------------------------------------------------------------
 // From the runtime dtype and head dim to the instantiated launchers
@@ -222,6 +232,11 @@ void sm90_backward(const AttentionParams& p, cudaStream_t s) {
     with_head_dim<64, 128>(p.D, [&](auto d) { attn::sm90::run_backward<decltype(t), d>(p, s); });
   });
 }
+void sm90ws_backward(const AttentionParams& p, cudaStream_t s) {
+  with_16bit(p.dtype, [&](auto t) {
+    with_head_dim<64, 128>(p.D, [&](auto d) { attn::sm90ws::run_backward<decltype(t), d>(p, s); });
+  });
+}
 
 // ---------------------------------------------------------------------------------------------
 // The tables and the choice
@@ -229,13 +244,17 @@ void sm90_backward(const AttentionParams& p, cudaStream_t s) {
 // Environment overrides, read once (env_flag): FLASHGRAD_ATTENTION_SIMT=1 keeps the default
 // choice on the SIMT kernels, FLASHGRAD_ATTENTION_WGMMA=0 off the wgmma ones (the
 // warp-specialised "tma" forward too), FLASHGRAD_ATTENTION_TMA=0 off that one alone (to compare
-// paths). The 3xTF32 fp32 forward is chosen only with FLASHGRAD_ALLOW_TF32=1
-// (cuda::allow_tf32): its error is up to 5.5x that of PyTorch's fp32 SDPA, the SIMT forward's
+// paths). The warp-specialised backward ("tma" in the backward table) is chosen only with
+// FLASHGRAD_ATTENTION_TMA_BWD=1 until a GPU run has checked and timed it against the wgmma one
+// (bench/NOTES-attention-backward.md). The 3xTF32 fp32 forward is chosen only with
+// FLASHGRAD_ALLOW_TF32=1 (cuda::allow_tf32): its error is up to 5.5x that of PyTorch's fp32 SDPA, the SIMT forward's
 // within 2x (bench/RESULTS.md, "fp32 attention accuracy"). Kernels run by name ignore them.
 bool allowed_by_environment(const AttentionKernel& k) {
   static const bool simt_only = env_flag("FLASHGRAD_ATTENTION_SIMT");
   static const bool no_wgmma = !env_flag("FLASHGRAD_ATTENTION_WGMMA", /*unset=*/true);
   static const bool no_tma = !env_flag("FLASHGRAD_ATTENTION_TMA", /*unset=*/true);
+  static const bool tma_bwd = env_flag("FLASHGRAD_ATTENTION_TMA_BWD");
+  if (k.run == sm90ws_backward && !tma_bwd) return false;
   if (simt_only && std::strcmp(k.name, "simt") != 0) return false;
   if (std::strcmp(k.name, "tma") == 0 && (no_tma || no_wgmma)) return false;
   if (std::strcmp(k.name, "3xtf32") == 0 && !cuda::allow_tf32()) return false;
@@ -289,6 +308,7 @@ const std::vector<AttentionKernel>& flash_attention_forward_kernels() {
 
 const std::vector<AttentionKernel>& flash_attention_backward_kernels() {
   static const std::vector<AttentionKernel> table = {
+      {"tma", sm90ws_backward_usable, sm90ws_backward},
       {"wgmma", sm90_backward_usable, sm90_backward},
       {"mma", tensor_core_backward_usable, sm80_backward},
       {"simt", simt_usable, simt_backward},

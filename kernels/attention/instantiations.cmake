@@ -18,6 +18,7 @@ if(FLASHGRAD_CUDA)
     "sm80|backward|bf16 f16|64 96 128 256"
     "sm90|forward|bf16 f16|64"
     "sm90ws|forward|bf16 f16|64 128"
+    "sm90ws|backward|bf16 f16|64 128"
     "sm90|backward|bf16 f16|64 128"
     "decode|forward|f32 bf16 f16|32 64 128"
     "decode|forward|bf16 f16|256")

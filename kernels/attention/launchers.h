@@ -33,10 +33,11 @@ template <typename T, int D> void run_forward(const AttentionParams& p, cudaStre
 template <typename T, int D> void run_backward(const AttentionParams& p, cudaStream_t stream);
 }  // namespace sm90
 
-// Warp-specialised wgmma kernels with TMA loads (sm_90a), bf16 and f16: the forward at D in
-// {64, 128}, without block masks.
+// Warp-specialised wgmma kernels with TMA loads (sm_90a), bf16 and f16, D in {64, 128}: the
+// forward (without block masks) and the backward (its deterministic calls run sm90's).
 namespace sm90ws {
 template <typename T, int D> void run_forward(const AttentionParams& p, cudaStream_t stream);
+template <typename T, int D> void run_backward(const AttentionParams& p, cudaStream_t stream);
 }  // namespace sm90ws
 
 // Split-KV decode kernel (forward only): f32, bf16 and f16 at D 32, 64 and 128, and bf16 and

@@ -18,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "core/env.h"
 #include "kernels/attention/attention.h"
 #include "kernels/attention_testing.h"
 #include "kernels/kernels.h"
@@ -46,6 +47,12 @@ std::string fwd(const AttentionParams& p, const AttentionDevice& dev) {
 std::string bwd(const AttentionParams& p, const AttentionDevice& dev) {
   return flash_attention_backward_kernel(p, dev);
 }
+// Whether the backward table's kernel `name` could run p on dev (whether or not it is chosen).
+bool bwd_usable(const char* name, const AttentionParams& p, const AttentionDevice& dev) {
+  for (const AttentionKernel& k : flash_attention_backward_kernels())
+    if (std::string(k.name) == name) return k.usable(p, dev);
+  return false;
+}
 
 }  // namespace
 
@@ -55,7 +62,8 @@ std::string bwd(const AttentionParams& p, const AttentionDevice& dev) {
 TEST_CASE("attention dispatch: the kernel of each call, per device (no GPU needed)",
           "[attention]") {
   if (std::getenv("FLASHGRAD_ATTENTION_SIMT") || std::getenv("FLASHGRAD_ATTENTION_WGMMA") ||
-      std::getenv("FLASHGRAD_ATTENTION_TMA") || cuda::allow_tf32()) {
+      std::getenv("FLASHGRAD_ATTENTION_TMA") || std::getenv("FLASHGRAD_ATTENTION_TMA_BWD") ||
+      cuda::allow_tf32()) {
     WARN("not checked: the environment overrides the choice (FLASHGRAD_ATTENTION_*, "
          "FLASHGRAD_ALLOW_TF32)");
     return;
@@ -93,6 +101,9 @@ TEST_CASE("attention dispatch: the kernel of each call, per device (no GPU neede
       const AttentionParams p = dispatch_case(t, w.D);
       CHECK(fwd(p, *w.dev) == w.fwd);
       CHECK(bwd(p, *w.dev) == w.bwd);
+      // The warp-specialised backward (chosen only with FLASHGRAD_ATTENTION_TMA_BWD=1) can run
+      // exactly where the wgmma one is chosen.
+      CHECK(bwd_usable("tma", p, *w.dev) == (std::string(w.bwd) == "wgmma"));
     }
     // A block mask rules the TMA forward out: wgmma at D 64, mma.sync at 128.
     for (int64_t D : {64, 128}) {
@@ -102,6 +113,7 @@ TEST_CASE("attention dispatch: the kernel of each call, per device (no GPU neede
       p.block_mask = mask.data();
       CHECK(fwd(p, h100) == (D == 64 ? "wgmma" : "mma"));
       CHECK(bwd(p, h100) == "wgmma");
+      CHECK(bwd_usable("tma", p, h100));  // it skips masked tiles as the wgmma one does
     }
     // D 32: SIMT, except for a decode shape (few query rows, no dropout or mask): split-KV.
     AttentionParams p = dispatch_case(t, 32);
@@ -167,7 +179,10 @@ template <typename T> void check_tc(const Problem<T>& pr) {
     const char* hopper_fwd = c.mask.empty() ? "tma" : c.D == 64 ? "wgmma" : "mma";
     REQUIRE(std::string(flash_attention_forward_kernel(dev.p)) ==
             (decode ? "splitkv" : wgmma ? hopper_fwd : "mma"));
-    REQUIRE(std::string(flash_attention_backward_kernel(dev.p)) == (wgmma ? "wgmma" : "mma"));
+    // FLASHGRAD_ATTENTION_TMA_BWD=1 makes the warp-specialised backward the choice there.
+    const bool tma_bwd = env_flag("FLASHGRAD_ATTENTION_TMA_BWD");
+    REQUIRE(std::string(flash_attention_backward_kernel(dev.p)) ==
+            (wgmma ? (tma_bwd ? "tma" : "wgmma") : "mma"));
   }
   check_every_kernel(pr);
 }

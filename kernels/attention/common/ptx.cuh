@@ -75,8 +75,20 @@ FG_ATTN_DEV void ldmatrix_x4_trans(uint32_t (&r)[4], uint32_t addr) { ldmatrix_x
 FG_ATTN_DEV void st_shared_u32(uint32_t addr, uint32_t v) {
   asm volatile("st.shared.u32 [%0], %1;\n" ::"r"(addr), "r"(v) : "memory");
 }
+FG_ATTN_DEV void st_shared_f32(uint32_t addr, float v) {
+  asm volatile("st.shared.f32 [%0], %1;\n" ::"r"(addr), "f"(v) : "memory");
+}
 FG_ATTN_DEV void st_shared_zero16(uint32_t addr) {
   asm volatile("st.shared.v4.u32 [%0], {%1, %1, %1, %1};\n" ::"r"(addr), "r"(0u) : "memory");
+}
+
+// Named barriers (id 1 to 15; 0 is __syncthreads) among `threads` threads, a multiple of 32:
+// sync waits for all of them, arrive counts this warp in without waiting.
+FG_ATTN_DEV void named_barrier_sync(int id, int threads) {
+  asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
+}
+FG_ATTN_DEV void named_barrier_arrive(int id, int threads) {
+  asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
 }
 
 // ---------------------------------------------------------------------------------------------

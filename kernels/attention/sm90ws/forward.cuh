@@ -72,15 +72,6 @@ struct ForwardMaps {
   CUtensorMap q, k, v;
 };
 
-// Named barriers of the ping-pong (0 is __syncthreads): warpgroup w waits on 1 + w before it
-// issues, and arrives on the next one's after.
-FG_ATTN_DEV void named_barrier_sync(int id, int threads) {
-  asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
-}
-FG_ATTN_DEV void named_barrier_arrive(int id, int threads) {
-  asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
-}
-
 template <typename T, typename Cfg>
 __global__ void __launch_bounds__(Cfg::kThreads, 1)
     forward_kernel(const AttentionParams p, const __grid_constant__ ForwardMaps maps,
@@ -201,8 +192,9 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
   };
 
   // The ping-pong: each issue (S of the first key tile; S of tile j with P V of tile j - 1; the
-  // last P V) is one turn. Warpgroup wg waits for its turn on barrier 1 + wg, and after issuing
-  // hands it to the next on that one's barrier (2 x 128 threads take part in each). Per work
+  // last P V) is one turn. Warpgroup wg waits for its turn on named barrier 1 + wg
+  // (common/ptx.cuh), and after issuing hands it to the next on that one's barrier (2 x 128
+  // threads take part in each). Per work
   // item, the last warpgroup opens the first turn and skips its final hand-over, so that every
   // barrier is balanced when the item ends.
   constexpr int kC = Cfg::kConsumers;

@@ -1,0 +1,267 @@
+// Warp-specialised backward for bf16 / fp16 on Hopper (sm_90a), D in {64, 128}, and its
+// launcher sm90ws::run_backward<T, D>: the dK/dV block of sm80/backward_dkdv.cuh with the wgmma
+// products of sm90/backward.cuh, fed by TMA from a producer warp as in FlashAttention-3's
+// backward (Shah et al., 2024), and dQ added by bulk reductions.
+//
+// A block owns kBN = 128 keys of one kv head and is three warpgroups:
+//   producer  (warpgroup 0, warp 0): the block's K and V tiles once, then, for each query tile
+//             the block sees (QueryTileWalk: the heads of the GQA group, causal and block-mask
+//             tiles skipped), Q and dO by TMA and the rows' LSE and D_i by plain loads into a
+//             ring of kStages stages. A stage's "full" barrier completes when the TMA bytes
+//             have landed and the warp's 32 lanes have stored LSE and D_i; the 8 consumer
+//             warps' arrivals on its "empty" barrier give it back. The warpgroup keeps 24
+//             registers (setmaxnreg) so that the consumers can have 240.
+//   consumers (warpgroups 1 and 2, 64 keys each; warp c of them owns keys 16 c ..): per query
+//             tile, S^T and dP^T (m64n64 wgmma), P^T, dropout and dS^T in registers, dV and dK
+//             (wgmma, A from registers), dS^T kept in shared memory, the stage given back; then
+//             the block's dQ contribution dS K: a named barrier of the 256 consumer threads
+//             (every dS^T in), warpgroup w forms the dims w D/2 .. of the 64 x D tile (wgmma),
+//             stages it in shared memory as fp32 rows, and after a second named barrier one
+//             thread adds the tile to the fp32 accumulator with one bulk reduction.
+// Compared with the wgmma block (sm90/backward.cuh) the consumers issue no loads, wait on
+// mbarriers instead of a block-wide barrier, and the ring runs kStages tiles ahead.
+//
+// The deterministic backward (no atomics, no reductions in L2) and a dQ accumulator off 16
+// bytes run the wgmma kernels instead (run_backward says so).
+#pragma once
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <type_traits>
+
+#include "core/error.h"
+#include "kernels/attention/common/backward.cuh"
+#include "kernels/attention/common/tensor_map.h"
+#include "kernels/attention/common/tma.cuh"
+#include "kernels/attention/sm90/backward.cuh"
+
+namespace fg {
+namespace attn {
+namespace sm90ws {
+
+// Shared memory, from a 1024-byte aligned base: K and V (kBN rows each, as 64-column blocks of
+// 128-byte swizzled rows: the layout of sm80::DkdvShape<D, true>, whose sK and sV the products
+// read), kStages stages of Q and then of dO (kBM rows each), dS^T (kBN x kBM, 16-bit), the fp32
+// dQ tile (kBM x D), kStages stages of LSE and of D_i (kBM floats each), then the barriers.
+template <int D_> struct BackwardConfig {
+  static constexpr int D = D_;
+  static_assert(D == 64 || D == 128, "the warp-specialised backward is built for D = 64 and 128");
+  using Shape = sm80::DkdvShape<D, true>;
+  static constexpr int kBM = Shape::kBM, kBN = Shape::kBN;
+  static_assert(kBM == 64 && kBN == 128 && Shape::kWarps == 8,
+                "two consumer warpgroups of 64 keys, query tiles of 64 rows");
+  static constexpr int kConsumerWarps = Shape::kWarps, kThreads = 128 + 32 * kConsumerWarps;
+  static constexpr int kStages = D == 64 ? 4 : 3;
+  static constexpr uint32_t kTileK = Shape::kTileK, kTileQ = Shape::kTileQ;
+  static constexpr uint32_t kOffV = kTileK, kOffQ = 2 * kTileK;
+  static constexpr uint32_t kOffdO = kOffQ + kStages * kTileQ;
+  static constexpr uint32_t kOffdS = kOffdO + kStages * kTileQ;
+  static constexpr uint32_t kOffDq = kOffdS + kBN * Shape::kDsRowBytes;
+  static constexpr uint32_t kOffL = kOffDq + Shape::kDqTileBytes;
+  static constexpr uint32_t kOffDi = kOffL + kStages * kBM * 4;
+  static constexpr uint32_t kOffBars = kOffDi + kStages * kBM * 4;
+  static constexpr int kBarriers = 1 + 2 * kStages;  // K and V; full and empty per stage
+  static constexpr size_t kSmem = 1024 + size_t(kOffBars) + 8 * kBarriers;
+  static_assert(kSmem <= 227 * 1024, "one block an SM on Hopper");
+  static_assert(kOffdS % 1024 == 0 && kOffQ % 1024 == 0 && kTileQ % 1024 == 0,
+                "swizzled tiles start on 1024-byte boundaries");
+  static constexpr int kProducerRegs = 24, kConsumerRegs = 240;  // 128 x 24 + 256 x 240 <= 64K
+};
+
+struct BackwardMaps {
+  CUtensorMap q, k, v, do_;
+};
+
+template <typename T, typename Cfg>
+__global__ void __launch_bounds__(Cfg::kThreads, 1)
+    dkdv_kernel(const AttentionParams p, const __grid_constant__ BackwardMaps maps,
+                const float* __restrict__ Di, float* __restrict__ dq_accum) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  using S = typename Cfg::Shape;
+  using Products = sm90::WgmmaProducts<T, Cfg::D, sm90::kDqBulk>;
+  constexpr int D = Cfg::D, kBM = Cfg::kBM, kBN = Cfg::kBN, kS = Cfg::kStages;
+  constexpr int kNT = S::kNT, kDT = S::kDT, kCB = D / 64;
+  constexpr uint32_t kTileQ = Cfg::kTileQ;
+  extern __shared__ __align__(128) unsigned char tc_smem[];
+  const S sm(tc_smem);  // the products read K and V at sm.sK, sm.sV: this layout's first tiles
+  const uint32_t sK = sm.sK, sV = sK + Cfg::kOffV, sQ = sK + Cfg::kOffQ, sdO = sK + Cfg::kOffdO;
+  const uint32_t sdS = sK + Cfg::kOffdS, sDq = sK + Cfg::kOffDq, sL = sK + Cfg::kOffL;
+  const uint32_t sDi = sK + Cfg::kOffDi, bars = sK + Cfg::kOffBars;
+  const float* pL = reinterpret_cast<const float*>(tc_smem + (sL - smem_u32(tc_smem)));
+  const float* pDi = pL + kS * kBM;
+  const uint32_t kv_full = bars;
+  auto full = [&](int s) { return bars + uint32_t(8 * (1 + s)); };
+  auto empty = [&](int s) { return bars + uint32_t(8 * (1 + kS + s)); };
+
+  const int tid = int(threadIdx.x), warp = tid / 32, lane = tid % 32;
+  const int64_t k0 = int64_t(blockIdx.x) * kBN, hk = blockIdx.y, b = blockIdx.z;
+  const int64_t k1 = k0 + kBN < p.Nk ? k0 + kBN : p.Nk;
+  const sm80::QueryTileWalk<kBM> walk(p, k0, k1, hk);
+  if (tid == 0) {
+    mbar_init(kv_full, 1);
+    for (int s = 0; s < kS; ++s) {
+      mbar_init(full(s), 1 + 32);  // the TMA arrival and the producer warp's 32 lanes
+      mbar_init(empty(s), Cfg::kConsumerWarps);
+    }
+    mbar_init_fence();
+  }
+  __syncthreads();
+
+  if (warp < 4) {
+    // The producer. Both sides walk the same query tiles; tile n of the walk uses stage
+    // n % kS in phase (n / kS) & 1 of its barriers.
+    setmaxnreg_dec<Cfg::kProducerRegs>();
+    if (warp != 0) return;
+    if (lane == 0) {
+      mbar_arrive_expect_tx(kv_full, 2 * Cfg::kTileK);
+#pragma unroll
+      for (int cb = 0; cb < kCB; ++cb) {
+        tma_load_4d(sK + uint32_t(cb * kBN * 128), &maps.k, kv_full, 64 * cb, int(k0), int(hk),
+                    int(b));
+        tma_load_4d(sV + uint32_t(cb * kBN * 128), &maps.v, kv_full, 64 * cb, int(k0), int(hk),
+                    int(b));
+      }
+    }
+    int n = 0;
+    for (sm80::QueryTilePos it = walk.next_visible(p, sm80::QueryTilePos{0, 0}); it.gi < walk.G;
+         it = walk.next_visible(p, sm80::QueryTilePos{it.gi, it.qt + 1}), ++n) {
+      const int s = n % kS;
+      const int64_t h = hk * walk.G + it.gi, q0 = it.qt * kBM;
+      mbar_wait(empty(s), uint32_t((n / kS) & 1) ^ 1u);
+      if (lane == 0) {
+        mbar_arrive_expect_tx(full(s), 2 * kTileQ);
+#pragma unroll
+        for (int cb = 0; cb < kCB; ++cb) {
+          tma_load_4d(sQ + uint32_t(s) * kTileQ + uint32_t(cb * kBM * 128), &maps.q, full(s),
+                      64 * cb, int(q0), int(h), int(b));
+          tma_load_4d(sdO + uint32_t(s) * kTileQ + uint32_t(cb * kBM * 128), &maps.do_, full(s),
+                      64 * cb, int(q0), int(h), int(b));
+        }
+      }
+      // The rows' LSE and D_i (zero past Nq: those query columns are masked).
+      const int64_t row0 = (b * p.Hq + h) * p.Nq + q0;
+      const float* lse = static_cast<const float*>(p.lse);
+#pragma unroll
+      for (int r = lane; r < kBM; r += 32) {
+        const bool valid = q0 + r < p.Nq;
+        st_shared_f32(sL + uint32_t((s * kBM + r) * 4), valid ? lse[row0 + r] : 0.f);
+        st_shared_f32(sDi + uint32_t((s * kBM + r) * 4), valid ? Di[row0 + r] : 0.f);
+      }
+      mbar_arrive(full(s));
+    }
+    return;
+  }
+
+  // A consumer warp: c = warp - 4 owns keys kw0 = k0 + 16 c .. (warpgroup c / 4: 64 keys).
+  setmaxnreg_inc<Cfg::kConsumerRegs>();
+  const int c = warp - 4;
+  const int g = lane >> 2, t = lane & 3;
+  const float scale = float(p.softmax_scale);
+  const SoftmaxDropout sd(p);
+  const Products products(c, lane);
+  const int dq_strip = c % S::kDqStrips, dq_split = c / S::kDqStrips;
+  const bool adds_dq = c == 0 && lane == 0;  // the thread that issues the bulk reductions
+  const int64_t kw0 = k0 + 16 * c, kw1 = kw0 + 16 < p.Nk ? kw0 + 16 : p.Nk;
+  float dk[kDT][4], dv[kDT][4];
+  zero(dk);
+  zero(dv);
+  mbar_wait(kv_full, 0);
+
+  int n = 0;
+  for (sm80::QueryTilePos it = walk.next_visible(p, sm80::QueryTilePos{0, 0}); it.gi < walk.G;
+       it = walk.next_visible(p, sm80::QueryTilePos{it.gi, it.qt + 1}), ++n) {
+    const int s = n % kS;
+    const int64_t h = hk * walk.G + it.gi, q0 = it.qt * kBM;
+    const int64_t q1 = q0 + kBM < p.Nq ? q0 + kBM : p.Nq;
+    const uint32_t sQs = sQ + uint32_t(s) * kTileQ, sdOs = sdO + uint32_t(s) * kTileQ;
+    const TileVisibility wvis =
+        kw0 < p.Nk ? tile_visibility(p, h, q0, q1, kw0, kw1) : TileVisibility::empty;
+    const bool act = products.active(p, h, q0, q1, k0, c, wvis);
+
+    // S^T, dP^T; P^T (masked where this warp's pair with the tile is partial or runs past Nk
+    // or Nq); dS^T into dp and P^T Z into sc. Every warpgroup runs every product, also one
+    // that sees nothing of the tile (its P and dS are zeroed), so that no wgmma sits in a
+    // branch (ptxas serialises the wgmma of a kernel where one does).
+    float sc[kNT][4], dp[kNT][4];
+    zero(sc);
+    zero(dp);
+    mbar_wait(full(s), uint32_t((n / kS) & 1));
+    products.scores(sc, dp, sm, sQs, sdOs, c);
+    if (wvis != TileVisibility::full || kw0 + 16 > p.Nk || q0 + kBM > p.Nq)
+      mask_scores_transposed(sc, p, kw0, q0, g, t);
+    probabilities_transposed(sc, pL + s * kBM, t, sd.sl2);
+    const uint32_t ph = uint32_t(p.batch_index_base + b) * uint32_t(p.Hq) + uint32_t(h);
+    sm80::ds_transposed(sc, dp, pDi + s * kBM, kw0, q0, g, t, ph, p, scale, sd);
+    if (!act) {
+      zero(sc);
+      zero(dp);
+    }
+    products.dv_dk(dv, dk, sc, dp, sQs, sdOs, [&](int kk, const uint32_t (&da)[4]) {
+      sm80::store_ds<S>(sdS, c, g, t, kk, da);
+    });
+    __syncwarp();
+    if (lane == 0) mbar_arrive(empty(s));  // this warp is done with the stage's Q, dO, LSE, D_i
+
+    // dQ += dS K over the block's keys: every warp's dS^T in (and the last tile's staged dQ
+    // read by its bulk reduction), the product, the fp32 rows staged, then one reduction.
+    fence_proxy_async();  // the dS^T stores, for wgmma's reads
+    if (adds_dq) bulk_wait_read<0>();
+    named_barrier_sync(1, 32 * Cfg::kConsumerWarps);
+    float dq[S::kDqDims / 8][4];
+    zero(dq);
+    products.dq(dq, sm, sdS, dq_strip, dq_split);
+    sm80::stage_dq<D>(sDq, dq, dq_strip, dq_split, g, t);
+    fence_proxy_async();  // the staged rows, for the bulk reduction's reads
+    named_barrier_sync(1, 32 * Cfg::kConsumerWarps);
+    if (adds_dq) {
+      const int64_t rows = p.Nq - q0 < kBM ? p.Nq - q0 : kBM;
+      bulk_reduce_add_f32(dq_accum + ((b * p.Hq + h) * p.Nq + q0) * D, sDq,
+                          uint32_t(rows) * uint32_t(D) * 4u);
+      bulk_commit();
+    }
+  }
+  if (adds_dq) bulk_wait<0>();  // done before the block's shared memory goes
+
+  store_fragment_rows<T>(kw0, p.Nk, g, t, p.dk_head<T>(b, hk), p.dk_seq_stride, dk,
+                         p.dv_head<T>(b, hk), p.dv_seq_stride, dv);
+#else
+  __trap();  // built without sm_90a code; the dispatcher never picks this kernel then
+#endif
+}
+
+// The launch sequence of common/backward.cuh with this file's dK/dV kernel. Deterministic
+// calls, a dQ accumulator off 16 bytes and empty calls take the wgmma backward.
+template <typename T, int D> void run_backward(const AttentionParams& p, cudaStream_t stream) {
+  static_assert(std::is_same_v<T, bfloat16> || std::is_same_v<T, float16>, "16-bit types only");
+  using Cfg = BackwardConfig<D>;
+  if (p.deterministic || p.Nq == 0 || p.Nk == 0 ||
+      !BackwardWorkspace<float>(p).dq_accum_aligned16())
+    return sm90::run_backward<T, D>(p, stream);
+  BackwardMaps maps;
+  maps.q = head_tensor_map(p.q, p.B, p.Nq, p.Hq, D, p.q_batch_stride, p.q_seq_stride,
+                           p.q_head_stride, Cfg::kBM);
+  maps.do_ = head_tensor_map(p.do_, p.B, p.Nq, p.Hq, D, p.do_batch_stride, p.do_seq_stride,
+                             p.do_head_stride, Cfg::kBM);
+  maps.k = head_tensor_map(p.k, p.B, p.Nk, p.Hkv, D, p.k_batch_stride, p.k_seq_stride,
+                           p.k_head_stride, Cfg::kBN);
+  maps.v = head_tensor_map(p.v, p.B, p.Nk, p.Hkv, D, p.v_batch_stride, p.v_seq_stride,
+                           p.v_head_stride, Cfg::kBN);
+  auto kernel = dkdv_kernel<T, Cfg>;
+  set_smem_limit(kernel, Cfg::kSmem);
+  run_backward_sequence<T, D, float>(
+      p, stream,
+      [&](auto, float* Di, float* dq_accum) {
+        const dim3 grid(unsigned((p.Nk + Cfg::kBN - 1) / Cfg::kBN), unsigned(p.Hkv),
+                        unsigned(p.B));
+        kernel<<<grid, Cfg::kThreads, Cfg::kSmem, stream>>>(p, maps, Di, dq_accum);
+        FG_LAUNCH_CHECK();
+      },
+      [](float*) {
+        throw Error("flash attention: the warp-specialised backward has no deterministic dQ pass "
+                    "(run_backward hands such calls to the wgmma kernels)");
+      });
+}
+
+}  // namespace sm90ws
+}  // namespace attn
+}  // namespace fg
