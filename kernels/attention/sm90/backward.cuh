@@ -53,6 +53,10 @@ template <typename T, int D, int kDqMode> struct WgmmaProducts {
                           uint32_t sdOs, int warp) const {
     const uint32_t kA = sm.sK + uint32_t((warp / 4) * 64) * kRowBytes;
     const uint32_t vA = sm.sV + uint32_t((warp / 4) * 64) * kRowBytes;
+    // The callers' zeroing of s and dp stays before the first product (otherwise the compiler
+    // may sink the zeroing of dp past the S^T wgmma, and ptxas then serialises the two).
+    fence_accumulator(s);
+    fence_accumulator(dp);
     wgmma_fence();
 #pragma unroll
     for (int ks = 0; ks < D / 16; ++ks) {

@@ -65,6 +65,10 @@ template <int D_> struct BackwardConfig {
   static_assert(kSmem <= 227 * 1024, "one block an SM on Hopper");
   static_assert(kOffdS % 1024 == 0 && kOffQ % 1024 == 0 && kTileQ % 1024 == 0,
                 "swizzled tiles start on 1024-byte boundaries");
+  // The block starts with 168 registers a thread (__launch_bounds__(384, 1): 64K / 384,
+  // rounded down to a multiple of 8); the producer gives 128 x 144 back, the consumers take
+  // 256 x 72. A build that caps registers lower (-maxrregcount) would leave setmaxnreg.inc
+  // waiting forever: keep the two counts in step with the launch bounds.
   static constexpr int kProducerRegs = 24, kConsumerRegs = 240;  // 128 x 24 + 256 x 240 <= 64K
 };
 
@@ -138,15 +142,18 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
                       64 * cb, int(q0), int(h), int(b));
         }
       }
-      // The rows' LSE and D_i (zero past Nq: those query columns are masked).
+      // The rows' LSE and D_i (zero past Nq: those query columns are masked), every load
+      // issued before the first store.
+      static_assert(kBM == 64, "two rows a lane");
       const int64_t row0 = (b * p.Hq + h) * p.Nq + q0;
       const float* lse = static_cast<const float*>(p.lse);
-#pragma unroll
-      for (int r = lane; r < kBM; r += 32) {
-        const bool valid = q0 + r < p.Nq;
-        st_shared_f32(sL + uint32_t((s * kBM + r) * 4), valid ? lse[row0 + r] : 0.f);
-        st_shared_f32(sDi + uint32_t((s * kBM + r) * 4), valid ? Di[row0 + r] : 0.f);
-      }
+      const bool v0 = q0 + lane < p.Nq, v1 = q0 + lane + 32 < p.Nq;
+      const int64_t r0 = row0 + (v0 ? lane : 0), r1 = row0 + (v1 ? lane + 32 : 0);
+      const float l0 = lse[r0], l1 = lse[r1], d0 = Di[r0], d1 = Di[r1];
+      st_shared_f32(sL + uint32_t((s * kBM + lane) * 4), v0 ? l0 : 0.f);
+      st_shared_f32(sL + uint32_t((s * kBM + lane + 32) * 4), v1 ? l1 : 0.f);
+      st_shared_f32(sDi + uint32_t((s * kBM + lane) * 4), v0 ? d0 : 0.f);
+      st_shared_f32(sDi + uint32_t((s * kBM + lane + 32) * 4), v1 ? d1 : 0.f);
       mbar_arrive(full(s));
     }
     return;
@@ -230,12 +237,11 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
 }
 
 // The launch sequence of common/backward.cuh with this file's dK/dV kernel. Deterministic
-// calls, a dQ accumulator off 16 bytes and empty calls take the wgmma backward.
+// calls and a dQ accumulator off 16 bytes take the wgmma backward.
 template <typename T, int D> void run_backward(const AttentionParams& p, cudaStream_t stream) {
   static_assert(std::is_same_v<T, bfloat16> || std::is_same_v<T, float16>, "16-bit types only");
   using Cfg = BackwardConfig<D>;
-  if (p.deterministic || p.Nq == 0 || p.Nk == 0 ||
-      !BackwardWorkspace<float>(p).dq_accum_aligned16())
+  if (p.deterministic || !BackwardWorkspace<float>(p).dq_accum_aligned16())
     return sm90::run_backward<T, D>(p, stream);
   BackwardMaps maps;
   maps.q = head_tensor_map(p.q, p.B, p.Nq, p.Hq, D, p.q_batch_stride, p.q_seq_stride,
