@@ -3,15 +3,17 @@
 # (sm90ws/backward.cuh, "tma" in the backward table, chosen only with
 # FLASHGRAD_ATTENTION_TMA_BWD=1) on a GPU for the first time, with what calls r and v would have
 # checked of the earlier sessions' work:
-#   1. a smoke run of the new backward at D 64/128 (bench attention's reference check), with a
-#      short timeout: a pipeline that hangs shows here, and the sweep below is then skipped;
+#   1. a smoke run of the new backward at D 64/128 in both dQ forms (split, and
+#      FLASHGRAD_TMA_BWD_DQ=own), bench attention's reference check, with a short timeout: a
+#      pipeline that hangs shows here, and the sweep below is then skipped;
 #   2. test_attention_kernels [cuda] (every kernel of both tables by name: the new backward,
-#      the D 96/256 mma.sync kernels, the race cases), test_attention_tc [cuda] with the new
-#      backward chosen, test_attention_decode [cuda];
+#      the D 96/256 mma.sync kernels, the race cases; the sweep again in the own form),
+#      test_attention_tc [cuda] with the new backward chosen (both forms),
+#      test_attention_decode [cuda];
 #   3. the bf16 race case under memcheck, synccheck and racecheck side by side (the TMA forward
-#      and the new backward under the sanitizers for the first time);
-#   4. backward TFLOP/s: wgmma with atomic dQ (the default), wgmma with bulk dQ, the new one;
-#      compare_sdpa on the default, and the others' ratios to the same SDPA rows;
+#      and the new backward under the sanitizers for the first time), then the own form's;
+#   4. backward TFLOP/s: wgmma with atomic dQ (the default), wgmma with bulk dQ, the new one in
+#      both forms; compare_sdpa on the default, and the others' ratios to the same SDPA rows;
 #   5. Nsight Compute times of the backward kernels (both kinds) at D 64 causal N 1024 and
 #      D 128 N 8192; then the full section set of the new dK/dV kernel at D 128, N 4096.
 #   LIMIT=590 bash bench/gpu-check/device-call-2026-12-07-x.sh   (repository root; carry .deps)
@@ -20,21 +22,28 @@ LIMIT=${LIMIT:-590}
 left() { echo $(( LIMIT - 10 - ($(date +%s) - T0) )); }
 build flashgrad test_attention_kernels test_attention_tc test_attention_decode
 SMOKE_OK=1
-for d in 64 128; do
-  FLASHGRAD_ATTENTION_TMA_BWD=1 timeout 40 build/flashgrad bench attention --dtype bf16 --head-dim $d \
-    --causal both --min-len 1000 --max-len 1000 --reps 1 --seconds 0.02 > $L/smoke-$d.log 2>&1
-  rc=$?; [ $rc -ne 0 ] && SMOKE_OK=0
-  el "smoke: TMA backward D $d rc $rc $(grep -ciE 'mismatch|fail' $L/smoke-$d.log) failure lines"
-  tail -6 $L/smoke-$d.log | tee -a $FINAL/summary.txt
+for form in split own; do
+  for d in 64 128; do
+    FLASHGRAD_TMA_BWD_DQ=$form FLASHGRAD_ATTENTION_TMA_BWD=1 timeout 40 build/flashgrad bench attention --dtype bf16 --head-dim $d \
+      --causal both --min-len 1000 --max-len 1000 --reps 1 --seconds 0.02 > $L/smoke-$form-$d.log 2>&1
+    rc=$?; [ $rc -ne 0 ] && SMOKE_OK=0
+    el "smoke: TMA backward, $form dQ, D $d rc $rc $(grep -ciE 'mismatch|fail' $L/smoke-$form-$d.log) failure lines"
+    tail -4 $L/smoke-$form-$d.log | tee -a $FINAL/summary.txt
+  done
 done
 pack
 if [ $SMOKE_OK = 1 ]; then
   timeout 170 build/tests/test_attention_kernels "[cuda]" > $L/tk.log 2>&1
   el "test_attention_kernels [cuda] rc $? $(tail -3 $L/tk.log | grep -E 'passed|failed')"
   grep -E "FAILED|with expansion" -A3 $L/tk.log | head -20 | tee -a $FINAL/summary.txt
-  FLASHGRAD_ATTENTION_TMA_BWD=1 timeout 100 build/tests/test_attention_tc "[cuda]" > $L/tc.log 2>&1
-  el "test_attention_tc [cuda], TMA backward chosen, rc $? $(tail -3 $L/tc.log | grep -E 'passed|failed')"
-  grep -E "FAILED|with expansion" -A3 $L/tc.log | head -12 | tee -a $FINAL/summary.txt
+  FLASHGRAD_TMA_BWD_DQ=own timeout 60 build/tests/test_attention_kernels \
+    "attention cuda: every kernel of the tables against the reference" > $L/tk-own.log 2>&1
+  el "sweep, own dQ form, rc $? $(tail -3 $L/tk-own.log | grep -E 'passed|failed')"
+  for form in split own; do
+    FLASHGRAD_TMA_BWD_DQ=$form FLASHGRAD_ATTENTION_TMA_BWD=1 timeout 100 build/tests/test_attention_tc "[cuda]" > $L/tc-$form.log 2>&1
+    el "test_attention_tc [cuda], TMA backward chosen, $form dQ, rc $? $(tail -3 $L/tc-$form.log | grep -E 'passed|failed')"
+    grep -E "FAILED|with expansion" -A3 $L/tc-$form.log | head -12 | tee -a $FINAL/summary.txt
+  done
   grep -hE "^measured cuda-backward:(tma|wgmma)" $L/tk.log | sort -k6,6g | tail -8 > $L/measured-tma.txt
 else
   el "the TMA backward failed its smoke run: sweep skipped (it runs every kernel by name)"
@@ -56,6 +65,15 @@ if [ $SMOKE_OK = 1 ]; then
     el "$tool: $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' $L/$tool.log | tail -1) | $(grep -c 'cuda-backward:tma' $L/$tool.log) TMA-backward lines | $(tail -2 $L/$tool.log | grep -E 'passed|failed')"
   done
   pack
+  for tool in memcheck synccheck racecheck; do
+    FLASHGRAD_TMA_BWD_DQ=own timeout 150 compute-sanitizer --tool $tool --error-exitcode 9 build/tests/test_attention_kernels \
+      "attention cuda race check: bf16" > $L/$tool-own.log 2>&1 &
+  done
+  wait
+  for tool in memcheck synccheck racecheck; do
+    el "$tool, own dQ form: $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' $L/$tool-own.log | tail -1) | $(tail -2 $L/$tool-own.log | grep -E 'passed|failed')"
+  done
+  pack
 fi
 B="bench attention --dtype bf16 --head-dim 64,128 --causal both --min-len 1024 --max-len 8192 --reps 5 --seconds 0.2"
 timeout 70 build/flashgrad $B --json $L/bench.json > $L/bench.log 2>&1
@@ -65,6 +83,8 @@ el "bench attention, FLASHGRAD_BWD_DQ=bulk, rc $?"
 if [ $SMOKE_OK = 1 ]; then
   FLASHGRAD_ATTENTION_TMA_BWD=1 timeout 70 build/flashgrad $B --json $L/bench-tma.json > $L/bench-tma.log 2>&1
   el "bench attention, FLASHGRAD_ATTENTION_TMA_BWD=1, rc $?"
+  FLASHGRAD_TMA_BWD_DQ=own FLASHGRAD_ATTENTION_TMA_BWD=1 timeout 70 build/flashgrad $B --json $L/bench-tma-own.json > $L/bench-tma-own.log 2>&1
+  el "bench attention, FLASHGRAD_ATTENTION_TMA_BWD=1, own dQ form, rc $?"
 fi
 pack
 timeout 110 python3 bench/compare_sdpa.py --flashgrad-json $L/bench.json --seconds 0.2 --reps 5 \
@@ -73,7 +93,8 @@ python3 - $L <<'PY' | tee -a $FINAL/summary.txt
 import json, os, sys
 L = sys.argv[1]
 rows = {(r["D"], r["causal"], r["N"]): r for r in json.load(open(f"{L}/sdpa.json"))["rows"]}
-runs = {"atomic": "bench.json", "bulk": "bench-bulk.json", "tma": "bench-tma.json"}
+runs = {"atomic": "bench.json", "bulk": "bench-bulk.json", "tma": "bench-tma.json",
+        "tma-own": "bench-tma-own.json"}
 got = {m: {(x["D"], x["causal"], x["N"]): x for x in json.load(open(f"{L}/{f}"))["results"]}
        for m, f in runs.items() if os.path.exists(f"{L}/{f}")}
 print("D causal N | bwd TFLOP/s " + " | ".join(got) + " | SDPA flash | " +

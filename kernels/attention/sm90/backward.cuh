@@ -133,6 +133,28 @@ template <typename T, int D, int kDqMode> struct WgmmaProducts {
     wgmma_wait_all();
     fence_accumulator(dq);
   }
+
+  // Warpgroup wg's own share of the block's dQ: dS[:, its 64 keys] K[its 64 keys, :] (m64,
+  // n = D, k = 64; the warp-specialised backward's "own" form, sm90ws/backward.cuh), A = dS
+  // from the stored dS^T rows 64 wg .. (MN-major), B = the same K rows (MN-major), one m64n64
+  // accumulator per 64-column block of D; the warps hold rows 16 (warp % 4) .., as above.
+  FG_ATTN_DEV void dq_own_keys(float (&dq)[D / 8][4], const S& sm, uint32_t sdSs, int wg) const {
+    fence_accumulator(dq);
+    wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < 4; ++kk) {
+      const uint32_t key = uint32_t(wg * 64 + kk * 16);
+      const uint64_t da = sw128_descriptor(sdSs + key * S::kDsRowBytes, 16);
+#pragma unroll
+      for (int cb = 0; cb < D / 64; ++cb)
+        wgmma_m64n64k16_ss<T, 1, 1>(
+            *reinterpret_cast<float(*)[8][4]>(&dq[8 * cb][0]), da,
+            sw128_descriptor(sm.sK + uint32_t(cb) * S::kBlkK + key * kRowBytes, 16));
+    }
+    wgmma_commit();
+    wgmma_wait_all();
+    fence_accumulator(dq);
+  }
 };
 
 template <typename T, int D, bool kAtomicDq, int kDqMode>

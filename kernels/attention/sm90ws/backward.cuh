@@ -14,10 +14,17 @@
 //   consumers (warpgroups 1 and 2, 64 keys each; warp c of them owns keys 16 c ..): per query
 //             tile, S^T and dP^T (m64n64 wgmma), P^T, dropout and dS^T in registers, dV and dK
 //             (wgmma, A from registers), dS^T kept in shared memory, the stage given back; then
-//             the block's dQ contribution dS K: a named barrier of the 256 consumer threads
-//             (every dS^T in), warpgroup w forms the dims w D/2 .. of the 64 x D tile (wgmma),
-//             stages it in shared memory as fp32 rows, and after a second named barrier one
-//             thread adds the tile to the fp32 accumulator with one bulk reduction.
+//             the block's dQ contribution dS K, in one of two forms (kOwnDq):
+//               split (the default): a named barrier of the 256 consumer threads (every dS^T
+//               in), warpgroup w forms the dims w D/2 .. of the 64 x D tile over all 128 keys
+//               (wgmma), stages them in shared memory as fp32 rows, and after a second named
+//               barrier one thread adds the tile to the accumulator with one bulk reduction;
+//               own (FLASHGRAD_TMA_BWD_DQ=own): each warpgroup forms the whole 64 x D tile
+//               over its own 64 keys and adds it with its own bulk reduction, meeting only its
+//               own four warps (named barrier 1 + w of 128 threads), so that the two
+//               warpgroups never wait for each other and drift apart (one's elementwise steps
+//               under the other's products), for twice the reductions in L2 and a second
+//               staging buffer (D 128: 2 stages instead of 3).
 // Compared with the wgmma block (sm90/backward.cuh) the consumers issue no loads, wait on
 // mbarriers instead of a block-wide barrier, and the ring runs kStages tiles ahead.
 //
@@ -29,6 +36,7 @@
 #include <cstdint>
 #include <type_traits>
 
+#include "core/env.h"
 #include "core/error.h"
 #include "kernels/attention/common/backward.cuh"
 #include "kernels/attention/common/tensor_map.h"
@@ -42,22 +50,24 @@ namespace sm90ws {
 // Shared memory, from a 1024-byte aligned base: K and V (kBN rows each, as 64-column blocks of
 // 128-byte swizzled rows: the layout of sm80::DkdvShape<D, true>, whose sK and sV the products
 // read), kStages stages of Q and then of dO (kBM rows each), dS^T (kBN x kBM, 16-bit), the fp32
-// dQ tile (kBM x D), kStages stages of LSE and of D_i (kBM floats each), then the barriers.
-template <int D_> struct BackwardConfig {
+// dQ tile (kBM x D; one per warpgroup in the own form), kStages stages of LSE and of D_i (kBM
+// floats each), then the barriers.
+template <int D_, bool kOwnDq_> struct BackwardConfig {
   static constexpr int D = D_;
+  static constexpr bool kOwnDq = kOwnDq_;
   static_assert(D == 64 || D == 128, "the warp-specialised backward is built for D = 64 and 128");
   using Shape = sm80::DkdvShape<D, true>;
   static constexpr int kBM = Shape::kBM, kBN = Shape::kBN;
   static_assert(kBM == 64 && kBN == 128 && Shape::kWarps == 8,
                 "two consumer warpgroups of 64 keys, query tiles of 64 rows");
   static constexpr int kConsumerWarps = Shape::kWarps, kThreads = 128 + 32 * kConsumerWarps;
-  static constexpr int kStages = D == 64 ? 4 : 3;
+  static constexpr int kStages = D == 64 ? 4 : kOwnDq ? 2 : 3;
   static constexpr uint32_t kTileK = Shape::kTileK, kTileQ = Shape::kTileQ;
   static constexpr uint32_t kOffV = kTileK, kOffQ = 2 * kTileK;
   static constexpr uint32_t kOffdO = kOffQ + kStages * kTileQ;
   static constexpr uint32_t kOffdS = kOffdO + kStages * kTileQ;
   static constexpr uint32_t kOffDq = kOffdS + kBN * Shape::kDsRowBytes;
-  static constexpr uint32_t kOffL = kOffDq + Shape::kDqTileBytes;
+  static constexpr uint32_t kOffL = kOffDq + (kOwnDq ? 2 : 1) * Shape::kDqTileBytes;
   static constexpr uint32_t kOffDi = kOffL + kStages * kBM * 4;
   static constexpr uint32_t kOffBars = kOffDi + kStages * kBM * 4;
   static constexpr int kBarriers = 1 + 2 * kStages;  // K and V; full and empty per stage
@@ -166,8 +176,11 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
   const float scale = float(p.softmax_scale);
   const SoftmaxDropout sd(p);
   const Products products(c, lane);
-  const int dq_strip = c % S::kDqStrips, dq_split = c / S::kDqStrips;
-  const bool adds_dq = c == 0 && lane == 0;  // the thread that issues the bulk reductions
+  const int wg = c / 4, dq_strip = c % S::kDqStrips, dq_split = c / S::kDqStrips;
+  // The thread that issues the bulk reductions: of the block (split form), of each warpgroup
+  // (own form), whose staged tile is at sDqw.
+  const bool adds_dq = (Cfg::kOwnDq ? c % 4 : c) == 0 && lane == 0;
+  const uint32_t sDqw = sDq + (Cfg::kOwnDq ? uint32_t(wg) * S::kDqTileBytes : 0u);
   const int64_t kw0 = k0 + 16 * c, kw1 = kw0 + 16 < p.Nk ? kw0 + 16 : p.Nk;
   float dk[kDT][4], dv[kDT][4];
   zero(dk);
@@ -209,20 +222,31 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
     __syncwarp();
     if (lane == 0) mbar_arrive(empty(s));  // this warp is done with the stage's Q, dO, LSE, D_i
 
-    // dQ += dS K over the block's keys: every warp's dS^T in (and the last tile's staged dQ
-    // read by its bulk reduction), the product, the fp32 rows staged, then one reduction.
+    // dQ += dS K: the dS^T rows the product reads in (and the last tile's staged dQ read by
+    // its bulk reduction), the product, the fp32 rows staged, then one reduction. The split
+    // form meets all 8 consumer warps on named barrier 1, the own form each warpgroup's 4 on
+    // barrier 1 + wg.
     fence_proxy_async();  // the dS^T stores, for wgmma's reads
     if (adds_dq) bulk_wait_read<0>();
-    named_barrier_sync(1, 32 * Cfg::kConsumerWarps);
-    float dq[S::kDqDims / 8][4];
-    zero(dq);
-    products.dq(dq, sm, sdS, dq_strip, dq_split);
-    sm80::stage_dq<D>(sDq, dq, dq_strip, dq_split, g, t);
+    constexpr int kDqThreads = Cfg::kOwnDq ? 128 : 32 * Cfg::kConsumerWarps;
+    const int dq_bar = Cfg::kOwnDq ? 1 + wg : 1;
+    named_barrier_sync(dq_bar, kDqThreads);
+    if constexpr (Cfg::kOwnDq) {
+      float dq[D / 8][4];
+      zero(dq);
+      products.dq_own_keys(dq, sm, sdS, wg);
+      sm80::stage_dq<D>(sDqw, dq, c % 4, 0, g, t);
+    } else {
+      float dq[S::kDqDims / 8][4];
+      zero(dq);
+      products.dq(dq, sm, sdS, dq_strip, dq_split);
+      sm80::stage_dq<D>(sDqw, dq, dq_strip, dq_split, g, t);
+    }
     fence_proxy_async();  // the staged rows, for the bulk reduction's reads
-    named_barrier_sync(1, 32 * Cfg::kConsumerWarps);
+    named_barrier_sync(dq_bar, kDqThreads);
     if (adds_dq) {
       const int64_t rows = p.Nq - q0 < kBM ? p.Nq - q0 : kBM;
-      bulk_reduce_add_f32(dq_accum + ((b * p.Hq + h) * p.Nq + q0) * D, sDq,
+      bulk_reduce_add_f32(dq_accum + ((b * p.Hq + h) * p.Nq + q0) * D, sDqw,
                           uint32_t(rows) * uint32_t(D) * 4u);
       bulk_commit();
     }
@@ -236,13 +260,11 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
 #endif
 }
 
-// The launch sequence of common/backward.cuh with this file's dK/dV kernel. Deterministic
-// calls and a dQ accumulator off 16 bytes take the wgmma backward.
-template <typename T, int D> void run_backward(const AttentionParams& p, cudaStream_t stream) {
-  static_assert(std::is_same_v<T, bfloat16> || std::is_same_v<T, float16>, "16-bit types only");
-  using Cfg = BackwardConfig<D>;
-  if (p.deterministic || !BackwardWorkspace<float>(p).dq_accum_aligned16())
-    return sm90::run_backward<T, D>(p, stream);
+// The launch sequence of common/backward.cuh with this file's dK/dV kernel in the given dQ
+// form.
+template <typename T, typename Cfg>
+void launch_backward(const AttentionParams& p, cudaStream_t stream) {
+  constexpr int D = Cfg::D;
   BackwardMaps maps;
   maps.q = head_tensor_map(p.q, p.B, p.Nq, p.Hq, D, p.q_batch_stride, p.q_seq_stride,
                            p.q_head_stride, Cfg::kBM);
@@ -266,6 +288,18 @@ template <typename T, int D> void run_backward(const AttentionParams& p, cudaStr
         throw Error("flash attention: the warp-specialised backward has no deterministic dQ pass "
                     "(run_backward hands such calls to the wgmma kernels)");
       });
+}
+
+// Deterministic calls and a dQ accumulator off 16 bytes take the wgmma backward; the others
+// this file's kernel, in the split dQ form unless FLASHGRAD_TMA_BWD_DQ=own (for A/B
+// measurements until a GPU run has timed both).
+template <typename T, int D> void run_backward(const AttentionParams& p, cudaStream_t stream) {
+  static_assert(std::is_same_v<T, bfloat16> || std::is_same_v<T, float16>, "16-bit types only");
+  static const int form = env_choice("FLASHGRAD_TMA_BWD_DQ", {"split", "own"});
+  if (p.deterministic || !BackwardWorkspace<float>(p).dq_accum_aligned16())
+    return sm90::run_backward<T, D>(p, stream);
+  if (form == 1) return launch_backward<T, BackwardConfig<D, true>>(p, stream);
+  launch_backward<T, BackwardConfig<D, false>>(p, stream);
 }
 
 }  // namespace sm90ws
