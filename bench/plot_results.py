@@ -11,7 +11,7 @@ attention: a panel per (head dim D, causal), TFLOP/s against sequence length N, 
 decode: GB/s against cache length L (graphed timing where the record has it), peak and 70% of it.
 train: flashgrad, PyTorch eager and torch.compile tokens/s per config, normalised to torch.compile,
   from the newest `compare-<config>-h100-call<X>-<date>.json` per config in bench/train-throughput/.
-Without --json each reads the H100 records of 2026-12-07 named in its --help; charts go to
+Without --json each reads the newest H100 records (named in its --help); charts go to
 bench/charts/. A missing or malformed input exits non-zero with a message naming the file.
 """
 import argparse
@@ -24,13 +24,13 @@ from xml.sax.saxutils import escape
 
 ROOT = Path(__file__).resolve().parent.parent
 CHARTS = ROOT / "bench/charts"
-ATTENTION_JSON = ROOT / "bench/attention/sdpa-tma-pp-callq-h100-2026-12-07.json"
+ATTENTION_JSON = ROOT / "bench/attention/sdpa-callx-h100-2026-12-08.json"
 DECODE_JSONS = [  # (file, label); the first two are drawn strong, the rest thin and dashed
     (ROOT / "bench/decode/dattn-mha-final-calll-h100-2026-12-07.json", "final kernels (call l)"),
     (ROOT / "bench/decode/dattn-gqa-auto-callj-h100-2026-12-07.json", "default dispatch (call j)"),
     (ROOT / "bench/decode/dattn-mha-split-callj-h100-2026-12-07.json", "split + combine pair (call j)"),
 ]
-TRAIN_DIR, TRAIN_DATE = ROOT / "bench/train-throughput", "2026-12-07"
+TRAIN_DIR, TRAIN_DATE = ROOT / "bench/train-throughput", "2026-12-08"
 DEFAULT_OUT = {"attention": "attention-h100.svg", "decode": "decode-bandwidth-h100.svg",
                "train": "train-throughput-h100.svg"}
 PEAK_GB_PER_S = {"H100": 3350, "H200": 4800}

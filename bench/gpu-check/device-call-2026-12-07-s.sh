@@ -33,7 +33,7 @@ for x, y in zip(a, b):
 PY
 fi
 pack
-for shape in "64 yes 1024" "128 no 8192"; do
+for shape in "64 on 1024" "128 off 8192"; do
   set -- $shape
   [ $(left) -gt 50 ] || { el "no time for ncu on the TMA forward at D $1"; break; }
   timeout $(( $(left) > 70 ? 70 : $(left) - 5 )) ncu --set full --kernel-name-base demangled \

@@ -25,7 +25,7 @@ SMOKE_OK=1
 for form in split own; do
   for d in 64 128; do
     FLASHGRAD_TMA_BWD_DQ=$form FLASHGRAD_ATTENTION_TMA_BWD=1 timeout 40 build/flashgrad bench attention --dtype bf16 --head-dim $d \
-      --causal both --min-len 1000 --max-len 1000 --reps 1 --seconds 0.02 > $L/smoke-$form-$d.log 2>&1
+      --causal both --min-len 1024 --max-len 1024 --reps 1 --seconds 0.02 > $L/smoke-$form-$d.log 2>&1
     rc=$?; [ $rc -ne 0 ] && SMOKE_OK=0
     el "smoke: TMA backward, $form dQ, D $d rc $rc $(grep -ciE 'mismatch|fail' $L/smoke-$form-$d.log) failure lines"
     tail -4 $L/smoke-$form-$d.log | tee -a $FINAL/summary.txt
@@ -108,7 +108,7 @@ for k, r in sorted(rows.items()):
           " | ".join(f"{x / f['fwdbwd_tflops']:.3f}" for x in fb))
 PY
 pack
-for shape in "64 yes 1024" "128 no 8192"; do
+for shape in "64 on 1024" "128 off 8192"; do
   set -- $shape
   for v in 0 1; do
     [ $(left) -gt 40 ] || break
@@ -122,7 +122,7 @@ done
 pack
 if [ $SMOKE_OK = 1 ] && [ $(left) -gt 60 ]; then
   FLASHGRAD_ATTENTION_TMA_BWD=1 timeout $(( $(left) > 90 ? 90 : $(left) )) ncu --set full -k regex:sm90ws.*dkdv --launch-count 1 \
-    build/flashgrad bench attention --dtype bf16 --head-dim 128 --causal no --min-len 4096 --max-len 4096 \
+    build/flashgrad bench attention --dtype bf16 --head-dim 128 --causal off --min-len 4096 --max-len 4096 \
     --reps 1 --seconds 0.02 --no-check > $L/ncu-tma-dkdv-128-4096.txt 2>&1
   el "ncu full TMA dkdv rc $?"
 fi

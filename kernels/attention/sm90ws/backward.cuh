@@ -8,8 +8,8 @@
 //             the block sees (QueryTileWalk: the heads of the GQA group, causal and block-mask
 //             tiles skipped), Q and dO by TMA and the rows' LSE and D_i by plain loads into a
 //             ring of kStages stages. A stage's "full" barrier completes when the TMA bytes
-//             have landed and the warp's 32 lanes have stored LSE and D_i; the 8 consumer
-//             warps' arrivals on its "empty" barrier give it back. The warpgroup keeps 24
+//             have landed and the warp's 32 lanes have stored LSE and D_i; the 256 consumer
+//             threads' arrivals on its "empty" barrier give it back. The warpgroup keeps 24
 //             registers (setmaxnreg) so that the consumers can have 240.
 //   consumers (warpgroups 1 and 2, 64 keys each; warp c of them owns keys 16 c ..): per query
 //             tile, S^T and dP^T (m64n64 wgmma), P^T, dropout and dS^T in registers, dV and dK
@@ -115,7 +115,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
     mbar_init(kv_full, 1);
     for (int s = 0; s < kS; ++s) {
       mbar_init(full(s), 1 + 32);  // the TMA arrival and the producer warp's 32 lanes
-      mbar_init(empty(s), Cfg::kConsumerWarps);
+      mbar_init(empty(s), 32 * Cfg::kConsumerWarps);  // every consumer thread
     }
     mbar_init_fence();
   }
@@ -219,8 +219,11 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
     products.dv_dk(dv, dk, sc, dp, sQs, sdOs, [&](int kk, const uint32_t (&da)[4]) {
       sm80::store_ds<S>(sdS, c, g, t, kk, da);
     });
-    __syncwarp();
-    if (lane == 0) mbar_arrive(empty(s));  // this warp is done with the stage's Q, dO, LSE, D_i
+    // This thread is done with the stage's Q, dO (its wgmma have completed), LSE and D_i.
+    // Every thread arrives: with one arrival a warp after __syncwarp, compute-sanitizer's
+    // racecheck reported the producer's next LSE/D_i stores against the other lanes' reads
+    // (H100, 2026-12-07).
+    mbar_arrive(empty(s));
 
     // dQ += dS K: the dS^T rows the product reads in (and the last tile's staged dQ read by
     // its bulk reduction), the product, the fp32 rows staged, then one reduction. The split
