@@ -51,6 +51,15 @@ template <typename T, int D, int kDqMode> struct WgmmaProducts {
   // K-major; step ks reads 16 columns of column block ks / 4.
   FG_ATTN_DEV void scores(float (&s)[kNT][4], float (&dp)[kNT][4], const S& sm, uint32_t sQs,
                           uint32_t sdOs, int warp) const {
+    scores_issue(s, dp, sm, sQs, sdOs, warp);
+    wgmma_wait_all();
+    fence_accumulator(s);
+    fence_accumulator(dp);
+  }
+  // The same products issued and committed as one group, not waited for (the pipelined
+  // warp-specialised backward, sm90ws/backward.cuh).
+  FG_ATTN_DEV void scores_issue(float (&s)[kNT][4], float (&dp)[kNT][4], const S& sm,
+                                uint32_t sQs, uint32_t sdOs, int warp) const {
     const uint32_t kA = sm.sK + uint32_t((warp / 4) * 64) * kRowBytes;
     const uint32_t vA = sm.sV + uint32_t((warp / 4) * 64) * kRowBytes;
     // The callers' zeroing of s and dp stays before the first product (otherwise the compiler
@@ -66,9 +75,6 @@ template <typename T, int D, int kDqMode> struct WgmmaProducts {
       wgmma_m64n64k16_ss<T, 0>(dp, sw128_descriptor(vA + ka, 16), sw128_descriptor(sdOs + qa, 16));
     }
     wgmma_commit();
-    wgmma_wait_all();
-    fence_accumulator(s);
-    fence_accumulator(dp);
   }
 
   // dV += (P^T Z) dO and dK += dS^T Q: A from registers, one m64n64 accumulator per 64-column
@@ -84,6 +90,17 @@ template <typename T, int D, int kDqMode> struct WgmmaProducts {
       pack_a<T>(dp, kk, da[kk]);
       store(kk, da[kk]);
     }
+    dv_dk_issue(dv, dk, pa, da, sQs, sdOs);
+    wgmma_wait_all();
+    fence_accumulator(dv);
+    fence_accumulator(dk);
+  }
+  // The same products from A fragments packed by the caller, issued and committed as one
+  // group, not waited for: pa and da must stay untouched until the wait (fence_operand).
+  FG_ATTN_DEV void dv_dk_issue(float (&dv)[kDT][4], float (&dk)[kDT][4],
+                               const uint32_t (&pa)[S::kBM / 16][4],
+                               const uint32_t (&da)[S::kBM / 16][4], uint32_t sQs,
+                               uint32_t sdOs) const {
     fence_accumulator(dv);
     fence_accumulator(dk);
     wgmma_fence();
@@ -98,9 +115,33 @@ template <typename T, int D, int kDqMode> struct WgmmaProducts {
                                  sw128_descriptor(sQs + rows, 16));
       }
     wgmma_commit();
-    wgmma_wait_all();
+  }
+
+  // The same products with both A operands from shared memory: P^T and dS^T stored as the
+  // dS^T tile is (store_ds: rows = keys, 128-byte swizzled rows of 64 queries, K-major for A),
+  // the warpgroup's 64 rows from 64 wg; issued and committed as one group, not waited for.
+  // (The pipelined warp-specialised backward: no A fragments held in registers while the
+  // products run.)
+  FG_ATTN_DEV void dv_dk_issue_ss(float (&dv)[kDT][4], float (&dk)[kDT][4], uint32_t sPs,
+                                  uint32_t sdSs, int wg, uint32_t sQs, uint32_t sdOs) const {
+    const uint32_t rows0 = uint32_t(wg * 64) * S::kDsRowBytes;
     fence_accumulator(dv);
     fence_accumulator(dk);
+    wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < S::kBM / 16; ++kk) {
+      const uint64_t pa = sw128_descriptor(sPs + rows0 + uint32_t(kk * 32), 16);
+      const uint64_t da = sw128_descriptor(sdSs + rows0 + uint32_t(kk * 32), 16);
+#pragma unroll
+      for (int cb = 0; cb < D / 64; ++cb) {
+        const uint32_t rows = uint32_t(cb) * S::kBlkQ + uint32_t(kk * 16) * kRowBytes;
+        wgmma_m64n64k16_ss<T, 1>(*reinterpret_cast<float(*)[8][4]>(&dv[8 * cb][0]), pa,
+                                 sw128_descriptor(sdOs + rows, 16));
+        wgmma_m64n64k16_ss<T, 1>(*reinterpret_cast<float(*)[8][4]>(&dk[8 * cb][0]), da,
+                                 sw128_descriptor(sQs + rows, 16));
+      }
+    }
+    wgmma_commit();
   }
 
   // Warpgroup `split` computes dQ[:, split kDqDims ..] (64 x kDqDims, k = the kBN keys) with
@@ -139,6 +180,12 @@ template <typename T, int D, int kDqMode> struct WgmmaProducts {
   // from the stored dS^T rows 64 wg .. (MN-major), B = the same K rows (MN-major), one m64n64
   // accumulator per 64-column block of D; the warps hold rows 16 (warp % 4) .., as above.
   FG_ATTN_DEV void dq_own_keys(float (&dq)[D / 8][4], const S& sm, uint32_t sdSs, int wg) const {
+    dq_own_keys_issue(dq, sm, sdSs, wg);
+    wgmma_wait_all();
+    fence_accumulator(dq);
+  }
+  FG_ATTN_DEV void dq_own_keys_issue(float (&dq)[D / 8][4], const S& sm, uint32_t sdSs,
+                                     int wg) const {
     fence_accumulator(dq);
     wgmma_fence();
 #pragma unroll
@@ -152,8 +199,6 @@ template <typename T, int D, int kDqMode> struct WgmmaProducts {
             sw128_descriptor(sm.sK + uint32_t(cb) * S::kBlkK + key * kRowBytes, 16));
     }
     wgmma_commit();
-    wgmma_wait_all();
-    fence_accumulator(dq);
   }
 };
 

@@ -14,7 +14,7 @@
 //   consumers (warpgroups 1 and 2, 64 keys each; warp c of them owns keys 16 c ..): per query
 //             tile, S^T and dP^T (m64n64 wgmma), P^T, dropout and dS^T in registers, dV and dK
 //             (wgmma, A from registers), dS^T kept in shared memory, the stage given back; then
-//             the block's dQ contribution dS K, in one of two forms (kOwnDq):
+//             the block's dQ contribution dS K, in one of three forms (kForm):
 //               split (the default): a named barrier of the 256 consumer threads (every dS^T
 //               in), warpgroup w forms the dims w D/2 .. of the 64 x D tile over all 128 keys
 //               (wgmma), stages them in shared memory as fp32 rows, and after a second named
@@ -24,7 +24,12 @@
 //               own four warps (named barrier 1 + w of 128 threads), so that the two
 //               warpgroups never wait for each other and drift apart (one's elementwise steps
 //               under the other's products), for twice the reductions in L2 and a second
-//               staging buffer (D 128: 2 stages instead of 3).
+//               staging buffer (D 128: 2 stages instead of 3);
+//               pipelined (FLASHGRAD_TMA_BWD_DQ=pipe, D 64 only: registers): the own form with
+//               FlashAttention-3's overlap inside a warpgroup: tile n's S^T and dP^T are
+//               issued ahead of tile n - 1's dV, dK and dQ products, and the warpgroup forms
+//               tile n's P and dS while those run on the tensor cores (a stage is held for two
+//               tiles).
 // Compared with the wgmma block (sm90/backward.cuh) the consumers issue no loads, wait on
 // mbarriers instead of a block-wide barrier, and the ring runs kStages tiles ahead.
 //
@@ -52,9 +57,15 @@ namespace sm90ws {
 // read), kStages stages of Q and then of dO (kBM rows each), dS^T (kBN x kBM, 16-bit), the fp32
 // dQ tile (kBM x D; one per warpgroup in the own form), kStages stages of LSE and of D_i (kBM
 // floats each), then the barriers.
-template <int D_, bool kOwnDq_> struct BackwardConfig {
+// kForm: kSplitDq, kOwnDq or kPipelined (see the file comment).
+enum BackwardForm { kSplitDq = 0, kOwnDq = 1, kPipelined = 2 };
+template <int D_, int kForm_> struct BackwardConfig {
   static constexpr int D = D_;
-  static constexpr bool kOwnDq = kOwnDq_;
+  static constexpr int kForm = kForm_;
+  static_assert(kForm != kPipelined || D == 64,
+                "the pipelined form keeps a tile's P and dS fragments beside the next tile's "
+                "scores: registers for D = 64 only");
+  static constexpr bool kOwnDq = kForm != kSplitDq;  // each warpgroup adds its own dQ tile
   static_assert(D == 64 || D == 128, "the warp-specialised backward is built for D = 64 and 128");
   using Shape = sm80::DkdvShape<D, true>;
   static constexpr int kBM = Shape::kBM, kBN = Shape::kBN;
@@ -66,7 +77,9 @@ template <int D_, bool kOwnDq_> struct BackwardConfig {
   static constexpr uint32_t kOffV = kTileK, kOffQ = 2 * kTileK;
   static constexpr uint32_t kOffdO = kOffQ + kStages * kTileQ;
   static constexpr uint32_t kOffdS = kOffdO + kStages * kTileQ;
-  static constexpr uint32_t kOffDq = kOffdS + kBN * Shape::kDsRowBytes;
+  // (The pipelined form keeps P^T beside dS^T, in the same layout: kOffP.)
+  static constexpr uint32_t kOffP = kOffdS + kBN * Shape::kDsRowBytes;
+  static constexpr uint32_t kOffDq = kOffP + (kForm == kPipelined ? kBN * Shape::kDsRowBytes : 0);
   static constexpr uint32_t kOffL = kOffDq + (kOwnDq ? 2 : 1) * Shape::kDqTileBytes;
   static constexpr uint32_t kOffDi = kOffL + kStages * kBM * 4;
   static constexpr uint32_t kOffBars = kOffDi + kStages * kBM * 4;
@@ -187,71 +200,212 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
   zero(dv);
   mbar_wait(kv_full, 0);
 
-  int n = 0;
-  for (sm80::QueryTilePos it = walk.next_visible(p, sm80::QueryTilePos{0, 0}); it.gi < walk.G;
-       it = walk.next_visible(p, sm80::QueryTilePos{it.gi, it.qt + 1}), ++n) {
-    const int s = n % kS;
-    const int64_t h = hk * walk.G + it.gi, q0 = it.qt * kBM;
-    const int64_t q1 = q0 + kBM < p.Nq ? q0 + kBM : p.Nq;
-    const uint32_t sQs = sQ + uint32_t(s) * kTileQ, sdOs = sdO + uint32_t(s) * kTileQ;
+  // The n-th tile of the walk, at walk position `it`: its stage is n % kS (in phase
+  // (n / kS) & 1), its rows q0 .. of head h; the rest is recomputed where needed (registers).
+  struct Tile {
+    int n;
+    int64_t h, q0;
+  };
+  auto tile_at = [&](sm80::QueryTilePos it, int n) {
+    return Tile{n, hk * walk.G + it.gi, it.qt * kBM};
+  };
+  auto stage_q = [&](const Tile& x) { return sQ + uint32_t(x.n % kS) * kTileQ; };
+  auto stage_do = [&](const Tile& x) { return sdO + uint32_t(x.n % kS) * kTileQ; };
+  auto wait_full = [&](const Tile& x) { mbar_wait(full(x.n % kS), uint32_t((x.n / kS) & 1)); };
+  // P^T (masked where this warp's pair with the tile is partial or runs past Nk or Nq); dS^T
+  // into dp and P^T Z into sc, once S^T and dP^T are in. Every warpgroup runs every product,
+  // also one that sees nothing of the tile (its P and dS are zeroed), so that no wgmma sits in
+  // a branch (ptxas serialises the wgmma of a kernel where one does).
+  // What the warp (wvis) and its warpgroup (act) see of the tile: worked out before the
+  // scores are issued (afterwards, with S^T and dP^T live, it cost ptxas 120 bytes more spill).
+  struct Sight {
+    TileVisibility wvis;
+    bool act;
+  };
+  auto sight = [&](const Tile& x) {
+    const int64_t q1 = x.q0 + kBM < p.Nq ? x.q0 + kBM : p.Nq;
     const TileVisibility wvis =
-        kw0 < p.Nk ? tile_visibility(p, h, q0, q1, kw0, kw1) : TileVisibility::empty;
-    const bool act = products.active(p, h, q0, q1, k0, c, wvis);
-
-    // S^T, dP^T; P^T (masked where this warp's pair with the tile is partial or runs past Nk
-    // or Nq); dS^T into dp and P^T Z into sc. Every warpgroup runs every product, also one
-    // that sees nothing of the tile (its P and dS are zeroed), so that no wgmma sits in a
-    // branch (ptxas serialises the wgmma of a kernel where one does).
-    float sc[kNT][4], dp[kNT][4];
-    zero(sc);
-    zero(dp);
-    mbar_wait(full(s), uint32_t((n / kS) & 1));
-    products.scores(sc, dp, sm, sQs, sdOs, c);
-    if (wvis != TileVisibility::full || kw0 + 16 > p.Nk || q0 + kBM > p.Nq)
-      mask_scores_transposed(sc, p, kw0, q0, g, t);
-    probabilities_transposed(sc, pL + s * kBM, t, sd.sl2);
-    const uint32_t ph = uint32_t(p.batch_index_base + b) * uint32_t(p.Hq) + uint32_t(h);
-    sm80::ds_transposed(sc, dp, pDi + s * kBM, kw0, q0, g, t, ph, p, scale, sd);
+        kw0 < p.Nk ? tile_visibility(p, x.h, x.q0, q1, kw0, kw1) : TileVisibility::empty;
+    return Sight{wvis, products.active(p, x.h, x.q0, q1, k0, c, wvis)};
+  };
+  auto elementwise = [&](const Tile& x, Sight v, float (&sc)[kNT][4], float (&dp)[kNT][4]) {
+    const TileVisibility wvis = v.wvis;
+    const bool act = v.act;
+    if (wvis != TileVisibility::full || kw0 + 16 > p.Nk || x.q0 + kBM > p.Nq)
+      mask_scores_transposed(sc, p, kw0, x.q0, g, t);
+    const int st = x.n % kS;
+    probabilities_transposed(sc, pL + st * kBM, t, sd.sl2);
+    const uint32_t ph = uint32_t(p.batch_index_base + b) * uint32_t(p.Hq) + uint32_t(x.h);
+    sm80::ds_transposed(sc, dp, pDi + st * kBM, kw0, x.q0, g, t, ph, p, scale, sd);
     if (!act) {
       zero(sc);
       zero(dp);
     }
-    products.dv_dk(dv, dk, sc, dp, sQs, sdOs, [&](int kk, const uint32_t (&da)[4]) {
-      sm80::store_ds<S>(sdS, c, g, t, kk, da);
-    });
-    // This thread is done with the stage's Q, dO (its wgmma have completed), LSE and D_i.
-    // Every thread arrives: with one arrival a warp after __syncwarp, compute-sanitizer's
-    // racecheck reported the producer's next LSE/D_i stores against the other lanes' reads
-    // (H100, 2026-12-07).
-    mbar_arrive(empty(s));
+  };
+  // One bulk reduction of the staged dQ tile of the tile x (its rows below Nq).
+  auto add_dq_tile = [&](const Tile& x) {
+    const int64_t rows = p.Nq - x.q0 < kBM ? p.Nq - x.q0 : kBM;
+    bulk_reduce_add_f32(dq_accum + ((b * p.Hq + x.h) * p.Nq + x.q0) * D, sDqw,
+                        uint32_t(rows) * uint32_t(D) * 4u);
+    bulk_commit();
+  };
 
-    // dQ += dS K: the dS^T rows the product reads in (and the last tile's staged dQ read by
-    // its bulk reduction), the product, the fp32 rows staged, then one reduction. The split
-    // form meets all 8 consumer warps on named barrier 1, the own form each warpgroup's 4 on
-    // barrier 1 + wg.
-    fence_proxy_async();  // the dS^T stores, for wgmma's reads
-    if (adds_dq) bulk_wait_read<0>();
-    constexpr int kDqThreads = Cfg::kOwnDq ? 128 : 32 * Cfg::kConsumerWarps;
-    const int dq_bar = Cfg::kOwnDq ? 1 + wg : 1;
-    named_barrier_sync(dq_bar, kDqThreads);
-    if constexpr (Cfg::kOwnDq) {
-      float dq[D / 8][4];
-      zero(dq);
-      products.dq_own_keys(dq, sm, sdS, wg);
+  if constexpr (Cfg::kForm == kPipelined) {
+    // Tile n's S^T and dP^T are issued first, then tile n - 1's dV, dK (A = its P^T and dS^T,
+    // stored in shared memory) and its dQ (own keys, from the same dS^T); the warpgroup waits
+    // for the scores alone and forms tile n's P and dS while the other products are still on
+    // the tensor cores. Then it waits for those, gives tile n - 1's stage back (dV, dK read its
+    // Q and dO), stages dQ of tile n - 1 and stores tile n's P^T and dS^T between two barriers
+    // of its own four warps, and adds the staged tile. A stage is held for two tiles. (With
+    // P and dS kept as register fragments through the window ptxas spilled 328 bytes; a
+    // review measured where: this form has none of them live there.)
+    const uint32_t sP = sK + Cfg::kOffP;
+    float dq[D / 8][4];
+    // Tile n's P^T and dS^T into shared memory, as 16-bit A fragments (the dS^T layout).
+    auto store_p_ds = [&](const float (&sc)[kNT][4], const float (&dp)[kNT][4]) {
+#pragma unroll
+      for (int kk = 0; kk < kBM / 16; ++kk) {
+        uint32_t a[4];
+        pack_a<T>(sc, kk, a);
+        sm80::store_ds<S>(sP, c, g, t, kk, a);
+        pack_a<T>(dp, kk, a);
+        sm80::store_ds<S>(sdS, c, g, t, kk, a);
+      }
+    };
+    // The end of tile `prev`, whose products are issued: wait for them, give its stage back
+    // and stage its dQ (finish_products); the caller then stores the next tile's P^T and dS^T,
+    // if any; then both are published to the async proxy and the staged tile is added
+    // (finish_dq).
+    auto finish_products = [&](const Tile& prev) {
+      wgmma_wait<0>();
+      fence_accumulator(dv);
+      fence_accumulator(dk);
+      fence_accumulator(dq);
+      mbar_arrive(empty(prev.n % kS));  // its Q and dO are read
+      if (adds_dq) bulk_wait_read<0>();
+      // The warpgroup's products done (P^T, dS^T free), the staging buffer free.
+      named_barrier_sync(1 + wg, 128);
       sm80::stage_dq<D>(sDqw, dq, c % 4, 0, g, t);
-    } else {
-      float dq[S::kDqDims / 8][4];
+    };
+    auto finish_dq = [&](const Tile& prev) {
+      fence_proxy_async();  // the staged rows, P^T and dS^T stores, for the async proxy
+      named_barrier_sync(1 + wg, 128);
+      if (adds_dq) add_dq_tile(prev);
+    };
+    // Tile `prev`'s dV, dK and dQ products: two commit groups (wgmma_wait<2> below counts on
+    // the scores being the only group older than them).
+    auto issue_rest = [&](const Tile& prev) {
       zero(dq);
-      products.dq(dq, sm, sdS, dq_strip, dq_split);
-      sm80::stage_dq<D>(sDqw, dq, dq_strip, dq_split, g, t);
+      products.dv_dk_issue_ss(dv, dk, sP, sdS, wg, stage_q(prev), stage_do(prev));
+      products.dq_own_keys_issue(dq, sm, sdS, wg);
+    };
+
+    sm80::QueryTilePos it = walk.next_visible(p, sm80::QueryTilePos{0, 0});
+    if (it.gi < walk.G) {
+      Tile prev = tile_at(it, 0);
+      {
+        const Sight v = sight(prev);
+        float sc[kNT][4], dp[kNT][4];
+        zero(sc);
+        zero(dp);
+        wait_full(prev);
+        products.scores(sc, dp, sm, stage_q(prev), stage_do(prev), c);
+        elementwise(prev, v, sc, dp);
+        store_p_ds(sc, dp);
+        fence_proxy_async();
+        named_barrier_sync(1 + wg, 128);  // the warpgroup's P^T and dS^T rows in
+      }
+      int n = 1;
+      for (it = walk.next_visible(p, sm80::QueryTilePos{it.gi, it.qt + 1}); it.gi < walk.G;
+           it = walk.next_visible(p, sm80::QueryTilePos{it.gi, it.qt + 1}), ++n) {
+        const Tile x = tile_at(it, n);
+        const Sight v = sight(x);
+        float sc[kNT][4], dp[kNT][4];
+        zero(sc);
+        zero(dp);
+        wait_full(x);
+        products.scores_issue(sc, dp, sm, stage_q(x), stage_do(x), c);  // one group
+        issue_rest(prev);                                                // two groups
+        wgmma_wait<2>();  // the scores are in; dV, dK and dQ of the tile before may still run
+        fence_accumulator(sc);
+        fence_accumulator(dp);
+        elementwise(x, v, sc, dp);
+        finish_products(prev);
+        store_p_ds(sc, dp);
+        finish_dq(prev);
+        prev = x;
+      }
+      issue_rest(prev);
+      finish_products(prev);
+      finish_dq(prev);
     }
-    fence_proxy_async();  // the staged rows, for the bulk reduction's reads
-    named_barrier_sync(dq_bar, kDqThreads);
-    if (adds_dq) {
-      const int64_t rows = p.Nq - q0 < kBM ? p.Nq - q0 : kBM;
-      bulk_reduce_add_f32(dq_accum + ((b * p.Hq + h) * p.Nq + q0) * D, sDqw,
-                          uint32_t(rows) * uint32_t(D) * 4u);
-      bulk_commit();
+  } else {
+    int n = 0;
+    for (sm80::QueryTilePos it = walk.next_visible(p, sm80::QueryTilePos{0, 0}); it.gi < walk.G;
+         it = walk.next_visible(p, sm80::QueryTilePos{it.gi, it.qt + 1}), ++n) {
+      const int s = n % kS;
+      const int64_t h = hk * walk.G + it.gi, q0 = it.qt * kBM;
+      const int64_t q1 = q0 + kBM < p.Nq ? q0 + kBM : p.Nq;
+      const uint32_t sQs = sQ + uint32_t(s) * kTileQ, sdOs = sdO + uint32_t(s) * kTileQ;
+      const TileVisibility wvis =
+          kw0 < p.Nk ? tile_visibility(p, h, q0, q1, kw0, kw1) : TileVisibility::empty;
+      const bool act = products.active(p, h, q0, q1, k0, c, wvis);
+
+      // S^T, dP^T; P^T (masked where this warp's pair with the tile is partial or runs past Nk
+      // or Nq); dS^T into dp and P^T Z into sc. Every warpgroup runs every product, also one
+      // that sees nothing of the tile (its P and dS are zeroed), so that no wgmma sits in a
+      // branch (ptxas serialises the wgmma of a kernel where one does).
+      float sc[kNT][4], dp[kNT][4];
+      zero(sc);
+      zero(dp);
+      mbar_wait(full(s), uint32_t((n / kS) & 1));
+      products.scores(sc, dp, sm, sQs, sdOs, c);
+      if (wvis != TileVisibility::full || kw0 + 16 > p.Nk || q0 + kBM > p.Nq)
+        mask_scores_transposed(sc, p, kw0, q0, g, t);
+      probabilities_transposed(sc, pL + s * kBM, t, sd.sl2);
+      const uint32_t ph = uint32_t(p.batch_index_base + b) * uint32_t(p.Hq) + uint32_t(h);
+      sm80::ds_transposed(sc, dp, pDi + s * kBM, kw0, q0, g, t, ph, p, scale, sd);
+      if (!act) {
+        zero(sc);
+        zero(dp);
+      }
+      products.dv_dk(dv, dk, sc, dp, sQs, sdOs, [&](int kk, const uint32_t (&da)[4]) {
+        sm80::store_ds<S>(sdS, c, g, t, kk, da);
+      });
+      // This thread is done with the stage's Q, dO (its wgmma have completed), LSE and D_i.
+      // Every thread arrives: with one arrival a warp after __syncwarp, compute-sanitizer's
+      // racecheck reported the producer's next LSE/D_i stores against the other lanes' reads
+      // (H100, 2026-12-08).
+      mbar_arrive(empty(s));
+
+      // dQ += dS K: the dS^T rows the product reads in (and the last tile's staged dQ read by
+      // its bulk reduction), the product, the fp32 rows staged, then one reduction. The split
+      // form meets all 8 consumer warps on named barrier 1, the own form each warpgroup's 4 on
+      // barrier 1 + wg.
+      fence_proxy_async();  // the dS^T stores, for wgmma's reads
+      if (adds_dq) bulk_wait_read<0>();
+      constexpr int kDqThreads = Cfg::kOwnDq ? 128 : 32 * Cfg::kConsumerWarps;
+      const int dq_bar = Cfg::kOwnDq ? 1 + wg : 1;
+      named_barrier_sync(dq_bar, kDqThreads);
+      if constexpr (Cfg::kOwnDq) {
+        float dq[D / 8][4];
+        zero(dq);
+        products.dq_own_keys(dq, sm, sdS, wg);
+        sm80::stage_dq<D>(sDqw, dq, c % 4, 0, g, t);
+      } else {
+        float dq[S::kDqDims / 8][4];
+        zero(dq);
+        products.dq(dq, sm, sdS, dq_strip, dq_split);
+        sm80::stage_dq<D>(sDqw, dq, dq_strip, dq_split, g, t);
+      }
+      fence_proxy_async();  // the staged rows, for the bulk reduction's reads
+      named_barrier_sync(dq_bar, kDqThreads);
+      if (adds_dq) {
+        const int64_t rows = p.Nq - q0 < kBM ? p.Nq - q0 : kBM;
+        bulk_reduce_add_f32(dq_accum + ((b * p.Hq + h) * p.Nq + q0) * D, sDqw,
+                            uint32_t(rows) * uint32_t(D) * 4u);
+        bulk_commit();
+      }
     }
   }
   if (adds_dq) bulk_wait<0>();  // done before the block's shared memory goes
@@ -294,15 +448,19 @@ void launch_backward(const AttentionParams& p, cudaStream_t stream) {
 }
 
 // Deterministic calls and a dQ accumulator off 16 bytes take the wgmma backward; the others
-// this file's kernel, in the split dQ form unless FLASHGRAD_TMA_BWD_DQ=own (for A/B
-// measurements until a GPU run has timed both).
+// this file's kernel, in the split dQ form unless FLASHGRAD_TMA_BWD_DQ names another: `own`,
+// or `pipe` (the pipelined form, D 64; at D 128 it runs the split form). For A/B measurements
+// until a GPU run has timed them.
 template <typename T, int D> void run_backward(const AttentionParams& p, cudaStream_t stream) {
   static_assert(std::is_same_v<T, bfloat16> || std::is_same_v<T, float16>, "16-bit types only");
-  static const int form = env_choice("FLASHGRAD_TMA_BWD_DQ", {"split", "own"});
+  static const int form = env_choice("FLASHGRAD_TMA_BWD_DQ", {"split", "own", "pipe"});
   if (p.deterministic || !BackwardWorkspace<float>(p).dq_accum_aligned16())
     return sm90::run_backward<T, D>(p, stream);
-  if (form == 1) return launch_backward<T, BackwardConfig<D, true>>(p, stream);
-  launch_backward<T, BackwardConfig<D, false>>(p, stream);
+  if (form == kOwnDq) return launch_backward<T, BackwardConfig<D, kOwnDq>>(p, stream);
+  if constexpr (D == 64) {
+    if (form == kPipelined) return launch_backward<T, BackwardConfig<D, kPipelined>>(p, stream);
+  }
+  launch_backward<T, BackwardConfig<D, kSplitDq>>(p, stream);
 }
 
 }  // namespace sm90ws
