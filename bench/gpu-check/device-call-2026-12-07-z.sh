@@ -3,9 +3,9 @@
 #   1. `ctest -L cuda` on the whole tree (the mended "O and dO rows off 16-byte boundaries"
 #      test among them: both calls now run on the kernel the dispatcher picks for the
 #      misaligned one);
-#   2. racecheck on the bf16 race case to its end, with every consumer thread of the
-#      warp-specialised backward arriving on the "empty" barrier (call x: 24 hazards on the
-#      LSE/D_i stage; call y: none in the 5 of 6 cases it reached before the time ran out);
+#   2. racecheck on the bf16 race case to its end (in parallel with 3's), with every consumer
+#      thread of the warp-specialised backward arriving on the "empty" barrier (call x: 24
+#      hazards on the LSE/D_i stage; call y: none in the 5 of 6 cases it reached in its time);
 #   3. the warp-specialised backward's pipelined form (FLASHGRAD_TMA_BWD_DQ=pipe, D 64: tile
 #      n's scores issued ahead of tile n-1's dV, dK, dQ, its elementwise steps under them):
 #      a smoke run, the sweep and test_attention_tc with it, racecheck on the race case;
@@ -23,24 +23,25 @@ left() { echo $(( LIMIT - 10 - ($(date +%s) - T0) )); }
 build
 ctest_cuda 200
 pack
-timeout 180 compute-sanitizer --tool racecheck --error-exitcode 9 build/tests/test_attention_kernels \
-  "attention cuda race check: bf16" > $L/racecheck.log 2>&1
-el "racecheck bf16 race case rc $? $(grep -E 'RACECHECK SUMMARY' $L/racecheck.log | tail -1) | $(grep -c 'cuda-backward:tma' $L/racecheck.log) TMA-backward lines | $(tail -2 $L/racecheck.log | grep -E 'passed|failed')"
-grep -m3 -A3 "Error: Race" $L/racecheck.log | tee -a $FINAL/summary.txt
-pack
 PIPE="FLASHGRAD_ATTENTION_TMA_BWD=1 FLASHGRAD_TMA_BWD_DQ=pipe"
 env $PIPE timeout 40 build/flashgrad bench attention --dtype bf16 --head-dim 64 --causal both \
   --min-len 1024 --max-len 1024 --reps 1 --seconds 0.02 > $L/smoke-pipe.log 2>&1
 PIPE_OK=$?; el "smoke: pipelined TMA backward rc $PIPE_OK"; tail -4 $L/smoke-pipe.log | tee -a $FINAL/summary.txt
+# racecheck of the split form (the default of the TMA backward) and, beside it, of the pipelined one
+timeout 180 compute-sanitizer --tool racecheck --error-exitcode 9 build/tests/test_attention_kernels \
+  "attention cuda race check: bf16" > $L/racecheck.log 2>&1 &
 if [ $PIPE_OK = 0 ]; then
   env $PIPE timeout 60 build/tests/test_attention_kernels "attention cuda: every kernel of the tables against the reference" > $L/sweep-pipe.log 2>&1
   el "sweep, pipelined form, rc $? $(tail -3 $L/sweep-pipe.log | grep -E 'passed|failed')"
   env $PIPE timeout 100 build/tests/test_attention_tc "[cuda]" > $L/tc-pipe.log 2>&1
   el "test_attention_tc [cuda], pipelined form chosen, rc $? $(tail -3 $L/tc-pipe.log | grep -E 'passed|failed')"
-  env $PIPE timeout 150 compute-sanitizer --tool racecheck --error-exitcode 9 build/tests/test_attention_kernels \
+  env $PIPE timeout 170 compute-sanitizer --tool racecheck --error-exitcode 9 build/tests/test_attention_kernels \
     "attention cuda race check: bf16" > $L/racecheck-pipe.log 2>&1
   el "racecheck, pipelined form: $(grep -E 'RACECHECK SUMMARY' $L/racecheck-pipe.log | tail -1) $(tail -2 $L/racecheck-pipe.log | grep -E 'passed|failed')"
 fi
+wait
+el "racecheck bf16 race case: $(grep -E 'RACECHECK SUMMARY' $L/racecheck.log | tail -1) | $(grep -c 'cuda-backward:tma' $L/racecheck.log) TMA-backward lines | $(tail -2 $L/racecheck.log | grep -E 'passed|failed')"
+grep -m3 -A3 "Error: Race" $L/racecheck.log | tee -a $FINAL/summary.txt
 pack
 B="bench attention --dtype bf16 --head-dim 64,128 --causal both --min-len 1024 --max-len 8192 --reps 5 --seconds 0.2 --no-check"
 run_b() { local name=$1; shift; env "$@" timeout 70 build/flashgrad $B --json $L/bench-$name.json > $L/bench-$name.log 2>&1; el "bench attention $name rc $?"; }
