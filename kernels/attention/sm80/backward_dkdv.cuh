@@ -205,9 +205,8 @@ FG_ATTN_DEV void add_dq(float* dq_accum, const float (&dq)[kN][4], const Attenti
 }
 
 // The same rows of dq into the block's fp32 dQ tile in shared memory ([kBM][D], row-major, as
-// the accumulator's rows lie in global memory; rows kRowFloats apart: D here, so that one bulk
-// reduction takes the tile, padded where each row is reduced on its own).
-template <int D, int kN, int kRowFloats = D>
+// the accumulator's rows lie in global memory).
+template <int D, int kN>
 FG_ATTN_DEV void stage_dq(uint32_t sDq, const float (&dq)[kN][4], int strip, int split, int g,
                           int t) {
 #pragma unroll
@@ -216,7 +215,7 @@ FG_ATTN_DEV void stage_dq(uint32_t sDq, const float (&dq)[kN][4], int strip, int
 #pragma unroll
     for (int n = 0; n < kN; ++n) {
       const uint32_t col = uint32_t(split * kN * 8 + n * 8 + 2 * t);
-      asm volatile("st.shared.v2.f32 [%0], {%1, %2};\n" ::"r"(sDq + (row * kRowFloats + col) * 4),
+      asm volatile("st.shared.v2.f32 [%0], {%1, %2};\n" ::"r"(sDq + (row * D + col) * 4),
                    "f"(dq[n][2 * hr]), "f"(dq[n][2 * hr + 1])
                    : "memory");
     }

@@ -18,9 +18,9 @@
 //               split (the default): a named barrier of the 256 consumer threads (every dS^T
 //               in), warpgroup w forms the dims w D/2 .. of the 64 x D tile over all 128 keys
 //               (wgmma), stages them in shared memory as fp32 rows, and after a second named
-//               barrier one warp adds the tile to the accumulator, a bulk reduction a row;
+//               barrier one thread adds the tile to the accumulator with one bulk reduction;
 //               own (FLASHGRAD_TMA_BWD_DQ=own): each warpgroup forms the whole 64 x D tile
-//               over its own 64 keys and adds it with its own bulk reductions, meeting only its
+//               over its own 64 keys and adds it with its own bulk reduction, meeting only its
 //               own four warps (named barrier 1 + w of 128 threads), so that the two
 //               warpgroups never wait for each other and drift apart (one's elementwise steps
 //               under the other's products), for twice the reductions in L2 and a second
@@ -80,13 +80,7 @@ template <int D_, int kForm_> struct BackwardConfig {
   // (The pipelined form keeps P^T beside dS^T, in the same layout: kOffP.)
   static constexpr uint32_t kOffP = kOffdS + kBN * Shape::kDsRowBytes;
   static constexpr uint32_t kOffDq = kOffP + (kForm == kPipelined ? kBN * Shape::kDsRowBytes : 0);
-  // The staged fp32 dQ tile: rows of D + 8 floats (32 bytes of padding), each added by its own
-  // bulk reduction. Unpadded (rows a multiple of 128 bytes apart), the 64-bit stores of the
-  // four rows a half-warp writes (g = 0..3) fell on the same banks: 4-way conflicts in every
-  // store, between the two barriers of the dQ step; padded by 32 bytes, they are conflict-free.
-  static constexpr int kDqRowFloats = D + 8;
-  static constexpr uint32_t kDqRowBytes = kDqRowFloats * 4, kDqBufBytes = kBM * kDqRowBytes;
-  static constexpr uint32_t kOffL = kOffDq + (kOwnDq ? 2 : 1) * kDqBufBytes;
+  static constexpr uint32_t kOffL = kOffDq + (kOwnDq ? 2 : 1) * Shape::kDqTileBytes;
   static constexpr uint32_t kOffDi = kOffL + kStages * kBM * 4;
   static constexpr uint32_t kOffBars = kOffDi + kStages * kBM * 4;
   static constexpr int kBarriers = 1 + 2 * kStages;  // K and V; full and empty per stage
@@ -196,28 +190,15 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
   const SoftmaxDropout sd(p);
   const Products products(c, lane);
   const int wg = c / 4, dq_strip = c % S::kDqStrips, dq_split = c / S::kDqStrips;
-  // The warp whose lanes issue the bulk reductions (two rows a lane): of the block (split
-  // form), of each warpgroup (own and pipelined forms), whose staged tile is at sDqw.
-  const bool adds_dq = (Cfg::kOwnDq ? c % 4 : c) == 0;
-  const uint32_t sDqw = sDq + (Cfg::kOwnDq ? uint32_t(wg) * Cfg::kDqBufBytes : 0u);
+  // The thread that issues the bulk reductions: of the block (split form), of each warpgroup
+  // (own form), whose staged tile is at sDqw.
+  const bool adds_dq = (Cfg::kOwnDq ? c % 4 : c) == 0 && lane == 0;
+  const uint32_t sDqw = sDq + (Cfg::kOwnDq ? uint32_t(wg) * S::kDqTileBytes : 0u);
   const int64_t kw0 = k0 + 16 * c, kw1 = kw0 + 16 < p.Nk ? kw0 + 16 : p.Nk;
   float dk[kDT][4], dv[kDT][4];
   zero(dk);
   zero(dv);
   mbar_wait(kv_full, 0);
-
-  // The staged dQ tile of the query tile at q0 of head h (its rows below Nq) added to the
-  // accumulator, a bulk reduction per row, two rows a lane of the issuing warp; each lane
-  // commits its own group (and waits for it: bulk_wait_read before the staging is written
-  // again, bulk_wait before the block exits).
-  auto add_dq_rows = [&](int64_t h, int64_t q0) {
-    float* dst = dq_accum + ((b * p.Hq + h) * p.Nq + q0) * D;
-#pragma unroll
-    for (int r = lane; r < kBM; r += 32)
-      if (q0 + r < p.Nq)
-        bulk_reduce_add_f32(dst + int64_t(r) * D, sDqw + uint32_t(r) * Cfg::kDqRowBytes, D * 4);
-    bulk_commit();
-  };
 
   // The n-th tile of the walk, at walk position `it`: its stage is n % kS (in phase
   // (n / kS) & 1), its rows q0 .. of head h; the rest is recomputed where needed (registers).
@@ -261,8 +242,13 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
       zero(dp);
     }
   };
-  // The staged dQ tile of the tile x added (add_dq_rows).
-  auto add_dq_tile = [&](const Tile& x) { add_dq_rows(x.h, x.q0); };
+  // One bulk reduction of the staged dQ tile of the tile x (its rows below Nq).
+  auto add_dq_tile = [&](const Tile& x) {
+    const int64_t rows = p.Nq - x.q0 < kBM ? p.Nq - x.q0 : kBM;
+    bulk_reduce_add_f32(dq_accum + ((b * p.Hq + x.h) * p.Nq + x.q0) * D, sDqw,
+                        uint32_t(rows) * uint32_t(D) * 4u);
+    bulk_commit();
+  };
 
   if constexpr (Cfg::kForm == kPipelined) {
     // Tile n's S^T and dP^T are issued first, then tile n - 1's dV, dK (A = its P^T and dS^T,
@@ -299,7 +285,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
       if (adds_dq) bulk_wait_read<0>();
       // The warpgroup's products done (P^T, dS^T free), the staging buffer free.
       named_barrier_sync(1 + wg, 128);
-      sm80::stage_dq<D, D / 8, Cfg::kDqRowFloats>(sDqw, dq, c % 4, 0, g, t);
+      sm80::stage_dq<D>(sDqw, dq, c % 4, 0, g, t);
     };
     auto finish_dq = [&](const Tile& prev) {
       fence_proxy_async();  // the staged rows, P^T and dS^T stores, for the async proxy
@@ -393,7 +379,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
       mbar_arrive(empty(s));
 
       // dQ += dS K: the dS^T rows the product reads in (and the last tile's staged dQ read by
-      // its bulk reductions), the product, the fp32 rows staged, then the reductions. The split
+      // its bulk reduction), the product, the fp32 rows staged, then one reduction. The split
       // form meets all 8 consumer warps on named barrier 1, the own form each warpgroup's 4 on
       // barrier 1 + wg.
       fence_proxy_async();  // the dS^T stores, for wgmma's reads
@@ -405,16 +391,21 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
         float dq[D / 8][4];
         zero(dq);
         products.dq_own_keys(dq, sm, sdS, wg);
-        sm80::stage_dq<D, D / 8, Cfg::kDqRowFloats>(sDqw, dq, c % 4, 0, g, t);
+        sm80::stage_dq<D>(sDqw, dq, c % 4, 0, g, t);
       } else {
         float dq[S::kDqDims / 8][4];
         zero(dq);
         products.dq(dq, sm, sdS, dq_strip, dq_split);
-        sm80::stage_dq<D, S::kDqDims / 8, Cfg::kDqRowFloats>(sDqw, dq, dq_strip, dq_split, g, t);
+        sm80::stage_dq<D>(sDqw, dq, dq_strip, dq_split, g, t);
       }
-      fence_proxy_async();  // the staged rows, for the bulk reductions' reads
+      fence_proxy_async();  // the staged rows, for the bulk reduction's reads
       named_barrier_sync(dq_bar, kDqThreads);
-      if (adds_dq) add_dq_rows(h, q0);
+      if (adds_dq) {
+        const int64_t rows = p.Nq - q0 < kBM ? p.Nq - q0 : kBM;
+        bulk_reduce_add_f32(dq_accum + ((b * p.Hq + h) * p.Nq + q0) * D, sDqw,
+                            uint32_t(rows) * uint32_t(D) * 4u);
+        bulk_commit();
+      }
     }
   }
   if (adds_dq) bulk_wait<0>();  // done before the block's shared memory goes
