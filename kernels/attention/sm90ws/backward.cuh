@@ -54,9 +54,10 @@ namespace sm90ws {
 
 // Shared memory, from a 1024-byte aligned base: K and V (kBN rows each, as 64-column blocks of
 // 128-byte swizzled rows: the layout of sm80::DkdvShape<D, true>, whose sK and sV the products
-// read), kStages stages of Q and then of dO (kBM rows each), dS^T (kBN x kBM, 16-bit), the fp32
-// dQ tile (kBM x D; one per warpgroup in the own form), kStages stages of LSE and of D_i (kBM
-// floats each), then the barriers.
+// read), kStages stages of Q and then of dO (kBM rows each), dS^T (kBN x kBM, 16-bit), P^T in
+// the same layout (the pipelined form only), the fp32 dQ tile (kBM x D; one per warpgroup in
+// the own and pipelined forms), kStages stages of LSE and of D_i (kBM floats each), then the
+// barriers.
 // kForm: kSplitDq, kOwnDq or kPipelined (see the file comment).
 enum BackwardForm { kSplitDq = 0, kOwnDq = 1, kPipelined = 2 };
 template <int D_, int kForm_> struct BackwardConfig {
@@ -86,7 +87,8 @@ template <int D_, int kForm_> struct BackwardConfig {
   static constexpr int kBarriers = 1 + 2 * kStages;  // K and V; full and empty per stage
   static constexpr size_t kSmem = 1024 + size_t(kOffBars) + 8 * kBarriers;
   static_assert(kSmem <= 227 * 1024, "one block an SM on Hopper");
-  static_assert(kOffdS % 1024 == 0 && kOffQ % 1024 == 0 && kTileQ % 1024 == 0,
+  static_assert(kOffdS % 1024 == 0 && kOffP % 1024 == 0 && kOffQ % 1024 == 0 &&
+                    kTileQ % 1024 == 0,
                 "swizzled tiles start on 1024-byte boundaries");
   // The block starts with 168 registers a thread (__launch_bounds__(384, 1): 64K / 384,
   // rounded down to a multiple of 8); the producer gives 128 x 144 back, the consumers take
