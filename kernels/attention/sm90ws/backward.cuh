@@ -214,10 +214,6 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
   auto stage_q = [&](const Tile& x) { return sQ + uint32_t(x.n % kS) * kTileQ; };
   auto stage_do = [&](const Tile& x) { return sdO + uint32_t(x.n % kS) * kTileQ; };
   auto wait_full = [&](const Tile& x) { mbar_wait(full(x.n % kS), uint32_t((x.n / kS) & 1)); };
-  // P^T (masked where this warp's pair with the tile is partial or runs past Nk or Nq); dS^T
-  // into dp and P^T Z into sc, once S^T and dP^T are in. Every warpgroup runs every product,
-  // also one that sees nothing of the tile (its P and dS are zeroed), so that no wgmma sits in
-  // a branch (ptxas serialises the wgmma of a kernel where one does).
   // What the warp (wvis) and its warpgroup (act) see of the tile: worked out before the
   // scores are issued (afterwards, with S^T and dP^T live, it cost ptxas 120 bytes more spill).
   struct Sight {
@@ -230,16 +226,18 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
         kw0 < p.Nk ? tile_visibility(p, x.h, x.q0, q1, kw0, kw1) : TileVisibility::empty;
     return Sight{wvis, products.active(p, x.h, x.q0, q1, k0, c, wvis)};
   };
+  // P^T (masked where this warp's pair with the tile is partial or runs past Nk or Nq); dS^T
+  // into dp and P^T Z into sc, once S^T and dP^T are in. Every warpgroup runs every product,
+  // also one that sees nothing of the tile (its P and dS are zeroed), so that no wgmma sits in
+  // a branch (ptxas serialises the wgmma of a kernel where one does).
   auto elementwise = [&](const Tile& x, Sight v, float (&sc)[kNT][4], float (&dp)[kNT][4]) {
-    const TileVisibility wvis = v.wvis;
-    const bool act = v.act;
-    if (wvis != TileVisibility::full || kw0 + 16 > p.Nk || x.q0 + kBM > p.Nq)
+    if (v.wvis != TileVisibility::full || kw0 + 16 > p.Nk || x.q0 + kBM > p.Nq)
       mask_scores_transposed(sc, p, kw0, x.q0, g, t);
     const int st = x.n % kS;
     probabilities_transposed(sc, pL + st * kBM, t, sd.sl2);
     const uint32_t ph = uint32_t(p.batch_index_base + b) * uint32_t(p.Hq) + uint32_t(x.h);
     sm80::ds_transposed(sc, dp, pDi + st * kBM, kw0, x.q0, g, t, ph, p, scale, sd);
-    if (!act) {
+    if (!v.act) {
       zero(sc);
       zero(dp);
     }
@@ -345,40 +343,22 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
     int n = 0;
     for (sm80::QueryTilePos it = walk.next_visible(p, sm80::QueryTilePos{0, 0}); it.gi < walk.G;
          it = walk.next_visible(p, sm80::QueryTilePos{it.gi, it.qt + 1}), ++n) {
-      const int s = n % kS;
-      const int64_t h = hk * walk.G + it.gi, q0 = it.qt * kBM;
-      const int64_t q1 = q0 + kBM < p.Nq ? q0 + kBM : p.Nq;
-      const uint32_t sQs = sQ + uint32_t(s) * kTileQ, sdOs = sdO + uint32_t(s) * kTileQ;
-      const TileVisibility wvis =
-          kw0 < p.Nk ? tile_visibility(p, h, q0, q1, kw0, kw1) : TileVisibility::empty;
-      const bool act = products.active(p, h, q0, q1, k0, c, wvis);
-
-      // S^T, dP^T; P^T (masked where this warp's pair with the tile is partial or runs past Nk
-      // or Nq); dS^T into dp and P^T Z into sc. Every warpgroup runs every product, also one
-      // that sees nothing of the tile (its P and dS are zeroed), so that no wgmma sits in a
-      // branch (ptxas serialises the wgmma of a kernel where one does).
+      const Tile x = tile_at(it, n);
+      const Sight v = sight(x);
       float sc[kNT][4], dp[kNT][4];
       zero(sc);
       zero(dp);
-      mbar_wait(full(s), uint32_t((n / kS) & 1));
-      products.scores(sc, dp, sm, sQs, sdOs, c);
-      if (wvis != TileVisibility::full || kw0 + 16 > p.Nk || q0 + kBM > p.Nq)
-        mask_scores_transposed(sc, p, kw0, q0, g, t);
-      probabilities_transposed(sc, pL + s * kBM, t, sd.sl2);
-      const uint32_t ph = uint32_t(p.batch_index_base + b) * uint32_t(p.Hq) + uint32_t(h);
-      sm80::ds_transposed(sc, dp, pDi + s * kBM, kw0, q0, g, t, ph, p, scale, sd);
-      if (!act) {
-        zero(sc);
-        zero(dp);
-      }
-      products.dv_dk(dv, dk, sc, dp, sQs, sdOs, [&](int kk, const uint32_t (&da)[4]) {
+      wait_full(x);
+      products.scores(sc, dp, sm, stage_q(x), stage_do(x), c);
+      elementwise(x, v, sc, dp);
+      products.dv_dk(dv, dk, sc, dp, stage_q(x), stage_do(x), [&](int kk, const uint32_t (&da)[4]) {
         sm80::store_ds<S>(sdS, c, g, t, kk, da);
       });
       // This thread is done with the stage's Q, dO (its wgmma have completed), LSE and D_i.
       // Every thread arrives: with one arrival a warp after __syncwarp, compute-sanitizer's
       // racecheck reported the producer's next LSE/D_i stores against the other lanes' reads
       // (H100, 2026-12-08).
-      mbar_arrive(empty(s));
+      mbar_arrive(empty(x.n % kS));
 
       // dQ += dS K: the dS^T rows the product reads in (and the last tile's staged dQ read by
       // its bulk reduction), the product, the fp32 rows staged, then one reduction. The split
@@ -402,12 +382,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
       }
       fence_proxy_async();  // the staged rows, for the bulk reduction's reads
       named_barrier_sync(dq_bar, kDqThreads);
-      if (adds_dq) {
-        const int64_t rows = p.Nq - q0 < kBM ? p.Nq - q0 : kBM;
-        bulk_reduce_add_f32(dq_accum + ((b * p.Hq + h) * p.Nq + q0) * D, sDqw,
-                            uint32_t(rows) * uint32_t(D) * 4u);
-        bulk_commit();
-      }
+      if (adds_dq) add_dq_tile(x);
     }
   }
   if (adds_dq) bulk_wait<0>();  // done before the block's shared memory goes
