@@ -47,9 +47,10 @@ std::string fwd(const AttentionParams& p, const AttentionDevice& dev) {
 std::string bwd(const AttentionParams& p, const AttentionDevice& dev) {
   return flash_attention_backward_kernel(p, dev);
 }
-// Whether the backward table's kernel `name` could run p on dev (whether or not it is chosen).
-bool bwd_usable(const char* name, const AttentionParams& p, const AttentionDevice& dev) {
-  for (const AttentionKernel& k : flash_attention_backward_kernels())
+// Whether the table's kernel `name` could run p on dev (whether or not it is chosen).
+bool usable(const std::vector<AttentionKernel>& table, const char* name, const AttentionParams& p,
+            const AttentionDevice& dev) {
+  for (const AttentionKernel& k : table)
     if (std::string(k.name) == name) return k.usable(p, dev);
   return false;
 }
@@ -103,7 +104,8 @@ TEST_CASE("attention dispatch: the kernel of each call, per device (no GPU neede
       CHECK(bwd(p, *w.dev) == w.bwd);
       // The warp-specialised backward (chosen only with FLASHGRAD_ATTENTION_TMA_BWD=1) can run
       // exactly where the wgmma one is chosen.
-      CHECK(bwd_usable("tma", p, *w.dev) == (std::string(w.bwd) == "wgmma"));
+      CHECK(usable(flash_attention_backward_kernels(), "tma", p, *w.dev) ==
+            (std::string(w.bwd) == "wgmma"));
     }
     // A block mask rules the TMA forward out: wgmma at D 64, mma.sync at 128.
     for (int64_t D : {64, 128}) {
@@ -113,7 +115,8 @@ TEST_CASE("attention dispatch: the kernel of each call, per device (no GPU neede
       p.block_mask = mask.data();
       CHECK(fwd(p, h100) == (D == 64 ? "wgmma" : "mma"));
       CHECK(bwd(p, h100) == "wgmma");
-      CHECK(bwd_usable("tma", p, h100));  // it skips masked tiles as the wgmma one does
+      // It skips masked tiles as the wgmma one does.
+      CHECK(usable(flash_attention_backward_kernels(), "tma", p, h100));
     }
     // D 32: SIMT, except for a decode shape (few query rows, no dropout or mask): split-KV.
     AttentionParams p = dispatch_case(t, 32);
@@ -159,9 +162,7 @@ TEST_CASE("attention dispatch: the kernel of each call, per device (no GPU neede
 namespace {
 
 bool usable(const std::vector<AttentionKernel>& table, const char* name, const AttentionParams& p) {
-  for (const AttentionKernel& k : table)
-    if (std::string(k.name) == name) return k.usable(p, attention_current_device());
-  return false;
+  return usable(table, name, p, attention_current_device());
 }
 
 // The kernels the tables choose for a 16-bit case are tensor-core ones: on a Hopper GPU the
