@@ -26,15 +26,7 @@ grep -E "FAILED|REQUIRE|CHECK\(|with expansion" $L/sweep.log | head -10 | tee -a
 timeout 60 build/tests/test_attention_kernels "$DIMS" > $L/dims.log 2>&1
 el "race case D 96/256 rc $? $(tail -3 $L/dims.log | grep -E 'passed|failed') | kernels: $(grep -oE 'cuda-(forward|backward):[a-z0-9]+' $L/dims.log | sort -u | tr '\n' ' ')"
 pack
-for tool in memcheck racecheck synccheck; do
-  timeout 150 compute-sanitizer --tool $tool --error-exitcode 9 build/tests/test_attention_kernels \
-    "$DIMS" > $L/$tool-dims.log 2>&1 &
-done
-wait
-for tool in memcheck racecheck synccheck; do
-  el "$tool D 96/256: $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' $L/$tool-dims.log | tail -1) | $(tail -2 $L/$tool-dims.log | grep -E 'passed|failed')"
-done
-pack
+sanitize_side_by_side "$DIMS" -dims
 timeout 90 build/flashgrad gradcheck attention --device cuda > $L/gradcheck.log 2>&1
 el "gradcheck attention cuda rc $? $(grep -ciE 'fail' $L/gradcheck.log) lines with 'fail'"
 grep -E "^ *(96|256) |D=(96|256)| 96 | 256 " $L/gradcheck.log | head -16 | tee -a $FINAL/summary.txt

@@ -56,24 +56,8 @@ for form in cluster split; do
 done
 pack
 if [ $SMOKE_OK = 1 ]; then
-  for tool in memcheck synccheck racecheck; do
-    timeout 150 compute-sanitizer --tool $tool --error-exitcode 9 build/tests/test_attention_kernels \
-      "attention cuda race check: bf16" > $L/$tool.log 2>&1 &
-  done
-  wait
-  for tool in memcheck synccheck racecheck; do
-    el "$tool: $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' $L/$tool.log | tail -1) | $(grep -c 'cuda-backward:tma' $L/$tool.log) TMA-backward lines | $(tail -2 $L/$tool.log | grep -E 'passed|failed')"
-  done
-  pack
-  for tool in memcheck synccheck racecheck; do
-    FLASHGRAD_TMA_BWD_DQ=own timeout 150 compute-sanitizer --tool $tool --error-exitcode 9 build/tests/test_attention_kernels \
-      "attention cuda race check: bf16" > $L/$tool-own.log 2>&1 &
-  done
-  wait
-  for tool in memcheck synccheck racecheck; do
-    el "$tool, own dQ form: $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' $L/$tool-own.log | tail -1) | $(tail -2 $L/$tool-own.log | grep -E 'passed|failed')"
-  done
-  pack
+  sanitize_side_by_side "attention cuda race check: bf16" ""
+  sanitize_side_by_side "attention cuda race check: bf16" -own FLASHGRAD_TMA_BWD_DQ=own
 fi
 B="bench attention --dtype bf16 --head-dim 64,128 --causal both --min-len 1024 --max-len 8192 --reps 5 --seconds 0.2"
 timeout 70 build/flashgrad $B --json $L/bench.json > $L/bench.log 2>&1
@@ -108,18 +92,7 @@ for k, r in sorted(rows.items()):
           " | ".join(f"{x / f['fwdbwd_tflops']:.3f}" for x in fb))
 PY
 pack
-for shape in "64 on 1024" "128 off 8192"; do
-  set -- $shape
-  for v in 0 1; do
-    [ $(left) -gt 40 ] || break
-    FLASHGRAD_ATTENTION_TMA_BWD=$v timeout 40 ncu --metrics gpu__time_duration.sum -k 'regex:bwd_|dkdv' --launch-count 6 \
-      build/flashgrad bench attention --dtype bf16 --head-dim $1 --causal $2 --min-len $3 --max-len $3 \
-      --reps 1 --seconds 0.02 --no-check > $L/ncu-times-$1-$2-$3-tma$v.txt 2>&1
-    el "ncu times D $1 causal $2 N $3 TMA_BWD=$v rc $?"
-    grep -E "bwd_|dkdv|gpu__time_duration" $L/ncu-times-$1-$2-$3-tma$v.txt | head -8 | tee -a $FINAL/summary.txt
-  done
-done
-pack
+ncu_backward_times
 if [ $SMOKE_OK = 1 ] && [ $(left) -gt 60 ]; then
   FLASHGRAD_ATTENTION_TMA_BWD=1 timeout $(( $(left) > 90 ? 90 : $(left) )) ncu --set full -k regex:sm90ws.*dkdv --launch-count 1 \
     build/flashgrad bench attention --dtype bf16 --head-dim 128 --causal off --min-len 4096 --max-len 4096 \

@@ -61,18 +61,7 @@ for i, x in enumerate(r["atomic"]):
           " | ".join(f"{y / v[0]:.3f}" for y in v[1:]))
 PY
 pack
-for shape in "64 on 1024" "128 off 8192"; do
-  set -- $shape
-  for v in 0 1; do
-    [ $(left) -gt 40 ] || break
-    FLASHGRAD_ATTENTION_TMA_BWD=$v timeout 40 ncu --metrics gpu__time_duration.sum -k 'regex:bwd_|dkdv' --launch-count 6 \
-      build/flashgrad bench attention --dtype bf16 --head-dim $1 --causal $2 --min-len $3 --max-len $3 \
-      --reps 1 --seconds 0.02 --no-check > $L/ncu-times-$1-$2-$3-tma$v.txt 2>&1
-    el "ncu times D $1 causal $2 N $3 TMA_BWD=$v rc $?"
-    grep -E "bwd_|dkdv|gpu__time_duration" $L/ncu-times-$1-$2-$3-tma$v.txt | head -8 | tee -a $FINAL/summary.txt
-  done
-done
-pack
+ncu_backward_times
 for d in 64 128; do
   [ $(left) -gt 70 ] || { el "no time for the full ncu run at D $d"; break; }
   timeout $(( $(left) > 90 ? 90 : $(left) - 5 )) ncu --set full --kernel-name-base demangled -k regex:sm90::dkdv \
