@@ -108,15 +108,20 @@ bool tma_dims_ok(std::initializer_list<std::pair<int64_t, int64_t>> size_stride)
   }
   return true;
 }
+// Whether Q, K and V (and dO, for the backward) take tensor maps (tma_dims_ok).
+bool tma_operands_ok(const AttentionParams& p, bool with_do) {
+  return tma_dims_ok({{p.B, p.q_batch_stride}, {p.Nq, p.q_seq_stride}, {p.Hq, p.q_head_stride},
+                      {p.B, p.k_batch_stride}, {p.Nk, p.k_seq_stride}, {p.Hkv, p.k_head_stride},
+                      {p.B, p.v_batch_stride}, {p.Nk, p.v_seq_stride}, {p.Hkv, p.v_head_stride}}) &&
+         (!with_do || tma_dims_ok({{p.B, p.do_batch_stride}, {p.Nq, p.do_seq_stride},
+                                   {p.Hq, p.do_head_stride}}));
+}
 // The warp-specialised forward: what the wgmma forward needs, at D 64 or 128, no block mask (its
 // 128-key tiles span two mask tiles), strides a tensor map takes, and at most 2^31 - 1 query
 // tiles (its persistent work list counts them in 32 bits).
 bool sm90ws_forward_usable(const AttentionParams& p, const AttentionDevice& dev) {
   if (!is_16bit(p) || (p.D != 64 && p.D != 128) || p.block_mask != nullptr) return false;
-  if (!tma_dims_ok({{p.B, p.q_batch_stride}, {p.Nq, p.q_seq_stride}, {p.Hq, p.q_head_stride},
-                    {p.B, p.k_batch_stride}, {p.Nk, p.k_seq_stride}, {p.Hkv, p.k_head_stride},
-                    {p.B, p.v_batch_stride}, {p.Nk, p.v_seq_stride}, {p.Hkv, p.v_head_stride}}))
-    return false;
+  if (!tma_operands_ok(p, /*with_do=*/false)) return false;
   if ((p.Nq + 127) / 128 * p.Hq * p.B >= (int64_t(1) << 31)) return false;
   return tensor_core_forward_usable(p, dev) && hopper(dev);
 }
@@ -159,12 +164,7 @@ bool sm90_backward_usable(const AttentionParams& p, const AttentionDevice& dev) 
 // The warp-specialised backward: what the wgmma backward needs, and strides a tensor map takes
 // for Q, dO, K and V. (Its launcher hands deterministic calls to the wgmma kernels.)
 bool sm90ws_backward_usable(const AttentionParams& p, const AttentionDevice& dev) {
-  if (!tma_dims_ok({{p.B, p.q_batch_stride}, {p.Nq, p.q_seq_stride}, {p.Hq, p.q_head_stride},
-                    {p.B, p.do_batch_stride}, {p.Nq, p.do_seq_stride}, {p.Hq, p.do_head_stride},
-                    {p.B, p.k_batch_stride}, {p.Nk, p.k_seq_stride}, {p.Hkv, p.k_head_stride},
-                    {p.B, p.v_batch_stride}, {p.Nk, p.v_seq_stride}, {p.Hkv, p.v_head_stride}}))
-    return false;
-  return sm90_backward_usable(p, dev);
+  return tma_operands_ok(p, /*with_do=*/true) && sm90_backward_usable(p, dev);
 }
 
 // ---------------------------------------------------------------------------------------------
